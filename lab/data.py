@@ -1,0 +1,394 @@
+"""Preference pairs and prompt sets: loading, validation and HH dialogue splitting."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+ASSETS_DATA = Path(__file__).resolve().parent.parent / "assets" / "data"
+BUNDLED_FILES = {
+    "train": ASSETS_DATA / "pairs_train.jsonl",
+    "test": ASSETS_DATA / "pairs_test.jsonl",
+}
+BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"
+FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet")
+
+# "\n\nHuman: ..." / "\n\nAssistant: ..." is the hh-rlhf dialogue form (Bai et al. 2022).
+ASSISTANT_MARK = "\n\nAssistant:"
+_TURN_RE = re.compile(r"\n\n(Human|Assistant):")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One preference pair: the shared dialogue and the two final answers, exactly as in the source."""
+
+    prompt: str  # shared text up to and including the last common "\n\nAssistant:" ("" if none)
+    chosen: str  # the rest of the chosen text, so prompt + chosen reproduces the source exactly
+    rejected: str
+    split: str | None = None
+
+    @property
+    def chosen_text(self) -> str:
+        return self.prompt + self.chosen
+
+    @property
+    def rejected_text(self) -> str:
+        return self.prompt + self.rejected
+
+    @property
+    def turns(self) -> list[tuple[str, str]]:
+        """The shared dialogue as (role, text) turns, the trailing empty assistant turn left out."""
+        return [t for t in split_turns(self.prompt) if t[1]]
+
+    @property
+    def first_human_turn(self) -> str:
+        for role, text in split_turns(self.prompt or self.chosen_text):
+            if role == "Human":
+                return text
+        return self.prompt.strip()
+
+
+@dataclass
+class PairSet:
+    """Pairs loaded from one source, with what was dropped and why."""
+
+    source: str
+    pairs: list[Pair]
+    dropped_identical: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def split(self, name: str) -> list[Pair]:
+        return [p for p in self.pairs if p.split == name]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and character-length statistics, as `python -m lab data` prints them."""
+        out: dict[str, Any] = {
+            "source": self.source,
+            "pairs": len(self.pairs),
+            "prompts": len({p.prompt for p in self.pairs}),
+            "dropped_identical": self.dropped_identical,
+        }
+        for part in ("prompt", "chosen", "rejected"):
+            lengths = [len(getattr(p, part).strip()) for p in self.pairs]
+            out[f"{part}_chars_median"] = _percentile(lengths, 50)
+            out[f"{part}_chars_p90"] = _percentile(lengths, 90)
+        splits = {p.split for p in self.pairs if p.split}
+        if splits:
+            out["splits"] = {s: len(self.split(s)) for s in sorted(splits)}
+        return out
+
+
+def _percentile(values: list[int], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return float(values[0])
+    if q == 50:
+        return float(statistics.median(values))
+    return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
+
+
+def split_turns(text: str) -> list[tuple[str, str]]:
+    """Split HH text into (role, text) turns; text before the first marker is dropped if blank."""
+    parts = _TURN_RE.split(text)
+    turns = []
+    if parts[0].strip():
+        turns.append(("Human", parts[0].strip()))
+    for role, body in zip(parts[1::2], parts[2::2]):
+        turns.append((role, body.strip()))
+    return turns
+
+
+def split_pair(chosen: str, rejected: str, split: str | None = None) -> Pair:
+    """Split two HH dialogues at the last "\\n\\nAssistant:" they share (byte-exact, nothing stripped)."""
+    common = 0
+    limit = min(len(chosen), len(rejected))
+    while common < limit and chosen[common] == rejected[common]:
+        common += 1
+    cut = chosen.rfind(ASSISTANT_MARK, 0, common)
+    if cut < 0:
+        return Pair("", chosen, rejected, split)
+    cut += len(ASSISTANT_MARK)
+    return Pair(chosen[:cut], chosen[cut:], rejected[cut:], split)
+
+
+def to_hh(prompt: Any, answer: Any) -> tuple[str, str]:
+    """Explicit prompt/answer (text or chat messages) to HH-form prompt and answer."""
+    if isinstance(prompt, list):
+        prompt = "".join(f"\n\n{_role(m)}: {m.get('content', '')}" for m in prompt) + ASSISTANT_MARK
+    elif not prompt.startswith("\n\nHuman:"):
+        prompt = f"\n\nHuman: {prompt.strip()}{ASSISTANT_MARK}"
+    elif not prompt.rstrip().endswith("Assistant:"):
+        prompt = prompt.rstrip() + ASSISTANT_MARK
+    if isinstance(answer, list):
+        answer = " ".join(str(m.get("content", "")) for m in answer if m.get("role") == "assistant")
+    return prompt, answer if answer.startswith((" ", "\n")) else " " + answer
+
+
+def _role(message: dict) -> str:
+    return "Assistant" if message.get("role") == "assistant" else "Human"
+
+
+# ---------------------------------------------------------------- reading rows
+
+
+def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line or row number, row) from a data file; raise ValueError naming file and line."""
+    name = path.name
+    if not path.exists():
+        raise ValueError(f"data file '{path}' does not exist")
+    if path.is_dir():
+        raise ValueError(f"'{path}' is a folder, not a data file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"data file '{name}' is empty")
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".jsonl.gz") else path.suffix
+    if suffix not in FILE_SUFFIXES:
+        raise ValueError(f"'{name}': unsupported file type '{suffix}' (use {', '.join(FILE_SUFFIXES)})")
+    if suffix in (".jsonl", ".jsonl.gz"):
+        yield from _read_jsonl(path, suffix == ".jsonl.gz")
+    elif suffix == ".json":
+        yield from _read_json(path)
+    else:
+        yield from _read_table(path, suffix)
+
+
+def _read_jsonl(path: Path, gz: bool) -> Iterator[tuple[int, dict]]:
+    opener = gzip.open if gz else open
+    try:
+        with opener(path, "rb") as fh:
+            for n, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"'{path.name}' line {n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"'{path.name}' line {n}: invalid JSON ({e.msg}, column {e.colno})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"'{path.name}' line {n}: expected a JSON object, got {type(row).__name__}")
+                yield n, row
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise ValueError(f"cannot read '{path.name}': {e}") from None
+
+
+def _read_json(path: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"'{path.name}': not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"'{path.name}' line {e.lineno}: invalid JSON ({e.msg})") from None
+    if isinstance(data, dict):
+        data = data.get("data", data.get("rows"))
+    if not isinstance(data, list):
+        raise ValueError(f"'{path.name}': expected a JSON list of objects")
+    for n, row in enumerate(data, start=1):
+        if not isinstance(row, dict):
+            raise ValueError(f"'{path.name}' item {n}: expected a JSON object, got {type(row).__name__}")
+        yield n, row
+
+
+def _read_table(path: Path, suffix: str) -> Iterator[tuple[int, dict]]:
+    import pandas as pd
+
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            first = 2  # row 1 is the header
+        else:
+            frame = pd.read_parquet(path)
+            first = 1
+    except UnicodeDecodeError as e:
+        raise ValueError(f"'{path.name}': not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except Exception as e:  # pandas/pyarrow raise many types for a broken file
+        raise ValueError(f"cannot read '{path.name}': {type(e).__name__}: {e}") from None
+    for i, row in enumerate(frame.to_dict(orient="records")):
+        yield first + i, row
+
+
+def _field(row: dict, column: str, n: int, name: str, kinds: tuple = (str,)) -> Any:
+    if column not in row or row[column] is None:
+        have = ", ".join(sorted(map(str, row))) or "none"
+        raise ValueError(f"column '{column}' missing in row {n} of '{name}' (columns: {have})")
+    value = row[column]
+    if hasattr(value, "tolist"):  # numpy arrays from parquet
+        value = value.tolist()
+    if not isinstance(value, kinds):
+        raise ValueError(f"column '{column}' in row {n} of '{name}' is {type(value).__name__}, expected text")
+    return value
+
+
+def _row_to_pair(row: dict, n: int, name: str, split: str | None) -> Pair:
+    chosen = _field(row, "chosen", n, name, (str, list))
+    rejected = _field(row, "rejected", n, name, (str, list))
+    if "prompt" in row and row["prompt"] not in (None, ""):
+        prompt = _field(row, "prompt", n, name, (str, list))
+        p, c = to_hh(prompt, chosen)
+        _, r = to_hh(prompt, rejected)
+        return Pair(p, c, r, split)
+    if isinstance(chosen, list) or isinstance(rejected, list):
+        chosen, rejected = _messages_to_hh(chosen), _messages_to_hh(rejected)
+    return split_pair(chosen, rejected, split)
+
+
+def _messages_to_hh(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return "".join(f"\n\n{_role(m)}: {m.get('content', '')}" for m in value)
+
+
+# ---------------------------------------------------------------- public loaders
+
+
+def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
+    """Load preference pairs from 'bundled', 'bundled:train|test', a file path or a hub id."""
+    source = source.strip()
+    if not source:
+        raise ValueError("no data source given: use 'bundled', a file path or a hub id")
+    if source in ("bundled", "bundled:train", "bundled:test"):
+        splits = ["train", "test"] if source == "bundled" else [source.split(":")[1]]
+        pairs, dropped = [], 0
+        for s in splits:
+            part = _pairs_from_rows(_read_rows(BUNDLED_FILES[s]), BUNDLED_FILES[s].name, s)
+            pairs += part.pairs
+            dropped += part.dropped_identical
+        return PairSet(source, pairs[:limit] if limit else pairs, dropped)
+    path = resolve_path(source, allowed_dirs)
+    if path is not None:
+        result = _pairs_from_rows(_read_rows(path), path.name, None, limit)
+        result.source = source
+        return result
+    rows = _hub_rows(source, limit)
+    return _pairs_from_rows(rows, source, None, limit)
+
+
+def _pairs_from_rows(rows: Iterator[tuple[int, dict]], name: str, split: str | None, limit: int | None = None) -> PairSet:
+    pairs: list[Pair] = []
+    dropped = 0
+    for n, row in rows:
+        pair = _row_to_pair(row, n, name, split)
+        if pair.chosen == pair.rejected:
+            dropped += 1
+            continue
+        pairs.append(pair)
+        if limit and len(pairs) >= limit:
+            break
+    if not pairs:
+        why = f" ({dropped} dropped because chosen equals rejected)" if dropped else ""
+        raise ValueError(f"no usable preference pair in '{name}'{why}")
+    return PairSet(name, pairs, dropped)
+
+
+def load_prompts(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> list[str]:
+    """Prompts for PPO/eval: 'bundled', 'bundled:pairs', a file or hub id with `prompt.text`, `prompt` or pairs."""
+    source = source.strip()
+    if not source:
+        raise ValueError("no prompt source given: use 'bundled', a file path or a hub id")
+    if source == "bundled":
+        rows: Iterator[tuple[int, dict]] = _read_rows(BUNDLED_PROMPTS)
+        name = BUNDLED_PROMPTS.name
+    elif source in ("bundled:pairs", "bundled:train", "bundled:test"):
+        pair_source = "bundled" if source == "bundled:pairs" else source
+        return _dedupe([p.first_human_turn for p in load_pairs(pair_source).pairs], limit)
+    else:
+        path = resolve_path(source, allowed_dirs)
+        rows, name = (_read_rows(path), path.name) if path else (_hub_rows(source, limit), source)
+    prompts: list[str] = []
+    for n, row in rows:
+        prompts.append(_row_to_prompt(row, n, name))
+        if limit and len(set(prompts)) >= limit:
+            break
+    prompts = _dedupe([p for p in prompts if p.strip()], limit)
+    if not prompts:
+        raise ValueError(f"no usable prompt in '{name}'")
+    return prompts
+
+
+def _row_to_prompt(row: dict, n: int, name: str) -> str:
+    prompt = row.get("prompt")
+    if isinstance(prompt, dict):  # allenai/real-toxicity-prompts: {"prompt": {"text": ...}}
+        if not isinstance(prompt.get("text"), str):
+            raise ValueError(f"column 'prompt.text' missing in row {n} of '{name}'")
+        return prompt["text"].strip()
+    if isinstance(prompt, str) and prompt.strip():
+        return split_turns(prompt)[0][1] if prompt.startswith("\n\nHuman:") else prompt.strip()
+    if isinstance(prompt, list):
+        return next((m.get("content", "") for m in prompt if m.get("role") == "user"), "")
+    if "chosen" in row:  # preference data: the first human turn, as the seed does
+        return _row_to_pair(row, n, name, None).first_human_turn
+    if isinstance(row.get("text"), str):
+        return row["text"].strip()
+    have = ", ".join(sorted(map(str, row))) or "none"
+    raise ValueError(f"column 'prompt' missing in row {n} of '{name}' (columns: {have})")
+
+
+def _dedupe(items: list[str], limit: int | None) -> list[str]:
+    out = list(dict.fromkeys(items))
+    return out[:limit] if limit else out
+
+
+# ---------------------------------------------------------------- paths and the hub
+
+
+def looks_like_path(source: str) -> bool:
+    return source.startswith(("/", ".", "~")) or source.endswith(FILE_SUFFIXES) or "\\" in source
+
+
+def resolve_path(source: str, allowed_dirs: list[Path] | None = None) -> Path | None:
+    """A local path for `source`, or None when it names a hub dataset; checks the allow-list if given."""
+    if not looks_like_path(source) and not Path(source).exists():
+        return None
+    path = Path(source).expanduser().resolve()
+    if allowed_dirs is not None and not any(_is_within(path, d) for d in allowed_dirs):
+        where = ", ".join(str(d) for d in allowed_dirs)
+        raise ValueError(f"'{source}' is outside the allowed data folders ({where})")
+    if not path.exists():
+        raise ValueError(f"data file '{source}' does not exist")
+    return path
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def parse_hub_id(source: str) -> tuple[str, str | None, str]:
+    """'owner/name[/data_dir][:split]' -> (repo id, data_dir, split)."""
+    spec, _, split = source.partition(":")
+    parts = spec.split("/")
+    if len(parts) < 2 or not all(parts) or not re.fullmatch(r"[\w.\-/]+", spec):
+        raise ValueError(
+            f"'{source}' is neither 'bundled', an existing file nor a hub id (owner/name[/data_dir][:split])"
+        )
+    return "/".join(parts[:2]), "/".join(parts[2:]) or None, split or "train"
+
+
+def _hub_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
+    from lab.models import require_hub
+
+    repo, data_dir, split = parse_hub_id(source)
+    require_hub(source)
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(repo, data_dir=data_dir, split=split)
+    except Exception as e:  # datasets raises many types: not found, gated, bad split, network
+        raise ValueError(f"could not load hub dataset '{source}': {type(e).__name__}: {e}") from None
+    for n, row in enumerate(ds, start=1):
+        yield n, row
+        if limit and n >= limit * 2:  # identical pairs are dropped, so read a little more than asked
+            break

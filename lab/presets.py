@@ -1,0 +1,110 @@
+"""Presets: which models, data and defaults the lab uses on a Space A100 (`a100`) or offline on a CPU (`cpu`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep a shared Space usable; the UI and CLI clamp or refuse values beyond them."""
+
+    max_steps: int  # PPO steps and reward-model max steps
+    max_batch_size: int
+    max_new_tokens: int
+    max_prompts: int  # prompts in one comparison
+    max_upload_mb: float
+    max_upload_rows: int
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that differs between the Space and the offline CPU machine."""
+
+    name: str
+    description: str
+    policy: str  # model spec for lab.models.resolve
+    reward_backbone: str
+    pairs: str  # preference-data source for lab.data.load_pairs
+    ppo_prompts: str  # prompt source for PPO
+    compare_prompts: str  # prompt source for the Compare tab
+    toxicity: str  # "roberta" or "offline"
+    quantize_4bit: bool
+    lora: dict[str, Any]
+    limits: Limits
+    reward: dict[str, Any] = field(default_factory=dict)  # overrides for lab.reward's config
+    ppo: dict[str, Any] = field(default_factory=dict)  # overrides for lab.ppo.PPOConfig
+    generate: dict[str, Any] = field(default_factory=dict)  # overrides for lab.generate's config
+
+
+A100 = Preset(
+    name="a100",
+    description="The seed recipe on a Space A100: zephyr-7b-alpha in 4-bit NF4 + LoRA, distilroberta reward model.",
+    policy="HuggingFaceH4/zephyr-7b-alpha",
+    reward_backbone="distilroberta-base",
+    pairs="Anthropic/hh-rlhf",
+    ppo_prompts="allenai/real-toxicity-prompts",
+    compare_prompts="Anthropic/hh-rlhf:test",
+    toxicity="roberta",
+    quantize_4bit=True,
+    lora={"r": 16, "alpha": 32, "dropout": 0.05},
+    limits=Limits(
+        max_steps=400, max_batch_size=64, max_new_tokens=256, max_prompts=200, max_upload_mb=50, max_upload_rows=200_000
+    ),
+    reward={"epochs": 1.0, "max_steps": 2000, "learning_rate": 1e-5, "batch_size": 16, "max_length": 512},
+    ppo={
+        "learning_rate": 1.4e-5,
+        "batch_size": 16,
+        "mini_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "ppo_epochs": 4,
+        "output_min_length": 16,
+        "output_max_length": 48,
+        "steps": 100,
+    },
+    generate={"max_new_tokens": 256, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 16},
+)
+
+CPU = Preset(
+    name="cpu",
+    description="Offline on a CPU: SmolLM2-135M-Instruct (embedded GGUF) + LoRA, all-MiniLM-L6-v2 reward model, bundled data.",
+    policy="embedded:smollm2-135m-instruct",
+    reward_backbone="embedded:all-minilm-l6-v2",
+    pairs="bundled",
+    ppo_prompts="bundled",
+    compare_prompts="bundled",
+    toxicity="offline",
+    quantize_4bit=False,
+    lora={"r": 16, "alpha": 32, "dropout": 0.05},
+    limits=Limits(
+        max_steps=200, max_batch_size=32, max_new_tokens=128, max_prompts=100, max_upload_mb=20, max_upload_rows=50_000
+    ),
+    reward={"epochs": 2.0, "max_steps": 0, "learning_rate": 5e-5, "batch_size": 16, "max_length": 256},
+    ppo={
+        "learning_rate": 1.4e-5,
+        "batch_size": 8,
+        "mini_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "ppo_epochs": 4,
+        "output_min_length": 8,
+        "output_max_length": 24,
+        "steps": 20,
+    },
+    generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 16},
+)
+
+PRESETS = {p.name: p for p in (A100, CPU)}
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """The named preset, else `LAB_PRESET`, else `a100` with CUDA and `cpu` without."""
+    name = name or os.environ.get("LAB_PRESET")
+    if not name:
+        import torch
+
+        name = "a100" if torch.cuda.is_available() else "cpu"
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    return PRESETS[name]

