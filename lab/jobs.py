@@ -163,13 +163,18 @@ class JobManager:
         return job
 
     def run_sync(
-        self, kind: str, fn: JobFn, config: dict[str, Any], on_metrics: Callable[[dict], None] | None = None
+        self,
+        kind: str,
+        fn: JobFn,
+        config: dict[str, Any],
+        on_metrics: Callable[[dict], None] | None = None,
+        path: Path | None = None,
     ) -> Job:
-        """Run a job and wait for it (the CLI); Ctrl-C stops it cleanly after the current step."""
+        """Run a job and wait for it (the CLI), in `path` if given; Ctrl-C stops it cleanly after the current step."""
         with self._lock:
             if self.active():
                 raise JobBusy("a job is already running")
-        run = runs.new_run(kind, config, self.root)
+        run = runs.new_run(kind, config, self.root, path=path)
         job = Job(kind=kind, owner="cli", ctx=JobContext(run=run, config=config))
         if on_metrics:
             job.ctx.listeners.append(on_metrics)

@@ -98,13 +98,19 @@ class Run:
         return " · ".join(bits)
 
 
-def new_run(kind: str, config: dict[str, Any], root: Path | None = None) -> Run:
-    """Create `runs/<kind>-<time>-<random>/` with its config and a `queued` status."""
-    root = Path(root) if root else runs_root()
-    root.mkdir(parents=True, exist_ok=True)
-    run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    path = root / run_id
-    path.mkdir()
+def new_run(kind: str, config: dict[str, Any], root: Path | None = None, path: Path | None = None) -> Run:
+    """Create `runs/<kind>-<time>-<random>/` (or `path`, new or empty) with its config and a `queued` status."""
+    if path is None:
+        root = Path(root) if root else runs_root()
+        root.mkdir(parents=True, exist_ok=True)
+        run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        path = root / run_id
+        path.mkdir()
+    else:
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ValueError(f"'{path}' already exists and is not an empty folder: choose a new run folder")
+        path.mkdir(parents=True, exist_ok=True)
     _write_json(path / "config.json", {"kind": kind, "created": time.time(), **config})
     run = Run(path)
     run.set_status("queued")

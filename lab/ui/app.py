@@ -21,6 +21,7 @@ def build_app(manager: JobManager, preset: Preset, allowed_dirs: list[Path] | No
         ctx = UIContext(
             manager=manager,
             preset=preset,
+            demo=demo,
             visitor=gr.BrowserState(None, storage_key="rlhf-lab-visitor"),
             data_source=gr.State(preset.pairs),
             allowed_dirs=list(allowed_dirs or []),

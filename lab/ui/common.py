@@ -28,6 +28,7 @@ class UIContext:
 
     manager: JobManager
     preset: Preset
+    demo: Any = None  # the gr.Blocks being built, for tabs' own `demo.load` hooks
     visitor: Any = None  # gr.BrowserState holding this browser's id (survives reloads)
     data_source: Any = None  # gr.State: the pairs source chosen on the Data tab
     allowed_dirs: list[Path] = field(default_factory=list)

@@ -1,0 +1,196 @@
+"""The Data tab: choose a preference-data source, see its statistics, page through pairs with the divergence marked."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from lab.data import Pair, PairSet, load_pairs
+from lab.models import hub_reachable
+from lab.ui.common import UIContext, esc, guard
+from lab.ui.uploads import check_upload
+
+PAGE_SIZE = 5
+SOURCE_KINDS = ["Bundled demo set", "Local file path", "Upload a file", "Hub dataset id"]
+
+
+# ---------------------------------------------------------------- rendering (pure: text in, HTML out)
+
+
+def _turns_html(pair: Pair) -> str:
+    rows = []
+    for role, text in pair.turns:
+        rows.append(f'<div class="turn turn-{role.lower()}"><b>{esc(role)}</b><div>{esc(text)}</div></div>')
+    return "".join(rows) or '<div class="turn"><i>(no shared dialogue: a single-turn pair)</i></div>'
+
+
+def diff_html(a: str, b: str) -> tuple[str, str]:
+    """Both texts escaped, the words where they differ wrapped in <mark>."""
+    wa, wb = a.split(" "), b.split(" ")
+    out_a: list[str] = []
+    out_b: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
+        seg_a, seg_b = esc(" ".join(wa[i1:i2])), esc(" ".join(wb[j1:j2]))
+        if op == "equal":
+            out_a.append(seg_a)
+            out_b.append(seg_b)
+        else:
+            if seg_a:
+                out_a.append(f'<mark class="diff">{seg_a}</mark>')
+            if seg_b:
+                out_b.append(f'<mark class="diff">{seg_b}</mark>')
+    return " ".join(out_a), " ".join(out_b)
+
+
+def pair_html(pair: Pair, index: int, total: int) -> str:
+    """One pair as a card: the shared dialogue once, then the two final answers side by side."""
+    chosen, rejected = diff_html(pair.chosen.strip(), pair.rejected.strip())
+    split = f' <span class="badge">{esc(pair.split)}</span>' if pair.split else ""
+    return (
+        f'<div class="pair-card"><div class="pair-head">Pair {index + 1} of {total}{split}</div>'
+        f'<div class="dialogue">{_turns_html(pair)}</div>'
+        f'<div class="answers"><div class="answer chosen"><div class="answer-label">✓ Chosen</div>{chosen}</div>'
+        f'<div class="answer rejected"><div class="answer-label">✗ Rejected</div>{rejected}</div></div></div>'
+    )
+
+
+def stats_markdown(pairs: PairSet) -> str:
+    s = pairs.stats()
+    lines = [
+        f"**{esc(s['source'])}** — **{s['pairs']}** pairs, **{s['prompts']}** distinct prompts"
+        + (f", {s['dropped_identical']} dropped (chosen = rejected)" if s["dropped_identical"] else ""),
+        "",
+        "| characters | median | 90th percentile |",
+        "|---|---|---|",
+    ]
+    for part in ("prompt", "chosen", "rejected"):
+        lines.append(f"| {part} | {s[f'{part}_chars_median']:.0f} | {s[f'{part}_chars_p90']:.0f} |")
+    if "splits" in s:
+        lines.append("\nSplits: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
+    return "\n".join(lines)
+
+
+def length_figure(pairs: PairSet) -> go.Figure:
+    fig = go.Figure()
+    for part, colour in (("chosen", "#2e7d32"), ("rejected", "#c62828")):
+        fig.add_histogram(x=[len(getattr(p, part).strip()) for p in pairs.pairs], name=part, opacity=0.6,
+                          marker_color=colour, nbinsx=40)
+    fig.update_layout(barmode="overlay", height=260, margin=dict(l=40, r=10, t=30, b=40),
+                      title="Final-answer length (characters)", legend=dict(orientation="h", y=1.15))
+    return fig
+
+
+def filter_indices(pairs: PairSet, query: str, split: str) -> list[int]:
+    """Indices of pairs matching the search text (case-insensitive, any part) and split."""
+    q = query.strip().lower()
+    out = []
+    for i, p in enumerate(pairs.pairs):
+        if split not in ("all", "") and p.split != split:
+            continue
+        if q and q not in (p.prompt + p.chosen + p.rejected).lower():
+            continue
+        out.append(i)
+    return out
+
+
+def page_html(pairs: PairSet | None, indices: list[int], page: int) -> tuple[str, str]:
+    """The cards of one page and its 'page x of y' line."""
+    if pairs is None:
+        return "<p>No data loaded.</p>", ""
+    if not indices:
+        return "<p>No pair matches.</p>", "0 matches"
+    pages = max(1, -(-len(indices) // PAGE_SIZE))
+    page = min(max(page, 0), pages - 1)
+    chunk = indices[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+    cards = "".join(pair_html(pairs.pairs[i], i, len(pairs)) for i in chunk)
+    return cards, f"Page {page + 1} of {pages} · {len(indices)} matching pairs"
+
+
+# ---------------------------------------------------------------- the tab
+
+
+def build_data_tab(ctx: UIContext) -> None:
+    hub_kinds = SOURCE_KINDS if hub_reachable() else SOURCE_KINDS[:3]
+    pairs_state = gr.State(None)  # the loaded PairSet of this browser
+    indices_state = gr.State([])
+    page_state = gr.State(0)
+
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            kind = gr.Radio(hub_kinds, value=SOURCE_KINDS[0], label="Source")
+            path = gr.Textbox(label="Local file (.jsonl, .jsonl.gz, .csv, .parquet)", visible=False,
+                              placeholder="data/prefs.jsonl")
+            upload = gr.File(label="Upload a file", visible=False, file_types=[".jsonl", ".gz", ".csv", ".parquet", ".json"])
+            hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split])", visible=False,
+                                placeholder="Anthropic/hh-rlhf/harmless-base:test")
+            load_btn = gr.Button("Load", variant="primary", elem_id="data-load")
+            source_md = gr.Markdown(elem_id="data-stats")
+        with gr.Column(scale=2):
+            lengths = gr.Plot(label="Lengths", elem_id="data-lengths")
+    with gr.Row():
+        search = gr.Textbox(label="Search text", placeholder="words in the dialogue or answers", scale=3)
+        split = gr.Dropdown(["all", "train", "test"], value="all", label="Split", scale=1)
+    with gr.Row():
+        prev_btn = gr.Button("◀ Previous", size="sm")
+        page_md = gr.Markdown(elem_id="data-page")
+        next_btn = gr.Button("Next ▶", size="sm")
+    cards = gr.HTML(elem_id="data-cards")
+
+    def choose_kind(k: str) -> tuple:
+        return (gr.update(visible=k == SOURCE_KINDS[1]), gr.update(visible=k == SOURCE_KINDS[2]),
+                gr.update(visible=k == SOURCE_KINDS[3]))
+
+    @guard(8)
+    def load(k: str, p: str, up: Any, hub: str) -> tuple:
+        source = _source_for(ctx, k, p, up, hub)
+        # Typed paths must lie in the allowed folders; an upload was already checked for size and rows.
+        allowed = None if k == SOURCE_KINDS[2] else ctx.allowed_dirs or None
+        pairs = load_pairs(source, allowed_dirs=allowed)
+        indices = list(range(len(pairs)))
+        html, page_line = page_html(pairs, indices, 0)
+        return pairs, indices, 0, stats_markdown(pairs), length_figure(pairs), html, page_line, source
+
+    def refilter(pairs: PairSet | None, q: str, s: str) -> tuple:
+        if pairs is None:
+            return [], 0, *page_html(None, [], 0)
+        indices = filter_indices(pairs, q, s)
+        return indices, 0, *page_html(pairs, indices, 0)
+
+    def turn(pairs: PairSet | None, indices: list[int], page: int, delta: int) -> tuple:
+        pages = max(1, -(-len(indices) // PAGE_SIZE))
+        page = min(max(page + delta, 0), pages - 1)
+        return page, *page_html(pairs, indices, page)
+
+    kind.change(choose_kind, kind, [path, upload, hub_id])
+    load_btn.click(
+        load, [kind, path, upload, hub_id],
+        [pairs_state, indices_state, page_state, source_md, lengths, cards, page_md, ctx.data_source],
+    )
+    for trigger in (search.submit, split.change):
+        trigger(refilter, [pairs_state, search, split], [indices_state, page_state, cards, page_md])
+    prev_btn.click(lambda a, b, c: turn(a, b, c, -1), [pairs_state, indices_state, page_state], [page_state, cards, page_md])
+    next_btn.click(lambda a, b, c: turn(a, b, c, 1), [pairs_state, indices_state, page_state], [page_state, cards, page_md])
+    # Show the bundled data straight away, so the first view is never empty.
+    ctx.demo.load(load, [kind, path, upload, hub_id],
+                  [pairs_state, indices_state, page_state, source_md, lengths, cards, page_md, ctx.data_source])
+
+
+def _source_for(ctx: UIContext, kind: str, path: str, upload: Any, hub: str) -> str:
+    """The data source string for the chosen kind, checked against the Space's limits."""
+    if kind == SOURCE_KINDS[0]:
+        return "bundled"
+    if kind == SOURCE_KINDS[1]:
+        if not (path or "").strip():
+            raise ValueError("type a file path first")
+        return path.strip()
+    if kind == SOURCE_KINDS[2]:
+        if upload is None:
+            raise ValueError("choose a file to upload first")
+        return str(check_upload(Path(upload if isinstance(upload, str) else upload.name), ctx.preset.limits))
+    if not (hub or "").strip():
+        raise ValueError("type a hub dataset id first")
+    return hub.strip()

@@ -1,0 +1,162 @@
+"""lab/data.py: every loader, HH splitting, prompt sets, and every bad input named clearly."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+
+from lab.data import load_pairs, load_prompts, parse_hub_id, split_pair, split_turns
+
+HH = [
+    {"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me a joke\n\nAssistant: Why did the chicken cross the road?",
+     "rejected": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me a joke\n\nAssistant: No. Go away."},
+    {"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4", "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 5, obviously."},
+    # Dialogues that share a turn-opening word: the split must be at the last *shared* Assistant marker.
+    {"chosen": "\n\nHuman: Q\n\nAssistant: Same start. Then good.", "rejected": "\n\nHuman: Q\n\nAssistant: Same start. Then bad."},
+]
+
+
+def write_jsonl(path, rows, gz=False):
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.mark.parametrize("name,gz", [("p.jsonl", False), ("p.jsonl.gz", True)])
+def test_jsonl_hh_split_reproduces_text_exactly(tmp_path, name, gz):
+    pairs = load_pairs(str(write_jsonl(tmp_path / name, HH, gz)))
+    assert len(pairs) == 3
+    for pair, row in zip(pairs.pairs, HH):
+        assert pair.chosen_text == row["chosen"] and pair.rejected_text == row["rejected"]
+    first = pairs.pairs[0]
+    assert first.prompt.endswith("Tell me a joke\n\nAssistant:")
+    assert first.chosen.strip() == "Why did the chicken cross the road?"
+    assert first.rejected.strip() == "No. Go away."
+    assert [r for r, _ in first.turns] == ["Human", "Assistant", "Human"]
+    assert first.first_human_turn == "Hi there"
+    assert pairs.pairs[2].chosen == " Same start. Then good."
+
+
+def test_split_pair_when_dialogues_diverge_before_last_turn():
+    c = "\n\nHuman: A\n\nAssistant: x\n\nHuman: B\n\nAssistant: y"
+    r = "\n\nHuman: A\n\nAssistant: z\n\nHuman: C\n\nAssistant: w"
+    pair = split_pair(c, r)
+    assert pair.prompt == "\n\nHuman: A\n\nAssistant:"
+    assert pair.chosen_text == c and pair.rejected_text == r
+
+
+def test_split_turns_roles_and_text():
+    assert split_turns("\n\nHuman: a b\n\nAssistant: c") == [("Human", "a b"), ("Assistant", "c")]
+
+
+def test_csv_and_parquet_with_explicit_columns(tmp_path):
+    frame = pd.DataFrame({"prompt": ["How do I boil an egg?", "Say hi"], "chosen": ["Simmer it 9 minutes.", "Hi!"],
+                          "rejected": ["Figure it out.", "No."]})
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    frame.to_parquet(tmp_path / "p.parquet")
+    for name in ("p.csv", "p.parquet"):
+        pairs = load_pairs(str(tmp_path / name))
+        assert len(pairs) == 2
+        assert pairs.pairs[0].prompt == "\n\nHuman: How do I boil an egg?\n\nAssistant:"
+        assert pairs.pairs[0].chosen.strip() == "Simmer it 9 minutes."
+        assert pairs.pairs[0].first_human_turn == "How do I boil an egg?"
+
+
+def test_conversational_messages(tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}],
+             "rejected": [{"role": "assistant", "content": "Go away"}]}]
+    pair = load_pairs(str(write_jsonl(tmp_path / "m.jsonl", rows))).pairs[0]
+    assert pair.prompt == "\n\nHuman: Hi\n\nAssistant:" and pair.chosen.strip() == "Hello"
+
+
+def test_identical_pairs_are_dropped_and_counted(tmp_path):
+    rows = HH + [{"chosen": "\n\nHuman: x\n\nAssistant: y", "rejected": "\n\nHuman: x\n\nAssistant: y"}]
+    pairs = load_pairs(str(write_jsonl(tmp_path / "d.jsonl", rows)))
+    assert len(pairs) == 3 and pairs.dropped_identical == 1 and pairs.stats()["dropped_identical"] == 1
+
+
+def test_stats(tmp_path):
+    s = load_pairs(str(write_jsonl(tmp_path / "s.jsonl", HH))).stats()
+    assert s["pairs"] == 3 and s["prompts"] == 3
+    assert s["chosen_chars_median"] == len("Same start. Then good.")
+    assert {"prompt_chars_p90", "rejected_chars_median"} <= set(s)
+
+
+def test_bundled_demo_set_has_splits_and_enough_pairs():
+    pairs = load_pairs("bundled")
+    assert len(pairs) >= 150
+    assert len(pairs.split("train")) > len(pairs.split("test")) > 20
+    assert {p.prompt for p in pairs.split("train")}.isdisjoint({p.prompt for p in pairs.split("test")})
+    assert all(p.chosen != p.rejected for p in pairs.pairs)
+    assert len(load_pairs("bundled:test")) == len(pairs.split("test"))
+
+
+def test_prompt_sets(tmp_path):
+    assert len(load_prompts("bundled")) >= 60
+    rtp = write_jsonl(tmp_path / "rtp.jsonl", [{"prompt": {"text": "So I said to him", "toxicity": 0.2}},
+                                              {"prompt": {"text": "The weather"}}])
+    assert load_prompts(str(rtp)) == ["So I said to him", "The weather"]
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "a"}])
+    assert load_prompts(str(plain)) == ["a", "b"]
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", HH)
+    assert load_prompts(str(prefs)) == ["Hi there", "What is 2+2?", "Q"]
+    assert load_prompts(str(prefs), limit=2) == ["Hi there", "What is 2+2?"]
+    assert load_prompts("bundled:test")[0] == load_pairs("bundled:test").pairs[0].first_human_turn
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"", "is empty"),
+        (b'{"chosen": "a", "rejected": "b"}\n{"chosen": "a", \n', "line 2: invalid JSON"),
+        (b'{"chosen": "a"}\n', "column 'rejected' missing in row 1"),
+        (b'{"chosen": "a", "rejected": "b"}\n{"chosen": "\xff\xfe", "rejected": "b"}\n', "line 2: not UTF-8"),
+        (b'{"chosen": "same", "rejected": "same"}\n', "no usable preference pair"),
+        (b'{"chosen": 3, "rejected": "b"}\n', "column 'chosen' in row 1"),
+        (b'[1, 2]\n', "line 1: expected a JSON object"),
+    ],
+)
+def test_bad_jsonl_inputs_name_file_line_and_column(tmp_path, content, expected):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=expected) as info:
+        load_pairs(str(path))
+    assert "bad.jsonl" in str(info.value)
+
+
+def test_bad_csv_and_paths(tmp_path):
+    (tmp_path / "c.csv").write_text("prompt,chosen\nhi,there\n")
+    with pytest.raises(ValueError, match="column 'rejected' missing in row 2 of 'c.csv'"):
+        load_pairs(str(tmp_path / "c.csv"))
+    (tmp_path / "latin.csv").write_bytes("chosen,rejected\ncaf\xe9,b\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_pairs(str(tmp_path / "latin.csv"))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_pairs(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_pairs(str(tmp_path / "x.txt"))
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="cannot read 'broken.parquet'"):
+        load_pairs(str(tmp_path / "broken.parquet"))
+    with pytest.raises(ValueError, match="no data source"):
+        load_pairs("  ")
+
+
+def test_allowed_dirs_refuse_outside_paths(tmp_path):
+    with pytest.raises(ValueError, match="outside the allowed data folders"):
+        load_pairs("/etc/passwd", allowed_dirs=[tmp_path])
+    inside = write_jsonl(tmp_path / "ok.jsonl", HH)
+    assert len(load_pairs(str(inside), allowed_dirs=[tmp_path])) == 3
+
+
+def test_hub_ids_parse_and_fail_clearly_offline():
+    assert parse_hub_id("Anthropic/hh-rlhf/harmless-base:test") == ("Anthropic/hh-rlhf", "harmless-base", "test")
+    assert parse_hub_id("allenai/real-toxicity-prompts") == ("allenai/real-toxicity-prompts", None, "train")
+    with pytest.raises(ValueError, match="not reachable"):
+        load_pairs("Anthropic/hh-rlhf")
+    with pytest.raises(ValueError, match="neither 'bundled', an existing file nor a hub id"):
+        load_pairs("nonsense")

@@ -1,0 +1,65 @@
+"""lab/models.py: spec resolution, clear errors, the pad-token fix, the GGUF cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab import models
+
+
+def test_unknown_ids_and_paths_raise_value_errors_naming_them(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'gpt-17'"):
+        models.resolve("gpt-17")
+    with pytest.raises(ValueError, match="'/nope/model' does not exist"):
+        models.resolve("/nope/model")
+    with pytest.raises(ValueError, match="unknown embedded model 'embedded:llama-9000'"):
+        models.resolve("embedded:llama-9000")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no config.json"):
+        models.resolve(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="'someone/some-model' needs the Hugging Face hub"):
+        models.load_tokenizer("someone/some-model")
+
+
+def test_embedded_models_resolve_from_wheels():
+    policy = models.resolve("embedded:smollm2-135m-instruct")
+    assert policy.gguf_file and policy.gguf_file.endswith(".gguf")
+    backbone = models.resolve("embedded:all-minilm-l6-v2")
+    assert backbone.path.endswith("model") and backbone.gguf_file is None
+
+
+def test_pad_token_is_distinct_from_eos(tiny_lm_dir, tiny_reward_backbone_dir):
+    tok = models.load_tokenizer(str(tiny_lm_dir))
+    assert tok.pad_token_id != tok.eos_token_id and tok.padding_side == "left"
+    bert = models.load_tokenizer(str(tiny_reward_backbone_dir), padding_side="right")
+    assert bert.pad_token == "[PAD]" and bert.padding_side == "right"
+
+
+def test_chat_prompt_opens_assistant_turn(tiny_lm_dir):
+    tok = models.load_tokenizer(str(tiny_lm_dir))
+    text = models.chat_prompt(tok, "Hello?")
+    assert "Hello?" in text and text.rstrip().endswith("assistant")
+
+
+def test_four_bit_is_only_used_with_cuda(tiny_lm_dir):
+    model = models.load_causal_lm(str(tiny_lm_dir), quantize_4bit=True)
+    assert not getattr(model, "is_loaded_in_4bit", False) or models.has_cuda()
+    lora = models.add_lora(model, r=4, alpha=8)
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.slow
+def test_gguf_is_dequantised_once_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    first = models.local_path("embedded:smollm2-135m-instruct")
+    assert (tmp_path / "gguf").exists() and first.startswith(str(tmp_path))
+    weights = next((tmp_path / "gguf").glob("*/model.safetensors"))
+    written = weights.stat().st_mtime_ns
+    again = models.local_path("embedded:smollm2-135m-instruct")
+    model = models.load_causal_lm("embedded:smollm2-135m-instruct")
+    assert again == first and weights.stat().st_mtime_ns == written  # read from the cache, not dequantised again
+    tok = models.load_tokenizer("embedded:smollm2-135m-instruct")
+    ids = tok(models.chat_prompt(tok, "Name a colour."), return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
