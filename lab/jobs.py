@@ -100,7 +100,7 @@ def _oom_message(kind: str) -> str:
 
 
 def _is_oom(error: BaseException) -> bool:
-    import torch
+    import torch  # late: lab.jobs is imported at app start
 
     return isinstance(error, torch.OutOfMemoryError) or (
         isinstance(error, RuntimeError) and "out of memory" in str(error).lower()

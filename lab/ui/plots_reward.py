@@ -1,0 +1,60 @@
+"""Plotly figures for the Reward tab: train curves with eval points, and the held-out margin histogram."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+TRAIN_COLOUR = "#4c78a8"
+EVAL_COLOUR = "#e45756"
+
+
+def _layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
+    fig.update_layout(
+        title=title, xaxis_title="step", yaxis_title=y_title, height=300, margin=dict(l=50, r=20, t=40, b=40),
+        legend=dict(orientation="h", y=-0.25), template="plotly_white",
+    )
+    return fig
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def curve_figure(rows: list[dict[str, Any]], train_key: str, eval_key: str, title: str) -> go.Figure:
+    """One metric over steps: the train line and the held-out points on the same axes."""
+    fig = go.Figure()
+    x, y = _series(rows, train_key)
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"train {train_key}", line=dict(color=TRAIN_COLOUR)))
+    x, y = _series(rows, eval_key)
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"held-out {train_key}",
+                             line=dict(color=EVAL_COLOUR, dash="dot"), marker=dict(size=8)))
+    if train_key == "accuracy":
+        fig.add_hline(y=0.5, line=dict(color="#999", dash="dash", width=1), annotation_text="chance")
+        fig.update_yaxes(range=[0, 1.02])
+    return _layout(fig, title, train_key)
+
+
+def loss_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    return curve_figure(rows, "loss", "eval_loss", "Loss (−log σ(r_chosen − r_rejected))")
+
+
+def accuracy_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    return curve_figure(rows, "accuracy", "eval_accuracy", "Accuracy (chosen scored higher)")
+
+
+def margin_histogram(margins: list[float]) -> go.Figure:
+    """Held-out chosen − rejected margins; right of zero = ranked correctly."""
+    right = [m for m in margins if m > 0]
+    wrong = [m for m in margins if m <= 0]
+    fig = go.Figure()
+    fig.add_trace(go.Histogram(x=right, name=f"correct ({len(right)})", marker_color=TRAIN_COLOUR, nbinsx=30))
+    fig.add_trace(go.Histogram(x=wrong, name=f"wrong ({len(wrong)})", marker_color=EVAL_COLOUR, nbinsx=30))
+    fig.add_vline(x=0, line=dict(color="#333", width=1))
+    fig.update_layout(barmode="overlay")
+    fig.update_traces(opacity=0.8)
+    _layout(fig, "Held-out margins: reward(chosen) − reward(rejected)", "pairs")
+    fig.update_xaxes(title="margin")
+    return fig
