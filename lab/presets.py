@@ -18,6 +18,18 @@ class Limits:
     max_upload_mb: float
     max_upload_rows: int
 
+    def check(self, config: dict[str, Any]) -> None:
+        """Refuse a job config that exceeds these bounds, naming the field and the limit."""
+        bounds = {
+            "steps": self.max_steps, "max_steps": self.max_steps, "batch_size": self.max_batch_size,
+            "mini_batch_size": self.max_batch_size, "max_new_tokens": self.max_new_tokens,
+            "output_max_length": self.max_new_tokens, "n": self.max_prompts, "num_prompts": self.max_prompts,
+        }
+        for key, limit in bounds.items():
+            value = config.get(key)
+            if isinstance(value, (int, float)) and value > limit:
+                raise ValueError(f"{key}={value:g} is above this lab's limit of {limit}; choose {limit} or less")
+
 
 @dataclass(frozen=True)
 class Preset:

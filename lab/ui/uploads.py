@@ -24,7 +24,7 @@ def check_upload(path: Path, limits: Limits) -> Path:
     """The uploaded file's path if it is within the size and row limits, else ValueError saying which."""
     size_mb = path.stat().st_size / 2**20
     if size_mb > limits.max_upload_mb:
-        raise ValueError(f"upload '{path.name}' is {size_mb:.1f} MB; the limit here is {limits.max_upload_mb:g} MB")
+        raise ValueError(f"upload '{path.name}' is {size_mb:.3g} MB; the limit here is {limits.max_upload_mb:g} MB")
     if path.suffix != ".parquet":
         rows = count_rows(path, limits.max_upload_rows + 1)  # +1: a CSV header
         if rows > limits.max_upload_rows + 1:
