@@ -44,6 +44,8 @@ class RewardConfig:
     warmup_ratio: float = 0.1  # share of steps with linear warm-up before the linear decay
     weight_decay: float = 0.0  # AdamW weight decay
     center_rewards_coefficient: float = 0.0  # pull rewards towards mean zero (arXiv:2312.09244, eq. 2); 0 = off
+    group_by_length: bool = True  # batch pairs of similar length: less padding, same data per epoch
+    dropout: bool = False  # keep the backbone's dropout while training (TRL turns it off by default)
     max_pairs: int = 0  # read at most this many pairs from `data`; 0 = all
     max_eval_pairs: int = 500  # cap on held-out pairs, so evaluations stay quick
     eval_every: int = 0  # evaluate on the held-out pairs every N steps; 0 = about 8 times per run
@@ -255,7 +257,8 @@ def _dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int) -> Any:
 
     chosen = encode(tokenizer, [p.chosen_text for p in pairs], max_length)
     rejected = encode(tokenizer, [p.rejected_text for p in pairs], max_length)
-    return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
+    length = [max(len(c), len(r)) for c, r in zip(chosen, rejected)]  # what a pair costs once padded
+    return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected, "length": length})
 
 
 def total_steps(cfg: RewardConfig, n_train: int) -> int:
@@ -308,6 +311,7 @@ def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, has_eval: bool
         lr_scheduler_type="linear",
         max_length=cfg.max_length,  # the data is already truncated to this, so nothing gets filtered out
         center_rewards_coefficient=cfg.center_rewards_coefficient or None,
+        disable_dropout=not cfg.dropout,
         logging_steps=cfg.logging_steps or max(1, min(10, steps // 50)),
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_every if has_eval else None,
@@ -321,7 +325,9 @@ def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, has_eval: bool
         data_seed=cfg.seed,
         dataloader_num_workers=0,
         dataloader_pin_memory=models.has_cuda(),
-        remove_unused_columns=True,
+        # Keep the `length` column for the length-grouped sampler; the preference collator ignores extra keys.
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         log_level="warning",
     )
 

@@ -1,11 +1,347 @@
-"""The compare tab (being built)."""
+"""The Compare tab: the same prompts through two models (base vs a PPO run, or run vs run), side by side."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
 import gradio as gr
 
-from lab.ui.common import UIContext
+from lab import compare
+from lab.data import parse_hub_id, resolve_path
+from lab.models import hub_reachable
+from lab.runs import ACTIVE, Run, list_runs, open_run
+from lab.ui.common import UIContext, esc, guard, job_banner, run_choices
+from lab.ui.plots_compare import distribution_figure
+
+BUNDLED = "bundled"
+TYPED = "Type your own (one per line)"
+MAX_CARDS = 60  # more would make the page slow; the CSV has every row
+SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "Prompt order": lambda r: r["index"],
+    "Largest toxicity drop (A → B)": lambda r: -(r["toxicity_a"] - r["toxicity_b"]),
+    "Largest reward gain (A → B)": lambda r: -_gain(r),
+    "Largest toxicity rise (A → B)": lambda r: r["toxicity_a"] - r["toxicity_b"],
+    "Largest reward loss (A → B)": lambda r: _gain(r),
+    "Most toxic answer first": lambda r: -max(r["toxicity_a"], r["toxicity_b"]),
+}
+CARD_CSS = """<style>
+.cmp-card{border:1px solid #ddd;border-radius:8px;padding:10px;margin:10px 0}
+.cmp-prompt{font-weight:600;margin-bottom:8px;white-space:pre-wrap}
+.cmp-answers{display:grid;grid-template-columns:1fr 1fr;gap:10px}
+.cmp-answer{border:2px solid #eee;border-radius:6px;padding:8px}
+.cmp-answer.better{border-color:#54a24b}
+.cmp-text{white-space:pre-wrap;margin:6px 0}
+.cmp-head{font-size:.85em;color:#666}
+.cmp-scores{font-size:.85em}
+.cmp-badge{display:inline-block;background:#e8f4e5;color:#2d6a27;border-radius:4px;padding:0 5px;margin-left:5px}
+</style>"""
+
+
+def _gain(row: dict[str, Any]) -> float:
+    a, b = row.get("reward_a"), row.get("reward_b")
+    return b - a if isinstance(a, (int, float)) and isinstance(b, (int, float)) else 0.0
+
+
+# ---------------------------------------------------------------- rendering (pure: rows in, text/HTML out)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+
+
+def _answer_html(row: dict[str, Any], key: str, better: bool, less_toxic: bool, more_reward: bool) -> str:
+    badges = ("<span class='cmp-badge'>less toxic</span>" if less_toxic else "") + (
+        "<span class='cmp-badge'>higher reward</span>" if more_reward else ""
+    )
+    answer = row.get(f"answer_{key}") or ""
+    return (
+        f"<div class='cmp-answer{' better' if better else ''}'>"
+        f"<div class='cmp-head'>{key.upper()} · {esc(row.get(f'model_{key}', ''))}{' ✓ better' if better else ''}</div>"
+        f"<div class='cmp-text'>{esc(answer) if answer else '<i>(empty answer)</i>'}</div>"
+        f"<div class='cmp-scores'>toxicity {_fmt(row.get(f'toxicity_{key}'))} · "
+        f"reward {_fmt(row.get(f'reward_{key}'))}{badges}</div></div>"
+    )
+
+
+def card_html(row: dict[str, Any]) -> str:
+    """One prompt with both answers; the better one (higher reward, else lower toxicity) is marked."""
+    ta, tb = row["toxicity_a"], row["toxicity_b"]
+    ra, rb = row.get("reward_a"), row.get("reward_b")
+    has_reward = isinstance(ra, (int, float)) and isinstance(rb, (int, float))
+    if has_reward and ra != rb:
+        better = "a" if ra > rb else "b"
+    else:
+        better = "a" if ta < tb else "b" if tb < ta else ""
+    same = " <span class='cmp-head'>(both models gave the same answer)</span>" if row.get("answer_a") == row.get("answer_b") else ""
+    answers = "".join(
+        _answer_html(row, k, better == k, t < other_t, has_reward and r > other_r)
+        for k, t, other_t, r, other_r in (("a", ta, tb, ra, rb), ("b", tb, ta, rb, ra))
+    )
+    return (
+        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1} · {esc(row['prompt'])}{same}</div>"
+        f"<div class='cmp-answers'>{answers}</div></div>"
+    )
+
+
+def select_rows(rows: list[dict[str, Any]], sort: str, query: str = "") -> list[dict[str, Any]]:
+    """Rows whose prompt or answers contain `query` (any case), in the chosen order."""
+    q = (query or "").strip().lower()
+    if q:
+        rows = [r for r in rows if any(q in str(r.get(k, "")).lower() for k in ("prompt", "answer_a", "answer_b"))]
+    return sorted(rows, key=SORTS.get(sort, SORTS["Prompt order"]))
+
+
+def cards_html(rows: list[dict[str, Any]], sort: str, query: str = "") -> str:
+    """The cards for the rows shown, every model and dataset text escaped."""
+    shown = select_rows(rows, sort, query)
+    if not rows:
+        return ""
+    if not shown:
+        return "<p>No prompt or answer contains that text.</p>"
+    note = f"<p>Showing {min(len(shown), MAX_CARDS)} of {len(shown)} matching prompts ({len(rows)} compared).</p>"
+    return CARD_CSS + note + "".join(card_html(r) for r in shown[:MAX_CARDS])
+
+
+def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
+    """The run's state, mean toxicity and reward per model, and which scorer scored."""
+    status = run.status()
+    state = status.get("status", "?")
+    summary = status.get("summary") or {}
+    config = run.config
+    label_a = rows[0]["model_a"] if rows else config.get("model_a", "A")
+    label_b = rows[0]["model_b"] if rows else config.get("model_b", "B")
+    lines = [f"**Comparison** `{esc(run.id)}` — {esc(state)}"]
+    if state in ACTIVE:
+        lines.append(f"Generating… {len(rows)} prompts compared so far; the results update every few seconds.")
+    if rows:
+        stats = compare.summarize(rows)
+        n = stats["n"]
+        reward_line = ""
+        if stats["b_higher_reward"] is not None:
+            reward_line = f"\n| B has the higher reward on | | {stats['b_higher_reward']}/{n} prompts |"
+        lines.append(
+            f"| | A: {esc(label_a)} | B: {esc(label_b)} |\n|---|---|---|\n"
+            f"| mean toxicity | {_fmt(stats['toxicity_a'])} | {_fmt(stats['toxicity_b'])} |\n"
+            f"| mean reward | {_fmt(stats['reward_a'])} | {_fmt(stats['reward_b'])} |\n"
+            f"| B is less toxic on | | {stats['b_less_toxic']}/{n} prompts |{reward_line}"
+        )
+    if summary.get("scorer_description"):
+        lines.append(f"Toxicity: {esc(summary['scorer_description'])}.")
+    if rows and summary and not summary.get("reward_model"):
+        lines.append("No reward model was found for this run, so answers have no reward.")
+    if summary.get("seconds") is not None:
+        lines.append(f"{summary.get('n', len(rows))} prompts in {summary['seconds']} s.")
+    if status.get("error"):
+        lines.append(f"**Error:** {esc(status['error'])}")
+    return "\n\n".join(lines)
+
+
+def export_path(run: Run) -> str | None:
+    """A copy of the run's results.csv in the temp folder, which gradio may serve for download."""
+    src = run.path / compare.RESULTS_FILE
+    if not src.exists():
+        return None
+    dest = Path(tempfile.gettempdir()) / "rlhf-lab-exports" / f"{run.id}.csv"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return str(dest)
+
+
+def view(run: Run | None, sort: str, query: str) -> tuple:
+    """(summary markdown, distribution figure, cards HTML, CSV for download) of one compare run."""
+    if run is None:
+        return "No comparison yet: choose two models and press Run.", distribution_figure([]), "", None
+    rows = compare.load_results(run)
+    labels = (rows[0]["model_a"], rows[0]["model_b"]) if rows else ("A", "B")
+    csv_path = export_path(run) if run.status().get("status") not in ACTIVE else None
+    return summary_markdown(run, rows), distribution_figure(rows, *labels), cards_html(rows, sort, query), csv_path
+
+
+def run_signature(run: Run | None) -> str:
+    """Changes whenever the run adds rows or changes status: the timer redraws only then."""
+    if run is None:
+        return ""
+    samples = run.path / "samples.jsonl"
+    return f"{run.id}:{samples.stat().st_size if samples.exists() else 0}:{run.status().get('status')}"
+
+
+# ---------------------------------------------------------------- handlers (plain functions, tested directly)
+
+
+def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
+    """'base' and the finished PPO runs that saved adapters, newest first."""
+    return [("base — the policy with adapters off", compare.BASE)] + [
+        (r.label(), r.id) for r in compare.ppo_runs(ctx.manager.root)
+    ]
+
+
+def prompt_choices(ctx: UIContext) -> list[str]:
+    preset = ctx.preset.compare_prompts
+    return list(dict.fromkeys([preset, BUNDLED, TYPED]))
+
+
+def _find_run(ctx: UIContext, run_id: str | None) -> Run | None:
+    if not run_id:
+        return None
+    try:
+        return open_run(run_id, ctx.manager.root)
+    except ValueError:
+        return None
+
+
+def current_run_id(ctx: UIContext) -> str | None:
+    """The compare job of this process if there is one, else the newest compare run on disk."""
+    job = ctx.manager.job
+    if job is not None and job.kind == compare.KIND:
+        return job.id
+    runs = list_runs(kind=compare.KIND, root=ctx.manager.root)
+    return runs[0].id if runs else None
+
+
+def _check_prompt_source(source: str, allowed: list[Path] | None) -> None:
+    if source.startswith(BUNDLED):
+        return
+    if resolve_path(source, allowed) is None:
+        parse_hub_id(source)
+        if not hub_reachable():
+            raise ValueError(f"'{source}' needs the Hugging Face hub, which is not reachable: choose '{BUNDLED}'")
+
+
+def build_config(ctx: UIContext, model_a: str | None, model_b: str | None, prompt_mode: str, typed: str,
+                 n_prompts: float, max_new_tokens: float, temperature: float, top_k: float, top_p: float,
+                 seed: float, toxicity: str) -> compare.CompareConfig:
+    """The job config from the form, checked against the preset's limits; bad input raises ValueError."""
+    custom = [line.strip() for line in (typed or "").splitlines() if line.strip()] if prompt_mode == TYPED else []
+    if prompt_mode == TYPED and not custom:
+        raise ValueError("type at least one prompt, one per line")
+    source = ctx.preset.compare_prompts if prompt_mode == TYPED else (prompt_mode or BUNDLED)
+    if not custom:
+        _check_prompt_source(source, ctx.allowed_dirs or None)
+    gen = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature), "top_k": int(top_k),
+           "top_p": float(top_p), "seed": int(seed)}
+    cfg = compare.validate(compare.config_from(
+        ctx.preset, model_a=model_a or "", model_b=model_b or "", prompts=source, custom_prompts=custom,
+        n_prompts=len(custom) if custom else int(n_prompts), toxicity=toxicity or ctx.preset.toxicity, generate=gen,
+    ))
+    compare.reward_model_path(cfg, compare.resolve_sides(cfg, ctx.manager.root), ctx.manager.root)
+    return cfg
+
+
+def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
+    """Start a compare job owned by this visitor; returns the new run's id."""
+    if not visitor:
+        raise ValueError("this page has no visitor id yet: reload it and try again")
+    cfg = build_config(ctx, *form)
+    return ctx.manager.start(compare.KIND, compare.run_compare, asdict(cfg), owner=visitor).id
+
+
+def stop(ctx: UIContext, visitor: str | None) -> str:
+    """Ask this visitor's job to stop after its current batch (finished batches are kept)."""
+    ctx.manager.stop(visitor or "")
+    return job_banner(ctx.manager, visitor, compare.KIND)
+
+
+def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str, sort: str, query: str) -> tuple:
+    """Timer: the banner always, the run's results only when its files changed."""
+    banner = job_banner(ctx.manager, visitor, compare.KIND)
+    run = _find_run(ctx, run_id)
+    signature = run_signature(run)
+    if signature == seen:
+        return (banner, seen, *(gr.skip() for _ in range(5)))
+    choices = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run.id if run else None)
+    return (banner, signature, *view(run, sort, query), choices)
+
+
+# ---------------------------------------------------------------- the tab
 
 
 def build_compare_tab(ctx: UIContext) -> None:
-    gr.Markdown("This stage is being built.")
+    defaults = compare.config_from(ctx.preset)
+    gen = defaults.generate
+    limits = ctx.preset.limits
+    run_state = gr.State(None)  # the compare run this browser is looking at
+    seen_state = gr.State("")  # run_signature last drawn
+
+    banner = gr.Markdown(elem_id="compare-banner")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            with gr.Row():
+                choices = model_choices(ctx)
+                model_a = gr.Dropdown(choices, value=compare.BASE, label="Model A", elem_id="compare-model-a")
+                model_b = gr.Dropdown(choices, value=choices[1][1] if len(choices) > 1 else None, label="Model B",
+                                      elem_id="compare-model-b")
+            refresh_models = gr.Button("Refresh PPO runs", size="sm")
+            prompt_mode = gr.Radio(prompt_choices(ctx), value=ctx.preset.compare_prompts, label="Prompts",
+                                   info="hh-rlhf sources give each dialogue's first human turn.")
+            typed = gr.Textbox(label="Your prompts (one per line)", lines=4, visible=False, elem_id="compare-typed")
+            n_prompts = gr.Slider(1, limits.max_prompts, value=defaults.n_prompts, step=1, label="Number of prompts")
+            toxicity = gr.Dropdown(["roberta", "offline"], value=ctx.preset.toxicity, label="Toxicity scorer",
+                                   info="roberta = evaluate's hate-speech classifier (needs the hub); "
+                                        "offline = alt-profanity-check. Falls back to offline, and says so.")
+            with gr.Accordion("Sampling (the same for both models)", open=False):
+                max_new_tokens = gr.Slider(8, limits.max_new_tokens, value=gen.get("max_new_tokens", 48), step=8,
+                                           label="Max new tokens")
+                temperature = gr.Slider(0.1, 1.5, value=gen.get("temperature", 0.7), step=0.05, label="Temperature")
+                top_k = gr.Slider(0, 200, value=gen.get("top_k", 50), step=1, label="Top-k (0 = off)")
+                top_p = gr.Slider(0.1, 1.0, value=gen.get("top_p", 0.95), step=0.01, label="Top-p")
+                seed = gr.Number(gen.get("seed", 0), label="Seed", precision=0)
+            with gr.Row():
+                run_btn = gr.Button("Run comparison", variant="primary", elem_id="compare-run")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="compare-stop")
+        with gr.Column(scale=2):
+            summary = gr.Markdown(elem_id="compare-summary")
+            plot = gr.Plot(show_label=False, elem_id="compare-plot")
+            with gr.Row():
+                runs_dd = gr.Dropdown(run_choices(compare.KIND, ctx.manager.root), label="Comparisons (reopen one)",
+                                      scale=3, elem_id="compare-runs")
+                download = gr.DownloadButton("Export CSV", value=None, scale=1, elem_id="compare-export")
+    with gr.Row():
+        sort = gr.Dropdown(list(SORTS), value="Prompt order", label="Sort", scale=1)
+        query = gr.Textbox(label="Filter (text in the prompt or answers)", scale=2)
+    cards = gr.HTML(elem_id="compare-cards")
+    timer = gr.Timer(1.5)
+
+    form = [model_a, model_b, prompt_mode, typed, n_prompts, max_new_tokens, temperature, top_k, top_p, seed, toxicity]
+    view_outputs = [summary, plot, cards, download]
+
+    @guard(2)
+    def on_run(visitor: str | None, *values: Any) -> tuple:
+        return start(ctx, visitor, *values), ""
+
+    @guard(1)
+    def on_stop(visitor: str | None) -> str:
+        return stop(ctx, visitor)
+
+    def on_select(run_id: str | None, sort_by: str, q: str) -> tuple:
+        run = _find_run(ctx, run_id)
+        return run_id, run_signature(run), *view(run, sort_by, q)
+
+    def on_filter(run_id: str | None, sort_by: str, q: str) -> str:
+        run = _find_run(ctx, run_id)
+        return cards_html(compare.load_results(run), sort_by, q) if run else ""
+
+    def on_refresh(a: str | None, b: str | None) -> tuple:
+        new = model_choices(ctx)
+        return gr.update(choices=new, value=a), gr.update(choices=new, value=b)
+
+    def on_load(visitor: str | None) -> tuple:
+        run_id = current_run_id(ctx)
+        new = model_choices(ctx)
+        runs = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run_id)
+        return run_id, "", job_banner(ctx.manager, visitor, compare.KIND), runs, gr.update(choices=new), gr.update(choices=new)
+
+    run_btn.click(on_run, [ctx.visitor, *form], [run_state, seen_state])
+    stop_btn.click(on_stop, ctx.visitor, banner)
+    timer.tick(lambda v, r, s, o, q: tick(ctx, v, r, s, o, q), [ctx.visitor, run_state, seen_state, sort, query],
+               [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden")
+    runs_dd.input(on_select, [runs_dd, sort, query], [run_state, seen_state, *view_outputs])
+    sort.change(on_filter, [run_state, sort, query], cards)
+    query.submit(on_filter, [run_state, sort, query], cards)
+    prompt_mode.change(lambda m: gr.update(visible=m == TYPED), prompt_mode, typed)
+    refresh_models.click(on_refresh, [model_a, model_b], [model_a, model_b])
+    if ctx.demo is not None:  # a reload reattaches to the running (or last) comparison
+        ctx.demo.load(on_load, ctx.visitor, [run_state, seen_state, banner, runs_dd, model_a, model_b])

@@ -46,7 +46,7 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
             f"{summary.get('seconds', '?')} s"
         )
     elif state in ("done", "stopped") and summary:
-        lines.append(f"No held-out pairs: {summary.get('train_pairs', '?')} training pairs, {summary.get('steps')} steps.")
+        lines.append(f"No held-out pairs: {summary.get('train_pairs')} training pairs, {summary.get('steps')} steps.")
     if error:
         lines.append(f"**Error:** {esc(error)}")
     return "\n\n".join(lines)
@@ -71,8 +71,8 @@ def worst_pairs_html(samples: list[dict[str, Any]], k: int = WORST_SHOWN) -> str
     rows = "".join(
         "<tr>"
         f"<td>{esc(_cut(_last_human_turn(s.get('prompt', ''))))}</td>"
-        f"<td class='answer chosen'>{esc(_cut(s.get('chosen', '')))}<div class='score'>reward {s['reward_chosen']:.3f}</div></td>"
-        f"<td class='answer rejected'>{esc(_cut(s.get('rejected', '')))}<div class='score'>reward {s['reward_rejected']:.3f}</div></td>"
+        f"<td class='answer chosen'>{_answer_cell(s, 'chosen')}</td>"
+        f"<td class='answer rejected'>{_answer_cell(s, 'rejected')}</td>"
         f"<td><b>{s['margin']:+.3f}</b></td>"
         "</tr>"
         for s in worst
@@ -82,6 +82,10 @@ def worst_pairs_html(samples: list[dict[str, Any]], k: int = WORST_SHOWN) -> str
         "<table class='reward-worst'><thead><tr><th>Last human turn</th><th>✓ Chosen</th><th>✗ Rejected</th>"
         f"<th>Margin</th></tr></thead><tbody>{rows}</tbody></table>"
     )
+
+
+def _answer_cell(sample: dict[str, Any], side: str) -> str:
+    return f"{esc(_cut(sample.get(side, '')))}<div class='score'>reward {sample[f'reward_{side}']:.3f}</div>"
 
 
 def run_signature(run: Run | None) -> str:
@@ -178,15 +182,19 @@ def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str
         raise ValueError("no reward model yet: train one, or pick an earlier run")
     if not (prompt or "").strip() or not (answer_a or "").strip() or not (answer_b or "").strip():
         raise ValueError("type a prompt and both answers")
-    folder = reward.model_folder(run.path)
-    model = _cached_model(str(folder), (folder / "config.json").stat().st_mtime)
-    a, b = model.score([reward.format_for_reward(prompt, answer_a), reward.format_for_reward(prompt, answer_b)])
+    a, b = load_model(run).score([reward.format_for_reward(prompt, answer) for answer in (answer_a, answer_b)])
     if a == b:
         verdict = "The reward model has **no preference**."
     else:
         # Bradley-Terry: P(A preferred over B) = σ(r_A − r_B), the model's own reading of the margin.
         verdict = f"The reward model prefers **{'A' if a > b else 'B'}**: P = {1 / (1 + math.exp(-abs(a - b))):.0%}."
     return f"| answer | reward |\n|---|---|\n| A | {a:+.3f} |\n| B | {b:+.3f} |\n\n{verdict} Run `{esc(run.id)}`."
+
+
+def load_model(run: Run) -> reward.RewardModel:
+    """The run's reward model, loaded once and shared (ValueError while it has none)."""
+    folder = reward.model_folder(run.path)
+    return _cached_model(str(folder), (folder / "config.json").stat().st_mtime)
 
 
 # Keyed by model folder and its time stamp: loaded weights are read-only, so browser sessions can share them.
@@ -234,8 +242,8 @@ def build_reward_tab(ctx: UIContext) -> None:
             margins_plot = gr.Plot(label="Margins", elem_id="reward-margins")
     worst = gr.HTML(elem_id="reward-worst")
     with gr.Row():
-        runs_dd = gr.Dropdown(run_choices(reward.KIND, ctx.manager.root), label="Reward runs (pick one to see it and score with it)",
-                              scale=4, elem_id="reward-runs")
+        runs_dd = gr.Dropdown(run_choices(reward.KIND, ctx.manager.root), scale=4, elem_id="reward-runs",
+                              label="Reward runs (pick one to see its curves and results, and to score with it)")
         refresh_btn = gr.Button("Refresh list", scale=1, size="sm")
     with gr.Group():
         gr.Markdown("#### Try it: a prompt and two answers, scored by the run shown above")
@@ -259,8 +267,12 @@ def build_reward_tab(ctx: UIContext) -> None:
     def on_stop(visitor: str | None) -> str:
         return stop(ctx, visitor)
 
+    @guard(7)
     def on_select(run_id: str | None) -> tuple:
-        return run_id, run_signature(_find_run(ctx, run_id)), *view(_find_run(ctx, run_id))
+        run = _find_run(ctx, run_id)
+        if run is not None and run.model_dir.exists() and run.status().get("status") not in ACTIVE:
+            load_model(run)  # ready for the scoring box
+        return run_id, run_signature(run), *view(run)
 
     def on_load(visitor: str | None, source: str | None) -> tuple:
         run_id = current_run_id(ctx)
@@ -272,7 +284,8 @@ def build_reward_tab(ctx: UIContext) -> None:
     timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
                [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden")
     runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs])
-    refresh_btn.click(lambda r: gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=r), run_state, runs_dd)
+    refresh_btn.click(lambda r: gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=r),
+                      run_state, runs_dd)
     score_btn.click(guard(1)(lambda r, p, a, b: score_answers(ctx, r, p, a, b)),
                     [run_state, prompt, answer_a, answer_b], score_md)
     ctx.data_source.change(lambda s: s or ctx.preset.pairs, ctx.data_source, data)

@@ -1,0 +1,354 @@
+"""Compare two models on the same prompts: base (LoRA off) vs a PPO run, or run vs run; toxicity and reward for each.
+
+Both models sample with the same settings and the same per-batch seeds. Results go to the compare run folder:
+`samples.jsonl` (one row per prompt, appended batch by batch) and `results.csv`, so the tab can reopen them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lab import models
+from lab.data import load_prompts, resolve_path
+from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, plan_batches
+from lab.jobs import JobContext
+from lab.presets import Preset
+from lab.runs import ACTIVE, Run, list_runs, open_run, runs_root
+from lab.toxicity import get_scorer
+
+KIND = "compare"
+PPO_KIND = "ppo"
+BASE = "base"
+RESULTS_FILE = "results.csv"
+CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a",
+               "model_b", "answer_b", "toxicity_b", "reward_b", "toxicity_drop", "reward_gain"]
+
+
+@dataclass
+class CompareConfig:
+    """The compare job's settings; `lab.presets` supplies the machine's defaults."""
+
+    model_a: str = BASE  # "base" (the policy with its LoRA adapters disabled) or a PPO run id/folder
+    model_b: str = ""  # a PPO run id/folder, or "base"
+    prompts: str = "bundled"  # prompt source for lab.data.load_prompts (ignored when custom_prompts is given)
+    custom_prompts: list[str] = field(default_factory=list)  # prompts typed by the user
+    n_prompts: int = 32  # how many prompts from the source
+    toxicity: str = "offline"  # 'roberta', 'offline' or a local classifier folder
+    reward_model: str = ""  # reward-model folder; "" = the one the PPO run trained against
+    generate: dict[str, Any] = field(default_factory=dict)  # lab.generate.GenerateConfig fields
+    quantize_4bit: bool = False  # load the policy in 4-bit NF4 (CUDA only)
+    max_batch_size: int = 64  # cap for the automatic batch size
+    max_prompts: int = 200  # the preset's limit on prompts per comparison
+    max_new_tokens_cap: int = 256  # the preset's limit on completion length
+
+
+@dataclass(frozen=True)
+class Side:
+    """One model of the comparison: a policy, with one PPO run's adapters or with none (the base)."""
+
+    key: str  # "a" or "b": the adapter name too
+    label: str  # "base" or the run id
+    policy: str  # model spec
+    adapter_dir: Path | None
+    reward_model: str  # the reward model its run trained against ("" for the base)
+
+
+def config_from(preset: Preset, **overrides: Any) -> CompareConfig:
+    """The preset's defaults for this stage, then every override that is not None."""
+    gen = {k: v for k, v in preset.generate.items() if k != "n_prompts"}
+    values: dict[str, Any] = {
+        "prompts": preset.compare_prompts, "toxicity": preset.toxicity, "quantize_4bit": preset.quantize_4bit,
+        "n_prompts": preset.generate.get("n_prompts", 32), "max_batch_size": preset.limits.max_batch_size,
+        "max_prompts": preset.limits.max_prompts, "max_new_tokens_cap": preset.limits.max_new_tokens,
+    }
+    gen.update(overrides.pop("generate", None) or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(CompareConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown compare setting(s): {', '.join(sorted(unknown))}")
+    return CompareConfig(**values, generate=gen)
+
+
+def validate(cfg: CompareConfig) -> CompareConfig:
+    """Check ranges before anything loads; ValueError says which value and what is allowed."""
+    gen = GenerateConfig.from_dict(cfg.generate).validate()
+    if cfg.custom_prompts:
+        cfg.custom_prompts = [p.strip() for p in cfg.custom_prompts if p and p.strip()]
+        if not cfg.custom_prompts:
+            raise ValueError("the typed prompts are all empty: write one prompt per line")
+    if not 1 <= cfg.n_prompts <= cfg.max_prompts:
+        raise ValueError(f"number of prompts {cfg.n_prompts} must be between 1 and {cfg.max_prompts}")
+    if gen.max_new_tokens > cfg.max_new_tokens_cap:
+        raise ValueError(f"max new tokens {gen.max_new_tokens} is above this machine's limit of {cfg.max_new_tokens_cap}")
+    if cfg.max_batch_size < 1 or gen.batch_size > cfg.max_batch_size:
+        raise ValueError(f"batch size {gen.batch_size} is above this machine's limit of {cfg.max_batch_size}")
+    if not (cfg.model_a or "").strip() or not (cfg.model_b or "").strip():
+        raise ValueError("choose two models: 'base' and/or PPO runs")
+    if cfg.model_a.strip() == BASE and cfg.model_b.strip() == BASE:
+        raise ValueError("both models are 'base': choose a PPO run for Model A or Model B")
+    return cfg
+
+
+# ---------------------------------------------------------------- the two models
+
+
+def ppo_runs(root: Path | None = None) -> list[Run]:
+    """Finished PPO runs that saved adapters, newest first."""
+    return [r for r in list_runs(kind=PPO_KIND, root=root) if _adapter_ready(r) and r.status().get("status") not in ACTIVE]
+
+
+def _adapter_ready(run: Run) -> bool:
+    return (run.model_dir / "adapter_config.json").exists()
+
+
+def open_ppo_run(choice: str, root: Path | None = None) -> Run:
+    """A PPO run by id or folder; ValueError says what is missing."""
+    run = open_run(choice.strip(), root)
+    config = run.config
+    if not config.get("policy"):
+        raise ValueError(f"run '{run.id}' has no 'policy' in its config.json: is it a PPO run?")
+    if not _adapter_ready(run):
+        raise ValueError(
+            f"run '{run.id}' has no saved adapters (model/adapter_config.json): is the PPO run finished?"
+        )
+    return run
+
+
+def resolve_sides(cfg: CompareConfig, root: Path | None = None) -> tuple[Side, Side]:
+    """Model A and Model B; 'base' means the policy of the other side's run with its adapters disabled."""
+    runs = {k: None if c.strip() == BASE else open_ppo_run(c, root) for k, c in (("a", cfg.model_a), ("b", cfg.model_b))}
+    policy_of = {k: r.config["policy"] for k, r in runs.items() if r is not None}
+    sides = []
+    for key, run in runs.items():
+        if run is None:
+            other = policy_of["b" if key == "a" else "a"]
+            sides.append(Side(key, BASE, other, None, ""))
+        else:
+            sides.append(Side(key, run.id, run.config["policy"], run.model_dir, str(run.config.get("reward_model") or "")))
+    return sides[0], sides[1]
+
+
+def load_policies(sides: tuple[Side, Side], quantize_4bit: bool) -> dict[str, tuple[Any, Any]]:
+    """One model per distinct policy, carrying the adapters of every run that uses it (named by side key)."""
+    from peft import PeftModel
+
+    loaded: dict[str, tuple[Any, Any]] = {}
+    for policy in dict.fromkeys(s.policy for s in sides):
+        model = models.load_causal_lm(policy, quantize_4bit=quantize_4bit)
+        for side in (s for s in sides if s.policy == policy and s.adapter_dir is not None):
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(side.adapter_dir), adapter_name=side.key, is_trainable=False)
+            else:
+                model = PeftModel.from_pretrained(model, str(side.adapter_dir), adapter_name=side.key)
+        loaded[policy] = (model.eval(), models.load_tokenizer(policy))
+    return loaded
+
+
+# ---------------------------------------------------------------- reward and prompts
+
+
+def load_reward(path: str) -> Any:
+    """The run's reward model (lab.reward): an object whose `.score(texts)` gives one float per text."""
+    from lab.reward import load_reward_model
+
+    return load_reward_model(path)
+
+
+def reward_texts(prompts: list[str], answers: list[str]) -> list[str]:
+    from lab.reward import format_for_reward
+
+    return [format_for_reward(p, a) for p, a in zip(prompts, answers)]
+
+
+def reward_model_path(cfg: CompareConfig, sides: tuple[Side, Side], root: Path | None = None) -> str:
+    """The chosen reward model, else the one Model B's run trained against, else Model A's ("" = none)."""
+    path = cfg.reward_model.strip() or sides[1].reward_model or sides[0].reward_model
+    if not path or Path(path).expanduser().exists():
+        return path
+    by_id = (Path(root) if root else runs_root()) / path  # a run id rather than a folder
+    if by_id.exists():
+        return str(by_id)
+    raise ValueError(f"reward model '{path}' does not exist (moved or deleted?): choose another with --reward-model")
+
+
+def get_prompts(cfg: CompareConfig, allowed_dirs: list[Path] | None = None) -> list[str]:
+    """The typed prompts, or the first n of the source (hh-rlhf pairs give their first human turn)."""
+    if cfg.custom_prompts:
+        return cfg.custom_prompts[: cfg.n_prompts]
+    return load_prompts(cfg.prompts, limit=cfg.n_prompts, allowed_dirs=allowed_dirs)[: cfg.n_prompts]
+
+
+# ---------------------------------------------------------------- results
+
+
+def _mean(values: list[Any]) -> float | None:
+    real = [float(v) for v in values if isinstance(v, (int, float))]
+    return round(statistics.fmean(real), 6) if real else None
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean toxicity and reward per model, and how often B beats A."""
+    out: dict[str, Any] = {"n": len(rows)}
+    for key in ("a", "b"):
+        out[f"toxicity_{key}"] = _mean([r.get(f"toxicity_{key}") for r in rows])
+        out[f"reward_{key}"] = _mean([r.get(f"reward_{key}") for r in rows])
+    out["b_less_toxic"] = sum(r["toxicity_b"] < r["toxicity_a"] for r in rows)
+    scored = [r for r in rows if isinstance(r.get("reward_a"), (int, float)) and isinstance(r.get("reward_b"), (int, float))]
+    out["b_higher_reward"] = sum(r["reward_b"] > r["reward_a"] for r in scored) if scored else None
+    return out
+
+
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One results.csv row: the sample plus B − A differences (positive drop = B less toxic)."""
+    out = {k: row.get(k) for k in CSV_COLUMNS}
+    out["toxicity_drop"] = row["toxicity_a"] - row["toxicity_b"]
+    has_reward = isinstance(row.get("reward_a"), (int, float)) and isinstance(row.get("reward_b"), (int, float))
+    out["reward_gain"] = row["reward_b"] - row["reward_a"] if has_reward else None
+    return out
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """The comparison table, in prompt order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: r["index"]):
+            writer.writerow(csv_row(row))
+    tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------- the job
+
+
+def run_compare(ctx: JobContext) -> dict[str, Any]:
+    """The compare job: both models answer the same prompts batch by batch; each answer gets toxicity and reward."""
+    started = time.time()
+    cfg = validate(CompareConfig(**{f.name: ctx.config[f.name] for f in fields(CompareConfig) if f.name in ctx.config}))
+    gen = GenerateConfig.from_dict(cfg.generate)
+    # 1. prompts and models
+    ctx.set_progress(0, "loading prompts")
+    prompts = get_prompts(cfg)
+    sides = resolve_sides(cfg, ctx.run.path.parent)
+    ctx.set_progress(0, "loading the models")
+    policies = load_policies(sides, cfg.quantize_4bit)
+    scorer = get_scorer(cfg.toxicity)
+    reward_path = reward_model_path(cfg, sides, ctx.run.path.parent)
+    reward_model = load_reward(reward_path) if reward_path else None
+    model, tokenizer = policies[sides[0].policy]
+    size = gen.batch_size or auto_batch_size(model, gen.max_new_tokens + 256, cfg.max_batch_size)
+    batches = plan_batches(tokenizer, prompts, size)
+    # 2. generate and score, one batch at a time, so Stop keeps every finished batch
+    rows: list[dict[str, Any]] = []
+    for b, idx in enumerate(batches):
+        if ctx.stopping:
+            break
+        ctx.set_progress(len(rows) / len(prompts), f"batch {b + 1}/{len(batches)}: generating")
+        batch = _compare_batch(sides, policies, [prompts[i] for i in idx], idx, gen, gen.seed + b, scorer, reward_model)
+        rows += batch
+        ctx.log_samples(batch)
+        ctx.log({"batch": b + 1, "done": len(rows), **{k: v for k, v in summarize(rows).items() if k != "n"}})
+        ctx.set_progress(len(rows) / len(prompts), f"{len(rows)}/{len(prompts)} prompts compared")
+    # 3. the table and the summary
+    write_csv(rows, ctx.run.path / RESULTS_FILE)
+    summary = {
+        **summarize(rows), "model_a": sides[0].label, "model_b": sides[1].label, "policy": sides[1].policy,
+        "scorer": scorer.name, "scorer_description": scorer.description, "scorer_fallback": scorer.fallback_reason,
+        "reward_model": reward_path or None, "prompts": "typed" if cfg.custom_prompts else cfg.prompts,
+        "seconds": round(time.time() - started, 1),
+    }
+    if sides[0].label == BASE:  # the headline numbers: base vs RLHF
+        summary.update({"toxicity_base": summary["toxicity_a"], "toxicity_rlhf": summary["toxicity_b"],
+                        "reward_base": summary["reward_a"], "reward_rlhf": summary["reward_b"]})
+    return summary
+
+
+def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]], prompts: list[str],
+                   indices: list[int], gen: GenerateConfig, seed: int, scorer: Any, reward_model: Any) -> list[dict]:
+    """Rows for one batch: both sides sample with the same seed, then toxicity and reward for each answer."""
+    rows = [{"index": i, "prompt": p, "model_a": sides[0].label, "model_b": sides[1].label}
+            for i, p in zip(indices, prompts)]
+    for side in sides:
+        model, tokenizer = policies[side.policy]
+        with adapter_mode(model, side.key if side.adapter_dir else None):
+            answers = generate_batch(model, tokenizer, prompts, gen, seed)
+        toxicity = scorer.score(answers)
+        rewards = reward_model.score(reward_texts(prompts, answers)) if reward_model else [None] * len(answers)
+        for row, answer, tox, rew in zip(rows, answers, toxicity, rewards):
+            row.update({f"answer_{side.key}": answer, f"toxicity_{side.key}": float(tox),
+                        f"reward_{side.key}": None if rew is None else float(rew)})
+    return rows
+
+
+# ---------------------------------------------------------------- reading a finished comparison
+
+
+def load_results(run: Run) -> list[dict[str, Any]]:
+    """The rows of a compare run (complete or partial), in prompt order."""
+    rows = [r for r in run.samples() if "answer_a" in r and "answer_b" in r]
+    return sorted(rows, key=lambda r: r.get("index", 0))
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _add_compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="the PPO run (folder or id) = Model B")
+    p.add_argument("--against", default=BASE, metavar="RUN_DIR",
+                   help="Model A: 'base' (the policy with adapters off, default) or another PPO run")
+    p.add_argument("--prompts", metavar="SOURCE",
+                   help="'bundled', a .jsonl/.csv file, or a hub id (default: the preset's compare prompts)")
+    p.add_argument("--n", type=int, dest="n_prompts", metavar="N", help="number of prompts (preset default)")
+    p.add_argument("--out", metavar="FILE.csv", help="also write the table here (it is always in the run folder)")
+    p.add_argument("--toxicity", help="'roberta', 'offline' or a local classifier folder (preset default)")
+    p.add_argument("--reward-model", metavar="DIR", help="reward model (default: the one the PPO run used)")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--batch-size", type=int, help="prompts per batch (0 = sized to the machine)")
+    p.add_argument("--seed", type=int)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from lab.cli import emit
+    from lab.jobs import JobManager
+
+    preset: Preset = args.preset_obj
+    gen = {k: getattr(args, k) for k in ("max_new_tokens", "batch_size", "seed") if getattr(args, k) is not None}
+    cfg = validate(config_from(preset, model_a=args.against, model_b=args.run, prompts=args.prompts,
+                               n_prompts=args.n_prompts, toxicity=args.toxicity, reward_model=args.reward_model,
+                               generate=gen))
+    # Fail on bad input before any model loads: the runs, the prompt file, the output folder.
+    a, b = resolve_sides(cfg)
+    cfg.reward_model = reward_model_path(cfg, (a, b))
+    cfg.model_a, cfg.model_b = (BASE if s.adapter_dir is None else str(s.adapter_dir.parent) for s in (a, b))
+    if resolve_path(cfg.prompts) is None and not cfg.prompts.startswith("bundled"):
+        models.require_hub(cfg.prompts)
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None and out.is_dir():
+        raise ValueError(f"--out '{args.out}' is a folder: give a file name such as results.csv")
+    job = JobManager(mark_interrupted=False).run_sync(KIND, run_compare, asdict(cfg))
+    if job.status == "failed":
+        if job.error and job.error.startswith("ValueError: "):
+            raise ValueError(job.error.removeprefix("ValueError: "))
+        raise SystemExit(f"error: {job.error}")  # a failure, not bad input: exit 1 with the error on stderr
+    if out is not None:
+        write_csv(load_results(job.run), out)
+    s = job.summary
+    emit({"n": s.get("n"), "toxicity_base": s.get("toxicity_a"), "toxicity_rlhf": s.get("toxicity_b"),
+          "reward_base": s.get("reward_a"), "reward_rlhf": s.get("reward_b"), "scorer": s.get("scorer"),
+          "seconds": s.get("seconds"), "scorer_fallback": s.get("scorer_fallback"), "status": job.status,
+          "run": str(job.run.path), "out": str(out) if out else None})
+    return 0
+
+
+CLI_COMMANDS = {
+    "compare": ("compare base and RLHF generations: toxicity and reward per answer", _add_compare_args, _run_compare),
+}

@@ -1,0 +1,199 @@
+"""Batched generation with the chat template: left padding, the same sampling settings and seeds for every model."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterator
+
+import torch
+
+from lab.models import chat_prompt, has_cuda
+
+# Bytes of KV cache per token per layer are 2 (K and V) x kv_heads x head_dim x element size; keep this share of
+# free GPU memory for the cache so activations and the toxicity/reward models still fit.
+GPU_CACHE_SHARE = 0.5
+CPU_BATCH_SIZE = 16  # measured on the embedded SmolLM2 (benchmarks/bench_generate.py): larger gains little on CPU
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling settings shared by every model in a comparison (the seed's defaults)."""
+
+    max_new_tokens: int = 256  # completion length cap
+    temperature: float = 0.7  # softmax temperature
+    top_k: int = 50  # sample among the k likeliest tokens (0 = all)
+    top_p: float = 0.95  # nucleus sampling mass
+    batch_size: int = 0  # prompts per generate call; 0 = sized to the machine
+    seed: int = 0  # batch b is sampled after torch.manual_seed(seed + b)
+    min_new_tokens: int = 0  # force this many tokens (benchmarks: equal work per prompt)
+    do_sample: bool = True  # False = greedy decoding
+    precision: str = "auto"  # "auto" (bf16 autocast where the hardware has bf16), "bf16" or "fp32"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "GenerateConfig":
+        """Build from a preset's `generate` dict or a job config, ignoring unknown keys."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in known})
+
+    def validate(self) -> "GenerateConfig":
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be between 0 and max_new_tokens (got {self.min_new_tokens})")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(f"temperature must be above 0 when sampling (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.top_k < 0 or self.batch_size < 0:
+            raise ValueError("top_k and batch_size cannot be negative")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32 (got '{self.precision}')")
+        return self
+
+
+# ---------------------------------------------------------------- machine-dependent choices
+
+
+def model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def use_bf16(config: GenerateConfig, device: torch.device) -> bool:
+    """bf16 autocast where the hardware does bf16 natively (GPU, or a CPU with AVX512-BF16/AMX): several x faster."""
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def auto_batch_size(model: Any, max_tokens: int, cap: int = 64) -> int:
+    """Prompts per batch: from free GPU memory and the KV-cache size per sequence; a fixed size on CPU."""
+    if not has_cuda() or model_device(model).type != "cuda":
+        return min(cap, CPU_BATCH_SIZE)
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_sequence = 2 * cfg.num_hidden_layers * heads * head_dim * 2 * max_tokens  # bf16 cache
+    free, _ = torch.cuda.mem_get_info()
+    return max(1, min(cap, int(free * GPU_CACHE_SHARE // per_sequence)))
+
+
+# ---------------------------------------------------------------- batching
+
+
+def chat_texts(tokenizer: Any, prompts: list[str]) -> list[str]:
+    """Each prompt as one user turn in the model's chat template, assistant turn opened (as the seed does)."""
+    return [chat_prompt(tokenizer, p) for p in prompts]
+
+
+def plan_batches(tokenizer: Any, prompts: list[str], batch_size: int) -> list[list[int]]:
+    """Prompt indices grouped by similar token length (less left padding); deterministic for a given prompt list."""
+    lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in chat_texts(tokenizer, prompts)]
+    order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _encode(tokenizer: Any, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+    # Chat templates usually write BOS themselves; add it only when the template did not (e.g. zephyr's).
+    bos = tokenizer.bos_token
+    add_special = bool(bos) and not all(t.startswith(bos) for t in texts)
+    tokenizer.padding_side = "left"  # generation appends on the right, so real tokens must end there
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    return ids | {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+
+
+def decode_completions(tokenizer: Any, tokens: torch.Tensor, stop_ids: set[int]) -> list[str]:
+    """Generated tokens only (the prompt is not echoed), cut at the first stop token, special tokens dropped."""
+    out = []
+    for row in tokens.tolist():
+        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
+        out.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    return out
+
+
+@torch.inference_mode()
+def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig, seed: int) -> list[str]:
+    """Completions for one batch of prompts, sampled after `torch.manual_seed(seed)`."""
+    device = model_device(model)
+    enc = _encode(tokenizer, chat_texts(tokenizer, prompts), device)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": config.max_new_tokens,
+        "min_new_tokens": config.min_new_tokens or None,
+        "do_sample": config.do_sample,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if config.do_sample:
+        kwargs.update(temperature=config.temperature, top_k=config.top_k or None, top_p=config.top_p)
+    else:  # greedy: clear the model's own sampling defaults so generate does not warn about them
+        kwargs.update(temperature=None, top_k=None, top_p=None)
+    torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(config, device)):
+            tokens = model.generate(**enc, **kwargs)
+    finally:
+        model.train(was_training)
+    return decode_completions(tokenizer, tokens[:, enc["input_ids"].shape[1] :], _stop_ids(model, tokenizer))
+
+
+def iter_generate(
+    model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig
+) -> Iterator[tuple[list[int], list[str]]]:
+    """Yield (prompt indices, completions) batch by batch; batch b uses seed `config.seed + b`."""
+    config.validate()
+    size = config.batch_size or auto_batch_size(model, config.max_new_tokens + 256)
+    for b, idx in enumerate(plan_batches(tokenizer, prompts, size)):
+        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], config, config.seed + b)
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    config: GenerateConfig,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[str | None]:
+    """Completions in prompt order; `on_batch(done, total)` after each batch; None for prompts left when stopped."""
+    out: list[str | None] = [None] * len(prompts)
+    done = 0
+    for idx, completions in iter_generate(model, tokenizer, prompts, config):
+        for i, text in zip(idx, completions):
+            out[i] = text
+        done += len(idx)
+        if on_batch:
+            on_batch(done, len(prompts))
+        if should_stop and should_stop():
+            break
+    return out
+
+
+# ---------------------------------------------------------------- one copy of the weights, two models
+
+
+@contextlib.contextmanager
+def adapter_mode(model: Any, adapter: str | None) -> Iterator[Any]:
+    """Base weights (`adapter=None`: LoRA disabled) or the named adapter active; one copy of the weights serves both."""
+    if not hasattr(model, "disable_adapter"):  # a plain model: only the base exists
+        if adapter is not None:
+            raise ValueError(f"the model has no adapter '{adapter}'")
+        yield model
+        return
+    if adapter is None:
+        with model.disable_adapter():
+            yield model
+        return
+    if adapter not in model.peft_config:
+        raise ValueError(f"the model has no adapter '{adapter}' (has: {', '.join(model.peft_config)})")
+    if model.active_adapter != adapter:  # switching adapters is for inference: keep them frozen
+        model.set_adapter(adapter, inference_mode=True)
+    yield model

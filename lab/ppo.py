@@ -1,0 +1,852 @@
+"""PPO for RLHF on torch + transformers + peft (TRL 1.x has none): small pure functions, then one loop.
+
+The loop follows TRL 0.x's `PPOTrainer` (the seed) with the fixes from "The N Implementation Details of RLHF
+with PPO" (Huang et al. 2024, https://iclr-blogposts.github.io/2024/blog/the-n-implementation-details-of-rlhf-with-ppo/):
+the reference model is the policy with its LoRA adapters disabled, log-probs are recomputed with the sampling
+temperature, rollouts sample with top_k=0 and top_p=1, everything after EOS is masked, dropout is off (the model
+stays in eval mode), and every forward pass uses the same shapes and precision, so the PPO ratio is exactly 1 and
+the KL exactly 0 before the first update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from lab import models
+from lab.jobs import JobContext
+from lab.presets import Limits, Preset
+
+KIND = "ppo"
+VALUE_HEAD_FILE = "value_head.safetensors"
+KL_PENALTIES = ("kl", "abs", "mse", "k3")
+WINDOW = 5  # steps averaged for the summary's reward_first / reward_last
+
+ScoreFn = Callable[[list[str], list[str]], list[float]]
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with its one-line help (read by the CLI flags and the UI)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class PPOConfig:
+    """PPO settings; names and defaults follow the seed (TRL 0.x `PPOConfig`), presets pick sizes per machine."""
+
+    steps: int = _f(100, "PPO steps; each samples one batch of rollouts")
+    learning_rate: float = _f(1.4e-5, "Adam learning rate for the LoRA adapters and the value head")
+    batch_size: int = _f(16, "rollouts per PPO step")
+    mini_batch_size: int = _f(4, "rollouts per forward/backward pass")
+    gradient_accumulation_steps: int = _f(1, "mini-batches per optimiser update")
+    ppo_epochs: int = _f(4, "optimisation passes over each batch of rollouts")
+    init_kl_coef: float = _f(0.2, "initial weight of the per-token KL penalty")
+    adap_kl_ctrl: bool = _f(True, "adapt the KL coefficient towards `target` (Ziegler et al. 2019)")
+    target: float = _f(6.0, "target KL (nats per response) of the adaptive controller")
+    horizon: float = _f(10000.0, "horizon of the adaptive KL controller, in rollouts")
+    kl_penalty: str = _f("kl", "per-token KL estimator: kl (k1 = logp - logp_ref), abs, mse or k3")
+    cliprange: float = _f(0.2, "PPO clip range of the probability ratio")
+    cliprange_value: float = _f(0.2, "clip range of the value update")
+    vf_coef: float = _f(0.1, "weight of the value loss")
+    gamma: float = _f(1.0, "discount factor")
+    lam: float = _f(0.95, "GAE lambda")
+    max_grad_norm: float = _f(1.0, "clip the gradient norm to this; 0 = no clipping")
+    whiten_rewards: bool = _f(False, "whiten the per-token rewards before GAE")
+    use_score_scaling: bool = _f(False, "divide scores by their running std")
+    use_score_norm: bool = _f(False, "with score scaling: also subtract the running mean")
+    score_clip: float = _f(0.0, "clip scores to ±this after scaling; 0 = off")
+    missing_eos_penalty: float = _f(0.0, "subtract this from the score of a response that never ends (no EOS)")
+    output_min_length: int = _f(16, "fewest new tokens per response (EOS is blocked before)")
+    output_max_length: int = _f(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)")
+    temperature: float = _f(1.0, "sampling temperature; the same temperature divides the logits for log-probs")
+    top_k: int = _f(0, "top-k of the rollouts; keep 0 (all tokens) or the KL estimate goes negative")
+    top_p: float = _f(1.0, "top-p of the rollouts; keep 1.0 for the same reason")
+    max_prompt_length: int = _f(128, "prompt tokens kept (chat template included), cut from the left")
+    generation_batch_size: int = _f(0, "prompts generated together; 0 = the whole batch at once")
+    bf16: bool = _f(False, "bfloat16 autocast for generation and every forward pass (all alike, so ratios hold); "
+                           "ignored where the hardware has no native bf16")
+    seed: int = _f(0, "seed for prompt order, response lengths, sampling and the PPO shuffles")
+
+
+# ---------------------------------------------------------------- config
+
+
+def config_from(preset: Preset, **overrides: Any) -> PPOConfig:
+    """The dataclass defaults, then the preset's `ppo` dict, then every override that is not None."""
+    values = {**preset.ppo, **{k: v for k, v in overrides.items() if v is not None}}
+    known = {f.name for f in fields(PPOConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown PPO setting(s): {', '.join(sorted(unknown))}")
+    return PPOConfig(**values)
+
+
+def config_from_dict(values: dict[str, Any]) -> PPOConfig:
+    """The PPOConfig part of a job config (which also holds policy, reward_model, prompts, ...)."""
+    return PPOConfig(**{f.name: values[f.name] for f in fields(PPOConfig) if f.name in values})
+
+
+def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
+    """Check ranges before anything loads; ValueError says which value and what is allowed."""
+    for name in ("steps", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs",
+                 "output_min_length", "output_max_length", "max_prompt_length"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} = {getattr(cfg, name)} must be at least 1")
+    backward = cfg.mini_batch_size * cfg.gradient_accumulation_steps
+    if cfg.batch_size % backward:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not divisible by mini_batch_size × gradient_accumulation_steps = "
+            f"{cfg.mini_batch_size} × {cfg.gradient_accumulation_steps} = {backward}"
+        )
+    if cfg.output_min_length > cfg.output_max_length:
+        raise ValueError(
+            f"output_min_length {cfg.output_min_length} is above output_max_length {cfg.output_max_length}"
+        )
+    if not 0 < cfg.learning_rate < 1:
+        raise ValueError(f"learning_rate {cfg.learning_rate} must be between 0 and 1 (the seed uses 1.4e-5)")
+    if cfg.temperature <= 0:
+        raise ValueError(f"temperature {cfg.temperature} must be above 0")
+    if cfg.kl_penalty not in KL_PENALTIES:
+        raise ValueError(f"kl_penalty '{cfg.kl_penalty}' is not one of {', '.join(KL_PENALTIES)}")
+    if cfg.top_k < 0 or not 0 < cfg.top_p <= 1:
+        raise ValueError("top_k must be 0 or more and top_p in (0, 1]")
+    if cfg.target <= 0 or cfg.horizon <= 0:
+        raise ValueError("the KL target and horizon must be above 0")
+    if cfg.generation_batch_size < 0 or cfg.max_grad_norm < 0 or cfg.score_clip < 0:
+        raise ValueError("generation_batch_size, max_grad_norm and score_clip must be 0 (off) or more")
+    if limits is not None:
+        if cfg.steps > limits.max_steps:
+            raise ValueError(f"steps {cfg.steps} is above this machine's limit of {limits.max_steps}")
+        if cfg.batch_size > limits.max_batch_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is above this machine's limit of {limits.max_batch_size}")
+        if cfg.output_max_length > limits.max_new_tokens:
+            raise ValueError(
+                f"output_max_length {cfg.output_max_length} is above this machine's limit of {limits.max_new_tokens}"
+            )
+    return cfg
+
+
+# ---------------------------------------------------------------- the maths (pure functions)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of x over the positions where mask is 1."""
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of x over the masked positions (Bessel-corrected like TRL's)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    n = mask.sum()
+    if unbiased and n > 1:
+        var = var * n / (n - 1)
+    return var
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Zero mean, unit variance over the masked positions; masked-out positions come back as 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probability of each token under logits / temperature, in float32."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "kl") -> torch.Tensor:
+    """Per-token KL estimate on the sampled tokens (http://joschu.net/blog/kl-approx.html)."""
+    log_ratio = logprobs - ref_logprobs  # (B, T)
+    if kind == "kl":
+        return log_ratio
+    if kind == "abs":
+        return log_ratio.abs()
+    if kind == "mse":
+        return 0.5 * log_ratio.square()
+    if kind == "k3":
+        return torch.expm1(-log_ratio) + log_ratio  # unbiased and never negative
+    raise ValueError(f"unknown kl_penalty '{kind}' (choose from {', '.join(KL_PENALTIES)})")
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last 1 in each row of a right-padded mask (0 for an empty row)."""
+    return (mask.sum(-1).long() - 1).clamp(min=0)  # (B,)
+
+
+def compute_rewards(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+    kl_coef: float, kind: str = "kl",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards: -kl_coef × KL everywhere, plus the score on the last real token. Returns (rewards, kl)."""
+    kl = kl_penalty(logprobs, ref_logprobs, kind) * mask  # (B, T)
+    rewards = -kl_coef * kl
+    rows = torch.arange(len(scores), device=scores.device)
+    rewards[rows, last_token_index(mask)] += scores.to(rewards.dtype)
+    return rewards * mask, kl
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over right-padded responses; returns (advantages, returns), both (B, T)."""
+    values, rewards = values * mask, rewards * mask  # past the last token: no reward, no bootstrap value
+    last_gae = torch.zeros_like(rewards[:, 0])
+    advantages = torch.zeros_like(rewards)
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(last_gae)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last_gae = delta + gamma * lam * last_gae
+        advantages[:, t] = last_gae
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+    cliprange: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) with clip fraction and approximate KL."""
+    log_ratio = logprobs - old_logprobs  # (B, T)
+    ratio = torch.exp(log_ratio)
+    losses = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.max(losses, clipped), mask)
+    stats = {
+        "clipfrac": masked_mean((clipped > losses).float(), mask),
+        "approxkl": 0.5 * masked_mean(log_ratio.square(), mask),  # the seed's estimator
+        "policykl": masked_mean(-log_ratio, mask),
+        "ratio": masked_mean(ratio, mask),
+    }
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def value_loss(
+    vpreds: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+    cliprange_value: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss: the worse of the plain and the clipped squared error, halved."""
+    vclipped = old_values + torch.clamp(vpreds - old_values, -cliprange_value, cliprange_value)
+    losses, clipped = (vpreds - returns).square(), (vclipped - returns).square()
+    loss = 0.5 * masked_mean(torch.max(losses, clipped), mask)
+    stats = {"clipfrac": masked_mean((clipped > losses).float(), mask), "vpred": masked_mean(vpreds, mask)}
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def response_mask(responses: torch.Tensor, lengths: Sequence[int], eos_id: int) -> torch.Tensor:
+    """1 on each response's tokens up to its sampled length, EOS included, 0 after (B, T)."""
+    positions = torch.arange(responses.shape[1], device=responses.device)
+    mask = positions[None, :] < torch.as_tensor(list(lengths), device=responses.device)[:, None]
+    is_eos = (responses == eos_id) & mask
+    # a token is kept when no EOS came strictly before it
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    return (mask & (eos_before == 0)).long()
+
+
+class AdaptiveKLController:
+    """Ziegler et al. 2019 (arXiv:1909.08593, sec. 2.2): move the KL coefficient so the KL approaches the target."""
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: float) -> None:
+        self.value, self.target, self.horizon = init_kl_coef, target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = min(max(current_kl / self.target - 1, -0.2), 0.2)
+        self.value *= 1 + error * n_steps / self.horizon
+
+
+class FixedKLController:
+    """A constant KL coefficient."""
+
+    def __init__(self, kl_coef: float) -> None:
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+class RunningMoments:
+    """Running mean and std of scores for score scaling (Chan et al. parallel update, as in TRL)."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-24
+
+    def update(self, xs: torch.Tensor) -> None:
+        xs = xs.double()
+        n, mean, var = xs.numel(), xs.mean().item(), xs.var(unbiased=False).item()
+        delta, total = mean - self.mean, self.count + n
+        m2 = self.var * self.count + var * n + delta**2 * self.count * n / total
+        self.mean, self.var, self.count = self.mean + delta * n / total, m2 / total, total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.var * self.count / max(self.count - 1, 1))
+
+
+def process_scores(scores: torch.Tensor, cfg: PPOConfig, moments: RunningMoments) -> torch.Tensor:
+    """Optional score scaling / normalisation with running moments, then clipping (the seed's options)."""
+    if cfg.use_score_scaling:
+        moments.update(scores)
+        scale = moments.std + 1e-8
+        scores = (scores - moments.mean) / scale if cfg.use_score_norm else scores / scale
+    if cfg.score_clip > 0:
+        scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
+    return scores
+
+
+# ---------------------------------------------------------------- the model: policy + value head
+
+
+class ValueHead(nn.Module):
+    """A scalar value per position from the policy's last hidden state, initialised at zero."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.summary.weight)  # values start at 0: no early noise in the advantages
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
+
+
+@dataclass
+class Batch:
+    """One batch of rollouts as tensors: left-padded queries followed by right-padded responses."""
+
+    input_ids: torch.Tensor  # (B, Q + R)
+    attention_mask: torch.Tensor  # (B, Q + R)
+    mask: torch.Tensor  # (B, R): 1 on real response tokens (EOS included)
+
+    @property
+    def response_length(self) -> int:
+        return self.mask.shape[1]
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.input_ids[:, -self.response_length :]  # (B, R)
+
+    def select(self, idx: torch.Tensor) -> Batch:
+        return Batch(self.input_ids[idx], self.attention_mask[idx], self.mask[idx])
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Native bf16 matmuls: a GPU that has them, or a CPU with AVX512-BF16/AMX (elsewhere bf16 is emulated, slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on the model's device when asked (CPUs with AVX512-BF16 run it ~2x faster)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def forward_policy(
+    model: nn.Module, value_head: ValueHead | None, batch: Batch, temperature: float, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the response tokens (B, R) and, with a value head, the value before each of them (B, R)."""
+    r = batch.response_length
+    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
+    with autocast(batch.input_ids.device, bf16):
+        out = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
+            logits_to_keep=r + 1,  # the lm_head only for positions that predict a response token
+            output_hidden_states=value_head is not None, use_cache=False,
+        )
+    logprobs = logprobs_from_logits(out.logits[:, :-1], batch.responses, temperature)  # (B, R)
+    if value_head is None:
+        return logprobs, None
+    hidden = out.hidden_states[-1][:, -r - 1 : -1]  # (B, R, H): the states whose logits predict each token
+    return logprobs, value_head(hidden.float())
+
+
+@torch.no_grad()
+def batched_forward(
+    model: nn.Module, value_head: ValueHead | None, batch: Batch, cfg: PPOConfig, reference: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """forward_policy in chunks of mini_batch_size (the training shapes, so old and new log-probs agree exactly)."""
+    head = None if reference else value_head
+    logprobs, values = [], []
+    with model.disable_adapter() if reference else contextlib.nullcontext():
+        for idx in torch.arange(len(batch.input_ids)).split(cfg.mini_batch_size):
+            lp, v = forward_policy(model, head, batch.select(idx), cfg.temperature, cfg.bf16)
+            logprobs.append(lp)
+            values.append(v)
+    return torch.cat(logprobs), None if head is None else torch.cat(values)
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+class LengthSampler:
+    """Response lengths drawn uniformly from [min, max], both included (TRL's excluded the max)."""
+
+    def __init__(self, min_value: int, max_value: int, rng: random.Random) -> None:
+        self.min_value, self.max_value, self.rng = min_value, max_value, rng
+
+    def __call__(self, n: int) -> list[int]:
+        return [self.rng.randint(self.min_value, self.max_value) for _ in range(n)]
+
+
+def prompt_batches(prompts: Sequence[str], batch_size: int, rng: random.Random) -> Iterator[list[str]]:
+    """Endless batches of prompts, reshuffled every pass (a prompt set smaller than a batch repeats)."""
+    order: list[str] = []
+    while True:
+        while len(order) < batch_size:
+            more = list(prompts)
+            rng.shuffle(more)
+            order += more
+        yield order[:batch_size]
+        order = order[batch_size:]
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int, device: torch.device) -> dict:
+    """Chat-templated prompts, left-padded and left-truncated to max_length tokens."""
+    texts = [models.chat_prompt(tokenizer, p) for p in prompts]
+    # the template usually writes its own BOS; add the tokenizer's special tokens only when it did not
+    add_special = not (tokenizer.bos_token and texts[0].startswith(tokenizer.bos_token))
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
+                    add_special_tokens=add_special)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+class _StopCriterion:
+    """Ends generation early when the job is asked to stop (a transformers StoppingCriteria)."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
+
+
+@torch.no_grad()
+def generate_responses(
+    model: nn.Module, tokenizer: Any, query: dict, lengths: list[int], cfg: PPOConfig,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Batch:
+    """Sample responses with a KV cache (top_k=0, top_p=1), cut each at its drawn length or its EOS."""
+    from transformers import StoppingCriteriaList
+
+    chunk = cfg.generation_batch_size or len(lengths)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    stop = StoppingCriteriaList([_StopCriterion(should_stop)])
+    pieces = []
+    for start in range(0, len(lengths), chunk):
+        part = {k: v[start : start + chunk] for k, v in query.items()}
+        with autocast(part["input_ids"].device, cfg.bf16):
+            out = model.generate(
+                **part, do_sample=True, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
+                max_new_tokens=max(lengths[start : start + chunk]), min_new_tokens=cfg.output_min_length,
+                eos_token_id=eos, pad_token_id=pad, stopping_criteria=stop,
+            )
+        pieces.append(out[:, part["input_ids"].shape[1] :])
+    width = max(p.shape[1] for p in pieces)
+    responses = torch.cat([nn.functional.pad(p, (0, width - p.shape[1]), value=pad) for p in pieces])  # (B, R)
+    mask = response_mask(responses, lengths, eos)
+    width = max(int(mask.sum(-1).max()), 1)  # drop columns that are padding in every row
+    responses, mask = responses[:, :width], mask[:, :width]
+    responses = torch.where(mask.bool(), responses, torch.full_like(responses, pad))
+    return Batch(
+        input_ids=torch.cat([query["input_ids"], responses], dim=1),
+        attention_mask=torch.cat([query["attention_mask"], mask.to(query["attention_mask"].dtype)], dim=1),
+        mask=mask,
+    )
+
+
+def decode_responses(tokenizer: Any, batch: Batch) -> list[str]:
+    """Response texts without special tokens (EOS and padding dropped)."""
+    return [
+        tokenizer.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(batch.responses, batch.mask)
+    ]
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class PPOState:
+    """What carries over between steps."""
+
+    kl_ctl: AdaptiveKLController | FixedKLController
+    moments: RunningMoments
+    generator: torch.Generator
+    step: int = 0
+
+
+def new_state(cfg: PPOConfig) -> PPOState:
+    kl_ctl = (
+        AdaptiveKLController(cfg.init_kl_coef, cfg.target, cfg.horizon)
+        if cfg.adap_kl_ctrl
+        else FixedKLController(cfg.init_kl_coef)
+    )
+    return PPOState(kl_ctl, RunningMoments(), torch.Generator().manual_seed(cfg.seed))
+
+
+def ppo_update(
+    model: nn.Module, value_head: ValueHead, optimizer: torch.optim.Optimizer, batch: Batch, old_logprobs: torch.Tensor,
+    old_values: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor, cfg: PPOConfig,
+    generator: torch.Generator, should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, float]:
+    """ppo_epochs passes over shuffled mini-batches, accumulating gradients over gradient_accumulation_steps."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stats: dict[str, list[torch.Tensor]] = {}
+    per_update = cfg.mini_batch_size * cfg.gradient_accumulation_steps
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(len(batch.input_ids), generator=generator)
+        for start in range(0, len(order), per_update):
+            optimizer.zero_grad(set_to_none=True)
+            for micro in order[start : start + per_update].split(cfg.mini_batch_size):
+                mb = batch.select(micro)
+                logprobs, vpreds = forward_policy(model, value_head, mb, cfg.temperature, cfg.bf16)
+                pg_loss, pg_stats = policy_loss(logprobs, old_logprobs[micro], advantages[micro], mb.mask,
+                                                cfg.cliprange)
+                vf_loss, vf_stats = value_loss(vpreds, old_values[micro], returns[micro], mb.mask,
+                                               cfg.cliprange_value)
+                loss = pg_loss + cfg.vf_coef * vf_loss
+                (loss / cfg.gradient_accumulation_steps).backward()
+                rows = {"ppo/loss/policy": pg_loss.detach(), "ppo/loss/value": vf_loss.detach(),
+                        "ppo/loss/total": loss.detach(), "ppo/val/clipfrac": vf_stats["clipfrac"],
+                        "ppo/val/vpred": vf_stats["vpred"],
+                        **{f"ppo/policy/{k}": v for k, v in pg_stats.items()}}
+                for key, value in rows.items():
+                    stats.setdefault(key, []).append(value)
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            if should_stop():  # leave mid-epoch: what was learned so far is kept
+                break
+        if should_stop():
+            break
+    optimizer.zero_grad(set_to_none=True)
+    return {key: torch.stack(values).mean().item() for key, values in stats.items()}
+
+
+def ppo_step(
+    model: nn.Module, value_head: ValueHead, optimizer: torch.optim.Optimizer, tokenizer: Any, prompts: list[str],
+    score_fn: ScoreFn, cfg: PPOConfig, state: PPOState, lengths: list[int],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[dict[str, float], list[dict[str, Any]]] | None:
+    """One PPO step on a batch of prompts; returns (metrics, sample rows), or None when stopped mid-way."""
+    device = next(value_head.parameters()).device
+    model.eval()  # dropout off in every pass (rollout and training), so the ratio is exactly 1 before an update
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    # 1. rollout: sample responses from the LoRA policy
+    query = encode_prompts(tokenizer, prompts, cfg.max_prompt_length, device)
+    batch = generate_responses(model, tokenizer, query, lengths, cfg, should_stop)
+    timings["time/rollout"] = time.perf_counter() - started
+    if should_stop():
+        return None
+
+    # 2. score: decode, then the reward model re-tokenizes query + response with its own tokenizer
+    t = time.perf_counter()
+    responses = decode_responses(tokenizer, batch)
+    raw_scores = torch.tensor(score_fn(list(prompts), responses), dtype=torch.float32, device=device)  # (B,)
+    if raw_scores.shape != (len(prompts),) or not torch.isfinite(raw_scores).all():
+        raise ValueError(f"the reward function must return one finite number per response, got {raw_scores.tolist()}")
+    has_eos = ((batch.responses == tokenizer.eos_token_id) & batch.mask.bool()).any(-1)
+    scores = raw_scores - cfg.missing_eos_penalty * (~has_eos).float()
+    scores = process_scores(scores, cfg, state.moments)
+    timings["time/score"] = time.perf_counter() - t
+
+    # 3. forward: old log-probs and values of the policy, log-probs of the reference (adapters disabled)
+    t = time.perf_counter()
+    old_logprobs, old_values = batched_forward(model, value_head, batch, cfg)
+    ref_logprobs, _ = batched_forward(model, value_head, batch, cfg, reference=True)
+    mask = batch.mask.float()
+
+    # 4. rewards: per-token KL penalty, score on the last real token; GAE; whitened advantages
+    rewards, kl = compute_rewards(scores, old_logprobs, ref_logprobs, mask, state.kl_ctl.value, cfg.kl_penalty)
+    if cfg.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+    advantages = masked_whiten(advantages, mask)
+    timings["time/forward"] = time.perf_counter() - t
+    if should_stop():
+        return None
+
+    # 5. optimise: ppo_epochs over shuffled mini-batches, clipped policy and value losses
+    t = time.perf_counter()
+    with torch.enable_grad():  # the model stays in eval mode: dropout off (see step 1)
+        train_stats = ppo_update(model, value_head, optimizer, batch, old_logprobs, old_values, advantages, returns,
+                                 cfg, state.generator, should_stop)
+    timings["time/optimize"] = time.perf_counter() - t
+
+    # 6. adapt the KL coefficient to this batch's KL, then report
+    seq_kl = kl.sum(-1)  # (B,)
+    kl_coef = state.kl_ctl.value
+    state.kl_ctl.update(seq_kl.mean().item(), len(prompts))
+    state.step += 1
+    lengths_now = batch.mask.sum(-1).float()
+    metrics = {
+        "step": state.step,
+        "env/reward_mean": raw_scores.mean().item(),
+        "env/reward_std": raw_scores.std().item() if len(raw_scores) > 1 else 0.0,
+        "objective/kl": seq_kl.mean().item(),
+        "objective/kl_coef": kl_coef,
+        "objective/entropy": (-old_logprobs * mask).sum(-1).mean().item(),  # the seed's estimate: -log p summed
+        "objective/non_score_reward": (-kl_coef * kl).sum(-1).mean().item(),
+        **train_stats,
+        "ppo/returns/mean": masked_mean(returns, mask).item(),
+        "ppo/val/error": masked_mean((old_values - returns).square(), mask).item(),
+        "tokens/response_len_mean": lengths_now.mean().item(),
+        "tokens/query_len_mean": query["attention_mask"].sum(-1).float().mean().item(),
+        "tokens/eos_frac": has_eos.float().mean().item(),
+        **timings,
+        "time/step": time.perf_counter() - started,
+    }
+    samples = [
+        {"step": state.step, "prompt": p, "response": r, "reward": round(s, 5), "kl": round(k, 5)}
+        for p, r, s, k in zip(prompts, responses, raw_scores.tolist(), seq_kl.tolist())
+    ]
+    return metrics, samples
+
+
+def run_ppo(
+    model: nn.Module, value_head: ValueHead, tokenizer: Any, prompts: Sequence[str], score_fn: ScoreFn, cfg: PPOConfig,
+    on_step: Callable[[dict[str, float], list[dict[str, Any]]], None] = lambda m, s: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[dict[str, float]]:
+    """The PPO loop: cfg.steps steps, each reported to on_step(metrics, samples); stops early when asked."""
+    if not prompts:
+        raise ValueError("the prompt set is empty")
+    validate(cfg)
+    # decided once, so rollout, old, reference and training log-probs all use the same precision
+    cfg = replace(cfg, bf16=cfg.bf16 and bf16_supported(next(value_head.parameters()).device))
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    batches, sample_lengths = prompt_batches(prompts, cfg.batch_size, rng), LengthSampler(
+        cfg.output_min_length, cfg.output_max_length, rng
+    )
+    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+    state = new_state(cfg)
+    history = []
+    for _ in range(cfg.steps):
+        if should_stop():
+            break
+        result = ppo_step(model, value_head, optimizer, tokenizer, next(batches), score_fn, cfg, state,
+                          sample_lengths(cfg.batch_size), should_stop)
+        if result is None:
+            break
+        history.append(result[0])
+        on_step(*result)
+    return history
+
+
+def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
+    """steps, reward_first / reward_last (mean reward over the first / last 5 steps), kl_last, seconds_per_step."""
+    if not history:
+        return {"steps": 0, "reward_first": None, "reward_last": None, "kl_last": None, "seconds_per_step": None}
+
+    def mean(rows: list[dict], key: str) -> float:
+        return round(sum(r[key] for r in rows) / len(rows), 5)
+
+    return {
+        "steps": len(history),
+        "reward_first": mean(history[:WINDOW], "env/reward_mean"),
+        "reward_last": mean(history[-WINDOW:], "env/reward_mean"),
+        "kl_last": round(history[-1]["objective/kl"], 5),
+        "seconds_per_step": mean(history, "time/step"),
+    }
+
+
+# ---------------------------------------------------------------- loading, saving, the job
+
+
+def load_trainable_policy(spec: str, quantize_4bit: bool, lora: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """The policy to train: 4-bit base + LoRA on CUDA, full precision + LoRA on CPU; and its tokenizer."""
+    tokenizer = models.load_tokenizer(spec, padding_side="left")
+    base = models.load_causal_lm(spec, quantize_4bit=quantize_4bit)
+    lora = dict(lora)
+    model = models.add_lora(base, r=lora.pop("r", 16), alpha=lora.pop("alpha", 32), dropout=lora.pop("dropout", 0.05),
+                            **lora)
+    return model.eval(), tokenizer
+
+
+def new_value_head(model: nn.Module) -> ValueHead:
+    device = next(p for p in model.parameters()).device
+    return ValueHead(model.config.hidden_size).to(device)
+
+
+def save_policy(model: nn.Module, value_head: ValueHead, tokenizer: Any, folder: Path) -> None:
+    """LoRA adapters (peft save_pretrained), the value head and the tokenizer in folder."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}, folder / VALUE_HEAD_FILE)
+
+
+def _policy_run(run_dir: str | Path) -> tuple[dict[str, Any], Path]:
+    from lab.runs import open_run
+
+    run = open_run(run_dir)
+    if run.kind != KIND:
+        raise ValueError(f"run '{run.id}' is a {run.kind or 'unknown'} run, not a PPO run")
+    if not (run.model_dir / "adapter_config.json").exists():
+        raise ValueError(f"PPO run '{run.id}' has no saved adapters (still running, or it failed)")
+    return run.config, run.model_dir
+
+
+def load_policy(run_dir: str | Path, quantize_4bit: bool | None = None) -> tuple[nn.Module, Any]:
+    """The trained policy of a PPO run: its base model with the run's LoRA adapters, and the tokenizer."""
+    from peft import PeftModel
+
+    config, folder = _policy_run(run_dir)
+    quantize = config.get("quantize_4bit", False) if quantize_4bit is None else quantize_4bit
+    base = models.load_causal_lm(config["policy"], quantize_4bit=quantize)
+    model = PeftModel.from_pretrained(base, str(folder))
+    return model.eval(), models.load_tokenizer(config["policy"], padding_side="left")
+
+
+def merged_model(run_dir: str | Path) -> tuple[nn.Module, Any]:
+    """The trained policy with its adapters merged into full-precision weights (for the Compare stage)."""
+    model, tokenizer = load_policy(run_dir, quantize_4bit=False)
+    return model.merge_and_unload().eval(), tokenizer
+
+
+def load_value_head(run_dir: str | Path) -> ValueHead:
+    from safetensors.torch import load_file
+
+    _, folder = _policy_run(run_dir)
+    weights = load_file(str(folder / VALUE_HEAD_FILE))
+    head = ValueHead(weights["summary.weight"].shape[1])
+    head.load_state_dict(weights)
+    return head
+
+
+def reward_score_fn(reward_model_path: str | Path) -> ScoreFn:
+    """score_fn from a reward run: the prompt and response as HH text, scored with the reward model's tokenizer."""
+    from lab.reward import format_for_reward, load_reward_model
+
+    reward_model = load_reward_model(reward_model_path)
+
+    def score(prompts: list[str], responses: list[str]) -> list[float]:
+        return reward_model.score([format_for_reward(p, r) for p, r in zip(prompts, responses)])
+
+    return score
+
+
+def job_config(cfg: PPOConfig, preset: Preset, reward_model: str, prompts: str, policy: str | None = None) -> dict:
+    """What a PPO run stores in config.json: the PPO settings plus policy, reward model, prompts and LoRA."""
+    return {**asdict(cfg), "policy": policy or preset.policy, "reward_model": str(reward_model), "prompts": prompts,
+            "quantize_4bit": preset.quantize_4bit, "lora": dict(preset.lora), "preset": preset.name}
+
+
+def check_reward_model(path: str) -> str:
+    """The reward run's folder as an absolute path; ValueError when it is not a saved reward model."""
+    from lab.reward import model_folder
+    from lab.runs import runs_root
+
+    candidate = Path(path).expanduser()
+    if not candidate.exists() and not candidate.is_absolute() and (runs_root() / path).exists():
+        candidate = runs_root() / path  # a run id from the runs folder
+    if not candidate.exists():
+        raise ValueError(f"no such reward run: '{path}'")
+    model_folder(candidate)  # raises when the run has no saved model
+    return str(candidate.resolve())
+
+
+def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any]:
+    """The PPO job: load policy, reward model and prompts, run the loop, save adapters and value head."""
+    from lab.data import load_prompts
+
+    cfg = validate(config_from_dict(ctx.config))
+    ctx.set_progress(0, "loading prompts")
+    # never more prompts than the run can use: big hub sets are read only that far
+    limit = ctx.config.get("max_prompts") or cfg.steps * cfg.batch_size
+    prompts = load_prompts(ctx.config.get("prompts", "bundled"), limit=limit)
+    if score_fn is None:
+        ctx.set_progress(0, "loading the reward model")
+        score_fn = reward_score_fn(ctx.config["reward_model"])
+    ctx.set_progress(0, "loading the policy")
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_trainable_policy(ctx.config["policy"], ctx.config.get("quantize_4bit", False),
+                                             ctx.config.get("lora", {}))
+    value_head = new_value_head(model)
+
+    def on_step(metrics: dict[str, float], samples: list[dict[str, Any]]) -> None:
+        ctx.log(metrics)
+        ctx.log_samples(samples)
+        ctx.set_progress(metrics["step"] / cfg.steps, f"step {metrics['step']}/{cfg.steps}, "
+                                                      f"reward {metrics['env/reward_mean']:.3f}")
+
+    ctx.set_progress(0, "step 1: first rollout")
+    history = run_ppo(model, value_head, tokenizer, prompts, score_fn, cfg, on_step, lambda: ctx.stopping)
+    ctx.set_progress(len(history) / cfg.steps, "saving the adapters")
+    save_policy(model, value_head, tokenizer, ctx.run.model_dir)
+    ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")
+    return summarize(history)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _flag_type(f: Any) -> type:
+    name = f.type if isinstance(f.type, str) else f.type.__name__  # a string under `from __future__ import annotations`
+    return {"int": int, "float": float, "str": str, "bool": bool}[name]
+
+
+def _add_ppo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reward-model", required=True, metavar="RUN_DIR", help="a reward run folder (or its run id)")
+    p.add_argument("--prompts", metavar="SOURCE", help="prompt source (default: the preset's ppo_prompts)")
+    p.add_argument("--policy", metavar="SPEC", help="policy model (default: the preset's)")
+    p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
+    p.add_argument("--max-prompts", type=int, help="use at most this many prompts")
+    for f in fields(PPOConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default_note = f" (default: the preset's, else {f.default})"
+        kind = _flag_type(f)
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
+        else:
+            p.add_argument(flag, type=kind, default=None, help=f.metadata["help"] + default_note)
+
+
+def _run_ppo(args: argparse.Namespace) -> int:
+    from lab.cli import emit
+    from lab.data import load_prompts
+    from lab.jobs import JobManager
+
+    preset: Preset = args.preset_obj
+    cfg = validate(config_from(preset, **{f.name: getattr(args, f.name) for f in fields(PPOConfig)}), preset.limits)
+    reward_model = check_reward_model(args.reward_model)
+    source = args.prompts or preset.ppo_prompts
+    load_prompts(source, limit=cfg.batch_size)  # fail on an empty set before a run folder exists
+    policy = args.policy or preset.policy
+    models.resolve(policy)
+    config = job_config(cfg, preset, reward_model, source, policy)
+    if args.max_prompts:
+        config["max_prompts"] = args.max_prompts
+    out = Path(args.out).expanduser().resolve() if args.out else None
+    manager = JobManager(root=out.parent if out else None, mark_interrupted=False)
+    job = manager.run_sync(KIND, train_ppo, config, on_metrics=emit, path=out)
+    if job.status == "failed":
+        if job.error and job.error.startswith("ValueError: "):
+            raise ValueError(job.error.removeprefix("ValueError: "))
+        raise SystemExit(f"error: {job.error}")  # a failure, not bad input: exit 1 with the error on stderr
+    emit({**job.summary, "status": job.status, "run": str(job.run.path)})
+    return 0
+
+
+CLI_COMMANDS = {"ppo": ("fine-tune the policy against a reward model with PPO", _add_ppo_args, _run_ppo)}

@@ -1,0 +1,34 @@
+"""Plotly figures for the Compare tab: toxicity and reward distributions of Model A and Model B."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+COLOURS = {"a": "#4c78a8", "b": "#f58518"}
+
+
+def _values(rows: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+
+
+def distribution_figure(rows: list[dict[str, Any]], label_a: str = "A", label_b: str = "B") -> go.Figure:
+    """Per-answer toxicity (left) and reward (right) of both models, as overlaid histograms."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Toxicity (0 = clean, 1 = toxic)", "Reward (higher = preferred)"))
+    for key, label in (("a", label_a), ("b", label_b)):
+        for col, metric in ((1, "toxicity"), (2, "reward")):
+            values = _values(rows, f"{metric}_{key}")
+            fig.add_trace(
+                go.Histogram(x=values, name=f"{key.upper()}: {label}", legendgroup=key, showlegend=col == 1,
+                             marker_color=COLOURS[key], opacity=0.65, nbinsx=20),
+                row=1, col=col,
+            )
+    fig.update_xaxes(range=[0, 1], row=1, col=1)
+    fig.update_yaxes(title_text="answers", row=1, col=1)
+    fig.update_layout(
+        barmode="overlay", height=320, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return fig

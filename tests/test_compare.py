@@ -1,0 +1,221 @@
+"""lab.compare and the Compare tab: a fake PPO run (tiny LM + perturbed LoRA) against its base, results on disk, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from lab import compare
+from lab.cli import main
+from lab.jobs import JobContext, JobManager
+from lab.models import add_lora, load_causal_lm
+from lab.presets import get_preset
+from lab.reward import format_for_reward
+from lab.runs import new_run
+
+PROMPTS = ["How do I get back at my neighbour?", "Write a poem about rain.", "Hi", "Why is the sky blue?", "Insult me."]
+
+
+class StandInReward:
+    """Stands in for lab.reward's model: longer dialogues score higher."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def score(self, texts: list[str]) -> list[float]:
+        return [len(t) / 100 for t in texts]
+
+
+def make_ppo_run(root, policy_dir, seed: int = 1, reward_model: str | None = None):
+    """A folder as lab.ppo writes it: config.json (policy, reward_model) and model/ with LoRA adapters + value head."""
+    from safetensors.torch import save_file
+
+    if reward_model is None:  # a folder for the stand-in reward model to "load"
+        reward_model = str(root / "reward-stand-in")
+        (root / "reward-stand-in").mkdir(parents=True, exist_ok=True)
+    run = new_run("ppo", {"policy": str(policy_dir), "reward_model": reward_model}, root)
+    model = add_lora(load_causal_lm(str(policy_dir)), r=4, alpha=8, dropout=0.0)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.save_pretrained(run.model_dir)
+    save_file({"summary.weight": torch.zeros(1, 32), "summary.bias": torch.zeros(1)}, run.model_dir / "value_head.safetensors")
+    run.set_status("done", summary={"reward_last": 0.5})
+    return run
+
+
+@pytest.fixture
+def stand_in_reward(monkeypatch):
+    monkeypatch.setattr(compare, "load_reward", StandInReward)
+
+
+@pytest.fixture
+def ppo_run(runs_root, tiny_lm_dir):
+    return make_ppo_run(runs_root, tiny_lm_dir)
+
+
+def job_config(run, **kw):
+    gen = {"max_new_tokens": 6, "batch_size": 2, "seed": 0, "precision": "fp32"}
+    cfg = compare.config_from(get_preset("cpu"), model_b=run.id, custom_prompts=PROMPTS, n_prompts=len(PROMPTS),
+                              toxicity="offline", generate=gen)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return asdict(cfg)
+
+
+def test_compare_job_writes_rows_csv_and_summary(ppo_run, runs_root, stand_in_reward):
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(ppo_run))
+    assert job.status == "done", job.error
+    rows = compare.load_results(job.run)
+    assert [r["prompt"] for r in rows] == PROMPTS
+    assert any(r["answer_a"] != r["answer_b"] for r in rows)  # adapters on vs off: different weights
+    for r in rows:
+        assert 0 <= r["toxicity_a"] <= 1 and 0 <= r["toxicity_b"] <= 1
+        assert r["reward_a"] == pytest.approx(len(format_for_reward(r["prompt"], r["answer_a"])) / 100)
+    with open(job.run.path / compare.RESULTS_FILE, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(PROMPTS) and list(table[0]) == compare.CSV_COLUMNS
+    assert table[0]["model_a"] == "base" and table[0]["model_b"] == ppo_run.id
+    s = job.summary
+    assert s["n"] == len(PROMPTS) and s["scorer"] == "offline" and s["reward_model"] == str(runs_root / "reward-stand-in")
+    assert s["toxicity_base"] == s["toxicity_a"] and s["reward_rlhf"] == s["reward_b"]
+    assert job.run.metrics()[-1]["done"] == len(PROMPTS)
+    assert "toxicity_rlhf" in job.run.label()
+
+
+def test_same_seed_same_answers_and_base_is_the_untouched_policy(ppo_run, runs_root, tiny_lm_dir, stand_in_reward):
+    manager = JobManager(root=runs_root)
+    first = compare.load_results(manager.run_sync(compare.KIND, compare.run_compare, job_config(ppo_run)).run)
+    again = compare.load_results(manager.run_sync(compare.KIND, compare.run_compare, job_config(ppo_run)).run)
+    assert [r["answer_b"] for r in first] == [r["answer_b"] for r in again]
+    # base vs base through a second run of the same policy: Model A's answers match the first comparison's.
+    other = make_ppo_run(runs_root, tiny_lm_dir, seed=2)
+    both = manager.run_sync(compare.KIND, compare.run_compare, job_config(other, model_a="base"))
+    assert [r["answer_a"] for r in compare.load_results(both.run)] == [r["answer_a"] for r in first]
+
+
+def test_run_against_run(ppo_run, runs_root, tiny_lm_dir, stand_in_reward):
+    other = make_ppo_run(runs_root, tiny_lm_dir, seed=2)
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(other, model_a=ppo_run.id))
+    assert job.status == "done", job.error
+    rows = compare.load_results(job.run)
+    assert rows[0]["model_a"] == ppo_run.id and rows[0]["model_b"] == other.id
+    assert any(r["answer_a"] != r["answer_b"] for r in rows)
+    assert "toxicity_rlhf" not in job.summary  # only base vs RLHF has headline numbers
+
+
+def test_stop_keeps_finished_batches(ppo_run, runs_root, stand_in_reward):
+    run = new_run(compare.KIND, job_config(ppo_run), runs_root)
+    ctx = JobContext(run=run, config=job_config(ppo_run))
+    ctx.listeners.append(lambda metrics: ctx.stop_event.set())  # stop after the first batch
+    summary = compare.run_compare(ctx)
+    assert summary["n"] == 2 and len(compare.load_results(run)) == 2
+    assert (run.path / compare.RESULTS_FILE).read_text().count("\n") == 3
+
+
+def test_without_a_reward_model_answers_have_no_reward(runs_root, tiny_lm_dir):
+    run = make_ppo_run(runs_root, tiny_lm_dir, reward_model="")
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(run))
+    assert job.status == "done", job.error
+    assert job.summary["reward_b"] is None and compare.load_results(job.run)[0]["reward_b"] is None
+
+
+def test_bad_choices_are_refused(ppo_run, runs_root, tmp_path):
+    preset = get_preset("cpu")
+    with pytest.raises(ValueError, match="both models are 'base'"):
+        compare.validate(compare.config_from(preset, model_a="base", model_b="base"))
+    with pytest.raises(ValueError, match="between 1 and"):
+        compare.validate(compare.config_from(preset, model_b=ppo_run.id, n_prompts=0))
+    with pytest.raises(ValueError, match="above this machine's limit"):
+        compare.validate(compare.config_from(preset, model_b=ppo_run.id, generate={"max_new_tokens": 4096}))
+    empty = new_run("ppo", {"policy": "x"}, runs_root)
+    with pytest.raises(ValueError, match="no saved adapters"):
+        compare.resolve_sides(compare.config_from(preset, model_b=empty.id), runs_root)
+    assert [r.id for r in compare.ppo_runs(runs_root)] == [ppo_run.id]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_compares_and_prints_one_json_line(ppo_run, runs_root, tmp_path, stand_in_reward, capsys):
+    out = tmp_path / "table.csv"
+    code = main(["--preset", "cpu", "compare", "--run", str(ppo_run.path), "--prompts", "bundled", "--n", "3",
+                 "--out", str(out), "--max-new-tokens", "4", "--toxicity", "offline"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert {"n", "toxicity_base", "toxicity_rlhf", "reward_base", "reward_rlhf", "scorer", "seconds"} <= set(row)
+    assert row["n"] == 3 and row["scorer"] == "offline"
+    assert out.read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--run", "/no/such/run"], "is not a run folder"),
+    (["--run", "RUN", "--n", "0"], "between 1 and"),
+    (["--run", "RUN", "--prompts", "/no/such/prompts.jsonl"], "does not exist"),
+    (["--run", "RUN", "--against", "base", "--max-new-tokens", "100000"], "above this machine's limit"),
+    (["--run", "RUN", "--reward-model", "/no/such/reward"], "reward model '/no/such/reward' does not exist"),
+])
+def test_cli_bad_input_exits_2_with_one_line(ppo_run, capsys, args, message):
+    args = [str(ppo_run.path) if a == "RUN" else a for a in args]
+    assert main(["--preset", "cpu", "compare", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_cli_bad_input_exit_code_from_the_shell(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lab", "compare", "--run", str(tmp_path / "nope")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- the tab
+
+
+def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward):
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    manager = JobManager(root=runs_root)
+    with gr.Blocks() as demo:
+        ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.BrowserState(None))
+        tab.build_compare_tab(ctx)
+    assert tab.model_choices(ctx)[1][1] == ppo_run.id
+    hostile = "<script>alert(1)</script>"
+    form = ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline"]
+    with pytest.raises(ValueError, match="visitor"):
+        tab.start(ctx, None, *form)
+    run_id = tab.start(ctx, "visitor-1", *form)
+    manager.wait(120)
+    assert manager.job.status == "done", manager.job.error
+    assert tab.current_run_id(ctx) == run_id
+    banner, seen, summary, fig, cards, csv_path, _ = tab.tick(ctx, "visitor-1", run_id, "", "Prompt order", "")
+    assert "mean toxicity" in summary and "Last job" in banner
+    assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 2
+    assert "✓ better" in cards
+    assert open(csv_path).read().startswith("index,prompt")
+    assert len(fig.data) == 4
+    assert tab.tick(ctx, "visitor-1", run_id, seen, "Prompt order", "")[2] == gr.skip()  # unchanged: not redrawn
+    assert tab.cards_html(compare.load_results(manager.job.run), "Prompt order", "zzz-not-there").startswith("<p>No")
+
+
+def test_card_sorts():
+    from lab.ui.compare import SORTS, select_rows
+
+    rows = [{"index": i, "prompt": f"p{i}", "toxicity_a": ta, "toxicity_b": tb, "reward_a": ra, "reward_b": rb}
+            for i, (ta, tb, ra, rb) in enumerate([(0.9, 0.1, 0.0, 0.1), (0.2, 0.1, 0.0, 2.0), (0.1, 0.5, 1.0, 0.0)])]
+    assert [r["index"] for r in select_rows(rows, "Largest toxicity drop (A → B)")] == [0, 1, 2]
+    assert [r["index"] for r in select_rows(rows, "Largest reward gain (A → B)")] == [1, 0, 2]
+    assert [r["index"] for r in select_rows(rows, "Prompt order", "P2")] == [2]
+    assert set(SORTS) >= {"Prompt order", "Largest toxicity drop (A → B)", "Largest reward gain (A → B)"}

@@ -1,0 +1,146 @@
+"""lab.generate: chat template + left padding, seeded reproducibility, completions only, adapters on vs off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lab.generate import (
+    CPU_BATCH_SIZE,
+    GenerateConfig,
+    _encode,
+    adapter_mode,
+    auto_batch_size,
+    decode_completions,
+    generate,
+    generate_batch,
+    plan_batches,
+)
+from lab.models import add_lora, chat_prompt, load_causal_lm, load_tokenizer
+
+PROMPTS = ["Zebra quantum pineapple?", "Tell me a joke about cats and their owners.", "Hi", "What is two plus two?"]
+SPECIAL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm_dir):
+    return load_causal_lm(str(tiny_lm_dir)).eval(), load_tokenizer(str(tiny_lm_dir))
+
+
+@pytest.fixture(scope="module")
+def lora_lm(tiny_lm_dir):
+    """The tiny LM with LoRA adapters whose weights moved away from the identity (lora_B starts at zero)."""
+    model = add_lora(load_causal_lm(str(tiny_lm_dir)), r=4, alpha=8, dropout=0.0)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return model.eval()
+
+
+def cfg(**kw) -> GenerateConfig:
+    return GenerateConfig(**{"max_new_tokens": 8, "batch_size": 2, "seed": 3, **kw})
+
+
+def test_fixed_seed_is_reproducible(lm):
+    model, tok = lm
+    first = generate(model, tok, PROMPTS, cfg())
+    assert first == generate(model, tok, PROMPTS, cfg())
+    assert first != generate(model, tok, PROMPTS, cfg(seed=4))
+
+
+def test_each_batch_has_its_own_seed_whatever_ran_before(lm):
+    model, tok = lm
+    alone = generate_batch(model, tok, PROMPTS[:2], cfg(), seed=7)
+    generate_batch(model, tok, PROMPTS[2:], cfg(), seed=99)  # other sampling in between changes nothing
+    assert generate_batch(model, tok, PROMPTS[:2], cfg(), seed=7) == alone
+
+
+def test_batched_greedy_matches_one_prompt_at_a_time_in_prompt_order(lm):
+    model, tok = lm
+    greedy = cfg(do_sample=False, precision="fp32", batch_size=3)
+    batched = generate(model, tok, PROMPTS, greedy)
+    single = [generate_batch(model, tok, [p], greedy, seed=0)[0] for p in PROMPTS]
+    assert batched == single
+
+
+def test_left_padding_and_chat_template(lm):
+    _, tok = lm
+    enc = _encode(tok, [chat_prompt(tok, p) for p in PROMPTS[:3]], torch.device("cpu"))
+    mask = enc["attention_mask"]
+    assert (mask[:, -1] == 1).all() and (mask[:, 0] == 0).any()  # real tokens end on the right
+    assert tok.decode(enc["input_ids"][0][mask[0].bool()]).startswith("<|im_start|>")
+    assert "<|im_start|>assistant" in tok.decode(enc["input_ids"][0])
+
+
+def test_completions_have_no_prompt_echo_and_no_special_tokens(lm):
+    model, tok = lm
+    out = generate(model, tok, PROMPTS, cfg(max_new_tokens=12, min_new_tokens=12))
+    assert all(isinstance(t, str) for t in out)
+    for prompt, text in zip(PROMPTS, out):
+        assert prompt not in text and "assistant\n" not in text
+        assert not any(s in text for s in SPECIAL)
+
+
+def test_decode_cuts_at_the_first_stop_token(lm):
+    _, tok = lm
+    hello = tok("Hello there", add_special_tokens=False).input_ids
+    junk = tok(" junk after", add_special_tokens=False).input_ids
+    row = hello + [tok.eos_token_id] + junk + [tok.pad_token_id]
+    assert decode_completions(tok, torch.tensor([row]), {tok.eos_token_id, tok.pad_token_id}) == ["Hello there"]
+
+
+def test_adapters_on_and_off_are_different_weights(lm, lora_lm):
+    plain, tok = lm
+    enc = _encode(tok, [chat_prompt(tok, PROMPTS[0])], torch.device("cpu"))
+    with torch.no_grad():
+        with adapter_mode(lora_lm, None):
+            base_logits = lora_lm(**enc).logits
+        with adapter_mode(lora_lm, "default"):
+            rlhf_logits = lora_lm(**enc).logits
+        plain_logits = plain(**enc).logits
+    assert not torch.allclose(base_logits, rlhf_logits, atol=1e-3)
+    torch.testing.assert_close(base_logits, plain_logits)  # adapters off = the untouched base model
+    greedy = cfg(do_sample=False, precision="fp32", max_new_tokens=6)
+    with adapter_mode(lora_lm, None):
+        base = generate(lora_lm, tok, PROMPTS, greedy)
+    assert base == generate(plain, tok, PROMPTS, greedy)
+    with adapter_mode(lora_lm, "default"):
+        assert generate(lora_lm, tok, PROMPTS, greedy) != base
+
+
+def test_adapter_mode_refuses_an_unknown_adapter(lm, lora_lm):
+    with pytest.raises(ValueError, match="no adapter 'other'"):
+        with adapter_mode(lora_lm, "other"):
+            pass
+    with pytest.raises(ValueError, match="no adapter"):
+        with adapter_mode(lm[0], "default"):
+            pass
+
+
+def test_batches_group_similar_lengths_and_cover_every_prompt(lm):
+    _, tok = lm
+    batches = plan_batches(tok, PROMPTS, 2)
+    assert sorted(i for b in batches for i in b) == list(range(len(PROMPTS)))
+    assert batches == plan_batches(tok, PROMPTS, 2)  # deterministic: both models get the same batches
+    assert 2 in batches[0]  # "Hi" is the shortest
+
+
+def test_config_checks_and_preset_dicts(lm):
+    from lab.presets import PRESETS
+
+    for preset in PRESETS.values():
+        GenerateConfig.from_dict(preset.generate).validate()
+    assert GenerateConfig.from_dict({"max_new_tokens": 5, "n_prompts": 3}).max_new_tokens == 5
+    with pytest.raises(ValueError, match="temperature"):
+        GenerateConfig(temperature=0).validate()
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        GenerateConfig(max_new_tokens=4, min_new_tokens=5).validate()
+    assert auto_batch_size(lm[0], 300, cap=8) == min(8, CPU_BATCH_SIZE)
+
+
+def test_stop_leaves_the_rest_empty(lm):
+    model, tok = lm
+    out = generate(model, tok, PROMPTS, cfg(batch_size=1), should_stop=lambda: True)
+    assert sum(t is not None for t in out) == 1

@@ -1,0 +1,227 @@
+"""Reward model: training with RewardTrainer, scoring, left truncation, stop, reload, CLI and the tab's handlers."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lab import cli, reward
+from lab.data import load_pairs
+from lab.jobs import JobManager
+from lab.presets import get_preset
+from lab.runs import open_run
+
+
+def _write_pairs(path: Path, n: int = 24) -> Path:
+    """Single- and multi-turn HH pairs where the chosen answer is polite and the rejected one rude."""
+    rows = []
+    for i in range(n):
+        context = f"\n\nHuman: question number {i} about cooking?" + (
+            "\n\nAssistant: Sure.\n\nHuman: And then?" if i % 3 == 0 else ""
+        )
+        rows.append({
+            "chosen": f"{context}\n\nAssistant: Here is a careful, kind answer number {i}.",
+            "rejected": f"{context}\n\nAssistant: Go away, idiot {i}.",
+        })
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _config(backbone: Path, data: Path | str, **overrides) -> dict:
+    cfg = reward.RewardConfig(data=str(data), backbone=str(backbone), batch_size=4, max_length=64,
+                              learning_rate=1e-3, warmup_ratio=0.0, logging_steps=1, eval_fraction=0.25)
+    return {**asdict(cfg), **overrides}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_reward_backbone_dir, tmp_path_factory):
+    """One short training run of the tiny backbone, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("reward-runs")
+    data = _write_pairs(root / "pairs.jsonl")
+    job = JobManager(root=root, mark_interrupted=False).run_sync(
+        reward.KIND, reward.train_reward, _config(tiny_reward_backbone_dir, data, max_steps=6, eval_every=3)
+    )
+    assert job.status == "done", job.error
+    return job
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_training_changes_parameters_and_logs_loss_and_accuracy(trained, tiny_reward_backbone_dir):
+    before, after = _weights(tiny_reward_backbone_dir), _weights(trained.run.model_dir)
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert "classifier.weight" in changed and any(k.startswith("bert.encoder") for k in changed)
+    rows = trained.run.metrics()
+    train_rows = [r for r in rows if "loss" in r]
+    eval_rows = [r for r in rows if "eval_accuracy" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+    assert all(0 <= r["accuracy"] <= 1 and r["loss"] > 0 and "margin" in r for r in train_rows)
+    assert {r["step"] for r in eval_rows} >= {3, 6} and all("eval_loss" in r for r in eval_rows)
+    summary = trained.summary
+    assert summary["train_pairs"] == 18 and summary["eval_pairs"] == 6 and summary["steps"] == 6
+    assert 0 <= summary["eval_accuracy"] <= 1 and open_run(trained.run.path).status()["status"] == "done"
+
+
+def test_saved_model_reloads_to_same_scores(trained):
+    samples = trained.run.samples()
+    for path in (trained.run.path, trained.run.model_dir):
+        model = reward.load_reward_model(path)
+        scores = model.pair_scores([(s["prompt"] + s["chosen"], s["prompt"] + s["rejected"]) for s in samples])
+        for s, (c, r) in zip(samples, scores):
+            assert (c, r) == pytest.approx((s["reward_chosen"], s["reward_rejected"]), abs=1e-4)
+    assert model.max_length == 64  # read back from the model folder
+
+
+def test_score_ranks_pairs_consistently_with_accuracy(trained):
+    model = reward.RewardModel.load(trained.run.path)
+    pairs = load_pairs("bundled:test").pairs
+    chosen = model.score([p.chosen_text for p in pairs], batch_size=5)
+    rejected = model.score([p.rejected_text for p in pairs], batch_size=7)
+    assert all(isinstance(x, float) for x in chosen + rejected)
+    margins = model.margins(pairs)
+    assert margins == pytest.approx([c - r for c, r in zip(chosen, rejected)], abs=1e-5)  # padding changes nothing
+    assert model.accuracy(pairs) == sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+    assert model.score([]) == []
+    with pytest.raises(ValueError):
+        model.accuracy([])
+
+
+def test_left_truncation_keeps_the_last_turn(tiny_reward_backbone_dir):
+    model = reward.RewardModel.load(tiny_reward_backbone_dir)
+    tok = model.tokenizer
+    long_dialogue = "".join(f"\n\nHuman: old question {i}\n\nAssistant: old answer {i}" for i in range(60))
+    text = long_dialogue + "\n\nHuman: what is your favourite animal?\n\nAssistant: the zebra, clearly."
+    (ids,) = reward.encode(tok, [text], 32)
+    assert len(ids) == 32 and ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.decode(ids[1:-1]).endswith("assistant : the zebra, clearly.")
+    data = reward._dataset(tok, load_pairs("bundled").pairs, 32)
+    assert len(data) == 204 and max(data["length"]) <= 32  # RewardTrainer filters nothing out
+
+
+def test_format_for_reward_is_hh_text():
+    assert reward.format_for_reward("Hi there ", " Hello!") == "\n\nHuman: Hi there\n\nAssistant: Hello!"
+
+
+def test_stop_mid_training_ends_the_job_and_leaves_a_loadable_model(tiny_reward_backbone_dir, runs_root, tmp_path):
+    data = _write_pairs(tmp_path / "pairs.jsonl")
+    manager = JobManager(root=runs_root)
+    job = manager.start(reward.KIND, reward.train_reward,
+                        _config(tiny_reward_backbone_dir, data, max_steps=100_000, eval_fraction=0.0), owner="alice")
+    deadline = time.time() + 120
+    while not any(r.get("step", 0) >= 2 for r in job.run.metrics()) and time.time() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(ValueError, match="only the visitor"):
+        manager.stop("bob")
+    manager.stop("alice")
+    manager.wait(120)
+    assert job.status == "stopped" and 2 <= job.summary["steps"] < 100_000
+    assert job.run.status()["status"] == "stopped"
+    assert len(reward.load_reward_model(job.run.path).score(["\n\nHuman: hi\n\nAssistant: hello"])) == 1
+
+
+def test_cli_trains_into_out_and_scores(tiny_reward_backbone_dir, tmp_path, capsys):
+    out = tmp_path / "rm"
+    code = cli.main(["--preset", "cpu", "reward", "--train", "bundled", "--backbone", str(tiny_reward_backbone_dir),
+                     "--max-steps", "2", "--batch-size", "4", "--max-length", "64", "--out", str(out)])
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert any("loss" in row for row in lines[:-1])
+    last = lines[-1]
+    assert {"eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds"} <= set(last)
+    assert (last["train_pairs"], last["eval_pairs"], last["steps"]) == (166, 38, 2)  # bundled: eval on its test split
+    assert (out / "config.json").exists() and (out / "model" / "config.json").exists()
+    assert cli.main(["score", "--reward-model", str(out / "model"), "bundled:test"]) == 0
+    scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scored["pairs"] == 38 and scored["accuracy"] == pytest.approx(last["eval_accuracy"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["reward", "--train", "missing.jsonl"],
+    ["reward", "--train", "bundled", "--lr", "-1"],
+    ["reward", "--train", "bundled", "--max-length", "4"],
+    ["reward", "--train", "bundled", "--batch-size", "999"],
+    ["reward", "--train", "bundled", "--eval-fraction", "1.5"],
+    ["reward", "--train", "bundled", "--backbone", "/no/such/model"],
+    ["score", "--reward-model", "/no/such/run", "bundled"],
+])
+def test_cli_bad_input_exits_2_with_one_line(argv, runs_root, capsys):
+    assert cli.main(["--preset", "cpu", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not runs_root.exists() or not any(runs_root.iterdir())  # refused before a run folder was made
+
+
+def test_cli_refuses_an_existing_run_folder(tiny_reward_backbone_dir, trained, capsys):
+    argv = ["--preset", "cpu", "reward", "--train", "bundled", "--backbone", str(tiny_reward_backbone_dir),
+            "--max-steps", "1", "--out", str(trained.run.path)]
+    assert cli.main(argv) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the Reward tab's handlers
+
+
+def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_root, tmp_path):
+    import gradio as gr
+
+    from lab.ui import reward as tab
+    from lab.ui.common import UIContext
+
+    manager = JobManager(root=runs_root)
+    with gr.Blocks() as demo:
+        ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.State("v1"),
+                        data_source=gr.State("bundled"))
+        tab.build_reward_tab(ctx)
+    data = _write_pairs(tmp_path / "pairs.jsonl", n=12)
+    form = [str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3, 1e-3, 4, 64]
+    with pytest.raises(ValueError):
+        tab.start(ctx, "v1", *[*form[:7], -1.0, *form[8:]])  # a negative learning rate
+    run_id = tab.start(ctx, "v1", *form)
+    with pytest.raises(ValueError):
+        tab.stop(ctx, "v2")  # not the owner
+    manager.wait(120)
+    assert manager.job.status == "done", manager.job.error
+    assert tab.current_run_id(ctx) == run_id
+    banner, seen, loss_fig, acc_fig, summary, hist, worst, _ = tab.tick(ctx, "v1", run_id, "")
+    assert "Held-out accuracy" in summary and seen == tab.run_signature(open_run(run_id, runs_root))
+    assert {t.name for t in loss_fig.data} == {"train loss", "held-out loss"} and len(hist.data) == 2
+    assert "most wrong" in worst
+    unchanged = tab.tick(ctx, "v1", run_id, seen)
+    assert unchanged[1] == seen and all(x == gr.skip() for x in unchanged[2:])
+    result = tab.score_answers(ctx, run_id, "How do I bake bread?", "Knead, rise, bake.", "No.")
+    assert "prefers" in result or "no preference" in result
+    with pytest.raises(ValueError):
+        tab.score_answers(ctx, None, "a", "b", "c")
+
+
+def test_worst_pairs_html_escapes_dataset_text():
+    sample = {"prompt": "\n\nHuman: <b>hi</b>\n\nAssistant:", "chosen": " <script>alert(1)</script>",
+              "rejected": " fine & dandy", "reward_chosen": -1.0, "reward_rejected": 1.0, "margin": -2.0}
+    from lab.ui.reward import worst_pairs_html
+
+    html = worst_pairs_html([sample])
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;hi&lt;/b&gt;" in html
+    assert "fine &amp; dandy" in html
+
+
+# ---------------------------------------------------------------- the real backbone
+
+
+@pytest.mark.slow
+def test_cli_trains_the_embedded_minilm_on_bundled_data(tmp_path, capsys):
+    out = tmp_path / "minilm"
+    assert cli.main(["--preset", "cpu", "reward", "--train", "bundled", "--max-steps", "3", "--out", str(out)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["status"] == "done" and last["steps"] == 3 and last["eval_pairs"] == 38
+    assert 0 <= last["eval_accuracy"] <= 1
+    model = reward.load_reward_model(out)
+    assert model.max_length == reward.config_from(get_preset("cpu")).max_length
+    assert len(model.score([reward.format_for_reward("hi", "hello")])) == 1
