@@ -3,11 +3,11 @@
 Both run lab.ppo's loop on the same model, prompts, batch size, response lengths (the same seeded draws) and
 number of optimiser updates. Only how the work is batched differs:
 - ours: the preset's settings, i.e. the whole batch generated at once, mini-batches of `mini_batch_size`,
-  bfloat16 autocast for generation and every forward pass;
-- seed-style (TRL 0.x's PPOTrainer defaults): generation in chunks of 4 prompts, mini_batch_size=1 with
-  gradient accumulation over the same number of rollouts per update, float32.
-Each method runs in its own process so its peak memory (ru_maxrss) is its own. Prints one JSON line per method,
-then the ratios.
+  bfloat16 autocast for generation and every forward pass (where the CPU has native bf16);
+- seed-style (TRL 0.x's PPOTrainer): generation in chunks of 4 prompts, mini_batch_size=1 with gradient
+  accumulation over the same number of rollouts per update, float32.
+Each method runs in its own process (so ru_maxrss is its own peak memory) and the two take turns, one PPO step
+each, so a busy shared machine slows both alike. Prints one JSON line per method, then the ratios.
 
     .venv/bin/python benchmarks/bench_ppo.py [--steps 4] [--reward-model RUN_DIR] [--threads N]
 """
@@ -19,7 +19,6 @@ import json
 import resource
 import subprocess
 import sys
-import time
 from dataclasses import asdict, replace
 
 import torch
@@ -29,6 +28,8 @@ from lab.data import load_prompts
 from lab.presets import get_preset
 
 SPLIT = ("time/rollout", "time/score", "time/forward", "time/optimize", "time/step")
+SHOWN = ("batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "output_min_length",
+         "output_max_length", "generation_batch_size", "bf16")
 
 
 def seed_style(cfg: ppo.PPOConfig) -> ppo.PPOConfig:
@@ -40,31 +41,27 @@ def seed_style(cfg: ppo.PPOConfig) -> ppo.PPOConfig:
 def score_fn(reward_model: str | None) -> ppo.ScoreFn:
     if reward_model:
         return ppo.reward_score_fn(reward_model)
-    # a stand-in as cheap as a reward model's forward pass is not: scoring is timed separately anyway
-    return lambda prompts, responses: [float(len(set(r.split()))) for r in responses]
+    return lambda prompts, responses: [float(len(set(r.split()))) for r in responses]  # a stand-in reward
 
 
-def run_method(method: str, steps: int, reward_model: str | None) -> dict:
+def child(method: str, steps: int, reward_model: str | None) -> None:
+    """Run `steps` PPO steps, each when the parent says "go" on stdin; print each step's metrics, then a summary."""
     preset = get_preset("cpu")
     cfg = ppo.config_from(preset, steps=steps)
     cfg = seed_style(cfg) if method == "seed" else cfg
     torch.manual_seed(cfg.seed)
     model, tokenizer = ppo.load_trainable_policy(preset.policy, False, preset.lora)
     value_head = ppo.new_value_head(model)
-    prompts = load_prompts(preset.ppo_prompts)
-    started = time.perf_counter()
-    history = ppo.run_ppo(model, value_head, tokenizer, prompts, score_fn(reward_model), cfg)
-    wall = time.perf_counter() - started
-    timed = history[1:] or history  # the first step warms caches and kernels up
-    row = {"method": method, "steps": len(history), "wall_s": round(wall, 2),
-           **{k: round(sum(m[k] for m in timed) / len(timed), 3) for k in SPLIT},
-           "response_len_mean": round(sum(m["tokens/response_len_mean"] for m in history) / len(history), 2),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "threads": torch.get_num_threads(),
-           "config": {k: v for k, v in asdict(cfg).items() if k in (
-               "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "output_min_length",
-               "output_max_length", "generation_batch_size", "bf16")}}
-    return row
+    prompts, scorer = load_prompts(preset.ppo_prompts), score_fn(reward_model)
+
+    def report(metrics: dict, samples: list) -> None:
+        print(json.dumps({k: metrics[k] for k in (*SPLIT, "tokens/response_len_mean")}), flush=True)
+        sys.stdin.readline()  # wait for the other method's step
+
+    sys.stdin.readline()
+    ppo.run_ppo(model, value_head, tokenizer, prompts, scorer, cfg, on_step=report)
+    print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      "threads": torch.get_num_threads(), "config": {k: asdict(cfg)[k] for k in SHOWN}}), flush=True)
 
 
 def main() -> None:
@@ -77,15 +74,31 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.method:
-        print(json.dumps(run_method(args.method, args.steps, args.reward_model)), flush=True)
+        child(args.method, args.steps, args.reward_model)
         return
-    rows = {}
+    procs = {}
     for method in ("ours", "seed"):
         cmd = [sys.executable, __file__, "--method", method, "--steps", str(args.steps)]
         cmd += ["--reward-model", args.reward_model] if args.reward_model else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows[method] = json.loads(out.strip().splitlines()[-1])
+        procs[method] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    steps: dict[str, list[dict]] = {m: [] for m in procs}
+    for _ in range(args.steps):
+        for method, proc in procs.items():  # one step each, in turn
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            steps[method].append(json.loads(proc.stdout.readline()))
+    rows = {}
+    for method, proc in procs.items():
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        tail = json.loads(proc.stdout.readline())
+        proc.wait()
+        timed = steps[method][1:] or steps[method]  # the first step warms caches and kernels up
+        rows[method] = {"method": method, "steps": len(steps[method]),
+                        **{k: round(sum(s[k] for s in timed) / len(timed), 3) for k in SPLIT},
+                        "response_len_mean": round(sum(s["tokens/response_len_mean"] for s in steps[method])
+                                                   / len(steps[method]), 2), **tail}
         print(json.dumps(rows[method]), flush=True)
     ours, seed = rows["ours"], rows["seed"]
     print(json.dumps({

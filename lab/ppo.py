@@ -31,6 +31,11 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 KL_PENALTIES = ("kl", "abs", "mse", "k3")
 WINDOW = 5  # steps averaged for the summary's reward_first / reward_last
 
+# Sample from the policy itself: a model's generation_config (repetition penalty, typical-p, ...) must not reshape
+# the distribution, or the rollouts stop being on-policy and the KL estimate is biased.
+UNSHAPED_SAMPLING = {"do_sample": True, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "typical_p": 1.0,
+                     "min_p": 0.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+
 ScoreFn = Callable[[list[str], list[str]], list[float]]
 
 
@@ -452,7 +457,7 @@ def generate_responses(
         part = {k: v[start : start + chunk] for k, v in query.items()}
         with autocast(part["input_ids"].device, cfg.bf16):
             out = model.generate(
-                **part, do_sample=True, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
+                **part, **UNSHAPED_SAMPLING, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
                 max_new_tokens=max(lengths[start : start + chunk]), min_new_tokens=cfg.output_min_length,
                 eos_token_id=eos, pad_token_id=pad, stopping_criteria=stop,
             )
@@ -633,9 +638,8 @@ def run_ppo(
     cfg = replace(cfg, bf16=cfg.bf16 and bf16_supported(next(value_head.parameters()).device))
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    batches, sample_lengths = prompt_batches(prompts, cfg.batch_size, rng), LengthSampler(
-        cfg.output_min_length, cfg.output_max_length, rng
-    )
+    batches = prompt_batches(prompts, cfg.batch_size, rng)
+    sample_lengths = LengthSampler(cfg.output_min_length, cfg.output_max_length, rng)
     params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
     state = new_state(cfg)
