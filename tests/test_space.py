@@ -27,9 +27,9 @@ def test_space_card_names_what_the_a100_preset_uses():
 
 
 def test_space_card_names_the_toxicity_classifier():
-    from lab.toxicity import ROBERTA_MODEL
+    from lab.toxicity import ROBERTA_ID
 
-    assert ROBERTA_MODEL in space_card()["models"]
+    assert ROBERTA_ID in space_card()["models"]
 
 
 def test_build_space_folder(tmp_path):
