@@ -99,3 +99,95 @@ def test_data_tab(browser, app_url, shots):
     page.wait_for_timeout(800)
     page.screenshot(path=str(shots / "screenshot-data.png"), full_page=True)
     page.context.close()
+
+
+# ---------------------------------------------------------------- the stages, in order, with tiny settings
+
+
+def _set_number(page, label: str, value, tab: str) -> None:
+    box = page.locator(f"#tab-{tab}").get_by_label(label, exact=False).first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def _points(page, elem_id: str) -> int:
+    """Number of x values across the traces of a plotly plot (0 when it has not been drawn)."""
+    return page.evaluate(
+        """id => { const el = document.querySelector(`#${id} .js-plotly-plot`);
+                   return el && el.data ? el.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0; }""",
+        elem_id,
+    )
+
+
+def _choose(page, elem_id: str, text: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=text, exact=False).first.click()
+    page.wait_for_timeout(300)
+
+
+def _wait_text(page, selector: str, words: tuple[str, ...], timeout_s: float, needs: str = "") -> str:
+    deadline = time.time() + timeout_s
+    text = ""
+    while time.time() < deadline:
+        text = page.locator(selector).inner_text()
+        if needs in text and any(w in text for w in words):
+            return text
+        page.wait_for_timeout(500)
+    raise AssertionError(f"{selector} never showed {words}: {text!r}")
+
+
+def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
+    page = _open(browser, app_url)
+
+    # 2. Reward model: a few steps; the loss plot gains points while it trains.
+    _tab(page, "Reward model")
+    _set_number(page, "Max steps", 8, "reward")
+    _set_number(page, "Epochs", 1, "reward")
+    page.locator("#reward-start").click()
+    seen = []
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        seen.append(_points(page, "reward-loss"))
+        if "reward job" in (banner := page.locator("#reward-banner").inner_text()) and "done" in banner:
+            break
+        page.wait_for_timeout(700)
+    seen.append(_points(page, "reward-loss"))
+    assert max(seen) >= 2 and len(set(seen)) >= 2, f"the loss plot never grew: {seen}"
+    _wait_text(page, "#reward-results", ("accuracy",), 60)
+    page.screenshot(path=str(shots / "screenshot-reward.png"), full_page=True)
+
+    # 3. PPO: two tiny steps; reward and KL plots update. A second visitor sees the job and cannot start another.
+    _tab(page, "PPO")
+    page.get_by_role("button", name="↻").click()  # list the reward run just trained
+    page.wait_for_timeout(800)
+    _choose(page, "ppo-reward-run", "reward-")
+    for label, value in (("steps", 2), ("batch_size", 4), ("mini_batch_size", 2), ("ppo_epochs", 1),
+                         ("output_min_length", 6), ("output_max_length", 6)):
+        _set_number(page, label, value, "ppo")
+    page.locator("#ppo-start").click()
+    other = _open(browser, app_url)
+    _tab(other, "PPO")
+    banner = _wait_text(other, "#ppo-banner", ("another visitor",), 60)
+    assert "Running" in banner or "running" in banner
+    other.locator("#ppo-start").click()
+    other.wait_for_selector("text=one job runs at a time", timeout=20_000)
+    _wait_text(page, "#ppo-banner", ("done", "failed"), 420, needs="ppo job")
+    assert "failed" not in page.locator("#ppo-banner").inner_text()
+    assert _points(page, "ppo-plot-0") >= 2 and _points(page, "ppo-plot-1") >= 2
+    page.screenshot(path=str(shots / "screenshot-ppo.png"), full_page=True)
+    other.context.close()
+
+    # 4. Compare: base vs the PPO run on three prompts.
+    _tab(page, "Compare")
+    page.get_by_role("button", name="Refresh PPO runs").click()
+    page.wait_for_timeout(800)
+    _choose(page, "compare-model-b", "ppo-")
+    _set_number(page, "Number of prompts", 3, "compare")
+    page.locator("#compare-run").click()
+    _wait_text(page, "#compare-banner", ("done", "failed"), 300, needs="compare job")
+    assert "failed" not in page.locator("#compare-banner").inner_text()
+    cards = page.locator("#compare-cards")
+    assert cards.locator(".cmp-card").count() == 3 or cards.inner_text().count("Prompt") >= 3
+    assert "toxicity" in page.locator("#compare-summary").inner_text().lower()
+    page.screenshot(path=str(shots / "screenshot-compare.png"), full_page=True)
+    page.context.close()

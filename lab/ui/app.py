@@ -9,7 +9,7 @@ import gradio as gr
 
 from lab.jobs import JobManager
 from lab.presets import Preset
-from lab.ui.common import PROJECT_ROOT, UIContext, job_banner, new_visitor_id
+from lab.ui.common import PROJECT_ROOT, UIContext, new_visitor_id
 
 CSS_PATH = PROJECT_ROOT / "assets" / "style.css"
 TABS = [("Data", "data"), ("Reward model", "reward"), ("PPO", "ppo"), ("Compare", "compare")]
@@ -31,17 +31,12 @@ def build_app(manager: JobManager, preset: Preset, allowed_dirs: list[Path] | No
             f"Preset **{preset.name}**: {preset.description}",
             elem_id="lab-header",
         )
-        # Everyone sees what runs on the shared machine, whichever tab they are on.
-        status = gr.Markdown(elem_id="lab-status")
-        gr.Timer(2.0).tick(lambda v: job_banner(manager, v), ctx.visitor, status, show_progress="hidden")
         with gr.Tabs():
             for label, name in TABS:
                 with gr.Tab(label, id=name, elem_id=f"tab-{name}"):
                     module = importlib.import_module(f"lab.ui.{name}")
                     getattr(module, f"build_{name}_tab")(ctx)
-        demo.load(new_visitor_id, inputs=ctx.visitor, outputs=ctx.visitor).then(
-            lambda v: job_banner(manager, v), ctx.visitor, status
-        )
+        demo.load(new_visitor_id, inputs=ctx.visitor, outputs=ctx.visitor)
     return demo
 
 
