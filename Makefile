@@ -13,7 +13,7 @@ app: setup
 # The browser test needs Debian's chromium; install it when missing (as root, as on CI).
 test: setup-dev
 	bash scripts/ensure-chromium.sh
-	.venv/bin/python -m pytest -m "not gpu" -q
+	.venv/bin/python -m pytest -m "not gpu" -q --durations=12
 
 test-fast: setup-dev
 	.venv/bin/python -m pytest -m "not gpu and not slow and not browser" -q
