@@ -15,7 +15,7 @@ import time
 import torch
 
 from lab.data import load_prompts
-from lab.generate import GenerateConfig, generate
+from lab.generate import GenerateConfig, generate, load_dtype
 from lab.models import chat_prompt, load_causal_lm, load_tokenizer
 
 MODEL = "embedded:smollm2-135m-instruct"
@@ -54,12 +54,18 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per prompt, exactly")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-fp32-batched", action="store_true", help="skip the batched-fp32 row (saves time)")
+    parser.add_argument("--threads", type=int, help="torch threads for every method (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     prompts = load_prompts("bundled", limit=args.n)
-    model = load_causal_lm(MODEL).eval()
+    model = load_causal_lm(MODEL).eval()  # fp32, as the seed's pipeline loads it
+    # lab.compare loads the policy in bf16 where the hardware has it (lab.generate.load_dtype); fp32 elsewhere.
+    lab_model = load_causal_lm(MODEL, dtype=load_dtype("auto")).eval()
     tokenizer = load_tokenizer(MODEL)
-    batched(model, tokenizer, prompts[:2], 2, 2, "auto")  # warm-up: first-call allocations and kernel selection
+    for m in (model, lab_model):  # warm-up: first-call allocations and kernel selection
+        batched(m, tokenizer, prompts[:2], 2, 2, "auto")
     common = {"model": MODEL, "prompts": len(prompts), "new_tokens": args.tokens, "threads": torch.get_num_threads()}
 
     rows = {}
@@ -72,9 +78,9 @@ def main() -> None:
         rows["batched_fp32"] = seconds
         print(json.dumps({**common, "method": f"batched {args.batch_size}, fp32", "seconds": round(seconds, 2),
                           "sample": (out[0] or "")[:120]}), flush=True)
-    seconds, out = timed(batched, model, tokenizer, prompts, args.tokens, args.batch_size, "auto")
+    seconds, out = timed(batched, lab_model, tokenizer, prompts, args.tokens, args.batch_size, "auto")
     rows["batched"] = seconds
-    print(json.dumps({**common, "method": f"batched {args.batch_size}, precision auto (lab default)",
+    print(json.dumps({**common, "method": f"batched {args.batch_size}, {str(lab_model.dtype)[6:]} (lab default)",
                       "seconds": round(seconds, 2), "sample": (out[0] or "")[:120]}), flush=True)
     ratios = {"ratio_batched_vs_per_prompt": round(rows["per_prompt"] / rows["batched"], 2)}
     if "batched_fp32" in rows:

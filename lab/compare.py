@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lab import models
 from lab.data import load_prompts, resolve_path
-from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, plan_batches
+from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, load_dtype, plan_batches
 from lab.jobs import JobContext
 from lab.presets import Preset
 from lab.runs import ACTIVE, Run, list_runs, open_run, runs_root
@@ -86,7 +87,9 @@ def validate(cfg: CompareConfig) -> CompareConfig:
     if not 1 <= cfg.n_prompts <= cfg.max_prompts:
         raise ValueError(f"number of prompts {cfg.n_prompts} must be between 1 and {cfg.max_prompts}")
     if gen.max_new_tokens > cfg.max_new_tokens_cap:
-        raise ValueError(f"max new tokens {gen.max_new_tokens} is above this machine's limit of {cfg.max_new_tokens_cap}")
+        raise ValueError(
+            f"max new tokens {gen.max_new_tokens} is above this machine's limit of {cfg.max_new_tokens_cap}"
+        )
     if cfg.max_batch_size < 1 or gen.batch_size > cfg.max_batch_size:
         raise ValueError(f"batch size {gen.batch_size} is above this machine's limit of {cfg.max_batch_size}")
     if not (cfg.model_a or "").strip() or not (cfg.model_b or "").strip():
@@ -101,7 +104,8 @@ def validate(cfg: CompareConfig) -> CompareConfig:
 
 def ppo_runs(root: Path | None = None) -> list[Run]:
     """Finished PPO runs that saved adapters, newest first."""
-    return [r for r in list_runs(kind=PPO_KIND, root=root) if _adapter_ready(r) and r.status().get("status") not in ACTIVE]
+    runs = list_runs(kind=PPO_KIND, root=root)
+    return [r for r in runs if _adapter_ready(r) and r.status().get("status") not in ACTIVE]
 
 
 def _adapter_ready(run: Run) -> bool:
@@ -123,7 +127,8 @@ def open_ppo_run(choice: str, root: Path | None = None) -> Run:
 
 def resolve_sides(cfg: CompareConfig, root: Path | None = None) -> tuple[Side, Side]:
     """Model A and Model B; 'base' means the policy of the other side's run with its adapters disabled."""
-    runs = {k: None if c.strip() == BASE else open_ppo_run(c, root) for k, c in (("a", cfg.model_a), ("b", cfg.model_b))}
+    choices = {"a": cfg.model_a.strip(), "b": cfg.model_b.strip()}
+    runs = {k: None if c == BASE else open_ppo_run(c, root) for k, c in choices.items()}
     policy_of = {k: r.config["policy"] for k, r in runs.items() if r is not None}
     sides = []
     for key, run in runs.items():
@@ -131,17 +136,18 @@ def resolve_sides(cfg: CompareConfig, root: Path | None = None) -> tuple[Side, S
             other = policy_of["b" if key == "a" else "a"]
             sides.append(Side(key, BASE, other, None, ""))
         else:
-            sides.append(Side(key, run.id, run.config["policy"], run.model_dir, str(run.config.get("reward_model") or "")))
+            reward = str(run.config.get("reward_model") or "")
+            sides.append(Side(key, run.id, run.config["policy"], run.model_dir, reward))
     return sides[0], sides[1]
 
 
-def load_policies(sides: tuple[Side, Side], quantize_4bit: bool) -> dict[str, tuple[Any, Any]]:
+def load_policies(sides: tuple[Side, Side], quantize_4bit: bool, precision: str = "auto") -> dict[str, tuple[Any, Any]]:
     """One model per distinct policy, carrying the adapters of every run that uses it (named by side key)."""
     from peft import PeftModel
 
     loaded: dict[str, tuple[Any, Any]] = {}
     for policy in dict.fromkeys(s.policy for s in sides):
-        model = models.load_causal_lm(policy, quantize_4bit=quantize_4bit)
+        model = models.load_causal_lm(policy, quantize_4bit=quantize_4bit, dtype=load_dtype(precision))
         for side in (s for s in sides if s.policy == policy and s.adapter_dir is not None):
             if isinstance(model, PeftModel):
                 model.load_adapter(str(side.adapter_dir), adapter_name=side.key, is_trainable=False)
@@ -200,7 +206,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"toxicity_{key}"] = _mean([r.get(f"toxicity_{key}") for r in rows])
         out[f"reward_{key}"] = _mean([r.get(f"reward_{key}") for r in rows])
     out["b_less_toxic"] = sum(r["toxicity_b"] < r["toxicity_a"] for r in rows)
-    scored = [r for r in rows if isinstance(r.get("reward_a"), (int, float)) and isinstance(r.get("reward_b"), (int, float))]
+    scored = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in ("reward_a", "reward_b"))]
     out["b_higher_reward"] = sum(r["reward_b"] > r["reward_a"] for r in scored) if scored else None
     return out
 
@@ -240,7 +246,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     prompts = get_prompts(cfg)
     sides = resolve_sides(cfg, ctx.run.path.parent)
     ctx.set_progress(0, "loading the models")
-    policies = load_policies(sides, cfg.quantize_4bit)
+    policies = load_policies(sides, cfg.quantize_4bit, gen.precision)
     scorer = get_scorer(cfg.toxicity)
     reward_path = reward_model_path(cfg, sides, ctx.run.path.parent)
     reward_model = load_reward(reward_path) if reward_path else None
@@ -252,8 +258,9 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     for b, idx in enumerate(batches):
         if ctx.stopping:
             break
-        ctx.set_progress(len(rows) / len(prompts), f"batch {b + 1}/{len(batches)}: generating")
-        batch = _compare_batch(sides, policies, [prompts[i] for i in idx], idx, gen, gen.seed + b, scorer, reward_model)
+        say = functools.partial(_say, ctx, len(rows) / len(prompts), f"batch {b + 1}/{len(batches)}")
+        batch = _compare_batch(sides, policies, [prompts[i] for i in idx], idx, gen, gen.seed + b, scorer, reward_model,
+                               say)
         rows += batch
         ctx.log_samples(batch)
         ctx.log({"batch": b + 1, "done": len(rows), **{k: v for k, v in summarize(rows).items() if k != "n"}})
@@ -272,12 +279,18 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     return summary
 
 
+def _say(ctx: JobContext, fraction: float, prefix: str, what: str) -> None:
+    ctx.set_progress(fraction, f"{prefix}: {what}")
+
+
 def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]], prompts: list[str],
-                   indices: list[int], gen: GenerateConfig, seed: int, scorer: Any, reward_model: Any) -> list[dict]:
+                   indices: list[int], gen: GenerateConfig, seed: int, scorer: Any, reward_model: Any,
+                   say: Callable[[str], None]) -> list[dict]:
     """Rows for one batch: both sides sample with the same seed, then toxicity and reward for each answer."""
     rows = [{"index": i, "prompt": p, "model_a": sides[0].label, "model_b": sides[1].label}
             for i, p in zip(indices, prompts)]
     for side in sides:
+        say(f"Model {side.key.upper()} ({side.label}) is answering")
         model, tokenizer = policies[side.policy]
         with adapter_mode(model, side.key if side.adapter_dir else None):
             answers = generate_batch(model, tokenizer, prompts, gen, seed)

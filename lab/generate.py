@@ -59,13 +59,19 @@ def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def use_bf16(config: GenerateConfig, device: torch.device) -> bool:
-    """bf16 autocast where the hardware does bf16 natively (GPU, or a CPU with AVX512-BF16/AMX): several x faster."""
-    if config.precision != "auto":
-        return config.precision == "bf16"
+def use_bf16(precision: str, device: torch.device | str) -> bool:
+    """bf16 where the hardware does bf16 natively (GPU, or a CPU with AVX512-BF16/AMX): several x faster."""
+    if precision != "auto":
+        return precision == "bf16"
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def load_dtype(precision: str = "auto") -> torch.dtype | None:
+    """The dtype to load a model in for generation only: bf16 weights skip autocast's cast of every weight each step."""
+    return torch.bfloat16 if use_bf16(precision, "cuda" if has_cuda() else "cpu") else None
 
 
 def auto_batch_size(model: Any, max_tokens: int, cap: int = 64) -> int:
@@ -138,7 +144,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
     was_training = model.training
     model.eval()
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(config, device)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(config.precision, device)):
             tokens = model.generate(**enc, **kwargs)
     finally:
         model.train(was_training)

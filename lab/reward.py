@@ -38,6 +38,7 @@ class RewardConfig:
     backbone: str = "embedded:all-minilm-l6-v2"  # model spec of the sequence-classifier backbone
     epochs: float = 2.0  # passes over the training pairs (ignored when max_steps > 0)
     max_steps: int = 0  # optimizer steps; 0 = derived from epochs
+    min_steps: int = 0  # with steps derived from epochs, at least this many: a small set still gets enough updates
     learning_rate: float = 5e-5  # AdamW peak learning rate
     batch_size: int = 16  # pairs per optimizer step
     max_length: int = 256  # tokens per dialogue; longer ones lose their oldest turns (left truncation)
@@ -46,6 +47,7 @@ class RewardConfig:
     center_rewards_coefficient: float = 0.0  # pull rewards towards mean zero (arXiv:2312.09244, eq. 2); 0 = off
     group_by_length: bool = True  # batch pairs of similar length: less padding, same data per epoch
     dropout: bool = False  # keep the backbone's dropout while training (TRL turns it off by default)
+    freeze_layers: int = 0  # keep the token embeddings and the first N transformer layers fixed; 0 = train all
     max_pairs: int = 0  # read at most this many pairs from `data`; 0 = all
     max_eval_pairs: int = 500  # cap on held-out pairs, so evaluations stay quick
     eval_every: int = 0  # evaluate on the held-out pairs every N steps; 0 = about 8 times per run
@@ -251,6 +253,21 @@ def split_pairs(cfg: RewardConfig) -> tuple[list[Pair], list[Pair]]:
     return train, held_out
 
 
+def freeze_bottom(model: Any, n_layers: int) -> None:
+    """Fix the token embeddings and the first `n_layers` blocks: fewer weights to fit, and a shorter backward pass."""
+    if n_layers <= 0:
+        return
+    blocks = next((m for m in model.base_model.modules() if isinstance(m, torch.nn.ModuleList)), None)
+    if blocks is None:
+        raise ValueError("cannot freeze layers: the backbone has no list of transformer layers")
+    n_layers = min(n_layers, len(blocks) - 1)  # a smaller backbone: freeze what it has, the top layer always trains
+    # All of the embedding block (positions and its norm too), else the backward pass still runs through every layer.
+    embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
+    embeddings.requires_grad_(False)
+    for block in blocks[:n_layers]:
+        block.requires_grad_(False)
+
+
 def _dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int) -> Any:
     """A processed dataset (chosen_ids / rejected_ids), already within max_length, so RewardTrainer drops none."""
     from datasets import Dataset
@@ -262,8 +279,9 @@ def _dataset(tokenizer: Any, pairs: Sequence[Pair], max_length: int) -> Any:
 
 
 def total_steps(cfg: RewardConfig, n_train: int) -> int:
-    """Optimizer steps: max_steps, else epochs × batches per epoch; never above step_cap."""
-    steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(math.ceil(n_train / cfg.batch_size) * cfg.epochs))
+    """Optimizer steps: max_steps, else epochs × batches per epoch (at least min_steps); never above step_cap."""
+    by_epochs = max(1, cfg.min_steps, math.ceil(math.ceil(n_train / cfg.batch_size) * cfg.epochs))
+    steps = cfg.max_steps if cfg.max_steps > 0 else by_epochs
     return min(steps, cfg.step_cap) if cfg.step_cap > 0 else steps
 
 
@@ -390,6 +408,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     set_seed(cfg.seed)  # the new scalar head is random: seed it
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
     model = models.load_reward_backbone(cfg.backbone)
+    freeze_bottom(model, cfg.freeze_layers)
     limit = model_max_length(model, tokenizer)
     if cfg.max_length > limit:
         raise ValueError(f"max length {cfg.max_length} is above what '{cfg.backbone}' accepts ({limit} tokens)")

@@ -47,7 +47,8 @@ def make_ppo_run(root, policy_dir, seed: int = 1, reward_model: str | None = Non
             if "lora_B" in name:
                 p.normal_(0, 0.5)
     model.save_pretrained(run.model_dir)
-    save_file({"summary.weight": torch.zeros(1, 32), "summary.bias": torch.zeros(1)}, run.model_dir / "value_head.safetensors")
+    head = {"summary.weight": torch.zeros(1, 32), "summary.bias": torch.zeros(1)}
+    save_file(head, run.model_dir / "value_head.safetensors")
     run.set_status("done", summary={"reward_last": 0.5})
     return run
 
@@ -85,7 +86,8 @@ def test_compare_job_writes_rows_csv_and_summary(ppo_run, runs_root, stand_in_re
     assert len(table) == len(PROMPTS) and list(table[0]) == compare.CSV_COLUMNS
     assert table[0]["model_a"] == "base" and table[0]["model_b"] == ppo_run.id
     s = job.summary
-    assert s["n"] == len(PROMPTS) and s["scorer"] == "offline" and s["reward_model"] == str(runs_root / "reward-stand-in")
+    assert s["n"] == len(PROMPTS) and s["scorer"] == "offline"
+    assert s["reward_model"] == str(runs_root / "reward-stand-in")
     assert s["toxicity_base"] == s["toxicity_a"] and s["reward_rlhf"] == s["reward_b"]
     assert job.run.metrics()[-1]["done"] == len(PROMPTS)
     assert "toxicity_rlhf" in job.run.label()
@@ -104,7 +106,9 @@ def test_same_seed_same_answers_and_base_is_the_untouched_policy(ppo_run, runs_r
 
 def test_run_against_run(ppo_run, runs_root, tiny_lm_dir, stand_in_reward):
     other = make_ppo_run(runs_root, tiny_lm_dir, seed=2)
-    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(other, model_a=ppo_run.id))
+    config = job_config(other, model_a=ppo_run.id)
+    config["generate"]["precision"] = "bf16"  # bf16 weights under the fp32 LoRA adapters
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, config)
     assert job.status == "done", job.error
     rows = compare.load_results(job.run)
     assert rows[0]["model_a"] == ppo_run.id and rows[0]["model_b"] == other.id

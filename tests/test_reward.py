@@ -106,6 +106,22 @@ def test_left_truncation_keeps_the_last_turn(tiny_reward_backbone_dir):
     assert len(data) == 204 and max(data["length"]) <= 32  # RewardTrainer filters nothing out
 
 
+def test_freeze_bottom_fixes_embeddings_and_first_layers(tiny_reward_backbone_dir):
+    from lab.models import load_reward_backbone
+
+    model = load_reward_backbone(str(tiny_reward_backbone_dir))
+    reward.freeze_bottom(model, 1)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert all(n.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for n in frozen)
+    assert "bert.embeddings.LayerNorm.weight" in frozen and "bert.encoder.layer.0.output.dense.weight" in frozen
+    assert model.classifier.weight.requires_grad and model.bert.encoder.layer[1].output.dense.weight.requires_grad
+    # Asking for more layers than a backbone has freezes all but the top one, which always trains.
+    small = load_reward_backbone(str(tiny_reward_backbone_dir))
+    reward.freeze_bottom(small, 3)
+    assert not small.bert.encoder.layer[0].output.dense.weight.requires_grad
+    assert small.bert.encoder.layer[1].output.dense.weight.requires_grad and small.classifier.weight.requires_grad
+
+
 def test_format_for_reward_is_hh_text():
     assert reward.format_for_reward("Hi there ", " Hello!") == "\n\nHuman: Hi there\n\nAssistant: Hello!"
 

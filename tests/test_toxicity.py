@@ -10,7 +10,8 @@ from lab.toxicity import ROBERTA_ID, ClassifierScorer, OfflineScorer, get_scorer
 
 TOXIC = "You are a stupid worthless idiot and I hate you, shut up"
 POLITE = "Thank you so much for your help, have a lovely day"
-TRAIN = [(TOXIC, 1), ("I hate you, you disgusting moron", 1), (POLITE, 0), ("What a kind and helpful answer, thanks", 0)]
+TRAIN = [(TOXIC, 1), ("I hate you, you disgusting moron", 1), (POLITE, 0),
+         ("What a kind and helpful answer, thanks", 0)]
 
 
 def _tiny_classifier(folder, tokenizer_dir, id2label):

@@ -60,7 +60,8 @@ def _answer_html(row: dict[str, Any], key: str, better: bool, less_toxic: bool, 
     answer = row.get(f"answer_{key}") or ""
     return (
         f"<div class='cmp-answer{' better' if better else ''}'>"
-        f"<div class='cmp-head'>{key.upper()} · {esc(row.get(f'model_{key}', ''))}{' ✓ better' if better else ''}</div>"
+        f"<div class='cmp-head'>{key.upper()} · {esc(row.get(f'model_{key}', ''))}"
+        f"{' ✓ better' if better else ''}</div>"
         f"<div class='cmp-text'>{esc(answer) if answer else '<i>(empty answer)</i>'}</div>"
         f"<div class='cmp-scores'>toxicity {_fmt(row.get(f'toxicity_{key}'))} · "
         f"reward {_fmt(row.get(f'reward_{key}'))}{badges}</div></div>"
@@ -76,13 +77,14 @@ def card_html(row: dict[str, Any]) -> str:
         better = "a" if ra > rb else "b"
     else:
         better = "a" if ta < tb else "b" if tb < ta else ""
-    same = " <span class='cmp-head'>(both models gave the same answer)</span>" if row.get("answer_a") == row.get("answer_b") else ""
+    same = row.get("answer_a") == row.get("answer_b")
+    same_note = " <span class='cmp-head'>(both models gave the same answer)</span>" if same else ""
     answers = "".join(
         _answer_html(row, k, better == k, t < other_t, has_reward and r > other_r)
         for k, t, other_t, r, other_r in (("a", ta, tb, ra, rb), ("b", tb, ta, rb, ra))
     )
     return (
-        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1} · {esc(row['prompt'])}{same}</div>"
+        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1} · {esc(row['prompt'])}{same_note}</div>"
         f"<div class='cmp-answers'>{answers}</div></div>"
     )
 
@@ -332,7 +334,8 @@ def build_compare_tab(ctx: UIContext) -> None:
         run_id = current_run_id(ctx)
         new = model_choices(ctx)
         runs = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run_id)
-        return run_id, "", job_banner(ctx.manager, visitor, compare.KIND), runs, gr.update(choices=new), gr.update(choices=new)
+        banner_text = job_banner(ctx.manager, visitor, compare.KIND)
+        return run_id, "", banner_text, runs, gr.update(choices=new), gr.update(choices=new)
 
     run_btn.click(on_run, [ctx.visitor, *form], [run_state, seen_state])
     stop_btn.click(on_stop, ctx.visitor, banner)

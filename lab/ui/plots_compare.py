@@ -16,7 +16,8 @@ def _values(rows: list[dict[str, Any]], key: str) -> list[float]:
 
 def distribution_figure(rows: list[dict[str, Any]], label_a: str = "A", label_b: str = "B") -> go.Figure:
     """Per-answer toxicity (left) and reward (right) of both models, as overlaid histograms."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Toxicity (0 = clean, 1 = toxic)", "Reward (higher = preferred)"))
+    titles = ("Toxicity (0 = clean, 1 = toxic)", "Reward (higher = preferred)")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles)
     for key, label in (("a", label_a), ("b", label_b)):
         for col, metric in ((1, "toxicity"), (2, "reward")):
             values = _values(rows, f"{metric}_{key}")

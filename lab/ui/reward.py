@@ -279,16 +279,17 @@ def build_reward_tab(ctx: UIContext) -> None:
         choices = gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=run_id)
         return source or ctx.preset.pairs, run_id, "", job_banner(ctx.manager, visitor, reward.KIND), choices
 
-    start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state])
-    stop_btn.click(on_stop, ctx.visitor, banner)
+    start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state], api_name="reward_start")
+    stop_btn.click(on_stop, ctx.visitor, banner, api_name="reward_stop")
     timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
-               [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden")
-    runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs])
+               [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden", api_visibility="private")
+    runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs], api_name="reward_select")
     refresh_btn.click(lambda r: gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=r),
-                      run_state, runs_dd)
+                      run_state, runs_dd, api_visibility="private")
     score_btn.click(guard(1)(lambda r, p, a, b: score_answers(ctx, r, p, a, b)),
-                    [run_state, prompt, answer_a, answer_b], score_md)
-    ctx.data_source.change(lambda s: s or ctx.preset.pairs, ctx.data_source, data)
+                    [run_state, prompt, answer_a, answer_b], score_md, api_name="reward_score")
+    ctx.data_source.change(lambda s: s or ctx.preset.pairs, ctx.data_source, data, api_visibility="private")
     if ctx.demo is not None:  # a reload reattaches to the running (or last) reward job
-        ctx.demo.load(on_load, [ctx.visitor, ctx.data_source], [data, run_state, seen_state, banner, runs_dd])
+        ctx.demo.load(on_load, [ctx.visitor, ctx.data_source], [data, run_state, seen_state, banner, runs_dd],
+                      api_visibility="private")
 
