@@ -317,7 +317,8 @@ def load_results(run: Run) -> list[dict[str, Any]]:
 def _add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="the PPO run (folder or id) = Model B")
     p.add_argument("--against", default=BASE, metavar="RUN_DIR",
-                   help="Model A: 'base' (the policy with adapters off, default) or another PPO run")
+                   help="Model A: 'base' (the policy with adapters off, default) or another PPO run "
+                        "(its numbers are printed as *_base)")
     p.add_argument("--prompts", metavar="SOURCE",
                    help="'bundled', a .jsonl/.csv file, or a hub id (default: the preset's compare prompts)")
     p.add_argument("--n", type=int, dest="n_prompts", metavar="N", help="number of prompts (preset default)")

@@ -13,7 +13,7 @@ from lab.models import chat_prompt, has_cuda
 # Bytes of KV cache per token per layer are 2 (K and V) x kv_heads x head_dim x element size; keep this share of
 # free GPU memory for the cache so activations and the toxicity/reward models still fit.
 GPU_CACHE_SHARE = 0.5
-CPU_BATCH_SIZE = 16  # measured on the embedded SmolLM2 (benchmarks/bench_generate.py): larger gains little on CPU
+CPU_BATCH_SIZE = 16  # big enough for efficient matmuls on a few cores, small enough that first results come soon
 
 
 @dataclass

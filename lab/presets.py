@@ -128,7 +128,7 @@ CPU = Preset(
         "bf16": True,
         "steps": 20,
     },
-    # Shorter completions on CPU; batches of 16 in bf16 autocast (benchmarks/bench_generate.py).
+    # Shorter completions on CPU; batches of 16, bf16 weights where the CPU has bf16 (benchmarks/bench_generate.py).
     generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 16, "n_prompts": 32},
 )
 

@@ -203,7 +203,7 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     run_id = tab.start(ctx, "visitor-1", *form)
     manager.wait(120)
     assert manager.job.status == "done", manager.job.error
-    assert tab.current_run_id(ctx) == run_id
+    assert tab.current_run_id(ctx, "compare") == run_id
     banner, seen, summary, fig, cards, csv_path, _ = tab.tick(ctx, "visitor-1", run_id, "", "Prompt order", "")
     assert "mean toxicity" in summary and "Last job" in banner
     assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 2

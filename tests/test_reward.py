@@ -205,7 +205,7 @@ def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_
         tab.stop(ctx, "v2")  # not the owner
     manager.wait(120)
     assert manager.job.status == "done", manager.job.error
-    assert tab.current_run_id(ctx) == run_id
+    assert tab.current_run_id(ctx, reward.KIND) == run_id
     banner, seen, loss_fig, acc_fig, summary, hist, worst, _ = tab.tick(ctx, "v1", run_id, "")
     assert "Held-out accuracy" in summary and seen == tab.run_signature(open_run(run_id, runs_root))
     assert {t.name for t in loss_fig.data} == {"train loss", "held-out loss"} and len(hist.data) == 2

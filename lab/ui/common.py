@@ -77,3 +77,26 @@ def run_choices(kind: str, root: Path | None = None, status: tuple[str, ...] | N
     from lab.runs import list_runs
 
     return [(r.label(), r.id) for r in list_runs(kind=kind, root=root, status=status)]
+
+
+def find_run(ctx: UIContext, run_id: str | None) -> Any:
+    """The run folder with this id under the manager's root, or None (no id, or not a run)."""
+    from lab.runs import open_run
+
+    if not run_id:
+        return None
+    try:
+        return open_run(run_id, ctx.manager.root)
+    except ValueError:
+        return None
+
+
+def current_run_id(ctx: UIContext, kind: str) -> str | None:
+    """This process's job of `kind` if there is one (a reload reattaches to it), else the newest such run on disk."""
+    from lab.runs import list_runs
+
+    job = ctx.manager.job
+    if job is not None and job.kind == kind:
+        return job.id
+    runs = list_runs(kind=kind, root=ctx.manager.root)
+    return runs[0].id if runs else None

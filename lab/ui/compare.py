@@ -13,8 +13,8 @@ import gradio as gr
 from lab import compare
 from lab.data import parse_hub_id, resolve_path
 from lab.models import hub_reachable
-from lab.runs import ACTIVE, Run, list_runs, open_run
-from lab.ui.common import UIContext, esc, guard, job_banner, run_choices
+from lab.runs import ACTIVE, Run
+from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
 from lab.ui.plots_compare import distribution_figure
 
 BUNDLED = "bundled"
@@ -186,24 +186,6 @@ def prompt_choices(ctx: UIContext) -> list[str]:
     return list(dict.fromkeys([preset, BUNDLED, TYPED]))
 
 
-def _find_run(ctx: UIContext, run_id: str | None) -> Run | None:
-    if not run_id:
-        return None
-    try:
-        return open_run(run_id, ctx.manager.root)
-    except ValueError:
-        return None
-
-
-def current_run_id(ctx: UIContext) -> str | None:
-    """The compare job of this process if there is one, else the newest compare run on disk."""
-    job = ctx.manager.job
-    if job is not None and job.kind == compare.KIND:
-        return job.id
-    runs = list_runs(kind=compare.KIND, root=ctx.manager.root)
-    return runs[0].id if runs else None
-
-
 def _check_prompt_source(source: str, allowed: list[Path] | None) -> None:
     if source.startswith(BUNDLED):
         return
@@ -250,7 +232,7 @@ def stop(ctx: UIContext, visitor: str | None) -> str:
 def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str, sort: str, query: str) -> tuple:
     """Timer: the banner always, the run's results only when its files changed."""
     banner = job_banner(ctx.manager, visitor, compare.KIND)
-    run = _find_run(ctx, run_id)
+    run = find_run(ctx, run_id)
     signature = run_signature(run)
     if signature == seen:
         return (banner, seen, *(gr.skip() for _ in range(5)))
@@ -319,11 +301,11 @@ def build_compare_tab(ctx: UIContext) -> None:
         return stop(ctx, visitor)
 
     def on_select(run_id: str | None, sort_by: str, q: str) -> tuple:
-        run = _find_run(ctx, run_id)
+        run = find_run(ctx, run_id)
         return run_id, run_signature(run), *view(run, sort_by, q)
 
     def on_filter(run_id: str | None, sort_by: str, q: str) -> str:
-        run = _find_run(ctx, run_id)
+        run = find_run(ctx, run_id)
         return cards_html(compare.load_results(run), sort_by, q) if run else ""
 
     def on_refresh(a: str | None, b: str | None) -> tuple:
@@ -331,7 +313,7 @@ def build_compare_tab(ctx: UIContext) -> None:
         return gr.update(choices=new, value=a), gr.update(choices=new, value=b)
 
     def on_load(visitor: str | None) -> tuple:
-        run_id = current_run_id(ctx)
+        run_id = current_run_id(ctx, compare.KIND)
         new = model_choices(ctx)
         runs = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run_id)
         banner_text = job_banner(ctx.manager, visitor, compare.KIND)

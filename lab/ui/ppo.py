@@ -9,8 +9,8 @@ import gradio as gr
 
 from lab import ppo
 from lab.data import load_prompts
-from lab.runs import ACTIVE, Run, list_runs, open_run
-from lab.ui.common import UIContext, esc, guard, job_banner, run_choices
+from lab.runs import ACTIVE, Run
+from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
 from lab.ui.plots_ppo import all_figures
 
 MAIN_FIELDS = ("steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "init_kl_coef", "target",
@@ -88,26 +88,8 @@ def run_signature(run: Run | None) -> str:
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
 
 
-def _find_run(ctx: UIContext, run_id: str | None) -> Run | None:
-    if not run_id:
-        return None
-    try:
-        return open_run(run_id, ctx.manager.root)
-    except ValueError:
-        return None
-
-
 def reward_choices(ctx: UIContext) -> list[tuple[str, str]]:
     return run_choices("reward", ctx.manager.root, status=REWARD_DONE)
-
-
-def current_run_id(ctx: UIContext) -> str | None:
-    """The PPO job of this process if there is one, else the newest PPO run on disk."""
-    job = ctx.manager.job
-    if job is not None and job.kind == ppo.KIND:
-        return job.id
-    runs = list_runs(kind=ppo.KIND, root=ctx.manager.root)
-    return runs[0].id if runs else None
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -121,7 +103,7 @@ def build_config(ctx: UIContext, reward_run: str | None, prompts: str, policy: s
     """The job config from the form: settings checked against the preset's limits, reward run and prompts checked."""
     if not reward_run:
         raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
-    run = _find_run(ctx, reward_run)
+    run = find_run(ctx, reward_run)
     if run is None:
         raise ValueError(f"no such reward run: '{reward_run}'")
     overrides = {f.name: _coerce(f.name, v) for f, v in zip(fields(ppo.PPOConfig), values)}
@@ -154,7 +136,7 @@ def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> 
     active = ctx.manager.active()
     if active is not None and active.kind == ppo.KIND and active.id != run_id:
         run_id = active.id  # someone started a run: follow it
-    run = _find_run(ctx, run_id)
+    run = find_run(ctx, run_id)
     signature = run_signature(run)
     if signature == seen:
         return (banner, run_id, seen, *(gr.skip() for _ in range(N_FIGURES + 3)))
@@ -235,12 +217,12 @@ def build_ppo_tab(ctx: UIContext) -> None:
         return stop(ctx, visitor)
 
     def on_select(run_id: str | None) -> tuple:
-        run = _find_run(ctx, run_id)
+        run = find_run(ctx, run_id)
         return run_id, run_signature(run), *view(run)
 
     def on_load(visitor: str | None) -> tuple:
-        run_id = current_run_id(ctx)
-        run = _find_run(ctx, run_id)
+        run_id = current_run_id(ctx, ppo.KIND)
+        run = find_run(ctx, run_id)
         runs = gr.update(choices=run_choices(ppo.KIND, ctx.manager.root), value=run_id)
         rewards = reward_choices(ctx)
         return (run_id, run_signature(run), job_banner(ctx.manager, visitor, ppo.KIND), *view(run), runs,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from lab import reward
 from lab.data import resolve_path, split_turns
-from lab.runs import ACTIVE, Run, list_runs, open_run
-from lab.ui.common import UIContext, esc, guard, job_banner, run_choices
+from lab.runs import ACTIVE, Run
+from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
 WORST_SHOWN = 8
@@ -106,25 +105,19 @@ def view(run: Run | None) -> tuple:
     return loss_figure(rows), accuracy_figure(rows), text, margin_histogram(margins), worst
 
 
+def recipe_note(cfg: reward.RewardConfig, preset_name: str) -> str:
+    """One line on the settings the form does not show, which come from the preset."""
+    bits = [f"warm-up {cfg.warmup_ratio:.0%} of steps", f"seed {cfg.seed}"]
+    if cfg.freeze_layers:
+        bits.insert(0, f"embeddings and first {cfg.freeze_layers} layers frozen")
+    if cfg.center_rewards_coefficient:
+        bits.append(f"reward centring {cfg.center_rewards_coefficient:g}")
+    if cfg.group_by_length:
+        bits.append("batches grouped by length")
+    return f"<small>Also from the *{esc(preset_name)}* preset: {', '.join(bits)}.</small>"
+
+
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
-
-
-def _find_run(ctx: UIContext, run_id: str | None) -> Run | None:
-    if not run_id:
-        return None
-    try:
-        return open_run(run_id, ctx.manager.root)
-    except ValueError:
-        return None
-
-
-def current_run_id(ctx: UIContext) -> str | None:
-    """The reward job of this process if there is one, else the newest reward run on disk."""
-    job = ctx.manager.job
-    if job is not None and job.kind == reward.KIND:
-        return job.id
-    runs = list_runs(kind=reward.KIND, root=ctx.manager.root)
-    return runs[0].id if runs else None
 
 
 def build_config(ctx: UIContext, data: str, data_tab_source: str | None, eval_data: str, eval_fraction: float,
@@ -167,7 +160,7 @@ def stop(ctx: UIContext, visitor: str | None) -> str:
 def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> tuple:
     """Timer: the banner always, the run's plots and results only when its files changed."""
     banner = job_banner(ctx.manager, visitor, reward.KIND)
-    run = _find_run(ctx, run_id)
+    run = find_run(ctx, run_id)
     signature = run_signature(run)
     if signature == seen:
         return (banner, seen, *(gr.skip() for _ in range(6)))
@@ -177,7 +170,7 @@ def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> 
 
 def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str, answer_b: str) -> str:
     """Each answer's reward for the prompt, from the model of the run shown."""
-    run = _find_run(ctx, run_id)
+    run = find_run(ctx, run_id)
     if run is None:
         raise ValueError("no reward model yet: train one, or pick an earlier run")
     if not (prompt or "").strip() or not (answer_a or "").strip() or not (answer_b or "").strip():
@@ -231,6 +224,7 @@ def build_reward_tab(ctx: UIContext) -> None:
                                        label="Batch size (pairs)")
             max_length = gr.Slider(32, 512, value=defaults.max_length, step=32,
                                    label="Max length (tokens; oldest turns are cut first)")
+            gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary", elem_id="reward-start")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="reward-stop")
@@ -269,13 +263,13 @@ def build_reward_tab(ctx: UIContext) -> None:
 
     @guard(7)
     def on_select(run_id: str | None) -> tuple:
-        run = _find_run(ctx, run_id)
+        run = find_run(ctx, run_id)
         if run is not None and run.model_dir.exists() and run.status().get("status") not in ACTIVE:
             load_model(run)  # ready for the scoring box
         return run_id, run_signature(run), *view(run)
 
     def on_load(visitor: str | None, source: str | None) -> tuple:
-        run_id = current_run_id(ctx)
+        run_id = current_run_id(ctx, reward.KIND)
         choices = gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=run_id)
         return source or ctx.preset.pairs, run_id, "", job_banner(ctx.manager, visitor, reward.KIND), choices
 
