@@ -21,9 +21,10 @@ def distribution_figure(rows: list[dict[str, Any]], label_a: str = "A", label_b:
     for key, label in (("a", label_a), ("b", label_b)):
         for col, metric in ((1, "toxicity"), (2, "reward")):
             values = _values(rows, f"{metric}_{key}")
+            bins = {"xbins": {"start": 0, "end": 1, "size": 0.05}} if metric == "toxicity" else {"nbinsx": 20}
             fig.add_trace(
                 go.Histogram(x=values, name=f"{key.upper()}: {label}", legendgroup=key, showlegend=col == 1,
-                             marker_color=COLOURS[key], opacity=0.65, nbinsx=20),
+                             marker_color=COLOURS[key], opacity=0.65, **bins),
                 row=1, col=col,
             )
     fig.update_xaxes(range=[0, 1], row=1, col=1)
