@@ -113,6 +113,7 @@ class JobManager:
     def __init__(self, root: Path | None = None, mark_interrupted: bool = True) -> None:
         self.root = Path(root) if root else runs.runs_root()
         self._lock = threading.Lock()
+        self._state = threading.Lock()  # job.status moves under this: a Stop and the worker's end may race
         self._job: Job | None = None
         if mark_interrupted:
             runs.mark_interrupted(self.root)
@@ -151,9 +152,10 @@ class JobManager:
         if job.owner != owner:
             raise ValueError("only the visitor who started this job can stop it")
         job.ctx.stop_event.set()
-        if job.status == "running":
-            job.status = "stopping"
-            job.run.set_status("stopping")
+        with self._state:
+            if job.status == "running":
+                job.status = "stopping"
+                job.run.set_status("stopping")
         return job
 
     def wait(self, timeout: float | None = None) -> Job | None:
@@ -189,25 +191,30 @@ class JobManager:
         return job
 
     def _work(self, job: Job, fn: JobFn) -> None:
-        job.status = "running"
-        job.run.set_status("running", owner=job.owner, started=job.started)
+        end, error = "done", None
         try:
+            with self._state:
+                job.status = "running"
+                job.run.set_status("running", owner=job.owner, started=job.started)
             job.summary = fn(job.ctx) or {}
-            job.status = "stopped" if job.ctx.stopping else "done"
+            end = "stopped" if job.ctx.stopping else "done"
         except JobStopped:
-            job.status = "stopped"
+            end = "stopped"
         except Exception as e:  # any failure ends the job; the error is kept, the process lives on
-            job.status = "failed"
-            job.error = _oom_message(job.kind) if _is_oom(e) else f"{type(e).__name__}: {e}"
+            end = "failed"
+            error = _oom_message(job.kind) if _is_oom(e) else f"{type(e).__name__}: {e}"
             (job.run.path / "error.txt").write_text(traceback.format_exc())
         finally:
-            self._finalize(job)
+            self._finalize(job, end, error)
 
-    def _finalize(self, job: Job) -> None:
+    def _finalize(self, job: Job, end: str, error: str | None) -> None:
         """Always: record the end state and free accelerator memory."""
-        job.finished = time.time()
-        job.ctx.set_progress(job.ctx.progress, job.ctx.message)
-        job.run.set_status(
-            job.status, error=job.error, summary=job.summary, finished=job.finished, seconds=job.finished - job.started
-        )
+        with self._state:
+            job.finished = time.time()
+            job.error = error
+            job.ctx.set_progress(job.ctx.progress, job.ctx.message)
+            job.run.set_status(
+                end, error=error, summary=job.summary, finished=job.finished, seconds=job.finished - job.started
+            )
+            job.status = end
         free_memory()

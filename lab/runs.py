@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,12 @@ def runs_root() -> Path:
     return Path(os.environ.get("LAB_RUNS_DIR", "runs")).resolve()
 
 
+_STATUS_LOCK = threading.Lock()  # the worker and a visitor's Stop may write one status at the same moment
+
+
 def _write_json(path: Path, data: dict) -> None:
-    """Write atomically so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write atomically so a reader never sees half a file; each writer has its own temporary name."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
 
@@ -64,9 +68,13 @@ class Run:
         return json.loads(path.read_text()) if path.exists() else {"status": "unknown"}
 
     def set_status(self, status: str, **extra: Any) -> None:
-        data = self.status() if (self.path / "status.json").exists() else {}
-        data.update(extra, status=status, updated=time.time())
-        _write_json(self.path / "status.json", data)
+        """Record a status; a finished run never goes back to an active one (a late Stop cannot undo `done`)."""
+        with _STATUS_LOCK:
+            data = self.status() if (self.path / "status.json").exists() else {}
+            if data.get("status") in FINISHED and status in ACTIVE:
+                return
+            data.update(extra, status=status, updated=time.time())
+            _write_json(self.path / "status.json", data)
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         row = {"time": round(time.time(), 3), **metrics}

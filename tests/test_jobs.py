@@ -112,3 +112,39 @@ def test_runs_listing_and_labels(runs_root):
         runs.open_run("nope", runs_root)
     (a.path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo')  # a line cut off by a crash
     assert a.metrics() == [{"step": 1}]
+
+
+def test_status_writes_from_two_threads_never_collide_and_done_is_final(runs_root):
+    run = runs.new_run("demo", {}, runs_root)
+    errors = []
+
+    def hammer(status):
+        try:
+            for _ in range(200):
+                run.set_status(status)
+        except Exception as e:  # noqa: BLE001 - any collision is the failure under test
+            errors.append(e)
+
+    threads = [threading.Thread(target=hammer, args=(s,)) for s in ("running", "stopping")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    run.set_status("done")
+    run.set_status("stopping")  # a Stop that arrives late
+    assert run.status()["status"] == "done"
+    assert not list(run.path.glob("*.tmp"))
+
+
+def test_stop_racing_the_end_of_a_job_always_settles(runs_root):
+    manager = JobManager(runs_root)
+    for _ in range(20):
+        job = manager.start("demo", counting_job, {"steps": 1}, owner="alice")
+        try:
+            manager.stop("alice")
+        except ValueError:  # already finished: nothing to stop
+            pass
+        manager.wait(10)
+        assert job.status in ("done", "stopped")
+        assert job.run.status()["status"] == job.status
