@@ -72,6 +72,19 @@ def job_banner(manager: JobManager, visitor: str | None, kind: str | None = None
     return f"Last job: {esc(job.describe())}, started by {who}."
 
 
+def start_job(ctx: UIContext, visitor: str | None, kind: str, fn: Callable, config: dict[str, Any]) -> str:
+    """Start a job owned by this visitor; returns the new run's id (JobBusy if one is running)."""
+    if not visitor:
+        raise ValueError("this page has no visitor id yet: reload it and try again")
+    return ctx.manager.start(kind, fn, config, owner=visitor).id
+
+
+def stop_job(ctx: UIContext, visitor: str | None, kind: str) -> str:
+    """Ask this visitor's job to stop after its current step; returns the refreshed banner."""
+    ctx.manager.stop(visitor or "")
+    return job_banner(ctx.manager, visitor, kind)
+
+
 def run_choices(kind: str, root: Path | None = None, status: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
     """(label, run id) pairs for a dropdown of earlier runs of one kind, newest first."""
     from lab.runs import list_runs

@@ -14,7 +14,17 @@ from lab import compare
 from lab.data import parse_hub_id, resolve_path
 from lab.models import hub_reachable
 from lab.runs import ACTIVE, Run
-from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
+from lab.ui.common import (
+    UIContext,
+    current_run_id,
+    esc,
+    find_run,
+    guard,
+    job_banner,
+    run_choices,
+    start_job,
+    stop_job,
+)
 from lab.ui.plots_compare import distribution_figure
 
 BUNDLED = "bundled"
@@ -217,16 +227,12 @@ def build_config(ctx: UIContext, model_a: str | None, model_b: str | None, promp
 
 def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     """Start a compare job owned by this visitor; returns the new run's id."""
-    if not visitor:
-        raise ValueError("this page has no visitor id yet: reload it and try again")
-    cfg = build_config(ctx, *form)
-    return ctx.manager.start(compare.KIND, compare.run_compare, asdict(cfg), owner=visitor).id
+    return start_job(ctx, visitor, compare.KIND, compare.run_compare, asdict(build_config(ctx, *form)))
 
 
 def stop(ctx: UIContext, visitor: str | None) -> str:
     """Ask this visitor's job to stop after its current batch (finished batches are kept)."""
-    ctx.manager.stop(visitor or "")
-    return job_banner(ctx.manager, visitor, compare.KIND)
+    return stop_job(ctx, visitor, compare.KIND)
 
 
 def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str, sort: str, query: str) -> tuple:

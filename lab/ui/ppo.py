@@ -10,7 +10,17 @@ import gradio as gr
 from lab import ppo
 from lab.data import load_prompts
 from lab.runs import ACTIVE, Run
-from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
+from lab.ui.common import (
+    UIContext,
+    current_run_id,
+    esc,
+    find_run,
+    guard,
+    job_banner,
+    run_choices,
+    start_job,
+    stop_job,
+)
 from lab.ui.plots_ppo import all_figures
 
 MAIN_FIELDS = ("steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "init_kl_coef", "target",
@@ -118,16 +128,12 @@ def build_config(ctx: UIContext, reward_run: str | None, prompts: str, policy: s
 
 def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     """Start a PPO job owned by this visitor; returns the new run's id."""
-    if not visitor:
-        raise ValueError("this page has no visitor id yet: reload it and try again")
-    job = ctx.manager.start(ppo.KIND, ppo.train_ppo, build_config(ctx, *form), owner=visitor)
-    return job.id
+    return start_job(ctx, visitor, ppo.KIND, ppo.train_ppo, build_config(ctx, *form))
 
 
 def stop(ctx: UIContext, visitor: str | None) -> str:
     """Ask this visitor's job to stop (within the current PPO step)."""
-    ctx.manager.stop(visitor or "")
-    return job_banner(ctx.manager, visitor, ppo.KIND)
+    return stop_job(ctx, visitor, ppo.KIND)
 
 
 def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> tuple:

@@ -12,7 +12,17 @@ import gradio as gr
 from lab import reward
 from lab.data import resolve_path, split_turns
 from lab.runs import ACTIVE, Run
-from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
+from lab.ui.common import (
+    UIContext,
+    current_run_id,
+    esc,
+    find_run,
+    guard,
+    job_banner,
+    run_choices,
+    start_job,
+    stop_job,
+)
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
 WORST_SHOWN = 8
@@ -144,17 +154,12 @@ def build_config(ctx: UIContext, data: str, data_tab_source: str | None, eval_da
 
 def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     """Start a reward job owned by this visitor; returns the new run's id."""
-    if not visitor:
-        raise ValueError("this page has no visitor id yet: reload it and try again")
-    cfg = build_config(ctx, *form)
-    job = ctx.manager.start(reward.KIND, reward.train_reward, asdict(cfg), owner=visitor)
-    return job.id
+    return start_job(ctx, visitor, reward.KIND, reward.train_reward, asdict(build_config(ctx, *form)))
 
 
 def stop(ctx: UIContext, visitor: str | None) -> str:
     """Ask this visitor's job to stop after its current step."""
-    ctx.manager.stop(visitor or "")
-    return job_banner(ctx.manager, visitor, reward.KIND)
+    return stop_job(ctx, visitor, reward.KIND)
 
 
 def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> tuple:
