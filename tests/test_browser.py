@@ -8,7 +8,6 @@ visitor sees the running job and cannot start a second one.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
