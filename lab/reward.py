@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -288,8 +288,9 @@ def total_steps(cfg: RewardConfig, n_train: int) -> int:
 # ---------------------------------------------------------------- training
 
 
-def _metrics_callback(ctx: JobContext, steps: int) -> Any:
-    """A TrainerCallback that appends train/eval metrics to the run and stops when the job is asked to."""
+def _metrics_callback(ctx: JobContext, steps: int, evaluator: Callable[[Any], dict] | None, eval_every: int) -> Any:
+    """A TrainerCallback that appends train metrics to the run, evaluates the held-out pairs every `eval_every`
+    steps and stops when the job is asked to."""
     from transformers import TrainerCallback
 
     def rounded(logs: dict[str, Any], keys: Sequence[str]) -> dict[str, float]:
@@ -298,31 +299,31 @@ def _metrics_callback(ctx: JobContext, steps: int) -> Any:
     class LabCallback(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
             logs = logs or {}
-            if "eval_loss" in logs:
-                ctx.log({"step": state.global_step, **rounded(logs, ("eval_loss", "eval_accuracy", "eval_margin"))})
-            elif "loss" in logs:
+            if "loss" in logs:
                 keys = ("loss", "accuracy", "margin", "mean_reward", "learning_rate", "grad_norm")
                 ctx.log({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **rounded(logs, keys)})
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            ctx.set_progress(state.global_step / steps, f"step {state.global_step}/{steps}")
+            step = state.global_step
+            ctx.set_progress(step / steps, f"step {step}/{steps}")
             if ctx.stopping:
                 control.should_training_stop = True
+            elif evaluator is not None and step % eval_every == 0 and step < steps:  # the last step: after training
+                ctx.set_progress(step / steps, f"step {step}/{steps}: scoring the held-out pairs")
+                ctx.log({"step": step, **evaluator(kwargs["model"])})
 
     return LabCallback()
 
 
-def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, has_eval: bool) -> Any:
-    """TRL's RewardConfig for our settings: no checkpoints, no reporting, fp32 on CPU."""
+def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str) -> Any:
+    """TRL's RewardConfig for our settings: no checkpoints, no reporting, fp32 on CPU; our callback evaluates."""
     from trl import RewardConfig as TRLRewardConfig
 
     bf16 = models.has_cuda() and torch.cuda.is_bf16_supported()
-    eval_every = cfg.eval_every or max(1, steps // 8)
     return TRLRewardConfig(
         output_dir=output_dir,
         max_steps=steps,
         per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=max(cfg.batch_size, 16),
         learning_rate=cfg.learning_rate,
         warmup_steps=round(cfg.warmup_ratio * steps),
         weight_decay=cfg.weight_decay,
@@ -331,8 +332,9 @@ def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, has_eval: bool
         center_rewards_coefficient=cfg.center_rewards_coefficient or None,
         disable_dropout=not cfg.dropout,
         logging_steps=cfg.logging_steps or max(1, min(10, steps // 50)),
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=eval_every if has_eval else None,
+        # TRL's own evaluation averages per-batch accuracies (a short last batch weighs as much as a full one);
+        # the callback scores every held-out pair instead, exactly as the final evaluation does.
+        eval_strategy="no",
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
@@ -350,19 +352,24 @@ def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, has_eval: bool
     )
 
 
-def build_trainer(cfg: RewardConfig, model: Any, tokenizer: Any, train: Any, held_out: Any, ctx: JobContext,
-                  steps: int, output_dir: str) -> Any:
+def build_trainer(cfg: RewardConfig, model: Any, tokenizer: Any, train: Any, eval_pairs: Sequence[Pair],
+                  ctx: JobContext, steps: int, output_dir: str) -> Any:
     """A RewardTrainer with our callback and without the trainer's own printing."""
     from transformers import PrinterCallback, ProgressCallback
     from trl import RewardTrainer
 
+    def evaluator(current: Any) -> dict:
+        metrics, _ = evaluate(RewardModel(current, tokenizer, cfg.max_length), eval_pairs, max(cfg.batch_size, 16))
+        current.train()
+        return metrics
+
+    eval_every = cfg.eval_every or max(1, steps // 8)
     trainer = RewardTrainer(
         model=model,
-        args=_trainer_args(cfg, steps, output_dir, held_out is not None),
+        args=_trainer_args(cfg, steps, output_dir),
         train_dataset=train,
-        eval_dataset=held_out,
         processing_class=tokenizer,
-        callbacks=[_metrics_callback(ctx, steps)],
+        callbacks=[_metrics_callback(ctx, steps, evaluator if eval_pairs else None, eval_every)],
     )
     # The CLI prints our JSON lines on stdout; the trainer's printer and progress bar would interleave with them.
     trainer.remove_callback(PrinterCallback)
@@ -413,11 +420,10 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     if cfg.max_length > limit:
         raise ValueError(f"max length {cfg.max_length} is above what '{cfg.backbone}' accepts ({limit} tokens)")
     train_ds = _dataset(tokenizer, train_pairs, cfg.max_length)
-    eval_ds = _dataset(tokenizer, eval_pairs, cfg.max_length) if eval_pairs else None
     steps = total_steps(cfg, len(train_pairs))
     ctx.set_progress(0, f"training: {len(train_pairs)} pairs, {steps} steps")
     with tempfile.TemporaryDirectory(prefix="reward-trainer-") as output_dir:
-        trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_ds, ctx, steps, output_dir)
+        trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_pairs, ctx, steps, output_dir)
         if not ctx.stopping:
             trainer.train()
         done = trainer.state.global_step
