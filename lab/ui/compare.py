@@ -14,17 +14,8 @@ from lab import compare
 from lab.data import parse_hub_id, resolve_path
 from lab.models import hub_reachable
 from lab.runs import ACTIVE, Run
-from lab.ui.common import (
-    UIContext,
-    current_run_id,
-    esc,
-    find_run,
-    guard,
-    job_banner,
-    run_choices,
-    start_job,
-    stop_job,
-)
+from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
+from lab.ui.common import start_job, stop_job
 from lab.ui.plots_compare import distribution_figure
 
 BUNDLED = "bundled"

@@ -10,17 +10,8 @@ import gradio as gr
 from lab import ppo
 from lab.data import load_prompts
 from lab.runs import ACTIVE, Run
-from lab.ui.common import (
-    UIContext,
-    current_run_id,
-    esc,
-    find_run,
-    guard,
-    job_banner,
-    run_choices,
-    start_job,
-    stop_job,
-)
+from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
+from lab.ui.common import start_job, stop_job
 from lab.ui.plots_ppo import all_figures
 
 MAIN_FIELDS = ("steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "init_kl_coef", "target",

@@ -12,17 +12,8 @@ import gradio as gr
 from lab import reward
 from lab.data import resolve_path, split_turns
 from lab.runs import ACTIVE, Run
-from lab.ui.common import (
-    UIContext,
-    current_run_id,
-    esc,
-    find_run,
-    guard,
-    job_banner,
-    run_choices,
-    start_job,
-    stop_job,
-)
+from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
+from lab.ui.common import start_job, stop_job
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
 WORST_SHOWN = 8
