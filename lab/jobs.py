@@ -212,7 +212,6 @@ class JobManager:
         with self._state:
             job.finished = time.time()
             job.error = error
-            job.ctx.set_progress(job.ctx.progress, job.ctx.message)
             job.run.set_status(
                 end, error=error, summary=job.summary, finished=job.finished, seconds=job.finished - job.started
             )

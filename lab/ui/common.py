@@ -85,6 +85,14 @@ def stop_job(ctx: UIContext, visitor: str | None, kind: str) -> str:
     return job_banner(ctx.manager, visitor, kind)
 
 
+def run_signature(run: Any, log: str = "metrics.jsonl") -> str:
+    """Changes whenever the run appends to `log` or changes status: a tab's timer redraws only then."""
+    if run is None:
+        return ""
+    path = run.path / log
+    return f"{run.id}:{path.stat().st_size if path.exists() else 0}:{run.status().get('status')}"
+
+
 def run_choices(kind: str, root: Path | None = None, status: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
     """(label, run id) pairs for a dropdown of earlier runs of one kind, newest first."""
     from lab.runs import list_runs

@@ -15,10 +15,11 @@ from lab.data import parse_hub_id, resolve_path
 from lab.models import hub_reachable
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
-from lab.ui.common import start_job, stop_job
+from lab.ui.common import run_signature, start_job, stop_job
 from lab.ui.plots_compare import distribution_figure
 
 BUNDLED = "bundled"
+ROWS_LOG = "samples.jsonl"  # a comparison's rows land here as batches finish: the timer watches it
 TYPED = "Type your own (one per line)"
 MAX_CARDS = 60  # more would make the page slow; the CSV has every row
 SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
@@ -164,14 +165,6 @@ def view(run: Run | None, sort: str, query: str) -> tuple:
     return summary_markdown(run, rows), distribution_figure(rows, *labels), cards_html(rows, sort, query), csv_path
 
 
-def run_signature(run: Run | None) -> str:
-    """Changes whenever the run adds rows or changes status: the timer redraws only then."""
-    if run is None:
-        return ""
-    samples = run.path / "samples.jsonl"
-    return f"{run.id}:{samples.stat().st_size if samples.exists() else 0}:{run.status().get('status')}"
-
-
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
 
 
@@ -230,7 +223,7 @@ def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str, sor
     """Timer: the banner always, the run's results only when its files changed."""
     banner = job_banner(ctx.manager, visitor, compare.KIND)
     run = find_run(ctx, run_id)
-    signature = run_signature(run)
+    signature = run_signature(run, ROWS_LOG)
     if signature == seen:
         return (banner, seen, *(gr.skip() for _ in range(5)))
     choices = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run.id if run else None)
@@ -299,7 +292,7 @@ def build_compare_tab(ctx: UIContext) -> None:
 
     def on_select(run_id: str | None, sort_by: str, q: str) -> tuple:
         run = find_run(ctx, run_id)
-        return run_id, run_signature(run), *view(run, sort_by, q)
+        return run_id, run_signature(run, ROWS_LOG), *view(run, sort_by, q)
 
     def on_filter(run_id: str | None, sort_by: str, q: str) -> str:
         run = find_run(ctx, run_id)

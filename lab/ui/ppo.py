@@ -11,7 +11,7 @@ from lab import ppo
 from lab.data import load_prompts
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
-from lab.ui.common import start_job, stop_job
+from lab.ui.common import run_signature, start_job, stop_job
 from lab.ui.plots_ppo import all_figures
 
 MAIN_FIELDS = ("steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "init_kl_coef", "target",
@@ -75,15 +75,6 @@ def view(run: Run | None) -> tuple:
     config = run.config
     target = config.get("target") if config.get("adap_kl_ctrl", True) else None
     return summary_markdown(run), rollouts_html(run.samples()), *all_figures(run.metrics(), target)
-
-
-def run_signature(run: Run | None) -> str:
-    """Changes whenever the run logs a row or changes status: the timer redraws only then."""
-    if run is None:
-        return ""
-    metrics = run.path / "metrics.jsonl"
-    size = metrics.stat().st_size if metrics.exists() else 0
-    return f"{run.id}:{size}:{run.status().get('status')}"
 
 
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)

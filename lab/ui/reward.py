@@ -13,7 +13,7 @@ from lab import reward
 from lab.data import resolve_path, split_turns
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
-from lab.ui.common import start_job, stop_job
+from lab.ui.common import run_signature, start_job, stop_job
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
 WORST_SHOWN = 8
@@ -86,15 +86,6 @@ def worst_pairs_html(samples: list[dict[str, Any]], k: int = WORST_SHOWN) -> str
 
 def _answer_cell(sample: dict[str, Any], side: str) -> str:
     return f"{esc(_cut(sample.get(side, '')))}<div class='score'>reward {sample[f'reward_{side}']:.3f}</div>"
-
-
-def run_signature(run: Run | None) -> str:
-    """Changes whenever the run logs a row or changes status: the timer redraws only then."""
-    if run is None:
-        return ""
-    metrics = run.path / "metrics.jsonl"
-    size = metrics.stat().st_size if metrics.exists() else 0
-    return f"{run.id}:{size}:{run.status().get('status')}"
 
 
 def view(run: Run | None) -> tuple:
