@@ -72,6 +72,39 @@ def test_training_changes_parameters_and_logs_loss_and_accuracy(trained, tiny_re
     assert 0 <= summary["eval_accuracy"] <= 1 and open_run(trained.run.path).status()["status"] == "done"
 
 
+def test_weight_average_is_the_mean_of_the_final_steps_and_skips_frozen_weights():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    model[0].requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    average = reward.WeightAverage(model, start_step=3)
+    for step in range(1, 6):
+        with torch.no_grad():
+            model[1].weight.fill_(float(step))
+        average.update(step)
+    assert average.apply() == 3
+    assert torch.allclose(model[1].weight, torch.full((1, 2), 4.0))  # mean of steps 3, 4, 5
+    assert torch.equal(model[0].weight, frozen)
+    untouched = reward.WeightAverage(model, start_step=10)
+    untouched.update(5)
+    assert untouched.apply() == 0 and torch.allclose(model[1].weight, torch.full((1, 2), 4.0))
+
+
+def test_training_with_weight_averaging_saves_the_averaged_weights(tiny_reward_backbone_dir, tmp_path):
+    data = _write_pairs(tmp_path / "pairs.jsonl")
+    manager = JobManager(root=tmp_path / "runs", mark_interrupted=False)
+    last = manager.run_sync(reward.KIND, reward.train_reward, _config(tiny_reward_backbone_dir, data, max_steps=4))
+    mean = manager.run_sync(reward.KIND, reward.train_reward,
+                            _config(tiny_reward_backbone_dir, data, max_steps=4, average_last=0.5))
+    assert last.status == mean.status == "done", (last.error, mean.error)
+    assert last.summary["averaged_steps"] == 0 and mean.summary["averaged_steps"] == 2
+    assert mean.run.metrics()[-1]["averaged_steps"] == 2 and "eval_accuracy" in mean.run.metrics()[-1]
+    # same seed and data: the runs only differ in what is saved (mean of steps 3-4 vs the weights after step 4)
+    a, b = _weights(last.run.model_dir), _weights(mean.run.model_dir)
+    assert not torch.equal(a["classifier.weight"], b["classifier.weight"])
+    with pytest.raises(ValueError, match="average_last"):
+        reward.validate(reward.RewardConfig(average_last=1.5))
+
+
 def test_saved_model_reloads_to_same_scores(trained):
     samples = trained.run.samples()
     for path in (trained.run.path, trained.run.model_dir):

@@ -44,6 +44,8 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
             f"{summary.get('eval_pairs', '?')} held-out pairs · loss {summary.get('eval_loss', float('nan')):.4f} · "
             f"{summary.get('train_pairs', '?')} training pairs · {summary.get('steps', '?')} steps · "
             f"{summary.get('seconds', '?')} s"
+            + (f" · weights averaged over the last {summary['averaged_steps']} steps"
+               if summary.get("averaged_steps") else "")
         )
     elif state in ("done", "stopped") and summary:
         lines.append(f"No held-out pairs: {summary.get('train_pairs')} training pairs, {summary.get('steps')} steps.")
@@ -106,6 +108,8 @@ def recipe_note(cfg: reward.RewardConfig, preset_name: str) -> str:
         bits.append(f"reward centring {cfg.center_rewards_coefficient:g}")
     if cfg.group_by_length:
         bits.append("batches grouped by length")
+    if cfg.average_last:
+        bits.append(f"the saved weights are the mean over the last {cfg.average_last:.0%} of steps")
     return f"<small>Also from the *{esc(preset_name)}* preset: {', '.join(bits)}.</small>"
 
 
