@@ -92,7 +92,8 @@ def test_weight_average_is_the_mean_of_the_final_steps_and_skips_frozen_weights(
 def test_training_with_weight_averaging_saves_the_averaged_weights(tiny_reward_backbone_dir, tmp_path):
     data = _write_pairs(tmp_path / "pairs.jsonl")
     manager = JobManager(root=tmp_path / "runs", mark_interrupted=False)
-    last = manager.run_sync(reward.KIND, reward.train_reward, _config(tiny_reward_backbone_dir, data, max_steps=4))
+    last = manager.run_sync(reward.KIND, reward.train_reward,
+                            _config(tiny_reward_backbone_dir, data, max_steps=4, average_last=0.0))
     mean = manager.run_sync(reward.KIND, reward.train_reward,
                             _config(tiny_reward_backbone_dir, data, max_steps=4, average_last=0.5))
     assert last.status == mean.status == "done", (last.error, mean.error)
@@ -139,6 +140,47 @@ def test_left_truncation_keeps_the_last_turn(tiny_reward_backbone_dir):
     assert tok.decode(ids[1:-1]).endswith("assistant : the zebra, clearly.")
     data = reward._dataset(tok, load_pairs("bundled").pairs, 32)
     assert len(data) == 204 and max(data["length"]) <= 32  # RewardTrainer filters nothing out
+
+
+def test_answer_segment_marks_the_final_answer_and_keeps_the_last_turn(tiny_reward_backbone_dir):
+    tok = reward.RewardModel.load(tiny_reward_backbone_dir).tokenizer
+    long_dialogue = "".join(f"\n\nHuman: old question {i}\n\nAssistant: old answer {i}" for i in range(60))
+    text = long_dialogue + "\n\nHuman: what is your favourite animal?\n\nAssistant: the zebra, clearly."
+    (x,) = reward.encode_inputs(tok, [text], 32, segments=True)
+    ids, types = x["input_ids"], x["token_type_ids"]
+    assert len(ids) == len(types) == 32 and ids[0] == tok.cls_token_id and ids.count(tok.sep_token_id) == 2
+    first_answer_token = types.index(1)
+    assert tok.decode(ids[first_answer_token:-1]) == "the zebra, clearly."  # segment B: the answer, whole
+    assert tok.decode(ids[1:first_answer_token - 1]).endswith("what is your favourite animal? assistant :")
+    assert set(types[:first_answer_token]) == {0} and set(types[first_answer_token:]) == {1}
+    (plain,) = reward.encode_inputs(tok, ["no dialogue markers here"], 32, segments=True)
+    assert tok.decode(plain["input_ids"], skip_special_tokens=True) == "no dialogue markers here"
+    assert reward.encode_inputs(tok, [text], 32, segments=False) == [{"input_ids": reward.encode(tok, [text], 32)[0]}]
+    assert reward.encode_inputs(tok, [], 32, segments=True) == []
+
+
+def test_preference_collator_pads_ids_masks_and_token_types():
+    batch = reward.PreferenceCollator(pad_token_id=0)([
+        {"chosen_ids": [5, 6, 7], "rejected_ids": [5, 8], "chosen_token_type_ids": [0, 1, 1],
+         "rejected_token_type_ids": [0, 1]},
+    ])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 8, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["token_type_ids"].tolist() == [[0, 1, 1], [0, 1, 0]]
+    assert "token_type_ids" not in reward.PreferenceCollator(0)([{"chosen_ids": [1], "rejected_ids": [2, 3]}])
+
+
+def test_models_saved_before_answer_segments_still_read_one_text(trained, tmp_path):
+    import shutil
+
+    meta = json.loads((trained.run.model_dir / reward.META_FILE).read_text())
+    assert meta["answer_segment"] is True  # a BERT-style backbone: trained with the answer as segment B
+    old = tmp_path / "old-model"
+    shutil.copytree(trained.run.model_dir, old)
+    del meta["answer_segment"]
+    (old / reward.META_FILE).write_text(json.dumps(meta))
+    assert reward.RewardModel.load(old).segments is False
+    assert reward.RewardModel.load(trained.run.model_dir).segments is True
 
 
 def test_freeze_bottom_fixes_embeddings_and_first_layers(tiny_reward_backbone_dir):

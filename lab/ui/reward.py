@@ -108,6 +108,8 @@ def recipe_note(cfg: reward.RewardConfig, preset_name: str) -> str:
         bits.append(f"reward centring {cfg.center_rewards_coefficient:g}")
     if cfg.group_by_length:
         bits.append("batches grouped by length")
+    if cfg.answer_segment:
+        bits.append("dialogue and final answer as two segments (BERT-style backbones)")
     if cfg.average_last:
         bits.append(f"the saved weights are the mean over the last {cfg.average_last:.0%} of steps")
     return f"<small>Also from the *{esc(preset_name)}* preset: {', '.join(bits)}.</small>"
