@@ -147,7 +147,8 @@ def uses_segments(tokenizer: Any, answer_segment: bool) -> bool:
 def encode_inputs(tokenizer: Any, texts: Sequence[str], max_length: int, segments: bool) -> list[dict[str, list[int]]]:
     """Model inputs per text. With `segments`, "[CLS] dialogue [SEP] final answer [SEP]" and token types 0/1:
     both texts of a pair share the dialogue, and the segment embedding marks the answer, the only part that
-    differs (held-out accuracy on real HH pairs, 5 folds: 0.626 vs 0.615 as one text). Too long: the longer
+    differs (held-out accuracy on real HH pairs, 5 folds, same seed, last weights: 0.621 vs 0.615 as one text;
+    0.625 vs 0.621 with the weights averaged). Too long: the longer
     segment is cut first, the dialogue from its oldest turns."""
     if not texts:
         return []
@@ -382,7 +383,8 @@ def _metrics_callback(ctx: JobContext, steps: int, evaluator: Callable[[Any], di
 class WeightAverage:
     """A running mean of the trainable weights over the final steps: stochastic weight averaging
     (Izmailov et al. 2018, arXiv:1803.05407). On a few hundred noisy preference pairs the weights wander from
-    one evaluation to the next; their mean ranks held-out pairs better than wherever the last step landed."""
+    one evaluation to the next; their mean ranked held-out real HH pairs better than wherever the last step landed
+    (5 folds, the same runs: 0.621 vs 0.615)."""
 
     def __init__(self, model: torch.nn.Module, start_step: int) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
