@@ -26,6 +26,7 @@ from lab.presets import Limits, Preset
 KIND = "reward"
 META_FILE = "lab_reward.json"  # next to the weights: how texts were encoded, so a model folder reloads alone
 MIN_LENGTH = 16
+MAX_ENSEMBLE = 5
 ANSWER_MARK = "\n\nAssistant:"
 
 
@@ -51,6 +52,7 @@ class RewardConfig:
     freeze_layers: int = 0  # keep the token embeddings and the first N transformer layers fixed; 0 = train all
     answer_segment: bool = True  # BERT-style backbones: dialogue and final answer as the two segments (A/B)
     average_last: float = 0.5  # save the mean of the weights over this final share of the steps (SWA); 0 = last ones
+    ensemble: int = 1  # reward models trained one after another (seeds seed, seed+1, ...); their rewards averaged
     max_pairs: int = 0  # read at most this many pairs from `data`; 0 = all
     max_eval_pairs: int = 500  # cap on held-out pairs, so evaluations stay quick
     eval_every: int = 0  # evaluate on the held-out pairs every N steps; 0 = about 8 times per run
@@ -85,6 +87,8 @@ def validate(cfg: RewardConfig, limits: Limits | None = None) -> RewardConfig:
         raise ValueError(f"batch size {cfg.batch_size} must be at least 1")
     if not 0 <= cfg.average_last <= 1:
         raise ValueError(f"average_last {cfg.average_last} must be between 0 (off) and 1 (all steps)")
+    if not 1 <= cfg.ensemble <= MAX_ENSEMBLE:
+        raise ValueError(f"ensemble {cfg.ensemble} must be between 1 (one model) and {MAX_ENSEMBLE}")
     if cfg.max_length < MIN_LENGTH:
         raise ValueError(f"max length {cfg.max_length} is too short: use at least {MIN_LENGTH} tokens")
     if limits is not None:
@@ -194,11 +198,13 @@ def model_max_length(model: Any, tokenizer: Any) -> int:
 
 
 class RewardModel:
-    """A trained reward model: texts in, one float each; higher means preferred."""
+    """A trained reward model: texts in, one float each; higher means preferred. With `extra` models (an
+    ensemble trained on the same pairs with other seeds) a text's reward is the mean of the members' rewards."""
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int = 512, path: Path | None = None,
-                 answer_segment: bool = False) -> None:
+                 answer_segment: bool = False, extra: Sequence[Any] = ()) -> None:
         self.model = model.eval()
+        self.members = [self.model, *(m.eval() for m in extra)]
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.max_length = min(max_length, model_max_length(model, tokenizer))
         self.path = path
@@ -211,15 +217,17 @@ class RewardModel:
         meta_path = folder / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         tokenizer = models.load_tokenizer(str(folder), padding_side="right")
-        model = models.load_reward_backbone(str(folder))
-        if model.config.num_labels != 1:
-            raise ValueError(f"'{path}' is a classifier with {model.config.num_labels} outputs, not a reward model")
-        if model.config.pad_token_id is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
-        if models.has_cuda():
-            model = model.to("cuda")
+        loaded = []
+        for sub in [".", *meta.get("members", [])]:  # the first model in the folder itself, other members below it
+            model = models.load_reward_backbone(str(folder / sub))
+            if model.config.num_labels != 1:
+                raise ValueError(f"'{path}' is a classifier with {model.config.num_labels} outputs, not a reward model")
+            if model.config.pad_token_id is None:
+                model.config.pad_token_id = tokenizer.pad_token_id
+            loaded.append(model.to("cuda") if models.has_cuda() else model)
         # Models saved before the two-segment input had no "answer_segment" key: they read one text.
-        return cls(model, tokenizer, int(meta.get("max_length", 512)), folder, bool(meta.get("answer_segment")))
+        return cls(loaded[0], tokenizer, int(meta.get("max_length", 512)), folder, bool(meta.get("answer_segment")),
+                   extra=loaded[1:])
 
     @property
     def device(self) -> torch.device:
@@ -235,7 +243,7 @@ class RewardModel:
             chunk = order[start : start + batch_size]
             batch = self.tokenizer.pad([inputs[i] for i in chunk], return_tensors="pt")
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            logits = self.model(**batch).logits[:, 0].float().cpu().tolist()
+            logits = (sum(m(**batch).logits[:, 0].float() for m in self.members) / len(self.members)).cpu().tolist()
             for i, value in zip(chunk, logits):
                 scores[i] = value
         return scores
@@ -351,9 +359,12 @@ def total_steps(cfg: RewardConfig, n_train: int) -> int:
 
 
 def _metrics_callback(ctx: JobContext, steps: int, evaluator: Callable[[Any], dict] | None, eval_every: int,
-                      average: WeightAverage | None = None) -> Any:
+                      average: WeightAverage | None = None, member: int = 1, members: int = 1) -> Any:
     """A TrainerCallback that appends train metrics to the run, evaluates the held-out pairs every `eval_every`
-    steps, folds the weights into `average` and stops when the job is asked to."""
+    steps, folds the weights into `average` and stops when the job is asked to. In an ensemble, member k's rows
+    carry "member": k and steps counted on from the members before it, so the curves run on along one axis."""
+    offset, total = (member - 1) * steps, members * steps
+    tag = {"member": member} if members > 1 else {}
     from transformers import TrainerCallback
 
     def rounded(logs: dict[str, Any], keys: Sequence[str]) -> dict[str, float]:
@@ -364,18 +375,20 @@ def _metrics_callback(ctx: JobContext, steps: int, evaluator: Callable[[Any], di
             logs = logs or {}
             if "loss" in logs:
                 keys = ("loss", "accuracy", "margin", "mean_reward", "learning_rate", "grad_norm")
-                ctx.log({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **rounded(logs, keys)})
+                ctx.log({"step": offset + state.global_step, "epoch": round(state.epoch or 0, 4), **tag,
+                         **rounded(logs, keys)})
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             step = state.global_step
             if average is not None:
                 average.update(step)
-            ctx.set_progress(step / steps, f"step {step}/{steps}")
+            where = f"step {offset + step}/{total}" + (f" (model {member} of {members})" if members > 1 else "")
+            ctx.set_progress((offset + step) / total, where)
             if ctx.stopping:
                 control.should_training_stop = True
             elif evaluator is not None and step % eval_every == 0 and step < steps:  # the last step: after training
-                ctx.set_progress(step / steps, f"step {step}/{steps}: scoring the held-out pairs")
-                ctx.log({"step": step, **evaluator(kwargs["model"])})
+                ctx.set_progress((offset + step) / total, f"{where}: scoring the held-out pairs")
+                ctx.log({"step": offset + step, **tag, **evaluator(kwargs["model"])})
 
     return LabCallback()
 
@@ -419,7 +432,7 @@ def averaging(cfg: RewardConfig, model: torch.nn.Module, steps: int) -> WeightAv
     return WeightAverage(model, start_step=steps - max(1, round(cfg.average_last * steps)) + 1)
 
 
-def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str) -> Any:
+def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, seed: int) -> Any:
     """TRL's RewardConfig for our settings: no checkpoints, no reporting, fp32 on CPU; our callback evaluates."""
     from trl import RewardConfig as TRLRewardConfig
 
@@ -445,8 +458,8 @@ def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str) -> Any:
         activation_checkpointing=False,  # a small backbone: speed matters more than memory
         bf16=bf16,
         fp16=False,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        seed=seed,
+        data_seed=seed,
         dataloader_num_workers=0,
         dataloader_pin_memory=models.has_cuda(),
         # Keep the `length` column for the length-grouped sampler; the preference collator ignores extra keys.
@@ -457,8 +470,10 @@ def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str) -> Any:
 
 
 def build_trainer(cfg: RewardConfig, model: Any, tokenizer: Any, train: Any, eval_pairs: Sequence[Pair],
-                  ctx: JobContext, steps: int, output_dir: str, average: WeightAverage | None = None) -> Any:
-    """A RewardTrainer with our callback and without the trainer's own printing."""
+                  ctx: JobContext, steps: int, output_dir: str, average: WeightAverage | None = None,
+                  member: int = 1) -> Any:
+    """A RewardTrainer for ensemble member `member` (seed cfg.seed + member - 1) with our callback and without
+    the trainer's own printing."""
     from transformers import PrinterCallback, ProgressCallback
     from trl import RewardTrainer
 
@@ -471,11 +486,12 @@ def build_trainer(cfg: RewardConfig, model: Any, tokenizer: Any, train: Any, eva
     eval_every = cfg.eval_every or max(1, steps // 8)
     trainer = RewardTrainer(
         model=model,
-        args=_trainer_args(cfg, steps, output_dir),
+        args=_trainer_args(cfg, steps, output_dir, seed=cfg.seed + member - 1),
         train_dataset=train,
         processing_class=tokenizer,
         data_collator=PreferenceCollator(tokenizer.pad_token_id),
-        callbacks=[_metrics_callback(ctx, steps, evaluator if eval_pairs else None, eval_every, average)],
+        callbacks=[_metrics_callback(ctx, steps, evaluator if eval_pairs else None, eval_every, average, member,
+                                     cfg.ensemble)],
     )
     # The CLI prints our JSON lines on stdout; the trainer's printer and progress bar would interleave with them.
     trainer.remove_callback(PrinterCallback)
@@ -483,14 +499,18 @@ def build_trainer(cfg: RewardConfig, model: Any, tokenizer: Any, train: Any, eva
     return trainer
 
 
-def save_model(model: Any, tokenizer: Any, folder: Path, cfg: RewardConfig) -> None:
-    """Weights, tokenizer and how texts were encoded, in one folder that `RewardModel.load` reads."""
+def save_model(members: Sequence[Any], tokenizer: Any, folder: Path, cfg: RewardConfig) -> None:
+    """Weights, tokenizer and how texts were encoded, in one folder that `RewardModel.load` reads. The first
+    model is the folder itself (a plain Hugging Face classifier); further ensemble members go in member-2/, ..."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    members[0].save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    subfolders = [f"member-{k}" for k in range(2, len(members) + 1)]
+    for model, sub in zip(members[1:], subfolders):
+        model.save_pretrained(folder / sub)
     segments = uses_segments(tokenizer, cfg.answer_segment)
     meta = {"max_length": cfg.max_length, "backbone": cfg.backbone, "truncation": "left", "format": "hh",
-            "answer_segment": segments}
+            "answer_segment": segments, "members": subfolders}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
@@ -512,45 +532,72 @@ def evaluate(reward_model: RewardModel, pairs: Sequence[Pair], batch_size: int =
 
 
 def train_reward(ctx: JobContext) -> dict[str, Any]:
-    """The reward-model job: load pairs and backbone, train with RewardTrainer, save, evaluate the held-out pairs."""
-    from transformers import set_seed
-
+    """The reward-model job: load pairs and backbone, train with RewardTrainer (once per ensemble member), save,
+    evaluate the held-out pairs."""
     started = time.time()
     cfg = validate(RewardConfig(**{f.name: ctx.config[f.name] for f in fields(RewardConfig) if f.name in ctx.config}))
     ctx.set_progress(0, "loading pairs")
     train_pairs, eval_pairs = split_pairs(cfg)
     ctx.set_progress(0, "loading the backbone")
-    set_seed(cfg.seed)  # the new scalar head is random: seed it
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
+    cache: dict[str, Any] = {}  # the tokenized training pairs, made once for all members
+    steps = total_steps(cfg, len(train_pairs))
+    members: list[Any] = []
+    done = averaged = 0
+    for member in range(1, cfg.ensemble + 1):
+        model, member_steps, member_averaged = _train_member(cfg, ctx, tokenizer, train_pairs, eval_pairs, steps,
+                                                             member, cache)
+        done += member_steps
+        # A stop keeps the first model however far it got; a later member only when it finished its steps.
+        if member == 1 or member_steps == steps:
+            members.append(model)
+            averaged = averaged or member_averaged
+        if ctx.stopping:
+            break
+    save_model(members, tokenizer, ctx.run.model_dir, cfg)
+    summary: dict[str, Any] = {"train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "steps": done,
+                               "averaged_steps": averaged, "members": len(members), "eval_accuracy": None,
+                               "eval_loss": None}
+    progress = done / (steps * cfg.ensemble)
+    if eval_pairs:
+        ctx.set_progress(progress, "scoring the held-out pairs")
+        scorer = RewardModel(members[0], tokenizer, cfg.max_length, answer_segment=cfg.answer_segment,
+                             extra=members[1:])
+        metrics, rows = evaluate(scorer, eval_pairs, max(cfg.batch_size, 16))
+        ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
+        ctx.log_samples(rows)
+        summary.update(metrics)
+    summary["seconds"] = round(time.time() - started, 1)
+    ctx.set_progress(progress, "stopped" if ctx.stopping else "done")
+    return summary
+
+
+def _train_member(cfg: RewardConfig, ctx: JobContext, tokenizer: Any, train_pairs: Sequence[Pair],
+                  eval_pairs: Sequence[Pair], steps: int, member: int, cache: dict[str, Any]) -> tuple[Any, int, int]:
+    """Train one model (ensemble member `member`, seed cfg.seed + member - 1) from the backbone; returns it with
+    the steps it made and how many steps its saved weights average."""
+    from transformers import set_seed
+
+    set_seed(cfg.seed + member - 1)  # the new scalar head is random: seed it
     model = models.load_reward_backbone(cfg.backbone)
     freeze_bottom(model, cfg.freeze_layers)
     limit = model_max_length(model, tokenizer)
     if cfg.max_length > limit:
         raise ValueError(f"max length {cfg.max_length} is above what '{cfg.backbone}' accepts ({limit} tokens)")
-    train_ds = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
-    steps = total_steps(cfg, len(train_pairs))
-    ctx.set_progress(0, f"training: {len(train_pairs)} pairs, {steps} steps")
+    if "train" not in cache:
+        cache["train"] = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
+    label = f" (model {member} of {cfg.ensemble})" if cfg.ensemble > 1 else ""
+    ctx.set_progress((member - 1) / cfg.ensemble, f"training: {len(train_pairs)} pairs, {steps} steps{label}")
     average = averaging(cfg, model, steps)
     with tempfile.TemporaryDirectory(prefix="reward-trainer-") as output_dir:
-        trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_pairs, ctx, steps, output_dir, average)
+        trainer = build_trainer(cfg, model, tokenizer, cache["train"], eval_pairs, ctx, steps, output_dir, average,
+                                member)
         if not ctx.stopping:
             trainer.train()
         done = trainer.state.global_step
         model = trainer.model
     averaged = average.apply() if average is not None else 0
-    save_model(model, tokenizer, ctx.run.model_dir, cfg)
-    summary: dict[str, Any] = {"train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "steps": done,
-                               "averaged_steps": averaged, "eval_accuracy": None, "eval_loss": None}
-    if eval_pairs:
-        ctx.set_progress(done / steps, "scoring the held-out pairs")
-        scorer = RewardModel(model, tokenizer, cfg.max_length, answer_segment=cfg.answer_segment)
-        metrics, rows = evaluate(scorer, eval_pairs, max(cfg.batch_size, 16))
-        ctx.log({"step": done, "averaged_steps": averaged, **metrics})
-        ctx.log_samples(rows)
-        summary.update(metrics)
-    summary["seconds"] = round(time.time() - started, 1)
-    ctx.set_progress(done / steps, "stopped" if ctx.stopping else "done")
-    return summary
+    return model.eval(), done, averaged
 
 
 # ---------------------------------------------------------------- CLI
@@ -571,6 +618,8 @@ def _add_reward_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pairs", type=int, help="read at most this many training pairs")
     p.add_argument("--average-last", type=float, metavar="F",
                    help="save the mean of the weights over this final share of the steps; 0 = the last weights")
+    p.add_argument("--ensemble", type=int, metavar="N",
+                   help="train N models with seeds seed, seed+1, ...; the saved reward is their mean")
     p.add_argument("--seed", type=int)
 
 
@@ -580,7 +629,8 @@ def _run_reward(args: argparse.Namespace) -> int:
 
     preset: Preset = args.preset_obj
     overrides = {k: getattr(args, k) for k in ("epochs", "max_steps", "learning_rate", "batch_size", "max_length",
-                                               "backbone", "max_pairs", "seed", "eval_fraction", "average_last")}
+                                               "backbone", "max_pairs", "seed", "eval_fraction", "average_last",
+                                               "ensemble")}
     cfg = validate(config_from(preset, data=args.train, eval_data=args.eval, **overrides), preset.limits)
     check_sources(cfg)
     out = Path(args.out).expanduser().resolve() if args.out else None
@@ -590,7 +640,7 @@ def _run_reward(args: argparse.Namespace) -> int:
         if job.error and job.error.startswith("ValueError: "):
             raise ValueError(job.error.removeprefix("ValueError: "))
         raise SystemExit(f"error: {job.error}")  # a failure, not bad input: exit 1 with the error on stderr
-    keys = ("eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds")
+    keys = ("eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds", "members")
     emit({**{k: job.summary.get(k) for k in keys}, "status": job.status, "run": str(job.run.path)})
     return 0
 

@@ -106,6 +106,55 @@ def test_training_with_weight_averaging_saves_the_averaged_weights(tiny_reward_b
         reward.validate(reward.RewardConfig(average_last=1.5))
 
 
+def test_ensemble_trains_each_member_with_its_own_seed_and_averages_their_rewards(tiny_reward_backbone_dir,
+                                                                                  tmp_path):
+    from lab.models import load_reward_backbone
+
+    data = _write_pairs(tmp_path / "pairs.jsonl")
+    job = JobManager(root=tmp_path / "runs", mark_interrupted=False).run_sync(
+        reward.KIND, reward.train_reward, _config(tiny_reward_backbone_dir, data, max_steps=3, ensemble=2))
+    assert job.status == "done", job.error
+    assert job.summary["members"] == 2 and job.summary["steps"] == 6
+    rows = job.run.metrics()
+    train_rows = [r for r in rows if "loss" in r]
+    assert [(r["step"], r["member"]) for r in train_rows] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]
+    assert rows[-1]["members"] == 2 and rows[-1]["step"] == 6 and "eval_accuracy" in rows[-1]
+    folder = job.run.model_dir
+    meta = json.loads((folder / reward.META_FILE).read_text())
+    assert meta["members"] == ["member-2"]
+    first, second = _weights(folder), _weights(folder / "member-2")
+    assert not torch.equal(first["classifier.weight"], second["classifier.weight"])  # another seed, another model
+    ensemble = reward.load_reward_model(job.run.path)
+    assert len(ensemble.members) == 2
+    alone = [reward.RewardModel(load_reward_backbone(str(f)), ensemble.tokenizer, 64, answer_segment=True)
+             for f in (folder, folder / "member-2")]
+    texts = [p.chosen_text for p in load_pairs(str(data)).pairs[:5]]
+    each = [m.score(texts) for m in alone]
+    assert ensemble.score(texts) == pytest.approx([(a + b) / 2 for a, b in zip(*each)], abs=1e-5)
+    samples = job.run.samples()  # the final evaluation scored the ensemble, as a reload does
+    reloaded = ensemble.pair_scores([(s["prompt"] + s["chosen"], s["prompt"] + s["rejected"]) for s in samples])
+    saved = [x for s in samples for x in (s["reward_chosen"], s["reward_rejected"])]
+    assert saved == pytest.approx([x for pair in reloaded for x in pair], abs=1e-4)
+    with pytest.raises(ValueError, match="ensemble"):
+        reward.validate(reward.RewardConfig(ensemble=0))
+
+
+def test_stop_during_a_later_member_keeps_the_finished_ones(tiny_reward_backbone_dir, runs_root, tmp_path):
+    data = _write_pairs(tmp_path / "pairs.jsonl")
+    manager = JobManager(root=runs_root)
+    job = manager.start(reward.KIND, reward.train_reward,
+                        _config(tiny_reward_backbone_dir, data, max_steps=40, ensemble=3, eval_fraction=0.0),
+                        owner="alice")
+    deadline = time.time() + 120
+    while not any(r.get("member") == 2 for r in job.run.metrics()) and time.time() < deadline:
+        time.sleep(0.02)
+    manager.stop("alice")
+    manager.wait(120)
+    assert job.status == "stopped" and job.summary["members"] == 1 and 41 <= job.summary["steps"] < 80
+    assert json.loads((job.run.model_dir / reward.META_FILE).read_text())["members"] == []
+    assert len(reward.load_reward_model(job.run.path).members) == 1
+
+
 def test_saved_model_reloads_to_same_scores(trained):
     samples = trained.run.samples()
     for path in (trained.run.path, trained.run.model_dir):
@@ -274,9 +323,11 @@ def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_
                         data_source=gr.State("bundled"))
         tab.build_reward_tab(ctx)
     data = _write_pairs(tmp_path / "pairs.jsonl", n=12)
-    form = [str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3, 1e-3, 4, 64]
+    form = [str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3, 1e-3, 4, 64, 2]
     with pytest.raises(ValueError):
         tab.start(ctx, "v1", *[*form[:7], -1.0, *form[8:]])  # a negative learning rate
+    with pytest.raises(ValueError, match="ensemble"):
+        tab.start(ctx, "v1", *form[:10], 9)
     run_id = tab.start(ctx, "v1", *form)
     with pytest.raises(ValueError):
         tab.stop(ctx, "v2")  # not the owner
@@ -286,6 +337,9 @@ def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_
     banner, seen, loss_fig, acc_fig, summary, hist, worst, _ = tab.tick(ctx, "v1", run_id, "")
     assert "Held-out accuracy" in summary and seen == tab.run_signature(open_run(run_id, runs_root))
     assert {t.name for t in loss_fig.data} == {"train loss", "held-out loss"} and len(hist.data) == 2
+    assert "ensemble of 2 models" in summary  # the form's second model, marked where it starts on both plots
+    assert [a.text for a in loss_fig.layout.annotations] == ["model 2"] == [a.text for a in acc_fig.layout.annotations
+                                                                           if a.text != "chance"]
     assert "most wrong" in worst
     unchanged = tab.tick(ctx, "v1", run_id, seen)
     assert unchanged[1] == seen and all(x == gr.skip() for x in unchanged[2:])

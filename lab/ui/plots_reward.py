@@ -31,6 +31,12 @@ def curve_figure(rows: list[dict[str, Any]], train_key: str, eval_key: str, titl
     x, y = _series(rows, eval_key)
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"held-out {train_key}",
                              line=dict(color=EVAL_COLOUR, dash="dot"), marker=dict(size=8)))
+    newest = 1
+    for row in rows:  # an ensemble trains its models one after another: mark where each new one starts
+        if row.get("member", 1) > newest and "step" in row:
+            newest = row["member"]
+            fig.add_vline(x=row["step"] - 0.5, line=dict(color="#999", width=1),
+                          annotation_text=f"model {row['member']}", annotation_position="top left")
     if train_key == "accuracy":
         fig.add_hline(y=0.5, line=dict(color="#999", dash="dash", width=1), annotation_text="chance")
         fig.update_yaxes(range=[0, 1.02])

@@ -46,6 +46,8 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
             f"{summary.get('seconds', '?')} s"
             + (f" · weights averaged over the last {summary['averaged_steps']} steps"
                if summary.get("averaged_steps") else "")
+            + (f" · an ensemble of {summary['members']} models, their rewards averaged"
+               if (summary.get("members") or 1) > 1 else "")
         )
     elif state in ("done", "stopped") and summary:
         lines.append(f"No held-out pairs: {summary.get('train_pairs')} training pairs, {summary.get('steps')} steps.")
@@ -120,14 +122,14 @@ def recipe_note(cfg: reward.RewardConfig, preset_name: str) -> str:
 
 def build_config(ctx: UIContext, data: str, data_tab_source: str | None, eval_data: str, eval_fraction: float,
                  backbone: str, epochs: float, max_steps: float, learning_rate: float, batch_size: float,
-                 max_length: float) -> reward.RewardConfig:
+                 max_length: float, ensemble: float = 1) -> reward.RewardConfig:
     """The job config from the form, checked against the preset's limits and the allowed data folders."""
     cfg = reward.validate(
         reward.config_from(
             ctx.preset, data=(data or "").strip(), eval_data=(eval_data or "").strip(),
             eval_fraction=float(eval_fraction or 0), backbone=(backbone or "").strip() or ctx.preset.reward_backbone,
             epochs=float(epochs or 0), max_steps=int(max_steps or 0), learning_rate=float(learning_rate or 0),
-            batch_size=int(batch_size or 0), max_length=int(max_length or 0),
+            batch_size=int(batch_size or 0), max_length=int(max_length or 0), ensemble=int(ensemble or 0),
         ),
         ctx.preset.limits,
     )
@@ -217,6 +219,8 @@ def build_reward_tab(ctx: UIContext) -> None:
                                        label="Batch size (pairs)")
             max_length = gr.Slider(32, 512, value=defaults.max_length, step=32,
                                    label="Max length (tokens; oldest turns are cut first)")
+            ensemble = gr.Slider(1, reward.MAX_ENSEMBLE, value=defaults.ensemble, step=1, elem_id="reward-ensemble",
+                                 label="Models (an ensemble: each trains in full with its own seed; rewards averaged)")
             gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary", elem_id="reward-start")
@@ -243,7 +247,7 @@ def build_reward_tab(ctx: UIContext) -> None:
     timer = gr.Timer(1.5)
 
     form = [data, ctx.data_source, eval_data, eval_fraction, backbone, epochs, max_steps, learning_rate, batch_size,
-            max_length]
+            max_length, ensemble]
     view_outputs = [loss_plot, acc_plot, results, margins_plot, worst]
 
     @guard(2)
