@@ -337,7 +337,8 @@ def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_
     banner, seen, loss_fig, acc_fig, summary, hist, worst, _ = tab.tick(ctx, "v1", run_id, "")
     assert "Held-out accuracy" in summary and seen == tab.run_signature(open_run(run_id, runs_root))
     assert {t.name for t in loss_fig.data} == {"train loss", "held-out loss"} and len(hist.data) == 2
-    assert "ensemble of 2 models" in summary  # the form's second model, marked where it starts on both plots
+    assert "ensemble of 2 models" in summary  # the form's second model, marked where it starts on both plots,
+    assert all(list(t.x).count(None) == 1 for t in loss_fig.data)  # and no line joins the two models' points
     assert [a.text for a in loss_fig.layout.annotations] == ["model 2"] == [a.text for a in acc_fig.layout.annotations
                                                                            if a.text != "chance"]
     assert "most wrong" in worst

@@ -18,9 +18,20 @@ def _layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
     return fig
 
 
-def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
-    return [p[0] for p in points], [p[1] for p in points]
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float | None], list[float | None]]:
+    """(steps, values) of one metric; a gap (None) where an ensemble's next model starts, so no line joins them."""
+    x: list[float | None] = []
+    y: list[float | None] = []
+    member = 1
+    for r in rows:
+        if isinstance(r.get(key), (int, float)) and "step" in r:
+            if r.get("member", member) != member and x:
+                x.append(None)
+                y.append(None)
+            member = r.get("member", member)
+            x.append(r["step"])
+            y.append(r[key])
+    return x, y
 
 
 def curve_figure(rows: list[dict[str, Any]], train_key: str, eval_key: str, title: str) -> go.Figure:
