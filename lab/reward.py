@@ -363,9 +363,10 @@ def _metrics_callback(ctx: JobContext, steps: int, evaluator: Callable[[Any], di
     """A TrainerCallback that appends train metrics to the run, evaluates the held-out pairs every `eval_every`
     steps, folds the weights into `average` and stops when the job is asked to. In an ensemble, member k's rows
     carry "member": k and steps counted on from the members before it, so the curves run on along one axis."""
+    from transformers import TrainerCallback
+
     offset, total = (member - 1) * steps, members * steps
     tag = {"member": member} if members > 1 else {}
-    from transformers import TrainerCallback
 
     def rounded(logs: dict[str, Any], keys: Sequence[str]) -> dict[str, float]:
         return {k: round(float(logs[k]), 6) for k in keys if isinstance(logs.get(k), (int, float))}
