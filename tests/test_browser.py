@@ -149,11 +149,13 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
         seen.append(_points(page, "reward-loss"))
         if "reward job" in (banner := page.locator("#reward-banner").inner_text()) and "done" in banner:
             break
+        if seen[-1] >= 2 and not (shots / "screenshot-reward-mid.png").exists():  # mid-training, curves drawn
+            page.screenshot(path=str(shots / "screenshot-reward-mid.png"), full_page=True)
         page.wait_for_timeout(700)
     seen.append(_points(page, "reward-loss"))
     assert max(seen) >= 2 and len(set(seen)) >= 2, f"the loss plot never grew: {seen}"
     _wait_text(page, "#reward-results", ("accuracy",), 60)
-    page.screenshot(path=str(shots / "screenshot-reward.png"), full_page=True)
+    page.screenshot(path=str(shots / "screenshot-reward-end.png"), full_page=True)
 
     # 3. PPO: two tiny steps; reward and KL plots update. A second visitor sees the job and cannot start another.
     _tab(page, "PPO")
