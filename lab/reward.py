@@ -541,13 +541,12 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     train_pairs, eval_pairs = split_pairs(cfg)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
-    cache: dict[str, Any] = {}  # the tokenized training pairs, made once for all members
+    train_ds = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
     steps = total_steps(cfg, len(train_pairs))
     members: list[Any] = []
     done = averaged = 0
     for member in range(1, cfg.ensemble + 1):
-        model, member_steps, member_averaged = _train_member(cfg, ctx, tokenizer, train_pairs, eval_pairs, steps,
-                                                             member, cache)
+        model, member_steps, member_averaged = _train_member(cfg, ctx, tokenizer, train_ds, eval_pairs, steps, member)
         done += member_steps
         # A stop keeps the first model however far it got; a later member only when it finished its steps.
         if member == 1 or member_steps == steps:
@@ -573,8 +572,8 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     return summary
 
 
-def _train_member(cfg: RewardConfig, ctx: JobContext, tokenizer: Any, train_pairs: Sequence[Pair],
-                  eval_pairs: Sequence[Pair], steps: int, member: int, cache: dict[str, Any]) -> tuple[Any, int, int]:
+def _train_member(cfg: RewardConfig, ctx: JobContext, tokenizer: Any, train_ds: Any, eval_pairs: Sequence[Pair],
+                  steps: int, member: int) -> tuple[Any, int, int]:
     """Train one model (ensemble member `member`, seed cfg.seed + member - 1) from the backbone; returns it with
     the steps it made and how many steps its saved weights average."""
     from transformers import set_seed
@@ -585,14 +584,11 @@ def _train_member(cfg: RewardConfig, ctx: JobContext, tokenizer: Any, train_pair
     limit = model_max_length(model, tokenizer)
     if cfg.max_length > limit:
         raise ValueError(f"max length {cfg.max_length} is above what '{cfg.backbone}' accepts ({limit} tokens)")
-    if "train" not in cache:
-        cache["train"] = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
     label = f" (model {member} of {cfg.ensemble})" if cfg.ensemble > 1 else ""
-    ctx.set_progress((member - 1) / cfg.ensemble, f"training: {len(train_pairs)} pairs, {steps} steps{label}")
+    ctx.set_progress((member - 1) / cfg.ensemble, f"training: {len(train_ds)} pairs, {steps} steps{label}")
     average = averaging(cfg, model, steps)
     with tempfile.TemporaryDirectory(prefix="reward-trainer-") as output_dir:
-        trainer = build_trainer(cfg, model, tokenizer, cache["train"], eval_pairs, ctx, steps, output_dir, average,
-                                member)
+        trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_pairs, ctx, steps, output_dir, average, member)
         if not ctx.stopping:
             trainer.train()
         done = trainer.state.global_step
