@@ -360,6 +360,22 @@ def test_worst_pairs_html_escapes_dataset_text():
     assert "fine &amp; dandy" in html
 
 
+def test_empty_reward_plots_say_what_will_appear_there():
+    from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
+
+    def notes(fig):
+        return [a.text for a in fig.layout.annotations]
+
+    assert notes(loss_figure([])) == notes(accuracy_figure([])) == ["The curve appears at the first logged step of a run."]
+    assert not accuracy_figure([]).layout.shapes  # no "chance" line on empty axes
+    assert "held-out margins appear" in notes(margin_histogram([]))[0] and not margin_histogram([]).layout.shapes
+    # with data: the curves and the guide lines, no placeholder
+    drawn = accuracy_figure([{"step": 1, "accuracy": 0.5}, {"step": 2, "eval_accuracy": 0.6}])
+    assert notes(drawn) == ["chance"] and len(drawn.layout.shapes) == 1
+    hist = margin_histogram([0.3, -0.2, 0.1])
+    assert not notes(hist) and [t.name for t in hist.data] == ["correct (2)", "wrong (1)"]
+
+
 # ---------------------------------------------------------------- the real backbone
 
 

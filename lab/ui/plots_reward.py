@@ -18,6 +18,17 @@ def _layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
     return fig
 
 
+def _placeholder(fig: go.Figure, message: str) -> go.Figure:
+    """An empty figure that says what will be drawn here and when, instead of bare axes and guide lines."""
+    fig.layout.shapes = ()
+    fig.layout.annotations = ()
+    fig.add_annotation(text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                       font=dict(size=13, color="#777"))
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    return fig
+
+
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float | None], list[float | None]]:
     """(steps, values) of one metric; a gap (None) where an ensemble's next model starts, so no line joins them."""
     x: list[float | None] = []
@@ -47,11 +58,15 @@ def curve_figure(rows: list[dict[str, Any]], train_key: str, eval_key: str, titl
         if row.get("member", 1) > newest and "step" in row:
             newest = row["member"]
             fig.add_vline(x=row["step"] - 0.5, line=dict(color="#999", width=1),
-                          annotation_text=f"model {row['member']}", annotation_position="top left")
+                          annotation_text=f"model {row['member']}", annotation_position="top left",
+                          annotation_bgcolor="rgba(255,255,255,0.85)")
     if train_key == "accuracy":
         fig.add_hline(y=0.5, line=dict(color="#999", dash="dash", width=1), annotation_text="chance")
         fig.update_yaxes(range=[0, 1.02])
-    return _layout(fig, title, train_key)
+    _layout(fig, title, train_key)
+    if not any(v is not None for trace in fig.data for v in (trace.y or ())):
+        _placeholder(fig, "The curve appears at the first logged step of a run.")
+    return fig
 
 
 def loss_figure(rows: list[dict[str, Any]]) -> go.Figure:
@@ -74,4 +89,6 @@ def margin_histogram(margins: list[float]) -> go.Figure:
     fig.update_traces(opacity=0.8)
     _layout(fig, "Held-out margins: reward(chosen) − reward(rejected)", "pairs")
     fig.update_xaxes(title="margin")
+    if not margins:
+        _placeholder(fig, "The held-out margins appear when a run has scored its held-out pairs.")
     return fig
