@@ -223,3 +223,11 @@ def test_card_sorts():
     assert [r["index"] for r in select_rows(rows, "Largest reward gain (A → B)")] == [1, 0, 2]
     assert [r["index"] for r in select_rows(rows, "Prompt order", "P2")] == [2]
     assert set(SORTS) >= {"Prompt order", "Largest toxicity drop (A → B)", "Largest reward gain (A → B)"}
+
+
+def test_empty_distribution_plot_says_what_will_appear_there():
+    from lab.ui.plots_compare import distribution_figure
+
+    texts = [a.text for a in distribution_figure([]).layout.annotations]  # the panel titles stay
+    assert texts[:2] == ["Toxicity (0 = clean, 1 = toxic)", "Reward (higher = preferred)"] and "appear" in texts[2]
+    assert len(distribution_figure([{"toxicity_a": 0.1, "reward_a": 1.0}]).layout.annotations) == 2

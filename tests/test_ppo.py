@@ -471,3 +471,14 @@ def test_cli_runs_the_embedded_policy_on_the_cpu_preset(reward_run, tmp_path, ca
     assert lines[-1]["steps"] == 2 and lines[-1]["status"] == "done"
     model, _ = ppo.load_policy(out)
     assert type(model).__name__ == "PeftModelForCausalLM"
+
+
+def test_empty_ppo_plots_say_what_will_appear_there():
+    from lab.ui.plots_ppo import all_figures
+
+    empty = all_figures([], target=6.0)
+    waiting = ["The curves appear after the first PPO step."]
+    assert len(empty) == 8  # and no KL target line on empty axes:
+    assert all([a.text for a in f.layout.annotations] == waiting and not f.layout.shapes for f in empty)
+    drawn = all_figures([{"step": 1, "env/reward_mean": 0.1, "objective/kl": 0.5}], target=6.0)
+    assert [a.text for a in drawn[1].layout.annotations] == ["target 6"] and list(drawn[0].data[1].y) == [0.1]

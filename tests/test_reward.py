@@ -366,7 +366,8 @@ def test_empty_reward_plots_say_what_will_appear_there():
     def notes(fig):
         return [a.text for a in fig.layout.annotations]
 
-    assert notes(loss_figure([])) == notes(accuracy_figure([])) == ["The curve appears at the first logged step of a run."]
+    waiting = ["The curve appears at the first logged step of a run."]
+    assert notes(loss_figure([])) == notes(accuracy_figure([])) == waiting
     assert not accuracy_figure([]).layout.shapes  # no "chance" line on empty axes
     assert "held-out margins appear" in notes(margin_histogram([]))[0] and not margin_histogram([]).layout.shapes
     # with data: the curves and the guide lines, no placeholder

@@ -7,6 +7,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lab.ui.plots_common import placeholder
+
 COLOURS = {"a": "#4c78a8", "b": "#f58518"}
 
 
@@ -33,4 +35,6 @@ def distribution_figure(rows: list[dict[str, Any]], label_a: str = "A", label_b:
         barmode="overlay", height=320, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
         legend=dict(orientation="h", y=-0.2),
     )
+    if not rows:  # keep the two panels' titles: they say what will be shown
+        placeholder(fig, "The distributions appear when a comparison has scored its answers.", clear=False)
     return fig

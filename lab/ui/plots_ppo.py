@@ -6,6 +6,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from lab.ui.plots_common import placeholder
+
 BLUE, RED, GREEN, GREY = "#4c78a8", "#e45756", "#54a24b", "#999999"
 
 
@@ -100,6 +102,9 @@ def time_figure(rows: list[dict[str, Any]]) -> go.Figure:
 
 
 def all_figures(rows: list[dict[str, Any]], target: float | None) -> list[go.Figure]:
-    """The tab's figures, in display order."""
-    return [reward_figure(rows), kl_figure(rows, target), kl_coef_figure(rows), loss_figure(rows),
-            clipfrac_figure(rows), entropy_figure(rows), length_figure(rows), time_figure(rows)]
+    """The tab's figures, in display order; before the first step each says so instead of showing bare axes."""
+    figures = [reward_figure(rows), kl_figure(rows, target), kl_coef_figure(rows), loss_figure(rows),
+               clipfrac_figure(rows), entropy_figure(rows), length_figure(rows), time_figure(rows)]
+    if not any("step" in r for r in rows):
+        figures = [placeholder(f, "The curves appear after the first PPO step.") for f in figures]
+    return figures

@@ -6,6 +6,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from lab.ui.plots_common import placeholder
+
 TRAIN_COLOUR = "#4c78a8"
 EVAL_COLOUR = "#e45756"
 
@@ -15,17 +17,6 @@ def _layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
         title=title, xaxis_title="step", yaxis_title=y_title, height=300, margin=dict(l=50, r=20, t=40, b=40),
         legend=dict(orientation="h", y=-0.25), template="plotly_white",
     )
-    return fig
-
-
-def _placeholder(fig: go.Figure, message: str) -> go.Figure:
-    """An empty figure that says what will be drawn here and when, instead of bare axes and guide lines."""
-    fig.layout.shapes = ()
-    fig.layout.annotations = ()
-    fig.add_annotation(text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
-                       font=dict(size=13, color="#777"))
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
     return fig
 
 
@@ -65,7 +56,7 @@ def curve_figure(rows: list[dict[str, Any]], train_key: str, eval_key: str, titl
         fig.update_yaxes(range=[0, 1.02])
     _layout(fig, title, train_key)
     if not any(v is not None for trace in fig.data for v in (trace.y or ())):
-        _placeholder(fig, "The curve appears at the first logged step of a run.")
+        placeholder(fig, "The curve appears at the first logged step of a run.")
     return fig
 
 
@@ -90,5 +81,5 @@ def margin_histogram(margins: list[float]) -> go.Figure:
     _layout(fig, "Held-out margins: reward(chosen) − reward(rejected)", "pairs")
     fig.update_xaxes(title="margin")
     if not margins:
-        _placeholder(fig, "The held-out margins appear when a run has scored its held-out pairs.")
+        placeholder(fig, "The held-out margins appear when a run has scored its held-out pairs.")
     return fig
