@@ -13,6 +13,6 @@ def placeholder(fig: go.Figure, message: str, clear: bool = True) -> go.Figure:
         fig.layout.annotations = ()
     fig.add_annotation(text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
                        font=dict(size=13, color="#777"))
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, title_text="")
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, title_text="")
     return fig
