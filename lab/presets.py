@@ -109,10 +109,11 @@ CPU = Preset(
     # left truncation at 128 tokens keeps the final answers; batch 8 at lr 1e-4 overfits after 1-1.5 passes
     # (held-out loss is lowest there), so 1.5 epochs. Mean held-out accuracy: 0.60 for batch 16 x 2 epochs, 0.615
     # for batch 8 x 1.5 epochs as one text; with the final answer as segment B and the weights averaged over the
-    # last half (RewardConfig defaults) 0.625 (seed 42) and 0.619 (seed 7). 192/256 tokens, mean pooling (over all
+    # last half (RewardConfig defaults) 0.626 over 3 seeds x 5 folds. 96/192/256 tokens, mean pooling (over all
     # tokens or the answer's), frozen layers, batch 4, a constant learning rate, keeping a long answer's opening,
-    # and an ensemble of 2 (0.620 vs 0.624/0.62 alone, twice the time) did no better. One run moves by +-0.04 with
-    # the seed alone.
+    # label smoothing, a probe-initialised head, extra last-exchange views and an ensemble of 2 (0.620 vs
+    # 0.624/0.62 alone, twice the time) did no better (README, "Reward-model quality"). One run moves by +-0.04
+    # with the seed alone.
     # min_steps 60: the 166 bundled pairs give ~21 steps an epoch, too few for a reward model PPO can use.
     reward={"epochs": 1.5, "max_steps": 0, "min_steps": 60, "learning_rate": 1e-4, "batch_size": 8, "max_length": 128},
     # PPO sized for 2 CPU cores (benchmarks/bench_ppo.py): 8 rollouts of 8-16 tokens a step, the whole batch in one

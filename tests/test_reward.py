@@ -358,6 +358,9 @@ def test_worst_pairs_html_escapes_dataset_text():
     html = worst_pairs_html([sample])
     assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;hi&lt;/b&gt;" in html
     assert "fine &amp; dandy" in html
+    assert "all of them ranked the wrong way round" in html
+    narrow = {**sample, "margin": 0.2}  # lowest margins, yet ranked right: the heading says so
+    assert "1 of them ranked" in worst_pairs_html([sample, narrow]) and "none of them" in worst_pairs_html([narrow])
 
 
 def test_empty_reward_plots_say_what_will_appear_there():

@@ -82,10 +82,16 @@ def worst_pairs_html(samples: list[dict[str, Any]], k: int = WORST_SHOWN) -> str
         for s in worst
     )
     return (
-        f"<h4>The {len(worst)} held-out pairs it gets most wrong (lowest chosen − rejected margin)</h4>"
+        f"<h4>The {len(worst)} held-out pairs it gets most wrong (lowest chosen − rejected margin): "
+        f"{_wrong_count(worst)} of them ranked the wrong way round</h4>"
         "<table class='reward-worst'><thead><tr><th>Last human turn</th><th>✓ Chosen</th><th>✗ Rejected</th>"
         f"<th>Margin</th></tr></thead><tbody>{rows}</tbody></table>"
     )
+
+
+def _wrong_count(samples: list[dict[str, Any]]) -> str:
+    wrong = sum(s["margin"] <= 0 for s in samples)
+    return "all" if wrong == len(samples) else "none" if not wrong else str(wrong)
 
 
 def _answer_cell(sample: dict[str, Any], side: str) -> str:
