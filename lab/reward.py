@@ -358,6 +358,11 @@ def total_steps(cfg: RewardConfig, n_train: int) -> int:
 # ---------------------------------------------------------------- training
 
 
+def _member_label(member: int, members: int) -> str:
+    """The ' (model 2 of 3)' suffix of an ensemble's progress lines; '' for a single model."""
+    return f" (model {member} of {members})" if members > 1 else ""
+
+
 def _metrics_callback(ctx: JobContext, steps: int, evaluator: Callable[[Any], dict] | None, eval_every: int,
                       average: WeightAverage | None = None, member: int = 1, members: int = 1) -> Any:
     """A TrainerCallback that appends train metrics to the run, evaluates the held-out pairs every `eval_every`
@@ -383,7 +388,7 @@ def _metrics_callback(ctx: JobContext, steps: int, evaluator: Callable[[Any], di
             step = state.global_step
             if average is not None:
                 average.update(step)
-            where = f"step {offset + step}/{total}" + (f" (model {member} of {members})" if members > 1 else "")
+            where = f"step {offset + step}/{total}{_member_label(member, members)}"
             ctx.set_progress((offset + step) / total, where)
             if ctx.stopping:
                 control.should_training_stop = True
@@ -584,8 +589,8 @@ def _train_member(cfg: RewardConfig, ctx: JobContext, tokenizer: Any, train_ds: 
     limit = model_max_length(model, tokenizer)
     if cfg.max_length > limit:
         raise ValueError(f"max length {cfg.max_length} is above what '{cfg.backbone}' accepts ({limit} tokens)")
-    label = f" (model {member} of {cfg.ensemble})" if cfg.ensemble > 1 else ""
-    ctx.set_progress((member - 1) / cfg.ensemble, f"training: {len(train_ds)} pairs, {steps} steps{label}")
+    ctx.set_progress((member - 1) / cfg.ensemble,
+                     f"training: {len(train_ds)} pairs, {steps} steps{_member_label(member, cfg.ensemble)}")
     average = averaging(cfg, model, steps)
     with tempfile.TemporaryDirectory(prefix="reward-trainer-") as output_dir:
         trainer = build_trainer(cfg, model, tokenizer, train_ds, eval_pairs, ctx, steps, output_dir, average, member)

@@ -55,7 +55,7 @@ def curve_figure(rows: list[dict[str, Any]], train_key: str, eval_key: str, titl
         fig.add_hline(y=0.5, line=dict(color="#999", dash="dash", width=1), annotation_text="chance")
         fig.update_yaxes(range=[0, 1.02])
     _layout(fig, title, train_key)
-    if not any(v is not None for trace in fig.data for v in (trace.y or ())):
+    if not any(trace.y for trace in fig.data):  # no point logged yet
         placeholder(fig, "The curve appears at the first logged step of a run.")
     return fig
 
