@@ -196,6 +196,9 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
         ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.BrowserState(None))
         tab.build_compare_tab(ctx)
     assert tab.model_choices(ctx)[1][1] == ppo_run.id
+    banner, seen, summary, fig, *_ = tab.tick(ctx, "visitor-1", None, "", "Prompt order", "")  # a fresh page
+    assert "No comparison yet" in summary and "appear" in fig.layout.annotations[-1].text
+    assert tab.tick(ctx, "visitor-1", None, seen, "Prompt order", "")[2] == gr.skip()  # drawn once, then rests
     hostile = "<script>alert(1)</script>"
     form = ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline"]
     with pytest.raises(ValueError, match="visitor"):

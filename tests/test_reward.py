@@ -322,6 +322,10 @@ def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_
         ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.State("v1"),
                         data_source=gr.State("bundled"))
         tab.build_reward_tab(ctx)
+    # a fresh page with no run yet: the first tick draws the empty view (it says what will appear), then rests
+    banner, seen, loss_fig, acc_fig, summary, hist, worst, _ = tab.tick(ctx, "v1", None, "")
+    assert "No reward run yet" in summary and "appears" in loss_fig.layout.annotations[0].text
+    assert all(x == gr.skip() for x in tab.tick(ctx, "v1", None, seen)[2:])
     data = _write_pairs(tmp_path / "pairs.jsonl", n=12)
     form = [str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3, 1e-3, 4, 64, 2]
     with pytest.raises(ValueError):

@@ -86,9 +86,10 @@ def stop_job(ctx: UIContext, visitor: str | None, kind: str) -> str:
 
 
 def run_signature(run: Any, log: str = "metrics.jsonl") -> str:
-    """Changes whenever the run appends to `log` or changes status: a tab's timer redraws only then."""
+    """Changes whenever the run appends to `log` or changes status: a tab's timer redraws only then. No run has
+    a signature of its own, so a page's first tick (nothing drawn yet: "") draws the empty view once."""
     if run is None:
-        return ""
+        return "no run"
     path = run.path / log
     return f"{run.id}:{path.stat().st_size if path.exists() else 0}:{run.status().get('status')}"
 
