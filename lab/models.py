@@ -229,6 +229,14 @@ def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, ta
     return get_peft_model(model, config)
 
 
+def cast_frozen_weights(model: Any, dtype: Any) -> Any:
+    """Store the frozen floating-point weights in `dtype` (quantised and trainable ones are left as they are)."""
+    for param in model.parameters():
+        if not param.requires_grad and param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+    return model
+
+
 def free_memory() -> None:
     """Release cached accelerator memory (called when a job ends, however it ends)."""
     import gc
