@@ -15,7 +15,8 @@ BUNDLED_FILES = {
     "train": ASSETS_DATA / "pairs_train.jsonl",
     "test": ASSETS_DATA / "pairs_test.jsonl",
 }
-BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"
+BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"  # PPO training prompts ('bundled')
+BUNDLED_HELDOUT_PROMPTS = ASSETS_DATA / "prompts_test.jsonl"  # never used by PPO ('bundled:heldout'), for Compare
 FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet")
 
 # "\n\nHuman: ..." / "\n\nAssistant: ..." is the hh-rlhf dialogue form (Bai et al. 2022).
@@ -291,13 +292,15 @@ def _pairs_from_rows(rows: Iterator[tuple[int, dict]], name: str, split: str | N
 
 
 def load_prompts(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> list[str]:
-    """Prompts for PPO/eval: 'bundled', 'bundled:pairs', a file or hub id with `prompt.text`, `prompt` or pairs."""
+    """Prompts for PPO/eval: 'bundled' (PPO training prompts), 'bundled:heldout' (prompts PPO never trains on),
+    'bundled:pairs|train|test' (the pairs' first human turns), a file or hub id with `prompt.text`, `prompt` or pairs."""
     source = source.strip()
     if not source:
         raise ValueError("no prompt source given: use 'bundled', a file path or a hub id")
-    if source == "bundled":
-        rows: Iterator[tuple[int, dict]] = _read_rows(BUNDLED_PROMPTS)
-        name = BUNDLED_PROMPTS.name
+    if source in ("bundled", "bundled:heldout"):
+        bundled = BUNDLED_PROMPTS if source == "bundled" else BUNDLED_HELDOUT_PROMPTS
+        rows: Iterator[tuple[int, dict]] = _read_rows(bundled)
+        name = bundled.name
     elif source in ("bundled:pairs", "bundled:train", "bundled:test"):
         pair_source = "bundled" if source == "bundled:pairs" else source
         return _dedupe([p.first_human_turn for p in load_pairs(pair_source).pairs], limit)
