@@ -135,3 +135,6 @@ def test_votes_train_a_reward_model_that_records_them(runs_root, ctx, tiny_rewar
     assert job.summary["data"] == "feedback:class-1@24" and job.summary["train_pairs"] == 18
     assert job.summary["feedback_votes"] == feedback.provenance("feedback:class-1@24")["feedback_votes"]
     assert job.run.config["data"] == "feedback:class-1"
+    from lab.ui.reward import run_results
+
+    assert "Trained on `feedback:class-1@24`: 24 votes of set 'class-1'" in run_results(job.run)[0]

@@ -41,6 +41,11 @@ def reveal_markdown(row: dict[str, Any]) -> str:
     return f"Last pair: A was written by **{a}**, B by **{b}**: {said}."
 
 
+def _short(visitor: str) -> str:
+    """An anonymous visitor id, shortened (ids are random hex)."""
+    return esc(visitor if len(visitor) <= 10 else visitor[:6] + "…")
+
+
 def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -54,7 +59,7 @@ def tally_markdown(fs: feedback.FeedbackSet, visitor: str | None) -> str:
     """The live tallies of a set: counts, per visitor, win rates with intervals, agreement."""
     t = feedback.tally(fs.votes())
     per = sorted(t["per_visitor"].items(), key=lambda kv: -kv[1])
-    people = " · ".join(f"{'**you**' if v == visitor else esc(v[:6])} {n}" for v, n in per[:VISITORS_SHOWN])
+    people = " · ".join(f"{'**you**' if v == visitor else _short(v)} {n}" for v, n in per[:VISITORS_SHOWN])
     lines = [f"### {_n(t['votes'], 'vote')} from {_n(t['visitors'], 'visitor')} on {_n(len(fs.pairs()), 'pair')}",
              f"A better {t['a']} · B better {t['b']} · tie {t['tie']} · both bad {t['both_bad']}"
              + (f"  \nVotes per visitor: {people}" if per else "")]
@@ -161,6 +166,7 @@ def build_feedback_tab(ctx: UIContext) -> None:
     banner = gr.Markdown(elem_id="feedback-banner")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
+            gr.Markdown("#### 1. Blind pairs: two models answer the same prompts")
             sets = feedback.list_sets(ctx.manager.root)
             name = gr.Dropdown(sets or [DEFAULT_SET], value=(sets or [DEFAULT_SET])[0], allow_custom_value=True,
                                label="Feedback set (pick one, or type a new name)", elem_id="feedback-set")
@@ -175,6 +181,7 @@ def build_feedback_tab(ctx: UIContext) -> None:
                                 label="Max new tokens")
             gen_btn = gr.Button("Generate pairs", elem_id="feedback-generate")
         with gr.Column(scale=2):
+            gr.Markdown("#### 2. Which answer is better? The models are named after your vote")
             pair = gr.HTML(elem_id="feedback-pair")
             with gr.Row():
                 buttons = {c: gr.Button(label, variant="primary" if c in ("a", "b") else "secondary",
@@ -187,7 +194,7 @@ def build_feedback_tab(ctx: UIContext) -> None:
                 export_btn = gr.Button("Export votes as preference pairs", size="sm", elem_id="feedback-export")
                 use_btn = gr.Button("Use these votes in the Reward tab", size="sm", elem_id="feedback-use")
             files = gr.File(label="hh-rlhf and prompt/chosen/rejected JSON lines", file_count="multiple",
-                            interactive=False, elem_id="feedback-files")
+                            interactive=False, visible=False, elem_id="feedback-files")
     timer = gr.Timer(2)
 
     view = [pair_state, pair, tallies, howto, seen_state]
@@ -199,7 +206,8 @@ def build_feedback_tab(ctx: UIContext) -> None:
                   [ctx.visitor, name, model_a, model_b, prompts, n_pairs, max_new], name, api_name="feedback_generate")
     timer.tick(lambda n, v, p, s: tick(ctx, n, v, p, s), [name, ctx.visitor, pair_state, seen_state],
                [banner, seen_state, tallies, pair_state, pair], show_progress="hidden", api_visibility="private")
-    export_btn.click(guard(1)(lambda n: export_files(ctx, n)), name, files, api_name="feedback_export")
+    export_btn.click(guard(1)(lambda n: gr.update(value=export_files(ctx, n), visible=True)), name, files,
+                     api_name="feedback_export")
     use_btn.click(guard(1)(lambda n: f"{feedback.SOURCE_PREFIX}{feedback.check_name(n)}"), name, ctx.data_source,
                   api_visibility="private")
     if ctx.demo is not None:  # fresh lists and this visitor's next pair on every page load

@@ -51,6 +51,9 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
         )
     elif state in ("done", "stopped") and summary:
         lines.append(f"No held-out pairs: {summary.get('train_pairs')} training pairs, {summary.get('steps')} steps.")
+    if summary.get("feedback_votes"):  # the run pinned the votes it read: say which
+        sets = ", ".join(f"{v['votes']} votes of set '{esc(k)}'" for k, v in summary["feedback_votes"].items())
+        lines.append(f"Trained on `{esc(summary.get('data', ''))}`: {sets}.")
     if error:
         lines.append(f"**Error:** {esc(error)}")
     return "\n\n".join(lines)
