@@ -138,3 +138,21 @@ def test_votes_train_a_reward_model_that_records_them(runs_root, ctx, tiny_rewar
     from lab.ui.reward import run_results
 
     assert "Trained on `feedback:class-1@24`: 24 votes of set 'class-1'" in run_results(job.run)[0]
+
+
+def test_data_tab_loads_a_feedback_set(runs_root, seeded, tmp_path):
+    from gradio_client import Client
+
+    from lab.ui import build_app
+
+    feedback.vote(seeded, seeded.pairs()[0]["id"], "b", "alice")
+    demo = build_app(JobManager(runs_root, mark_interrupted=False), get_preset("cpu"), allowed_dirs=[tmp_path])
+    demo.queue().launch(prevent_thread_lock=True, server_port=None, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        stats, _plot, cards, _page = client.predict("Hub dataset id", "", None, "feedback:class-1",
+                                                    api_name="/data_load")
+        assert "feedback:class-1" in stats and "**1** pairs" in stats
+        assert "&lt;img src=x" in cards and "<img src=x" not in cards
+    finally:
+        demo.close()
