@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from lab.data import PairSet, to_hh
+from lab.data import Pair, PairSet, to_hh
 from lab.presets import Preset
 from lab.runs import runs_root
 
@@ -184,6 +184,8 @@ def add_pairs(fs: FeedbackSet, rows: list[dict[str, Any]]) -> list[dict[str, Any
                 "answer_b": _text(row.get("answer_b"), f"answer B of pair {n}"),
                 "model_a": str(row.get("model_a") or "A"), "model_b": str(row.get("model_b") or "B"),
                 "created": round(time.time(), 3)}
+        if pair["answer_a"] == pair["answer_b"]:
+            raise ValueError(f"answers A and B of pair {n} are the same text: a vote on them would say nothing")
         new.append(pair)
     with _locked(fs.path):
         have = len(fs.pairs())
@@ -364,11 +366,9 @@ def load_feedback_pairs(name: str, limit: int | None = None, root: Path | None =
     if not rows:
         raise ValueError(f"feedback set '{fs.name}' has no 'A is better' or 'B is better' vote yet "
                          f"({len(votes)} votes, ties and both-bad are not pairs): vote first")
-    from lab.data import _pairs_from_rows
-
-    pairs = _pairs_from_rows(enumerate(rows, start=1), f"{SOURCE_PREFIX}{fs.name}", None)
-    pairs.notes.append(f"{len(rows)} pairs from {len(votes)} votes in feedback set '{fs.name}'")
-    return pairs
+    pairs = [Pair(*to_hh(r["prompt"], r["chosen"]), to_hh(r["prompt"], r["rejected"])[1]) for r in rows]
+    note = f"{len(rows)} pairs from {len(votes)} votes in feedback set '{fs.name}'"
+    return PairSet(f"{SOURCE_PREFIX}{fs.name}", pairs, notes=[note])
 
 
 def load_source(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
@@ -499,7 +499,8 @@ def generate_pairs(ctx: JobContext) -> dict[str, Any]:
     from lab.compare import load_policies
     from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, plan_batches
 
-    cfg = validate(FeedbackConfig(**{f.name: ctx.config[f.name] for f in fields(FeedbackConfig) if f.name in ctx.config}))
+    known = {f.name for f in fields(FeedbackConfig)}
+    cfg = validate(FeedbackConfig(**{k: v for k, v in ctx.config.items() if k in known}))
     gen = GenerateConfig.from_dict(cfg.generate)
     # 1. the set, the prompts and the models
     fs = create_set(cfg.name, ctx.run.path.parent)

@@ -94,6 +94,8 @@ def test_refused_votes_say_why_and_change_nothing(runs_root):
 def test_empty_answers_are_refused(fs):
     with pytest.raises(ValueError, match="answer B of pair 1 is empty"):
         feedback.add_pairs(fs, [{"prompt": "Hi", "answer_a": "Hello", "answer_b": "  "}])
+    with pytest.raises(ValueError, match="answers A and B of pair 1 are the same text"):
+        feedback.add_pairs(fs, [{"prompt": "Hi", "answer_a": "Hello", "answer_b": "Hello "}])
     assert fs.pairs() == []
     # a pair written by hand (or an older version) with an empty answer cannot be voted on
     fs.pairs_file.write_text(json.dumps({"id": "p-empty", "prompt": "Hi", "answer_a": "Hello", "answer_b": "",

@@ -83,7 +83,8 @@ def test_export_files_match_the_votes(ctx, seeded):
     hh, pcr = ui.export_files(ctx, "class-1")
     assert hh.endswith("class-1-hh.jsonl") and pcr.endswith("class-1-pcr.jsonl")
     (row,) = [json.loads(x) for x in open(pcr)]
-    assert row == {"prompt": "Say <script>alert(1)</script>", "chosen": "No.", "rejected": "<img src=x onerror=alert(2)>"}
+    assert row == {"prompt": "Say <script>alert(1)</script>", "chosen": "No.",
+                   "rejected": "<img src=x onerror=alert(2)>"}
     (row,) = [json.loads(x) for x in open(hh)]
     assert row["chosen"].endswith("\n\nAssistant: No.") and row["chosen"].startswith("\n\nHuman: Say <script>")
 

@@ -172,8 +172,8 @@ def build_feedback_tab(ctx: UIContext) -> None:
                                label="Feedback set (pick one, or type a new name)", elem_id="feedback-set")
             choices = model_choices(ctx)
             model_a = gr.Dropdown(choices, value=compare.BASE, label="Model 1", elem_id="feedback-model-a")
-            model_b = gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], label="Model 2 (the same as 1 = two samples of it)",
-                                  elem_id="feedback-model-b")
+            model_b = gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], elem_id="feedback-model-b",
+                                  label="Model 2 (the same as 1 = two samples of it)")
             prompts = gr.Dropdown(list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])), allow_custom_value=True,
                                   value=ctx.preset.compare_prompts, label="Prompts (any prompt source)")
             n_pairs = gr.Slider(1, limits.max_prompts, value=16, step=1, label="Pairs to generate")
