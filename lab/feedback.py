@@ -246,7 +246,7 @@ def vote(fs: FeedbackSet, pair_id: str, choice: str, visitor: str | None, reason
         mine = [v for v in votes if v.get("visitor") == visitor]
         if any(v.get("pair_id") == pair_id for v in mine):
             raise ValueError("you already voted on this pair (counted once): here is the next one")
-        now = time.time() if now is None else now
+        now = round(time.time() if now is None else now, 3)  # as stored: a rounded-up last time is never "later"
         wait = fs.meta().get("min_seconds", MIN_SECONDS)
         if mine and now - max(v["time"] for v in mine) < wait:
             raise ValueError("you are voting faster than a person can read: wait a second")
@@ -255,7 +255,7 @@ def vote(fs: FeedbackSet, pair_id: str, choice: str, visitor: str | None, reason
         row = {"id": f"v-{secrets.token_hex(6)}", "pair_id": pair_id, "prompt": pair["prompt"],
                "answer_a": pair["answer_a"], "answer_b": pair["answer_b"], "model_a": pair["model_a"],
                "model_b": pair["model_b"], "choice": choice, "reason": reason, "visitor": visitor,
-               "time": round(now, 3)}
+               "time": now}
         _append(fs.votes_file, [row])
     return row
 
