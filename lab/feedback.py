@@ -236,8 +236,8 @@ def vote(fs: FeedbackSet, pair_id: str, choice: str, visitor: str | None, reason
     with _locked(fs.path):
         pair = next((p for p in fs.pairs() if p.get("id") == pair_id), None)
         if pair is None:
-            raise ValueError(f"pair '{pair_id}' is not in feedback set '{fs.name}' (any more): "
-                             "your vote was not counted; here is the next pair")
+            raise ValueError(f"pair '{pair_id}' is not in feedback set '{fs.name}' (any more): your vote was not "
+                             "counted; reload the page for a fresh pair")
         for side in ("a", "b"):
             if not str(pair.get(f"answer_{side}") or "").strip():
                 raise ValueError(f"answer {side.upper()} of pair '{pair_id}' is empty: nothing to compare, "
@@ -245,7 +245,7 @@ def vote(fs: FeedbackSet, pair_id: str, choice: str, visitor: str | None, reason
         votes = fs.votes()
         mine = [v for v in votes if v.get("visitor") == visitor]
         if any(v.get("pair_id") == pair_id for v in mine):
-            raise ValueError("you already voted on this pair (counted once): here is the next one")
+            raise ValueError("you already voted on this pair: it counts once")
         now = round(time.time() if now is None else now, 3)  # as stored: a rounded-up last time is never "later"
         wait = fs.meta().get("min_seconds", MIN_SECONDS)
         if mine and now - max(v["time"] for v in mine) < wait:

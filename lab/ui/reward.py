@@ -215,7 +215,7 @@ def build_reward_tab(ctx: UIContext) -> None:
         with gr.Column(scale=1, min_width=300):
             data = gr.Textbox(ctx.preset.pairs, label="Training pairs",
                               info="Follows the Data tab's choice; or type 'bundled', a file path, a hub id, or "
-                                   "feedback:NAME for the Feedback tab's votes (feedback:NAME+bundled adds the demo set).")
+                                   "feedback:NAME for the Feedback tab's votes (+bundled adds the demo set).")
             eval_data = gr.Textbox("", label="Held-out pairs (optional)",
                                    info="Empty: the source's test split, else a share of the training pairs.")
             eval_fraction = gr.Slider(0, 0.5, value=defaults.eval_fraction, step=0.05, label="Held-out share")
