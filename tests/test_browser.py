@@ -2,7 +2,8 @@
 
 Starts `app.py` on the cpu preset with a fresh runs folder, then drives all four tabs with tiny settings and saves a
 screenshot of each (to LAB_SCREENSHOT_DIR, default a temp folder). A second browser context checks that another
-visitor sees the running job and cannot start a second one.
+visitor sees the running job and cannot start a second one. A last test seeds a feedback set: two visitors vote on
+it at the same moment, both see the tally grow, and a reward model trains on the votes from the Reward tab.
 """
 
 from __future__ import annotations
