@@ -253,10 +253,14 @@ def _messages_to_hh(value: Any) -> str:
 
 
 def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
-    """Load preference pairs from 'bundled', 'bundled:train|test', a file path or a hub id."""
+    """Load preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id or 'feedback:NAME[+other]'."""
     source = source.strip()
     if not source:
         raise ValueError("no data source given: use 'bundled', a file path or a hub id")
+    if any(part.strip().startswith("feedback:") for part in source.split("+")):  # votes from the Feedback tab
+        from lab.feedback import load_source
+
+        return load_source(source, limit, allowed_dirs)
     if source in ("bundled", "bundled:train", "bundled:test"):
         splits = ["train", "test"] if source == "bundled" else [source.split(":")[1]]
         pairs, dropped = [], 0
