@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import math
 import random
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -74,6 +75,9 @@ class PPOConfig:
     use_score_scaling: bool = _f(False, "divide scores by their running std")
     use_score_norm: bool = _f(False, "with score scaling: also subtract the running mean")
     score_clip: float = _f(0.0, "clip scores to ±this after scaling; 0 = off")
+    reward_norm: bool = _f(False, "normalise the reward model's scores to mean 0, std 1 on the starting policy's own "
+                                  "answers (the first step's, when policy = reference), so the KL weight means the same "
+                                  "for any reward model (N implementation details, RM #3)")
     missing_eos_penalty: float = _f(0.0, "subtract this from the score of a response that never ends (no EOS)")
     output_min_length: int = _f(16, "fewest new tokens per response (EOS is blocked before)")
     output_max_length: int = _f(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)")
@@ -542,6 +546,8 @@ class PPOState:
     moments: RunningMoments
     generator: torch.Generator
     step: int = 0
+    score_mean: float = 0.0  # reward_norm: the starting policy's score mean and std, fixed after the first step
+    score_std: float = 1.0
 
 
 def new_state(cfg: PPOConfig) -> PPOState:
@@ -621,6 +627,11 @@ def ppo_step(
         raise ValueError(f"the reward function must return one finite number per response, got {raw_scores.tolist()}")
     has_eos = ((batch.responses == tokenizer.eos_token_id) & batch.mask.bool()).any(-1)
     scores = raw_scores - cfg.missing_eos_penalty * (~has_eos).float()
+    if cfg.reward_norm:
+        if state.step == 0:  # before any update the policy is the reference: these are its own answers
+            state.score_mean = scores.mean().item()
+            state.score_std = scores.std().item() if len(scores) > 1 and scores.std() > 1e-6 else 1.0
+        scores = (scores - state.score_mean) / state.score_std
     scores = process_scores(scores, cfg, state.moments)
     timings["time/score"] = time.perf_counter() - t
 
@@ -730,19 +741,24 @@ def run_ppo(
 
 
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """steps, reward_first / reward_last (mean reward over the first / last 5 steps), kl_last, seconds_per_step."""
+    """steps, reward_first / reward_last (mean reward over the first / last 5 steps) with the standard error of
+    their difference (from the spread of those steps' rewards), kl_last, seconds_per_step."""
     if not history:
-        return {"steps": 0, "reward_first": None, "reward_last": None, "kl_last": None, "seconds_per_step": None}
+        return {"steps": 0, "reward_first": None, "reward_last": None, "reward_rise_se": None, "kl_last": None,
+                "seconds_per_step": None}
+    first = [r["env/reward_mean"] for r in history[:WINDOW]]
+    last = [r["env/reward_mean"] for r in history[-WINDOW:]]
 
-    def mean(rows: list[dict], key: str) -> float:
-        return round(sum(r[key] for r in rows) / len(rows), 5)
+    def var_of_mean(xs: list[float]) -> float:
+        return statistics.variance(xs) / len(xs) if len(xs) > 1 else 0.0
 
     return {
         "steps": len(history),
-        "reward_first": mean(history[:WINDOW], "env/reward_mean"),
-        "reward_last": mean(history[-WINDOW:], "env/reward_mean"),
+        "reward_first": round(statistics.fmean(first), 5),
+        "reward_last": round(statistics.fmean(last), 5),
+        "reward_rise_se": round(math.sqrt(var_of_mean(first) + var_of_mean(last)), 5),
         "kl_last": round(history[-1]["objective/kl"], 5),
-        "seconds_per_step": mean(history, "time/step"),
+        "seconds_per_step": round(statistics.fmean(r["time/step"] for r in history), 5),
     }
 
 
@@ -873,7 +889,7 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     ctx.set_progress(len(history) / cfg.steps, "saving the adapters")
     save_policy(model, value_head, tokenizer, ctx.run.model_dir)
     ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")
-    return summarize(history)
+    return {**summarize(history), "advantage": cfg.advantage, "samples_per_prompt": cfg.samples_per_prompt}
 
 
 # ---------------------------------------------------------------- CLI
