@@ -207,7 +207,7 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     manager.wait(120)
     assert manager.job.status == "done", manager.job.error
     assert tab.current_run_id(ctx, "compare") == run_id
-    banner, seen, summary, fig, cards, csv_path, _ = tab.tick(ctx, "visitor-1", run_id, "", "Prompt order", "")
+    banner, seen, summary, fig, cards, csv_path, _paired, _ = tab.tick(ctx, "visitor-1", run_id, "", "Prompt order", "")
     assert "mean toxicity" in summary and "Last job" in banner
     assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 2
     assert "✓ better" in cards

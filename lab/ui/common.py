@@ -98,10 +98,11 @@ def running_tab(manager: JobManager, tabs: list[str]) -> str | None:
 
 
 def plain_names(message: str, labels: dict[str, str]) -> str:
-    """A validation message with each setting's code name replaced by the label the form shows for it."""
-    for name in sorted(labels, key=len, reverse=True):
-        message = re.sub(rf"(?<![\w/`]){re.escape(name)}(?![\w`])", f"'{labels[name]}'", message)
-    return message
+    """A validation message with each setting's code name replaced by the label the form shows for it (one pass)."""
+    if not labels:
+        return message
+    names = "|".join(re.escape(n) for n in sorted(labels, key=len, reverse=True))
+    return re.sub(rf"(?<![\w/`'(])({names})(?![\w`'])", lambda m: f"'{labels[m.group(1)]}'", message)
 
 
 def start_job(ctx: UIContext, visitor: str | None, kind: str, fn: Callable, config: dict[str, Any]) -> str:
