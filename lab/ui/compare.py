@@ -273,9 +273,14 @@ def default_b(choices: list[tuple[str, str]], current: str | None = None) -> str
     return ids[1] if len(ids) > 1 else current if current in ids else None
 
 
-def prompt_choices(ctx: UIContext) -> list[str]:
-    preset = ctx.preset.compare_prompts
-    return list(dict.fromkeys([preset, BUNDLED, TYPED]))
+PROMPT_LABELS = {HELD_OUT: "held-out prompts (PPO never trained on them)",
+                 BUNDLED: "bundled prompts (the ones PPO trains on)"}
+
+
+def prompt_choices(ctx: UIContext) -> list[tuple[str, str]]:
+    """(label, source) pairs: the preset's source first, then the bundled prompts and typing your own."""
+    sources = list(dict.fromkeys([ctx.preset.compare_prompts, BUNDLED, TYPED]))
+    return [(PROMPT_LABELS.get(src, src), src) for src in sources]
 
 
 def _check_prompt_source(source: str, allowed: list[Path] | None) -> None:

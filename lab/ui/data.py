@@ -153,7 +153,7 @@ def build_data_tab(ctx: UIContext) -> None:
         with gr.Column(scale=1, min_width=280):
             kind = gr.Radio(SOURCE_KINDS, value=SOURCE_KINDS[0], label="Source")
             path = gr.Textbox(label="Local file (.jsonl, .jsonl.gz, .csv, .parquet)", visible=False,
-                              placeholder="data/prefs.jsonl")
+                              placeholder="data/prefs.jsonl", elem_id="data-path")
             upload = gr.File(label="Upload a file", visible=False, file_types=[".jsonl", ".gz", ".csv", ".parquet", ".json"])
             hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split]; needs the hub, e.g. on the Space)", visible=False,
                                 placeholder="Anthropic/hh-rlhf/harmless-base:test")

@@ -367,4 +367,5 @@ def build_ppo_tab(ctx: UIContext) -> None:
     refresh_btn.click(lambda r: gr.update(choices=run_choices(ppo.KIND, ctx.manager.root), value=r), run_state, runs_dd)
     reward_refresh.click(lambda r: gr.update(choices=reward_choices(ctx), value=r), reward_dd, reward_dd)
     if ctx.demo is not None:  # a reload reattaches to the running (or last) PPO job
-        ctx.demo.load(on_load, ctx.visitor, [run_state, seen_state, banner, *view_outputs, runs_dd, reward_dd])
+        ctx.demo.load(on_load, ctx.visitor, [run_state, seen_state, banner, *view_outputs, runs_dd, reward_dd],
+                      show_progress="hidden")

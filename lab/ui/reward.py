@@ -335,5 +335,5 @@ def build_reward_tab(ctx: UIContext) -> None:
         box.change(held_out_note, [data, eval_data], eval_fraction, api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # a reload reattaches to the running (or last) reward job
         ctx.demo.load(on_load, [ctx.visitor, ctx.data_source], [data, run_state, seen_state, banner, runs_dd],
-                      api_visibility="private")
+                      api_visibility="private", show_progress="hidden")
 
