@@ -43,6 +43,18 @@ def test_accuracy_is_set_against_chance_and_real_data():
     assert "easy" not in accuracy_context("data/real.jsonl")
 
 
+def test_reward_summary_measures_the_length_bias_of_held_out_answers():
+    from lab.ui.reward import length_bias_line
+
+    biased = [{"chosen": "x" * (50 + 10 * i), "rejected": "y" * (10 + i), "reward_chosen": 0.02 * (50 + 10 * i),
+               "reward_rejected": 0.02 * (10 + i), "margin": 1.0} for i in range(6)]
+    line = length_bias_line(biased)
+    assert "12 held-out answers" in line and "r = 1.00" in line and "Reward rises with length" in line
+    fair = [{**row, "reward_chosen": (-1) ** i, "reward_rejected": (-1) ** (i + 1)} for i, row in enumerate(biased)]
+    assert "r = " in length_bias_line(fair) and "Reward rises" not in length_bias_line(fair)
+    assert length_bias_line(biased[:3]) == ""  # too few answers to say
+
+
 def test_held_out_share_slider_is_off_when_another_source_holds_out():
     from lab.ui.reward import held_out_note
 

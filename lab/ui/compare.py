@@ -431,7 +431,7 @@ def build_compare_tab(ctx: UIContext) -> None:
                 job.id if job is not None else None)
 
     run_btn.click(on_run, [ctx.visitor, *form], [run_state, seen_state])
-    stop_btn.click(on_stop, ctx.visitor, banner)
+    stop_btn.click(on_stop, ctx.visitor, banner, show_progress="hidden")
     timer.tick(lambda v, r, s, o, q: tick(ctx, v, r, s, o, q), [ctx.visitor, run_state, seen_state, sort, query],
                [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden")
     timer.tick(lambda seen, b: follow_ppo(ctx, seen, b), [ppo_seen, model_b], [ppo_seen, model_a, model_b],

@@ -360,7 +360,7 @@ def build_ppo_tab(ctx: UIContext) -> None:
                 gr.update(choices=rewards, value=rewards[0][1] if rewards else None))
 
     start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state])
-    stop_btn.click(on_stop, ctx.visitor, banner)
+    stop_btn.click(on_stop, ctx.visitor, banner, show_progress="hidden")
     timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
                [banner, run_state, seen_state, *view_outputs, runs_dd], show_progress="hidden")
     runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs])

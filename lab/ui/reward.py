@@ -14,6 +14,7 @@ from lab.data import resolve_path, split_turns
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
 from lab.ui.common import run_signature, start_job, stop_job
+from lab.ui.plots_common import MIN_POINTS, length_warning_for, pearson
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
 WORST_SHOWN = 8
@@ -39,7 +40,9 @@ def run_results(run: Run) -> tuple[str, list[float], str]:
     summary = status.get("summary") or {}
     samples = run.samples()
     margins = [float(s["margin"]) for s in samples if isinstance(s.get("margin"), (int, float))]
-    return _summary_markdown(run, state, summary, status.get("error")), margins, worst_pairs_html(samples)
+    text = _summary_markdown(run, state, summary, status.get("error"))
+    bias = length_bias_line(samples)
+    return (text + "\n\n" + bias if bias else text), margins, worst_pairs_html(samples)
 
 
 def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str | None) -> str:
@@ -73,6 +76,20 @@ def accuracy_context(data: str) -> str:
             if data.startswith("bundled") else "")
     return (f"<small>For scale: 50% is chance (a coin flip). On real hh-rlhf pairs the cpu preset's backbone reaches "
             f"about {REAL_HH_ACCURACY:.0%} (measured over 3 seeds × 5 folds).{easy}</small>")
+
+
+def length_bias_line(samples: list[dict[str, Any]]) -> str:
+    """How much the reward follows answer length on the held-out answers (chosen and rejected alike)."""
+    points = [(len(str(s.get(side, "")).strip()), float(s[f"reward_{side}"])) for s in samples
+              for side in ("chosen", "rejected") if isinstance(s.get(f"reward_{side}"), (int, float))]
+    r = pearson([p[0] for p in points], [p[1] for p in points]) if len(points) >= MIN_POINTS else None
+    if r is None:
+        return ""
+    warning = length_warning_for(r, "PPO against this model")
+    line = (f"<small>Length bias: over the {len(points)} held-out answers, reward and answer length correlate at "
+            f"r = {r:.2f} (0 = length plays no part). Chosen answers are often longer, so some of this is fair; "
+            "the more of it, the more PPO can gain by writing more.</small>")
+    return line + (f"\n\n<div class='warn-length'>{esc(warning)}</div>" if warning else "")
 
 
 def held_out_note(data: str, eval_data: str) -> dict:
@@ -322,7 +339,7 @@ def build_reward_tab(ctx: UIContext) -> None:
         return source or ctx.preset.pairs, run_id, "", job_banner(ctx.manager, visitor, reward.KIND), choices
 
     start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state], api_name="reward_start")
-    stop_btn.click(on_stop, ctx.visitor, banner, api_name="reward_stop")
+    stop_btn.click(on_stop, ctx.visitor, banner, api_name="reward_stop", show_progress="hidden")
     timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
                [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden", api_visibility="private")
     runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs], api_name="reward_select")
