@@ -179,7 +179,7 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
 
     # 3. PPO: two tiny steps; reward and KL plots update. A second visitor sees the job and cannot start another.
     _tab(page, "PPO")
-    page.get_by_role("button", name="↻").click()  # list the reward run just trained
+    page.get_by_role("button", name="↻ Refresh reward runs").click()  # list the reward run just trained
     page.wait_for_timeout(800)
     _choose(page, "ppo-reward-run", "reward-")
     _set_number(page, "steps", 999, "ppo")  # over the limit: our words, not gradio's
@@ -195,6 +195,8 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
     assert _selected_tab(other) == "PPO"
     banner = _wait_text(other, "#ppo-banner", ("another visitor",), 60)
     assert "Running" in banner and banner.lower().count("running") == 1, banner
+    other.locator("#ppo-start").click()
+    other.wait_for_selector("text=one job runs at a time", timeout=20_000)
     phases, deadline = set(), time.time() + 240
     while time.time() < deadline:  # the banner says what the step is doing, and never shows gradio's progress text
         text = page.locator("#ppo-banner").inner_text()
@@ -204,8 +206,6 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
         if "Last job" in text:
             break
         page.wait_for_timeout(300)
-    other.locator("#ppo-start").click()
-    other.wait_for_selector("text=one job runs at a time", timeout=20_000)
     _wait_text(page, "#ppo-banner", ("done", "failed"), 420, needs="ppo job")
     assert "failed" not in page.locator("#ppo-banner").inner_text()
     assert _points(page, "ppo-plot-0") >= 2 and _points(page, "ppo-plot-1") >= 2

@@ -356,11 +356,11 @@ def build_compare_tab(ctx: UIContext) -> None:
 
     banner = gr.Markdown(elem_id="compare-banner")
     with gr.Row():
-        with gr.Column(scale=1, min_width=320):
+        with gr.Column(scale=1, min_width=380):
             choices = model_choices(ctx)
             model_a = gr.Dropdown(choices, value=compare.BASE, label="Model A", elem_id="compare-model-a")
-            model_b = gr.Dropdown(choices, value=default_b(choices), label="Model B (the newest PPO run unless you pick)",
-                                  elem_id="compare-model-b")
+            model_b = gr.Dropdown(choices, value=default_b(choices), elem_id="compare-model-b",
+                                  label="Model B (the newest PPO run unless you pick)")
             refresh_models = gr.Button("Refresh PPO runs", size="sm")
             prompt_mode = gr.Radio(prompt_choices(ctx), value=ctx.preset.compare_prompts, label="Prompts",
                                    info="hh-rlhf sources give each dialogue's first human turn.")

@@ -294,11 +294,10 @@ def build_ppo_tab(ctx: UIContext) -> None:
 
     banner = gr.Markdown(elem_id="ppo-banner")
     with gr.Row():
-        with gr.Column(scale=1, min_width=320):
-            with gr.Row():
-                reward_dd = gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)", scale=4,
-                                        elem_id="ppo-reward-run")
-                reward_refresh = gr.Button("↻", scale=0, min_width=40, size="sm")
+        with gr.Column(scale=1, min_width=380):
+            reward_dd = gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)",
+                                    elem_id="ppo-reward-run")
+            reward_refresh = gr.Button("↻ Refresh reward runs", size="sm")
             prompts = gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
                                  info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column")
             inputs: dict[str, gr.components.Component] = {}
