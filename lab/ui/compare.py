@@ -383,6 +383,9 @@ def build_compare_tab(ctx: UIContext) -> None:
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="compare-summary")
             plot = gr.Plot(show_label=False, elem_id="compare-plot")
+            gr.Markdown("How the answers' scores spread, A in blue and B in orange: toxicity on the left (mind the "
+                        "scorer's limits above), reward on the right. What RLHF aims for: B's reward to the right of "
+                        "A's, its toxicity to the left.", elem_classes="explain")
             paired_plot = gr.Plot(show_label=False, elem_id="compare-paired")
             gr.Markdown("Each bar is one prompt: B's reward minus A's on the same prompt. Bars above the line are "
                         "prompts where B scored higher; if they are as many and as tall as those below, the models "

@@ -161,6 +161,9 @@ def build_data_tab(ctx: UIContext) -> None:
             source_md = gr.Markdown(elem_id="data-stats")
         with gr.Column(scale=2):
             lengths = gr.Plot(label="Lengths", elem_id="data-lengths")
+            gr.Markdown("How long the final answers are. Where chosen answers are mostly longer than rejected ones, "
+                        "a reward model can learn that longer is better, and PPO will then learn to write more.",
+                        elem_classes="explain")
     with gr.Row():
         search = gr.Textbox(label="Search text", placeholder="words in the dialogue or answers (any case; "
                             "British or American spelling), then Enter", scale=3)

@@ -299,6 +299,9 @@ def build_reward_tab(ctx: UIContext) -> None:
             gr.Markdown(PLOTS_NOTE, elem_id="reward-plots-note")
             results = gr.Markdown(elem_id="reward-results")
             margins_plot = gr.Plot(label="Margins", elem_id="reward-margins")
+            gr.Markdown("Each held-out pair's reward(chosen) − reward(rejected). Right of the line: ranked correctly, "
+                        "and the further right, the surer. A pile just either side of 0 means the model barely tells "
+                        "the two answers apart.", elem_classes="explain")
     worst = gr.HTML(elem_id="reward-worst")
     with gr.Row():
         runs_dd = gr.Dropdown(run_choices(reward.KIND, ctx.manager.root), scale=4, elem_id="reward-runs",
