@@ -112,7 +112,7 @@ def test_data_tab(browser, app_url, shots):
     for source in ("/etc/passwd", "runs/../../../etc/shadow"):
         page.locator("#data-path").get_by_role("textbox").fill(source)
         page.locator("#data-load").click()
-        toast = page.locator(".toast-body", has_text="is not in a folder this lab may read").last
+        toast = page.locator(".toast-body", has_text=f"'{source}' is not in a folder this lab may read").last
         toast.wait_for(timeout=20_000)
         text = toast.inner_text()
         assert source in text and str(ROOT) not in text and "/tmp/" not in text and "hub" not in text, text
