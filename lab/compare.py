@@ -21,6 +21,7 @@ from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate
 from lab.jobs import JobContext
 from lab.presets import Preset
 from lab.runs import ACTIVE, Run, list_runs, open_run, runs_root
+from lab.stats import paired_summary
 from lab.toxicity import get_scorer
 
 KIND = "compare"
@@ -271,7 +272,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         **summarize(rows), "model_a": sides[0].label, "model_b": sides[1].label, "policy": sides[1].policy,
         "scorer": scorer.name, "scorer_description": scorer.description, "scorer_fallback": scorer.fallback_reason,
         "reward_model": reward_path or None, "prompts": "typed" if cfg.custom_prompts else cfg.prompts,
-        "seconds": round(time.time() - started, 1),
+        "seconds": round(time.time() - started, 1), "paired": paired_summary(rows),
     }
     if sides[0].label == BASE:  # the headline numbers: base vs RLHF
         summary.update({"toxicity_base": summary["toxicity_a"], "toxicity_rlhf": summary["toxicity_b"],
@@ -297,8 +298,8 @@ def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]
         toxicity = scorer.score(answers)
         rewards = reward_model.score(reward_texts(prompts, answers)) if reward_model else [None] * len(answers)
         for row, answer, tox, rew in zip(rows, answers, toxicity, rewards):
-            row.update({f"answer_{side.key}": answer, f"toxicity_{side.key}": float(tox),
-                        f"reward_{side.key}": None if rew is None else float(rew)})
+            row.update({f"answer_{side.key}": answer, f"length_{side.key}": len(answer),
+                        f"toxicity_{side.key}": float(tox), f"reward_{side.key}": None if rew is None else float(rew)})
     return rows
 
 
@@ -358,7 +359,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     s = job.summary
     emit({"n": s.get("n"), "toxicity_base": s.get("toxicity_a"), "toxicity_rlhf": s.get("toxicity_b"),
           "reward_base": s.get("reward_a"), "reward_rlhf": s.get("reward_b"), "scorer": s.get("scorer"),
-          "seconds": s.get("seconds"), "scorer_fallback": s.get("scorer_fallback"), "status": job.status,
+          "seconds": s.get("seconds"), "scorer_fallback": s.get("scorer_fallback"), "paired": s.get("paired"),
+          "prompts": s.get("prompts"), "status": job.status,
           "run": str(job.run.path), "out": str(out) if out else None})
     return 0
 

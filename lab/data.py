@@ -15,7 +15,8 @@ BUNDLED_FILES = {
     "train": ASSETS_DATA / "pairs_train.jsonl",
     "test": ASSETS_DATA / "pairs_test.jsonl",
 }
-BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"
+BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"  # PPO training prompts ('bundled')
+BUNDLED_HELDOUT_PROMPTS = ASSETS_DATA / "prompts_test.jsonl"  # never used by PPO ('bundled:heldout'), for Compare
 FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet")
 
 # "\n\nHuman: ..." / "\n\nAssistant: ..." is the hh-rlhf dialogue form (Bai et al. 2022).
@@ -252,10 +253,14 @@ def _messages_to_hh(value: Any) -> str:
 
 
 def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
-    """Load preference pairs from 'bundled', 'bundled:train|test', a file path or a hub id."""
+    """Load preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id or 'feedback:NAME[+other]'."""
     source = source.strip()
     if not source:
         raise ValueError("no data source given: use 'bundled', a file path or a hub id")
+    if any(part.strip().startswith("feedback:") for part in source.split("+")):  # votes from the Feedback tab
+        from lab.feedback import load_source
+
+        return load_source(source, limit, allowed_dirs)
     if source in ("bundled", "bundled:train", "bundled:test"):
         splits = ["train", "test"] if source == "bundled" else [source.split(":")[1]]
         pairs, dropped = [], 0
@@ -291,13 +296,15 @@ def _pairs_from_rows(rows: Iterator[tuple[int, dict]], name: str, split: str | N
 
 
 def load_prompts(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> list[str]:
-    """Prompts for PPO/eval: 'bundled', 'bundled:pairs', a file or hub id with `prompt.text`, `prompt` or pairs."""
+    """Prompts for PPO/eval: 'bundled' (PPO training prompts), 'bundled:heldout' (prompts PPO never trains on),
+    'bundled:pairs|train|test' (the pairs' first human turns), a file or hub id with `prompt.text`, `prompt` or pairs."""
     source = source.strip()
     if not source:
         raise ValueError("no prompt source given: use 'bundled', a file path or a hub id")
-    if source == "bundled":
-        rows: Iterator[tuple[int, dict]] = _read_rows(BUNDLED_PROMPTS)
-        name = BUNDLED_PROMPTS.name
+    if source in ("bundled", "bundled:heldout"):
+        bundled = BUNDLED_PROMPTS if source == "bundled" else BUNDLED_HELDOUT_PROMPTS
+        rows: Iterator[tuple[int, dict]] = _read_rows(bundled)
+        name = bundled.name
     elif source in ("bundled:pairs", "bundled:train", "bundled:test"):
         pair_source = "bundled" if source == "bundled:pairs" else source
         return _dedupe([p.first_human_turn for p in load_pairs(pair_source).pairs], limit)

@@ -229,6 +229,29 @@ def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, ta
     return get_peft_model(model, config)
 
 
+def cast_frozen_weights(model: Any, dtype: Any) -> Any:
+    """Store the frozen weights of every Linear layer in `dtype`, the dtype autocast would cast them to on every call.
+
+    Only matmul weights: embeddings and norms stay as they are, so the residual stream and every result are exactly
+    what autocast computed before, minus the per-call cast. A Linear tied to an embedding (lm_head) gets its own copy.
+    Trainable (LoRA) and quantised weights are left alone.
+    """
+    from torch import nn
+
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, nn.Linear) or weight is None or weight.requires_grad:
+            continue
+        if not weight.is_floating_point() or weight.dtype == dtype:
+            continue
+        if id(weight) in embedding_weights:
+            module.weight = nn.Parameter(weight.detach().to(dtype), requires_grad=False)
+        else:
+            weight.data = weight.data.to(dtype)
+    return model
+
+
 def free_memory() -> None:
     """Release cached accelerator memory (called when a job ends, however it ends)."""
     import gc

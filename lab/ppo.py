@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import math
 import random
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from lab.presets import Limits, Preset
 KIND = "ppo"
 VALUE_HEAD_FILE = "value_head.safetensors"
 KL_PENALTIES = ("kl", "abs", "mse", "k3")
+ADVANTAGES = ("gae", "rloo", "grpo")  # GAE with a value head (PPO), or critic-free baselines from k samples a prompt
 WINDOW = 5  # steps averaged for the summary's reward_first / reward_last
 
 # Sample from the policy itself: a model's generation_config (repetition penalty, typical-p, ...) must not reshape
@@ -64,11 +66,18 @@ class PPOConfig:
     vf_coef: float = _f(0.1, "weight of the value loss")
     gamma: float = _f(1.0, "discount factor")
     lam: float = _f(0.95, "GAE lambda")
+    advantage: str = _f("gae", "advantage estimator: gae (PPO's value head + GAE), rloo (leave-one-out baseline over "
+                               "samples_per_prompt answers, Ahmadian et al. 2024) or grpo (group-normalised rewards)")
+    samples_per_prompt: int = _f(1, "answers sampled per prompt in one batch (k); rloo and grpo need at least 2")
+    whiten_advantages: bool = _f(True, "scale advantages to unit std over the batch (GAE: also zero mean)")
     max_grad_norm: float = _f(1.0, "clip the gradient norm to this; 0 = no clipping")
     whiten_rewards: bool = _f(False, "whiten the per-token rewards before GAE")
     use_score_scaling: bool = _f(False, "divide scores by their running std")
     use_score_norm: bool = _f(False, "with score scaling: also subtract the running mean")
     score_clip: float = _f(0.0, "clip scores to ±this after scaling; 0 = off")
+    reward_norm: bool = _f(False, "normalise the reward model's scores to mean 0, std 1 on the starting policy's own "
+                                  "answers (the first step's, when policy = reference), so the KL weight means the same "
+                                  "for any reward model (N implementation details, RM #3)")
     missing_eos_penalty: float = _f(0.0, "subtract this from the score of a response that never ends (no EOS)")
     output_min_length: int = _f(16, "fewest new tokens per response (EOS is blocked before)")
     output_max_length: int = _f(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)")
@@ -120,6 +129,14 @@ def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
         raise ValueError(f"learning_rate {cfg.learning_rate} must be between 0 and 1 (the seed uses 1.4e-5)")
     if cfg.temperature <= 0:
         raise ValueError(f"temperature {cfg.temperature} must be above 0")
+    if cfg.advantage not in ADVANTAGES:
+        raise ValueError(f"advantage '{cfg.advantage}' is not one of {', '.join(ADVANTAGES)}")
+    if cfg.samples_per_prompt < 1 or cfg.batch_size % cfg.samples_per_prompt:
+        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of samples_per_prompt "
+                         f"{cfg.samples_per_prompt} (the answers of one prompt share a batch)")
+    if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
+        raise ValueError(f"advantage '{cfg.advantage}' compares answers to the same prompt: set samples_per_prompt "
+                         f"to 2 or more (4 is typical)")
     if cfg.kl_penalty not in KL_PENALTIES:
         raise ValueError(f"kl_penalty '{cfg.kl_penalty}' is not one of {', '.join(KL_PENALTIES)}")
     if cfg.top_k < 0 or not 0 < cfg.top_p <= 1:
@@ -220,6 +237,30 @@ def compute_gae(
         advantages[:, t] = last_gae
     advantages = advantages * mask
     return advantages, (advantages + values) * mask
+
+
+def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Ahmadian et al. 2024, arXiv:2402.14740, eq. 5): each answer's reward minus the mean
+    reward of the other k-1 answers to the same prompt. rewards (B,) hold k consecutive answers per prompt."""
+    grouped = rewards.view(-1, k)  # (B/k, k)
+    baseline = (grouped.sum(-1, keepdim=True) - grouped) / (k - 1)
+    return (grouped - baseline).reshape(-1)  # (B,)
+
+
+def group_normalized_advantages(rewards: torch.Tensor, k: int, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's outcome advantage (Shao et al. 2024, arXiv:2402.03300, sec. 4.1.2): (r - group mean) / group std."""
+    grouped = rewards.view(-1, k)  # (B/k, k)
+    return ((grouped - grouped.mean(-1, keepdim=True)) / (grouped.std(-1, keepdim=True) + eps)).reshape(-1)
+
+
+def sequence_advantages(
+    scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float, kind: str, k: int
+) -> torch.Tensor:
+    """Critic-free advantages (B, T): the whole answer's reward (score - kl_coef x summed KL, the KL inside the reward
+    as in RLOO) against the other answers to its prompt, the same value on every token of the answer."""
+    rewards = scores - kl_coef * (kl * mask).sum(-1)  # (B,)
+    per_answer = rloo_advantages(rewards, k) if kind == "rloo" else group_normalized_advantages(rewards, k)
+    return per_answer[:, None] * mask  # (B, T)
 
 
 def policy_loss(
@@ -475,6 +516,18 @@ def generate_responses(
     )
 
 
+def response_tokens(tokenizer: Any, batch: Batch) -> list[list[str]]:
+    """Each response as the text of its real tokens, one string per token (for per-token KL views)."""
+    return [[tokenizer.decode([t]) for t in row[m.bool()].tolist()] for row, m in zip(batch.responses, batch.mask)]
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson correlation of two (B,) tensors; 0 when either is constant."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denom = (x.square().sum() * y.square().sum()).sqrt()
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
 def decode_responses(tokenizer: Any, batch: Batch) -> list[str]:
     """Response texts without special tokens (EOS and padding dropped)."""
     return [
@@ -493,6 +546,8 @@ class PPOState:
     moments: RunningMoments
     generator: torch.Generator
     step: int = 0
+    score_mean: float = 0.0  # reward_norm: the starting policy's score mean and std, fixed after the first step
+    score_std: float = 1.0
 
 
 def new_state(cfg: PPOConfig) -> PPOState:
@@ -505,8 +560,9 @@ def new_state(cfg: PPOConfig) -> PPOState:
 
 
 def ppo_update(
-    model: nn.Module, value_head: ValueHead, optimizer: torch.optim.Optimizer, batch: Batch, old_logprobs: torch.Tensor,
-    old_values: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor, cfg: PPOConfig,
+    model: nn.Module, value_head: ValueHead | None, optimizer: torch.optim.Optimizer, batch: Batch,
+    old_logprobs: torch.Tensor, old_values: torch.Tensor | None, advantages: torch.Tensor,
+    returns: torch.Tensor | None, cfg: PPOConfig,
     generator: torch.Generator, should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, float]:
     """ppo_epochs passes over shuffled mini-batches, accumulating gradients over gradient_accumulation_steps."""
@@ -522,14 +578,16 @@ def ppo_update(
                 logprobs, vpreds = forward_policy(model, value_head, mb, cfg.temperature, cfg.bf16)
                 pg_loss, pg_stats = policy_loss(logprobs, old_logprobs[micro], advantages[micro], mb.mask,
                                                 cfg.cliprange)
-                vf_loss, vf_stats = value_loss(vpreds, old_values[micro], returns[micro], mb.mask,
-                                               cfg.cliprange_value)
-                loss = pg_loss + cfg.vf_coef * vf_loss
+                rows = {"ppo/loss/policy": pg_loss.detach(), **{f"ppo/policy/{k}": v for k, v in pg_stats.items()}}
+                loss = pg_loss
+                if value_head is not None:  # GAE's critic; RLOO / GRPO have none
+                    vf_loss, vf_stats = value_loss(vpreds, old_values[micro], returns[micro], mb.mask,
+                                                   cfg.cliprange_value)
+                    loss = pg_loss + cfg.vf_coef * vf_loss
+                    rows.update({"ppo/loss/value": vf_loss.detach(), "ppo/val/clipfrac": vf_stats["clipfrac"],
+                                 "ppo/val/vpred": vf_stats["vpred"]})
+                rows["ppo/loss/total"] = loss.detach()
                 (loss / cfg.gradient_accumulation_steps).backward()
-                rows = {"ppo/loss/policy": pg_loss.detach(), "ppo/loss/value": vf_loss.detach(),
-                        "ppo/loss/total": loss.detach(), "ppo/val/clipfrac": vf_stats["clipfrac"],
-                        "ppo/val/vpred": vf_stats["vpred"],
-                        **{f"ppo/policy/{k}": v for k, v in pg_stats.items()}}
                 for key, value in rows.items():
                     stats.setdefault(key, []).append(value)
             if cfg.max_grad_norm > 0:
@@ -571,22 +629,36 @@ def ppo_step(
         raise ValueError(f"the reward function must return one finite number per response, got {raw_scores.tolist()}")
     has_eos = ((batch.responses == tokenizer.eos_token_id) & batch.mask.bool()).any(-1)
     scores = raw_scores - cfg.missing_eos_penalty * (~has_eos).float()
+    if cfg.reward_norm:
+        if state.step == 0:  # before any update the policy is the reference: these are its own answers
+            state.score_mean = scores.mean().item()
+            state.score_std = scores.std().item() if len(scores) > 1 and scores.std() > 1e-6 else 1.0
+        scores = (scores - state.score_mean) / state.score_std
     scores = process_scores(scores, cfg, state.moments)
     timings["time/score"] = time.perf_counter() - t
 
-    # 3. forward: old log-probs and values of the policy, log-probs of the reference (adapters disabled)
+    # 3. forward: old log-probs (and values, with a critic) of the policy, log-probs of the reference (adapters off)
     on_phase("log-probs of the policy and the reference")
     t = time.perf_counter()
-    old_logprobs, old_values = batched_forward(model, value_head, batch, cfg)
-    ref_logprobs, _ = batched_forward(model, value_head, batch, cfg, reference=True)
+    critic = value_head if cfg.advantage == "gae" else None
+    old_logprobs, old_values = batched_forward(model, critic, batch, cfg)
+    ref_logprobs, _ = batched_forward(model, None, batch, cfg, reference=True)
     mask = batch.mask.float()
 
-    # 4. rewards: per-token KL penalty, score on the last real token; GAE; whitened advantages
+    # 4. advantages. GAE: per-token KL penalty, score on the last real token, GAE over the value head's estimates.
+    #    RLOO / GRPO: the answer's score minus its summed KL, against the other answers to the same prompt.
     rewards, kl = compute_rewards(scores, old_logprobs, ref_logprobs, mask, state.kl_ctl.value, cfg.kl_penalty)
-    if cfg.whiten_rewards:
-        rewards = masked_whiten(rewards, mask, shift_mean=False)
-    advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-    advantages = masked_whiten(advantages, mask)
+    if critic is not None:
+        if cfg.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+    else:
+        advantages = sequence_advantages(scores, kl, mask, state.kl_ctl.value, cfg.advantage, cfg.samples_per_prompt)
+        if cfg.whiten_advantages:  # zero mean already (leave-one-out / group mean): scale only
+            advantages = masked_whiten(advantages, mask, shift_mean=False)
+        returns = None
     timings["time/forward"] = time.perf_counter() - t
     if should_stop():
         return None
@@ -595,7 +667,7 @@ def ppo_step(
     on_phase(f"optimising ({cfg.ppo_epochs} passes over the batch)")
     t = time.perf_counter()
     with torch.enable_grad():  # the model stays in eval mode: dropout off (see step 1)
-        train_stats = ppo_update(model, value_head, optimizer, batch, old_logprobs, old_values, advantages, returns,
+        train_stats = ppo_update(model, critic, optimizer, batch, old_logprobs, old_values, advantages, returns,
                                  cfg, state.generator, should_stop)
     timings["time/optimize"] = time.perf_counter() - t
 
@@ -613,9 +685,12 @@ def ppo_step(
         "objective/kl_coef": kl_coef,
         "objective/entropy": (-old_logprobs * mask).sum(-1).mean().item(),  # the seed's estimate: -log p summed
         "objective/non_score_reward": (-kl_coef * kl).sum(-1).mean().item(),
+        "env/reward_length_corr": pearson(raw_scores, lengths_now),
+        "ppo/advantages/mean": masked_mean(advantages, mask).item(),
         **train_stats,
-        "ppo/returns/mean": masked_mean(returns, mask).item(),
-        "ppo/val/error": masked_mean((old_values - returns).square(), mask).item(),
+        **({} if critic is None else {
+            "ppo/returns/mean": masked_mean(returns, mask).item(),
+            "ppo/val/error": masked_mean((old_values - returns).square(), mask).item()}),
         "tokens/response_len_mean": lengths_now.mean().item(),
         "tokens/query_len_mean": query["attention_mask"].sum(-1).float().mean().item(),
         "tokens/eos_frac": has_eos.float().mean().item(),
@@ -623,8 +698,10 @@ def ppo_step(
         "time/step": time.perf_counter() - started,
     }
     samples = [
-        {"step": state.step, "prompt": p, "response": r, "reward": round(s, 5), "kl": round(k, 5)}
-        for p, r, s, k in zip(prompts, responses, raw_scores.tolist(), seq_kl.tolist())
+        {"step": state.step, "prompt": p, "response": r, "reward": round(s, 5), "kl": round(k, 5), "length": len(toks),
+         "tokens": toks, "token_kl": [round(x, 4) for x in row[: len(toks)]]}
+        for p, r, s, k, toks, row in zip(prompts, responses, raw_scores.tolist(), seq_kl.tolist(),
+                                         response_tokens(tokenizer, batch), kl.tolist())
     ]
     return metrics, samples
 
@@ -642,17 +719,24 @@ def run_ppo(
     cfg = replace(cfg, bf16=cfg.bf16 and bf16_supported(next(value_head.parameters()).device))
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    batches = prompt_batches(prompts, cfg.batch_size, rng)
+    k = cfg.samples_per_prompt
+    batches = prompt_batches(prompts, cfg.batch_size // k, rng)
     sample_lengths = LengthSampler(cfg.output_min_length, cfg.output_max_length, rng)
-    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    if cfg.bf16:  # frozen weights in bf16 once, not cast by autocast on every call; adapters and value head stay fp32
+        models.cast_frozen_weights(model, torch.bfloat16)
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += list(value_head.parameters()) if cfg.advantage == "gae" else []
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
     state = new_state(cfg)
     history = []
     for _ in range(cfg.steps):
         if should_stop():
             break
-        result = ppo_step(model, value_head, optimizer, tokenizer, next(batches), score_fn, cfg, state,
-                          sample_lengths(cfg.batch_size), should_stop, on_phase)
+        # the k answers to one prompt sit side by side and share a length limit, so only their content differs
+        batch_prompts = [p for p in next(batches) for _ in range(k)]
+        lengths = [n for n in sample_lengths(cfg.batch_size // k) for _ in range(k)]
+        result = ppo_step(model, value_head, optimizer, tokenizer, batch_prompts, score_fn, cfg, state, lengths,
+                          should_stop, on_phase)
         if result is None:
             break
         history.append(result[0])
@@ -661,19 +745,24 @@ def run_ppo(
 
 
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """steps, reward_first / reward_last (mean reward over the first / last 5 steps), kl_last, seconds_per_step."""
+    """steps, reward_first / reward_last (mean reward over the first / last 5 steps) with the standard error of
+    their difference (from the spread of those steps' rewards), kl_last, seconds_per_step."""
     if not history:
-        return {"steps": 0, "reward_first": None, "reward_last": None, "kl_last": None, "seconds_per_step": None}
+        return {"steps": 0, "reward_first": None, "reward_last": None, "reward_rise_se": None, "kl_last": None,
+                "seconds_per_step": None}
+    first = [r["env/reward_mean"] for r in history[:WINDOW]]
+    last = [r["env/reward_mean"] for r in history[-WINDOW:]]
 
-    def mean(rows: list[dict], key: str) -> float:
-        return round(sum(r[key] for r in rows) / len(rows), 5)
+    def var_of_mean(xs: list[float]) -> float:
+        return statistics.variance(xs) / len(xs) if len(xs) > 1 else 0.0
 
     return {
         "steps": len(history),
-        "reward_first": mean(history[:WINDOW], "env/reward_mean"),
-        "reward_last": mean(history[-WINDOW:], "env/reward_mean"),
+        "reward_first": round(statistics.fmean(first), 5),
+        "reward_last": round(statistics.fmean(last), 5),
+        "reward_rise_se": round(math.sqrt(var_of_mean(first) + var_of_mean(last)), 5),
         "kl_last": round(history[-1]["objective/kl"], 5),
-        "seconds_per_step": mean(history, "time/step"),
+        "seconds_per_step": round(statistics.fmean(r["time/step"] for r in history), 5),
     }
 
 
@@ -806,7 +895,7 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     ctx.set_progress(len(history) / cfg.steps, "saving the adapters")
     save_policy(model, value_head, tokenizer, ctx.run.model_dir)
     ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")
-    return summarize(history)
+    return {**summarize(history), "advantage": cfg.advantage, "samples_per_prompt": cfg.samples_per_prompt}
 
 
 # ---------------------------------------------------------------- CLI

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from lab import models
+from lab import feedback, models
 from lab.data import Pair, load_pairs, resolve_path, to_hh
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
@@ -102,8 +102,9 @@ def validate(cfg: RewardConfig, limits: Limits | None = None) -> RewardConfig:
 def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None) -> None:
     """Fail early on a data file or backbone that does not exist (before a run folder is made)."""
     for source in (cfg.data, cfg.eval_data):
-        if source and not source.startswith("bundled"):
-            resolve_path(source, allowed_dirs)
+        for part in feedback.split_source(source):  # feedback:NAME parts are checked there
+            if part and not part.startswith("bundled"):
+                resolve_path(part, allowed_dirs)
     models.resolve(cfg.backbone)
 
 
@@ -543,6 +544,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     started = time.time()
     cfg = validate(RewardConfig(**{f.name: ctx.config[f.name] for f in fields(RewardConfig) if f.name in ctx.config}))
     ctx.set_progress(0, "loading pairs")
+    cfg.data = feedback.pin_source(cfg.data)  # votes keep arriving while it trains: read (and record) those there now
     train_pairs, eval_pairs = split_pairs(cfg)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
@@ -572,6 +574,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
         ctx.log_samples(rows)
         summary.update(metrics)
+    summary.update({"data": cfg.data, **feedback.provenance(cfg.data)})
     summary["seconds"] = round(time.time() - started, 1)
     ctx.set_progress(progress, "stopped" if ctx.stopping else "done")
     return summary

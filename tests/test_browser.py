@@ -2,7 +2,8 @@
 
 Starts `app.py` on the cpu preset with a fresh runs folder, then drives all four tabs with tiny settings and saves a
 screenshot of each (to LAB_SCREENSHOT_DIR, default a temp folder). A second browser context checks that another
-visitor sees the running job and cannot start a second one.
+visitor sees the running job and cannot start a second one. A last test seeds a feedback set: two visitors vote on
+it at the same moment, both see the tally grow, and a reward model trains on the votes from the Reward tab.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("browser-runs")
+def app_runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("browser-runs")
+
+
+@pytest.fixture(scope="module")
+def app_url(app_runs):
+    runs = app_runs
     port = _free_port()
     env = {**os.environ, "LAB_RUNS_DIR": str(runs), "GRADIO_SERVER_PORT": str(port), "LAB_PRESET": "cpu",
            "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
@@ -232,4 +238,78 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
     assert "toxicity" in summary.lower() and "mean answer length" in summary and "words, not intent" in summary
     assert _points(page, "compare-paired") == 3
     page.screenshot(path=str(shots / "screenshot-compare.png"), full_page=True)
+    page.context.close()
+
+
+# ---------------------------------------------------------------- feedback: two visitors vote, a reward model learns
+
+
+def _seed_feedback(root: Path, n_pairs: int, n_votes: int) -> None:
+    """A set 'workshop' of bundled pairs (answers shuffled left/right), most of them already voted on."""
+    import random
+
+    from lab import feedback
+    from lab.data import load_pairs
+
+    fs = feedback.create_set("workshop", root)
+    rows = [{"prompt": p.first_human_turn, "answer_a": p.chosen.strip(), "answer_b": p.rejected.strip(),
+             "model_a": "careful-model", "model_b": "careless-model"} for p in load_pairs("bundled:train").pairs]
+    pairs = feedback.add_pairs(fs, feedback.shuffle_sides(rows[:n_pairs], random.Random(0)))
+    for i, pair in enumerate(pairs[:n_votes]):  # the teacher's votes: the hh-rlhf choice
+        feedback.vote(fs, pair["id"], "a" if pair["model_a"] == "careful-model" else "b", "teacher", now=i * 2.0)
+
+
+def _votes_shown(page) -> int:
+    text = page.locator("#feedback-tallies").inner_text()
+    return int(text.split(" vote")[0].split()[-1]) if " vote" in text else -1
+
+
+def test_two_visitors_vote_at_once_and_a_reward_model_trains_on_the_votes(browser, app_url, app_runs, shots):
+    _seed_feedback(app_runs, n_pairs=30, n_votes=24)
+    pages = [_open(browser, app_url) for _ in range(2)]
+    for page in pages:
+        _tab(page, "Feedback")
+        page.wait_for_selector("#feedback-pair .answer", timeout=30_000)
+        page.wait_for_timeout(1000)  # the visitor id is set on load
+        assert _votes_shown(page) == 24
+        assert "careful-model" not in page.locator("#feedback-pair").inner_text()  # blind
+    # Both visitors click at the same moment, three times; each vote is revealed and counted.
+    for round_ in range(3):
+        for page, button in zip(pages, ("#feedback-vote-a", "#feedback-vote-b")):
+            page.locator(button).click()
+        for page in pages:
+            _wait_text(page, "#feedback-reveal", ("written by",), 20)
+        page.wait_for_timeout(1300)  # a person reads for more than a second (the rate limit)
+    for page in pages:
+        deadline = time.time() + 20
+        while _votes_shown(page) != 30 and time.time() < deadline:  # the other visitor's votes arrive on the tick
+            page.wait_for_timeout(500)
+        assert _votes_shown(page) == 30
+        assert "you 3" in page.locator("#feedback-tallies").inner_text()
+    pages[0].mouse.move(0, 0)
+    pages[0].evaluate("document.activeElement && document.activeElement.blur()")
+    pages[0].screenshot(path=str(shots / "screenshot-feedback.png"), full_page=True)
+    pages[1].context.close()
+
+    # The votes as training data: the button fills the Reward tab's source with feedback:workshop.
+    page = pages[0]
+    page.locator("#feedback-use").click()
+    _tab(page, "Reward model")
+    source = page.locator("#tab-reward").get_by_label("Training pairs").first
+    deadline = time.time() + 10
+    while source.input_value() != "feedback:workshop" and time.time() < deadline:
+        page.wait_for_timeout(300)
+    assert source.input_value() == "feedback:workshop"
+    _set_number(page, "Max steps", 4, "reward")
+    page.locator("#reward-start").click()
+    _wait_text(page, "#reward-banner", ("done", "failed"), 240, needs="reward job")
+    assert "failed" not in page.locator("#reward-banner").inner_text()
+    _wait_text(page, "#reward-results", ("accuracy",), 60)
+    assert "votes of set 'workshop'" in page.locator("#reward-results").inner_text()
+    page.screenshot(path=str(shots / "screenshot-reward-feedback.png"), full_page=True)
+    from lab.runs import list_runs
+
+    summary = list_runs(kind="reward", root=app_runs)[0].summary()
+    assert summary["data"].startswith("feedback:workshop@") and summary["train_pairs"] >= 20
+    assert summary["feedback_votes"]["workshop"]["votes"] == int(summary["data"].split("@")[1]) >= 30
     page.context.close()

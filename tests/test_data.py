@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import statistics
 
 import pandas as pd
 import pytest
@@ -92,6 +93,25 @@ def test_bundled_demo_set_has_splits_and_enough_pairs():
     assert {p.prompt for p in pairs.split("train")}.isdisjoint({p.prompt for p in pairs.split("test")})
     assert all(p.chosen != p.rejected for p in pairs.pairs)
     assert len(load_pairs("bundled:test")) == len(pairs.split("test"))
+
+
+def test_bundled_pairs_are_not_length_biased():
+    """Chosen answers must not simply be the longer ones, or a reward model learns "longer is better" (issue 16)."""
+    pairs = load_pairs("bundled").pairs
+    chosen = [len(p.chosen.strip()) for p in pairs]
+    rejected = [len(p.rejected.strip()) for p in pairs]
+    assert abs(statistics.median(chosen) - statistics.median(rejected)) <= 0.15 * statistics.median(chosen)
+    assert abs(statistics.mean(chosen) - statistics.mean(rejected)) <= 0.15 * statistics.mean(chosen)
+    longer = sum(r > c for c, r in zip(chosen, rejected)) / len(pairs)
+    assert 0.35 <= longer <= 0.65  # the rejected answer is the longer one in about half of the pairs
+
+
+def test_bundled_heldout_prompts_are_new():
+    train, heldout = load_prompts("bundled"), load_prompts("bundled:heldout")
+    assert len(train) == 96 and len(heldout) == 48
+    assert not set(heldout) & set(train)
+    assert not set(heldout) & set(load_prompts("bundled:pairs"))
+    assert load_prompts("bundled:heldout", limit=5) == heldout[:5]
 
 
 def test_prompt_sets(tmp_path):

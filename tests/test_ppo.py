@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab import cli, ppo
+from lab import cli, models, ppo
 from lab.jobs import JobManager
 from lab.presets import get_preset
 from lab.runs import open_run
@@ -103,6 +103,40 @@ def test_clipped_losses_match_hand_computed_values():
     assert vstats["vpred"].item() == pytest.approx(0.5)
 
 
+def test_rloo_baseline_is_the_mean_of_the_other_answers():
+    rewards = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])  # two prompts, k = 3 answers each
+    # answer 1: 1 - (2 + 6) / 2 = -3; answer 2: 2 - (1 + 6) / 2 = -1.5; answer 3: 6 - 1.5 = 4.5; ...
+    assert ppo.rloo_advantages(rewards, 3).tolist() == pytest.approx([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0])
+    assert ppo.rloo_advantages(torch.tensor([1.0, 3.0]), 2).tolist() == [-2.0, 2.0]
+
+
+def test_grpo_normalises_within_each_group():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
+    # group 1: mean 2, std 1 -> -1, 0, 1; group 2: all equal -> 0 (no signal, no division by zero)
+    assert ppo.group_normalized_advantages(rewards, 3).tolist() == pytest.approx([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+                                                                                 abs=1e-5)
+
+
+def test_sequence_advantages_put_the_kl_in_the_reward_and_cover_every_token():
+    scores = torch.tensor([1.0, 1.0])
+    kl = torch.tensor([[0.5, 0.5, 9.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # the 9.0 is past the first answer's end
+    adv = ppo.sequence_advantages(scores, kl, mask, kl_coef=1.0, kind="rloo", k=2)
+    # rewards 1 - 1 = 0 and 1 - 0 = 1: leave-one-out -1 and +1 on each real token
+    assert adv.tolist() == [[-1.0, -1.0, 0.0], [1.0, 1.0, 1.0]]
+
+
+def test_answers_to_one_prompt_share_a_batch_and_a_length(tiny_lm_dir):
+    model, value_head, tokenizer = _policy(tiny_lm_dir)
+    cfg = ppo.PPOConfig(steps=1, batch_size=8, mini_batch_size=8, output_min_length=2, output_max_length=9,
+                        advantage="rloo", samples_per_prompt=4, learning_rate=1e-3)
+    seen = []
+    ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [0.0] * len(r), cfg,
+                on_step=lambda m, s: seen.extend(s))
+    assert [r["prompt"] for r in seen[:4]] == [seen[0]["prompt"]] * 4 != [r["prompt"] for r in seen[4:]]
+    assert all(r["length"] == len(r["tokens"]) == len(r["token_kl"]) for r in seen)
+
+
 def test_adaptive_kl_controller_moves_towards_the_target():
     ctl = ppo.AdaptiveKLController(0.2, target=6.0, horizon=10000)
     ctl.update(12.0, 100)  # far above the target: the error is clipped at +0.2
@@ -170,6 +204,9 @@ def test_config_defaults_are_the_seeds_and_presets_fit_their_limits():
     ({"output_min_length": 9, "output_max_length": 8}, "output_min_length 9 is above"),
     ({"kl_penalty": "bogus"}, "kl_penalty 'bogus'"),
     ({"steps": 0}, "steps = 0 must be at least 1"),
+    ({"advantage": "a2c"}, "advantage 'a2c' is not one of gae, rloo, grpo"),
+    ({"advantage": "rloo", "samples_per_prompt": 1}, "set samples_per_prompt to 2 or more"),
+    ({"batch_size": 8, "samples_per_prompt": 3}, "must be a multiple of samples_per_prompt 3"),
 ])
 def test_validate_names_the_bad_value(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -203,9 +240,11 @@ def test_generation_ends_early_when_the_job_is_stopped(tiny_lm_dir):
     assert batch.response_length < 10
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_kl_is_zero_and_the_ratio_is_one_before_any_update(tiny_lm_dir, bf16):
+@pytest.mark.parametrize("bf16, bf16_weights", [(False, False), (True, False), (True, True)])
+def test_kl_is_zero_and_the_ratio_is_one_before_any_update(tiny_lm_dir, bf16, bf16_weights):
     model, value_head, tokenizer = _policy(tiny_lm_dir)
+    if bf16_weights:  # what run_ppo does with bf16 on
+        models.cast_frozen_weights(model, torch.bfloat16)
     cfg = ppo.PPOConfig(batch_size=6, mini_batch_size=2, output_min_length=3, output_max_length=8, bf16=bf16)
     batch = _rollout(model, tokenizer, cfg, [8, 3, 5, 8, 7, 4])
     old_logprobs, values = ppo.batched_forward(model, value_head, batch, cfg)
@@ -231,6 +270,22 @@ def test_bf16_autocast_log_probs_stay_close_to_float32(tiny_lm_dir):
     assert (ratio - 1).abs().max().item() < 0.05  # far inside PPO's clip range of 0.2
 
 
+def test_bf16_weights_give_exactly_the_autocast_log_probs(tiny_lm_dir):
+    """Storing the frozen Linear weights in bf16 skips autocast's per-call cast and changes no number."""
+    model, value_head, tokenizer = _policy(tiny_lm_dir)
+    cfg = ppo.PPOConfig(batch_size=4, mini_batch_size=2, output_min_length=6, output_max_length=6, bf16=True)
+    batch = _rollout(model, tokenizer, cfg, [6, 6, 6, 6])
+    autocast_only, values = ppo.batched_forward(model, value_head, batch, cfg)
+    models.cast_frozen_weights(model, torch.bfloat16)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(m.weight.dtype == torch.bfloat16 for m in linear if not m.weight.requires_grad)
+    assert all(m.weight.dtype == torch.float32 for m in linear if m.weight.requires_grad)  # LoRA stays fp32
+    embedding = model.get_input_embeddings().weight
+    assert embedding.dtype == torch.float32  # the residual stream keeps its precision
+    stored, values_after = ppo.batched_forward(model, value_head, batch, cfg)
+    assert torch.equal(stored, autocast_only) and torch.equal(values, values_after)
+
+
 def test_temperature_divides_the_logits_for_log_probs():
     logits = torch.tensor([[[2.0, 0.0, -2.0]]])
     tokens = torch.tensor([[0]])
@@ -242,12 +297,16 @@ def test_temperature_divides_the_logits_for_log_probs():
 # ---------------------------------------------------------------- learning
 
 
-def test_ppo_learns_a_computable_reward_and_keeps_kl_finite(tiny_lm_dir):
+@pytest.mark.parametrize("advantage", ppo.ADVANTAGES)
+def test_ppo_learns_a_computable_reward_and_keeps_kl_finite(tiny_lm_dir, advantage):
     """Temperature 0.05 makes the random model's choices peaked: it repeats tokens. Rewarding distinct tokens
-    must teach it to stop (at temperature 1 a 49k-token random model is uniform and any reward is flat)."""
+    must teach it to stop (at temperature 1 a 49k-token random model is uniform and any reward is flat).
+    Every advantage estimator must learn it: GAE with its value head, RLOO and GRPO from 4 answers a prompt."""
     model, value_head, tokenizer = _policy(tiny_lm_dir)
-    cfg = ppo.PPOConfig(steps=16, batch_size=8, mini_batch_size=8, output_min_length=10, output_max_length=10,
-                        temperature=0.05, learning_rate=2e-3, seed=0)
+    critic_free = advantage != "gae"  # 4 answers a prompt: 16 rollouts give them the 4 prompts a step GAE sees in 8
+    cfg = ppo.PPOConfig(steps=16, batch_size=16 if critic_free else 8, mini_batch_size=8, output_min_length=10,
+                        output_max_length=10, temperature=0.05, learning_rate=2e-3, seed=0, advantage=advantage,
+                        samples_per_prompt=4 if critic_free else 1)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     history = ppo.run_ppo(model, value_head, tokenizer, PROMPTS, distinct_tokens(tokenizer), cfg)
     rewards = [m["env/reward_mean"] for m in history]
@@ -256,9 +315,15 @@ def test_ppo_learns_a_computable_reward_and_keeps_kl_finite(tiny_lm_dir):
     assert all(torch.isfinite(torch.tensor(m["objective/kl"])) for m in history)
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
     keys = {"env/reward_mean", "env/reward_std", "objective/kl", "objective/kl_coef", "objective/entropy",
-            "ppo/loss/policy", "ppo/loss/value", "ppo/policy/clipfrac", "ppo/policy/approxkl", "ppo/val/vpred",
-            "ppo/val/clipfrac", "tokens/response_len_mean", "time/rollout", "time/score", "time/optimize", "step"}
+            "ppo/loss/policy", "ppo/policy/clipfrac", "ppo/policy/approxkl", "tokens/response_len_mean",
+            "env/reward_length_corr", "time/rollout", "time/score", "time/optimize", "step"}
+    critic_keys = {"ppo/loss/value", "ppo/val/vpred", "ppo/val/clipfrac", "ppo/returns/mean"}
     assert keys <= set(history[-1])
+    if advantage == "gae":
+        assert critic_keys <= set(history[-1])
+    else:  # no value head: nothing about one is logged, and its weights never moved
+        assert not critic_keys & set(history[-1])
+        assert all((p == 0).all() for p in value_head.parameters())
 
 
 # ---------------------------------------------------------------- the job: stop, save, reload

@@ -1,4 +1,4 @@
-"""Assemble the four tabs into one Blocks app."""
+"""Assemble the tabs into one Blocks app."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from lab.presets import Preset
 from lab.ui.common import PROJECT_ROOT, UIContext, new_visitor_id, running_tab
 
 CSS_PATH = PROJECT_ROOT / "assets" / "style.css"
-TABS = [("Data", "data"), ("Reward model", "reward"), ("PPO", "ppo"), ("Compare", "compare")]
+TABS = [("Data", "data"), ("Feedback", "feedback"), ("Reward model", "reward"), ("PPO", "ppo"), ("Compare", "compare")]
 
 
 def build_app(manager: JobManager, preset: Preset, allowed_dirs: list[Path] | None = None) -> gr.Blocks:

@@ -155,7 +155,8 @@ def build_data_tab(ctx: UIContext) -> None:
             path = gr.Textbox(label="Local file (.jsonl, .jsonl.gz, .csv, .parquet)", visible=False,
                               placeholder="data/prefs.jsonl", elem_id="data-path")
             upload = gr.File(label="Upload a file", visible=False, file_types=[".jsonl", ".gz", ".csv", ".parquet", ".json"])
-            hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split]; needs the hub, e.g. on the Space)", visible=False,
+            hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split]; needs the hub, e.g. on the Space), "
+                                      "or feedback:NAME for the Feedback tab's votes", visible=False,
                                 placeholder="Anthropic/hh-rlhf/harmless-base:test")
             load_btn = gr.Button("Load", variant="primary", elem_id="data-load")
             source_md = gr.Markdown(elem_id="data-stats")

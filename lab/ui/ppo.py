@@ -15,8 +15,8 @@ from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_b
 from lab.ui.common import run_signature, start_job, stop_job
 from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure, length_warning
 
-MAIN_FIELDS = ("advantage", "steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "init_kl_coef",
-               "target", "output_min_length", "output_max_length")
+MAIN_FIELDS = ("advantage", "samples_per_prompt", "steps", "learning_rate", "batch_size", "mini_batch_size",
+               "ppo_epochs", "init_kl_coef", "target", "output_min_length", "output_max_length")
 ROLLOUTS_SHOWN = 16
 TEXT_CHARS = 400
 N_FIGURES = 8

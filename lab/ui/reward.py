@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import reward
+from lab import feedback, reward
 from lab.data import resolve_path, split_turns
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
@@ -65,6 +65,9 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
         )
     elif state in ("done", "stopped") and summary:
         lines.append(f"No held-out pairs: {summary.get('train_pairs')} training pairs, {summary.get('steps')} steps.")
+    if summary.get("feedback_votes"):  # the run pinned the votes it read: say which
+        sets = ", ".join(f"{v['votes']} votes of set '{esc(k)}'" for k, v in summary["feedback_votes"].items())
+        lines.append(f"Trained on `{esc(summary.get('data', ''))}`: {sets}.")
     if error:
         lines.append(f"**Error:** {esc(error)}")
     return "\n\n".join(lines)
@@ -202,9 +205,10 @@ def build_config(ctx: UIContext, data: str, data_tab_source: str | None, eval_da
     )
     allowed = ctx.allowed_dirs or None
     for source in (cfg.data, cfg.eval_data):
-        # The Data tab already checked its own choice (an upload lives outside the allowed folders).
-        if source and source != data_tab_source and not source.startswith("bundled"):
-            resolve_path(source, allowed)
+        for part in feedback.split_source(source, ctx.manager.root):  # feedback:NAME parts are checked there
+            # The Data tab already checked its own choice (an upload lives outside the allowed folders).
+            if part and part != data_tab_source and not part.startswith("bundled"):
+                resolve_path(part, allowed)
     reward.models.resolve(cfg.backbone)
     return cfg
 
@@ -267,7 +271,8 @@ def build_reward_tab(ctx: UIContext) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             data = gr.Textbox(ctx.preset.pairs, label="Training pairs",
-                              info="Follows the Data tab's choice; or type 'bundled', a file path or a hub id.")
+                              info="Follows the Data tab's choice; or type 'bundled', a file path, a hub id, or "
+                                   "feedback:NAME for the Feedback tab's votes (+bundled adds the demo set).")
             eval_data = gr.Textbox("", label="Held-out pairs (optional)",
                                    info="Empty: the source's test split, else a share of the training pairs.")
             note = held_out_note(ctx.preset.pairs, "")

@@ -1,0 +1,110 @@
+"""Does the default pipeline make the model better? Reward -> PPO -> Compare through the CLI, several seeds.
+
+For each seed: `lab reward` (or a given reward run), `lab ppo` against it, `lab compare` base vs the PPO run on
+prompts PPO never trained on. Prints one JSON line per seed (wall time of each stage, the PPO tab's own reward
+first vs last 5 steps with the noise of those steps, Compare's paired B − A reward raw and with the length
+effect removed, toxicity on both sides) and a closing line with the share of seeds where each interval lies
+above (or below) zero.
+
+    .venv/bin/python benchmarks/bench_learning.py --seeds 1 2 3
+    .venv/bin/python benchmarks/bench_learning.py --pairs ../shared/data/hh-harmless-dev.jsonl.gz \
+        --ppo-prompts FILE --compare-prompts FILE --seeds 1 2 3
+    .venv/bin/python benchmarks/bench_learning.py --ppo-args "--advantage gae --samples-per-prompt 1"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run_cli(args: list[str]) -> tuple[list[dict], float]:
+    """`python -m lab ARGS`: its JSON lines and wall seconds; the stage's stderr on failure."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(args[:1])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], seconds
+
+
+def window_noise(rewards: list[float], n: int = 5) -> dict[str, float]:
+    """First-n and last-n mean step reward, and the standard error of their difference from the step-to-step spread."""
+    first, last = rewards[:n], rewards[-n:]
+    spread = statistics.pstdev(first + last) if len(first + last) > 1 else 0.0
+    se = (statistics.variance(first) / len(first) + statistics.variance(last) / len(last)) ** 0.5 \
+        if len(first) > 1 and len(last) > 1 else spread
+    return {"reward_first": statistics.fmean(first), "reward_last": statistics.fmean(last), "rise_se": se}
+
+
+def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
+    row: dict = {"seed": seed}
+    reward_run = args.reward_model
+    if not reward_run:
+        reward_run = str(out / f"rm-{seed}")
+        lines, row["seconds_reward"] = run_cli(["reward", "--train", args.pairs, "--out", reward_run,
+                                                "--seed", str(seed), *shlex.split(args.reward_args)])
+        row["reward_accuracy"] = lines[-1].get("eval_accuracy")
+    ppo_run = str(out / f"ppo-{seed}")
+    lines, row["seconds_ppo"] = run_cli(["ppo", "--reward-model", reward_run, "--prompts", args.ppo_prompts,
+                                         "--out", ppo_run, "--seed", str(seed), *shlex.split(args.ppo_args)])
+    steps = [r for r in lines if "env/reward_mean" in r]
+    row.update(window_noise([r["env/reward_mean"] for r in steps]))
+    row.update({"ppo_steps": len(steps), "kl_last": steps[-1]["objective/kl"],
+                "response_tokens": statistics.fmean(r["tokens/response_len_mean"] for r in steps),
+                "ppo_seconds_per_step": statistics.fmean(r["time/step"] for r in steps)})
+    lines, row["seconds_compare"] = run_cli(["compare", "--run", ppo_run, "--prompts", args.compare_prompts,
+                                             "--seed", str(seed), *shlex.split(args.compare_args)])
+    summary = lines[-1]
+    paired = summary["paired"]
+    row.update({"toxicity_base": summary["toxicity_base"], "toxicity_rlhf": summary["toxicity_rlhf"],
+                "reward_base": summary["reward_base"], "reward_rlhf": summary["reward_rlhf"],
+                "n_prompts": paired["n"], "length_base": paired["length_a"], "length_rlhf": paired["length_b"],
+                "reward_gain": paired["reward"], "reward_gain_length_adjusted": paired["reward_length_adjusted"],
+                "toxicity_change": paired["toxicity"], "length_reward_corr": paired.get("length_reward_corr")})
+    row["seconds_total"] = sum(row.get(k, 0.0) for k in ("seconds_reward", "seconds_ppo", "seconds_compare"))
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--pairs", default="bundled", help="reward-model training pairs")
+    p.add_argument("--reward-model", help="use this reward run for every seed instead of training one per seed")
+    p.add_argument("--ppo-prompts", default="bundled")
+    p.add_argument("--compare-prompts", default="bundled:heldout", help="prompts PPO never trained on")
+    p.add_argument("--reward-args", default="", help="extra `lab reward` flags")
+    p.add_argument("--ppo-args", default="", help="extra `lab ppo` flags")
+    p.add_argument("--compare-args", default="", help="extra `lab compare` flags")
+    p.add_argument("--out", help="folder for the runs (default: a temporary one)")
+    args = p.parse_args()
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench-learning-"))
+    rows = []
+    for seed in args.seeds:
+        rows.append(one_seed(seed, args, out))
+        print(json.dumps(rows[-1], default=float), flush=True)
+
+    def share(key: str, side: str) -> str:
+        hits = sum((r[key]["lo"] > 0) if side == "above" else (r[key]["hi"] < 0) for r in rows)
+        return f"{hits}/{len(rows)}"
+
+    print(json.dumps({
+        "seeds": len(rows),
+        "reward_gain_ci_above_0": share("reward_gain", "above"),
+        "reward_gain_length_adjusted_ci_above_0": share("reward_gain_length_adjusted", "above"),
+        "toxicity_change_ci_below_0": share("toxicity_change", "below"),
+        "ppo_curve_rises": f"{sum(r['reward_last'] - r['reward_first'] > 2 * r['rise_se'] for r in rows)}/{len(rows)}",
+        "max_seconds_total": max(r["seconds_total"] for r in rows),
+        "runs": str(out),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The Feedback tab: vote blind on two answers to a prompt; the votes become preference pairs for the reward model."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lab import compare, feedback
+from lab.ui.common import UIContext, esc, guard, job_banner, start_job
+
+DEFAULT_SET = "workshop"
+VISITORS_SHOWN = 8
+
+
+# ---------------------------------------------------------------- rendering (pure: set and votes in, text/HTML out)
+
+
+def pair_html(pair: dict[str, Any] | None, queued: int = 0) -> str:
+    """The prompt once, then the two answers side by side with no model names: every text escaped."""
+    if pair is None:
+        why = "you have judged every pair in this set" if queued else "this set has no pairs yet"
+        return f"<div class='pair-card'><i>No pair to judge: {why}. Generate more pairs (left).</i></div>"
+    answers = "".join(
+        f"<div class='answer'><div class='answer-label'>Answer {k.upper()}</div>{esc(pair[f'answer_{k}'])}</div>"
+        for k in ("a", "b")
+    )
+    return (f"<div class='pair-card'><div class='dialogue'><div class='turn turn-human'><b>Prompt</b>"
+            f"<div>{esc(pair['prompt'])}</div></div></div><div class='answers'>{answers}</div></div>")
+
+
+def reveal_markdown(row: dict[str, Any]) -> str:
+    """After a vote: which model wrote which answer, and what the vote said about them."""
+    a, b = esc(row["model_a"]), esc(row["model_b"])
+    said = {"a": f"you preferred **{a}**", "b": f"you preferred **{b}**", "tie": "you called it a tie",
+            "both_bad": "you found both bad"}[row["choice"]]
+    return f"Last pair: A was written by **{a}**, B by **{b}**: {said}."
+
+
+def _short(visitor: str) -> str:
+    """An anonymous visitor id, shortened (ids are random hex)."""
+    return esc(visitor if len(visitor) <= 10 else visitor[:6] + "…")
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _pct(rate: dict[str, Any]) -> str:
+    lo, hi = rate["ci95"]
+    return f"{rate['wins']} of {rate['n']}: **{rate['rate']:.0%}** (95% interval {lo:.0%}–{hi:.0%})"
+
+
+def tally_markdown(fs: feedback.FeedbackSet, visitor: str | None) -> str:
+    """The live tallies of a set: counts, per visitor, win rates with intervals, agreement."""
+    t = feedback.tally(fs.votes())
+    per = sorted(t["per_visitor"].items(), key=lambda kv: -kv[1])
+    people = " · ".join(f"{'**you**' if v == visitor else _short(v)} {n}" for v, n in per[:VISITORS_SHOWN])
+    lines = [f"### {_n(t['votes'], 'vote')} from {_n(t['visitors'], 'visitor')} on {_n(len(fs.pairs()), 'pair')}",
+             f"A better {t['a']} · B better {t['b']} · tie {t['tie']} · both bad {t['both_bad']}"
+             + (f"  \nVotes per visitor: {people}" if per else "")]
+    if t["b_over_a"]["n"]:
+        lines.append(f"**B over A** {_pct(t['b_over_a'])}. Left and right are shuffled, so far from 50% means the "
+                     "side sways voters.")
+    for m in t["models"]:
+        lines.append(f"**{esc(m['y'])}** over **{esc(m['x'])}** {_pct(m)}.")
+    if t["shared_pairs"]:
+        lines.append(f"**Agreement**: on {t['shared_pairs']} pairs judged by two or more visitors, all chose the same "
+                     f"on {t['agreed_pairs']} ({t['agreement']:.0%}).")
+    return "\n\n".join(lines)
+
+
+def howto_markdown(name: str) -> str:
+    return (f"**Train a reward model on these votes**: in the *Reward model* tab use training pairs "
+            f"`feedback:{esc(name)}` (or `feedback:{esc(name)}+bundled` to add the demo pairs), then PPO against it "
+            "and compare. Ties and both-bad votes stay in the log but are not pairs. The run records which votes "
+            "it read.")
+
+
+# ---------------------------------------------------------------- handlers (plain functions, tested directly)
+
+
+def find_set(ctx: UIContext, name: str | None) -> feedback.FeedbackSet | None:
+    """The set with this name, or None (no name, or not made yet); a bad name raises ValueError."""
+    if not (name or "").strip() or feedback.check_name(name) not in feedback.list_sets(ctx.manager.root):
+        return None
+    return feedback.open_set(name, ctx.manager.root)
+
+
+def show(ctx: UIContext, name: str | None, visitor: str | None) -> tuple:
+    """(pair id, pair HTML, tallies, how-to, signature) of this visitor's next pair in the set."""
+    fs = find_set(ctx, name)
+    if fs is None:
+        return None, pair_html(None), f"No set '{esc(name or '')}' yet: generate pairs for it.", "", "none"
+    pair = feedback.next_pair(fs, visitor)
+    return (pair["id"] if pair else None, pair_html(pair, len(fs.pairs())), tally_markdown(fs, visitor),
+            howto_markdown(fs.name), fs.signature())
+
+
+def cast(ctx: UIContext, choice: str, name: str | None, pair_id: str | None, reason: str,
+         visitor: str | None) -> tuple:
+    """Record the vote, reveal the models, move on: (reveal, reason box, *show(...))."""
+    fs = find_set(ctx, name)
+    if fs is None or not pair_id:
+        raise ValueError("no pair to vote on: choose a set with pairs, or generate some")
+    row = feedback.vote(fs, pair_id, choice, visitor, reason)
+    return reveal_markdown(row), "", *show(ctx, name, visitor)
+
+
+def start(ctx: UIContext, visitor: str | None, name: str, model_a: str, model_b: str, prompts: str,
+          n_pairs: float, max_new_tokens: float) -> Any:
+    """Start generating pairs into the set (made now if new); returns the set dropdown's update."""
+    cfg = feedback.validate(feedback.config_from(
+        ctx.preset, name=(name or "").strip(), model_a=model_a or "", model_b=model_b or "",
+        prompts=(prompts or "").strip() or ctx.preset.compare_prompts, n_pairs=int(n_pairs),
+        generate={"max_new_tokens": int(max_new_tokens)},
+    ))
+    feedback.resolve_models(cfg, ctx.manager.root)  # a missing run fails here, before the job starts
+    fs = feedback.create_set(cfg.name, ctx.manager.root)
+    start_job(ctx, visitor, feedback.KIND, feedback.generate_pairs, asdict(cfg))
+    return gr.update(choices=feedback.list_sets(ctx.manager.root), value=fs.name)
+
+
+def tick(ctx: UIContext, name: str | None, visitor: str | None, pair_id: str | None, seen: str) -> tuple:
+    """Timer: the banner always; tallies (and a first pair, if none is shown) only when the set changed."""
+    banner = job_banner(ctx.manager, visitor, feedback.KIND)
+    try:
+        view = show(ctx, name, visitor)
+    except ValueError:  # a half-typed set name: nothing to redraw
+        return banner, seen, gr.skip(), gr.skip(), gr.skip()
+    if view[-1] == seen:
+        return banner, seen, gr.skip(), gr.skip(), gr.skip()
+    new_pair = (view[0], view[1]) if pair_id is None else (gr.skip(), gr.skip())
+    return banner, view[-1], view[2], *new_pair
+
+
+def export_files(ctx: UIContext, name: str | None) -> list[str]:
+    """The set's pairs as hh-rlhf and as prompt/chosen/rejected JSON lines, in a fresh temporary folder."""
+    fs = find_set(ctx, name)
+    if fs is None:
+        raise ValueError("choose a feedback set first")
+    folder = Path(tempfile.mkdtemp(prefix="rlhf-lab-feedback-"))
+    paths = [folder / f"{fs.name}-{fmt}.jsonl" for fmt in feedback.FORMATS]
+    if sum(feedback.write_export(fs, p, fmt) for p, fmt in zip(paths, feedback.FORMATS)) == 0:
+        raise ValueError(f"set '{fs.name}' has no 'A is better' or 'B is better' vote yet: nothing to export")
+    return [str(p) for p in paths]
+
+
+def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
+    return [("base — the policy with adapters off", compare.BASE)] + [
+        (r.label(), r.id) for r in compare.ppo_runs(ctx.manager.root)]
+
+
+# ---------------------------------------------------------------- the tab
+
+
+def build_feedback_tab(ctx: UIContext) -> None:
+    limits = ctx.preset.limits
+    pair_state = gr.State(None)  # the pair id this browser shows
+    seen_state = gr.State("")  # the set signature last drawn
+
+    banner = gr.Markdown(elem_id="feedback-banner")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            gr.Markdown("#### 1. Blind pairs: two models answer the same prompts")
+            sets = feedback.list_sets(ctx.manager.root)
+            name = gr.Dropdown(sets or [DEFAULT_SET], value=(sets or [DEFAULT_SET])[0], allow_custom_value=True,
+                               label="Feedback set (pick one, or type a new name)", elem_id="feedback-set")
+            choices = model_choices(ctx)
+            model_a = gr.Dropdown(choices, value=compare.BASE, label="Model 1", elem_id="feedback-model-a")
+            model_b = gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], elem_id="feedback-model-b",
+                                  label="Model 2 (the same as 1 = two samples of it)")
+            prompts = gr.Dropdown(list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])), allow_custom_value=True,
+                                  value=ctx.preset.compare_prompts, label="Prompts (any prompt source)")
+            n_pairs = gr.Slider(1, limits.max_prompts, value=16, step=1, label="Pairs to generate")
+            max_new = gr.Slider(8, limits.max_new_tokens, value=min(64, limits.max_new_tokens), step=8,
+                                label="Max new tokens")
+            gen_btn = gr.Button("Generate pairs", elem_id="feedback-generate")
+        with gr.Column(scale=2):
+            gr.Markdown("#### 2. Which answer is better? The models are named after your vote")
+            pair = gr.HTML(elem_id="feedback-pair")
+            with gr.Row():
+                buttons = {c: gr.Button(label, variant="primary" if c in ("a", "b") else "secondary",
+                                        elem_id=f"feedback-vote-{c}") for c, label in feedback.CHOICES.items()}
+            reason = gr.Textbox(label="Why? (optional)", max_length=feedback.MAX_REASON, elem_id="feedback-reason")
+            reveal = gr.Markdown(elem_id="feedback-reveal")
+            tallies = gr.Markdown(elem_id="feedback-tallies")
+            howto = gr.Markdown(elem_id="feedback-howto")
+            with gr.Row():
+                export_btn = gr.Button("Export votes as preference pairs", size="sm", elem_id="feedback-export")
+                use_btn = gr.Button("Use these votes in the Reward tab", size="sm", elem_id="feedback-use")
+            files = gr.File(label="hh-rlhf and prompt/chosen/rejected JSON lines", file_count="multiple",
+                            interactive=False, visible=False, elem_id="feedback-files")
+    timer = gr.Timer(2)
+
+    view = [pair_state, pair, tallies, howto, seen_state]
+    for choice, button in buttons.items():
+        button.click(guard(7)(functools.partial(cast, ctx, choice)), [name, pair_state, reason, ctx.visitor],
+                     [reveal, reason, *view], api_name=f"feedback_vote_{choice}")
+    name.change(guard(5)(lambda n, v: show(ctx, n, v)), [name, ctx.visitor], view, api_name="feedback_show")
+    gen_btn.click(guard(1)(lambda v, *form: start(ctx, v, *form)),
+                  [ctx.visitor, name, model_a, model_b, prompts, n_pairs, max_new], name, api_name="feedback_generate")
+    timer.tick(lambda n, v, p, s: tick(ctx, n, v, p, s), [name, ctx.visitor, pair_state, seen_state],
+               [banner, seen_state, tallies, pair_state, pair], show_progress="hidden", api_visibility="private")
+    export_btn.click(guard(1)(lambda n: gr.update(value=export_files(ctx, n), visible=True)), name, files,
+                     api_name="feedback_export")
+    use_btn.click(guard(1)(lambda n: f"{feedback.SOURCE_PREFIX}{feedback.check_name(n)}"), name, ctx.data_source,
+                  api_visibility="private")
+    if ctx.demo is not None:  # fresh lists and this visitor's next pair on every page load
+        ctx.demo.load(lambda n, v: (gr.update(choices=feedback.list_sets(ctx.manager.root) or [DEFAULT_SET]),
+                                    gr.update(choices=model_choices(ctx)), gr.update(choices=model_choices(ctx)),
+                                    *show(ctx, n, v)),
+                      [name, ctx.visitor], [name, model_a, model_b, *view], api_visibility="private")
