@@ -145,9 +145,9 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield (line or row number, row) from a data file; raise ValueError naming file and line."""
     name = path.name
     if not path.exists():
-        raise ValueError(f"data file '{path}' does not exist")
+        raise ValueError(f"data file '{name}' does not exist")
     if path.is_dir():
-        raise ValueError(f"'{path}' is a folder, not a data file")
+        raise ValueError(f"'{name}' is a folder, not a data file")
     if path.stat().st_size == 0:
         raise ValueError(f"data file '{name}' is empty")
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".jsonl.gz") else path.suffix
@@ -349,20 +349,32 @@ def _dedupe(items: list[str], limit: int | None) -> list[str]:
 
 
 def looks_like_path(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or source.endswith(FILE_SUFFIXES) or "\\" in source
+    """A local path rather than a hub id: absolute, relative with dots, a data file's suffix, or any '..' part."""
+    return (source.startswith(("/", ".", "~")) or source.endswith(FILE_SUFFIXES) or "\\" in source
+            or ".." in Path(source).parts)
 
 
 def resolve_path(source: str, allowed_dirs: list[Path] | None = None) -> Path | None:
-    """A local path for `source`, or None when it names a hub dataset; checks the allow-list if given."""
+    """A local path for `source`, or None when it names a hub dataset; checks the allow-list if given.
+    Messages name what the visitor typed and folders relative to the app, never the server's absolute paths."""
     if not looks_like_path(source) and not Path(source).exists():
         return None
     path = Path(source).expanduser().resolve()
     if allowed_dirs is not None and not any(_is_within(path, d) for d in allowed_dirs):
-        where = ", ".join(str(d) for d in allowed_dirs)
-        raise ValueError(f"'{source}' is outside the allowed data folders ({where})")
+        where = ", ".join(dict.fromkeys(_shown_folder(d) for d in allowed_dirs))
+        raise ValueError(f"'{source}' is not in a folder this lab may read ({where}): upload the file instead")
     if not path.exists():
         raise ValueError(f"data file '{source}' does not exist")
     return path
+
+
+def _shown_folder(folder: Path) -> str:
+    """A folder as the visitor may see it: relative to the app's working folder, else only its own name."""
+    folder = Path(folder).resolve()
+    try:
+        return f"{folder.relative_to(Path.cwd().resolve())}/"
+    except ValueError:
+        return f"{folder.name}/"
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -377,7 +389,7 @@ def parse_hub_id(source: str) -> tuple[str, str | None, str]:
     """'owner/name[/data_dir][:split]' -> (repo id, data_dir, split)."""
     spec, _, split = source.partition(":")
     parts = spec.split("/")
-    if len(parts) < 2 or not all(parts) or not re.fullmatch(r"[\w.\-/]+", spec):
+    if len(parts) < 2 or not all(parts) or ".." in parts or not re.fullmatch(r"[\w.\-/]+", spec):
         raise ValueError(
             f"'{source}' is neither 'bundled', an existing file nor a hub id (owner/name[/data_dir][:split])"
         )

@@ -604,7 +604,7 @@ def ppo_update(
 def ppo_step(
     model: nn.Module, value_head: ValueHead, optimizer: torch.optim.Optimizer, tokenizer: Any, prompts: list[str],
     score_fn: ScoreFn, cfg: PPOConfig, state: PPOState, lengths: list[int],
-    should_stop: Callable[[], bool] = lambda: False,
+    should_stop: Callable[[], bool] = lambda: False, on_phase: Callable[[str], None] = lambda phase: None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]] | None:
     """One PPO step on a batch of prompts; returns (metrics, sample rows), or None when stopped mid-way."""
     device = next(value_head.parameters()).device
@@ -613,6 +613,7 @@ def ppo_step(
     started = time.perf_counter()
 
     # 1. rollout: sample responses from the LoRA policy
+    on_phase(f"generating {len(prompts)} answers")
     query = encode_prompts(tokenizer, prompts, cfg.max_prompt_length, device)
     batch = generate_responses(model, tokenizer, query, lengths, cfg, should_stop)
     timings["time/rollout"] = time.perf_counter() - started
@@ -620,6 +621,7 @@ def ppo_step(
         return None
 
     # 2. score: decode, then the reward model re-tokenizes query + response with its own tokenizer
+    on_phase("scoring the answers with the reward model")
     t = time.perf_counter()
     responses = decode_responses(tokenizer, batch)
     raw_scores = torch.tensor(score_fn(list(prompts), responses), dtype=torch.float32, device=device)  # (B,)
@@ -636,6 +638,7 @@ def ppo_step(
     timings["time/score"] = time.perf_counter() - t
 
     # 3. forward: old log-probs (and values, with a critic) of the policy, log-probs of the reference (adapters off)
+    on_phase("log-probs of the policy and the reference")
     t = time.perf_counter()
     critic = value_head if cfg.advantage == "gae" else None
     old_logprobs, old_values = batched_forward(model, critic, batch, cfg)
@@ -661,6 +664,7 @@ def ppo_step(
         return None
 
     # 5. optimise: ppo_epochs over shuffled mini-batches, clipped policy and value losses
+    on_phase(f"optimising ({cfg.ppo_epochs} passes over the batch)")
     t = time.perf_counter()
     with torch.enable_grad():  # the model stays in eval mode: dropout off (see step 1)
         train_stats = ppo_update(model, critic, optimizer, batch, old_logprobs, old_values, advantages, returns,
@@ -705,7 +709,7 @@ def ppo_step(
 def run_ppo(
     model: nn.Module, value_head: ValueHead, tokenizer: Any, prompts: Sequence[str], score_fn: ScoreFn, cfg: PPOConfig,
     on_step: Callable[[dict[str, float], list[dict[str, Any]]], None] = lambda m, s: None,
-    should_stop: Callable[[], bool] = lambda: False,
+    should_stop: Callable[[], bool] = lambda: False, on_phase: Callable[[str], None] = lambda phase: None,
 ) -> list[dict[str, float]]:
     """The PPO loop: cfg.steps steps, each reported to on_step(metrics, samples); stops early when asked."""
     if not prompts:
@@ -732,7 +736,7 @@ def run_ppo(
         batch_prompts = [p for p in next(batches) for _ in range(k)]
         lengths = [n for n in sample_lengths(cfg.batch_size // k) for _ in range(k)]
         result = ppo_step(model, value_head, optimizer, tokenizer, batch_prompts, score_fn, cfg, state, lengths,
-                          should_stop)
+                          should_stop, on_phase)
         if result is None:
             break
         history.append(result[0])
@@ -884,8 +888,10 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
         ctx.set_progress(metrics["step"] / cfg.steps, f"step {metrics['step']}/{cfg.steps}, "
                                                       f"reward {metrics['env/reward_mean']:.3f}")
 
-    ctx.set_progress(0, "step 1: first rollout")
-    history = run_ppo(model, value_head, tokenizer, prompts, score_fn, cfg, on_step, lambda: ctx.stopping)
+    def on_phase(phase: str) -> None:  # what the current step is doing, for the banner
+        ctx.set_progress(ctx.progress, f"step {round(ctx.progress * cfg.steps) + 1}/{cfg.steps}: {phase}")
+
+    history = run_ppo(model, value_head, tokenizer, prompts, score_fn, cfg, on_step, lambda: ctx.stopping, on_phase)
     ctx.set_progress(len(history) / cfg.steps, "saving the adapters")
     save_policy(model, value_head, tokenizer, ctx.run.model_dir)
     ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")

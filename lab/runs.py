@@ -96,13 +96,13 @@ class Run:
         return self.status().get("summary") or {}
 
     def label(self) -> str:
-        """One line for a dropdown: id, status and the headline number."""
+        """One short line for a dropdown: id, status and the headline number in words."""
         st = self.status()
         summary = st.get("summary") or {}
         bits = [self.id, st.get("status", "?")]
-        for key in ("eval_accuracy", "reward_last", "toxicity_rlhf"):
+        for key, name in (("eval_accuracy", "accuracy"), ("reward_last", "reward"), ("toxicity_rlhf", "toxicity")):
             if isinstance(summary.get(key), (int, float)):
-                bits.append(f"{key}={summary[key]:.3f}")
+                bits.append(f"{name} {summary[key]:.3f}")
         return " · ".join(bits)
 
 

@@ -79,11 +79,15 @@ def shots(tmp_path_factory) -> Path:
     return path
 
 
-def _open(browser, url):
+def _open(browser, url, ready: str = "#data-cards .pair-card"):
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.goto(url)
-    page.wait_for_selector("#data-cards .pair-card", timeout=60_000)
+    page.wait_for_selector(ready, timeout=60_000)
     return page
+
+
+def _selected_tab(page) -> str:
+    return page.locator("[role=tab][aria-selected=true]").first.inner_text().strip()
 
 
 def _tab(page, name: str) -> None:
@@ -99,10 +103,31 @@ def test_data_tab(browser, app_url, shots):
     page.get_by_label("Search text").press("Enter")
     page.wait_for_function("document.querySelector('#data-page').innerText.includes('matching pairs')")
     assert "resume" in page.locator("#data-cards").inner_text().lower()
+    page.get_by_label("Search text").fill("neighbour")  # British spelling; the data says "neighbor"
+    page.get_by_label("Search text").press("Enter")
+    from lab.data import load_pairs
+    from lab.ui.data import filter_indices
+
+    hits = len(filter_indices(load_pairs("bundled"), "neighbor", "all"))  # the American spelling, as the data has it
+    assert hits > 0
+    page.wait_for_function(f"document.querySelector('#data-page').innerText.includes('· {hits} matching pairs')",
+                           timeout=10_000)
+    assert "neighbor" in page.locator("#data-cards").inner_text().lower()
     page.get_by_label("Search text").fill("")
     page.get_by_label("Search text").press("Enter")
     page.wait_for_timeout(800)
     page.screenshot(path=str(shots / "screenshot-data.png"), full_page=True)
+
+    # A path outside the lab's folders is refused in the lab's words, naming no server folder.
+    page.get_by_label("Local file path").check()
+    for source in ("/etc/passwd", "runs/../../../etc/shadow"):
+        page.locator("#data-path").get_by_role("textbox").fill(source)
+        page.locator("#data-load").click()
+        toast = page.locator(".toast-body", has_text=f"'{source}' is not in a folder this lab may read").last
+        toast.wait_for(timeout=20_000)
+        text = toast.inner_text()
+        assert source in text and str(ROOT) not in text and "/tmp/" not in text and "hub" not in text, text
+    page.screenshot(path=str(shots / "screenshot-data-refused.png"))
     page.context.close()
 
 
@@ -165,37 +190,58 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
 
     # 3. PPO: two tiny steps; reward and KL plots update. A second visitor sees the job and cannot start another.
     _tab(page, "PPO")
-    page.get_by_role("button", name="↻").click()  # list the reward run just trained
+    page.get_by_role("button", name="↻ Refresh reward runs").click()  # list the reward run just trained
     page.wait_for_timeout(800)
     _choose(page, "ppo-reward-run", "reward-")
+    _set_number(page, "steps", 999, "ppo")  # over the limit: our words, not gradio's
+    page.locator("#ppo-start").click()
+    refusal = page.locator(".toast-body", has_text="above this machine's limit").last
+    refusal.wait_for(timeout=20_000)
+    assert "training steps (steps)" in refusal.inner_text() and "Value 999" not in page.content()
     for label, value in (("steps", 2), ("batch_size", 4), ("mini_batch_size", 2), ("ppo_epochs", 1),
                          ("output_min_length", 6), ("output_max_length", 6)):
         _set_number(page, label, value, "ppo")
     page.locator("#ppo-start").click()
-    other = _open(browser, app_url)
-    _tab(other, "PPO")
+    other = _open(browser, app_url, ready="#ppo-banner")  # a fresh page while PPO runs opens on the PPO tab
+    assert _selected_tab(other) == "PPO"
     banner = _wait_text(other, "#ppo-banner", ("another visitor",), 60)
-    assert "Running" in banner or "running" in banner
+    assert "Running" in banner and banner.lower().count("running") == 1, banner
     other.locator("#ppo-start").click()
     other.wait_for_selector("text=one job runs at a time", timeout=20_000)
+    phases, deadline = set(), time.time() + 240
+    while time.time() < deadline:  # the banner says what the step is doing, and never shows gradio's progress text
+        text = page.locator("#ppo-banner").inner_text()
+        assert "processing" not in text and "processing" not in page.locator("#ppo-results").inner_text(), text
+        if "step " in text and "/2: " in text:
+            phases.add(text.split("/2: ")[1].split(" (")[0].split(",")[0])
+        if "Last job" in text:
+            break
+        page.wait_for_timeout(300)
     _wait_text(page, "#ppo-banner", ("done", "failed"), 420, needs="ppo job")
     assert "failed" not in page.locator("#ppo-banner").inner_text()
     assert _points(page, "ppo-plot-0") >= 2 and _points(page, "ppo-plot-1") >= 2
+    assert _points(page, "ppo-length-reward") >= 8  # every rollout of both steps
+    assert len(phases - {""}) >= 1, phases
     page.screenshot(path=str(shots / "screenshot-ppo.png"), full_page=True)
     other.context.close()
 
     # 4. Compare: base vs the PPO run on three prompts.
-    _tab(page, "Compare")
-    page.get_by_role("button", name="Refresh PPO runs").click()
-    page.wait_for_timeout(800)
-    _choose(page, "compare-model-b", "ppo-")
+    _tab(page, "Compare")  # Model B is already the PPO run that just finished: no refresh, no choosing
+    page.wait_for_function("document.querySelector('#compare-model-b input').value.startsWith('ppo-')", timeout=10_000)
+    fresh = _open(browser, app_url)  # and so on a fresh page
+    _tab(fresh, "Compare")
+    fresh.wait_for_function("document.querySelector('#compare-model-b input').value.startsWith('ppo-')",
+                            timeout=10_000)
+    fresh.context.close()
     _set_number(page, "Number of prompts", 3, "compare")
     page.locator("#compare-run").click()
     _wait_text(page, "#compare-banner", ("done", "failed"), 300, needs="compare job")
     assert "failed" not in page.locator("#compare-banner").inner_text()
     cards = page.locator("#compare-cards")
     assert cards.locator(".cmp-card").count() == 3 or cards.inner_text().count("Prompt") >= 3
-    assert "toxicity" in page.locator("#compare-summary").inner_text().lower()
+    summary = page.locator("#compare-summary").inner_text()
+    assert "toxicity" in summary.lower() and "mean answer length" in summary and "words, not intent" in summary
+    assert _points(page, "compare-paired") == 3
     page.screenshot(path=str(shots / "screenshot-compare.png"), full_page=True)
     page.context.close()
 

@@ -90,7 +90,7 @@ def test_compare_job_writes_rows_csv_and_summary(ppo_run, runs_root, stand_in_re
     assert s["reward_model"] == str(runs_root / "reward-stand-in")
     assert s["toxicity_base"] == s["toxicity_a"] and s["reward_rlhf"] == s["reward_b"]
     assert job.run.metrics()[-1]["done"] == len(PROMPTS)
-    assert "toxicity_rlhf" in job.run.label()
+    assert "toxicity " in job.run.label()
 
 
 def test_same_seed_same_answers_and_base_is_the_untouched_policy(ppo_run, runs_root, tiny_lm_dir, stand_in_reward):
@@ -207,7 +207,7 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     manager.wait(120)
     assert manager.job.status == "done", manager.job.error
     assert tab.current_run_id(ctx, "compare") == run_id
-    banner, seen, summary, fig, cards, csv_path, _ = tab.tick(ctx, "visitor-1", run_id, "", "Prompt order", "")
+    banner, seen, summary, fig, cards, csv_path, _paired, _ = tab.tick(ctx, "visitor-1", run_id, "", "Prompt order", "")
     assert "mean toxicity" in summary and "Last job" in banner
     assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 2
     assert "✓ better" in cards

@@ -167,7 +167,7 @@ def test_bad_csv_and_paths(tmp_path):
 
 
 def test_allowed_dirs_refuse_outside_paths(tmp_path):
-    with pytest.raises(ValueError, match="outside the allowed data folders"):
+    with pytest.raises(ValueError, match="is not in a folder this lab may read"):
         load_pairs("/etc/passwd", allowed_dirs=[tmp_path])
     inside = write_jsonl(tmp_path / "ok.jsonl", HH)
     assert len(load_pairs(str(inside), allowed_dirs=[tmp_path])) == 3

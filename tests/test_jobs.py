@@ -107,7 +107,7 @@ def test_runs_listing_and_labels(runs_root):
     a.set_status("done", summary={"eval_accuracy": 0.71})
     runs.new_run("ppo", {}, runs_root)
     assert [r.id for r in runs.list_runs(kind="reward", root=runs_root)] == [a.id]
-    assert "eval_accuracy=0.710" in a.label()
+    assert "accuracy 0.710" in a.label()
     with pytest.raises(ValueError, match="not a run folder"):
         runs.open_run("nope", runs_root)
     (a.path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo')  # a line cut off by a crash

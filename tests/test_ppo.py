@@ -504,7 +504,7 @@ def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):
     assert manager.job.status == "done", manager.job.error
     assert tab.current_run_id(ctx, "ppo") == run_id  # a reload reattaches to it
     banner, shown, seen, summary, rollouts, reward_fig, kl_fig, *others = tab.tick(ctx, "v1", run_id, "")
-    assert shown == run_id and "Reward" in summary and "<table" in rollouts and len(others) == 7
+    assert shown == run_id and "Reward" in summary and "<table" in rollouts and len(others) == 9
     assert len(reward_fig.data) == 2 and len(reward_fig.data[1].x) == 2  # band + mean, two steps
     assert kl_fig.layout.shapes  # the target line
     unchanged = tab.tick(ctx, "v1", run_id, seen)

@@ -349,7 +349,7 @@ def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_
     unchanged = tab.tick(ctx, "v1", run_id, seen)
     assert unchanged[1] == seen and all(x == gr.skip() for x in unchanged[2:])
     result = tab.score_answers(ctx, run_id, "How do I bake bread?", "Knead, rise, bake.", "No.")
-    assert "prefers" in result or "no preference" in result
+    assert "prefers" in result or "About even" in result
     with pytest.raises(ValueError):
         tab.score_answers(ctx, None, "a", "b", "c")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import html
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from lab.jobs import Job, JobManager
 from lab.presets import Preset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WARNING_SECONDS = 8  # a refusal fades after this, so it never lingers on a tab the visitor moves to
 
 
 def esc(text: Any) -> str:
@@ -48,13 +51,28 @@ def guard(n_outputs: int) -> Callable:
             try:
                 return fn(*args, **kwargs)
             except ValueError as e:
-                gr.Warning(str(e))
+                gr.Warning(str(e), duration=WARNING_SECONDS)
                 skips = tuple(gr.skip() for _ in range(n_outputs))
                 return skips[0] if n_outputs == 1 else skips
 
         return inner
 
     return wrap
+
+
+def job_line(job: Job) -> str:
+    """What runs, how far and for how long, in one line; the state is said once (the banner's lead word)."""
+    elapsed = (job.finished or time.time()) - job.started
+    bits = [f"{job.kind} job `{esc(job.id)}`"]
+    if job.active:
+        if job.ctx.progress:
+            bits.append(f"{job.ctx.progress:.0%}")
+        if job.ctx.message:
+            bits.append(esc(job.ctx.message))
+    else:
+        bits.append(esc(job.status))
+    line = " · ".join(bits) + f" ({elapsed:.0f} s)"
+    return line + (f" — error: {esc(job.error)}" if job.error else "")
 
 
 def job_banner(manager: JobManager, visitor: str | None, kind: str | None = None) -> str:
@@ -68,8 +86,23 @@ def job_banner(manager: JobManager, visitor: str | None, kind: str | None = None
         note = " You can stop it." if mine else " One job runs at a time: you can watch it here, and start yours when it ends."
         if kind and job.kind != kind:
             note += f" (It is a {job.kind} job, not {kind}.)"
-        return f"**Running** — {esc(job.describe())}, started by {who}.{note}"
-    return f"Last job: {esc(job.describe())}, started by {who}."
+        lead = "Stopping" if job.status == "stopping" else "Running"
+        return f"**{lead}** — {job_line(job)}, started by {who}.{note}"
+    return f"Last job: {job_line(job)}, started by {who}."
+
+
+def running_tab(manager: JobManager, tabs: list[str]) -> str | None:
+    """The tab of the job running now (a reload reopens it), or None."""
+    job = manager.active()
+    return job.kind if job is not None and job.kind in tabs else None
+
+
+def plain_names(message: str, labels: dict[str, str]) -> str:
+    """A validation message with each setting's code name replaced by the label the form shows for it (one pass)."""
+    if not labels:
+        return message
+    names = "|".join(re.escape(n) for n in sorted(labels, key=len, reverse=True))
+    return re.sub(rf"(?<![\w/`'(])({names})(?![\w`'])", lambda m: f"'{labels[m.group(1)]}'", message)
 
 
 def start_job(ctx: UIContext, visitor: str | None, kind: str, fn: Callable, config: dict[str, Any]) -> str:

@@ -16,12 +16,20 @@ from lab.models import hub_reachable
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
 from lab.ui.common import run_signature, start_job, stop_job
-from lab.ui.plots_compare import distribution_figure
+from lab.ui.plots_common import MIN_POINTS, length_warning_for, pearson
+from lab.ui.plots_compare import distribution_figure, paired_figure
 
 BUNDLED = "bundled"
 ROWS_LOG = "samples.jsonl"  # a comparison's rows land here as batches finish: the timer watches it
 TYPED = "Type your own (one per line)"
 MAX_CARDS = 60  # more would make the page slow; the CSV has every row
+HELD_OUT = "bundled:heldout"  # prompts kept out of PPO's training prompts
+SCORER_LIMITS = {
+    "offline": "The offline scorer (alt-profanity-check) reacts to words, not intent: a refusal that quotes an insult "
+               "scores as toxic, and politely worded harm scores clean. Read the answers before trusting a number.",
+    "roberta": "The roberta hate-speech classifier reads context better than a word list, but it is still imperfect: "
+               "quoted insults and sarcasm can fool it. Read the answers before trusting a number.",
+}
 SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
     "Prompt order": lambda r: r["index"],
     "Largest toxicity drop (A → B)": lambda r: -(r["toxicity_a"] - r["toxicity_b"]),
@@ -110,8 +118,75 @@ def cards_html(rows: list[dict[str, Any]], sort: str, query: str = "") -> str:
     return CARD_CSS + note + "".join(card_html(r) for r in shown[:MAX_CARDS])
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def _interval(stats: dict[str, Any]) -> str:
+    return f"95% CI {_signed(stats['lo'])} … {_signed(stats['hi'])}"
+
+
+def _clear(stats: dict[str, Any], higher: str, lower: str) -> str:
+    """The plain verdict of a B − A interval: which way it points when it excludes 0, else no clear difference."""
+    if stats["lo"] > 0:
+        return higher
+    if stats["hi"] < 0:
+        return lower
+    return "not a clear difference (the interval includes 0)"
+
+
+def paired_text(paired: dict[str, Any]) -> str:
+    """One paragraph on B − A per prompt: reward with its interval, with length removed, lengths, toxicity."""
+    parts = []
+    reward = paired.get("reward")
+    if isinstance(reward, dict) and "mean" in reward:
+        higher = f", higher on {reward['b_higher']} of {reward['n']} prompts" if "b_higher" in reward else ""
+        parts.append(f"reward {_signed(reward['mean'])} ({_interval(reward)}){higher}: "
+                     f"{_clear(reward, 'B scores clearly higher', 'B scores clearly lower')}")
+    adjusted = paired.get("reward_length_adjusted")
+    if isinstance(adjusted, dict) and "mean" in adjusted:
+        parts.append(f"with the length effect removed {_signed(adjusted['mean'])} ({_interval(adjusted)}): "
+                     f"{_clear(adjusted, 'still clearly higher', 'still clearly lower')}")
+    if isinstance(paired.get("length_a"), (int, float)) and isinstance(paired.get("length_b"), (int, float)):
+        parts.append(f"answers {paired['length_b']:.0f} vs {paired['length_a']:.0f} characters (B vs A)")
+    tox = paired.get("toxicity")
+    if isinstance(tox, dict) and "mean" in tox:
+        fewer = f", lower on {tox['b_lower']} of {tox['n']} prompts" if "b_lower" in tox else ""
+        parts.append(f"toxicity {_signed(tox['mean'])} ({_interval(tox)}){fewer}: "
+                     f"{_clear(tox, 'B is clearly more toxic', 'B is clearly less toxic')}")
+    if not parts:
+        return ""
+    return ("**B − A, prompt by prompt:** " + "; ".join(parts) + ".\n\n<small>Each number is B's score minus A's on "
+            "the same prompt, averaged; the 95% interval comes from resampling the prompts. An interval that "
+            "includes 0 means these prompts cannot tell the two models apart.</small>")
+
+
+def _length(row: dict[str, Any], key: str) -> float:
+    value = row.get(f"length_{key}")
+    return float(value) if isinstance(value, (int, float)) else float(len(str(row.get(f"answer_{key}") or "")))
+
+
+def length_reward_corr(rows: list[dict[str, Any]]) -> float | None:
+    """Pearson r of answer length (characters) and reward over every scored answer of both models."""
+    points = [(_length(r, k), float(r[f"reward_{k}"])) for r in rows for k in ("a", "b")
+              if isinstance(r.get(f"reward_{k}"), (int, float))]
+    return pearson([p[0] for p in points], [p[1] for p in points]) if len(points) >= MIN_POINTS else None
+
+
+def prompts_line(summary: dict[str, Any], config: dict[str, Any], n: int) -> str:
+    """Which prompts were used, in words."""
+    source = str(summary.get("prompts") or ("typed" if config.get("custom_prompts") else config.get("prompts", "")))
+    if source == "typed":
+        return f"{n} prompts typed by you."
+    if source == HELD_OUT:
+        return f"{n} held-out prompts PPO never trained on."
+    if source.startswith(BUNDLED):
+        return f"{n} prompts from the bundled set ('{esc(source)}'): PPO may have trained on them."
+    return f"{n} prompts from '{esc(source)}'."
+
+
 def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
-    """The run's state, mean toxicity and reward per model, and which scorer scored."""
+    """The run's state, mean toxicity, reward and length per model, the paired B − A verdict, the scorer's limits."""
     status = run.status()
     state = status.get("status", "?")
     summary = status.get("summary") or {}
@@ -127,14 +202,29 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         reward_line = ""
         if stats["b_higher_reward"] is not None:
             reward_line = f"\n| B has the higher reward on | | {stats['b_higher_reward']}/{n} prompts |"
+        mean_len = {k: sum(_length(r, k) for r in rows) / n for k in ("a", "b")}
         lines.append(
             f"| | A: {esc(label_a)} | B: {esc(label_b)} |\n|---|---|---|\n"
             f"| mean toxicity | {_fmt(stats['toxicity_a'])} | {_fmt(stats['toxicity_b'])} |\n"
             f"| mean reward | {_fmt(stats['reward_a'])} | {_fmt(stats['reward_b'])} |\n"
+            f"| mean answer length (characters) | {mean_len['a']:.0f} | {mean_len['b']:.0f} |\n"
             f"| B is less toxic on | | {stats['b_less_toxic']}/{n} prompts |{reward_line}"
         )
+        lines.append(prompts_line(summary, config, n) + " <small>Rewards are comparable only between answers of "
+                     "similar length: the reward model scores length as well as content, so these numbers are not on "
+                     "the PPO tab's scale (its rollouts are shorter).</small>")
+    paired = summary.get("paired")
+    if isinstance(paired, dict) and paired_text(paired):
+        lines.append(paired_text(paired))
+    if rows:
+        corr = paired.get("length_reward_corr") if isinstance(paired, dict) else None
+        corr = corr if isinstance(corr, (int, float)) else length_reward_corr(rows)
+        warning = length_warning_for(corr, "the RLHF model")
+        if warning:
+            lines.append(f"<div class='warn-length'>{esc(warning)}</div>")
     if summary.get("scorer_description"):
-        lines.append(f"Toxicity: {esc(summary['scorer_description'])}.")
+        limits = SCORER_LIMITS.get(str(summary.get("scorer")), "")
+        lines.append(f"Toxicity: {esc(summary['scorer_description'])}. <small>{limits}</small>")
     if rows and summary and not summary.get("reward_model"):
         lines.append("No reward model was found for this run, so answers have no reward.")
     if summary.get("seconds") is not None:
@@ -156,13 +246,15 @@ def export_path(run: Run) -> str | None:
 
 
 def view(run: Run | None, sort: str, query: str) -> tuple:
-    """(summary markdown, distribution figure, cards HTML, CSV for download) of one compare run."""
+    """(summary markdown, distribution figure, cards HTML, CSV for download, paired figure) of one compare run."""
     if run is None:
-        return "No comparison yet: choose two models and press Run.", distribution_figure([]), "", None
+        return ("No comparison yet: choose two models and press Run.", distribution_figure([]), "", None,
+                paired_figure([]))
     rows = compare.load_results(run)
     labels = (rows[0]["model_a"], rows[0]["model_b"]) if rows else ("A", "B")
     csv_path = export_path(run) if run.status().get("status") not in ACTIVE else None
-    return summary_markdown(run, rows), distribution_figure(rows, *labels), cards_html(rows, sort, query), csv_path
+    return (summary_markdown(run, rows), distribution_figure(rows, *labels), cards_html(rows, sort, query), csv_path,
+            paired_figure(rows))
 
 
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
@@ -170,14 +262,25 @@ def view(run: Run | None, sort: str, query: str) -> tuple:
 
 def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
     """'base' and the finished PPO runs that saved adapters, newest first."""
-    return [("base — the policy with adapters off", compare.BASE)] + [
-        (r.label(), r.id) for r in compare.ppo_runs(ctx.manager.root)
-    ]
+    return [("base (no PPO)", compare.BASE)] + [(r.label(), r.id) for r in compare.ppo_runs(ctx.manager.root)]
 
 
-def prompt_choices(ctx: UIContext) -> list[str]:
-    preset = ctx.preset.compare_prompts
-    return list(dict.fromkeys([preset, BUNDLED, TYPED]))
+def default_b(choices: list[tuple[str, str]], current: str | None = None) -> str | None:
+    """Model B: the current choice while it is still offered, else the newest finished PPO run (None if none)."""
+    ids = [value for _, value in choices]
+    if current and current in ids and current != compare.BASE:
+        return current
+    return ids[1] if len(ids) > 1 else current if current in ids else None
+
+
+PROMPT_LABELS = {HELD_OUT: "held-out prompts (PPO never trained on them)",
+                 BUNDLED: "bundled prompts (the ones PPO trains on)"}
+
+
+def prompt_choices(ctx: UIContext) -> list[tuple[str, str]]:
+    """(label, source) pairs: the preset's source first, then the bundled prompts and typing your own."""
+    sources = list(dict.fromkeys([ctx.preset.compare_prompts, BUNDLED, TYPED]))
+    return [(PROMPT_LABELS.get(src, src), src) for src in sources]
 
 
 def _check_prompt_source(source: str, allowed: list[Path] | None) -> None:
@@ -225,9 +328,20 @@ def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str, sor
     run = find_run(ctx, run_id)
     signature = run_signature(run, ROWS_LOG)
     if signature == seen:
-        return (banner, seen, *(gr.skip() for _ in range(5)))
+        return (banner, seen, *(gr.skip() for _ in range(6)))
     choices = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run.id if run else None)
     return (banner, signature, *view(run, sort, query), choices)
+
+
+def follow_ppo(ctx: UIContext, seen_ppo: str | None, model_b: str | None) -> tuple:
+    """Timer: when a PPO job of this process has just finished, offer it and make it Model B (once per run)."""
+    job = ctx.manager.job
+    if job is None or job.kind != compare.PPO_KIND or job.active or job.id == seen_ppo:
+        return seen_ppo, gr.skip(), gr.skip()
+    new = model_choices(ctx)
+    if job.id not in [value for _, value in new]:  # failed, or saved no adapters: nothing to offer
+        return job.id, gr.skip(), gr.skip()
+    return job.id, gr.update(choices=new), gr.update(choices=new, value=job.id)
 
 
 # ---------------------------------------------------------------- the tab
@@ -242,20 +356,20 @@ def build_compare_tab(ctx: UIContext) -> None:
 
     banner = gr.Markdown(elem_id="compare-banner")
     with gr.Row():
-        with gr.Column(scale=1, min_width=320):
-            with gr.Row():
-                choices = model_choices(ctx)
-                model_a = gr.Dropdown(choices, value=compare.BASE, label="Model A", elem_id="compare-model-a")
-                model_b = gr.Dropdown(choices, value=choices[1][1] if len(choices) > 1 else None, label="Model B",
-                                      elem_id="compare-model-b")
+        with gr.Column(scale=1, min_width=380):
+            choices = model_choices(ctx)
+            model_a = gr.Dropdown(choices, value=compare.BASE, label="Model A", elem_id="compare-model-a")
+            model_b = gr.Dropdown(choices, value=default_b(choices), elem_id="compare-model-b",
+                                  label="Model B (the newest PPO run unless you pick)")
             refresh_models = gr.Button("Refresh PPO runs", size="sm")
             prompt_mode = gr.Radio(prompt_choices(ctx), value=ctx.preset.compare_prompts, label="Prompts",
                                    info="hh-rlhf sources give each dialogue's first human turn.")
             typed = gr.Textbox(label="Your prompts (one per line)", lines=4, visible=False, elem_id="compare-typed")
             n_prompts = gr.Slider(1, limits.max_prompts, value=defaults.n_prompts, step=1, label="Number of prompts")
             toxicity = gr.Dropdown(["roberta", "offline"], value=ctx.preset.toxicity, label="Toxicity scorer",
-                                   info="roberta = evaluate's hate-speech classifier (needs the hub); "
-                                        "offline = alt-profanity-check. Falls back to offline, and says so.")
+                                   info="roberta = evaluate's hate-speech classifier (needs the hub; reads context, "
+                                        "still imperfect); offline = alt-profanity-check, a word list: it flags "
+                                        "words, not intent. Falls back to offline, and says so.")
             with gr.Accordion("Sampling (the same for both models)", open=False):
                 max_new_tokens = gr.Slider(8, limits.max_new_tokens, value=gen.get("max_new_tokens", 48), step=8,
                                            label="Max new tokens")
@@ -269,6 +383,13 @@ def build_compare_tab(ctx: UIContext) -> None:
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="compare-summary")
             plot = gr.Plot(show_label=False, elem_id="compare-plot")
+            gr.Markdown("How the answers' scores spread, A in blue and B in orange: toxicity on the left (mind the "
+                        "scorer's limits above), reward on the right. What RLHF aims for: B's reward to the right of "
+                        "A's, its toxicity to the left.", elem_classes="explain")
+            paired_plot = gr.Plot(show_label=False, elem_id="compare-paired")
+            gr.Markdown("Each bar is one prompt: B's reward minus A's on the same prompt. Bars above the line are "
+                        "prompts where B scored higher; if they are as many and as tall as those below, the models "
+                        "are about even.", elem_classes="explain")
             with gr.Row():
                 runs_dd = gr.Dropdown(run_choices(compare.KIND, ctx.manager.root), label="Comparisons (reopen one)",
                                       scale=3, elem_id="compare-runs")
@@ -280,7 +401,8 @@ def build_compare_tab(ctx: UIContext) -> None:
     timer = gr.Timer(1.5)
 
     form = [model_a, model_b, prompt_mode, typed, n_prompts, max_new_tokens, temperature, top_k, top_p, seed, toxicity]
-    view_outputs = [summary, plot, cards, download]
+    view_outputs = [summary, plot, cards, download, paired_plot]
+    ppo_seen = gr.State(None)  # the finished PPO job last offered as Model B
 
     @guard(2)
     def on_run(visitor: str | None, *values: Any) -> tuple:
@@ -300,23 +422,28 @@ def build_compare_tab(ctx: UIContext) -> None:
 
     def on_refresh(a: str | None, b: str | None) -> tuple:
         new = model_choices(ctx)
-        return gr.update(choices=new, value=a), gr.update(choices=new, value=b)
+        return gr.update(choices=new, value=a), gr.update(choices=new, value=default_b(new, b))
 
-    def on_load(visitor: str | None) -> tuple:
+    def on_load(visitor: str | None, b: str | None) -> tuple:
         run_id = current_run_id(ctx, compare.KIND)
         new = model_choices(ctx)
         runs = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run_id)
         banner_text = job_banner(ctx.manager, visitor, compare.KIND)
-        return run_id, "", banner_text, runs, gr.update(choices=new), gr.update(choices=new)
+        job = ctx.manager.job
+        return (run_id, "", banner_text, runs, gr.update(choices=new), gr.update(choices=new, value=default_b(new, b)),
+                job.id if job is not None else None)
 
     run_btn.click(on_run, [ctx.visitor, *form], [run_state, seen_state])
-    stop_btn.click(on_stop, ctx.visitor, banner)
+    stop_btn.click(on_stop, ctx.visitor, banner, show_progress="hidden")
     timer.tick(lambda v, r, s, o, q: tick(ctx, v, r, s, o, q), [ctx.visitor, run_state, seen_state, sort, query],
                [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden")
+    timer.tick(lambda seen, b: follow_ppo(ctx, seen, b), [ppo_seen, model_b], [ppo_seen, model_a, model_b],
+               show_progress="hidden")
     runs_dd.input(on_select, [runs_dd, sort, query], [run_state, seen_state, *view_outputs])
     sort.change(on_filter, [run_state, sort, query], cards)
     query.submit(on_filter, [run_state, sort, query], cards)
     prompt_mode.change(lambda m: gr.update(visible=m == TYPED), prompt_mode, typed)
-    refresh_models.click(on_refresh, [model_a, model_b], [model_a, model_b])
+    refresh_models.click(on_refresh, [model_a, model_b], [model_a, model_b], show_progress="hidden")
     if ctx.demo is not None:  # a reload reattaches to the running (or last) comparison
-        ctx.demo.load(on_load, ctx.visitor, [run_state, seen_state, banner, runs_dd, model_a, model_b])
+        ctx.demo.load(on_load, [ctx.visitor, model_b], [run_state, seen_state, banner, runs_dd, model_a, model_b,
+                                                        ppo_seen], show_progress="hidden")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +96,33 @@ def length_figure(pairs: PairSet) -> go.Figure:
     return fig
 
 
+# British -> American spellings, applied to both the query and the text, so "neighbour" finds "neighbor",
+# "apologise" finds "apologize" and "centre" finds "center" (and the other way round).
+SPELLINGS = [
+    (re.compile(r"(?<=[a-z]{3})our(?=s?\b|ed\b|ing\b|ful\b|hood\b|able\b|ite\b)"), "or"),
+    (re.compile(r"(?<=[a-z]{3})is(?=e\b|es\b|ed\b|ing\b|ation\b|ations\b)"), "iz"),
+    (re.compile(r"(?<=[a-z]{2})ys(?=e\b|es\b|ed\b|ing\b)"), "yz"),
+    (re.compile(r"(?<=[a-z]{3})tre(?=s?\b)"), "ter"),
+    (re.compile(r"(?<=[aeiou])ll(?=ed\b|ing\b|er\b)"), "l"),
+]
+
+
+def normalise(text: str) -> str:
+    """Lower case, one space between words, American spelling: what search compares."""
+    text = " ".join(text.lower().split())
+    for pattern, replacement in SPELLINGS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def filter_indices(pairs: PairSet, query: str, split: str) -> list[int]:
-    """Indices of pairs matching the search text (case-insensitive, any part) and split."""
-    q = query.strip().lower()
+    """Indices of pairs matching the search text (any case, British or American spelling, any part) and split."""
+    q = normalise(query)
     out = []
     for i, p in enumerate(pairs.pairs):
         if split not in ("all", "") and p.split != split:
             continue
-        if q and q not in (p.prompt + p.chosen + p.rejected).lower():
+        if q and q not in normalise(p.prompt + " " + p.chosen + " " + p.rejected):
             continue
         out.append(i)
     return out
@@ -133,7 +153,7 @@ def build_data_tab(ctx: UIContext) -> None:
         with gr.Column(scale=1, min_width=280):
             kind = gr.Radio(SOURCE_KINDS, value=SOURCE_KINDS[0], label="Source")
             path = gr.Textbox(label="Local file (.jsonl, .jsonl.gz, .csv, .parquet)", visible=False,
-                              placeholder="data/prefs.jsonl")
+                              placeholder="data/prefs.jsonl", elem_id="data-path")
             upload = gr.File(label="Upload a file", visible=False, file_types=[".jsonl", ".gz", ".csv", ".parquet", ".json"])
             hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split]; needs the hub, e.g. on the Space), "
                                       "or feedback:NAME for the Feedback tab's votes", visible=False,
@@ -142,8 +162,12 @@ def build_data_tab(ctx: UIContext) -> None:
             source_md = gr.Markdown(elem_id="data-stats")
         with gr.Column(scale=2):
             lengths = gr.Plot(label="Lengths", elem_id="data-lengths")
+            gr.Markdown("How long the final answers are. Where chosen answers are mostly longer than rejected ones, "
+                        "a reward model can learn that longer is better, and PPO will then learn to write more.",
+                        elem_classes="explain")
     with gr.Row():
-        search = gr.Textbox(label="Search text", placeholder="words in the dialogue or answers", scale=3)
+        search = gr.Textbox(label="Search text", placeholder="words in the dialogue or answers (any case; "
+                            "British or American spelling), then Enter", scale=3)
         split = gr.Dropdown(["all", "train", "test"], value="all", label="Split", scale=1)
     with gr.Row():
         prev_btn = gr.Button("◀ Previous", size="sm")

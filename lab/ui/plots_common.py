@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import plotly.graph_objects as go
+
+MIN_POINTS = 8  # fewer answers than this: no correlation is claimed
+STRONG_R = 0.5  # r above this: reward follows answer length strongly
 
 
 def placeholder(fig: go.Figure, message: str, clear: bool = True) -> go.Figure:
@@ -16,3 +22,28 @@ def placeholder(fig: go.Figure, message: str, clear: bool = True) -> go.Figure:
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, title_text="")
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, title_text="")
     return fig
+
+
+def pearson(x: list[float], y: list[float]) -> float | None:
+    """Pearson's r, or None with fewer than two points or no spread."""
+    n = len(x)
+    if n < 2:
+        return None
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+
+
+def length_warning(points: list[tuple[Any, float, float]], what: str = "the policy") -> str:
+    """A warning when reward rises with length strongly (r > 0.5 over enough points), else ''."""
+    r = pearson([p[1] for p in points], [p[2] for p in points]) if len(points) >= MIN_POINTS else None
+    return length_warning_for(r, what)
+
+
+def length_warning_for(r: float | None, what: str) -> str:
+    """The length-bias warning for a measured correlation r, '' when it is weak or unknown."""
+    if r is None or r <= STRONG_R:
+        return ""
+    return (f"⚠ Reward rises with length (r = {r:.2f}): {what} may be learning to ramble rather than to answer "
+            "better. The reward model pays for length; judge the answers themselves, not only the reward.")

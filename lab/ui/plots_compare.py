@@ -38,3 +38,23 @@ def distribution_figure(rows: list[dict[str, Any]], label_a: str = "A", label_b:
     if not rows:  # keep the two panels' titles: they say what will be shown
         placeholder(fig, "The distributions appear when a comparison has scored its answers.", clear=False)
     return fig
+
+
+def paired_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    """B − A reward on each prompt, sorted, with a zero line: bars above it are prompts where B scored higher."""
+    diffs = sorted(float(r["reward_b"]) - float(r["reward_a"]) for r in rows
+                   if isinstance(r.get("reward_a"), (int, float)) and isinstance(r.get("reward_b"), (int, float)))
+    fig = go.Figure()
+    if diffs:
+        fig.add_trace(go.Bar(x=list(range(1, len(diffs) + 1)), y=diffs, name="B − A",
+                             marker_color=[COLOURS["b"] if d > 0 else COLOURS["a"] for d in diffs],
+                             hovertemplate="%{y:+.3f}<extra></extra>"))
+    fig.add_hline(y=0, line=dict(color="#333", width=1))
+    fig.update_layout(
+        title="Reward of B − reward of A, per prompt (sorted)", xaxis_title="prompts, from B's worst to B's best",
+        yaxis_title="B − A", height=280, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
+        showlegend=False,
+    )
+    if not diffs:
+        placeholder(fig, "Per-prompt differences appear when a comparison has rewards for both answers.")
+    return fig

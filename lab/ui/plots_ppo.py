@@ -6,9 +6,30 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from lab.ui.plots_common import placeholder
+from lab.ui.plots_common import MIN_POINTS, length_warning, pearson, placeholder
 
 BLUE, RED, GREEN, GREY = "#4c78a8", "#e45756", "#54a24b", "#999999"
+CRITIC_FREE = ("rloo", "grpo")  # advantage estimators without a value head: no value loss, no value clipping
+LENGTH_STEPS = 10  # the reward-vs-length scatter shows the rollouts of the latest this many steps
+
+# "What you are looking at" under each figure, with the healthy range where there is one (in display order).
+NOTES = [
+    "Mean reward of each batch of answers (band: ± 1 standard deviation). Healthy: drifting up. Rewards depend on "
+    "answer length, so compare them only between answers of similar length.",
+    "How far the policy has moved from the original model: KL in nats per answer, the batch mean. Healthy: above 0 and "
+    "below the dashed target. One answer's KL can be negative; the mean should not be.",
+    "The KL weight β: how much each nat of KL costs in the reward. The controller nudges it towards keeping KL near "
+    "the target, slowly (over thousands of answers), so small moves are normal.",
+    "Policy loss (noisy; its sign means little) and value loss (how far the critic's predicted returns are off; "
+    "healthy: falling). Critic-free estimators (RLOO, GRPO) have no value loss.",
+    "Share of tokens whose probability ratio (new ÷ old policy) hit the clip range ε. Healthy: small, under ~0.2; "
+    "large means each update moves the policy too far.",
+    "How varied the answers are: −log p summed over an answer (entropy). Healthy: slowly falling; a sudden drop means "
+    "the policy is collapsing onto a few stock answers.",
+    "Mean answer length in tokens. Reward models often favour longer answers: if length and reward rise together, "
+    "see the length plot below.",
+    "Seconds per step in each phase: generating answers, scoring them, forward passes, optimising.",
+]
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -58,10 +79,24 @@ def kl_figure(rows: list[dict[str, Any]], target: float | None) -> go.Figure:
 
 
 def kl_coef_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    return _lines(rows, {"objective/kl_coef": "β"}, "KL coefficient β", "β")
+    """β from 0 up, so the controller's slow drift (a fraction of a percent a step) does not look like a plunge."""
+    fig = _lines(rows, {"objective/kl_coef": "β"}, "KL weight β (adapts slowly)", "β")
+    _, y = _series(rows, "objective/kl_coef")
+    if y:
+        fig.update_yaxes(range=[0, max(abs(v) for v in y) * 1.5 or 1])
+    return fig
 
 
-def loss_figure(rows: list[dict[str, Any]]) -> go.Figure:
+def _no_value_head(fig: go.Figure, rows: list[dict[str, Any]], key: str, estimator: str) -> go.Figure:
+    """Say so where a value-head curve is missing because the estimator has no critic."""
+    if rows and estimator in CRITIC_FREE and not _series(rows, key)[0]:
+        fig.add_annotation(text=f"no value head ({estimator.upper()}): no value curve", xref="paper", yref="paper",
+                           x=0.98, y=0.95, xanchor="right", showarrow=False, font=dict(size=11, color="#777"),
+                           bgcolor="rgba(255,255,255,0.8)")
+    return fig
+
+
+def loss_figure(rows: list[dict[str, Any]], estimator: str = "gae") -> go.Figure:
     """Policy loss on the left axis, value loss on the right (their scales differ a lot)."""
     fig = go.Figure()
     x, y = _series(rows, "ppo/loss/policy")
@@ -71,22 +106,22 @@ def loss_figure(rows: list[dict[str, Any]]) -> go.Figure:
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="value loss", line=dict(color=RED),
                              marker=dict(size=4), yaxis="y2"))
     fig.update_layout(yaxis2=dict(title="value loss", overlaying="y", side="right", showgrid=False))
-    return _layout(fig, "Losses", "policy loss")
+    return _no_value_head(_layout(fig, "Losses", "policy loss"), rows, "ppo/loss/value", estimator)
 
 
-def clipfrac_figure(rows: list[dict[str, Any]]) -> go.Figure:
+def clipfrac_figure(rows: list[dict[str, Any]], estimator: str = "gae") -> go.Figure:
     fig = _lines(rows, {"ppo/policy/clipfrac": "policy", "ppo/val/clipfrac": "value"},
-                 "Clip fraction (share of tokens clipped)", "fraction")
+                 "Clipped share of tokens (clip fraction)", "fraction")
     fig.update_yaxes(rangemode="tozero")
-    return fig
+    return _no_value_head(fig, rows, "ppo/val/clipfrac", estimator)
 
 
 def entropy_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    return _lines(rows, {"objective/entropy": "entropy"}, "Entropy (−log p summed over a response)", "nats")
+    return _lines(rows, {"objective/entropy": "entropy"}, "How varied the answers are (entropy)", "nats")
 
 
 def length_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    fig = _lines(rows, {"tokens/response_len_mean": "tokens"}, "Mean response length", "tokens")
+    fig = _lines(rows, {"tokens/response_len_mean": "tokens"}, "Mean answer length", "tokens")
     fig.update_yaxes(rangemode="tozero")
     return fig
 
@@ -101,10 +136,51 @@ def time_figure(rows: list[dict[str, Any]]) -> go.Figure:
     return _layout(fig, "Seconds per step", "seconds")
 
 
-def all_figures(rows: list[dict[str, Any]], target: float | None) -> list[go.Figure]:
+def all_figures(rows: list[dict[str, Any]], target: float | None, estimator: str = "gae") -> list[go.Figure]:
     """The tab's figures, in display order; before the first step each says so instead of showing bare axes."""
-    figures = [reward_figure(rows), kl_figure(rows, target), kl_coef_figure(rows), loss_figure(rows),
-               clipfrac_figure(rows), entropy_figure(rows), length_figure(rows), time_figure(rows)]
+    figures = [reward_figure(rows), kl_figure(rows, target), kl_coef_figure(rows), loss_figure(rows, estimator),
+               clipfrac_figure(rows, estimator), entropy_figure(rows), length_figure(rows), time_figure(rows)]
     if not any("step" in r for r in rows):
         figures = [placeholder(f, "The curves appear after the first PPO step.") for f in figures]
     return figures
+
+
+# ---------------------------------------------------------------- reward against answer length
+
+
+def length_points(samples: list[dict[str, Any]], last_steps: int = LENGTH_STEPS) -> list[tuple[int, float, float]]:
+    """(step, length, reward) of the rollouts of the latest steps; length = response tokens (else words)."""
+    steps = sorted({s["step"] for s in samples if isinstance(s.get("step"), int)})[-last_steps:]
+    keep = set(steps)
+    points = []
+    for s in samples:
+        if s.get("step") not in keep or not isinstance(s.get("reward"), (int, float)):
+            continue
+        length = s.get("length")
+        if not isinstance(length, (int, float)):
+            length = len(str(s.get("response", "")).split())
+        points.append((s["step"], float(length), float(s["reward"])))
+    return points
+
+
+def length_reward_figure(samples: list[dict[str, Any]], last_steps: int = LENGTH_STEPS) -> go.Figure:
+    """Each rollout of the latest steps as a point: answer length against reward, coloured by step; r in the title."""
+    points = length_points(samples, last_steps)
+    fig = go.Figure()
+    if points:
+        fig.add_trace(go.Scatter(
+            x=[p[1] for p in points], y=[p[2] for p in points], mode="markers", name="rollouts",
+            marker=dict(size=7, color=[p[0] for p in points], colorscale="Viridis", showscale=True,
+                        colorbar=dict(title="step", thickness=12)),
+            hovertemplate="step %{marker.color}<br>length %{x}<br>reward %{y:.3f}<extra></extra>",
+        ))
+    r = pearson([p[1] for p in points], [p[2] for p in points]) if len(points) >= MIN_POINTS else None
+    corr = f" (r = {r:.2f})" if r is not None else ""
+    unit = "tokens" if any(isinstance(s.get("length"), (int, float)) for s in samples) else "words"  # older runs: words
+    fig.update_layout(
+        title=f"Reward against answer length, last {last_steps} steps{corr}", xaxis_title=f"answer length ({unit})",
+        yaxis_title="reward", height=300, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
+    )
+    if not points:
+        placeholder(fig, "Each answer appears here as a point after the first PPO step.")
+    return fig

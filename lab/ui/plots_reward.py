@@ -61,7 +61,7 @@ def curve_figure(rows: list[dict[str, Any]], train_key: str, eval_key: str, titl
 
 
 def loss_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    return curve_figure(rows, "loss", "eval_loss", "Loss (−log σ(r_chosen − r_rejected))")
+    return curve_figure(rows, "loss", "eval_loss", "Loss (lower = ranks the pairs better)")
 
 
 def accuracy_figure(rows: list[dict[str, Any]]) -> go.Figure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -10,16 +11,68 @@ import gradio as gr
 from lab import ppo
 from lab.data import load_prompts
 from lab.runs import ACTIVE, Run
-from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
+from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, plain_names, run_choices
 from lab.ui.common import run_signature, start_job, stop_job
-from lab.ui.plots_ppo import all_figures
+from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure, length_warning
 
-MAIN_FIELDS = ("steps", "learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "init_kl_coef", "target",
-               "output_min_length", "output_max_length")
+MAIN_FIELDS = ("advantage", "samples_per_prompt", "steps", "learning_rate", "batch_size", "mini_batch_size",
+               "ppo_epochs", "init_kl_coef", "target", "output_min_length", "output_max_length")
 ROLLOUTS_SHOWN = 16
 TEXT_CHARS = 400
 N_FIGURES = 8
 REWARD_DONE = ("done", "stopped")  # reward runs with a saved model
+KL_FULL = 1.0  # nats: a token whose |KL| is this or more gets the deepest shade
+# Plain words first, the paper's / TRL's name beside: what the form, the help and every refusal call a setting.
+LABELS = {
+    "advantage": "Advantage estimator (advantage)",
+    "samples_per_prompt": "answers per prompt, RLOO/GRPO (samples_per_prompt)",
+    "steps": "training steps (steps)",
+    "learning_rate": "learning rate (learning_rate)",
+    "batch_size": "rollouts per step (batch_size)",
+    "mini_batch_size": "rollouts per gradient pass (mini_batch_size)",
+    "gradient_accumulation_steps": "gradient passes per update (gradient_accumulation_steps)",
+    "ppo_epochs": "passes over each batch (ppo_epochs)",
+    "init_kl_coef": "KL weight β (init_kl_coef)",
+    "adap_kl_ctrl": "adapt β towards the KL target (adap_kl_ctrl)",
+    "target": "KL target (target)",
+    "horizon": "KL adaptation horizon (horizon)",
+    "kl_penalty": "KL estimator (kl_penalty)",
+    "cliprange": "clip range ε (cliprange)",
+    "cliprange_value": "value clip range (cliprange_value)",
+    "vf_coef": "value-loss weight (vf_coef)",
+    "gamma": "discount γ (gamma)",
+    "lam": "GAE λ (lam)",
+    "max_grad_norm": "gradient-norm clip (max_grad_norm)",
+    "whiten_rewards": "normalise rewards per batch (whiten_rewards)",
+    "use_score_scaling": "scale scores by their running spread (use_score_scaling)",
+    "use_score_norm": "also centre the scores (use_score_norm)",
+    "score_clip": "score clip (score_clip)",
+    "missing_eos_penalty": "penalty for an answer that never ends (missing_eos_penalty)",
+    "output_min_length": "shortest answer, tokens (output_min_length)",
+    "output_max_length": "longest answer, tokens (output_max_length)",
+    "temperature": "sampling temperature (temperature)",
+    "top_k": "sample from the top k tokens (top_k)",
+    "top_p": "sample from the top p of probability (top_p)",
+    "max_prompt_length": "prompt tokens kept (max_prompt_length)",
+    "generation_batch_size": "prompts generated together (generation_batch_size)",
+    "bf16": "bfloat16 arithmetic (bf16)",
+    "seed": "random seed (seed)",
+}
+# Help that reads better for a student than the config field's one-liner (which the CLI keeps).
+HELP = {
+    "top_k": "keep 0 (every token can be sampled): otherwise the batch's mean KL goes negative, a sign of a "
+             "mismatch between sampling and scoring (one answer's KL can be negative anyway)",
+    "top_p": "keep 1.0, for the same reason as top_k",
+    "advantage": "how each answer is judged better or worse than expected. gae: a value head (the critic) learns to "
+                 "predict the reward, the classic PPO. rloo: several answers per prompt, each compared with the mean "
+                 "of the others, no critic. grpo: like rloo, also divided by the group's spread (DeepSeek's GRPO).",
+}
+ESTIMATORS = {
+    "gae": "GAE (a value head predicts the reward)",
+    "rloo": "RLOO (k={k} answers per prompt, each against the others' mean: no value head)",
+    "grpo": "GRPO (k={k} answers per prompt, each against its group's mean and spread: no value head)",
+}
+PPO_FIELDS = {f.name for f in fields(ppo.PPOConfig)}
 
 # ---------------------------------------------------------------- reading a run (pure: run folder in, text/figures out)
 
@@ -29,21 +82,74 @@ def _cut(text: str) -> str:
     return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + " …"
 
 
+def _shade(kl: float) -> str:
+    """The background of one token: orange where the policy made it likelier than the reference, blue where less."""
+    alpha = min(abs(kl) / KL_FULL, 1.0) * 0.75
+    colour = "245,133,24" if kl >= 0 else "76,120,168"
+    return f"background:rgba({colour},{alpha:.2f})"
+
+
+def shaded_response(sample: dict[str, Any]) -> str:
+    """The response with each token's per-token KL as its shade; plain escaped text when the run logged no tokens."""
+    tokens, kls = sample.get("tokens"), sample.get("token_kl")
+    if not isinstance(tokens, list) or not isinstance(kls, list) or len(tokens) != len(kls) or not tokens:
+        return esc(_cut(sample.get("response", "")))
+    spans = []
+    for token, kl in zip(tokens, kls):
+        value = float(kl) if isinstance(kl, (int, float)) else 0.0
+        spans.append(f"<span class='tok' style='{_shade(value)}' title='KL {value:+.3f}'>{esc(token)}</span>")
+    return "".join(spans)
+
+
+KL_SUM_NOTE = (
+    "The KL column is log p(policy) − log p(reference) summed over the answer's tokens. One answer's sum can be "
+    "negative (it used tokens the policy now finds less likely than the original model did); only the batch mean, in "
+    "the KL plot, must stay at or above 0."
+)
+KL_LEGEND = (
+    "Shading: each token's KL. <span class='tok' style='background:rgba(245,133,24,0.6)'>orange</span> = the policy "
+    "now picks this token more readily than the original model did, "
+    "<span class='tok' style='background:rgba(76,120,168,0.6)'>blue</span> = less readily; the deeper, the further it "
+    "moved (hover a token for its value). "
+)
+
+
 def rollouts_html(samples: list[dict[str, Any]], k: int = ROLLOUTS_SHOWN) -> str:
-    """The latest k rollouts (newest step first), every text escaped."""
+    """The latest k rollouts (newest step first), every text and token escaped."""
     if not samples:
         return ""
     latest = samples[-k:][::-1]
+    shaded = any(isinstance(s.get("tokens"), list) for s in latest)
     rows = "".join(
         f"<tr><td>{esc(s.get('step', ''))}</td><td>{esc(_cut(s.get('prompt', '')))}</td>"
-        f"<td class='answer'>{esc(_cut(s.get('response', '')))}</td>"
-        f"<td><b>{float(s.get('reward', 0)):+.3f}</b></td><td>{float(s.get('kl', 0)):.3f}</td></tr>"
+        f"<td class='answer'>{shaded_response(s)}</td>"
+        f"<td><b>{float(s.get('reward', 0)):+.3f}</b></td><td>{esc(s.get('length', '—'))}</td>"
+        f"<td>{float(s.get('kl', 0)):+.3f}</td></tr>"
         for s in latest
     )
+    legend = f"<div class='kl-legend'>{KL_LEGEND if shaded else ''}{KL_SUM_NOTE}</div>"
     return (
-        f"<h4>Latest rollouts ({len(latest)})</h4><table class='ppo-rollouts'><thead><tr><th>Step</th><th>Prompt</th>"
-        f"<th>Response</th><th>Reward</th><th>KL</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<h4>Latest rollouts ({len(latest)})</h4>{legend}<table class='ppo-rollouts'><thead><tr><th>Step</th>"
+        f"<th>Prompt</th><th>Response</th><th>Reward</th><th>Tokens</th><th>KL</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
     )
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def estimator_text(config: dict[str, Any]) -> str:
+    name = str(config.get("advantage") or "gae").lower()
+    return ESTIMATORS.get(name, name).format(k=config.get("samples_per_prompt", "?"))
+
+
+def reward_model_name(path: Any) -> str:
+    """The reward model as the visitor knows it: its run id, never the server's folder."""
+    text = str(path or "?")
+    parts = Path(text).parts
+    return parts[-2] if len(parts) >= 2 and parts[-1] == "model" else Path(text).name or text
 
 
 def summary_markdown(run: Run) -> str:
@@ -52,16 +158,23 @@ def summary_markdown(run: Run) -> str:
     summary = status.get("summary") or {}
     config = run.config
     lines = [f"**Run** `{esc(run.id)}` — {esc(state)} · policy `{esc(config.get('policy', '?'))}` · "
-             f"reward model `{esc(config.get('reward_model', '?'))}`"]
+             f"reward model `{esc(reward_model_name(config.get('reward_model')))}` · "
+             f"estimator: {esc(estimator_text(config))}"]
     rows = run.metrics()
     if state in ACTIVE:
         step = rows[-1]["step"] if rows else 0
         lines.append(f"Training… step {step} of {config.get('steps', '?')}. The plots update every few seconds.")
     if isinstance(summary.get("reward_last"), (int, float)):
+        first = _mean_of(rows[: ppo.WINDOW], "tokens/response_len_mean")
+        last = _mean_of(rows[-ppo.WINDOW:], "tokens/response_len_mean")
+        lengths = f", answers of {first:.0f} → {last:.0f} tokens on average" if first and last else ""
         lines.append(
             f"### Reward {summary['reward_first']:+.3f} → {summary['reward_last']:+.3f}\n"
-            f"(mean of the first / last {ppo.WINDOW} steps) · KL {summary['kl_last']:.3f} · "
-            f"{summary['steps']} steps · {summary['seconds_per_step']:.1f} s per step"
+            f"(mean of the first / last {ppo.WINDOW} steps{lengths}) · KL {summary['kl_last']:.3f} · "
+            f"{summary['steps']} steps · {summary['seconds_per_step']:.1f} s per step\n\n"
+            "<small>Reward numbers are comparable only between answers of similar length: this reward model scores "
+            "length as well as content. The Compare tab's answers may be longer than these rollouts, so its "
+            "rewards sit on another scale; compare base and RLHF there, on the same prompts and lengths.</small>"
         )
     if status.get("error"):
         lines.append(f"**Error:** {esc(status['error'])}")
@@ -69,12 +182,17 @@ def summary_markdown(run: Run) -> str:
 
 
 def view(run: Run | None) -> tuple:
-    """(summary markdown, rollouts HTML, *figures) of one run."""
+    """(summary markdown, rollouts HTML, *figures, length figure, length warning) of one run."""
     if run is None:
-        return ("No PPO run yet: pick a reward model and start one.", "", *all_figures([], None))
+        return ("No PPO run yet: pick a reward model and start one.", "", *all_figures([], None),
+                length_reward_figure([]), "")
     config = run.config
     target = config.get("target") if config.get("adap_kl_ctrl", True) else None
-    return summary_markdown(run), rollouts_html(run.samples()), *all_figures(run.metrics(), target)
+    samples = run.samples()
+    warning = length_warning(length_points(samples), "the policy")
+    return (summary_markdown(run), rollouts_html(samples),
+            *all_figures(run.metrics(), target, str(config.get("advantage") or "gae").lower()),
+            length_reward_figure(samples), f"<div class='warn-length'>{esc(warning)}</div>" if warning else "")
 
 
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
@@ -87,7 +205,7 @@ def reward_choices(ctx: UIContext) -> list[tuple[str, str]]:
 def _coerce(name: str, value: Any) -> Any:
     kind = next(f for f in fields(ppo.PPOConfig) if f.name == name).type
     if value is None or value == "":
-        raise ValueError(f"{name} is empty")
+        raise ValueError(f"'{LABELS.get(name, name)}' is empty: type a number")
     return {"int": lambda v: int(round(float(v))), "float": float, "bool": bool, "str": str}[kind](value)
 
 
@@ -99,13 +217,22 @@ def build_config(ctx: UIContext, reward_run: str | None, prompts: str, policy: s
     if run is None:
         raise ValueError(f"no such reward run: '{reward_run}'")
     overrides = {f.name: _coerce(f.name, v) for f, v in zip(fields(ppo.PPOConfig), values)}
-    cfg = ppo.validate(ppo.config_from(ctx.preset, **overrides), ctx.preset.limits)
+    try:
+        cfg = ppo.validate(ppo.config_from(ctx.preset, **overrides), ctx.preset.limits)
+    except ValueError as e:  # name the settings as the form shows them
+        raise ValueError(plain_names(str(e), form_labels())) from None
     reward_model = ppo.check_reward_model(str(run.path))
     source = (prompts or "").strip() or ctx.preset.ppo_prompts
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=ctx.allowed_dirs or None)  # fails on an empty set
     policy = (policy or "").strip() or ctx.preset.policy
     ppo.models.resolve(policy)
     return ppo.job_config(cfg, ctx.preset, reward_model, source, policy)
+
+
+def form_labels() -> dict[str, str]:
+    """Each setting's form label, saying where the hidden ones are."""
+    return {name: label if name in MAIN_FIELDS else f"{label}, under Advanced settings"
+            for name, label in LABELS.items() if name in PPO_FIELDS}
 
 
 def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
@@ -127,7 +254,7 @@ def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> 
     run = find_run(ctx, run_id)
     signature = run_signature(run)
     if signature == seen:
-        return (banner, run_id, seen, *(gr.skip() for _ in range(N_FIGURES + 3)))
+        return (banner, run_id, seen, *(gr.skip() for _ in range(N_FIGURES + 5)))
     choices = gr.update(choices=run_choices(ppo.KIND, ctx.manager.root), value=run.id if run else None)
     return (banner, run_id, signature, *view(run), choices)
 
@@ -136,21 +263,27 @@ def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> 
 
 
 def _component(f: Any, default: Any, limits: Any) -> gr.components.Component:
-    """A form input for one PPOConfig field, labelled by its name and explained by its help."""
-    label, info = f.name, f.metadata["help"]
+    """A form input for one PPOConfig field: plain label with the field name beside, its help as info. Numbers have
+    no minimum or maximum in the browser: the handler checks them and says what is allowed, in these words."""
+    label, info = LABELS.get(f.name, f.name), HELP.get(f.name, f.metadata["help"])
     if f.type == "bool":
         return gr.Checkbox(default, label=label, info=info)
     if f.name == "kl_penalty":
         return gr.Dropdown(list(ppo.KL_PENALTIES), value=default, label=label, info=info)
+    if f.name == "advantage":
+        return _advantage_radio(default)
     if f.name == "steps":
-        return gr.Number(default, label=f"{label} (≤ {limits.max_steps})", info=info, minimum=1,
-                         maximum=limits.max_steps, precision=0)
+        return gr.Number(default, label=f"{label}, at most {limits.max_steps}", info=info, precision=0)
     if f.name == "batch_size":
-        return gr.Number(default, label=f"{label} (≤ {limits.max_batch_size})", info=info, minimum=1,
-                         maximum=limits.max_batch_size, precision=0)
+        return gr.Number(default, label=f"{label}, at most {limits.max_batch_size}", info=info, precision=0)
     if f.type == "int":
         return gr.Number(default, label=label, info=info, precision=0)
     return gr.Number(default, label=label, info=info)
+
+
+def _advantage_radio(default: str) -> gr.Radio:
+    return gr.Radio(["gae", "rloo", "grpo"], value=default or "gae", label=LABELS["advantage"], info=HELP["advantage"],
+                    elem_id="ppo-advantage")
 
 
 def build_ppo_tab(ctx: UIContext) -> None:
@@ -161,14 +294,15 @@ def build_ppo_tab(ctx: UIContext) -> None:
 
     banner = gr.Markdown(elem_id="ppo-banner")
     with gr.Row():
-        with gr.Column(scale=1, min_width=320):
-            with gr.Row():
-                reward_dd = gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)", scale=4,
-                                        elem_id="ppo-reward-run")
-                reward_refresh = gr.Button("↻", scale=0, min_width=40, size="sm")
+        with gr.Column(scale=1, min_width=380):
+            reward_dd = gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)",
+                                    elem_id="ppo-reward-run")
+            reward_refresh = gr.Button("↻ Refresh reward runs", size="sm")
             prompts = gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
                                  info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column")
             inputs: dict[str, gr.components.Component] = {}
+            if "advantage" not in PPO_FIELDS:  # older lab.ppo: shown with the preset's choice, not yet passed on
+                _advantage_radio(ctx.preset.ppo.get("advantage", "gae"))
             for f in fields(ppo.PPOConfig):
                 if f.name in MAIN_FIELDS:
                     inputs[f.name] = _component(f, getattr(defaults, f.name), limits)
@@ -185,7 +319,15 @@ def build_ppo_tab(ctx: UIContext) -> None:
             plots = []
             for row in range(N_FIGURES // 2):
                 with gr.Row():
-                    plots += [gr.Plot(elem_id=f"ppo-plot-{2 * row + i}", show_label=False) for i in range(2)]
+                    for i in range(2):
+                        with gr.Column(min_width=300):
+                            plots.append(gr.Plot(elem_id=f"ppo-plot-{2 * row + i}", show_label=False))
+                            gr.Markdown(NOTES[2 * row + i], elem_classes="explain")
+            length_plot = gr.Plot(elem_id="ppo-length-reward", show_label=False)
+            length_note = gr.HTML(elem_id="ppo-length-warning")
+            gr.Markdown("Each point is one answer of the latest steps: its length against its reward. If the points "
+                        "climb to the right, the reward model is paying for length, and PPO will learn to write more "
+                        "rather than better.", elem_classes="explain")
     rollouts = gr.HTML(elem_id="ppo-rollouts")
     with gr.Row():
         runs_dd = gr.Dropdown(run_choices(ppo.KIND, ctx.manager.root), label="PPO runs (pick one to reopen it)",
@@ -194,7 +336,7 @@ def build_ppo_tab(ctx: UIContext) -> None:
     timer = gr.Timer(1.5)
 
     form = [reward_dd, prompts, policy, *(inputs[f.name] for f in fields(ppo.PPOConfig))]
-    view_outputs = [results, rollouts, *plots]
+    view_outputs = [results, rollouts, *plots, length_plot, length_note]
 
     @guard(2)
     def on_start(visitor: str | None, *values: Any) -> tuple:
@@ -217,11 +359,12 @@ def build_ppo_tab(ctx: UIContext) -> None:
                 gr.update(choices=rewards, value=rewards[0][1] if rewards else None))
 
     start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state])
-    stop_btn.click(on_stop, ctx.visitor, banner)
+    stop_btn.click(on_stop, ctx.visitor, banner, show_progress="hidden")
     timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
                [banner, run_state, seen_state, *view_outputs, runs_dd], show_progress="hidden")
     runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs])
     refresh_btn.click(lambda r: gr.update(choices=run_choices(ppo.KIND, ctx.manager.root), value=r), run_state, runs_dd)
     reward_refresh.click(lambda r: gr.update(choices=reward_choices(ctx), value=r), reward_dd, reward_dd)
     if ctx.demo is not None:  # a reload reattaches to the running (or last) PPO job
-        ctx.demo.load(on_load, ctx.visitor, [run_state, seen_state, banner, *view_outputs, runs_dd, reward_dd])
+        ctx.demo.load(on_load, ctx.visitor, [run_state, seen_state, banner, *view_outputs, runs_dd, reward_dd],
+                      show_progress="hidden")

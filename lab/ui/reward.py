@@ -14,10 +14,21 @@ from lab.data import resolve_path, split_turns
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
 from lab.ui.common import run_signature, start_job, stop_job
+from lab.ui.plots_common import MIN_POINTS, length_warning_for, pearson
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
 WORST_SHOWN = 8
+EVEN_BAND = (0.4, 0.6)  # P(A better) inside this band: the reward model cannot tell the answers apart
+SHORT_ANSWER = 60  # characters: below this the reward model has little to read
+REAL_HH_ACCURACY = 0.63  # cpu backbone on real hh-rlhf pairs, 3 seeds x 5 folds (README, "Reward-model quality")
 TEXT_CHARS = 600  # long answers are cut in the table; the Data tab shows them whole
+
+PLOTS_NOTE = (
+    "<small>**What you are looking at.** Left: the loss, how badly the model ranks the pairs it trains on "
+    "(−log σ(r_chosen − r_rejected), averaged; lower is better, 0.69 is a coin flip). Right: the share of pairs whose "
+    "chosen answer scores higher. Red dots are held-out pairs it never trained on: healthy when they follow the blue "
+    "line; held-out loss rising while training loss falls means it is memorising.</small>"
+)
 
 # ---------------------------------------------------------------- reading a run (pure: run folder in, text/figures out)
 
@@ -29,7 +40,9 @@ def run_results(run: Run) -> tuple[str, list[float], str]:
     summary = status.get("summary") or {}
     samples = run.samples()
     margins = [float(s["margin"]) for s in samples if isinstance(s.get("margin"), (int, float))]
-    return _summary_markdown(run, state, summary, status.get("error")), margins, worst_pairs_html(samples)
+    text = _summary_markdown(run, state, summary, status.get("error"))
+    bias = length_bias_line(samples)
+    return (text + "\n\n" + bias if bias else text), margins, worst_pairs_html(samples)
 
 
 def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str | None) -> str:
@@ -48,6 +61,7 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
                if summary.get("averaged_steps") else "")
             + (f" · an ensemble of {summary['members']} models, their rewards averaged"
                if (summary.get("members") or 1) > 1 else "")
+            + "\n\n" + accuracy_context(str(run.config.get("data", "")))
         )
     elif state in ("done", "stopped") and summary:
         lines.append(f"No held-out pairs: {summary.get('train_pairs')} training pairs, {summary.get('steps')} steps.")
@@ -57,6 +71,53 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
     if error:
         lines.append(f"**Error:** {esc(error)}")
     return "\n\n".join(lines)
+
+
+def accuracy_context(data: str) -> str:
+    """What a held-out accuracy means: chance, and how hard the pairs were."""
+    easy = (" The bundled demo pairs are easy (their answers differ plainly), so a high score here says little."
+            if data.startswith("bundled") else "")
+    return (f"<small>For scale: 50% is chance (a coin flip). On real hh-rlhf pairs the cpu preset's backbone reaches "
+            f"about {REAL_HH_ACCURACY:.0%} (measured over 3 seeds × 5 folds).{easy}</small>")
+
+
+def length_bias_line(samples: list[dict[str, Any]]) -> str:
+    """How much the reward follows answer length on the held-out answers (chosen and rejected alike)."""
+    points = [(len(str(s.get(side, "")).strip()), float(s[f"reward_{side}"])) for s in samples
+              for side in ("chosen", "rejected") if isinstance(s.get(f"reward_{side}"), (int, float))]
+    r = pearson([p[0] for p in points], [p[1] for p in points]) if len(points) >= MIN_POINTS else None
+    if r is None:
+        return ""
+    warning = length_warning_for(r, "PPO against this model")
+    line = (f"<small>Length bias: over the {len(points)} held-out answers, reward and answer length correlate at "
+            f"r = {r:.2f} (0 = length plays no part). Chosen answers are often longer, so some of this is fair; "
+            "the more of it, the more PPO can gain by writing more.</small>")
+    return line + (f"\n\n<div class='warn-length'>{esc(warning)}</div>" if warning else "")
+
+
+def held_out_note(data: str, eval_data: str) -> dict:
+    """The held-out share slider: off, and saying why, when the held-out pairs come from elsewhere."""
+    if (eval_data or "").strip():
+        return gr.update(interactive=False, info="Not used: the held-out pairs come from the box above.")
+    if (data or "").strip() == "bundled":
+        return gr.update(interactive=False, info="Not used: the bundled set has its own test split, held out "
+                                                 "from training.")
+    return gr.update(interactive=True, info="Share of the training pairs held out to measure accuracy.")
+
+
+def verdict(a: float, b: float, answers: tuple[str, str] = ("", "")) -> str:
+    """The reward model's reading of two scores: P(A better) = σ(r_A − r_B) (Bradley-Terry), 'about even' near 50%."""
+    p_a = 1 / (1 + math.exp(-(a - b)))
+    if EVEN_BAND[0] <= p_a <= EVEN_BAND[1]:
+        text = (f"**About even** — the reward model cannot tell these apart (P(A better) = {p_a:.0%}; "
+                f"it takes a side only outside {EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%}).")
+    else:
+        side, p = ("A", p_a) if p_a > 0.5 else ("B", 1 - p_a)
+        text = f"The reward model **prefers {side}**: P({side} better) = σ(reward difference) = {p:.0%}."
+    if min(len(x.strip()) for x in answers) < SHORT_ANSWER:
+        text += (" <small>Short answers give the reward model little to read, so they tend to score alike "
+                 "whatever they say.</small>")
+    return text
 
 
 def _last_human_turn(prompt: str) -> str:
@@ -181,12 +242,8 @@ def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str
     if not (prompt or "").strip() or not (answer_a or "").strip() or not (answer_b or "").strip():
         raise ValueError("type a prompt and both answers")
     a, b = load_model(run).score([reward.format_for_reward(prompt, answer) for answer in (answer_a, answer_b)])
-    if a == b:
-        verdict = "The reward model has **no preference**."
-    else:
-        # Bradley-Terry: P(A preferred over B) = σ(r_A − r_B), the model's own reading of the margin.
-        verdict = f"The reward model prefers **{'A' if a > b else 'B'}**: P = {1 / (1 + math.exp(-abs(a - b))):.0%}."
-    return f"| answer | reward |\n|---|---|\n| A | {a:+.3f} |\n| B | {b:+.3f} |\n\n{verdict} Run `{esc(run.id)}`."
+    return (f"| answer | reward |\n|---|---|\n| A | {a:+.3f} |\n| B | {b:+.3f} |\n\n"
+            f"{verdict(a, b, (answer_a, answer_b))} Run `{esc(run.id)}`.")
 
 
 def load_model(run: Run) -> reward.RewardModel:
@@ -218,14 +275,18 @@ def build_reward_tab(ctx: UIContext) -> None:
                                    "feedback:NAME for the Feedback tab's votes (+bundled adds the demo set).")
             eval_data = gr.Textbox("", label="Held-out pairs (optional)",
                                    info="Empty: the source's test split, else a share of the training pairs.")
-            eval_fraction = gr.Slider(0, 0.5, value=defaults.eval_fraction, step=0.05, label="Held-out share")
+            note = held_out_note(ctx.preset.pairs, "")
+            eval_fraction = gr.Slider(0, 0.5, value=defaults.eval_fraction, step=0.05, label="Held-out share",
+                                      interactive=note["interactive"], info=note["info"],
+                                      elem_id="reward-eval-fraction")
             backbone = gr.Textbox(defaults.backbone, label="Backbone (one-output sequence classifier)")
             with gr.Row():
-                epochs = gr.Number(defaults.epochs, label="Epochs", minimum=0)
+                # no minimum/maximum on the boxes: the handler checks them and says what is allowed
+                epochs = gr.Number(defaults.epochs, label="Epochs")
                 max_steps = gr.Number(defaults.max_steps, label=f"Max steps (0 = by epochs; ≤ {limits.max_steps})",
-                                      minimum=0, precision=0)
+                                      precision=0)
             with gr.Row():
-                learning_rate = gr.Number(defaults.learning_rate, label="Learning rate", minimum=0)
+                learning_rate = gr.Number(defaults.learning_rate, label="Learning rate")
                 batch_size = gr.Slider(1, limits.max_batch_size, value=defaults.batch_size, step=1,
                                        label="Batch size (pairs)")
             max_length = gr.Slider(32, 512, value=defaults.max_length, step=32,
@@ -240,8 +301,12 @@ def build_reward_tab(ctx: UIContext) -> None:
             with gr.Row():
                 loss_plot = gr.Plot(label="Loss", elem_id="reward-loss")
                 acc_plot = gr.Plot(label="Accuracy", elem_id="reward-accuracy")
+            gr.Markdown(PLOTS_NOTE, elem_id="reward-plots-note")
             results = gr.Markdown(elem_id="reward-results")
             margins_plot = gr.Plot(label="Margins", elem_id="reward-margins")
+            gr.Markdown("Each held-out pair's reward(chosen) − reward(rejected). Right of the line: ranked correctly, "
+                        "and the further right, the surer. A pile just either side of 0 means the model barely tells "
+                        "the two answers apart.", elem_classes="explain")
     worst = gr.HTML(elem_id="reward-worst")
     with gr.Row():
         runs_dd = gr.Dropdown(run_choices(reward.KIND, ctx.manager.root), scale=4, elem_id="reward-runs",
@@ -282,7 +347,7 @@ def build_reward_tab(ctx: UIContext) -> None:
         return source or ctx.preset.pairs, run_id, "", job_banner(ctx.manager, visitor, reward.KIND), choices
 
     start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state], api_name="reward_start")
-    stop_btn.click(on_stop, ctx.visitor, banner, api_name="reward_stop")
+    stop_btn.click(on_stop, ctx.visitor, banner, api_name="reward_stop", show_progress="hidden")
     timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
                [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden", api_visibility="private")
     runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs], api_name="reward_select")
@@ -291,7 +356,9 @@ def build_reward_tab(ctx: UIContext) -> None:
     score_btn.click(guard(1)(lambda r, p, a, b: score_answers(ctx, r, p, a, b)),
                     [run_state, prompt, answer_a, answer_b], score_md, api_name="reward_score")
     ctx.data_source.change(lambda s: s or ctx.preset.pairs, ctx.data_source, data, api_visibility="private")
+    for box in (data, eval_data):
+        box.change(held_out_note, [data, eval_data], eval_fraction, api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # a reload reattaches to the running (or last) reward job
         ctx.demo.load(on_load, [ctx.visitor, ctx.data_source], [data, run_state, seen_state, banner, runs_dd],
-                      api_visibility="private")
+                      api_visibility="private", show_progress="hidden")
 
