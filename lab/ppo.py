@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lab import models
+from lab.generate import encode_chat
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 
@@ -390,13 +391,6 @@ class Batch:
         return Batch(self.input_ids[idx], self.attention_mask[idx], self.mask[idx])
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Native bf16 matmuls: a GPU that has them, or a CPU with AVX512-BF16/AMX (elsewhere bf16 is emulated, slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bfloat16 autocast on the model's device when asked (CPUs with AVX512-BF16 run it ~2x faster)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -459,17 +453,6 @@ def prompt_batches(prompts: Sequence[str], batch_size: int, rng: random.Random) 
             order += more
         yield order[:batch_size]
         order = order[batch_size:]
-
-
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int, device: torch.device) -> dict:
-    """Chat-templated prompts, left-padded and left-truncated to max_length tokens."""
-    texts = [models.chat_prompt(tokenizer, p) for p in prompts]
-    # the template usually writes its own BOS; add the tokenizer's special tokens only when it did not
-    add_special = not (tokenizer.bos_token and texts[0].startswith(tokenizer.bos_token))
-    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
-                    add_special_tokens=add_special)
-    return {k: v.to(device) for k, v in enc.items()}
 
 
 class _StopCriterion:
@@ -613,7 +596,7 @@ def ppo_step(
     started = time.perf_counter()
 
     # 1. rollout: sample responses from the LoRA policy
-    query = encode_prompts(tokenizer, prompts, cfg.max_prompt_length, device)
+    query = encode_chat(tokenizer, prompts, device, cfg.max_prompt_length)
     batch = generate_responses(model, tokenizer, query, lengths, cfg, should_stop)
     timings["time/rollout"] = time.perf_counter() - started
     if should_stop():
@@ -712,7 +695,7 @@ def run_ppo(
         raise ValueError("the prompt set is empty")
     validate(cfg)
     # decided once, so rollout, old, reference and training log-probs all use the same precision
-    cfg = replace(cfg, bf16=cfg.bf16 and bf16_supported(next(value_head.parameters()).device))
+    cfg = replace(cfg, bf16=cfg.bf16 and models.bf16_native(next(value_head.parameters()).device))
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     k = cfg.samples_per_prompt

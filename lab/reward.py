@@ -443,7 +443,7 @@ def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, seed: int) -> 
     """TRL's RewardConfig for our settings: no checkpoints, no reporting, fp32 on CPU; our callback evaluates."""
     from trl import RewardConfig as TRLRewardConfig
 
-    bf16 = models.has_cuda() and torch.cuda.is_bf16_supported()
+    bf16 = models.has_cuda() and models.bf16_native("cuda")
     return TRLRewardConfig(
         output_dir=output_dir,
         max_steps=steps,

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lab import cli, models, ppo
+from lab.generate import encode_chat
 from lab.jobs import JobManager
 from lab.presets import get_preset
 from lab.runs import open_run
@@ -27,7 +28,7 @@ def _policy(tiny_lm_dir: Path, seed: int = 0):
 
 
 def _rollout(model, tokenizer, cfg: ppo.PPOConfig, lengths: list[int]) -> ppo.Batch:
-    query = ppo.encode_prompts(tokenizer, PROMPTS[: len(lengths)], cfg.max_prompt_length, torch.device("cpu"))
+    query = encode_chat(tokenizer, PROMPTS[: len(lengths)], torch.device("cpu"), cfg.max_prompt_length)
     return ppo.generate_responses(model, tokenizer, query, lengths, cfg)
 
 
@@ -235,7 +236,7 @@ def test_generation_ends_early_when_the_job_is_stopped(tiny_lm_dir):
     model, _, tokenizer = _policy(tiny_lm_dir)
     cfg = ppo.PPOConfig(output_min_length=1, output_max_length=40)
     calls = iter(range(1000))
-    query = ppo.encode_prompts(tokenizer, PROMPTS[:2], 64, torch.device("cpu"))
+    query = encode_chat(tokenizer, PROMPTS[:2], torch.device("cpu"), 64)
     batch = ppo.generate_responses(model, tokenizer, query, [40, 40], cfg, should_stop=lambda: next(calls) >= 3)
     assert batch.response_length < 10
 
