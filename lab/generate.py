@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from lab.config import from_job, setting
 from lab.models import bf16_native, chat_prompt, has_cuda
 
 # Bytes of KV cache per token per layer are 2 (K and V) x kv_heads x head_dim x element size; keep this share of
@@ -20,21 +21,20 @@ CPU_BATCH_SIZE = 16  # big enough for efficient matmuls on a few cores, small en
 class GenerateConfig:
     """Sampling settings shared by every model in a comparison (the seed's defaults)."""
 
-    max_new_tokens: int = 256  # completion length cap
-    temperature: float = 0.7  # softmax temperature
-    top_k: int = 50  # sample among the k likeliest tokens (0 = all)
-    top_p: float = 0.95  # nucleus sampling mass
-    batch_size: int = 0  # prompts per generate call; 0 = sized to the machine
-    seed: int = 0  # batch b is sampled after torch.manual_seed(seed + b)
-    min_new_tokens: int = 0  # force this many tokens (benchmarks: equal work per prompt)
-    do_sample: bool = True  # False = greedy decoding
-    precision: str = "auto"  # "auto" (bf16 autocast where the hardware has bf16), "bf16" or "fp32"
+    max_new_tokens: int = setting(256, "completion length cap (new tokens)")
+    temperature: float = setting(0.7, "softmax temperature")
+    top_k: int = setting(50, "sample among the k likeliest tokens (0 = all)")
+    top_p: float = setting(0.95, "nucleus sampling mass")
+    batch_size: int = setting(0, "prompts per generate call; 0 = sized to the machine")
+    seed: int = setting(0, "batch b is sampled after torch.manual_seed(seed + b)")
+    min_new_tokens: int = setting(0, "force this many tokens (benchmarks: equal work per prompt)")
+    do_sample: bool = setting(True, "sample (--no-do-sample: greedy decoding)")
+    precision: str = setting("auto", "auto (bf16 autocast where the hardware has bf16), bf16 or fp32")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "GenerateConfig":
         """Build from a preset's `generate` dict or a job config, ignoring unknown keys."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (values or {}).items() if k in known})
+        return from_job(cls, values or {})
 
     def validate(self) -> "GenerateConfig":
         if self.max_new_tokens < 1:

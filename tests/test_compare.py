@@ -136,10 +136,13 @@ def test_bad_choices_are_refused(ppo_run, runs_root, tmp_path):
     preset = get_preset("cpu")
     with pytest.raises(ValueError, match="both models are 'base'"):
         compare.validate(compare.config_from(preset, model_a="base", model_b="base"))
-    with pytest.raises(ValueError, match="between 1 and"):
+    with pytest.raises(ValueError, match="must be at least 1"):
         compare.validate(compare.config_from(preset, model_b=ppo_run.id, n_prompts=0))
     with pytest.raises(ValueError, match="above this machine's limit"):
-        compare.validate(compare.config_from(preset, model_b=ppo_run.id, generate={"max_new_tokens": 4096}))
+        compare.validate(compare.config_from(preset, model_b=ppo_run.id, generate={"max_new_tokens": 4096}),
+                         preset.limits)
+    with pytest.raises(ValueError, match="n_prompts 101 is above this machine's limit of 100"):
+        compare.validate(compare.config_from(preset, model_b=ppo_run.id, n_prompts=101), preset.limits)
     empty = new_run("ppo", {"policy": "x"}, runs_root)
     with pytest.raises(ValueError, match="no saved adapters"):
         compare.resolve_sides(compare.config_from(preset, model_b=empty.id), runs_root)
@@ -164,7 +167,7 @@ def test_cli_compares_and_prints_one_json_line(ppo_run, runs_root, tmp_path, sta
 
 @pytest.mark.parametrize("args, message", [
     (["--run", "/no/such/run"], "is not a run folder"),
-    (["--run", "RUN", "--n", "0"], "between 1 and"),
+    (["--run", "RUN", "--n", "0"], "must be at least 1"),
     (["--run", "RUN", "--prompts", "/no/such/prompts.jsonl"], "does not exist"),
     (["--run", "RUN", "--against", "base", "--max-new-tokens", "100000"], "above this machine's limit"),
     (["--run", "RUN", "--reward-model", "/no/such/reward"], "reward model '/no/such/reward' does not exist"),
