@@ -188,6 +188,22 @@ def test_cli_bad_input_exit_code_from_the_shell(tmp_path):
 # ---------------------------------------------------------------- the tab
 
 
+def test_the_form_and_the_flags_prepare_the_same_job(ppo_run, runs_root):
+    from lab import cli
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    form = tab.build_config(ctx, "base", ppo_run.id, "bundled", "", 3.0, 16.0, 0.7, 50.0, 0.95, 0.0, "offline")
+    flags = cli.prepared(["--preset", "cpu", "compare", "--run", ppo_run.id, "--against", "base", "--prompts",
+                          "bundled", "--n", "3", "--max-new-tokens", "16", "--temperature", "0.7", "--top-k", "50",
+                          "--top-p", "0.95", "--seed", "0", "--toxicity", "offline"])
+    assert form == flags
+    assert flags["model_b"] == str(ppo_run.path) and flags["reward_model"] == str(runs_root / "reward-stand-in")
+    assert flags["generate"]["max_new_tokens"] == 16 and flags["n_prompts"] == 3
+
+
+
 def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward):
     import gradio as gr
 
