@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab import models
-from lab.config import build, from_job, given, setting
+from lab.config import build, from_job, setting
 from lab.data import load_prompts, parse_hub_id, resolve_path
-from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, load_dtype, plan_batches
+from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, generate_settings, load_dtype
+from lab.generate import plan_batches
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 from lab.runs import ACTIVE, Run, list_runs, open_run, runs_root
@@ -64,10 +65,9 @@ class Side:
 def config_from(preset: Preset, **overrides: Any) -> CompareConfig:
     """The preset's defaults for this stage, then every override that is given; GenerateConfig fields may come
     flat (as the form and the flags give them) or in `generate`."""
-    gen = {k: v for k, v in preset.generate.items() if k != "n_prompts"}
     gen_names = {f.name for f in fields(GenerateConfig)}
-    gen.update(given({**(overrides.pop("generate", None) or {}),
-                      **{k: overrides.pop(k) for k in list(overrides) if k in gen_names}}))
+    flat = {k: overrides.pop(k) for k in list(overrides) if k in gen_names}
+    gen = generate_settings(preset, {**(overrides.pop("generate", None) or {}), **flat})
     defaults: dict[str, Any] = {
         "prompts": preset.compare_prompts, "toxicity": preset.toxicity, "quantize_4bit": preset.quantize_4bit,
         "n_prompts": preset.generate.get("n_prompts", 32), "max_batch_size": preset.limits.max_batch_size,

@@ -55,13 +55,18 @@ def check_known(cls: type, values: dict[str, Any], what: str) -> None:
         raise ValueError(f"unknown {what} setting(s): {', '.join(sorted(unknown))}")
 
 
-def build(cls: type[T], defaults: dict[str, Any], values: dict[str, Any], what: str) -> T:
-    """cls from its dataclass defaults, then `defaults` (the preset's), then the given `values` coerced to each
-    field's type; unknown keys raise ValueError naming them."""
-    merged = {**defaults, **given(values)}
-    check_known(cls, merged, what)
+def coerced(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
+    """The given values, each as its field's type; unknown keys raise ValueError naming them."""
+    values = given(values)
+    check_known(cls, values, what)
     by_name = {f.name: f for f in fields(cls)}
-    return cls(**{k: coerce(by_name[k], v) for k, v in merged.items()})
+    return {k: coerce(by_name[k], v) for k, v in values.items()}
+
+
+def build(cls: type[T], defaults: dict[str, Any], values: dict[str, Any], what: str) -> T:
+    """cls from its dataclass defaults, then `defaults` (the preset's), then the given `values`, each coerced to its
+    field's type; unknown keys raise ValueError naming them."""
+    return cls(**coerced(cls, {**defaults, **given(values)}, what))
 
 
 def from_job(cls: type[T], config: dict[str, Any]) -> T:

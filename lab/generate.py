@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from lab.config import from_job, setting
+from lab.config import coerced, from_job, given, setting
 from lab.models import bf16_native, chat_prompt, has_cuda
 
 # Bytes of KV cache per token per layer are 2 (K and V) x kv_heads x head_dim x element size; keep this share of
@@ -50,6 +50,12 @@ class GenerateConfig:
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32 (got '{self.precision}')")
         return self
+
+
+def generate_settings(preset: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A job's `generate` dict: the preset's sampling settings, then the given values, each as its field's type."""
+    defaults = {k: v for k, v in preset.generate.items() if k != "n_prompts"}  # n_prompts: the stage's, not sampling's
+    return coerced(GenerateConfig, {**defaults, **given(values)}, "generation")
 
 
 # ---------------------------------------------------------------- machine-dependent choices

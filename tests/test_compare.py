@@ -201,6 +201,7 @@ def test_the_form_and_the_flags_prepare_the_same_job(ppo_run, runs_root):
     assert form == flags
     assert flags["model_b"] == str(ppo_run.path) and flags["reward_model"] == str(runs_root / "reward-stand-in")
     assert flags["generate"]["max_new_tokens"] == 16 and flags["n_prompts"] == 3
+    assert type(form["generate"]["top_k"]) is int and type(form["n_prompts"]) is int  # the form's floats coerced
 
 
 
