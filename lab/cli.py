@@ -314,5 +314,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def app(argv: list[str] | None = None) -> None:
+    """`python app.py`: the web app's flags, then lab.server serves it."""
+    from lab.server import launch
+
+    parser = argparse.ArgumentParser(description="RLHF Lab web app")
+    parser.add_argument("--preset", help="a100 or cpu (default: LAB_PRESET, else by CUDA availability)")
+    parser.add_argument("--share", action="store_true", help="ask gradio for a public link")
+    args = parser.parse_args(argv)
+    launch(args.preset, args.share)
+
+
 if __name__ == "__main__":
     sys.exit(main())
