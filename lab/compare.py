@@ -6,20 +6,21 @@ Both models sample with the same settings and the same per-batch seeds. Results 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from lab import models
-from lab.data import load_prompts, resolve_path
-from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, load_dtype, plan_batches
+from lab.config import build, from_job, setting
+from lab.data import load_prompts, parse_hub_id, resolve_path
+from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, generate_settings, load_dtype
+from lab.generate import plan_batches
 from lab.jobs import JobContext
-from lab.presets import Preset
+from lab.presets import Limits, Preset
 from lab.runs import ACTIVE, Run, list_runs, open_run, runs_root
 from lab.stats import paired_summary
 from lab.toxicity import get_scorer
@@ -36,18 +37,18 @@ CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a
 class CompareConfig:
     """The compare job's settings; `lab.presets` supplies the machine's defaults."""
 
-    model_a: str = BASE  # "base" (the policy with its LoRA adapters disabled) or a PPO run id/folder
-    model_b: str = ""  # a PPO run id/folder, or "base"
-    prompts: str = "bundled"  # prompt source for lab.data.load_prompts (ignored when custom_prompts is given)
-    custom_prompts: list[str] = field(default_factory=list)  # prompts typed by the user
-    n_prompts: int = 32  # how many prompts from the source
-    toxicity: str = "offline"  # 'roberta', 'offline' or a local classifier folder
-    reward_model: str = ""  # reward-model folder; "" = the one the PPO run trained against
-    generate: dict[str, Any] = field(default_factory=dict)  # lab.generate.GenerateConfig fields
-    quantize_4bit: bool = False  # load the policy in 4-bit NF4 (CUDA only)
-    max_batch_size: int = 64  # cap for the automatic batch size
-    max_prompts: int = 200  # the preset's limit on prompts per comparison
-    max_new_tokens_cap: int = 256  # the preset's limit on completion length
+    model_a: str = setting(BASE, "Model A: 'base' (the policy with its LoRA adapters off) or another PPO run "
+                                 "(folder or id)")
+    model_b: str = setting("", "Model B: a PPO run (folder or id), or 'base'")
+    prompts: str = setting("bundled", "prompt source: 'bundled', a .jsonl/.csv file, or a hub id (ignored when "
+                                      "custom_prompts is given)")
+    custom_prompts: list[str] = setting([], "prompts typed by the user")
+    n_prompts: int = setting(32, "how many prompts from the source")
+    toxicity: str = setting("offline", "toxicity scorer: 'roberta', 'offline' or a local classifier folder")
+    reward_model: str = setting("", "reward-model folder or run id; empty = the one the PPO run trained against")
+    generate: dict[str, Any] = setting({}, "lab.generate.GenerateConfig fields, the same for both models")
+    quantize_4bit: bool = setting(False, "load the policy in 4-bit NF4 (CUDA only)", cli=False)
+    max_batch_size: int = setting(64, "cap for the automatic batch size (the preset's limit)", cli=False)
 
 
 @dataclass(frozen=True)
@@ -62,42 +63,57 @@ class Side:
 
 
 def config_from(preset: Preset, **overrides: Any) -> CompareConfig:
-    """The preset's defaults for this stage, then every override that is not None."""
-    gen = {k: v for k, v in preset.generate.items() if k != "n_prompts"}
-    values: dict[str, Any] = {
+    """The preset's defaults for this stage, then every override that is given; GenerateConfig fields may come
+    flat (as the form and the flags give them) or in `generate`."""
+    gen_names = {f.name for f in fields(GenerateConfig)}
+    flat = {k: overrides.pop(k) for k in list(overrides) if k in gen_names}
+    gen = generate_settings(preset, {**(overrides.pop("generate", None) or {}), **flat})
+    defaults: dict[str, Any] = {
         "prompts": preset.compare_prompts, "toxicity": preset.toxicity, "quantize_4bit": preset.quantize_4bit,
         "n_prompts": preset.generate.get("n_prompts", 32), "max_batch_size": preset.limits.max_batch_size,
-        "max_prompts": preset.limits.max_prompts, "max_new_tokens_cap": preset.limits.max_new_tokens,
     }
-    gen.update(overrides.pop("generate", None) or {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(CompareConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown compare setting(s): {', '.join(sorted(unknown))}")
-    return CompareConfig(**values, generate=gen)
+    return replace(build(CompareConfig, defaults, overrides, "compare"), generate=gen)
 
 
-def validate(cfg: CompareConfig) -> CompareConfig:
-    """Check ranges before anything loads; ValueError says which value and what is allowed."""
+def validate(cfg: CompareConfig, limits: Limits | None = None) -> CompareConfig:
+    """Check ranges (and the preset's limits) before anything loads; ValueError says which value and what is
+    allowed."""
     gen = GenerateConfig.from_dict(cfg.generate).validate()
     if cfg.custom_prompts:
         cfg.custom_prompts = [p.strip() for p in cfg.custom_prompts if p and p.strip()]
         if not cfg.custom_prompts:
             raise ValueError("the typed prompts are all empty: write one prompt per line")
-    if not 1 <= cfg.n_prompts <= cfg.max_prompts:
-        raise ValueError(f"number of prompts {cfg.n_prompts} must be between 1 and {cfg.max_prompts}")
-    if gen.max_new_tokens > cfg.max_new_tokens_cap:
-        raise ValueError(
-            f"max new tokens {gen.max_new_tokens} is above this machine's limit of {cfg.max_new_tokens_cap}"
-        )
-    if cfg.max_batch_size < 1 or gen.batch_size > cfg.max_batch_size:
-        raise ValueError(f"batch size {gen.batch_size} is above this machine's limit of {cfg.max_batch_size}")
+    if cfg.n_prompts < 1:
+        raise ValueError(f"number of prompts {cfg.n_prompts} must be at least 1")
+    if limits is not None:
+        limits.check({"n_prompts": cfg.n_prompts, **asdict(gen)})
     if not (cfg.model_a or "").strip() or not (cfg.model_b or "").strip():
         raise ValueError("choose two models: 'base' and/or PPO runs")
     if cfg.model_a.strip() == BASE and cfg.model_b.strip() == BASE:
         raise ValueError("both models are 'base': choose a PPO run for Model A or Model B")
     return cfg
+
+
+def check_prompt_source(source: str, allowed_dirs: list[Path] | None = None) -> None:
+    """A prompt file must exist (within the allowed folders); a hub id needs the hub."""
+    if source.startswith("bundled") or resolve_path(source, allowed_dirs) is not None:
+        return
+    parse_hub_id(source)
+    models.require_hub(source)
+
+
+def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
+            root: Path | None = None) -> dict[str, Any]:
+    """A checked compare job config from a form's or the command line's values (CompareConfig and GenerateConfig
+    fields; None or "" = the preset's): ranges and limits, the two runs, the reward model and the prompt source,
+    before any model loads. Runs and the reward model are stored as folders, so the job finds them from anywhere."""
+    cfg = validate(config_from(preset, **values), preset.limits)
+    if not cfg.custom_prompts:
+        check_prompt_source(cfg.prompts, allowed_dirs)
+    sides = resolve_sides(cfg, root)
+    cfg.reward_model = reward_model_path(cfg, sides, root)
+    cfg.model_a, cfg.model_b = (BASE if s.adapter_dir is None else str(s.adapter_dir.parent) for s in sides)
+    return asdict(cfg)
 
 
 # ---------------------------------------------------------------- the two models
@@ -240,7 +256,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 def run_compare(ctx: JobContext) -> dict[str, Any]:
     """The compare job: both models answer the same prompts batch by batch; each answer gets toxicity and reward."""
     started = time.time()
-    cfg = validate(CompareConfig(**{f.name: ctx.config[f.name] for f in fields(CompareConfig) if f.name in ctx.config}))
+    cfg = validate(from_job(CompareConfig, ctx.config))
     gen = GenerateConfig.from_dict(cfg.generate)
     # 1. prompts and models
     ctx.set_progress(0, "loading prompts")
@@ -310,61 +326,3 @@ def load_results(run: Run) -> list[dict[str, Any]]:
     """The rows of a compare run (complete or partial), in prompt order."""
     rows = [r for r in run.samples() if "answer_a" in r and "answer_b" in r]
     return sorted(rows, key=lambda r: r.get("index", 0))
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def _add_compare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="the PPO run (folder or id) = Model B")
-    p.add_argument("--against", default=BASE, metavar="RUN_DIR",
-                   help="Model A: 'base' (the policy with adapters off, default) or another PPO run "
-                        "(its numbers are printed as *_base)")
-    p.add_argument("--prompts", metavar="SOURCE",
-                   help="'bundled', a .jsonl/.csv file, or a hub id (default: the preset's compare prompts)")
-    p.add_argument("--n", type=int, dest="n_prompts", metavar="N", help="number of prompts (preset default)")
-    p.add_argument("--out", metavar="FILE.csv", help="also write the table here (it is always in the run folder)")
-    p.add_argument("--toxicity", help="'roberta', 'offline' or a local classifier folder (preset default)")
-    p.add_argument("--reward-model", metavar="DIR", help="reward model (default: the one the PPO run used)")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--batch-size", type=int, help="prompts per batch (0 = sized to the machine)")
-    p.add_argument("--seed", type=int)
-
-
-def _run_compare(args: argparse.Namespace) -> int:
-    from lab.cli import emit
-    from lab.jobs import JobManager
-
-    preset: Preset = args.preset_obj
-    gen = {k: getattr(args, k) for k in ("max_new_tokens", "batch_size", "seed") if getattr(args, k) is not None}
-    cfg = validate(config_from(preset, model_a=args.against, model_b=args.run, prompts=args.prompts,
-                               n_prompts=args.n_prompts, toxicity=args.toxicity, reward_model=args.reward_model,
-                               generate=gen))
-    # Fail on bad input before any model loads: the runs, the prompt file, the output folder.
-    a, b = resolve_sides(cfg)
-    cfg.reward_model = reward_model_path(cfg, (a, b))
-    cfg.model_a, cfg.model_b = (BASE if s.adapter_dir is None else str(s.adapter_dir.parent) for s in (a, b))
-    if resolve_path(cfg.prompts) is None and not cfg.prompts.startswith("bundled"):
-        models.require_hub(cfg.prompts)
-    out = Path(args.out).expanduser() if args.out else None
-    if out is not None and out.is_dir():
-        raise ValueError(f"--out '{args.out}' is a folder: give a file name such as results.csv")
-    job = JobManager(mark_interrupted=False).run_sync(KIND, run_compare, asdict(cfg))
-    if job.status == "failed":
-        if job.error and job.error.startswith("ValueError: "):
-            raise ValueError(job.error.removeprefix("ValueError: "))
-        raise SystemExit(f"error: {job.error}")  # a failure, not bad input: exit 1 with the error on stderr
-    if out is not None:
-        write_csv(load_results(job.run), out)
-    s = job.summary
-    emit({"n": s.get("n"), "toxicity_base": s.get("toxicity_a"), "toxicity_rlhf": s.get("toxicity_b"),
-          "reward_base": s.get("reward_a"), "reward_rlhf": s.get("reward_b"), "scorer": s.get("scorer"),
-          "seconds": s.get("seconds"), "scorer_fallback": s.get("scorer_fallback"), "paired": s.get("paired"),
-          "prompts": s.get("prompts"), "status": job.status,
-          "run": str(job.run.path), "out": str(out) if out else None})
-    return 0
-
-
-CLI_COMMANDS = {
-    "compare": ("compare base and RLHF generations: toxicity and reward per answer", _add_compare_args, _run_compare),
-}

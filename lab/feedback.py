@@ -19,12 +19,13 @@ import secrets
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from lab.config import build, from_job, setting
 from lab.data import Pair, PairSet, to_hh
-from lab.presets import Preset
+from lab.presets import Limits, Preset
 from lab.runs import runs_root
 
 if TYPE_CHECKING:
@@ -428,41 +429,48 @@ def provenance(source: str, root: Path | None = None) -> dict[str, Any]:
 class FeedbackConfig:
     """The pair-generation job's settings."""
 
-    name: str = ""  # the feedback set the pairs go to
-    model_a: str = "base"  # 'base' (the policy, adapters off) or a PPO run id/folder
-    model_b: str = "base"  # the same as model_a = two samples of one model (different seeds)
-    policy: str = ""  # the base policy when both models are 'base' (a PPO run brings its own)
-    prompts: str = "bundled"  # prompt source for lab.data.load_prompts
-    n_pairs: int = 16  # new pairs to generate (prompts already in the set are skipped)
-    generate: dict[str, Any] = field(default_factory=dict)  # lab.generate.GenerateConfig fields
-    quantize_4bit: bool = False  # load the policy in 4-bit NF4 (CUDA only)
-    max_pairs: int = 100  # the preset's limit on pairs per job
+    name: str = setting("", "the feedback set the pairs go to (made if new)")
+    model_a: str = setting("base", "'base' (the policy, adapters off) or a PPO run id/folder")
+    model_b: str = setting("base", "the same as model_a = two samples of one model (different seeds)")
+    policy: str = setting("", "the base policy when both models are 'base' (a PPO run brings its own)")
+    prompts: str = setting("bundled", "prompt source for lab.data.load_prompts")
+    n_pairs: int = setting(16, "new pairs to generate (prompts already in the set are skipped)")
+    generate: dict[str, Any] = setting({}, "lab.generate.GenerateConfig fields")
+    quantize_4bit: bool = setting(False, "load the policy in 4-bit NF4 (CUDA only)", cli=False)
+    max_pairs: int = setting(100, "cap for the automatic batch size (the preset's limit on prompts)", cli=False)
 
 
 def config_from(preset: Preset, **overrides: Any) -> FeedbackConfig:
-    """The preset's defaults for this stage, then every override that is not None."""
-    gen = {k: v for k, v in preset.generate.items() if k != "n_prompts"}
-    gen.update(overrides.pop("generate", None) or {})
-    values = {"policy": preset.policy, "prompts": preset.compare_prompts, "quantize_4bit": preset.quantize_4bit,
-              "max_pairs": preset.limits.max_prompts, "generate": gen}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - {f.name for f in fields(FeedbackConfig)}
-    if unknown:
-        raise ValueError(f"unknown feedback setting(s): {', '.join(sorted(unknown))}")
-    return FeedbackConfig(**values)
+    """The preset's defaults for this stage, then every override that is given."""
+    from lab.generate import generate_settings
+
+    gen = generate_settings(preset, overrides.pop("generate", None) or {})
+    defaults = {"policy": preset.policy, "prompts": preset.compare_prompts, "quantize_4bit": preset.quantize_4bit,
+                "max_pairs": preset.limits.max_prompts}
+    return replace(build(FeedbackConfig, defaults, overrides, "feedback"), generate=gen)
 
 
-def validate(cfg: FeedbackConfig) -> FeedbackConfig:
-    """Check the set name, the models and the ranges before anything loads."""
+def validate(cfg: FeedbackConfig, limits: Limits | None = None) -> FeedbackConfig:
+    """Check the set name, the models and the ranges (and the preset's limits) before anything loads."""
     from lab.generate import GenerateConfig
 
     check_name(cfg.name)
-    GenerateConfig.from_dict(cfg.generate).validate()
-    if not 1 <= cfg.n_pairs <= cfg.max_pairs:
-        raise ValueError(f"number of pairs {cfg.n_pairs} must be between 1 and {cfg.max_pairs}")
+    gen = GenerateConfig.from_dict(cfg.generate).validate()
+    if cfg.n_pairs < 1:
+        raise ValueError(f"number of pairs {cfg.n_pairs} must be at least 1")
+    if limits is not None:
+        limits.check({"n_pairs": cfg.n_pairs, **asdict(gen)})
     if not cfg.model_a.strip() or not cfg.model_b.strip():
         raise ValueError("choose two models: 'base' and/or PPO runs (the same one twice = two samples of it)")
     return cfg
+
+
+def prepare(preset: Preset, values: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """A checked pair-generation job config from the Feedback tab's values (FeedbackConfig fields; None or "" = the
+    preset's): the set name, ranges and limits, and the two models, before any model loads."""
+    cfg = validate(config_from(preset, **values), preset.limits)
+    resolve_models(cfg, root)  # a missing run fails here, before the job starts
+    return asdict(cfg)
 
 
 def resolve_models(cfg: FeedbackConfig, root: Path | None = None) -> tuple[Any, Any]:
@@ -499,8 +507,7 @@ def generate_pairs(ctx: JobContext) -> dict[str, Any]:
     from lab.compare import load_policies
     from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, plan_batches
 
-    known = {f.name for f in fields(FeedbackConfig)}
-    cfg = validate(FeedbackConfig(**{k: v for k, v in ctx.config.items() if k in known}))
+    cfg = validate(from_job(FeedbackConfig, ctx.config))
     gen = GenerateConfig.from_dict(cfg.generate)
     # 1. the set, the prompts and the models
     fs = create_set(cfg.name, ctx.run.path.parent)

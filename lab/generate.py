@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from lab.models import chat_prompt, has_cuda
+from lab.config import coerced, from_job, given, setting
+from lab.models import bf16_native, chat_prompt, has_cuda
 
 # Bytes of KV cache per token per layer are 2 (K and V) x kv_heads x head_dim x element size; keep this share of
 # free GPU memory for the cache so activations and the toxicity/reward models still fit.
@@ -20,21 +21,20 @@ CPU_BATCH_SIZE = 16  # big enough for efficient matmuls on a few cores, small en
 class GenerateConfig:
     """Sampling settings shared by every model in a comparison (the seed's defaults)."""
 
-    max_new_tokens: int = 256  # completion length cap
-    temperature: float = 0.7  # softmax temperature
-    top_k: int = 50  # sample among the k likeliest tokens (0 = all)
-    top_p: float = 0.95  # nucleus sampling mass
-    batch_size: int = 0  # prompts per generate call; 0 = sized to the machine
-    seed: int = 0  # batch b is sampled after torch.manual_seed(seed + b)
-    min_new_tokens: int = 0  # force this many tokens (benchmarks: equal work per prompt)
-    do_sample: bool = True  # False = greedy decoding
-    precision: str = "auto"  # "auto" (bf16 autocast where the hardware has bf16), "bf16" or "fp32"
+    max_new_tokens: int = setting(256, "completion length cap (new tokens)")
+    temperature: float = setting(0.7, "softmax temperature")
+    top_k: int = setting(50, "sample among the k likeliest tokens (0 = all)")
+    top_p: float = setting(0.95, "nucleus sampling mass")
+    batch_size: int = setting(0, "prompts per generate call; 0 = sized to the machine")
+    seed: int = setting(0, "batch b is sampled after torch.manual_seed(seed + b)")
+    min_new_tokens: int = setting(0, "force this many tokens (benchmarks: equal work per prompt)")
+    do_sample: bool = setting(True, "sample (--no-do-sample: greedy decoding)")
+    precision: str = setting("auto", "auto (bf16 autocast where the hardware has bf16), bf16 or fp32")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "GenerateConfig":
         """Build from a preset's `generate` dict or a job config, ignoring unknown keys."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (values or {}).items() if k in known})
+        return from_job(cls, values or {})
 
     def validate(self) -> "GenerateConfig":
         if self.max_new_tokens < 1:
@@ -52,6 +52,12 @@ class GenerateConfig:
         return self
 
 
+def generate_settings(preset: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A job's `generate` dict: the preset's sampling settings, then the given values, each as its field's type."""
+    defaults = {k: v for k, v in preset.generate.items() if k != "n_prompts"}  # n_prompts: the stage's, not sampling's
+    return coerced(GenerateConfig, {**defaults, **given(values)}, "generation")
+
+
 # ---------------------------------------------------------------- machine-dependent choices
 
 
@@ -63,10 +69,7 @@ def use_bf16(precision: str, device: torch.device | str) -> bool:
     """bf16 where the hardware does bf16 natively (GPU, or a CPU with AVX512-BF16/AMX): several x faster."""
     if precision != "auto":
         return precision == "bf16"
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return bf16_native(device)
 
 
 def load_dtype(precision: str = "auto") -> torch.dtype | None:
@@ -101,12 +104,18 @@ def plan_batches(tokenizer: Any, prompts: list[str], batch_size: int) -> list[li
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _encode(tokenizer: Any, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-    # Chat templates usually write BOS themselves; add it only when the template did not (e.g. zephyr's).
+def encode_chat(tokenizer: Any, prompts: Sequence[str], device: torch.device | str,
+                max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """Prompts in the chat template, left-padded (generation appends on the right, so real tokens must end there)
+    and, with max_length, cut from the left. PPO's rollouts and the Compare/Feedback generation both encode here."""
+    texts = chat_texts(tokenizer, list(prompts))
+    # Chat templates usually write BOS themselves; add the tokenizer's special tokens only when the template did not
+    # (e.g. zephyr's), judged on every text.
     bos = tokenizer.bos_token
     add_special = bool(bos) and not all(t.startswith(bos) for t in texts)
-    tokenizer.padding_side = "left"  # generation appends on the right, so real tokens must end there
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=max_length is not None,
+                    max_length=max_length, add_special_tokens=add_special)
     return {k: v.to(device) for k, v in enc.items()}
 
 
@@ -129,7 +138,7 @@ def decode_completions(tokenizer: Any, tokens: torch.Tensor, stop_ids: set[int])
 def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig, seed: int) -> list[str]:
     """Completions for one batch of prompts, sampled after `torch.manual_seed(seed)`."""
     device = model_device(model)
-    enc = _encode(tokenizer, chat_texts(tokenizer, prompts), device)
+    enc = encode_chat(tokenizer, prompts, device)
     kwargs: dict[str, Any] = {
         "max_new_tokens": config.max_new_tokens,
         "min_new_tokens": config.min_new_tokens or None,

@@ -41,6 +41,17 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def bf16_native(device: Any) -> bool:
+    """Native bf16 matmuls on this device: a GPU that has them, or a CPU with AVX512-BF16/AMX (elsewhere bf16 is
+    emulated and slower than float32). PPO and generation both decide their precision here."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 @functools.lru_cache(maxsize=1)
 def hub_reachable() -> bool:
     """True when the Hugging Face hub answers within 3 s (DNS included); never raises."""

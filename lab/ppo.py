@@ -10,13 +10,12 @@ the KL exactly 0 before the first update.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -24,6 +23,8 @@ import torch
 from torch import nn
 
 from lab import models
+from lab.config import build, from_job, setting
+from lab.generate import encode_chat
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 
@@ -41,72 +42,62 @@ UNSHAPED_SAMPLING = {"do_sample": True, "repetition_penalty": 1.0, "no_repeat_ng
 ScoreFn = Callable[[list[str], list[str]], list[float]]
 
 
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with its one-line help (read by the CLI flags and the UI)."""
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class PPOConfig:
     """PPO settings; names and defaults follow the seed (TRL 0.x `PPOConfig`), presets pick sizes per machine."""
 
-    steps: int = _f(100, "PPO steps; each samples one batch of rollouts")
-    learning_rate: float = _f(1.4e-5, "Adam learning rate for the LoRA adapters and the value head")
-    batch_size: int = _f(16, "rollouts per PPO step")
-    mini_batch_size: int = _f(4, "rollouts per forward/backward pass")
-    gradient_accumulation_steps: int = _f(1, "mini-batches per optimiser update")
-    ppo_epochs: int = _f(4, "optimisation passes over each batch of rollouts")
-    init_kl_coef: float = _f(0.2, "initial weight of the per-token KL penalty")
-    adap_kl_ctrl: bool = _f(True, "adapt the KL coefficient towards `target` (Ziegler et al. 2019)")
-    target: float = _f(6.0, "target KL (nats per response) of the adaptive controller")
-    horizon: float = _f(10000.0, "horizon of the adaptive KL controller, in rollouts")
-    kl_penalty: str = _f("kl", "per-token KL estimator: kl (k1 = logp - logp_ref), abs, mse or k3")
-    cliprange: float = _f(0.2, "PPO clip range of the probability ratio")
-    cliprange_value: float = _f(0.2, "clip range of the value update")
-    vf_coef: float = _f(0.1, "weight of the value loss")
-    gamma: float = _f(1.0, "discount factor")
-    lam: float = _f(0.95, "GAE lambda")
-    advantage: str = _f("gae", "advantage estimator: gae (PPO's value head + GAE), rloo (leave-one-out baseline over "
+    steps: int = setting(100, "PPO steps; each samples one batch of rollouts")
+    learning_rate: float = setting(1.4e-5, "Adam learning rate for the LoRA adapters and the value head")
+    batch_size: int = setting(16, "rollouts per PPO step")
+    mini_batch_size: int = setting(4, "rollouts per forward/backward pass")
+    gradient_accumulation_steps: int = setting(1, "mini-batches per optimiser update")
+    ppo_epochs: int = setting(4, "optimisation passes over each batch of rollouts")
+    init_kl_coef: float = setting(0.2, "initial weight of the per-token KL penalty")
+    adap_kl_ctrl: bool = setting(True, "adapt the KL coefficient towards `target` (Ziegler et al. 2019)")
+    target: float = setting(6.0, "target KL (nats per response) of the adaptive controller")
+    horizon: float = setting(10000.0, "horizon of the adaptive KL controller, in rollouts")
+    kl_penalty: str = setting("kl", "per-token KL estimator: kl (k1 = logp - logp_ref), abs, mse or k3")
+    cliprange: float = setting(0.2, "PPO clip range of the probability ratio")
+    cliprange_value: float = setting(0.2, "clip range of the value update")
+    vf_coef: float = setting(0.1, "weight of the value loss")
+    gamma: float = setting(1.0, "discount factor")
+    lam: float = setting(0.95, "GAE lambda")
+    advantage: str = setting("gae", "advantage estimator: gae (PPO's value head + GAE), rloo (leave-one-out baseline over "
                                "samples_per_prompt answers, Ahmadian et al. 2024) or grpo (group-normalised rewards)")
-    samples_per_prompt: int = _f(1, "answers sampled per prompt in one batch (k); rloo and grpo need at least 2")
-    whiten_advantages: bool = _f(True, "scale advantages to unit std over the batch (GAE: also zero mean)")
-    max_grad_norm: float = _f(1.0, "clip the gradient norm to this; 0 = no clipping")
-    whiten_rewards: bool = _f(False, "whiten the per-token rewards before GAE")
-    use_score_scaling: bool = _f(False, "divide scores by their running std")
-    use_score_norm: bool = _f(False, "with score scaling: also subtract the running mean")
-    score_clip: float = _f(0.0, "clip scores to ±this after scaling; 0 = off")
-    reward_norm: bool = _f(False, "normalise the reward model's scores to mean 0, std 1 on the starting policy's own "
+    samples_per_prompt: int = setting(1, "answers sampled per prompt in one batch (k); rloo and grpo need at least 2")
+    whiten_advantages: bool = setting(True, "scale advantages to unit std over the batch (GAE: also zero mean)")
+    max_grad_norm: float = setting(1.0, "clip the gradient norm to this; 0 = no clipping")
+    whiten_rewards: bool = setting(False, "whiten the per-token rewards before GAE")
+    use_score_scaling: bool = setting(False, "divide scores by their running std")
+    use_score_norm: bool = setting(False, "with score scaling: also subtract the running mean")
+    score_clip: float = setting(0.0, "clip scores to ±this after scaling; 0 = off")
+    reward_norm: bool = setting(False, "normalise the reward model's scores to mean 0, std 1 on the starting policy's own "
                                   "answers (the first step's, when policy = reference), so the KL weight means the same "
                                   "for any reward model (N implementation details, RM #3)")
-    missing_eos_penalty: float = _f(0.0, "subtract this from the score of a response that never ends (no EOS)")
-    output_min_length: int = _f(16, "fewest new tokens per response (EOS is blocked before)")
-    output_max_length: int = _f(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)")
-    temperature: float = _f(1.0, "sampling temperature; the same temperature divides the logits for log-probs")
-    top_k: int = _f(0, "top-k of the rollouts; keep 0 (all tokens) or the KL estimate goes negative")
-    top_p: float = _f(1.0, "top-p of the rollouts; keep 1.0 for the same reason")
-    max_prompt_length: int = _f(128, "prompt tokens kept (chat template included), cut from the left")
-    generation_batch_size: int = _f(0, "prompts generated together; 0 = the whole batch at once")
-    bf16: bool = _f(False, "bfloat16 autocast for generation and every forward pass (all alike, so ratios hold); "
+    missing_eos_penalty: float = setting(0.0, "subtract this from the score of a response that never ends (no EOS)")
+    output_min_length: int = setting(16, "fewest new tokens per response (EOS is blocked before)")
+    output_max_length: int = setting(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)")
+    temperature: float = setting(1.0, "sampling temperature; the same temperature divides the logits for log-probs")
+    top_k: int = setting(0, "top-k of the rollouts; keep 0 (all tokens) or the KL estimate goes negative")
+    top_p: float = setting(1.0, "top-p of the rollouts; keep 1.0 for the same reason")
+    max_prompt_length: int = setting(128, "prompt tokens kept (chat template included), cut from the left")
+    generation_batch_size: int = setting(0, "prompts generated together; 0 = the whole batch at once")
+    bf16: bool = setting(False, "bfloat16 autocast for generation and every forward pass (all alike, so ratios hold); "
                            "ignored where the hardware has no native bf16")
-    seed: int = _f(0, "seed for prompt order, response lengths, sampling and the PPO shuffles")
+    seed: int = setting(0, "seed for prompt order, response lengths, sampling and the PPO shuffles")
 
 
 # ---------------------------------------------------------------- config
 
 
 def config_from(preset: Preset, **overrides: Any) -> PPOConfig:
-    """The dataclass defaults, then the preset's `ppo` dict, then every override that is not None."""
-    values = {**preset.ppo, **{k: v for k, v in overrides.items() if v is not None}}
-    known = {f.name for f in fields(PPOConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown PPO setting(s): {', '.join(sorted(unknown))}")
-    return PPOConfig(**values)
+    """The dataclass defaults, then the preset's `ppo` dict, then every override that is given."""
+    return build(PPOConfig, preset.ppo, overrides, "PPO")
 
 
 def config_from_dict(values: dict[str, Any]) -> PPOConfig:
     """The PPOConfig part of a job config (which also holds policy, reward_model, prompts, ...)."""
-    return PPOConfig(**{f.name: values[f.name] for f in fields(PPOConfig) if f.name in values})
+    return from_job(PPOConfig, values)
 
 
 def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
@@ -146,14 +137,7 @@ def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
     if cfg.generation_batch_size < 0 or cfg.max_grad_norm < 0 or cfg.score_clip < 0:
         raise ValueError("generation_batch_size, max_grad_norm and score_clip must be 0 (off) or more")
     if limits is not None:
-        if cfg.steps > limits.max_steps:
-            raise ValueError(f"steps {cfg.steps} is above this machine's limit of {limits.max_steps}")
-        if cfg.batch_size > limits.max_batch_size:
-            raise ValueError(f"batch_size {cfg.batch_size} is above this machine's limit of {limits.max_batch_size}")
-        if cfg.output_max_length > limits.max_new_tokens:
-            raise ValueError(
-                f"output_max_length {cfg.output_max_length} is above this machine's limit of {limits.max_new_tokens}"
-            )
+        limits.check(asdict(cfg))
     return cfg
 
 
@@ -390,13 +374,6 @@ class Batch:
         return Batch(self.input_ids[idx], self.attention_mask[idx], self.mask[idx])
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Native bf16 matmuls: a GPU that has them, or a CPU with AVX512-BF16/AMX (elsewhere bf16 is emulated, slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bfloat16 autocast on the model's device when asked (CPUs with AVX512-BF16 run it ~2x faster)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -459,17 +436,6 @@ def prompt_batches(prompts: Sequence[str], batch_size: int, rng: random.Random) 
             order += more
         yield order[:batch_size]
         order = order[batch_size:]
-
-
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int, device: torch.device) -> dict:
-    """Chat-templated prompts, left-padded and left-truncated to max_length tokens."""
-    texts = [models.chat_prompt(tokenizer, p) for p in prompts]
-    # the template usually writes its own BOS; add the tokenizer's special tokens only when it did not
-    add_special = not (tokenizer.bos_token and texts[0].startswith(tokenizer.bos_token))
-    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
-                    add_special_tokens=add_special)
-    return {k: v.to(device) for k, v in enc.items()}
 
 
 class _StopCriterion:
@@ -614,7 +580,7 @@ def ppo_step(
 
     # 1. rollout: sample responses from the LoRA policy
     on_phase(f"generating {len(prompts)} answers")
-    query = encode_prompts(tokenizer, prompts, cfg.max_prompt_length, device)
+    query = encode_chat(tokenizer, prompts, device, cfg.max_prompt_length)
     batch = generate_responses(model, tokenizer, query, lengths, cfg, should_stop)
     timings["time/rollout"] = time.perf_counter() - started
     if should_stop():
@@ -716,7 +682,7 @@ def run_ppo(
         raise ValueError("the prompt set is empty")
     validate(cfg)
     # decided once, so rollout, old, reference and training log-probs all use the same precision
-    cfg = replace(cfg, bf16=cfg.bf16 and bf16_supported(next(value_head.parameters()).device))
+    cfg = replace(cfg, bf16=cfg.bf16 and models.bf16_native(next(value_head.parameters()).device))
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     k = cfg.samples_per_prompt
@@ -850,18 +816,45 @@ def job_config(cfg: PPOConfig, preset: Preset, reward_model: str, prompts: str, 
             "quantize_4bit": preset.quantize_4bit, "lora": dict(preset.lora), "preset": preset.name}
 
 
-def check_reward_model(path: str) -> str:
-    """The reward run's folder as an absolute path; ValueError when it is not a saved reward model."""
+def check_reward_model(path: str, root: Path | None = None) -> str:
+    """The reward run's folder (a path, or a run id under root) as an absolute path; ValueError when it is not a
+    saved reward model."""
     from lab.reward import model_folder
     from lab.runs import runs_root
 
+    root = Path(root) if root else runs_root()
     candidate = Path(path).expanduser()
-    if not candidate.exists() and not candidate.is_absolute() and (runs_root() / path).exists():
-        candidate = runs_root() / path  # a run id from the runs folder
+    if not candidate.exists() and not candidate.is_absolute() and (root / path).exists():
+        candidate = root / path  # a run id from the runs folder
     if not candidate.exists():
         raise ValueError(f"no such reward run: '{path}'")
     model_folder(candidate)  # raises when the run has no saved model
     return str(candidate.resolve())
+
+
+JOB_KEYS = ("reward_model", "prompts", "policy", "max_prompts")  # what a PPO job takes besides PPOConfig
+
+
+def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
+            root: Path | None = None) -> dict[str, Any]:
+    """A checked PPO job config from a form's or the command line's values (PPOConfig fields plus JOB_KEYS; None or
+    "" = the preset's): settings within the preset's limits, the reward run saved, the prompt source non-empty and
+    the policy found, all before any model loads. `root` is where run ids are looked up."""
+    from lab.data import load_prompts
+
+    extra = {k: values.get(k) for k in JOB_KEYS}
+    if not extra["reward_model"]:
+        raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
+    cfg = validate(config_from(preset, **{k: v for k, v in values.items() if k not in JOB_KEYS}), preset.limits)
+    reward_model = check_reward_model(str(extra["reward_model"]).strip(), root)
+    source = (extra["prompts"] or "").strip() or preset.ppo_prompts
+    load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
+    policy = (extra["policy"] or "").strip() or preset.policy
+    models.resolve(policy)
+    config = job_config(cfg, preset, reward_model, source, policy)
+    if extra["max_prompts"]:
+        config["max_prompts"] = int(extra["max_prompts"])
+    return config
 
 
 def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any]:
@@ -896,56 +889,3 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     save_policy(model, value_head, tokenizer, ctx.run.model_dir)
     ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")
     return {**summarize(history), "advantage": cfg.advantage, "samples_per_prompt": cfg.samples_per_prompt}
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def _flag_type(f: Any) -> type:
-    name = f.type if isinstance(f.type, str) else f.type.__name__  # a string under `from __future__ import annotations`
-    return {"int": int, "float": float, "str": str, "bool": bool}[name]
-
-
-def _add_ppo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reward-model", required=True, metavar="RUN_DIR", help="a reward run folder (or its run id)")
-    p.add_argument("--prompts", metavar="SOURCE", help="prompt source (default: the preset's ppo_prompts)")
-    p.add_argument("--policy", metavar="SPEC", help="policy model (default: the preset's)")
-    p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
-    p.add_argument("--max-prompts", type=int, help="use at most this many prompts")
-    for f in fields(PPOConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default_note = f" (default: the preset's, else {f.default})"
-        kind = _flag_type(f)
-        if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
-        else:
-            p.add_argument(flag, type=kind, default=None, help=f.metadata["help"] + default_note)
-
-
-def _run_ppo(args: argparse.Namespace) -> int:
-    from lab.cli import emit
-    from lab.data import load_prompts
-    from lab.jobs import JobManager
-
-    preset: Preset = args.preset_obj
-    cfg = validate(config_from(preset, **{f.name: getattr(args, f.name) for f in fields(PPOConfig)}), preset.limits)
-    reward_model = check_reward_model(args.reward_model)
-    source = args.prompts or preset.ppo_prompts
-    load_prompts(source, limit=cfg.batch_size)  # fail on an empty set before a run folder exists
-    policy = args.policy or preset.policy
-    models.resolve(policy)
-    config = job_config(cfg, preset, reward_model, source, policy)
-    if args.max_prompts:
-        config["max_prompts"] = args.max_prompts
-    out = Path(args.out).expanduser().resolve() if args.out else None
-    manager = JobManager(root=out.parent if out else None, mark_interrupted=False)
-    job = manager.run_sync(KIND, train_ppo, config, on_metrics=emit, path=out)
-    if job.status == "failed":
-        if job.error and job.error.startswith("ValueError: "):
-            raise ValueError(job.error.removeprefix("ValueError: "))
-        raise SystemExit(f"error: {job.error}")  # a failure, not bad input: exit 1 with the error on stderr
-    emit({**job.summary, "status": job.status, "run": str(job.run.path)})
-    return 0
-
-
-CLI_COMMANDS = {"ppo": ("fine-tune the policy against a reward model with PPO", _add_ppo_args, _run_ppo)}

@@ -19,16 +19,17 @@ class Limits:
     max_upload_rows: int
 
     def check(self, config: dict[str, Any]) -> None:
-        """Refuse a job config that exceeds these bounds, naming the field and the limit."""
+        """Refuse a job config that exceeds these bounds, naming the field and the limit. Every stage's `prepare`
+        calls this: it is the one place that knows which setting each limit bounds."""
         bounds = {
             "steps": self.max_steps, "max_steps": self.max_steps, "batch_size": self.max_batch_size,
             "mini_batch_size": self.max_batch_size, "max_new_tokens": self.max_new_tokens,
-            "output_max_length": self.max_new_tokens, "n": self.max_prompts, "num_prompts": self.max_prompts,
+            "output_max_length": self.max_new_tokens, "n_prompts": self.max_prompts, "n_pairs": self.max_prompts,
         }
         for key, limit in bounds.items():
             value = config.get(key)
-            if isinstance(value, (int, float)) and value > limit:
-                raise ValueError(f"{key}={value:g} is above this lab's limit of {limit}; choose {limit} or less")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+                raise ValueError(f"{key} {value:g} is above this machine's limit of {limit}; choose {limit} or less")
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,19 @@ dialogue loses its oldest turns and keeps the final answers, which are all that 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from lab import feedback, models
+from lab.config import build, from_job, setting
 from lab.data import Pair, load_pairs, resolve_path, to_hh
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
@@ -34,43 +34,45 @@ ANSWER_MARK = "\n\nAssistant:"
 class RewardConfig:
     """The reward-model job's settings; `lab.presets` overrides the defaults per machine."""
 
-    data: str = "bundled"  # training pairs: 'bundled', a file path or a hub id
-    eval_data: str = ""  # held-out pairs; "" = the source's test split if it has one, else eval_fraction of `data`
-    eval_fraction: float = 0.1  # share of `data` held out when there is no eval_data and no test split
-    backbone: str = "embedded:all-minilm-l6-v2"  # model spec of the sequence-classifier backbone
-    epochs: float = 2.0  # passes over the training pairs (ignored when max_steps > 0)
-    max_steps: int = 0  # optimizer steps; 0 = derived from epochs
-    min_steps: int = 0  # with steps derived from epochs, at least this many: a small set still gets enough updates
-    learning_rate: float = 5e-5  # AdamW peak learning rate
-    batch_size: int = 16  # pairs per optimizer step
-    max_length: int = 256  # tokens per dialogue; longer ones lose their oldest turns (left truncation)
-    warmup_ratio: float = 0.1  # share of steps with linear warm-up before the linear decay
-    weight_decay: float = 0.0  # AdamW weight decay
-    center_rewards_coefficient: float = 0.0  # pull rewards towards mean zero (arXiv:2312.09244, eq. 2); 0 = off
-    group_by_length: bool = True  # batch pairs of similar length: less padding, same data per epoch
-    dropout: bool = False  # keep the backbone's dropout while training (TRL turns it off by default)
-    freeze_layers: int = 0  # keep the token embeddings and the first N transformer layers fixed; 0 = train all
-    answer_segment: bool = True  # BERT-style backbones: dialogue and final answer as the two segments (A/B)
-    average_last: float = 0.5  # save the mean of the weights over this final share of the steps (SWA); 0 = last ones
-    ensemble: int = 1  # reward models trained one after another (seeds seed, seed+1, ...); their rewards averaged
-    max_pairs: int = 0  # read at most this many pairs from `data`; 0 = all
-    max_eval_pairs: int = 500  # cap on held-out pairs, so evaluations stay quick
-    eval_every: int = 0  # evaluate on the held-out pairs every N steps; 0 = about 8 times per run
-    logging_steps: int = 0  # log train metrics every N steps; 0 = about 50 points per run
-    step_cap: int = 0  # hard limit on optimizer steps (the preset's limit); 0 = none
-    seed: int = 42  # data split, head initialisation and shuffling
+    data: str = setting("bundled", "training pairs: 'bundled', a file path, a hub id or feedback:NAME")
+    eval_data: str = setting("", "held-out pairs; empty = the source's test split if it has one, else eval_fraction "
+                                 "of `data`")
+    eval_fraction: float = setting(0.1, "share of `data` held out when there is no eval_data and no test split")
+    backbone: str = setting("embedded:all-minilm-l6-v2", "model spec of the sequence-classifier backbone: "
+                                                         "embedded:all-minilm-l6-v2, a local folder or a hub id")
+    epochs: float = setting(2.0, "passes over the training pairs (ignored when max_steps > 0)")
+    max_steps: int = setting(0, "optimizer steps; 0 = derived from epochs")
+    min_steps: int = setting(0, "with steps derived from epochs, at least this many: a small set still gets enough "
+                                "updates")
+    learning_rate: float = setting(5e-5, "AdamW peak learning rate")
+    batch_size: int = setting(16, "pairs per optimizer step")
+    max_length: int = setting(256, "tokens per dialogue; longer ones lose their oldest turns (left truncation)")
+    warmup_ratio: float = setting(0.1, "share of steps with linear warm-up before the linear decay")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    center_rewards_coefficient: float = setting(0.0, "pull rewards towards mean zero (arXiv:2312.09244, eq. 2); "
+                                                     "0 = off")
+    group_by_length: bool = setting(True, "batch pairs of similar length: less padding, same data per epoch")
+    dropout: bool = setting(False, "keep the backbone's dropout while training (TRL turns it off by default)")
+    freeze_layers: int = setting(0, "keep the token embeddings and the first N transformer layers fixed; 0 = train "
+                                    "all")
+    answer_segment: bool = setting(True, "BERT-style backbones: dialogue and final answer as the two segments (A/B)")
+    average_last: float = setting(0.5, "save the mean of the weights over this final share of the steps (SWA); "
+                                       "0 = the last weights")
+    ensemble: int = setting(1, "reward models trained one after another (seeds seed, seed+1, ...); the saved "
+                               "reward is their mean")
+    max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
+    max_eval_pairs: int = setting(500, "cap on held-out pairs, so evaluations stay quick")
+    eval_every: int = setting(0, "evaluate on the held-out pairs every N steps; 0 = about 8 times per run")
+    logging_steps: int = setting(0, "log train metrics every N steps; 0 = about 50 points per run")
+    step_cap: int = setting(0, "hard limit on optimizer steps (the preset's limit); 0 = none", cli=False)
+    seed: int = setting(42, "data split, head initialisation and shuffling")
 
 
 def config_from(preset: Preset, **overrides: Any) -> RewardConfig:
-    """The preset's defaults for this stage, then every override that is not None."""
-    values: dict[str, Any] = {"data": preset.pairs, "backbone": preset.reward_backbone, **preset.reward}
-    values["step_cap"] = preset.limits.max_steps
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(RewardConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown reward setting(s): {', '.join(sorted(unknown))}")
-    return RewardConfig(**values)
+    """The preset's defaults for this stage, then every override that is given."""
+    defaults = {"data": preset.pairs, "backbone": preset.reward_backbone, **preset.reward,
+                "step_cap": preset.limits.max_steps}
+    return build(RewardConfig, defaults, overrides, "reward")
 
 
 def validate(cfg: RewardConfig, limits: Limits | None = None) -> RewardConfig:
@@ -92,20 +94,28 @@ def validate(cfg: RewardConfig, limits: Limits | None = None) -> RewardConfig:
     if cfg.max_length < MIN_LENGTH:
         raise ValueError(f"max length {cfg.max_length} is too short: use at least {MIN_LENGTH} tokens")
     if limits is not None:
-        if cfg.batch_size > limits.max_batch_size:
-            raise ValueError(f"batch size {cfg.batch_size} is above this machine's limit of {limits.max_batch_size}")
-        if cfg.max_steps > limits.max_steps:
-            raise ValueError(f"max steps {cfg.max_steps} is above this machine's limit of {limits.max_steps}")
+        limits.check(asdict(cfg))
     return cfg
 
 
-def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None) -> None:
-    """Fail early on a data file or backbone that does not exist (before a run folder is made)."""
+def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None, root: Path | None = None,
+                  checked: Sequence[str] = ()) -> None:
+    """Fail early on a data file or backbone that does not exist (before a run folder is made); sources in
+    `checked` were checked elsewhere (the Data tab's upload lives outside the allowed folders)."""
     for source in (cfg.data, cfg.eval_data):
-        for part in feedback.split_source(source):  # feedback:NAME parts are checked there
-            if part and not part.startswith("bundled"):
+        for part in feedback.split_source(source, root):  # feedback:NAME parts are checked there
+            if part and part not in checked and not part.startswith("bundled"):
                 resolve_path(part, allowed_dirs)
     models.resolve(cfg.backbone)
+
+
+def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
+            root: Path | None = None, checked: Sequence[str] = ()) -> dict[str, Any]:
+    """A checked reward job config from a form's or the command line's values (RewardConfig fields; None or "" =
+    the preset's): ranges and the preset's limits, the data sources and the backbone, before any model loads."""
+    cfg = validate(config_from(preset, **values), preset.limits)
+    check_sources(cfg, allowed_dirs, root, checked)
+    return asdict(cfg)
 
 
 # ---------------------------------------------------------------- texts and tokens
@@ -443,7 +453,7 @@ def _trainer_args(cfg: RewardConfig, steps: int, output_dir: str, seed: int) -> 
     """TRL's RewardConfig for our settings: no checkpoints, no reporting, fp32 on CPU; our callback evaluates."""
     from trl import RewardConfig as TRLRewardConfig
 
-    bf16 = models.has_cuda() and torch.cuda.is_bf16_supported()
+    bf16 = models.has_cuda() and models.bf16_native("cuda")
     return TRLRewardConfig(
         output_dir=output_dir,
         max_steps=steps,
@@ -542,7 +552,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     """The reward-model job: load pairs and backbone, train with RewardTrainer (once per ensemble member), save,
     evaluate the held-out pairs."""
     started = time.time()
-    cfg = validate(RewardConfig(**{f.name: ctx.config[f.name] for f in fields(RewardConfig) if f.name in ctx.config}))
+    cfg = validate(from_job(RewardConfig, ctx.config))
     ctx.set_progress(0, "loading pairs")
     cfg.data = feedback.pin_source(cfg.data)  # votes keep arriving while it trains: read (and record) those there now
     train_pairs, eval_pairs = split_pairs(cfg)
@@ -603,73 +613,3 @@ def _train_member(cfg: RewardConfig, ctx: JobContext, tokenizer: Any, train_ds: 
         model = trainer.model
     averaged = average.apply() if average is not None else 0
     return model.eval(), done, averaged
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def _add_reward_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", required=True, metavar="SOURCE", help="training pairs: 'bundled', a file or a hub id")
-    held_out = p.add_mutually_exclusive_group()
-    held_out.add_argument("--eval", metavar="SOURCE", help="held-out pairs (default: the test split of 'bundled')")
-    held_out.add_argument("--eval-fraction", type=float, metavar="F", help="share of --train held out (preset default)")
-    p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
-    p.add_argument("--lr", type=float, dest="learning_rate")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--max-length", type=int, help="tokens per dialogue, truncated from the left")
-    p.add_argument("--backbone", help="embedded:all-minilm-l6-v2, a local folder or a hub id")
-    p.add_argument("--max-pairs", type=int, help="read at most this many training pairs")
-    p.add_argument("--average-last", type=float, metavar="F",
-                   help="save the mean of the weights over this final share of the steps; 0 = the last weights")
-    p.add_argument("--ensemble", type=int, metavar="N",
-                   help="train N models with seeds seed, seed+1, ...; the saved reward is their mean")
-    p.add_argument("--seed", type=int)
-
-
-def _run_reward(args: argparse.Namespace) -> int:
-    from lab.cli import emit
-    from lab.jobs import JobManager
-
-    preset: Preset = args.preset_obj
-    overrides = {k: getattr(args, k) for k in ("epochs", "max_steps", "learning_rate", "batch_size", "max_length",
-                                               "backbone", "max_pairs", "seed", "eval_fraction", "average_last",
-                                               "ensemble")}
-    cfg = validate(config_from(preset, data=args.train, eval_data=args.eval, **overrides), preset.limits)
-    check_sources(cfg)
-    out = Path(args.out).expanduser().resolve() if args.out else None
-    manager = JobManager(root=out.parent if out else None, mark_interrupted=False)
-    job = manager.run_sync(KIND, train_reward, asdict(cfg), on_metrics=emit, path=out)
-    if job.status == "failed":
-        if job.error and job.error.startswith("ValueError: "):
-            raise ValueError(job.error.removeprefix("ValueError: "))
-        raise SystemExit(f"error: {job.error}")  # a failure, not bad input: exit 1 with the error on stderr
-    keys = ("eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds", "members")
-    emit({**{k: job.summary.get(k) for k in keys}, "status": job.status, "run": str(job.run.path)})
-    return 0
-
-
-def _add_score_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reward-model", required=True, metavar="DIR", help="a reward run folder or its model/ folder")
-    p.add_argument("source", help="pairs to score: 'bundled', 'bundled:test', a file or a hub id")
-    p.add_argument("--limit", type=int, help="score at most this many pairs")
-    p.add_argument("--batch-size", type=int, default=32)
-
-
-def _run_score(args: argparse.Namespace) -> int:
-    from lab.cli import emit
-
-    if args.batch_size < 1:
-        raise ValueError(f"batch size {args.batch_size} must be at least 1")
-    pairs = load_pairs(args.source, limit=args.limit).pairs
-    margins = load_reward_model(args.reward_model).margins(pairs, args.batch_size)
-    emit({"pairs": len(pairs), "accuracy": round(sum(m > 0 for m in margins) / len(margins), 6),
-          "mean_margin": round(sum(margins) / len(margins), 6)})
-    return 0
-
-
-CLI_COMMANDS = {
-    "reward": ("train a reward model on preference pairs", _add_reward_args, _run_reward),
-    "score": ("score preference pairs with a trained reward model", _add_score_args, _run_score),
-}

@@ -15,8 +15,18 @@ ACTIVE = ("queued", "running", "stopping")
 FINISHED = ("done", "failed", "stopped", "interrupted")
 
 
+PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, where it has some
+PERSISTENT_RUNS = "rlhf-lab-runs"
+
+
 def runs_root() -> Path:
-    return Path(os.environ.get("LAB_RUNS_DIR", "runs")).resolve()
+    """`LAB_RUNS_DIR` if set, else a folder in /data where it exists and is writable (so runs survive a Space
+    restart), else `runs/`."""
+    if os.environ.get("LAB_RUNS_DIR"):
+        return Path(os.environ["LAB_RUNS_DIR"]).expanduser().resolve()
+    if PERSISTENT_DIR.is_dir() and os.access(PERSISTENT_DIR, os.W_OK):
+        return (PERSISTENT_DIR / PERSISTENT_RUNS).resolve()
+    return Path("runs").resolve()
 
 
 _STATUS_LOCK = threading.Lock()  # the worker and a visitor's Stop may write one status at the same moment

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -21,21 +20,17 @@ def allowed_data_dirs() -> list[Path]:
     return [d.resolve() for d in dirs]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="RLHF Lab web app")
-    parser.add_argument("--preset", help="a100 or cpu (default: LAB_PRESET, else by CUDA availability)")
-    parser.add_argument("--share", action="store_true", help="ask gradio for a public link")
-    args = parser.parse_args(argv)
-
+def launch(preset_name: str | None = None, share: bool = False) -> None:
+    """Build the app for the preset (None = chosen automatically) and serve it."""
     from lab.ui import build_app
     from lab.ui.app import launch_kwargs
 
-    preset = get_preset(args.preset)
+    preset = get_preset(preset_name)
     manager = JobManager()
     demo = build_app(manager, preset, allowed_data_dirs())
     limits = preset.limits
     demo.queue(default_concurrency_limit=8).launch(
-        share=args.share,
+        share=share,
         max_file_size=f"{limits.max_upload_mb:g}mb",
         show_error=True,
         **launch_kwargs(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tomllib
 from pathlib import Path
@@ -48,17 +47,3 @@ def build_space(out: Path, root: Path = PROJECT_ROOT) -> list[str]:
     (out / "README.md").write_text(readme(root))
     (out / "requirements.txt").write_text(requirements(root))
     return sorted(p.name for p in out.iterdir())
-
-
-def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="space_build", help="folder to write (replaced if it exists)")
-
-
-def _run(args: argparse.Namespace) -> int:
-    from lab.cli import emit
-
-    emit({"out": str(Path(args.out).resolve()), "files": build_space(Path(args.out))})
-    return 0
-
-
-CLI_COMMANDS = {"space": ("assemble a deployable Hugging Face Space folder", _add, _run)}

@@ -1,4 +1,5 @@
-"""`python -m lab data`: one JSON line, --show, and one-line errors with exit code 2."""
+"""`python -m lab`: data (one JSON line, --show), one-line errors with exit code 2, job failures with 1; only lab/cli.py
+holds the command line."""
 
 from __future__ import annotations
 
@@ -29,3 +30,34 @@ def test_bad_source_exits_2_with_one_line(tmp_path):
 def test_show_out_of_range(capsys):
     assert main(["data", "bundled", "--show", "100000"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_a_job_failure_exits_1_and_bad_input_found_by_the_job_exits_2(runs_root, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from lab import cli
+
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    def refuses(ctx):
+        raise ValueError("the prompt set is empty")
+
+    for fn, code, message in [(broken, 1, "error: RuntimeError: boom"), (refuses, 2, "error: the prompt set is empty")]:
+        stage = replace(cli.STAGES["ppo"], prepare=lambda args: {},
+                        finish=lambda args, config, fn=fn: cli.run_job("demo", fn, config))
+        monkeypatch.setitem(cli.STAGES, "ppo", stage)
+        assert main(["ppo", "--reward-model", "unused"]) == code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(message)
+
+
+def test_stage_modules_leave_the_command_line_to_lab_cli():
+    from pathlib import Path
+
+    import lab
+
+    for path in Path(lab.__file__).parent.rglob("*.py"):
+        if path.name not in ("cli.py", "__main__.py"):  # __main__ calls the CLI
+            text = path.read_text()
+            assert "import argparse" not in text and "from lab.cli import" not in text, path

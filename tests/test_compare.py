@@ -136,10 +136,13 @@ def test_bad_choices_are_refused(ppo_run, runs_root, tmp_path):
     preset = get_preset("cpu")
     with pytest.raises(ValueError, match="both models are 'base'"):
         compare.validate(compare.config_from(preset, model_a="base", model_b="base"))
-    with pytest.raises(ValueError, match="between 1 and"):
+    with pytest.raises(ValueError, match="must be at least 1"):
         compare.validate(compare.config_from(preset, model_b=ppo_run.id, n_prompts=0))
     with pytest.raises(ValueError, match="above this machine's limit"):
-        compare.validate(compare.config_from(preset, model_b=ppo_run.id, generate={"max_new_tokens": 4096}))
+        compare.validate(compare.config_from(preset, model_b=ppo_run.id, generate={"max_new_tokens": 4096}),
+                         preset.limits)
+    with pytest.raises(ValueError, match="n_prompts 101 is above this machine's limit of 100"):
+        compare.validate(compare.config_from(preset, model_b=ppo_run.id, n_prompts=101), preset.limits)
     empty = new_run("ppo", {"policy": "x"}, runs_root)
     with pytest.raises(ValueError, match="no saved adapters"):
         compare.resolve_sides(compare.config_from(preset, model_b=empty.id), runs_root)
@@ -164,7 +167,7 @@ def test_cli_compares_and_prints_one_json_line(ppo_run, runs_root, tmp_path, sta
 
 @pytest.mark.parametrize("args, message", [
     (["--run", "/no/such/run"], "is not a run folder"),
-    (["--run", "RUN", "--n", "0"], "between 1 and"),
+    (["--run", "RUN", "--n", "0"], "must be at least 1"),
     (["--run", "RUN", "--prompts", "/no/such/prompts.jsonl"], "does not exist"),
     (["--run", "RUN", "--against", "base", "--max-new-tokens", "100000"], "above this machine's limit"),
     (["--run", "RUN", "--reward-model", "/no/such/reward"], "reward model '/no/such/reward' does not exist"),
@@ -183,6 +186,23 @@ def test_cli_bad_input_exit_code_from_the_shell(tmp_path):
 
 
 # ---------------------------------------------------------------- the tab
+
+
+def test_the_form_and_the_flags_prepare_the_same_job(ppo_run, runs_root):
+    from lab import cli
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    form = tab.build_config(ctx, "base", ppo_run.id, "bundled", "", 3.0, 16.0, 0.7, 50.0, 0.95, 0.0, "offline")
+    flags = cli.prepared(["--preset", "cpu", "compare", "--run", ppo_run.id, "--against", "base", "--prompts",
+                          "bundled", "--n", "3", "--max-new-tokens", "16", "--temperature", "0.7", "--top-k", "50",
+                          "--top-p", "0.95", "--seed", "0", "--toxicity", "offline"])
+    assert form == flags
+    assert flags["model_b"] == str(ppo_run.path) and flags["reward_model"] == str(runs_root / "reward-stand-in")
+    assert flags["generate"]["max_new_tokens"] == 16 and flags["n_prompts"] == 3
+    assert type(form["generate"]["top_k"]) is int and type(form["n_prompts"]) is int  # the form's floats coerced
+
 
 
 def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward):

@@ -8,7 +8,7 @@ import torch
 from lab.generate import (
     CPU_BATCH_SIZE,
     GenerateConfig,
-    _encode,
+    encode_chat,
     adapter_mode,
     auto_batch_size,
     decode_completions,
@@ -16,7 +16,7 @@ from lab.generate import (
     generate_batch,
     plan_batches,
 )
-from lab.models import add_lora, chat_prompt, load_causal_lm, load_tokenizer
+from lab.models import add_lora, load_causal_lm, load_tokenizer
 
 PROMPTS = ["Zebra quantum pineapple?", "Tell me a joke about cats and their owners.", "Hi", "What is two plus two?"]
 SPECIAL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
@@ -67,11 +67,32 @@ def test_batched_greedy_matches_one_prompt_at_a_time_in_prompt_order(lm):
 
 def test_left_padding_and_chat_template(lm):
     _, tok = lm
-    enc = _encode(tok, [chat_prompt(tok, p) for p in PROMPTS[:3]], torch.device("cpu"))
+    enc = encode_chat(tok, PROMPTS[:3], torch.device("cpu"))
     mask = enc["attention_mask"]
     assert (mask[:, -1] == 1).all() and (mask[:, 0] == 0).any()  # real tokens end on the right
     assert tok.decode(enc["input_ids"][0][mask[0].bool()]).startswith("<|im_start|>")
     assert "<|im_start|>assistant" in tok.decode(enc["input_ids"][0])
+    short = encode_chat(tok, PROMPTS[:3], torch.device("cpu"), max_length=5)  # PPO's cut: the oldest tokens go
+    assert short["input_ids"].shape[1] == 5
+    assert tok.decode(short["input_ids"][0]).endswith("assistant\n")
+
+
+def test_special_tokens_are_added_only_where_the_template_wrote_no_bos(lm):
+    _, tok = lm
+    calls = []
+
+    class Spy:  # a tokenizer without a chat template, recording whether special tokens were asked for
+        bos_token, chat_template = "<B>", None
+
+        def __call__(self, texts, **kwargs):
+            calls.append(kwargs["add_special_tokens"])
+            return tok(texts, **kwargs)
+
+    encode_chat(Spy(), ["<B>with", "<B>both"], "cpu")
+    encode_chat(Spy(), ["<B>with", "without"], "cpu")  # judged on every text, not the first
+    Spy.bos_token = None
+    encode_chat(Spy(), ["no bos token at all"], "cpu")
+    assert calls == [False, True, False]
 
 
 def test_completions_have_no_prompt_echo_and_no_special_tokens(lm):
@@ -93,7 +114,7 @@ def test_decode_cuts_at_the_first_stop_token(lm):
 
 def test_adapters_on_and_off_are_different_weights(lm, lora_lm):
     plain, tok = lm
-    enc = _encode(tok, [chat_prompt(tok, PROMPTS[0])], torch.device("cpu"))
+    enc = encode_chat(tok, [PROMPTS[0]], torch.device("cpu"))
     with torch.no_grad():
         with adapter_mode(lora_lm, None):
             base_logits = lora_lm(**enc).logits

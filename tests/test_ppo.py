@@ -6,12 +6,14 @@ import functools
 import gc
 import json
 import weakref
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from lab import cli, models, ppo
+from lab.generate import encode_chat
 from lab.jobs import JobManager
 from lab.presets import get_preset
 from lab.runs import open_run
@@ -27,7 +29,7 @@ def _policy(tiny_lm_dir: Path, seed: int = 0):
 
 
 def _rollout(model, tokenizer, cfg: ppo.PPOConfig, lengths: list[int]) -> ppo.Batch:
-    query = ppo.encode_prompts(tokenizer, PROMPTS[: len(lengths)], cfg.max_prompt_length, torch.device("cpu"))
+    query = encode_chat(tokenizer, PROMPTS[: len(lengths)], torch.device("cpu"), cfg.max_prompt_length)
     return ppo.generate_responses(model, tokenizer, query, lengths, cfg)
 
 
@@ -235,7 +237,7 @@ def test_generation_ends_early_when_the_job_is_stopped(tiny_lm_dir):
     model, _, tokenizer = _policy(tiny_lm_dir)
     cfg = ppo.PPOConfig(output_min_length=1, output_max_length=40)
     calls = iter(range(1000))
-    query = ppo.encode_prompts(tokenizer, PROMPTS[:2], 64, torch.device("cpu"))
+    query = encode_chat(tokenizer, PROMPTS[:2], torch.device("cpu"), 64)
     batch = ppo.generate_responses(model, tokenizer, query, [40, 40], cfg, should_stop=lambda: next(calls) >= 3)
     assert batch.response_length < 10
 
@@ -474,6 +476,25 @@ def test_cli_bad_input_exits_2_with_one_line(argv, message, reward_run, runs_roo
 
 
 # ---------------------------------------------------------------- the PPO tab's handlers
+
+
+def test_the_form_and_the_flags_prepare_the_same_job(tiny_lm_dir, reward_run):
+    from lab.ui import ppo as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=reward_run.parent, mark_interrupted=False), preset=get_preset("cpu"))
+    cfg = ppo.config_from(get_preset("cpu"), steps=3, batch_size=4, mini_batch_size=2, learning_rate=1e-3,
+                          advantage="rloo", samples_per_prompt=2, reward_norm=True, adap_kl_ctrl=False)
+    numbers = [float(v) if type(v) is int else v for v in asdict(cfg).values()]  # a form's Number gives floats
+    form = tab.build_config(ctx, reward_run.name, "bundled", str(tiny_lm_dir), *numbers)
+    flags = cli.prepared(["--preset", "cpu", "ppo", "--reward-model", str(reward_run), "--prompts", "bundled",
+                          "--policy", str(tiny_lm_dir), "--steps", "3", "--batch-size", "4", "--mini-batch-size", "2",
+                          "--learning-rate", "1e-3", "--advantage", "rloo", "--samples-per-prompt", "2",
+                          "--reward-norm", "--no-adap-kl-ctrl"])
+    assert form == flags
+    assert flags["reward_model"] == str(reward_run) and flags["advantage"] == "rloo" and flags["steps"] == 3
+    assert ppo.config_from_dict(flags) == cfg
+
 
 
 def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):

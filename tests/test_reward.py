@@ -311,6 +311,22 @@ def test_cli_refuses_an_existing_run_folder(tiny_reward_backbone_dir, trained, c
 # ---------------------------------------------------------------- the Reward tab's handlers
 
 
+def test_the_form_and_the_flags_prepare_the_same_job(tiny_reward_backbone_dir, runs_root, tmp_path):
+    from lab.ui import reward as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    data = _write_pairs(tmp_path / "pairs.jsonl", n=12)
+    form = tab.build_config(ctx, str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3.0, 1e-3, 4.0,
+                            64.0, 2.0)
+    flags = cli.prepared(["--preset", "cpu", "reward", "--train", str(data), "--eval-fraction", "0.25",
+                          "--backbone", str(tiny_reward_backbone_dir), "--epochs", "1", "--max-steps", "3",
+                          "--lr", "1e-3", "--batch-size", "4", "--max-length", "64", "--ensemble", "2"])
+    assert form == flags
+    assert (flags["max_steps"], flags["ensemble"], flags["step_cap"]) == (3, 2, get_preset("cpu").limits.max_steps)
+
+
+
 def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_root, tmp_path):
     import gradio as gr
 

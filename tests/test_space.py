@@ -39,15 +39,3 @@ def test_build_space_folder(tmp_path):
     front = yaml.safe_load(text.split("---\n")[1])
     assert front == space_card()
     assert (tmp_path / "space" / "requirements.txt").read_text() == requirements()
-
-
-def test_limits_refuse_oversized_jobs():
-    import pytest
-
-    from lab.presets import CPU
-
-    CPU.limits.check({"steps": 5, "batch_size": 4, "max_new_tokens": 32})
-    with pytest.raises(ValueError, match="max_new_tokens=100000 is above this lab's limit of 128"):
-        CPU.limits.check({"max_new_tokens": 100000})
-    with pytest.raises(ValueError, match="batch_size=4096"):
-        CPU.limits.check({"batch_size": 4096})

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 
 from lab import compare
-from lab.data import parse_hub_id, resolve_path
-from lab.models import hub_reachable
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
 from lab.ui.common import run_signature, start_job, stop_job
@@ -283,38 +280,23 @@ def prompt_choices(ctx: UIContext) -> list[tuple[str, str]]:
     return [(PROMPT_LABELS.get(src, src), src) for src in sources]
 
 
-def _check_prompt_source(source: str, allowed: list[Path] | None) -> None:
-    if source.startswith(BUNDLED):
-        return
-    if resolve_path(source, allowed) is None:
-        parse_hub_id(source)
-        if not hub_reachable():
-            raise ValueError(f"'{source}' needs the Hugging Face hub, which is not reachable: choose '{BUNDLED}'")
-
-
 def build_config(ctx: UIContext, model_a: str | None, model_b: str | None, prompt_mode: str, typed: str,
                  n_prompts: float, max_new_tokens: float, temperature: float, top_k: float, top_p: float,
-                 seed: float, toxicity: str) -> compare.CompareConfig:
-    """The job config from the form, checked against the preset's limits; bad input raises ValueError."""
+                 seed: float, toxicity: str) -> dict[str, Any]:
+    """The job config from the form: `compare.prepare`; bad input raises ValueError."""
     custom = [line.strip() for line in (typed or "").splitlines() if line.strip()] if prompt_mode == TYPED else []
     if prompt_mode == TYPED and not custom:
         raise ValueError("type at least one prompt, one per line")
-    source = ctx.preset.compare_prompts if prompt_mode == TYPED else (prompt_mode or BUNDLED)
-    if not custom:
-        _check_prompt_source(source, ctx.allowed_dirs or None)
-    gen = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature), "top_k": int(top_k),
-           "top_p": float(top_p), "seed": int(seed)}
-    cfg = compare.validate(compare.config_from(
-        ctx.preset, model_a=model_a or "", model_b=model_b or "", prompts=source, custom_prompts=custom,
-        n_prompts=len(custom) if custom else int(n_prompts), toxicity=toxicity or ctx.preset.toxicity, generate=gen,
-    ))
-    compare.reward_model_path(cfg, compare.resolve_sides(cfg, ctx.manager.root), ctx.manager.root)
-    return cfg
+    form = {"model_a": model_a, "model_b": model_b, "prompts": None if prompt_mode == TYPED else prompt_mode,
+            "custom_prompts": custom, "n_prompts": len(custom) if custom else n_prompts,
+            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+            "seed": seed, "toxicity": toxicity}
+    return compare.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
 
 
 def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     """Start a compare job owned by this visitor; returns the new run's id."""
-    return start_job(ctx, visitor, compare.KIND, compare.run_compare, asdict(build_config(ctx, *form)))
+    return start_job(ctx, visitor, compare.KIND, compare.run_compare, build_config(ctx, *form))
 
 
 def stop(ctx: UIContext, visitor: str | None) -> str:

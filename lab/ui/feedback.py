@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +113,11 @@ def cast(ctx: UIContext, choice: str, name: str | None, pair_id: str | None, rea
 def start(ctx: UIContext, visitor: str | None, name: str, model_a: str, model_b: str, prompts: str,
           n_pairs: float, max_new_tokens: float) -> Any:
     """Start generating pairs into the set (made now if new); returns the set dropdown's update."""
-    cfg = feedback.validate(feedback.config_from(
-        ctx.preset, name=(name or "").strip(), model_a=model_a or "", model_b=model_b or "",
-        prompts=(prompts or "").strip() or ctx.preset.compare_prompts, n_pairs=int(n_pairs),
-        generate={"max_new_tokens": int(max_new_tokens)},
-    ))
-    feedback.resolve_models(cfg, ctx.manager.root)  # a missing run fails here, before the job starts
-    fs = feedback.create_set(cfg.name, ctx.manager.root)
-    start_job(ctx, visitor, feedback.KIND, feedback.generate_pairs, asdict(cfg))
+    config = feedback.prepare(ctx.preset, {"name": name, "model_a": model_a, "model_b": model_b, "prompts": prompts,
+                                           "n_pairs": n_pairs, "generate": {"max_new_tokens": max_new_tokens}},
+                              ctx.manager.root)
+    fs = feedback.create_set(config["name"], ctx.manager.root)
+    start_job(ctx, visitor, feedback.KIND, feedback.generate_pairs, config)
     return gr.update(choices=feedback.list_sets(ctx.manager.root), value=fs.name)
 
 

@@ -9,7 +9,6 @@ from typing import Any
 import gradio as gr
 
 from lab import ppo
-from lab.data import load_prompts
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, plain_names, run_choices
 from lab.ui.common import run_signature, start_job, stop_job
@@ -202,31 +201,16 @@ def reward_choices(ctx: UIContext) -> list[tuple[str, str]]:
     return run_choices("reward", ctx.manager.root, status=REWARD_DONE)
 
 
-def _coerce(name: str, value: Any) -> Any:
-    kind = next(f for f in fields(ppo.PPOConfig) if f.name == name).type
-    if value is None or value == "":
-        raise ValueError(f"'{LABELS.get(name, name)}' is empty: type a number")
-    return {"int": lambda v: int(round(float(v))), "float": float, "bool": bool, "str": str}[kind](value)
-
-
 def build_config(ctx: UIContext, reward_run: str | None, prompts: str, policy: str, *values: Any) -> dict[str, Any]:
-    """The job config from the form: settings checked against the preset's limits, reward run and prompts checked."""
+    """The job config from the form (reward run, prompts, policy, then every PPOConfig field): `ppo.prepare`."""
     if not reward_run:
         raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
-    run = find_run(ctx, reward_run)
-    if run is None:
-        raise ValueError(f"no such reward run: '{reward_run}'")
-    overrides = {f.name: _coerce(f.name, v) for f, v in zip(fields(ppo.PPOConfig), values)}
+    form = {"reward_model": reward_run, "prompts": prompts, "policy": policy,
+            **{f.name: v for f, v in zip(fields(ppo.PPOConfig), values)}}
     try:
-        cfg = ppo.validate(ppo.config_from(ctx.preset, **overrides), ctx.preset.limits)
+        return ppo.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
     except ValueError as e:  # name the settings as the form shows them
         raise ValueError(plain_names(str(e), form_labels())) from None
-    reward_model = ppo.check_reward_model(str(run.path))
-    source = (prompts or "").strip() or ctx.preset.ppo_prompts
-    load_prompts(source, limit=cfg.batch_size, allowed_dirs=ctx.allowed_dirs or None)  # fails on an empty set
-    policy = (policy or "").strip() or ctx.preset.policy
-    ppo.models.resolve(policy)
-    return ppo.job_config(cfg, ctx.preset, reward_model, source, policy)
 
 
 def form_labels() -> dict[str, str]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict
 from typing import Any
 
 import gradio as gr
 
-from lab import feedback, reward
-from lab.data import resolve_path, split_turns
+from lab import reward
+from lab.data import split_turns
 from lab.runs import ACTIVE, Run
 from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
 from lab.ui.common import run_signature, start_job, stop_job
@@ -192,30 +191,19 @@ def recipe_note(cfg: reward.RewardConfig, preset_name: str) -> str:
 
 def build_config(ctx: UIContext, data: str, data_tab_source: str | None, eval_data: str, eval_fraction: float,
                  backbone: str, epochs: float, max_steps: float, learning_rate: float, batch_size: float,
-                 max_length: float, ensemble: float = 1) -> reward.RewardConfig:
-    """The job config from the form, checked against the preset's limits and the allowed data folders."""
-    cfg = reward.validate(
-        reward.config_from(
-            ctx.preset, data=(data or "").strip(), eval_data=(eval_data or "").strip(),
-            eval_fraction=float(eval_fraction or 0), backbone=(backbone or "").strip() or ctx.preset.reward_backbone,
-            epochs=float(epochs or 0), max_steps=int(max_steps or 0), learning_rate=float(learning_rate or 0),
-            batch_size=int(batch_size or 0), max_length=int(max_length or 0), ensemble=int(ensemble or 0),
-        ),
-        ctx.preset.limits,
-    )
-    allowed = ctx.allowed_dirs or None
-    for source in (cfg.data, cfg.eval_data):
-        for part in feedback.split_source(source, ctx.manager.root):  # feedback:NAME parts are checked there
-            # The Data tab already checked its own choice (an upload lives outside the allowed folders).
-            if part and part != data_tab_source and not part.startswith("bundled"):
-                resolve_path(part, allowed)
-    reward.models.resolve(cfg.backbone)
-    return cfg
+                 max_length: float, ensemble: float = 1) -> dict[str, Any]:
+    """The job config from the form: `reward.prepare`; the Data tab already checked its own choice (an upload lives
+    outside the allowed folders)."""
+    form = {"data": data, "eval_data": eval_data, "eval_fraction": eval_fraction, "backbone": backbone,
+            "epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate, "batch_size": batch_size,
+            "max_length": max_length, "ensemble": ensemble}
+    return reward.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root,
+                          checked=[data_tab_source] if data_tab_source else [])
 
 
 def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     """Start a reward job owned by this visitor; returns the new run's id."""
-    return start_job(ctx, visitor, reward.KIND, reward.train_reward, asdict(build_config(ctx, *form)))
+    return start_job(ctx, visitor, reward.KIND, reward.train_reward, build_config(ctx, *form))
 
 
 def stop(ctx: UIContext, visitor: str | None) -> str:
