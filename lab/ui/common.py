@@ -1,4 +1,4 @@
-"""Shared UI pieces: the per-visitor context, error handling, job banners and HTML escaping."""
+"""Shared UI pieces: the per-visitor context, error handling, job banners, HTML escaping and the job-tab skeleton."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import html
 import re
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
 
@@ -42,22 +43,19 @@ def new_visitor_id(current: str | None) -> str:
     return current or uuid.uuid4().hex
 
 
-def guard(n_outputs: int) -> Callable:
-    """Turn a ValueError in a handler into a gr.Warning and leave every output as it was."""
+def guard(fn: Callable) -> Callable:
+    """Turn a ValueError in a handler into a gr.Warning and leave every output as it was (one gr.skip() skips
+    them all, however many the event has)."""
 
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except ValueError as e:
-                gr.Warning(str(e), duration=WARNING_SECONDS)
-                skips = tuple(gr.skip() for _ in range(n_outputs))
-                return skips[0] if n_outputs == 1 else skips
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as e:
+            gr.Warning(str(e), duration=WARNING_SECONDS)
+            return gr.skip()
 
-        return inner
-
-    return wrap
+    return inner
 
 
 def job_line(job: Job) -> str:
@@ -112,12 +110,6 @@ def start_job(ctx: UIContext, visitor: str | None, kind: str, fn: Callable, conf
     return ctx.manager.start(kind, fn, config, owner=visitor).id
 
 
-def stop_job(ctx: UIContext, visitor: str | None, kind: str) -> str:
-    """Ask this visitor's job to stop after its current step; returns the refreshed banner."""
-    ctx.manager.stop(visitor or "")
-    return job_banner(ctx.manager, visitor, kind)
-
-
 def run_signature(run: Any, log: str = "metrics.jsonl") -> str:
     """Changes whenever the run appends to `log` or changes status: a tab's timer redraws only then. No run has
     a signature of its own, so a page's first tick (nothing drawn yet: "") draws the empty view once."""
@@ -155,3 +147,132 @@ def current_run_id(ctx: UIContext, kind: str) -> str | None:
         return job.id
     runs = list_runs(kind=kind, root=ctx.manager.root)
     return runs[0].id if runs else None
+
+
+# ---------------------------------------------------------------- the job-tab skeleton
+
+
+@dataclass
+class JobTab:
+    """What the Reward, PPO and Compare tabs (and the Feedback tab's pair generation) share: the run this browser
+    looks at, the banner, Start/Stop, the timer tick, the earlier-runs dropdown and a page load that reattaches to
+    the running job. Handlers return dicts keyed by component name; `on` maps them onto `components`, so no event
+    counts its outputs by hand."""
+
+    ctx: UIContext
+    kind: str
+    view: Callable[..., dict[str, Any]] | None = None  # (run or None, *view_inputs) -> values by component name
+    view_names: Sequence[str] = ()  # the components `view` draws
+    view_inputs: Sequence[str] = ()  # components the view reads besides the run (Compare's sort and filter)
+    log: str = "metrics.jsonl"  # the run file whose growth means "redraw"
+    follow: bool = False  # the tick switches to a run of this kind that someone starts
+    selected: Callable[[Any], None] | None = None  # called with the run picked from the dropdown (e.g. load it)
+    components: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------ handlers (plain functions of names, tested directly)
+
+    def banner(self, visitor: str | None) -> str:
+        return job_banner(self.ctx.manager, visitor, self.kind)
+
+    def runs_update(self, run_id: str | None) -> dict:
+        return gr.update(choices=run_choices(self.kind, self.ctx.manager.root), value=run_id)
+
+    def tick(self, visitor: str | None, run_id: str | None, seen: str, *view_args: Any) -> dict[str, Any]:
+        """Timer: the banner always; the run's view and the runs list only when its files changed."""
+        out: dict[str, Any] = {"banner": self.banner(visitor)}
+        active = self.ctx.manager.active()
+        if self.follow and active is not None and active.kind == self.kind and active.id != run_id:
+            run_id = out["run"] = active.id  # someone started a run: follow it
+        run = find_run(self.ctx, run_id)
+        signature = run_signature(run, self.log)
+        if signature == seen:
+            return out
+        return {**out, "seen": signature, **self.draw(run, *view_args), "runs": self.runs_update(run.id if run else None)}
+
+    def draw(self, run: Any, *view_args: Any) -> dict[str, Any]:
+        return self.view(run, *view_args) if self.view else {}
+
+    def select(self, run_id: str | None, *view_args: Any) -> dict[str, Any]:
+        """A run picked from the dropdown: show it now."""
+        run = find_run(self.ctx, run_id)
+        if self.selected is not None:
+            self.selected(run)
+        return {"run": run_id, "seen": run_signature(run, self.log), **self.draw(run, *view_args)}
+
+    def load(self, visitor: str | None, *view_args: Any) -> dict[str, Any]:
+        """A page (re)load: reattach to this process's job of this kind, else the newest run."""
+        run_id = current_run_id(self.ctx, self.kind)
+        return {"run": run_id, **self.tick(visitor, run_id, "", *view_args)}
+
+    def stop(self, visitor: str | None) -> dict[str, Any]:
+        """Ask this visitor's job to stop after its current step."""
+        self.ctx.manager.stop(visitor or "")
+        return {"banner": self.banner(visitor)}
+
+    # ------------------------------------------------ building
+
+    def add(self, name: str, component: Any) -> Any:
+        if name in self.components:
+            raise KeyError(f"{self.kind} tab: two components named {name!r}")
+        self.components[name] = component
+        return component
+
+    def header(self) -> None:
+        """The per-browser run and signature states and the banner, at the top of the tab."""
+        self.add("visitor", self.ctx.visitor)
+        self.add("run", gr.State(None))  # the run this browser is looking at
+        self.add("seen", gr.State(""))  # run_signature last drawn
+        self.add("banner", gr.Markdown(elem_id=f"{self.kind}-banner"))
+
+    @contextmanager
+    def columns(self, form: Callable[["JobTab"], None], start_label: str, start_id: str | None = None,
+                min_width: int = 380) -> Iterator[None]:
+        """The header, then the form with Start/Stop on the left; the `with` body fills the results column."""
+        self.header()
+        with gr.Row():
+            with gr.Column(scale=1, min_width=min_width):
+                form(self)
+                with gr.Row():
+                    self.add("start", gr.Button(start_label, variant="primary",
+                                                elem_id=start_id or f"{self.kind}-start"))
+                    self.add("stop", gr.Button("Stop", variant="stop", elem_id=f"{self.kind}-stop"))
+            with gr.Column(scale=2):
+                yield
+
+    def runs_dropdown(self, label: str, scale: int = 4) -> None:
+        """The earlier runs of this kind: pick one to reopen it."""
+        self.add("runs", gr.Dropdown(run_choices(self.kind, self.ctx.manager.root), label=label, scale=scale,
+                                     elem_id=f"{self.kind}-runs"))
+
+    def runs_row(self, label: str) -> None:
+        """The earlier-runs dropdown with a Refresh button beside it."""
+        with gr.Row():
+            self.runs_dropdown(label)
+            self.add("refresh", gr.Button("Refresh list", scale=1, size="sm"))
+
+    def on(self, event: Callable, fn: Callable[..., dict[str, Any]], inputs: Sequence[str], outputs: Sequence[str],
+           **kwargs: Any) -> None:
+        """Wire `fn` (values by name) to `event`: a ValueError becomes a warning and changes nothing."""
+        c = self.components
+        event(guard(lambda *args: {c[k]: v for k, v in fn(*args).items()}), [c[n] for n in inputs],
+              [c[n] for n in outputs], **kwargs)
+
+    def wire(self, start: Callable[..., str], form: Sequence[str], timer: float = 1.5) -> gr.Timer:
+        """Start, Stop, the tick, the dropdown, Refresh and the page load; returns the timer for the tab's own ticks."""
+        quiet = {"show_progress": "hidden", "api_visibility": "private"}
+        view, drawn = list(self.view_inputs), ["seen", *self.view_names]
+        self.add("timer", gr.Timer(timer))
+        self.on(self.components["start"].click, lambda v, *f: {"run": start(self.ctx, v, *f), "seen": ""},
+                ["visitor", *form], ["run", "seen"], api_name=f"{self.kind}_start")
+        self.on(self.components["stop"].click, self.stop, ["visitor"], ["banner"], api_name=f"{self.kind}_stop",
+                show_progress="hidden")
+        self.on(self.components["timer"].tick, self.tick, ["visitor", "run", "seen", *view],
+                ["banner", "run", *drawn, "runs"], **quiet)
+        self.on(self.components["runs"].input, self.select, ["runs", *view], ["run", *drawn],
+                api_name=f"{self.kind}_select")
+        if "refresh" in self.components:
+            self.on(self.components["refresh"].click, lambda r: {"runs": self.runs_update(r)}, ["run"], ["runs"],
+                    api_visibility="private")
+        if self.ctx.demo is not None:  # a reload reattaches to the running (or last) job of this kind
+            self.on(self.ctx.demo.load, self.load, ["visitor", *view], ["run", "banner", *drawn, "runs"], **quiet)
+        return self.components["timer"]

@@ -11,8 +11,7 @@ import gradio as gr
 
 from lab import compare
 from lab.runs import ACTIVE, Run
-from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
-from lab.ui.common import run_signature, start_job, stop_job
+from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
 from lab.ui.plots_common import MIN_POINTS, length_warning_for, pearson
 from lab.ui.plots_compare import distribution_figure, paired_figure
 
@@ -21,6 +20,7 @@ ROWS_LOG = "samples.jsonl"  # a comparison's rows land here as batches finish: t
 TYPED = "Type your own (one per line)"
 MAX_CARDS = 60  # more would make the page slow; the CSV has every row
 HELD_OUT = "bundled:heldout"  # prompts kept out of PPO's training prompts
+VIEW = ("summary", "plot", "cards", "download", "paired")  # the components a run's view draws
 SCORER_LIMITS = {
     "offline": "The offline scorer (alt-profanity-check) reacts to words, not intent: a refusal that quotes an insult "
                "scores as toxic, and politely worded harm scores clean. Read the answers before trusting a number.",
@@ -242,16 +242,16 @@ def export_path(run: Run) -> str | None:
     return str(dest)
 
 
-def view(run: Run | None, sort: str, query: str) -> tuple:
-    """(summary markdown, distribution figure, cards HTML, CSV for download, paired figure) of one compare run."""
+def view(run: Run | None, sort: str, query: str) -> dict[str, Any]:
+    """Summary markdown, distribution figure, cards HTML, CSV for download and paired figure of one run, by name."""
     if run is None:
-        return ("No comparison yet: choose two models and press Run.", distribution_figure([]), "", None,
-                paired_figure([]))
+        return dict(zip(VIEW, ("No comparison yet: choose two models and press Run.", distribution_figure([]), "",
+                               None, paired_figure([]))))
     rows = compare.load_results(run)
     labels = (rows[0]["model_a"], rows[0]["model_b"]) if rows else ("A", "B")
     csv_path = export_path(run) if run.status().get("status") not in ACTIVE else None
-    return (summary_markdown(run, rows), distribution_figure(rows, *labels), cards_html(rows, sort, query), csv_path,
-            paired_figure(rows))
+    return dict(zip(VIEW, (summary_markdown(run, rows), distribution_figure(rows, *labels),
+                           cards_html(rows, sort, query), csv_path, paired_figure(rows))))
 
 
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
@@ -299,133 +299,97 @@ def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     return start_job(ctx, visitor, compare.KIND, compare.run_compare, build_config(ctx, *form))
 
 
-def stop(ctx: UIContext, visitor: str | None) -> str:
-    """Ask this visitor's job to stop after its current batch (finished batches are kept)."""
-    return stop_job(ctx, visitor, compare.KIND)
+def job_tab(ctx: UIContext) -> JobTab:
+    """The tab's share of the job-tab skeleton: what it draws (sorted and filtered), redrawn as rows arrive."""
+    return JobTab(ctx, compare.KIND, view, VIEW, view_inputs=("sort", "query"), log=ROWS_LOG)
 
 
-def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str, sort: str, query: str) -> tuple:
-    """Timer: the banner always, the run's results only when its files changed."""
-    banner = job_banner(ctx.manager, visitor, compare.KIND)
-    run = find_run(ctx, run_id)
-    signature = run_signature(run, ROWS_LOG)
-    if signature == seen:
-        return (banner, seen, *(gr.skip() for _ in range(6)))
-    choices = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run.id if run else None)
-    return (banner, signature, *view(run, sort, query), choices)
-
-
-def follow_ppo(ctx: UIContext, seen_ppo: str | None, model_b: str | None) -> tuple:
+def follow_ppo(ctx: UIContext, seen_ppo: str | None) -> dict[str, Any]:
     """Timer: when a PPO job of this process has just finished, offer it and make it Model B (once per run)."""
     job = ctx.manager.job
     if job is None or job.kind != compare.PPO_KIND or job.active or job.id == seen_ppo:
-        return seen_ppo, gr.skip(), gr.skip()
+        return {}
     new = model_choices(ctx)
     if job.id not in [value for _, value in new]:  # failed, or saved no adapters: nothing to offer
-        return job.id, gr.skip(), gr.skip()
-    return job.id, gr.update(choices=new), gr.update(choices=new, value=job.id)
+        return {"ppo_seen": job.id}
+    return {"ppo_seen": job.id, "model_a": gr.update(choices=new), "model_b": gr.update(choices=new, value=job.id)}
+
+
+def refresh_models(ctx: UIContext, a: str | None, b: str | None) -> dict[str, Any]:
+    """Both model lists refreshed; Model B the newest finished PPO run unless the visitor chose one."""
+    new = model_choices(ctx)
+    return {"model_a": gr.update(choices=new, value=a), "model_b": gr.update(choices=new, value=default_b(new, b))}
+
+
+def filtered_cards(ctx: UIContext, run_id: str | None, sort: str, query: str) -> dict[str, Any]:
+    run = find_run(ctx, run_id)
+    return {"cards": cards_html(compare.load_results(run), sort, query) if run else ""}
 
 
 # ---------------------------------------------------------------- the tab
 
 
 def build_compare_tab(ctx: UIContext) -> None:
-    defaults = compare.config_from(ctx.preset)
-    gen = defaults.generate
-    limits = ctx.preset.limits
-    run_state = gr.State(None)  # the compare run this browser is looking at
-    seen_state = gr.State("")  # run_signature last drawn
-
-    banner = gr.Markdown(elem_id="compare-banner")
+    jt = job_tab(ctx)
+    with jt.columns(_form, "Run comparison", "compare-run"):
+        jt.add("summary", gr.Markdown(elem_id="compare-summary"))
+        jt.add("plot", gr.Plot(show_label=False, elem_id="compare-plot"))
+        gr.Markdown("How the answers' scores spread, A in blue and B in orange: toxicity on the left (mind the "
+                    "scorer's limits above), reward on the right. What RLHF aims for: B's reward to the right of "
+                    "A's, its toxicity to the left.", elem_classes="explain")
+        jt.add("paired", gr.Plot(show_label=False, elem_id="compare-paired"))
+        gr.Markdown("Each bar is one prompt: B's reward minus A's on the same prompt. Bars above the line are "
+                    "prompts where B scored higher; if they are as many and as tall as those below, the models "
+                    "are about even.", elem_classes="explain")
+        with gr.Row():
+            jt.runs_dropdown("Comparisons (reopen one)", scale=3)
+            jt.add("download", gr.DownloadButton("Export CSV", value=None, scale=1, elem_id="compare-export"))
     with gr.Row():
-        with gr.Column(scale=1, min_width=380):
-            choices = model_choices(ctx)
-            model_a = gr.Dropdown(choices, value=compare.BASE, label="Model A", elem_id="compare-model-a")
-            model_b = gr.Dropdown(choices, value=default_b(choices), elem_id="compare-model-b",
-                                  label="Model B (the newest PPO run unless you pick)")
-            refresh_models = gr.Button("Refresh PPO runs", size="sm")
-            prompt_mode = gr.Radio(prompt_choices(ctx), value=ctx.preset.compare_prompts, label="Prompts",
-                                   info="hh-rlhf sources give each dialogue's first human turn.")
-            typed = gr.Textbox(label="Your prompts (one per line)", lines=4, visible=False, elem_id="compare-typed")
-            n_prompts = gr.Slider(1, limits.max_prompts, value=defaults.n_prompts, step=1, label="Number of prompts")
-            toxicity = gr.Dropdown(["roberta", "offline"], value=ctx.preset.toxicity, label="Toxicity scorer",
+        jt.add("sort", gr.Dropdown(list(SORTS), value="Prompt order", label="Sort", scale=1))
+        jt.add("query", gr.Textbox(label="Filter (text in the prompt or answers)", scale=2))
+    jt.add("cards", gr.HTML(elem_id="compare-cards"))
+    jt.add("ppo_seen", gr.State(None))  # the finished PPO job last offered as Model B
+    timer = jt.wire(start, ["model_a", "model_b", "prompt_mode", "typed", "n_prompts", "max_new_tokens",
+                            "temperature", "top_k", "top_p", "seed", "toxicity"])
+    models = ["model_a", "model_b"]
+    jt.on(timer.tick, lambda seen: follow_ppo(ctx, seen), ["ppo_seen"], ["ppo_seen", *models], show_progress="hidden")
+    for event in (jt.components["sort"].change, jt.components["query"].submit):
+        jt.on(event, lambda r, o, q: filtered_cards(ctx, r, o, q), ["run", "sort", "query"], ["cards"])
+    jt.components["prompt_mode"].change(lambda m: gr.update(visible=m == TYPED), jt.components["prompt_mode"],
+                                        jt.components["typed"])
+    jt.on(jt.components["refresh_models"].click, lambda a, b: refresh_models(ctx, a, b), models, models,
+          show_progress="hidden")
+    if ctx.demo is not None:  # fresh model lists; a PPO run finished before this page opened is not news
+        jt.on(ctx.demo.load, lambda a, b: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx)}, models,
+              [*models, "ppo_seen"], show_progress="hidden")
+
+
+def _last_job_id(ctx: UIContext) -> str | None:
+    job = ctx.manager.job
+    return job.id if job is not None else None
+
+
+def _form(jt: JobTab) -> None:
+    """Models A and B, the prompts, the toxicity scorer and the sampling settings, added to `jt` by name."""
+    ctx, defaults, limits = jt.ctx, compare.config_from(jt.ctx.preset), jt.ctx.preset.limits
+    gen = defaults.generate
+    choices = model_choices(ctx)
+    jt.add("model_a", gr.Dropdown(choices, value=compare.BASE, label="Model A", elem_id="compare-model-a"))
+    jt.add("model_b", gr.Dropdown(choices, value=default_b(choices), elem_id="compare-model-b",
+                                  label="Model B (the newest PPO run unless you pick)"))
+    jt.add("refresh_models", gr.Button("Refresh PPO runs", size="sm"))
+    jt.add("prompt_mode", gr.Radio(prompt_choices(ctx), value=ctx.preset.compare_prompts, label="Prompts",
+                                   info="hh-rlhf sources give each dialogue's first human turn."))
+    jt.add("typed", gr.Textbox(label="Your prompts (one per line)", lines=4, visible=False, elem_id="compare-typed"))
+    jt.add("n_prompts", gr.Slider(1, limits.max_prompts, value=defaults.n_prompts, step=1, label="Number of prompts"))
+    jt.add("toxicity", gr.Dropdown(["roberta", "offline"], value=ctx.preset.toxicity, label="Toxicity scorer",
                                    info="roberta = evaluate's hate-speech classifier (needs the hub; reads context, "
                                         "still imperfect); offline = alt-profanity-check, a word list: it flags "
-                                        "words, not intent. Falls back to offline, and says so.")
-            with gr.Accordion("Sampling (the same for both models)", open=False):
-                max_new_tokens = gr.Slider(8, limits.max_new_tokens, value=gen.get("max_new_tokens", 48), step=8,
-                                           label="Max new tokens")
-                temperature = gr.Slider(0.1, 1.5, value=gen.get("temperature", 0.7), step=0.05, label="Temperature")
-                top_k = gr.Slider(0, 200, value=gen.get("top_k", 50), step=1, label="Top-k (0 = off)")
-                top_p = gr.Slider(0.1, 1.0, value=gen.get("top_p", 0.95), step=0.01, label="Top-p")
-                seed = gr.Number(gen.get("seed", 0), label="Seed", precision=0)
-            with gr.Row():
-                run_btn = gr.Button("Run comparison", variant="primary", elem_id="compare-run")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="compare-stop")
-        with gr.Column(scale=2):
-            summary = gr.Markdown(elem_id="compare-summary")
-            plot = gr.Plot(show_label=False, elem_id="compare-plot")
-            gr.Markdown("How the answers' scores spread, A in blue and B in orange: toxicity on the left (mind the "
-                        "scorer's limits above), reward on the right. What RLHF aims for: B's reward to the right of "
-                        "A's, its toxicity to the left.", elem_classes="explain")
-            paired_plot = gr.Plot(show_label=False, elem_id="compare-paired")
-            gr.Markdown("Each bar is one prompt: B's reward minus A's on the same prompt. Bars above the line are "
-                        "prompts where B scored higher; if they are as many and as tall as those below, the models "
-                        "are about even.", elem_classes="explain")
-            with gr.Row():
-                runs_dd = gr.Dropdown(run_choices(compare.KIND, ctx.manager.root), label="Comparisons (reopen one)",
-                                      scale=3, elem_id="compare-runs")
-                download = gr.DownloadButton("Export CSV", value=None, scale=1, elem_id="compare-export")
-    with gr.Row():
-        sort = gr.Dropdown(list(SORTS), value="Prompt order", label="Sort", scale=1)
-        query = gr.Textbox(label="Filter (text in the prompt or answers)", scale=2)
-    cards = gr.HTML(elem_id="compare-cards")
-    timer = gr.Timer(1.5)
-
-    form = [model_a, model_b, prompt_mode, typed, n_prompts, max_new_tokens, temperature, top_k, top_p, seed, toxicity]
-    view_outputs = [summary, plot, cards, download, paired_plot]
-    ppo_seen = gr.State(None)  # the finished PPO job last offered as Model B
-
-    @guard(2)
-    def on_run(visitor: str | None, *values: Any) -> tuple:
-        return start(ctx, visitor, *values), ""
-
-    @guard(1)
-    def on_stop(visitor: str | None) -> str:
-        return stop(ctx, visitor)
-
-    def on_select(run_id: str | None, sort_by: str, q: str) -> tuple:
-        run = find_run(ctx, run_id)
-        return run_id, run_signature(run, ROWS_LOG), *view(run, sort_by, q)
-
-    def on_filter(run_id: str | None, sort_by: str, q: str) -> str:
-        run = find_run(ctx, run_id)
-        return cards_html(compare.load_results(run), sort_by, q) if run else ""
-
-    def on_refresh(a: str | None, b: str | None) -> tuple:
-        new = model_choices(ctx)
-        return gr.update(choices=new, value=a), gr.update(choices=new, value=default_b(new, b))
-
-    def on_load(visitor: str | None, b: str | None) -> tuple:
-        run_id = current_run_id(ctx, compare.KIND)
-        new = model_choices(ctx)
-        runs = gr.update(choices=run_choices(compare.KIND, ctx.manager.root), value=run_id)
-        banner_text = job_banner(ctx.manager, visitor, compare.KIND)
-        job = ctx.manager.job
-        return (run_id, "", banner_text, runs, gr.update(choices=new), gr.update(choices=new, value=default_b(new, b)),
-                job.id if job is not None else None)
-
-    run_btn.click(on_run, [ctx.visitor, *form], [run_state, seen_state])
-    stop_btn.click(on_stop, ctx.visitor, banner, show_progress="hidden")
-    timer.tick(lambda v, r, s, o, q: tick(ctx, v, r, s, o, q), [ctx.visitor, run_state, seen_state, sort, query],
-               [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden")
-    timer.tick(lambda seen, b: follow_ppo(ctx, seen, b), [ppo_seen, model_b], [ppo_seen, model_a, model_b],
-               show_progress="hidden")
-    runs_dd.input(on_select, [runs_dd, sort, query], [run_state, seen_state, *view_outputs])
-    sort.change(on_filter, [run_state, sort, query], cards)
-    query.submit(on_filter, [run_state, sort, query], cards)
-    prompt_mode.change(lambda m: gr.update(visible=m == TYPED), prompt_mode, typed)
-    refresh_models.click(on_refresh, [model_a, model_b], [model_a, model_b], show_progress="hidden")
-    if ctx.demo is not None:  # a reload reattaches to the running (or last) comparison
-        ctx.demo.load(on_load, [ctx.visitor, model_b], [run_state, seen_state, banner, runs_dd, model_a, model_b,
-                                                        ppo_seen], show_progress="hidden")
+                                        "words, not intent. Falls back to offline, and says so."))
+    with gr.Accordion("Sampling (the same for both models)", open=False):
+        jt.add("max_new_tokens", gr.Slider(8, limits.max_new_tokens, value=gen.get("max_new_tokens", 48), step=8,
+                                           label="Max new tokens"))
+        jt.add("temperature", gr.Slider(0.1, 1.5, value=gen.get("temperature", 0.7), step=0.05, label="Temperature"))
+        jt.add("top_k", gr.Slider(0, 200, value=gen.get("top_k", 50), step=1, label="Top-k (0 = off)"))
+        jt.add("top_p", gr.Slider(0.1, 1.0, value=gen.get("top_p", 0.95), step=0.01, label="Top-p"))
+        jt.add("seed", gr.Number(gen.get("seed", 0), label="Seed", precision=0))

@@ -149,22 +149,7 @@ def build_data_tab(ctx: UIContext) -> None:
     indices_state = gr.State([])
     page_state = gr.State(0)
 
-    with gr.Row():
-        with gr.Column(scale=1, min_width=280):
-            kind = gr.Radio(SOURCE_KINDS, value=SOURCE_KINDS[0], label="Source")
-            path = gr.Textbox(label="Local file (.jsonl, .jsonl.gz, .csv, .parquet)", visible=False,
-                              placeholder="data/prefs.jsonl", elem_id="data-path")
-            upload = gr.File(label="Upload a file", visible=False, file_types=[".jsonl", ".gz", ".csv", ".parquet", ".json"])
-            hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split]; needs the hub, e.g. on the Space), "
-                                      "or feedback:NAME for the Feedback tab's votes", visible=False,
-                                placeholder="Anthropic/hh-rlhf/harmless-base:test")
-            load_btn = gr.Button("Load", variant="primary", elem_id="data-load")
-            source_md = gr.Markdown(elem_id="data-stats")
-        with gr.Column(scale=2):
-            lengths = gr.Plot(label="Lengths", elem_id="data-lengths")
-            gr.Markdown("How long the final answers are. Where chosen answers are mostly longer than rejected ones, "
-                        "a reward model can learn that longer is better, and PPO will then learn to write more.",
-                        elem_classes="explain")
+    kind, path, upload, hub_id, load_btn, source_md, lengths = _source_row()
     with gr.Row():
         search = gr.Textbox(label="Search text", placeholder="words in the dialogue or answers (any case; "
                             "British or American spelling), then Enter", scale=3)
@@ -179,7 +164,7 @@ def build_data_tab(ctx: UIContext) -> None:
         return (gr.update(visible=k == SOURCE_KINDS[1]), gr.update(visible=k == SOURCE_KINDS[2]),
                 gr.update(visible=k == SOURCE_KINDS[3]))
 
-    @guard(8)
+    @guard
     def load(k: str, p: str, up: Any, hub: str) -> tuple:
         source = _source_for(ctx, k, p, up, hub)
         # Typed paths must lie in the allowed folders; an upload was already checked for size and rows.
@@ -214,6 +199,27 @@ def build_data_tab(ctx: UIContext) -> None:
     # Show the bundled data straight away, so the first view is never empty.
     ctx.demo.load(load, [kind, path, upload, hub_id],
                   [pairs_state, indices_state, page_state, source_md, lengths, cards, page_md, ctx.data_source])
+
+
+def _source_row() -> tuple:
+    """The source chooser and Load on the left, the stats below it, the lengths plot on the right."""
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            kind = gr.Radio(SOURCE_KINDS, value=SOURCE_KINDS[0], label="Source")
+            path = gr.Textbox(label="Local file (.jsonl, .jsonl.gz, .csv, .parquet)", visible=False,
+                              placeholder="data/prefs.jsonl", elem_id="data-path")
+            upload = gr.File(label="Upload a file", visible=False, file_types=[".jsonl", ".gz", ".csv", ".parquet", ".json"])
+            hub_id = gr.Textbox(label="Hub dataset (owner/name[/data_dir][:split]; needs the hub, e.g. on the Space), "
+                                      "or feedback:NAME for the Feedback tab's votes", visible=False,
+                                placeholder="Anthropic/hh-rlhf/harmless-base:test")
+            load_btn = gr.Button("Load", variant="primary", elem_id="data-load")
+            source_md = gr.Markdown(elem_id="data-stats")
+        with gr.Column(scale=2):
+            lengths = gr.Plot(label="Lengths", elem_id="data-lengths")
+            gr.Markdown("How long the final answers are. Where chosen answers are mostly longer than rejected ones, "
+                        "a reward model can learn that longer is better, and PPO will then learn to write more.",
+                        elem_classes="explain")
+    return kind, path, upload, hub_id, load_btn, source_md, lengths
 
 
 def _source_for(ctx: UIContext, kind: str, path: str, upload: Any, hub: str) -> str:

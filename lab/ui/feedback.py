@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from lab import compare, feedback
-from lab.ui.common import UIContext, esc, guard, job_banner, start_job
+from lab.ui.common import JobTab, UIContext, esc, guard, start_job
 
 DEFAULT_SET = "workshop"
 VISITORS_SHOWN = 8
@@ -90,48 +90,54 @@ def find_set(ctx: UIContext, name: str | None) -> feedback.FeedbackSet | None:
     return feedback.open_set(name, ctx.manager.root)
 
 
-def show(ctx: UIContext, name: str | None, visitor: str | None) -> tuple:
-    """(pair id, pair HTML, tallies, how-to, signature) of this visitor's next pair in the set."""
+def show(ctx: UIContext, name: str | None, visitor: str | None) -> dict[str, Any]:
+    """This visitor's next pair in the set: its id, HTML, the tallies, the how-to and the set's signature, by name."""
     fs = find_set(ctx, name)
     if fs is None:
-        return None, pair_html(None), f"No set '{esc(name or '')}' yet: generate pairs for it.", "", "none"
+        return {"pair_id": None, "pair": pair_html(None), "tallies": f"No set '{esc(name or '')}' yet: generate pairs "
+                "for it.", "howto": "", "seen": "none"}
     pair = feedback.next_pair(fs, visitor)
-    return (pair["id"] if pair else None, pair_html(pair, len(fs.pairs())), tally_markdown(fs, visitor),
-            howto_markdown(fs.name), fs.signature())
+    return {"pair_id": pair["id"] if pair else None, "pair": pair_html(pair, len(fs.pairs())),
+            "tallies": tally_markdown(fs, visitor), "howto": howto_markdown(fs.name), "seen": fs.signature()}
 
 
 def cast(ctx: UIContext, choice: str, name: str | None, pair_id: str | None, reason: str,
-         visitor: str | None) -> tuple:
-    """Record the vote, reveal the models, move on: (reveal, reason box, *show(...))."""
+         visitor: str | None) -> dict[str, Any]:
+    """Record the vote, reveal the models, empty the reason box and move on to the next pair."""
     fs = find_set(ctx, name)
     if fs is None or not pair_id:
         raise ValueError("no pair to vote on: choose a set with pairs, or generate some")
     row = feedback.vote(fs, pair_id, choice, visitor, reason)
-    return reveal_markdown(row), "", *show(ctx, name, visitor)
+    return {"reveal": reveal_markdown(row), "reason": "", **show(ctx, name, visitor)}
 
 
 def start(ctx: UIContext, visitor: str | None, name: str, model_a: str, model_b: str, prompts: str,
-          n_pairs: float, max_new_tokens: float) -> Any:
-    """Start generating pairs into the set (made now if new); returns the set dropdown's update."""
+          n_pairs: float, max_new_tokens: float) -> dict[str, Any]:
+    """Start generating pairs into the set (made now if new); the set dropdown then shows it."""
     config = feedback.prepare(ctx.preset, {"name": name, "model_a": model_a, "model_b": model_b, "prompts": prompts,
                                            "n_pairs": n_pairs, "generate": {"max_new_tokens": max_new_tokens}},
                               ctx.manager.root)
     fs = feedback.create_set(config["name"], ctx.manager.root)
     start_job(ctx, visitor, feedback.KIND, feedback.generate_pairs, config)
-    return gr.update(choices=feedback.list_sets(ctx.manager.root), value=fs.name)
+    return {"name": gr.update(choices=feedback.list_sets(ctx.manager.root), value=fs.name)}
 
 
-def tick(ctx: UIContext, name: str | None, visitor: str | None, pair_id: str | None, seen: str) -> tuple:
+def tick(ctx: UIContext, name: str | None, visitor: str | None, pair_id: str | None, seen: str) -> dict[str, Any]:
     """Timer: the banner always; tallies (and a first pair, if none is shown) only when the set changed."""
-    banner = job_banner(ctx.manager, visitor, feedback.KIND)
+    banner = {"banner": job_tab(ctx).banner(visitor)}
     try:
         view = show(ctx, name, visitor)
     except ValueError:  # a half-typed set name: nothing to redraw
-        return banner, seen, gr.skip(), gr.skip(), gr.skip()
-    if view[-1] == seen:
-        return banner, seen, gr.skip(), gr.skip(), gr.skip()
-    new_pair = (view[0], view[1]) if pair_id is None else (gr.skip(), gr.skip())
-    return banner, view[-1], view[2], *new_pair
+        return banner
+    if view["seen"] == seen:
+        return banner
+    first = {"pair_id": view["pair_id"], "pair": view["pair"]} if pair_id is None else {}
+    return {**banner, "seen": view["seen"], "tallies": view["tallies"], **first}
+
+
+def job_tab(ctx: UIContext) -> JobTab:
+    """The tab's share of the job-tab skeleton: the banner of the pair-generation job, and wiring by name."""
+    return JobTab(ctx, feedback.KIND)
 
 
 def export_files(ctx: UIContext, name: str | None) -> list[str]:
@@ -155,59 +161,77 @@ def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
 
 
 def build_feedback_tab(ctx: UIContext) -> None:
-    limits = ctx.preset.limits
-    pair_state = gr.State(None)  # the pair id this browser shows
-    seen_state = gr.State("")  # the set signature last drawn
-
-    banner = gr.Markdown(elem_id="feedback-banner")
+    jt = job_tab(ctx)
+    jt.add("visitor", ctx.visitor)
+    jt.add("pair_id", gr.State(None))  # the pair id this browser shows
+    jt.add("seen", gr.State(""))  # the set signature last drawn
+    jt.add("banner", gr.Markdown(elem_id="feedback-banner"))
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            gr.Markdown("#### 1. Blind pairs: two models answer the same prompts")
-            sets = feedback.list_sets(ctx.manager.root)
-            name = gr.Dropdown(sets or [DEFAULT_SET], value=(sets or [DEFAULT_SET])[0], allow_custom_value=True,
-                               label="Feedback set (pick one, or type a new name)", elem_id="feedback-set")
-            choices = model_choices(ctx)
-            model_a = gr.Dropdown(choices, value=compare.BASE, label="Model 1", elem_id="feedback-model-a")
-            model_b = gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], elem_id="feedback-model-b",
-                                  label="Model 2 (the same as 1 = two samples of it)")
-            prompts = gr.Dropdown(list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])), allow_custom_value=True,
-                                  value=ctx.preset.compare_prompts, label="Prompts (any prompt source)")
-            n_pairs = gr.Slider(1, limits.max_prompts, value=16, step=1, label="Pairs to generate")
-            max_new = gr.Slider(8, limits.max_new_tokens, value=min(64, limits.max_new_tokens), step=8,
-                                label="Max new tokens")
-            gen_btn = gr.Button("Generate pairs", elem_id="feedback-generate")
+            _generate_form(jt)
         with gr.Column(scale=2):
-            gr.Markdown("#### 2. Which answer is better? The models are named after your vote")
-            pair = gr.HTML(elem_id="feedback-pair")
-            with gr.Row():
-                buttons = {c: gr.Button(label, variant="primary" if c in ("a", "b") else "secondary",
-                                        elem_id=f"feedback-vote-{c}") for c, label in feedback.CHOICES.items()}
-            reason = gr.Textbox(label="Why? (optional)", max_length=feedback.MAX_REASON, elem_id="feedback-reason")
-            reveal = gr.Markdown(elem_id="feedback-reveal")
-            tallies = gr.Markdown(elem_id="feedback-tallies")
-            howto = gr.Markdown(elem_id="feedback-howto")
-            with gr.Row():
-                export_btn = gr.Button("Export votes as preference pairs", size="sm", elem_id="feedback-export")
-                use_btn = gr.Button("Use these votes in the Reward tab", size="sm", elem_id="feedback-use")
-            files = gr.File(label="hh-rlhf and prompt/chosen/rejected JSON lines", file_count="multiple",
-                            interactive=False, visible=False, elem_id="feedback-files")
-    timer = gr.Timer(2)
-
-    view = [pair_state, pair, tallies, howto, seen_state]
-    for choice, button in buttons.items():
-        button.click(guard(7)(functools.partial(cast, ctx, choice)), [name, pair_state, reason, ctx.visitor],
-                     [reveal, reason, *view], api_name=f"feedback_vote_{choice}")
-    name.change(guard(5)(lambda n, v: show(ctx, n, v)), [name, ctx.visitor], view, api_name="feedback_show")
-    gen_btn.click(guard(1)(lambda v, *form: start(ctx, v, *form)),
-                  [ctx.visitor, name, model_a, model_b, prompts, n_pairs, max_new], name, api_name="feedback_generate")
-    timer.tick(lambda n, v, p, s: tick(ctx, n, v, p, s), [name, ctx.visitor, pair_state, seen_state],
-               [banner, seen_state, tallies, pair_state, pair], show_progress="hidden", api_visibility="private")
-    export_btn.click(guard(1)(lambda n: gr.update(value=export_files(ctx, n), visible=True)), name, files,
-                     api_name="feedback_export")
-    use_btn.click(guard(1)(lambda n: f"{feedback.SOURCE_PREFIX}{feedback.check_name(n)}"), name, ctx.data_source,
-                  api_visibility="private")
+            _vote_column(jt)
+    view = ["pair_id", "pair", "tallies", "howto", "seen"]
+    for choice in feedback.CHOICES:
+        jt.on(jt.components[f"vote-{choice}"].click, functools.partial(cast, ctx, choice),
+              ["name", "pair_id", "reason", "visitor"], ["reveal", "reason", *view], api_name=f"feedback_vote_{choice}")
+    jt.on(jt.components["name"].change, lambda n, v: show(ctx, n, v), ["name", "visitor"], view,
+          api_name="feedback_show")
+    jt.on(jt.components["generate"].click, lambda v, *form: start(ctx, v, *form),
+          ["visitor", "name", "model_a", "model_b", "prompts", "n_pairs", "max_new"], ["name"],
+          api_name="feedback_generate")
+    jt.on(gr.Timer(2).tick, lambda n, v, p, s: tick(ctx, n, v, p, s), ["name", "visitor", "pair_id", "seen"],
+          ["banner", "seen", "tallies", "pair_id", "pair"], show_progress="hidden", api_visibility="private")
+    jt.on(jt.components["export"].click, lambda n: {"files": gr.update(value=export_files(ctx, n), visible=True)},
+          ["name"], ["files"], api_name="feedback_export")
+    use = jt.components["use"].click
+    use(guard(lambda n: f"{feedback.SOURCE_PREFIX}{feedback.check_name(n)}"), jt.components["name"], ctx.data_source,
+        api_visibility="private")
     if ctx.demo is not None:  # fresh lists and this visitor's next pair on every page load
-        ctx.demo.load(lambda n, v: (gr.update(choices=feedback.list_sets(ctx.manager.root) or [DEFAULT_SET]),
-                                    gr.update(choices=model_choices(ctx)), gr.update(choices=model_choices(ctx)),
-                                    *show(ctx, n, v)),
-                      [name, ctx.visitor], [name, model_a, model_b, *view], api_visibility="private")
+        jt.on(ctx.demo.load, lambda n, v: {**fresh_lists(ctx), **show(ctx, n, v)}, ["name", "visitor"],
+              ["name", "model_a", "model_b", *view], api_visibility="private")
+
+
+def fresh_lists(ctx: UIContext) -> dict[str, Any]:
+    models = model_choices(ctx)
+    return {"name": gr.update(choices=feedback.list_sets(ctx.manager.root) or [DEFAULT_SET]),
+            "model_a": gr.update(choices=models), "model_b": gr.update(choices=models)}
+
+
+def _generate_form(jt: JobTab) -> None:
+    """1. The set, the two models and the prompts to generate blind pairs from."""
+    ctx, limits = jt.ctx, jt.ctx.preset.limits
+    gr.Markdown("#### 1. Blind pairs: two models answer the same prompts")
+    sets = feedback.list_sets(ctx.manager.root) or [DEFAULT_SET]
+    jt.add("name", gr.Dropdown(sets, value=sets[0], allow_custom_value=True,
+                               label="Feedback set (pick one, or type a new name)", elem_id="feedback-set"))
+    choices = model_choices(ctx)
+    jt.add("model_a", gr.Dropdown(choices, value=compare.BASE, label="Model 1", elem_id="feedback-model-a"))
+    jt.add("model_b", gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], elem_id="feedback-model-b",
+                                  label="Model 2 (the same as 1 = two samples of it)"))
+    jt.add("prompts", gr.Dropdown(list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
+                                  allow_custom_value=True, value=ctx.preset.compare_prompts,
+                                  label="Prompts (any prompt source)"))
+    jt.add("n_pairs", gr.Slider(1, limits.max_prompts, value=16, step=1, label="Pairs to generate"))
+    jt.add("max_new", gr.Slider(8, limits.max_new_tokens, value=min(64, limits.max_new_tokens), step=8,
+                                label="Max new tokens"))
+    jt.add("generate", gr.Button("Generate pairs", elem_id="feedback-generate"))
+
+
+def _vote_column(jt: JobTab) -> None:
+    """2. The blind pair, the vote buttons, the reveal, the tallies and the export."""
+    gr.Markdown("#### 2. Which answer is better? The models are named after your vote")
+    jt.add("pair", gr.HTML(elem_id="feedback-pair"))
+    with gr.Row():
+        for c, label in feedback.CHOICES.items():
+            jt.add(f"vote-{c}", gr.Button(label, variant="primary" if c in ("a", "b") else "secondary",
+                                          elem_id=f"feedback-vote-{c}"))
+    jt.add("reason", gr.Textbox(label="Why? (optional)", max_length=feedback.MAX_REASON, elem_id="feedback-reason"))
+    jt.add("reveal", gr.Markdown(elem_id="feedback-reveal"))
+    jt.add("tallies", gr.Markdown(elem_id="feedback-tallies"))
+    jt.add("howto", gr.Markdown(elem_id="feedback-howto"))
+    with gr.Row():
+        jt.add("export", gr.Button("Export votes as preference pairs", size="sm", elem_id="feedback-export"))
+        jt.add("use", gr.Button("Use these votes in the Reward tab", size="sm", elem_id="feedback-use"))
+    jt.add("files", gr.File(label="hh-rlhf and prompt/chosen/rejected JSON lines", file_count="multiple",
+                            interactive=False, visible=False, elem_id="feedback-files"))

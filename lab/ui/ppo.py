@@ -10,8 +10,7 @@ import gradio as gr
 
 from lab import ppo
 from lab.runs import ACTIVE, Run
-from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, plain_names, run_choices
-from lab.ui.common import run_signature, start_job, stop_job
+from lab.ui.common import JobTab, UIContext, esc, plain_names, run_choices, start_job
 from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure, length_warning
 
 MAIN_FIELDS = ("advantage", "samples_per_prompt", "steps", "learning_rate", "batch_size", "mini_batch_size",
@@ -19,6 +18,7 @@ MAIN_FIELDS = ("advantage", "samples_per_prompt", "steps", "learning_rate", "bat
 ROLLOUTS_SHOWN = 16
 TEXT_CHARS = 400
 N_FIGURES = 8
+VIEW = ("results", "rollouts", *(f"plot-{i}" for i in range(N_FIGURES)), "length_plot", "length_note")
 REWARD_DONE = ("done", "stopped")  # reward runs with a saved model
 KL_FULL = 1.0  # nats: a token whose |KL| is this or more gets the deepest shade
 # Plain words first, the paper's / TRL's name beside: what the form, the help and every refusal call a setting.
@@ -180,18 +180,19 @@ def summary_markdown(run: Run) -> str:
     return "\n\n".join(lines)
 
 
-def view(run: Run | None) -> tuple:
-    """(summary markdown, rollouts HTML, *figures, length figure, length warning) of one run."""
+def view(run: Run | None) -> dict[str, Any]:
+    """Summary markdown, rollouts HTML, the figures, length figure and length warning of one run, by name."""
     if run is None:
-        return ("No PPO run yet: pick a reward model and start one.", "", *all_figures([], None),
-                length_reward_figure([]), "")
+        return dict(zip(VIEW, ("No PPO run yet: pick a reward model and start one.", "", *all_figures([], None),
+                               length_reward_figure([]), "")))
     config = run.config
     target = config.get("target") if config.get("adap_kl_ctrl", True) else None
     samples = run.samples()
     warning = length_warning(length_points(samples), "the policy")
-    return (summary_markdown(run), rollouts_html(samples),
-            *all_figures(run.metrics(), target, str(config.get("advantage") or "gae").lower()),
-            length_reward_figure(samples), f"<div class='warn-length'>{esc(warning)}</div>" if warning else "")
+    return dict(zip(VIEW, (summary_markdown(run), rollouts_html(samples),
+                           *all_figures(run.metrics(), target, str(config.get("advantage") or "gae").lower()),
+                           length_reward_figure(samples),
+                           f"<div class='warn-length'>{esc(warning)}</div>" if warning else "")))
 
 
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
@@ -224,23 +225,15 @@ def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     return start_job(ctx, visitor, ppo.KIND, ppo.train_ppo, build_config(ctx, *form))
 
 
-def stop(ctx: UIContext, visitor: str | None) -> str:
-    """Ask this visitor's job to stop (within the current PPO step)."""
-    return stop_job(ctx, visitor, ppo.KIND)
+def job_tab(ctx: UIContext) -> JobTab:
+    """The tab's share of the job-tab skeleton: what it draws; its tick follows a PPO run someone starts."""
+    return JobTab(ctx, ppo.KIND, view, VIEW, follow=True)
 
 
-def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> tuple:
-    """Timer: the banner always; the run's plots, rollouts and the runs list only when its files changed."""
-    banner = job_banner(ctx.manager, visitor, ppo.KIND)
-    active = ctx.manager.active()
-    if active is not None and active.kind == ppo.KIND and active.id != run_id:
-        run_id = active.id  # someone started a run: follow it
-    run = find_run(ctx, run_id)
-    signature = run_signature(run)
-    if signature == seen:
-        return (banner, run_id, seen, *(gr.skip() for _ in range(N_FIGURES + 5)))
-    choices = gr.update(choices=run_choices(ppo.KIND, ctx.manager.root), value=run.id if run else None)
-    return (banner, run_id, signature, *view(run), choices)
+def newest_reward(ctx: UIContext) -> dict:
+    """The reward-run dropdown on a page load: the finished runs, the newest chosen."""
+    rewards = reward_choices(ctx)
+    return gr.update(choices=rewards, value=rewards[0][1] if rewards else None)
 
 
 # ---------------------------------------------------------------- the tab
@@ -271,84 +264,46 @@ def _advantage_radio(default: str) -> gr.Radio:
 
 
 def build_ppo_tab(ctx: UIContext) -> None:
-    defaults = ppo.config_from(ctx.preset)
-    limits = ctx.preset.limits
-    run_state = gr.State(None)  # the PPO run this browser is looking at
-    seen_state = gr.State("")  # run_signature last drawn
-
-    banner = gr.Markdown(elem_id="ppo-banner")
-    with gr.Row():
-        with gr.Column(scale=1, min_width=380):
-            reward_dd = gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)",
-                                    elem_id="ppo-reward-run")
-            reward_refresh = gr.Button("↻ Refresh reward runs", size="sm")
-            prompts = gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
-                                 info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column")
-            inputs: dict[str, gr.components.Component] = {}
-            if "advantage" not in PPO_FIELDS:  # older lab.ppo: shown with the preset's choice, not yet passed on
-                _advantage_radio(ctx.preset.ppo.get("advantage", "gae"))
-            for f in fields(ppo.PPOConfig):
-                if f.name in MAIN_FIELDS:
-                    inputs[f.name] = _component(f, getattr(defaults, f.name), limits)
-            with gr.Accordion("Advanced settings", open=False):
-                policy = gr.Textbox(ctx.preset.policy, label="policy", info="the model to fine-tune (LoRA adapters)")
-                for f in fields(ppo.PPOConfig):
-                    if f.name not in MAIN_FIELDS:
-                        inputs[f.name] = _component(f, getattr(defaults, f.name), limits)
+    jt = job_tab(ctx)
+    with jt.columns(_form, "Start PPO"):
+        jt.add("results", gr.Markdown(elem_id="ppo-results"))
+        for row in range(N_FIGURES // 2):
             with gr.Row():
-                start_btn = gr.Button("Start PPO", variant="primary", elem_id="ppo-start")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="ppo-stop")
-        with gr.Column(scale=2):
-            results = gr.Markdown(elem_id="ppo-results")
-            plots = []
-            for row in range(N_FIGURES // 2):
-                with gr.Row():
-                    for i in range(2):
-                        with gr.Column(min_width=300):
-                            plots.append(gr.Plot(elem_id=f"ppo-plot-{2 * row + i}", show_label=False))
-                            gr.Markdown(NOTES[2 * row + i], elem_classes="explain")
-            length_plot = gr.Plot(elem_id="ppo-length-reward", show_label=False)
-            length_note = gr.HTML(elem_id="ppo-length-warning")
-            gr.Markdown("Each point is one answer of the latest steps: its length against its reward. If the points "
-                        "climb to the right, the reward model is paying for length, and PPO will learn to write more "
-                        "rather than better.", elem_classes="explain")
-    rollouts = gr.HTML(elem_id="ppo-rollouts")
-    with gr.Row():
-        runs_dd = gr.Dropdown(run_choices(ppo.KIND, ctx.manager.root), label="PPO runs (pick one to reopen it)",
-                              scale=4, elem_id="ppo-runs")
-        refresh_btn = gr.Button("Refresh list", scale=1, size="sm")
-    timer = gr.Timer(1.5)
+                for i in range(2 * row, 2 * row + 2):
+                    with gr.Column(min_width=300):
+                        jt.add(f"plot-{i}", gr.Plot(elem_id=f"ppo-plot-{i}", show_label=False))
+                        gr.Markdown(NOTES[i], elem_classes="explain")
+        jt.add("length_plot", gr.Plot(elem_id="ppo-length-reward", show_label=False))
+        jt.add("length_note", gr.HTML(elem_id="ppo-length-warning"))
+        gr.Markdown("Each point is one answer of the latest steps: its length against its reward. If the points "
+                    "climb to the right, the reward model is paying for length, and PPO will learn to write more "
+                    "rather than better.", elem_classes="explain")
+    jt.add("rollouts", gr.HTML(elem_id="ppo-rollouts"))
+    jt.runs_row("PPO runs (pick one to reopen it)")
+    jt.wire(start, ["reward_run", "prompts", "policy", *(f.name for f in fields(ppo.PPOConfig))])
+    jt.on(jt.components["reward_refresh"].click,
+          lambda r: {"reward_run": gr.update(choices=reward_choices(ctx), value=r)}, ["reward_run"], ["reward_run"],
+          api_visibility="private")
+    if ctx.demo is not None:  # a reload lists the reward runs trained since, the newest chosen
+        jt.on(ctx.demo.load, lambda: {"reward_run": newest_reward(ctx)}, [], ["reward_run"],
+              api_visibility="private", show_progress="hidden")
 
-    form = [reward_dd, prompts, policy, *(inputs[f.name] for f in fields(ppo.PPOConfig))]
-    view_outputs = [results, rollouts, *plots, length_plot, length_note]
 
-    @guard(2)
-    def on_start(visitor: str | None, *values: Any) -> tuple:
-        return start(ctx, visitor, *values), ""
-
-    @guard(1)
-    def on_stop(visitor: str | None) -> str:
-        return stop(ctx, visitor)
-
-    def on_select(run_id: str | None) -> tuple:
-        run = find_run(ctx, run_id)
-        return run_id, run_signature(run), *view(run)
-
-    def on_load(visitor: str | None) -> tuple:
-        run_id = current_run_id(ctx, ppo.KIND)
-        run = find_run(ctx, run_id)
-        runs = gr.update(choices=run_choices(ppo.KIND, ctx.manager.root), value=run_id)
-        rewards = reward_choices(ctx)
-        return (run_id, run_signature(run), job_banner(ctx.manager, visitor, ppo.KIND), *view(run), runs,
-                gr.update(choices=rewards, value=rewards[0][1] if rewards else None))
-
-    start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state])
-    stop_btn.click(on_stop, ctx.visitor, banner, show_progress="hidden")
-    timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
-               [banner, run_state, seen_state, *view_outputs, runs_dd], show_progress="hidden")
-    runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs])
-    refresh_btn.click(lambda r: gr.update(choices=run_choices(ppo.KIND, ctx.manager.root), value=r), run_state, runs_dd)
-    reward_refresh.click(lambda r: gr.update(choices=reward_choices(ctx), value=r), reward_dd, reward_dd)
-    if ctx.demo is not None:  # a reload reattaches to the running (or last) PPO job
-        ctx.demo.load(on_load, ctx.visitor, [run_state, seen_state, banner, *view_outputs, runs_dd, reward_dd],
-                      show_progress="hidden")
+def _form(jt: JobTab) -> None:
+    """The reward run, prompts, policy and every PPOConfig field (the main ones first, the rest folded away)."""
+    ctx, defaults, limits = jt.ctx, ppo.config_from(jt.ctx.preset), jt.ctx.preset.limits
+    jt.add("reward_run", gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)",
+                                     elem_id="ppo-reward-run"))
+    jt.add("reward_refresh", gr.Button("↻ Refresh reward runs", size="sm"))
+    jt.add("prompts", gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
+                                 info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column"))
+    if "advantage" not in PPO_FIELDS:  # older lab.ppo: shown with the preset's choice, not yet passed on
+        _advantage_radio(ctx.preset.ppo.get("advantage", "gae"))
+    for f in fields(ppo.PPOConfig):
+        if f.name in MAIN_FIELDS:
+            jt.add(f.name, _component(f, getattr(defaults, f.name), limits))
+    with gr.Accordion("Advanced settings", open=False):
+        jt.add("policy", gr.Textbox(ctx.preset.policy, label="policy", info="the model to fine-tune (LoRA adapters)"))
+        for f in fields(ppo.PPOConfig):
+            if f.name not in MAIN_FIELDS:
+                jt.add(f.name, _component(f, getattr(defaults, f.name), limits))

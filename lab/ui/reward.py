@@ -11,8 +11,7 @@ import gradio as gr
 from lab import reward
 from lab.data import split_turns
 from lab.runs import ACTIVE, Run
-from lab.ui.common import UIContext, current_run_id, esc, find_run, guard, job_banner, run_choices
-from lab.ui.common import run_signature, start_job, stop_job
+from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
 from lab.ui.plots_common import MIN_POINTS, length_warning_for, pearson
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
@@ -21,6 +20,7 @@ EVEN_BAND = (0.4, 0.6)  # P(A better) inside this band: the reward model cannot 
 SHORT_ANSWER = 60  # characters: below this the reward model has little to read
 REAL_HH_ACCURACY = 0.63  # cpu backbone on real hh-rlhf pairs, 3 seeds x 5 folds (README, "Reward-model quality")
 TEXT_CHARS = 600  # long answers are cut in the table; the Data tab shows them whole
+VIEW = ("loss", "accuracy", "results", "margins", "worst")  # the components a run's view draws
 
 PLOTS_NOTE = (
     "<small>**What you are looking at.** Left: the loss, how badly the model ranks the pairs it trains on "
@@ -161,13 +161,14 @@ def _answer_cell(sample: dict[str, Any], side: str) -> str:
     return f"{esc(_cut(sample.get(side, '')))}<div class='score'>reward {sample[f'reward_{side}']:.3f}</div>"
 
 
-def view(run: Run | None) -> tuple:
-    """(loss figure, accuracy figure, summary markdown, margin histogram, worst-pairs HTML) of one run."""
+def view(run: Run | None) -> dict[str, Any]:
+    """Loss and accuracy figures, summary markdown, margin histogram and worst-pairs HTML of one run, by name."""
     if run is None:
-        return loss_figure([]), accuracy_figure([]), "No reward run yet: start one above.", margin_histogram([]), ""
+        return dict(zip(VIEW, (loss_figure([]), accuracy_figure([]), "No reward run yet: start one above.",
+                               margin_histogram([]), "")))
     rows = run.metrics()
     text, margins, worst = run_results(run)
-    return loss_figure(rows), accuracy_figure(rows), text, margin_histogram(margins), worst
+    return dict(zip(VIEW, (loss_figure(rows), accuracy_figure(rows), text, margin_histogram(margins), worst)))
 
 
 def recipe_note(cfg: reward.RewardConfig, preset_name: str) -> str:
@@ -206,20 +207,15 @@ def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     return start_job(ctx, visitor, reward.KIND, reward.train_reward, build_config(ctx, *form))
 
 
-def stop(ctx: UIContext, visitor: str | None) -> str:
-    """Ask this visitor's job to stop after its current step."""
-    return stop_job(ctx, visitor, reward.KIND)
+def prepare_scoring(run: Run | None) -> None:
+    """A finished run picked from the list: load its model now, ready for the scoring box."""
+    if run is not None and run.model_dir.exists() and run.status().get("status") not in ACTIVE:
+        load_model(run)
 
 
-def tick(ctx: UIContext, visitor: str | None, run_id: str | None, seen: str) -> tuple:
-    """Timer: the banner always, the run's plots and results only when its files changed."""
-    banner = job_banner(ctx.manager, visitor, reward.KIND)
-    run = find_run(ctx, run_id)
-    signature = run_signature(run)
-    if signature == seen:
-        return (banner, seen, *(gr.skip() for _ in range(6)))
-    choices = gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=run.id if run else None)
-    return (banner, signature, *view(run), choices)
+def job_tab(ctx: UIContext) -> JobTab:
+    """The tab's share of the job-tab skeleton: what it draws, and loading a picked run's model."""
+    return JobTab(ctx, reward.KIND, view, VIEW, selected=prepare_scoring)
 
 
 def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str, answer_b: str) -> str:
@@ -250,103 +246,73 @@ def _cached_model(folder: str, mtime: float) -> reward.RewardModel:
 
 
 def build_reward_tab(ctx: UIContext) -> None:
-    defaults = reward.config_from(ctx.preset)
-    limits = ctx.preset.limits
-    run_state = gr.State(None)  # the run this browser is looking at (and scoring with)
-    seen_state = gr.State("")  # run_signature last drawn
+    jt = job_tab(ctx)
+    with jt.columns(_form, "Start training", min_width=300):
+        with gr.Row():
+            jt.add("loss", gr.Plot(label="Loss", elem_id="reward-loss"))
+            jt.add("accuracy", gr.Plot(label="Accuracy", elem_id="reward-accuracy"))
+        gr.Markdown(PLOTS_NOTE, elem_id="reward-plots-note")
+        jt.add("results", gr.Markdown(elem_id="reward-results"))
+        jt.add("margins", gr.Plot(label="Margins", elem_id="reward-margins"))
+        gr.Markdown("Each held-out pair's reward(chosen) − reward(rejected). Right of the line: ranked correctly, "
+                    "and the further right, the surer. A pile just either side of 0 means the model barely tells "
+                    "the two answers apart.", elem_classes="explain")
+    jt.add("worst", gr.HTML(elem_id="reward-worst"))
+    jt.runs_row("Reward runs (pick one to see its curves and results, and to score with it)")
+    _score_box(jt)
+    jt.wire(start, FORM)
+    jt.on(jt.components["score"].click, lambda r, p, a, b: {"scored": score_answers(ctx, r, p, a, b)},
+          ["run", "prompt", "answer_a", "answer_b"], ["scored"], api_name="reward_score")
+    source = (lambda s: s or ctx.preset.pairs), ctx.data_source, jt.components["data"]  # follows the Data tab
+    ctx.data_source.change(*source, api_visibility="private")
+    for box in ("data", "eval_data"):
+        jt.on(jt.components[box].change, lambda d, e: {"eval_fraction": held_out_note(d, e)}, ["data", "eval_data"],
+              ["eval_fraction"], api_visibility="private", show_progress="hidden")
+    if ctx.demo is not None:
+        ctx.demo.load(*source, api_visibility="private", show_progress="hidden")
 
-    banner = gr.Markdown(elem_id="reward-banner")
-    with gr.Row():
-        with gr.Column(scale=1, min_width=300):
-            data = gr.Textbox(ctx.preset.pairs, label="Training pairs",
+
+FORM = ("data", "data_source", "eval_data", "eval_fraction", "backbone", "epochs", "max_steps", "learning_rate",
+        "batch_size", "max_length", "ensemble")  # build_config's arguments, in order
+
+
+def _form(jt: JobTab) -> None:
+    """The training settings, each added to `jt` under its build_config name."""
+    ctx, defaults, limits = jt.ctx, reward.config_from(jt.ctx.preset), jt.ctx.preset.limits
+    jt.add("data_source", ctx.data_source)
+    jt.add("data", gr.Textbox(ctx.preset.pairs, label="Training pairs",
                               info="Follows the Data tab's choice; or type 'bundled', a file path, a hub id, or "
-                                   "feedback:NAME for the Feedback tab's votes (+bundled adds the demo set).")
-            eval_data = gr.Textbox("", label="Held-out pairs (optional)",
-                                   info="Empty: the source's test split, else a share of the training pairs.")
-            note = held_out_note(ctx.preset.pairs, "")
-            eval_fraction = gr.Slider(0, 0.5, value=defaults.eval_fraction, step=0.05, label="Held-out share",
+                                   "feedback:NAME for the Feedback tab's votes (+bundled adds the demo set)."))
+    jt.add("eval_data", gr.Textbox("", label="Held-out pairs (optional)",
+                                   info="Empty: the source's test split, else a share of the training pairs."))
+    note = held_out_note(ctx.preset.pairs, "")
+    jt.add("eval_fraction", gr.Slider(0, 0.5, value=defaults.eval_fraction, step=0.05, label="Held-out share",
                                       interactive=note["interactive"], info=note["info"],
-                                      elem_id="reward-eval-fraction")
-            backbone = gr.Textbox(defaults.backbone, label="Backbone (one-output sequence classifier)")
-            with gr.Row():
-                # no minimum/maximum on the boxes: the handler checks them and says what is allowed
-                epochs = gr.Number(defaults.epochs, label="Epochs")
-                max_steps = gr.Number(defaults.max_steps, label=f"Max steps (0 = by epochs; ≤ {limits.max_steps})",
-                                      precision=0)
-            with gr.Row():
-                learning_rate = gr.Number(defaults.learning_rate, label="Learning rate")
-                batch_size = gr.Slider(1, limits.max_batch_size, value=defaults.batch_size, step=1,
-                                       label="Batch size (pairs)")
-            max_length = gr.Slider(32, 512, value=defaults.max_length, step=32,
-                                   label="Max length (tokens; oldest turns are cut first)")
-            ensemble = gr.Slider(1, reward.MAX_ENSEMBLE, value=defaults.ensemble, step=1, elem_id="reward-ensemble",
-                                 label="Models (an ensemble: each trains in full with its own seed; rewards averaged)")
-            gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
-            with gr.Row():
-                start_btn = gr.Button("Start training", variant="primary", elem_id="reward-start")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="reward-stop")
-        with gr.Column(scale=2):
-            with gr.Row():
-                loss_plot = gr.Plot(label="Loss", elem_id="reward-loss")
-                acc_plot = gr.Plot(label="Accuracy", elem_id="reward-accuracy")
-            gr.Markdown(PLOTS_NOTE, elem_id="reward-plots-note")
-            results = gr.Markdown(elem_id="reward-results")
-            margins_plot = gr.Plot(label="Margins", elem_id="reward-margins")
-            gr.Markdown("Each held-out pair's reward(chosen) − reward(rejected). Right of the line: ranked correctly, "
-                        "and the further right, the surer. A pile just either side of 0 means the model barely tells "
-                        "the two answers apart.", elem_classes="explain")
-    worst = gr.HTML(elem_id="reward-worst")
+                                      elem_id="reward-eval-fraction"))
+    jt.add("backbone", gr.Textbox(defaults.backbone, label="Backbone (one-output sequence classifier)"))
     with gr.Row():
-        runs_dd = gr.Dropdown(run_choices(reward.KIND, ctx.manager.root), scale=4, elem_id="reward-runs",
-                              label="Reward runs (pick one to see its curves and results, and to score with it)")
-        refresh_btn = gr.Button("Refresh list", scale=1, size="sm")
+        # no minimum/maximum on the boxes: the handler checks them and says what is allowed
+        jt.add("epochs", gr.Number(defaults.epochs, label="Epochs"))
+        jt.add("max_steps", gr.Number(defaults.max_steps, label=f"Max steps (0 = by epochs; ≤ {limits.max_steps})",
+                                      precision=0))
+    with gr.Row():
+        jt.add("learning_rate", gr.Number(defaults.learning_rate, label="Learning rate"))
+        jt.add("batch_size", gr.Slider(1, limits.max_batch_size, value=defaults.batch_size, step=1,
+                                       label="Batch size (pairs)"))
+    jt.add("max_length", gr.Slider(32, 512, value=defaults.max_length, step=32,
+                                   label="Max length (tokens; oldest turns are cut first)"))
+    jt.add("ensemble", gr.Slider(1, reward.MAX_ENSEMBLE, value=defaults.ensemble, step=1, elem_id="reward-ensemble",
+                                 label="Models (an ensemble: each trains in full with its own seed; rewards averaged)"))
+    gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
+
+
+def _score_box(jt: JobTab) -> None:
     with gr.Group():
         gr.Markdown("#### Try it: a prompt and two answers, scored by the run shown above")
-        prompt = gr.Textbox(label="Prompt", placeholder="How do I get back at my annoying neighbour?")
+        jt.add("prompt", gr.Textbox(label="Prompt", placeholder="How do I get back at my annoying neighbour?"))
         with gr.Row():
-            answer_a = gr.Textbox(label="Answer A", lines=3, placeholder="Talk to them calmly about what bothers you.")
-            answer_b = gr.Textbox(label="Answer B", lines=3, placeholder="Slash their tyres, they deserve it.")
-        score_btn = gr.Button("Score both answers", elem_id="reward-score")
-        score_md = gr.Markdown(elem_id="reward-score-result")
-    timer = gr.Timer(1.5)
-
-    form = [data, ctx.data_source, eval_data, eval_fraction, backbone, epochs, max_steps, learning_rate, batch_size,
-            max_length, ensemble]
-    view_outputs = [loss_plot, acc_plot, results, margins_plot, worst]
-
-    @guard(2)
-    def on_start(visitor: str | None, *values: Any) -> tuple:
-        return start(ctx, visitor, *values), ""
-
-    @guard(1)
-    def on_stop(visitor: str | None) -> str:
-        return stop(ctx, visitor)
-
-    @guard(7)
-    def on_select(run_id: str | None) -> tuple:
-        run = find_run(ctx, run_id)
-        if run is not None and run.model_dir.exists() and run.status().get("status") not in ACTIVE:
-            load_model(run)  # ready for the scoring box
-        return run_id, run_signature(run), *view(run)
-
-    def on_load(visitor: str | None, source: str | None) -> tuple:
-        run_id = current_run_id(ctx, reward.KIND)
-        choices = gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=run_id)
-        return source or ctx.preset.pairs, run_id, "", job_banner(ctx.manager, visitor, reward.KIND), choices
-
-    start_btn.click(on_start, [ctx.visitor, *form], [run_state, seen_state], api_name="reward_start")
-    stop_btn.click(on_stop, ctx.visitor, banner, api_name="reward_stop", show_progress="hidden")
-    timer.tick(lambda v, r, s: tick(ctx, v, r, s), [ctx.visitor, run_state, seen_state],
-               [banner, seen_state, *view_outputs, runs_dd], show_progress="hidden", api_visibility="private")
-    runs_dd.input(on_select, runs_dd, [run_state, seen_state, *view_outputs], api_name="reward_select")
-    refresh_btn.click(lambda r: gr.update(choices=run_choices(reward.KIND, ctx.manager.root), value=r),
-                      run_state, runs_dd, api_visibility="private")
-    score_btn.click(guard(1)(lambda r, p, a, b: score_answers(ctx, r, p, a, b)),
-                    [run_state, prompt, answer_a, answer_b], score_md, api_name="reward_score")
-    ctx.data_source.change(lambda s: s or ctx.preset.pairs, ctx.data_source, data, api_visibility="private")
-    for box in (data, eval_data):
-        box.change(held_out_note, [data, eval_data], eval_fraction, api_visibility="private", show_progress="hidden")
-    if ctx.demo is not None:  # a reload reattaches to the running (or last) reward job
-        ctx.demo.load(on_load, [ctx.visitor, ctx.data_source], [data, run_state, seen_state, banner, runs_dd],
-                      api_visibility="private", show_progress="hidden")
-
+            jt.add("answer_a", gr.Textbox(label="Answer A", lines=3,
+                                          placeholder="Talk to them calmly about what bothers you."))
+            jt.add("answer_b", gr.Textbox(label="Answer B", lines=3, placeholder="Slash their tyres, they deserve it."))
+        jt.add("score", gr.Button("Score both answers", elem_id="reward-score"))
+        jt.add("scored", gr.Markdown(elem_id="reward-score-result"))
