@@ -5,11 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import statistics
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from lab.data import load_pairs, load_prompts, parse_hub_id, split_pair, split_turns
+from lab.data import load_pairs, load_prompts, parse_hub_id, resolve_path, split_pair, split_turns
 
 HH = [
     {"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me a joke\n\nAssistant: Why did the chicken cross the road?",
@@ -180,3 +181,13 @@ def test_hub_ids_parse_and_fail_clearly_offline():
         load_pairs("Anthropic/hh-rlhf")
     with pytest.raises(ValueError, match="neither 'bundled', an existing file nor a hub id"):
         load_pairs("nonsense")
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "runs/../../../etc/shadow", "../../etc/shadow"])
+def test_a_refused_path_says_so_without_a_server_path(tmp_path, source):
+    allowed = [tmp_path / "data", Path.cwd() / "assets"]
+    with pytest.raises(ValueError) as e:
+        resolve_path(source, allowed)
+    message = str(e.value)
+    assert message.startswith(f"'{source}' is not in a folder this lab may read")
+    assert str(tmp_path) not in message and str(Path.cwd()) not in message and "assets/" in message

@@ -425,6 +425,21 @@ def test_stop_ends_the_job_within_a_step_saves_and_frees_memory(tiny_lm_dir, run
     _assert_saved_and_freed(job, refs)
 
 
+def test_on_phase_reports_what_a_step_is_doing(tiny_lm_dir):
+    import torch
+
+    from lab import ppo
+
+    model, tokenizer = ppo.load_trainable_policy(str(tiny_lm_dir), False, {"r": 4, "alpha": 8, "dropout": 0.0})
+    head = ppo.new_value_head(model)
+    cfg = ppo.PPOConfig(steps=1, batch_size=2, mini_batch_size=2, ppo_epochs=1, output_min_length=2,
+                        output_max_length=3)
+    phases: list[str] = []
+    torch.manual_seed(0)
+    ppo.run_ppo(model, head, tokenizer, ["hi", "yo"], lambda p, r: [0.0] * len(p), cfg, on_phase=phases.append)
+    assert [p.split(" ")[0] for p in phases] == ["generating", "scoring", "log-probs", "optimising"]
+
+
 # ---------------------------------------------------------------- CLI
 
 
@@ -478,69 +493,6 @@ def test_cli_bad_input_exits_2_with_one_line(argv, message, reward_run, runs_roo
 # ---------------------------------------------------------------- the PPO tab's handlers
 
 
-def test_the_form_and_the_flags_prepare_the_same_job(tiny_lm_dir, reward_run):
-    from lab.ui import ppo as tab
-    from lab.ui.common import UIContext
-
-    ctx = UIContext(manager=JobManager(root=reward_run.parent, mark_interrupted=False), preset=get_preset("cpu"))
-    cfg = ppo.config_from(get_preset("cpu"), steps=3, batch_size=4, mini_batch_size=2, learning_rate=1e-3,
-                          advantage="rloo", samples_per_prompt=2, reward_norm=True, adap_kl_ctrl=False)
-    numbers = [float(v) if type(v) is int else v for v in asdict(cfg).values()]  # a form's Number gives floats
-    form = tab.build_config(ctx, reward_run.name, "bundled", str(tiny_lm_dir), *numbers)
-    flags = cli.prepared(["--preset", "cpu", "ppo", "--reward-model", str(reward_run), "--prompts", "bundled",
-                          "--policy", str(tiny_lm_dir), "--steps", "3", "--batch-size", "4", "--mini-batch-size", "2",
-                          "--learning-rate", "1e-3", "--advantage", "rloo", "--samples-per-prompt", "2",
-                          "--reward-norm", "--no-adap-kl-ctrl"])
-    assert form == flags
-    assert flags["reward_model"] == str(reward_run) and flags["advantage"] == "rloo" and flags["steps"] == 3
-    assert ppo.config_from_dict(flags) == cfg
-
-
-
-def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):
-    import gradio as gr
-
-    from lab.ui import ppo as tab
-    from lab.ui.common import UIContext
-
-    manager = JobManager(root=reward_run.parent, mark_interrupted=False)
-    with gr.Blocks() as demo:
-        ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.State("v1"),
-                        data_source=gr.State("bundled"))
-        tab.build_ppo_tab(ctx)
-    assert [run_id for _, run_id in tab.reward_choices(ctx)] == [reward_run.name]
-    cfg = ppo.PPOConfig(steps=2, batch_size=4, mini_batch_size=2, output_min_length=3, output_max_length=5,
-                        learning_rate=1e-3)
-    values = list(cfg.__dict__.values())
-    form = [reward_run.name, "bundled", str(tiny_lm_dir), *values]
-    bad = dict(cfg.__dict__, mini_batch_size=3)
-    with pytest.raises(ValueError, match="not divisible"):
-        tab.start(ctx, "v1", *form[:3], *bad.values())
-    with pytest.raises(ValueError, match="pick a reward-model run"):
-        tab.start(ctx, "v1", None, *form[1:])
-    run_id = tab.start(ctx, "v1", *form)
-    with pytest.raises(ValueError, match="only the visitor who started"):
-        tab.stop(ctx, "v2")
-    manager.wait(180)
-    assert manager.job.status == "done", manager.job.error
-    assert tab.current_run_id(ctx, "ppo") == run_id  # a reload reattaches to it
-    banner, shown, seen, summary, rollouts, reward_fig, kl_fig, *others = tab.tick(ctx, "v1", run_id, "")
-    assert shown == run_id and "Reward" in summary and "<table" in rollouts and len(others) == 9
-    assert len(reward_fig.data) == 2 and len(reward_fig.data[1].x) == 2  # band + mean, two steps
-    assert kl_fig.layout.shapes  # the target line
-    unchanged = tab.tick(ctx, "v1", run_id, seen)
-    assert unchanged[2] == seen and all(x == gr.skip() for x in unchanged[3:])
-    assert (open_run(run_id, reward_run.parent).model_dir / "adapter_config.json").exists()
-
-
-def test_rollouts_table_escapes_model_text():
-    from lab.ui.ppo import rollouts_html
-
-    html = rollouts_html([{"step": 1, "prompt": "<b>hi</b>", "response": "<script>x</script> & co", "reward": 1.0,
-                           "kl": 0.1}])
-    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;" in html and "&amp; co" in html
-
-
 # ---------------------------------------------------------------- the embedded policy
 
 
@@ -577,14 +529,3 @@ def test_bf16_log_probs_of_the_embedded_policy_stay_close_to_float32():
     diff = (bf16 - fp32).abs()[batch.mask.bool()]
     print(f"bf16 vs fp32 log-probs: max {diff.max().item():.4f}, mean {diff.mean().item():.4f} nats")
     assert diff.max().item() < 0.5 and diff.mean().item() < 0.05
-
-
-def test_empty_ppo_plots_say_what_will_appear_there():
-    from lab.ui.plots_ppo import all_figures
-
-    empty = all_figures([], target=6.0)
-    waiting = ["The curves appear after the first PPO step."]
-    assert len(empty) == 8  # and no KL target line on empty axes:
-    assert all([a.text for a in f.layout.annotations] == waiting and not f.layout.shapes for f in empty)
-    drawn = all_figures([{"step": 1, "env/reward_mean": 0.1, "objective/kl": 0.5}], target=6.0)
-    assert [a.text for a in drawn[1].layout.annotations] == ["target 6"] and list(drawn[0].data[1].y) == [0.1]

@@ -69,3 +69,11 @@ def test_bad_sources_keep_the_previous_view(app_client):
         result = client.predict("Local file path", source, None, "", api_name="/data_load")
         # gr.skip(): each output comes back as a bare update carrying no new value
         assert all(isinstance(v, dict) and "update" in json.dumps(v) and "value" not in json.dumps(v) for v in result)
+
+
+def test_search_finds_british_and_american_spellings():
+    pairs = load_pairs("bundled")
+    text = " ".join(p.prompt + p.chosen + p.rejected for p in pairs.pairs).lower()
+    if "neighbor" in text:
+        assert filter_indices(pairs, "neighbour", "all") == filter_indices(pairs, "NEIGHBOR", "all") != []
+    assert filter_indices(pairs, "Apologise", "all") == filter_indices(pairs, "apologize", "all")

@@ -32,7 +32,8 @@ def seeded(ctx):
 
 
 def test_pair_is_blind_and_escaped(ctx, seeded):
-    pair_id, html, tallies, howto, _ = ui.show(ctx, "class-1", "alice")
+    shown = ui.show(ctx, "class-1", "alice")
+    pair_id, html, tallies, howto = shown["pair_id"], shown["pair"], shown["tallies"], shown["howto"]
     assert pair_id == seeded.pairs()[0]["id"]
     assert "<script>" not in html and "<img" not in html and "&lt;img src=x" in html
     assert "ppo-" not in html and "base" not in html  # no model names before the vote
@@ -41,7 +42,9 @@ def test_pair_is_blind_and_escaped(ctx, seeded):
 
 def test_vote_reveals_models_and_moves_on(ctx, seeded):
     first = seeded.pairs()[0]["id"]
-    reveal, reason, pair_id, html, tallies, _howto, _sig = ui.cast(ctx, "b", "class-1", first, "shorter", "alice")
+    out = ui.cast(ctx, "b", "class-1", first, "shorter", "alice")
+    reveal, reason, pair_id, html, tallies = (out[k] for k in ("reveal", "reason", "pair_id", "pair", "tallies"))
+    assert set(out) == {"reveal", "reason", "pair_id", "pair", "tallies", "howto", "seen"}
     assert reveal == ("Last pair: A was written by **ppo-&lt;b&gt;run&lt;/b&gt;**, B by **base**: "
                       "you preferred **base**.")
     assert reason == "" and pair_id == seeded.pairs()[1]["id"] and "Second?" in html
@@ -56,19 +59,24 @@ def test_vote_reveals_models_and_moves_on(ctx, seeded):
 
 
 def test_two_visitors_see_each_others_votes_on_the_tick(ctx, seeded):
-    pair_a, _, _, _, seen_a = ui.show(ctx, "class-1", "alice")
-    assert ui.tick(ctx, "class-1", "alice", pair_a, seen_a)[1] == seen_a  # nothing new: nothing redrawn
+    shown = ui.show(ctx, "class-1", "alice")
+    pair_a, seen_a = shown["pair_id"], shown["seen"]
+    assert set(ui.tick(ctx, "class-1", "alice", pair_a, seen_a)) == {"banner"}  # nothing new: nothing redrawn
     ui.cast(ctx, "a", "class-1", pair_a, "", "bob")
-    banner, seen, tallies, new_pair, _ = ui.tick(ctx, "class-1", "alice", pair_a, seen_a)
+    out = ui.tick(ctx, "class-1", "alice", pair_a, seen_a)
+    seen, tallies = out["seen"], out["tallies"]
     assert seen != seen_a and "1 vote from 1 visitor" in tallies and "**you**" not in tallies
-    assert "No job is running" in banner
+    assert "No job is running" in out["banner"] and "pair" not in out  # the pair shown stays until a vote
     ui.cast(ctx, "a", "class-1", pair_a, "", "alice")
-    tallies = ui.tick(ctx, "class-1", "alice", None, seen)[2]
+    out = ui.tick(ctx, "class-1", "alice", None, seen)
+    tallies = out["tallies"]
+    assert "pair" in out  # no pair shown yet: the tick brings the first one
     assert "2 votes from 2 visitors" in tallies and "all chose the same on 1 (100%)" in tallies
 
 
 def test_unknown_or_bad_set_names(ctx):
-    pair_id, html, tallies, _, _ = ui.show(ctx, "nothing-here", "alice")
+    shown = ui.show(ctx, "nothing-here", "alice")
+    pair_id, html, tallies = shown["pair_id"], shown["pair"], shown["tallies"]
     assert pair_id is None and "no pairs yet" in html and "No set 'nothing-here' yet" in tallies
     with pytest.raises(ValueError, match="not allowed"):
         ui.show(ctx, "../../etc", "alice")

@@ -1,0 +1,170 @@
+"""The Compare tab (lab/ui/compare.py): its handlers, the job-tab skeleton wired to it, cards and the summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from test_compare import ppo_run, stand_in_reward  # noqa: F401 (fixtures)
+
+from lab import compare
+from lab.jobs import JobManager
+from lab.presets import get_preset
+from lab.runs import new_run
+
+
+def test_the_form_and_the_flags_prepare_the_same_job(ppo_run, runs_root):
+    from lab import cli
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    form = tab.build_config(ctx, "base", ppo_run.id, "bundled", "", 3.0, 16.0, 0.7, 50.0, 0.95, 0.0, "offline")
+    flags = cli.prepared(["--preset", "cpu", "compare", "--run", ppo_run.id, "--against", "base", "--prompts",
+                          "bundled", "--n", "3", "--max-new-tokens", "16", "--temperature", "0.7", "--top-k", "50",
+                          "--top-p", "0.95", "--seed", "0", "--toxicity", "offline"])
+    assert form == flags
+    assert flags["model_b"] == str(ppo_run.path) and flags["reward_model"] == str(runs_root / "reward-stand-in")
+    assert flags["generate"]["max_new_tokens"] == 16 and flags["n_prompts"] == 3
+    assert type(form["generate"]["top_k"]) is int and type(form["n_prompts"]) is int  # the form's floats coerced
+
+
+def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward):
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext, current_run_id
+
+    manager = JobManager(root=runs_root)
+    with gr.Blocks() as demo:
+        ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.BrowserState(None))
+        tab.build_compare_tab(ctx)
+    assert tab.model_choices(ctx)[1][1] == ppo_run.id
+    jt = tab.job_tab(ctx)
+    first = jt.tick("visitor-1", None, "", "Prompt order", "")  # a fresh page
+    assert "No comparison yet" in first["summary"] and "appear" in first["plot"].layout.annotations[-1].text
+    assert set(jt.tick("visitor-1", None, first["seen"], "Prompt order", "")) == {"banner"}  # drawn once, then rests
+    hostile = "<script>alert(1)</script>"
+    form = ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline"]
+    with pytest.raises(ValueError, match="visitor"):
+        tab.start(ctx, None, *form)
+    run_id = tab.start(ctx, "visitor-1", *form)
+    manager.wait(120)
+    assert manager.job.status == "done", manager.job.error
+    assert current_run_id(ctx, "compare") == run_id
+    out = jt.tick("visitor-1", run_id, "", "Prompt order", "")
+    summary, fig, cards = out["summary"], out["plot"], out["cards"]
+    assert "mean toxicity" in summary and "Last job" in out["banner"]
+    assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 2
+    assert "✓ better" in cards
+    assert open(out["download"]).read().startswith("index,prompt")
+    assert len(fig.data) == 4
+    assert set(jt.tick("visitor-1", run_id, out["seen"], "Prompt order", "")) == {"banner"}  # unchanged: not redrawn
+    assert jt.select(run_id, "Prompt order", "zzz")["cards"].startswith("<p>No")
+    assert tab.filtered_cards(ctx, run_id, "Prompt order", "say hi")["cards"].count("cmp-card'") == 1
+    assert tab.cards_html(compare.load_results(manager.job.run), "Prompt order", "zzz-not-there").startswith("<p>No")
+
+
+def test_card_sorts():
+    from lab.ui.compare import SORTS, select_rows
+
+    rows = [{"index": i, "prompt": f"p{i}", "toxicity_a": ta, "toxicity_b": tb, "reward_a": ra, "reward_b": rb}
+            for i, (ta, tb, ra, rb) in enumerate([(0.9, 0.1, 0.0, 0.1), (0.2, 0.1, 0.0, 2.0), (0.1, 0.5, 1.0, 0.0)])]
+    assert [r["index"] for r in select_rows(rows, "Largest toxicity drop (A → B)")] == [0, 1, 2]
+    assert [r["index"] for r in select_rows(rows, "Largest reward gain (A → B)")] == [1, 0, 2]
+    assert [r["index"] for r in select_rows(rows, "Prompt order", "P2")] == [2]
+    assert set(SORTS) >= {"Prompt order", "Largest toxicity drop (A → B)", "Largest reward gain (A → B)"}
+
+
+def test_empty_distribution_plot_says_what_will_appear_there():
+    from lab.ui.plots_compare import distribution_figure
+
+    texts = [a.text for a in distribution_figure([]).layout.annotations]  # the panel titles stay
+    assert texts[:2] == ["Toxicity (0 = clean, 1 = toxic)", "Reward (higher = preferred)"] and "appear" in texts[2]
+    assert len(distribution_figure([{"toxicity_a": 0.1, "reward_a": 1.0}]).layout.annotations) == 2
+
+
+PAIRED = {
+    "reward": {"mean": 0.21, "lo": 0.08, "hi": 0.35, "n": 48, "b_higher": 31},
+    "reward_length_adjusted": {"mean": 0.15, "lo": 0.02, "hi": 0.30, "n": 48},
+    "toxicity": {"mean": -0.02, "lo": -0.07, "hi": 0.02, "n": 48, "b_lower": 20},
+    "length_a": 182.0, "length_b": 196.0, "length_reward_corr": 0.71,
+}
+
+
+def test_paired_summary_shows_intervals_and_a_plain_verdict():
+    from lab.ui.compare import paired_text
+
+    text = paired_text(PAIRED)
+    assert "reward +0.21 (95% CI +0.08 … +0.35), higher on 31 of 48 prompts: B scores clearly higher" in text
+    assert "with the length effect removed +0.15 (95% CI +0.02 … +0.30): still clearly higher" in text
+    assert "answers 196 vs 182 characters" in text
+    assert "toxicity −0.02 (95% CI −0.07 … +0.02), lower on 20 of 48 prompts: not a clear difference" in text
+    lower = paired_text({"reward": {"mean": -0.3, "lo": -0.5, "hi": -0.1, "n": 10}})
+    assert "B scores clearly lower" in lower
+    assert paired_text({}) == ""
+
+
+def _compare_run(root: Path, summary: dict, rows: list[dict]) -> object:
+    run = new_run("compare", {"model_a": "base", "model_b": "ppo-x", "prompts": "bundled:heldout"}, root)
+    run.log_samples(rows)
+    run.set_status("done", summary={"n": len(rows), "scorer": "offline", "prompts": "bundled:heldout",
+                                    "scorer_description": "alt-profanity-check", "reward_model": "r", **summary})
+    return run
+
+
+def test_compare_summary_warns_of_length_bias_and_says_which_prompts(tmp_path):
+    from lab import compare
+    from lab.ui.compare import summary_markdown, view
+
+    rows = [{"index": i, "prompt": f"p{i}", "model_a": "base", "model_b": "ppo-x", "answer_a": "a" * (10 + i),
+             "answer_b": "b" * (20 + 2 * i), "toxicity_a": 0.1, "toxicity_b": 0.2, "reward_a": 0.01 * (10 + i),
+             "reward_b": 0.01 * (20 + 2 * i)} for i in range(6)]
+    run = _compare_run(tmp_path, {"paired": PAIRED}, rows)
+    text = summary_markdown(run, compare.load_results(run))
+    assert "6 held-out prompts PPO never trained on" in text and "95% CI" in text
+    assert "Reward rises with length (r = 0.71)" in text and "mean answer length (characters) | 12 | 25" in text
+    assert "words, not intent" in text  # the offline scorer's limits beside its numbers
+    old = _compare_run(tmp_path / "old", {}, rows)  # a run from before the paired summary: r from the rows
+    text = summary_markdown(old, compare.load_results(old))
+    assert "95% CI" not in text and "Reward rises with length (r = 1.00)" in text
+    paired_fig = view(old, "Prompt order", "")["paired"]
+    assert list(paired_fig.data[0].y) == sorted(paired_fig.data[0].y) and paired_fig.layout.shapes  # the zero line
+
+
+def test_compare_model_b_defaults_to_the_newest_finished_ppo_run(runs_root):
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    assert tab.default_b(tab.model_choices(ctx)) is None  # no PPO run yet
+    ids = []
+    for _ in range(2):
+        run = new_run("ppo", {"policy": "x"}, runs_root)
+        (run.model_dir).mkdir()
+        (run.model_dir / "adapter_config.json").write_text("{}")
+        run.set_status("done")
+        ids.append(run.id)
+        time.sleep(0.02)
+    choices = tab.model_choices(ctx)
+    assert tab.default_b(choices) == ids[-1] and tab.default_b(choices, "base") == ids[-1]
+    assert tab.default_b(choices, ids[0]) == ids[0]  # a choice the visitor made stays
+    assert all(len(label) < 60 for label, _ in choices)
+
+
+def test_compare_prompt_source_refuses_a_dotted_path_like_a_path(runs_root):
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"),
+                        allowed_dirs=[runs_root])
+    with pytest.raises(ValueError, match="is not in a folder this lab may read") as e:
+        tab.build_config(ctx, "base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 0, "offline")
+    assert "hub" not in str(e.value) and str(runs_root) not in str(e.value)

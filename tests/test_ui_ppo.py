@@ -1,0 +1,193 @@
+"""The PPO tab (lab/ui/ppo.py): its handlers, the job-tab skeleton wired to it, plots, rollouts and labels."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from test_ppo import reward_run  # noqa: F401 (a fixture)
+
+from lab import cli, ppo
+from lab.jobs import JobManager
+from lab.presets import get_preset
+from lab.runs import new_run, open_run
+
+
+def test_the_form_and_the_flags_prepare_the_same_job(tiny_lm_dir, reward_run):
+    from lab.ui import ppo as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=reward_run.parent, mark_interrupted=False), preset=get_preset("cpu"))
+    cfg = ppo.config_from(get_preset("cpu"), steps=3, batch_size=4, mini_batch_size=2, learning_rate=1e-3,
+                          advantage="rloo", samples_per_prompt=2, reward_norm=True, adap_kl_ctrl=False)
+    numbers = [float(v) if type(v) is int else v for v in asdict(cfg).values()]  # a form's Number gives floats
+    form = tab.build_config(ctx, reward_run.name, "bundled", str(tiny_lm_dir), *numbers)
+    flags = cli.prepared(["--preset", "cpu", "ppo", "--reward-model", str(reward_run), "--prompts", "bundled",
+                          "--policy", str(tiny_lm_dir), "--steps", "3", "--batch-size", "4", "--mini-batch-size", "2",
+                          "--learning-rate", "1e-3", "--advantage", "rloo", "--samples-per-prompt", "2",
+                          "--reward-norm", "--no-adap-kl-ctrl"])
+    assert form == flags
+    assert flags["reward_model"] == str(reward_run) and flags["advantage"] == "rloo" and flags["steps"] == 3
+    assert ppo.config_from_dict(flags) == cfg
+
+
+def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):
+    import gradio as gr
+
+    from lab.ui import ppo as tab
+    from lab.ui.common import UIContext
+
+    manager = JobManager(root=reward_run.parent, mark_interrupted=False)
+    with gr.Blocks() as demo:
+        ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.State("v1"),
+                        data_source=gr.State("bundled"))
+        tab.build_ppo_tab(ctx)
+    assert [run_id for _, run_id in tab.reward_choices(ctx)] == [reward_run.name]
+    cfg = ppo.PPOConfig(steps=2, batch_size=4, mini_batch_size=2, output_min_length=3, output_max_length=5,
+                        learning_rate=1e-3)
+    values = list(cfg.__dict__.values())
+    form = [reward_run.name, "bundled", str(tiny_lm_dir), *values]
+    bad = dict(cfg.__dict__, mini_batch_size=3)
+    with pytest.raises(ValueError, match="not divisible"):
+        tab.start(ctx, "v1", *form[:3], *bad.values())
+    with pytest.raises(ValueError, match="pick a reward-model run"):
+        tab.start(ctx, "v1", None, *form[1:])
+    run_id = tab.start(ctx, "v1", *form)
+    jt = tab.job_tab(ctx)
+    with pytest.raises(ValueError, match="only the visitor who started"):
+        jt.stop("v2")
+    manager.wait(180)
+    assert manager.job.status == "done", manager.job.error
+    out = jt.load("v1")  # a reload reattaches to it
+    assert out["run"] == run_id and "Reward" in out["results"] and "<table" in out["rollouts"]
+    assert set(out) == {"run", "banner", "seen", *tab.VIEW, "runs"} and len(tab.VIEW) == 12
+    reward_fig, kl_fig = out["plot-0"], out["plot-1"]
+    assert len(reward_fig.data) == 2 and len(reward_fig.data[1].x) == 2  # band + mean, two steps
+    assert kl_fig.layout.shapes  # the target line
+    assert len(out["length_plot"].data[0].x) >= 8  # every rollout of both steps
+    assert set(jt.tick("v1", run_id, out["seen"])) == {"banner"}  # unchanged: not redrawn
+    assert (open_run(run_id, reward_run.parent).model_dir / "adapter_config.json").exists()
+
+
+def test_rollouts_table_escapes_model_text():
+    from lab.ui.ppo import rollouts_html
+
+    html = rollouts_html([{"step": 1, "prompt": "<b>hi</b>", "response": "<script>x</script> & co", "reward": 1.0,
+                           "kl": 0.1}])
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;" in html and "&amp; co" in html
+
+
+def test_empty_ppo_plots_say_what_will_appear_there():
+    from lab.ui.plots_ppo import all_figures
+
+    empty = all_figures([], target=6.0)
+    waiting = ["The curves appear after the first PPO step."]
+    assert len(empty) == 8  # and no KL target line on empty axes:
+    assert all([a.text for a in f.layout.annotations] == waiting and not f.layout.shapes for f in empty)
+    drawn = all_figures([{"step": 1, "env/reward_mean": 0.1, "objective/kl": 0.5}], target=6.0)
+    assert [a.text for a in drawn[1].layout.annotations] == ["target 6"] and list(drawn[0].data[1].y) == [0.1]
+
+
+def _samples(n_steps: int, per_step: int, slope: float) -> list[dict]:
+    rows = []
+    for step in range(1, n_steps + 1):
+        for i in range(per_step):
+            length = 4 + 3 * i + step
+            rows.append({"step": step, "prompt": "p", "response": "r " * length, "length": length,
+                         "reward": slope * length + (0.3 if (i + step) % 2 else -0.3), "kl": -0.5})
+    return rows
+
+
+def test_length_scatter_warns_when_reward_rises_with_length():
+    from lab.ui.plots_ppo import length_points, length_reward_figure
+    from lab.ui.plots_common import length_warning
+
+    rising = _samples(3, 4, 0.5)
+    warning = length_warning(length_points(rising))
+    assert warning.startswith("⚠ Reward rises with length (r = 0.") and "ramble" in warning
+    fig = length_reward_figure(rising)
+    assert "(r = 0." in fig.layout.title.text and len(fig.data[0].x) == 12
+    assert fig.layout.xaxis.title.text == "answer length (tokens)"
+    assert length_warning(length_points(_samples(3, 4, 0.0))) == ""  # no link between length and reward
+    assert length_warning(length_points(rising[:5])) == ""  # too few points to say
+    assert "latest" not in length_reward_figure([]).layout.title.text and length_reward_figure([]).layout.annotations
+    assert len(length_points(_samples(15, 2, 0.1), last_steps=10)) == 20  # only the latest steps
+
+
+def test_kl_shading_escapes_every_token_and_explains_negative_kl():
+    from lab.ui.ppo import rollouts_html
+
+    sample = {"step": 3, "prompt": "<b>hi</b>", "response": "<script>x</script> ok", "reward": 0.5, "kl": -0.767,
+              "length": 3, "tokens": ["<script>", "x</script>", " ok"], "token_kl": [0.9, -0.4, 0.0]}
+    html = rollouts_html([sample])
+    assert "<script>" not in html and "&lt;script&gt;" in html and "x&lt;/script&gt;" in html
+    assert html.count("class='tok'") >= 3 and "rgba(245,133,24,0.68)" in html  # 0.9 nats: a deep orange
+    assert "rgba(76,120,168,0.30)" in html  # -0.4: blue, lighter
+    assert "can be negative" in html and "batch mean" in html and "-0.767" in html
+    old = rollouts_html([{k: v for k, v in sample.items() if k not in ("tokens", "token_kl", "length")}])
+    assert "&lt;script&gt;x&lt;/script&gt; ok" in old and "Shading" not in old and "can be negative" in old
+
+
+def test_kl_weight_axis_starts_at_zero():
+    from lab.ui.plots_ppo import kl_coef_figure
+
+    fig = kl_coef_figure([{"step": 1, "objective/kl_coef": 0.2}, {"step": 2, "objective/kl_coef": 0.1994}])
+    low, high = fig.layout.yaxis.range
+    assert low == 0 and high >= 0.3 and "slowly" in fig.layout.title.text
+
+
+def test_plots_without_a_value_head_say_so():
+    from lab.ui.plots_ppo import all_figures
+
+    rows = [{"step": s, "ppo/loss/policy": 0.1, "ppo/policy/clipfrac": 0.05, "env/reward_mean": 0.0} for s in (1, 2)]
+    figures = all_figures(rows, 6.0, "rloo")
+    texts = [a.text for fig in figures for a in fig.layout.annotations]
+    assert sum("no value head (RLOO)" in t for t in texts) == 2
+    assert not any("no value head" in t for fig in all_figures(rows, 6.0, "gae") for t in
+                   [a.text for a in fig.layout.annotations])
+
+
+def _ppo_run(root: Path, **config) -> object:
+    run = new_run("ppo", {"policy": "embedded:smollm2-135m-instruct", "steps": 2,
+                          "reward_model": str(root / "reward-20261124-230920-a271" / "model"), **config}, root)
+    for step in (1, 2):
+        run.log_metrics({"step": step, "env/reward_mean": -2.0 + step, "tokens/response_len_mean": 10.0 + step,
+                         "objective/kl": 0.5})
+    run.set_status("done", summary={"steps": 2, "reward_first": -1.5, "reward_last": -1.0, "kl_last": 0.5,
+                                    "seconds_per_step": 2.0})
+    return run
+
+
+def test_ppo_summary_names_the_reward_run_the_estimator_and_the_answer_length(tmp_path):
+    from lab.ui.ppo import summary_markdown
+
+    text = summary_markdown(_ppo_run(tmp_path, advantage="rloo", samples_per_prompt=4))
+    assert "reward-20261124-230920-a271" in text and str(tmp_path) not in text
+    assert "RLOO (k=4 answers per prompt" in text and "tokens on average" in text and "comparable only" in text
+    assert "GAE" in summary_markdown(_ppo_run(tmp_path / "old"))  # runs from before the estimator: GAE
+
+
+def test_ppo_refusals_name_settings_as_the_form_shows_them(runs_root):
+    import gradio as gr
+
+    from lab import ppo
+    from lab.ui import ppo as tab
+    from lab.ui.common import UIContext
+
+    assert tab.LABELS["init_kl_coef"] == "KL weight β (init_kl_coef)" and tab.LABELS["lam"] == "GAE λ (lam)"
+    assert tab.LABELS["whiten_rewards"] == "normalise rewards per batch (whiten_rewards)"
+    reward = new_run("reward", {"backbone": "x"}, runs_root)
+    (reward.model_dir).mkdir()
+    (reward.model_dir / "config.json").write_text("{}")
+    reward.set_status("done")
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    cfg = ppo.config_from(ctx.preset)
+    values = {**cfg.__dict__, "mini_batch_size": 4, "gradient_accumulation_steps": 4}
+    with pytest.raises(ValueError) as e:
+        tab.build_config(ctx, reward.id, "bundled", "", *values.values())
+    assert "'rollouts per gradient pass (mini_batch_size)'" in str(e.value)
+    assert "(gradient_accumulation_steps), under Advanced settings'" in str(e.value)
+    with pytest.raises(ValueError, match=r"'training steps \(steps\)' 999 is above this machine's limit of 200"):
+        tab.build_config(ctx, reward.id, "bundled", "", *{**cfg.__dict__, "steps": 999}.values())

@@ -1,0 +1,152 @@
+"""The Reward tab (lab/ui/reward.py): its handlers, the job-tab skeleton wired to it, and what it explains."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from test_reward import _write_pairs
+
+from lab import cli, reward
+from lab.jobs import JobManager
+from lab.presets import get_preset
+from lab.runs import open_run
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_verdict_is_about_even_near_a_coin_flip_and_prefers_only_when_clear():
+    from lab.ui.reward import verdict
+
+    long = ("A considered answer that explains itself at some length, with a reason.",
+            "Another answer of a similar, decent length, which also gives its reasons.")
+    assert "About even" in verdict(-2.653, -2.655, long) and "50%" in verdict(-2.653, -2.655, long)
+    even = verdict(_logit(0.51), 0.0, long)
+    assert "About even" in even and "51%" in even and "prefers" not in even
+    clear = verdict(_logit(0.80), 0.0, long)
+    assert "prefers A" in clear.replace("**", "") and "80%" in clear
+    assert "prefers B" in verdict(0.0, _logit(0.80), long).replace("**", "")
+    assert "little to read" in verdict(-2.6, -2.6, ("Paris.", "You idiot.")) and "little to read" not in even
+
+
+def test_accuracy_is_set_against_chance_and_real_data():
+    from lab.ui.reward import accuracy_context
+
+    bundled = accuracy_context("bundled")
+    assert "50%" in bundled and "63%" in bundled and "easy" in bundled
+    assert "easy" not in accuracy_context("data/real.jsonl")
+
+
+def test_reward_summary_measures_the_length_bias_of_held_out_answers():
+    from lab.ui.reward import length_bias_line
+
+    biased = [{"chosen": "x" * (50 + 10 * i), "rejected": "y" * (10 + i), "reward_chosen": 0.02 * (50 + 10 * i),
+               "reward_rejected": 0.02 * (10 + i), "margin": 1.0} for i in range(6)]
+    line = length_bias_line(biased)
+    assert "12 held-out answers" in line and "r = 1.00" in line and "Reward rises with length" in line
+    fair = [{**row, "reward_chosen": (-1) ** i, "reward_rejected": (-1) ** (i + 1)} for i, row in enumerate(biased)]
+    assert "r = " in length_bias_line(fair) and "Reward rises" not in length_bias_line(fair)
+    assert length_bias_line(biased[:3]) == ""  # too few answers to say
+
+
+def test_held_out_share_slider_is_off_when_another_source_holds_out():
+    from lab.ui.reward import held_out_note
+
+    assert held_out_note("bundled", "")["interactive"] is False and "test split" in held_out_note("bundled", "")["info"]
+    assert held_out_note("data/x.jsonl", "data/y.jsonl")["interactive"] is False
+    assert held_out_note("data/x.jsonl", "")["interactive"] is True
+
+
+def test_the_form_and_the_flags_prepare_the_same_job(tiny_reward_backbone_dir, runs_root, tmp_path):
+    from lab.ui import reward as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    data = _write_pairs(tmp_path / "pairs.jsonl", n=12)
+    form = tab.build_config(ctx, str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3.0, 1e-3, 4.0,
+                            64.0, 2.0)
+    flags = cli.prepared(["--preset", "cpu", "reward", "--train", str(data), "--eval-fraction", "0.25",
+                          "--backbone", str(tiny_reward_backbone_dir), "--epochs", "1", "--max-steps", "3",
+                          "--lr", "1e-3", "--batch-size", "4", "--max-length", "64", "--ensemble", "2"])
+    assert form == flags
+    assert (flags["max_steps"], flags["ensemble"], flags["step_cap"]) == (3, 2, get_preset("cpu").limits.max_steps)
+
+
+def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_root, tmp_path):
+    import gradio as gr
+
+    from lab.ui import reward as tab
+    from lab.ui.common import UIContext, current_run_id, run_signature
+
+    manager = JobManager(root=runs_root)
+    with gr.Blocks() as demo:
+        ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.State("v1"),
+                        data_source=gr.State("bundled"))
+        tab.build_reward_tab(ctx)
+    jt = tab.job_tab(ctx)
+    # a fresh page with no run yet: the first tick draws the empty view (it says what will appear), then rests
+    first = jt.tick("v1", None, "")
+    assert "No reward run yet" in first["results"] and "appears" in first["loss"].layout.annotations[0].text
+    assert set(first) == {"banner", "seen", *tab.VIEW, "runs"}
+    assert set(jt.tick("v1", None, first["seen"])) == {"banner"}
+    data = _write_pairs(tmp_path / "pairs.jsonl", n=12)
+    form = [str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3, 1e-3, 4, 64, 2]
+    with pytest.raises(ValueError):
+        tab.start(ctx, "v1", *[*form[:7], -1.0, *form[8:]])  # a negative learning rate
+    with pytest.raises(ValueError, match="ensemble"):
+        tab.start(ctx, "v1", *form[:10], 9)
+    run_id = tab.start(ctx, "v1", *form)
+    with pytest.raises(ValueError):
+        jt.stop("v2")  # not the owner
+    manager.wait(120)
+    assert manager.job.status == "done", manager.job.error
+    assert current_run_id(ctx, reward.KIND) == run_id
+    out = jt.load("v1")  # a reload reattaches to the run and draws it
+    assert out["run"] == run_id and out["seen"] == run_signature(open_run(run_id, runs_root))
+    summary, loss_fig, acc_fig = out["results"], out["loss"], out["accuracy"]
+    assert "Held-out accuracy" in summary and out["runs"]["value"] == run_id
+    assert {t.name for t in loss_fig.data} == {"train loss", "held-out loss"} and len(out["margins"].data) == 2
+    assert "ensemble of 2 models" in summary  # the form's second model, marked where it starts on both plots,
+    assert all(list(t.x).count(None) == 1 for t in loss_fig.data)  # and no line joins the two models' points
+    assert [a.text for a in loss_fig.layout.annotations] == ["model 2"] == [a.text for a in acc_fig.layout.annotations
+                                                                           if a.text != "chance"]
+    assert "most wrong" in out["worst"]
+    assert set(jt.tick("v1", run_id, out["seen"])) == {"banner"}  # unchanged: not redrawn
+    tab._cached_model.cache_clear()
+    assert jt.select(run_id)["seen"] == out["seen"] and tab._cached_model.cache_info().currsize == 1  # loaded to score
+    result = tab.score_answers(ctx, run_id, "How do I bake bread?", "Knead, rise, bake.", "No.")
+    assert "prefers" in result or "About even" in result
+    with pytest.raises(ValueError):
+        tab.score_answers(ctx, None, "a", "b", "c")
+
+
+def test_worst_pairs_html_escapes_dataset_text():
+    sample = {"prompt": "\n\nHuman: <b>hi</b>\n\nAssistant:", "chosen": " <script>alert(1)</script>",
+              "rejected": " fine & dandy", "reward_chosen": -1.0, "reward_rejected": 1.0, "margin": -2.0}
+    from lab.ui.reward import worst_pairs_html
+
+    html = worst_pairs_html([sample])
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;hi&lt;/b&gt;" in html
+    assert "fine &amp; dandy" in html
+    assert "all of them ranked the wrong way round" in html
+    narrow = {**sample, "margin": 0.2}  # lowest margins, yet ranked right: the heading says so
+    assert "1 of them ranked" in worst_pairs_html([sample, narrow]) and "none of them" in worst_pairs_html([narrow])
+
+
+def test_empty_reward_plots_say_what_will_appear_there():
+    from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
+
+    def notes(fig):
+        return [a.text for a in fig.layout.annotations]
+
+    waiting = ["The curve appears at the first logged step of a run."]
+    assert notes(loss_figure([])) == notes(accuracy_figure([])) == waiting
+    assert not accuracy_figure([]).layout.shapes  # no "chance" line on empty axes
+    assert "held-out margins appear" in notes(margin_histogram([]))[0] and not margin_histogram([]).layout.shapes
+    # with data: the curves and the guide lines, no placeholder
+    drawn = accuracy_figure([{"step": 1, "accuracy": 0.5}, {"step": 2, "eval_accuracy": 0.6}])
+    assert notes(drawn) == ["chance"] and len(drawn.layout.shapes) == 1
+    hist = margin_histogram([0.3, -0.2, 0.1])
+    assert not notes(hist) and [t.name for t in hist.data] == ["correct (2)", "wrong (1)"]
