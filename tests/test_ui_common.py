@@ -92,9 +92,10 @@ def test_on_maps_names_to_components_and_names_are_unique(runs_root):
         jt.header()
         box = jt.add("text", gr.Markdown())
         jt.add("go", gr.Button())
-        jt.on(jt.components["go"].click, lambda v: {"text": f"hello {v}"}, ["visitor"], ["text", "banner"])
+        jt.on(jt.components["go"].click, lambda v: {"text": f"hello {v}"} if v else {}, ["visitor"], ["text", "banner"])
         with pytest.raises(KeyError, match="two components named 'text'"):
             jt.add("text", gr.Markdown())
     fn = demo.fns[max(demo.fns)]
     assert [o._id for o in fn.outputs] == [box._id, jt.components["banner"]._id]
     assert fn.fn("v1") == {box: "hello v1"}  # keyed by component: the banner, not returned, is left as it is
+    assert fn.fn("") == gr.skip()  # nothing to change: every output skipped (gradio would read {} as a value)

@@ -168,3 +168,25 @@ def test_compare_prompt_source_refuses_a_dotted_path_like_a_path(runs_root):
     with pytest.raises(ValueError, match="is not in a folder this lab may read") as e:
         tab.build_config(ctx, "base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 0, "offline")
     assert "hub" not in str(e.value) and str(runs_root) not in str(e.value)
+
+
+def test_a_ppo_run_finishing_becomes_model_b_once(runs_root):
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    def fake_ppo(ctx):
+        ctx.run.model_dir.mkdir()
+        (ctx.run.model_dir / "adapter_config.json").write_text("{}")
+        return {}
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root, mark_interrupted=False), preset=get_preset("cpu"),
+                        visitor=gr.State("v"))
+    assert tab.follow_ppo(ctx, None) == {}  # no job yet: nothing changes
+    job = ctx.manager.run_sync("ppo", fake_ppo, {})
+    out = tab.follow_ppo(ctx, None)
+    assert out["ppo_seen"] == job.id and out["model_b"]["value"] == job.id
+    assert job.id in [value for _, value in out["model_a"]["choices"]]
+    assert tab.follow_ppo(ctx, job.id) == {}  # offered once: the visitor's later choice stays

@@ -187,7 +187,8 @@ class JobTab:
         signature = run_signature(run, self.log)
         if signature == seen:
             return out
-        return {**out, "seen": signature, **self.draw(run, *view_args), "runs": self.runs_update(run.id if run else None)}
+        runs = self.runs_update(run.id if run else None)
+        return {**out, "seen": signature, **self.draw(run, *view_args), "runs": runs}
 
     def draw(self, run: Any, *view_args: Any) -> dict[str, Any]:
         return self.view(run, *view_args) if self.view else {}
@@ -252,10 +253,14 @@ class JobTab:
 
     def on(self, event: Callable, fn: Callable[..., dict[str, Any]], inputs: Sequence[str], outputs: Sequence[str],
            **kwargs: Any) -> None:
-        """Wire `fn` (values by name) to `event`: a ValueError becomes a warning and changes nothing."""
+        """Wire `fn` (values by name) to `event`: what it leaves out stays as it is, and a ValueError becomes a warning
+        and changes nothing."""
         c = self.components
-        event(guard(lambda *args: {c[k]: v for k, v in fn(*args).items()}), [c[n] for n in inputs],
-              [c[n] for n in outputs], **kwargs)
+
+        def by_component(*args: Any) -> Any:
+            return {c[k]: v for k, v in fn(*args).items()} or gr.skip()  # gradio reads an empty dict as one value
+
+        event(guard(by_component), [c[n] for n in inputs], [c[n] for n in outputs], **kwargs)
 
     def wire(self, start: Callable[..., str], form: Sequence[str], timer: float = 1.5) -> gr.Timer:
         """Start, Stop, the tick, the dropdown, Refresh and the page load; returns the timer for the tab's own ticks."""
