@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from lab import compare, feedback
-from lab.ui.common import JobTab, UIContext, esc, guard, start_job
+from lab.ui.common import JobTab, UIContext, esc, start_job
 
 DEFAULT_SET = "workshop"
 VISITORS_SHOWN = 8
@@ -184,9 +184,9 @@ def build_feedback_tab(ctx: UIContext) -> None:
           ["banner", "seen", "tallies", "pair_id", "pair"], show_progress="hidden", api_visibility="private")
     jt.on(jt.components["export"].click, lambda n: {"files": gr.update(value=export_files(ctx, n), visible=True)},
           ["name"], ["files"], api_name="feedback_export")
-    use = jt.components["use"].click
-    use(guard(lambda n: f"{feedback.SOURCE_PREFIX}{feedback.check_name(n)}"), jt.components["name"], ctx.data_source,
-        api_visibility="private")
+    jt.add("data_source", ctx.data_source)  # the Reward tab's training pairs follow it
+    jt.on(jt.components["use"].click, lambda n: {"data_source": f"{feedback.SOURCE_PREFIX}{feedback.check_name(n)}"},
+          ["name"], ["data_source"], api_visibility="private")
     if ctx.demo is not None:  # fresh lists and this visitor's next pair on every page load
         jt.on(ctx.demo.load, lambda n, v: {**fresh_lists(ctx), **show(ctx, n, v)}, ["name", "visitor"],
               ["name", "model_a", "model_b", *view], api_visibility="private")
