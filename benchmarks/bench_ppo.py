@@ -4,15 +4,17 @@ The anchor is `../shared/bench/seed_ppo_trl011.py` (the seed notebook's PPOTrain
 run unmodified in a venv of its own (`make seed-venv` builds `.venv-seed` from PyPI). Settings, both sides:
 SmolLM2-135M-Instruct + LoRA r16/alpha 32 (q_proj, v_proj), batch 8, 32 new tokens (EOS blocked), 4 PPO epochs,
 2 optimiser updates of 4 rollouts per epoch (seed: mini_batch 1 x gradient accumulation 4; lab: mini-batch 4),
-lr 1.4e-5, adaptive KL from 0.2, an untrained MiniLM head as the reward, the seed's prompts. The lab runs its own
-defaults otherwise (bf16 where the CPU has it, the chat template around each prompt: longer queries than the seed's).
+lr 1.4e-5, adaptive KL from 0.2, an untrained MiniLM head as the reward, the seed's raw prompts. Two lab sides:
+`lab` feeds the seed's raw prompts (identical inputs), `lab-chat` wraps them in the chat template with its system
+prompt (the lab's default: about 3x longer queries). The lab keeps its own defaults otherwise (bf16 on this CPU).
 
-The two alternate whole runs (seed, lab, lab, seed, ...): the seed script times its own steps and prints them at
-the end, so step-by-step interleaving would mean editing it. Each run's first step is not counted (warm-up).
-Prints one JSON line per run, then the means, the ratio, the lab's split, its achieved GFLOP/s against this
-machine's bf16 matmul rate measured here, and the peak memory (max RSS) of both.
+The sides take turns as whole runs (seed, lab, lab-chat, then the reverse order): the seed script times its own
+steps and prints them at the end, so step-by-step interleaving would mean editing it. Each run's first step is not
+counted (warm-up). Prints one JSON line per run, then per lab side: seconds per step, the ratio to the seed, the
+split, the achieved GFLOP/s against this machine's bf16 matmul rate measured here (the compute floor), and the
+peak memory (max RSS) of each side.
 
-    .venv/bin/python benchmarks/bench_ppo.py [--rounds 2] [--steps 4] [--threads N]
+    .venv/bin/python benchmarks/bench_ppo.py [--rounds 2] [--steps 4]
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def step_flops(matmul_params: int, head_params: int, query: float, response: flo
     return rollout + 2 * forward + epochs * 2 * forward  # rollout, old + reference pass, epochs x (fwd + bwd)
 
 
-def lab_child(steps: int) -> None:
+def lab_child(steps: int, template: bool) -> None:
     import resource
 
     import torch
@@ -70,7 +72,7 @@ def lab_child(steps: int) -> None:
     preset = get_preset("cpu")
     cfg = ppo.config_from(preset, steps=steps, batch_size=BATCH, mini_batch_size=4, gradient_accumulation_steps=1,
                           ppo_epochs=4, output_min_length=NEW_TOKENS, output_max_length=NEW_TOKENS,
-                          learning_rate=1.4e-5, init_kl_coef=0.2, advantage="gae", samples_per_prompt=1,
+                          learning_rate=1.4e-5, init_kl_coef=0.2, advantage="gae", samples_per_prompt=1, chat_template=template,
                           reward_norm=False)
     torch.manual_seed(0)
     model, tokenizer = ppo.load_trainable_policy(preset.policy, False, {"r": 16, "alpha": 32, "dropout": 0.05})
@@ -147,43 +149,47 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating")
     p.add_argument("--steps", type=int, default=4, help="PPO steps per run (the first is not timed)")
-    p.add_argument("--child", choices=("lab",), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("lab", "lab-chat"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        lab_child(args.steps)
+        lab_child(args.steps, template=args.child == "lab-chat")
         return
     anchor = SEED_SCRIPT.exists() and (SEED_VENV / "bin" / "python").exists()
     if not anchor:
         print(json.dumps({"anchor": "unavailable", "why": f"needs {SEED_SCRIPT} and {SEED_VENV} (`make seed-venv`)"}))
-    lab_cmd = [sys.executable, __file__, "--child", "lab", "--steps", str(args.steps)]
-    runs: dict[str, list[dict]] = {"lab": [], "seed": []}
+    commands = {"seed": seed_command(args.steps) if anchor else None,
+                "lab": [sys.executable, __file__, "--child", "lab", "--steps", str(args.steps)],
+                "lab-chat": [sys.executable, __file__, "--child", "lab-chat", "--steps", str(args.steps)]}
+    runs: dict[str, list[dict]] = {side: [] for side in commands}
     for r in range(args.rounds):
-        order = ("seed", "lab") if r % 2 == 0 else ("lab", "seed")
+        order = ("seed", "lab", "lab-chat") if r % 2 == 0 else ("lab-chat", "lab", "seed")
         for side in order:
-            if side == "seed" and not anchor:
+            if commands[side] is None:
                 continue
-            row = run_child(seed_command(args.steps) if side == "seed" else lab_cmd)
+            row = run_child(commands[side])
             runs[side].append(row)
             print(json.dumps({"side": side, "round": r + 1, **row}, default=float), flush=True)
     ceiling = bf16_matmul_rate()
-    lab = runs["lab"]
-    lab_sps = statistics.fmean(x["seconds_per_step"] for x in lab)
-    flops = statistics.fmean(x["flops_per_step"] for x in lab)
-    summary = {
-        "lab_seconds_per_step": round(lab_sps, 2),
-        "lab_split": {k: round(statistics.fmean(x["split"][k] for x in lab), 2) for k in lab[0]["split"]},
-        "lab_gflop_per_step": round(flops / 1e9, 1),
-        "lab_gflops": round(flops / lab_sps / 1e9, 1),
-        "bf16_matmul_gflops": round(ceiling, 1),
-        "compute_floor_seconds": round(flops / ceiling / 1e9, 2),
-        "lab_over_floor": round(lab_sps / (flops / ceiling / 1e9), 2),
-        "lab_peak_rss_mb": round(max(x["peak_rss_mb"] for x in lab)),
-    }
+    summary: dict = {"bf16_matmul_gflops": round(ceiling, 1)}
+    for side in ("lab", "lab-chat"):
+        rows = runs[side]
+        sps = statistics.fmean(x["seconds_per_step"] for x in rows)
+        flops = statistics.fmean(x["flops_per_step"] for x in rows)
+        summary[side] = {
+            "seconds_per_step": round(sps, 2),
+            "split": {k: round(statistics.fmean(x["split"][k] for x in rows), 2) for k in rows[0]["split"]},
+            "query_tokens": round(statistics.fmean(x["query_tokens"] for x in rows), 1),
+            "gflop_per_step": round(flops / 1e9, 1), "gflops": round(flops / sps / 1e9, 1),
+            "compute_floor_seconds": round(flops / ceiling / 1e9, 2), "over_floor": round(sps / (flops / ceiling / 1e9), 2),
+            "peak_rss_mb": round(max(x["peak_rss_mb"] for x in rows)),
+        }
     if runs["seed"]:
         seed_sps = statistics.fmean(x["seconds_per_step"] for x in runs["seed"])
         seed_rss = max(x["peak_rss_mb"] for x in runs["seed"])
-        summary.update({"seed_seconds_per_step": round(seed_sps, 2), "speedup": round(seed_sps / lab_sps, 2),
-                        "seed_peak_rss_mb": round(seed_rss), "peak_rss_ratio": round(summary["lab_peak_rss_mb"] / seed_rss, 2)})
+        summary["seed"] = {"seconds_per_step": round(seed_sps, 2), "peak_rss_mb": round(seed_rss)}
+        for side in ("lab", "lab-chat"):
+            summary[side]["speedup"] = round(seed_sps / summary[side]["seconds_per_step"], 2)
+            summary[side]["peak_rss_ratio"] = round(summary[side]["peak_rss_mb"] / seed_rss, 2)
     print(json.dumps(summary), flush=True)
 
 

@@ -105,14 +105,14 @@ def plan_batches(tokenizer: Any, prompts: list[str], batch_size: int) -> list[li
 
 
 def encode_chat(tokenizer: Any, prompts: Sequence[str], device: torch.device | str,
-                max_length: int | None = None) -> dict[str, torch.Tensor]:
-    """Prompts in the chat template, left-padded (generation appends on the right, so real tokens must end there)
-    and, with max_length, cut from the left. PPO's rollouts and the Compare/Feedback generation both encode here."""
-    texts = chat_texts(tokenizer, list(prompts))
+                max_length: int | None = None, template: bool = True) -> dict[str, torch.Tensor]:
+    """Prompts in the chat template (or as raw text), left-padded (generation appends on the right, so real tokens
+    must end there) and, with max_length, cut from the left. PPO's rollouts and Compare/Feedback encode here."""
+    texts = chat_texts(tokenizer, list(prompts)) if template else list(prompts)
     # Chat templates usually write BOS themselves; add the tokenizer's special tokens only when the template did not
-    # (e.g. zephyr's), judged on every text.
+    # (e.g. zephyr's), judged on every text. Raw text gets them as the tokenizer's default would.
     bos = tokenizer.bos_token
-    add_special = bool(bos) and not all(t.startswith(bos) for t in texts)
+    add_special = bool(bos) and not all(t.startswith(bos) for t in texts) if template else True
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=max_length is not None,
                     max_length=max_length, add_special_tokens=add_special)

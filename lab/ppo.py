@@ -39,6 +39,10 @@ WINDOW = 5  # steps averaged for the summary's reward_first / reward_last
 UNSHAPED_SAMPLING = {"do_sample": True, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "typical_p": 1.0,
                      "min_p": 0.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
 
+# Attention implementation per device type for the training passes and for decoding (absent: the model's own).
+TRAIN_ATTENTION = {"cpu": "eager"}
+DECODE_ATTENTION = {"cpu": "sdpa"}
+
 ScoreFn = Callable[[list[str], list[str]], list[float]]
 
 
@@ -82,6 +86,8 @@ class PPOConfig:
     top_p: float = setting(1.0, "top-p of the rollouts; keep 1.0 for the same reason")
     max_prompt_length: int = setting(128, "prompt tokens kept (chat template included), cut from the left")
     generation_batch_size: int = setting(0, "prompts generated together; 0 = the whole batch at once")
+    chat_template: bool = setting(True, "wrap each prompt in the policy's chat template (its default system prompt "
+                                        "included); off: the raw text, like the seed's 'Question: … Answer:' prompts")
     bf16: bool = setting(False, "bfloat16 autocast for generation and every forward pass (all alike, so ratios hold); "
                            "ignored where the hardware has no native bf16")
     seed: int = setting(0, "seed for prompt order, response lengths, sampling and the PPO shuffles")
@@ -462,7 +468,10 @@ def generate_responses(
     pieces = []
     for start in range(0, len(lengths), chunk):
         part = {k: v[start : start + chunk] for k, v in query.items()}
-        with autocast(part["input_ids"].device, cfg.bf16):
+        device = part["input_ids"].device
+        # CPU: sdpa decodes faster, eager trains faster (benchmarks/bench_ppo.py); rollout log-probs are never used,
+        # every log-prob PPO compares comes from the training passes, so the switch keeps the ratio exact
+        with autocast(device, cfg.bf16), models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
             out = model.generate(
                 **part, **UNSHAPED_SAMPLING, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
                 max_new_tokens=max(lengths[start : start + chunk]), min_new_tokens=cfg.output_min_length,
@@ -580,7 +589,7 @@ def ppo_step(
 
     # 1. rollout: sample responses from the LoRA policy
     on_phase(f"generating {len(prompts)} answers")
-    query = encode_chat(tokenizer, prompts, device, cfg.max_prompt_length)
+    query = encode_chat(tokenizer, prompts, device, cfg.max_prompt_length, template=cfg.chat_template)
     batch = generate_responses(model, tokenizer, query, lengths, cfg, should_stop)
     timings["time/rollout"] = time.perf_counter() - started
     if should_stop():
@@ -695,18 +704,20 @@ def run_ppo(
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
     state = new_state(cfg)
     history = []
-    for _ in range(cfg.steps):
-        if should_stop():
-            break
-        # the k answers to one prompt sit side by side and share a length limit, so only their content differs
-        batch_prompts = [p for p in next(batches) for _ in range(k)]
-        lengths = [n for n in sample_lengths(cfg.batch_size // k) for _ in range(k)]
-        result = ppo_step(model, value_head, optimizer, tokenizer, batch_prompts, score_fn, cfg, state, lengths,
-                          should_stop, on_phase)
-        if result is None:
-            break
-        history.append(result[0])
-        on_step(*result)
+    device = next(value_head.parameters()).device
+    with models.attention_implementation(model, TRAIN_ATTENTION.get(device.type)):
+        for _ in range(cfg.steps):
+            if should_stop():
+                break
+            # the k answers to one prompt sit side by side and share a length limit, so only their content differs
+            batch_prompts = [p for p in next(batches) for _ in range(k)]
+            lengths = [n for n in sample_lengths(cfg.batch_size // k) for _ in range(k)]
+            result = ppo_step(model, value_head, optimizer, tokenizer, batch_prompts, score_fn, cfg, state, lengths,
+                              should_stop, on_phase)
+            if result is None:
+                break
+            history.append(result[0])
+            on_step(*result)
     return history
 
 
