@@ -136,7 +136,7 @@ CPU = Preset(
         "output_min_length": 16,
         "output_max_length": 32,
         "bf16": True,
-        "steps": 40,
+        "steps": 64,
     },
     # Shorter completions on CPU; batches of 16, bf16 weights where the CPU has bf16 (benchmarks/bench_generate.py).
     generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 16, "n_prompts": 48},

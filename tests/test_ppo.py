@@ -529,3 +529,32 @@ def test_bf16_log_probs_of_the_embedded_policy_stay_close_to_float32():
     diff = (bf16 - fp32).abs()[batch.mask.bool()]
     print(f"bf16 vs fp32 log-probs: max {diff.max().item():.4f}, mean {diff.mean().item():.4f} nats")
     assert diff.max().item() < 0.5 and diff.mean().item() < 0.05
+
+
+def test_rollouts_decode_with_sdpa_and_train_with_eager_on_cpu(tiny_lm_dir):
+    """The attention switch is scoped: decoding inside a training block uses sdpa, and eager comes back after."""
+    model, value_head, tokenizer = _policy(tiny_lm_dir)
+    base = model.get_base_model()
+    seen = []
+    real_generate = base.generate
+
+    def spy(*args, **kwargs):
+        seen.append(base.config._attn_implementation)
+        return real_generate(*args, **kwargs)
+
+    base.generate = spy
+    cfg = ppo.PPOConfig(batch_size=2, mini_batch_size=2, output_min_length=3, output_max_length=3)
+    with models.attention_implementation(model, ppo.TRAIN_ATTENTION["cpu"]):
+        _rollout(model, tokenizer, cfg, [3, 3])
+        assert base.config._attn_implementation == "eager"
+    assert seen == ["sdpa"] and base.config._attn_implementation == "sdpa"
+
+
+def test_raw_prompts_skip_the_chat_template(tiny_lm_dir):
+    from lab.generate import encode_chat
+
+    _, tokenizer = ppo.load_trainable_policy(str(tiny_lm_dir), False, LORA)[0], models.load_tokenizer(str(tiny_lm_dir))
+    chat = encode_chat(tokenizer, ["hello"], "cpu")
+    raw = encode_chat(tokenizer, ["hello"], "cpu", template=False)
+    assert raw["input_ids"].shape[1] < chat["input_ids"].shape[1]
+    assert tokenizer.decode(raw["input_ids"][0], skip_special_tokens=True) == "hello"

@@ -52,8 +52,8 @@ def test_every_presets_defaults_pass_its_own_limits(name):
 
 
 def test_each_stage_refuses_values_beyond_the_limits():
-    with pytest.raises(ValueError, match="batch_size 33 is above this machine's limit of 32"):
-        ppo.validate(ppo.config_from(CPU, batch_size=33, mini_batch_size=1), CPU.limits)
+    with pytest.raises(ValueError, match="batch_size 36 is above this machine's limit of 32"):
+        ppo.validate(ppo.config_from(CPU, batch_size=36, mini_batch_size=4), CPU.limits)
     with pytest.raises(ValueError, match="batch_size 33 is above this machine's limit of 32"):
         reward.validate(reward.config_from(CPU, batch_size=33), CPU.limits)
     with pytest.raises(ValueError, match="max_new_tokens 129 is above this machine's limit of 128"):
