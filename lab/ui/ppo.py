@@ -11,7 +11,8 @@ import gradio as gr
 from lab import ppo
 from lab.runs import ACTIVE, Run
 from lab.ui.common import JobTab, UIContext, esc, plain_names, run_choices, start_job
-from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure, length_warning
+from lab.ui.plots_common import length_warning
+from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure
 
 MAIN_FIELDS = ("advantage", "samples_per_prompt", "steps", "learning_rate", "batch_size", "mini_batch_size",
                "ppo_epochs", "init_kl_coef", "target", "output_min_length", "output_max_length")
