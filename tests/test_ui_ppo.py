@@ -184,7 +184,7 @@ def test_ppo_refusals_name_settings_as_the_form_shows_them(runs_root):
     with gr.Blocks():
         ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
     cfg = ppo.config_from(ctx.preset)
-    values = {**cfg.__dict__, "mini_batch_size": 4, "gradient_accumulation_steps": 4}
+    values = {**cfg.__dict__, "mini_batch_size": 3, "gradient_accumulation_steps": 4}
     with pytest.raises(ValueError) as e:
         tab.build_config(ctx, reward.id, "bundled", "", *values.values())
     assert "'rollouts per gradient pass (mini_batch_size)'" in str(e.value)
