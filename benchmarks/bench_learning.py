@@ -35,15 +35,6 @@ def run_cli(args: list[str]) -> tuple[list[dict], float]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], seconds
 
 
-def window_noise(rewards: list[float], n: int = 5) -> dict[str, float]:
-    """First-n and last-n mean step reward, and the standard error of their difference from the step-to-step spread."""
-    first, last = rewards[:n], rewards[-n:]
-    spread = statistics.pstdev(first + last) if len(first + last) > 1 else 0.0
-    se = (statistics.variance(first) / len(first) + statistics.variance(last) / len(last)) ** 0.5 \
-        if len(first) > 1 and len(last) > 1 else spread
-    return {"reward_first": statistics.fmean(first), "reward_last": statistics.fmean(last), "rise_se": se}
-
-
 def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     row: dict = {"seed": seed}
     reward_run = args.reward_model
@@ -56,7 +47,9 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     lines, row["seconds_ppo"] = run_cli(["ppo", "--reward-model", reward_run, "--prompts", args.ppo_prompts,
                                          "--out", ppo_run, "--seed", str(seed), *shlex.split(args.ppo_args)])
     steps = [r for r in lines if "env/reward_mean" in r]
-    row.update(window_noise([r["env/reward_mean"] for r in steps]))
+    summary = lines[-1]  # the PPO summary: first / last 5 steps' mean reward and the standard error of the rise
+    row.update({"reward_first": summary["reward_first"], "reward_last": summary["reward_last"],
+                "rise_se": summary["reward_rise_se"]})
     row.update({"ppo_steps": len(steps), "kl_last": steps[-1]["objective/kl"],
                 "response_tokens": statistics.fmean(r["tokens/response_len_mean"] for r in steps),
                 "ppo_seconds_per_step": statistics.fmean(r["time/step"] for r in steps)})

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from lab import models
+from lab import models, stats
 from lab.config import build, from_job, setting
 from lab.generate import encode_chat
 from lab.jobs import JobContext
@@ -496,13 +496,6 @@ def response_tokens(tokenizer: Any, batch: Batch) -> list[list[str]]:
     return [[tokenizer.decode([t]) for t in row[m.bool()].tolist()] for row, m in zip(batch.responses, batch.mask)]
 
 
-def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Pearson correlation of two (B,) tensors; 0 when either is constant."""
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    denom = (x.square().sum() * y.square().sum()).sqrt()
-    return float((x * y).sum() / denom) if denom > 0 else 0.0
-
-
 def decode_responses(tokenizer: Any, batch: Batch) -> list[str]:
     """Response texts without special tokens (EOS and padding dropped)."""
     return [
@@ -660,7 +653,7 @@ def ppo_step(
         "objective/kl_coef": kl_coef,
         "objective/entropy": (-old_logprobs * mask).sum(-1).mean().item(),  # the seed's estimate: -log p summed
         "objective/non_score_reward": (-kl_coef * kl).sum(-1).mean().item(),
-        "env/reward_length_corr": pearson(raw_scores, lengths_now),
+        "env/reward_length_corr": stats.pearson(raw_scores.tolist(), lengths_now.tolist()) or 0.0,
         "ppo/advantages/mean": masked_mean(advantages, mask).item(),
         **train_stats,
         **({} if critic is None else {

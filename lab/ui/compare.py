@@ -12,7 +12,8 @@ import gradio as gr
 from lab import compare
 from lab.runs import ACTIVE, Run
 from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
-from lab.ui.plots_common import MIN_POINTS, length_warning_for, pearson
+from lab.stats import pearson
+from lab.ui.plots_common import MIN_POINTS, length_warning_for
 from lab.ui.plots_compare import distribution_figure, paired_figure
 
 BUNDLED = "bundled"

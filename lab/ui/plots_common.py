@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import plotly.graph_objects as go
+
+from lab.stats import pearson
 
 MIN_POINTS = 8  # fewer answers than this: no correlation is claimed
 STRONG_R = 0.5  # r above this: reward follows answer length strongly
@@ -22,17 +23,6 @@ def placeholder(fig: go.Figure, message: str, clear: bool = True) -> go.Figure:
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, title_text="")
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, title_text="")
     return fig
-
-
-def pearson(x: list[float], y: list[float]) -> float | None:
-    """Pearson's r, or None with fewer than two points or no spread."""
-    n = len(x)
-    if n < 2:
-        return None
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
 
 
 def length_warning(points: list[tuple[Any, float, float]], what: str = "the policy") -> str:

@@ -6,7 +6,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from lab.ui.plots_common import MIN_POINTS, pearson, placeholder
+from lab.stats import pearson
+from lab.ui.plots_common import MIN_POINTS, placeholder
 
 BLUE, RED, GREEN, GREY = "#4c78a8", "#e45756", "#54a24b", "#999999"
 CRITIC_FREE = ("rloo", "grpo")  # advantage estimators without a value head: no value loss, no value clipping

@@ -12,7 +12,8 @@ from lab import reward
 from lab.data import split_turns
 from lab.runs import ACTIVE, Run
 from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
-from lab.ui.plots_common import MIN_POINTS, length_warning_for, pearson
+from lab.stats import pearson
+from lab.ui.plots_common import MIN_POINTS, length_warning_for
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
 WORST_SHOWN = 8
