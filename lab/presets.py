@@ -50,6 +50,8 @@ class Preset:
     reward: dict[str, Any] = field(default_factory=dict)  # overrides for lab.reward's config
     ppo: dict[str, Any] = field(default_factory=dict)  # overrides for lab.ppo.PPOConfig
     generate: dict[str, Any] = field(default_factory=dict)  # overrides for lab.generate's config
+    judge: str = ""  # a second reward model beside the proxy (a hub id or folder); "" = the reward run's own judge/
+    evaluate: dict[str, Any] = field(default_factory=dict)  # overrides for lab.evaluate's config (during PPO)
 
 
 A100 = Preset(
@@ -90,6 +92,9 @@ A100 = Preset(
     },
     # The seed's sampling settings; batch_size 0 = sized from free GPU memory; n_prompts = the seed's 50 test prompts.
     generate={"max_new_tokens": 256, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 0, "n_prompts": 50},
+    # The independent judge: a public reward model trained on far more human preferences than the proxy.
+    judge="OpenAssistant/reward-model-deberta-v3-large-v2",
+    evaluate={"n_prompts": 32, "max_new_tokens": 96, "eval_every": 10},
 )
 
 CPU = Preset(
@@ -140,6 +145,8 @@ CPU = Preset(
     },
     # Shorter completions on CPU; batches of 16, bf16 weights where the CPU has bf16 (benchmarks/bench_generate.py).
     generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 16, "n_prompts": 48},
+    # Evaluation while PPO trains, cheap on 2 cores: 12 held-out prompts, 32 tokens, every 16 steps (5 evaluations).
+    evaluate={"n_prompts": 12, "max_new_tokens": 32, "eval_every": 16},
 )
 
 PRESETS = {p.name: p for p in (A100, CPU)}

@@ -11,7 +11,7 @@ import math
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -27,6 +27,8 @@ KIND = "reward"
 META_FILE = "lab_reward.json"  # next to the weights: how texts were encoded, so a model folder reloads alone
 MIN_LENGTH = 16
 MAX_ENSEMBLE = 5
+JUDGE_DIR = "judge"  # in a reward run folder: the second reward model, trained on pairs the proxy never saw
+JUDGE_SEED_OFFSET = 1000
 ANSWER_MARK = "\n\nAssistant:"
 
 
@@ -66,6 +68,10 @@ class RewardConfig:
     logging_steps: int = setting(0, "log train metrics every N steps; 0 = about 50 points per run")
     step_cap: int = setting(0, "hard limit on optimizer steps (the preset's limit); 0 = none", cli=False)
     seed: int = setting(42, "data split, head initialisation and shuffling")
+    judge_fraction: float = setting(0.0, "share of the training pairs held out to train a second reward model, the "
+                                         "judge (another seed; the proxy PPO optimises never sees its pairs, it never "
+                                         "sees the proxy's); 0 = no judge")
+    judge_backbone: str = setting("", "backbone of the judge; empty = the proxy's")
 
 
 def config_from(preset: Preset, **overrides: Any) -> RewardConfig:
@@ -91,6 +97,8 @@ def validate(cfg: RewardConfig, limits: Limits | None = None) -> RewardConfig:
         raise ValueError(f"average_last {cfg.average_last} must be between 0 (off) and 1 (all steps)")
     if not 1 <= cfg.ensemble <= MAX_ENSEMBLE:
         raise ValueError(f"ensemble {cfg.ensemble} must be between 1 (one model) and {MAX_ENSEMBLE}")
+    if not 0 <= cfg.judge_fraction < 1:
+        raise ValueError(f"judge fraction {cfg.judge_fraction} must be at least 0 (no judge) and below 1")
     if cfg.max_length < MIN_LENGTH:
         raise ValueError(f"max length {cfg.max_length} is too short: use at least {MIN_LENGTH} tokens")
     if limits is not None:
@@ -107,6 +115,8 @@ def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None, roo
             if part and part not in checked and not part.startswith("bundled"):
                 resolve_path(part, allowed_dirs)
     models.resolve(cfg.backbone)
+    if cfg.judge_fraction > 0 and cfg.judge_backbone:
+        models.resolve(cfg.judge_backbone)
 
 
 def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
@@ -326,6 +336,27 @@ def split_pairs(cfg: RewardConfig) -> tuple[list[Pair], list[Pair]]:
     if not train:
         raise ValueError(f"no training pairs left in '{cfg.data}' after holding out the evaluation pairs")
     return train, held_out
+
+
+def _pair_key(pair: Pair) -> tuple[str, str, str]:
+    return (pair.prompt, pair.chosen, pair.rejected)
+
+
+def judge_split(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(proxy's pairs, judge's pairs): a seeded `fraction` of the training pairs for the judge, the rest for the
+    proxy. Identical pairs always land on the same side, so no text is trained on by both."""
+    if fraction <= 0:
+        return list(pairs), []
+    groups: dict[tuple[str, str, str], list[Pair]] = {}
+    for pair in pairs:
+        groups.setdefault(_pair_key(pair), []).append(pair)
+    keys = list(groups)
+    random.Random(seed + JUDGE_SEED_OFFSET).shuffle(keys)
+    n_judge = min(max(round(len(keys) * fraction), 1), len(keys) - 1)
+    if n_judge < 1:
+        raise ValueError(f"{len(keys)} distinct pairs are too few to hold any out for a judge")
+    judge_keys = set(keys[:n_judge])
+    return ([p for p in pairs if _pair_key(p) not in judge_keys], [p for p in pairs if _pair_key(p) in judge_keys])
 
 
 def freeze_bottom(model: Any, n_layers: int) -> None:
@@ -556,6 +587,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     ctx.set_progress(0, "loading pairs")
     cfg.data = feedback.pin_source(cfg.data)  # votes keep arriving while it trains: read (and record) those there now
     train_pairs, eval_pairs = split_pairs(cfg)
+    train_pairs, judge_pairs = judge_split(train_pairs, cfg.judge_fraction, cfg.seed)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
     train_ds = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
@@ -584,10 +616,75 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
         ctx.log_samples(rows)
         summary.update(metrics)
+    if judge_pairs and not ctx.stopping:
+        summary.update(train_judge(cfg, ctx, judge_pairs, eval_pairs))
     summary.update({"data": cfg.data, **feedback.provenance(cfg.data)})
     summary["seconds"] = round(time.time() - started, 1)
     ctx.set_progress(progress, "stopped" if ctx.stopping else "done")
     return summary
+
+
+class _JudgeContext:
+    """The job context as the judge's training sees it: its metrics go under judge/ keys (the Reward tab's curves
+    stay the proxy's), its progress lines say "judge"."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        self._ctx.log({f"judge/{k}": v for k, v in metrics.items()})
+
+    def set_progress(self, fraction: float, message: str = "") -> None:
+        self._ctx.set_progress(fraction, f"judge: {message}")
+
+
+def train_judge(cfg: RewardConfig, ctx: JobContext, judge_pairs: Sequence[Pair],
+                eval_pairs: Sequence[Pair]) -> dict[str, Any]:
+    """Train the judge on its own pairs (another seed, optionally another backbone), save it in the run's judge/
+    folder and score the held-out pairs with it; returns its summary keys."""
+    judge_cfg = replace(cfg, seed=cfg.seed + JUDGE_SEED_OFFSET, ensemble=1, backbone=cfg.judge_backbone or cfg.backbone)
+    jctx = _JudgeContext(ctx)
+    tokenizer = prepare_tokenizer(models.load_tokenizer(judge_cfg.backbone, padding_side="right"))
+    train_ds = _dataset(tokenizer, judge_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
+    steps = total_steps(judge_cfg, len(judge_pairs))
+    model, done, _ = _train_member(judge_cfg, jctx, tokenizer, train_ds, eval_pairs, steps, 1)  # type: ignore[arg-type]
+    save_model([model], tokenizer, ctx.run.path / JUDGE_DIR, judge_cfg)
+    out: dict[str, Any] = {"judge_pairs": len(judge_pairs), "judge_steps": done, "judge_seed": judge_cfg.seed,
+                           "judge_backbone": judge_cfg.backbone, "judge": str(ctx.run.path / JUDGE_DIR)}
+    if eval_pairs:
+        metrics, _ = evaluate(RewardModel(model, tokenizer, cfg.max_length, answer_segment=cfg.answer_segment),
+                              eval_pairs, max(cfg.batch_size, 16))
+        out["judge_eval_accuracy"] = metrics["eval_accuracy"]
+    return out
+
+
+def judge_path(reward_run: str | Path | None, preset_judge: str = "") -> str:
+    """The judge for a proxy: the judge/ folder its reward run trained, else the preset's (a hub id on the Space),
+    else "" (none)."""
+    if reward_run:
+        folder = Path(reward_run).expanduser()
+        folder = folder.parent if folder.name == "model" else folder
+        if (folder / JUDGE_DIR / "config.json").exists():
+            return str(folder / JUDGE_DIR)
+    return preset_judge or ""
+
+
+def load_judge(spec: str) -> RewardModel:
+    """A judge by folder (a reward run, a judge/ folder) or by hub id: a public reward model is a sequence
+    classifier with one output, read as (dialogue, answer) segments like OpenAssistant's deberta reward models."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return RewardModel.load(path)
+    model = models.load_reward_backbone(spec)
+    if model.config.num_labels != 1:
+        raise ValueError(f"'{spec}' is a classifier with {model.config.num_labels} outputs, not a reward model")
+    tokenizer = models.load_tokenizer(spec, padding_side="right")
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return RewardModel(model.to("cuda") if models.has_cuda() else model, tokenizer, 512, None, answer_segment=True)
 
 
 def _train_member(cfg: RewardConfig, ctx: JobContext, tokenizer: Any, train_ds: Any, eval_pairs: Sequence[Pair],

@@ -324,3 +324,48 @@ def test_cli_trains_the_embedded_minilm_on_bundled_data(tmp_path, capsys):
     model = reward.load_reward_model(out)
     assert model.max_length == reward.config_from(get_preset("cpu")).max_length
     assert len(model.score([reward.format_for_reward("hi", "hello")])) == 1
+
+
+def test_judge_split_is_disjoint_seeded_and_keeps_duplicates_together():
+    pairs = load_pairs("bundled:train").pairs
+    doubled = pairs + pairs[:10]  # the same pair twice must not end up on both sides
+    proxy, judge = reward.judge_split(doubled, 0.3, seed=42)
+    keys = {(p.prompt, p.chosen, p.rejected) for p in proxy}
+    assert keys.isdisjoint({(p.prompt, p.chosen, p.rejected) for p in judge})
+    assert len(proxy) + len(judge) == len(doubled) and 0.25 < len(judge) / len(doubled) < 0.35
+    assert reward.judge_split(doubled, 0.3, seed=42) == (proxy, judge)
+    assert reward.judge_split(pairs, 0.0, seed=1) == (pairs, [])
+
+
+def test_the_judge_never_trains_on_the_proxys_pairs(tiny_reward_backbone_dir, tmp_path, monkeypatch):
+    data = _write_pairs(tmp_path / "pairs.jsonl", n=32)
+    seen: list[list[tuple[str, str, str]]] = []
+    real_dataset = reward._dataset
+
+    def spy(tokenizer, pairs, max_length, segments=False):
+        seen.append([(p.prompt, p.chosen, p.rejected) for p in pairs])
+        return real_dataset(tokenizer, pairs, max_length, segments)
+
+    monkeypatch.setattr(reward, "_dataset", spy)
+    job = JobManager(root=tmp_path / "runs", mark_interrupted=False).run_sync(
+        reward.KIND, reward.train_reward, _config(tiny_reward_backbone_dir, data, max_steps=3, judge_fraction=0.25))
+    assert job.status == "done", job.error
+    assert len(seen) == 2  # the proxy's pairs, then the judge's
+    proxy_pairs, judge_pairs = map(set, seen)
+    assert proxy_pairs and judge_pairs and proxy_pairs.isdisjoint(judge_pairs)
+    summary = job.summary
+    assert summary["train_pairs"] == len(proxy_pairs) and summary["judge_pairs"] == len(judge_pairs)
+    assert summary["judge_seed"] == 42 + reward.JUDGE_SEED_OFFSET and "judge_eval_accuracy" in summary
+    judge_dir = job.run.path / reward.JUDGE_DIR
+    assert reward.judge_path(str(job.run.path)) == str(judge_dir)
+    assert reward.judge_path(str(job.run.model_dir)) == str(judge_dir)
+    assert reward.judge_path("", "OpenAssistant/reward-model-deberta-v3-large-v2").startswith("OpenAssistant/")
+    proxy_w, judge_w = _weights(job.run.model_dir), _weights(judge_dir)
+    assert not torch.equal(proxy_w["classifier.weight"], judge_w["classifier.weight"])
+    judge = reward.load_judge(str(judge_dir))
+    assert len(judge.score(["\n\nHuman: hi\n\nAssistant: hello"])) == 1
+    rows = job.run.metrics()
+    assert any("judge/loss" in r for r in rows)  # the judge's curve is kept apart from the proxy's
+    assert max(r["step"] for r in rows if "loss" in r) == 3
+    with pytest.raises(ValueError, match="judge fraction"):
+        reward.validate(reward.RewardConfig(judge_fraction=1.0))
