@@ -190,7 +190,10 @@ def _finish_compare(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     emit({"n": s.get("n"), "toxicity_base": s.get("toxicity_a"), "toxicity_rlhf": s.get("toxicity_b"),
           "reward_base": s.get("reward_a"), "reward_rlhf": s.get("reward_b"), "scorer": s.get("scorer"),
           "seconds": s.get("seconds"), "scorer_fallback": s.get("scorer_fallback"), "paired": s.get("paired"),
-          "prompts": s.get("prompts"), "status": job.status,
+          "prompts": s.get("prompts"), "judge": s.get("judge"), "paired_judge": s.get("paired_judge"),
+          "refusal_base": s.get("refusal_a"), "refusal_rlhf": s.get("refusal_b"),
+          "degenerate_base": s.get("degenerate_a"), "degenerate_rlhf": s.get("degenerate_b"),
+          "diagnostics": s.get("diagnostics"), "verdict": s.get("verdict"), "status": job.status,
           "run": str(job.run.path), "out": str(out) if out else None})
     return job
 

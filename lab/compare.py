@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lab import models
+from lab import diagnostics, models
 from lab.config import build, from_job, setting
 from lab.data import load_prompts, parse_hub_id, resolve_path
 from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, generate_settings, load_dtype
@@ -22,15 +22,18 @@ from lab.generate import plan_batches
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 from lab.runs import ACTIVE, Run, list_runs, open_run, runs_root
-from lab.stats import paired_summary
+from lab.stats import bootstrap_mean, paired_summary
 from lab.toxicity import get_scorer
 
 KIND = "compare"
 PPO_KIND = "ppo"
 BASE = "base"
 RESULTS_FILE = "results.csv"
-CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a",
-               "model_b", "answer_b", "toxicity_b", "reward_b", "toxicity_drop", "reward_gain"]
+CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a", "judge_a", "refusal_a",
+               "refusal_rule_a", "degenerate_a", "length_a",
+               "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
+               "degenerate_b", "length_b", "toxicity_drop", "reward_gain"]
+STEP_MARK = "@"  # "ppo-3@32": run ppo-3's adapters as saved at its evaluation of step 32
 
 
 @dataclass
@@ -46,6 +49,8 @@ class CompareConfig:
     n_prompts: int = setting(32, "how many prompts from the source")
     toxicity: str = setting("offline", "toxicity scorer: 'roberta', 'offline' or a local classifier folder")
     reward_model: str = setting("", "reward-model folder or run id; empty = the one the PPO run trained against")
+    judge: str = setting("", "a second reward model scored beside it (folder, run id or hub id); empty = the reward "
+                             "run's own judge/, else the preset's; 'none' = no judge")
     generate: dict[str, Any] = setting({}, "lab.generate.GenerateConfig fields, the same for both models")
     quantize_4bit: bool = setting(False, "load the policy in 4-bit NF4 (CUDA only)", cli=False)
     max_batch_size: int = setting(64, "cap for the automatic batch size (the preset's limit)", cli=False)
@@ -112,8 +117,28 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
         check_prompt_source(cfg.prompts, allowed_dirs)
     sides = resolve_sides(cfg, root)
     cfg.reward_model = reward_model_path(cfg, sides, root)
-    cfg.model_a, cfg.model_b = (BASE if s.adapter_dir is None else str(s.adapter_dir.parent) for s in sides)
+    cfg.judge = judge_spec(cfg.judge, cfg.reward_model, preset.judge)
+    cfg.model_a, cfg.model_b = (side_choice(s) for s in sides)
     return asdict(cfg)
+
+
+def judge_spec(choice: str, reward_model: str, preset_judge: str = "") -> str:
+    """The judge to score with: the one chosen, else the reward run's judge/, else the preset's ("" = none)."""
+    from lab.reward import judge_path
+
+    choice = (choice or "").strip()
+    if choice.lower() == "none":
+        return ""
+    return choice or judge_path(reward_model, preset_judge)
+
+
+def side_choice(side: Side) -> str:
+    """How a prepared config names a side: 'base', or the run folder (with @STEP for an evaluation's adapters)."""
+    if side.adapter_dir is None:
+        return BASE
+    if side.adapter_dir.name.startswith("step-"):
+        return f"{side.adapter_dir.parent.parent}{STEP_MARK}{side.adapter_dir.name.removeprefix('step-')}"
+    return str(side.adapter_dir.parent)
 
 
 # ---------------------------------------------------------------- the two models
@@ -142,10 +167,33 @@ def open_ppo_run(choice: str, root: Path | None = None) -> Run:
     return run
 
 
+def split_step(choice: str) -> tuple[str, int | None]:
+    """'ppo-3@32' or 'ppo-3 @ step 32' -> ('ppo-3', 32); a plain run -> (run, None)."""
+    run, mark, step = choice.rpartition(STEP_MARK)
+    if not mark:
+        return choice.strip(), None
+    step = step.strip().removeprefix("step").strip()
+    if not step.isdigit():
+        raise ValueError(f"'{choice}': after '{STEP_MARK}' give the step of one of the run's evaluations, e.g. ppo-3@32")
+    return run.strip(), int(step)
+
+
+def step_adapter_dir(run: Run, step: int) -> Path:
+    """The adapters a PPO run saved at its evaluation of `step` (model/step-N/); ValueError names the steps kept."""
+    folder = run.model_dir / f"step-{step}"
+    if not (folder / "adapter_config.json").exists():
+        kept = sorted(int(p.name[5:]) for p in run.model_dir.glob("step-*") if p.name[5:].isdigit())
+        raise ValueError(f"run '{run.id}' kept no adapters at step {step}"
+                         + (f" (it kept steps {', '.join(map(str, kept))})" if kept else " (it kept none)"))
+    return folder
+
+
 def resolve_sides(cfg: CompareConfig, root: Path | None = None) -> tuple[Side, Side]:
-    """Model A and Model B; 'base' means the policy of the other side's run with its adapters disabled."""
+    """Model A and Model B; 'base' means the policy of the other side's run with its adapters disabled; 'run@N'
+    the run's adapters as saved at its evaluation of step N."""
     choices = {"a": cfg.model_a.strip(), "b": cfg.model_b.strip()}
-    runs = {k: None if c == BASE else open_ppo_run(c, root) for k, c in choices.items()}
+    steps = {k: split_step(c) for k, c in choices.items()}
+    runs = {k: None if c == BASE else open_ppo_run(steps[k][0], root) for k, c in choices.items()}
     policy_of = {k: r.config["policy"] for k, r in runs.items() if r is not None}
     sides = []
     for key, run in runs.items():
@@ -154,7 +202,12 @@ def resolve_sides(cfg: CompareConfig, root: Path | None = None) -> tuple[Side, S
             sides.append(Side(key, BASE, other, None, ""))
         else:
             reward = str(run.config.get("reward_model") or "")
-            sides.append(Side(key, run.id, run.config["policy"], run.model_dir, reward))
+            step = steps[key][1]
+            if step is None:
+                sides.append(Side(key, run.id, run.config["policy"], run.model_dir, reward))
+            else:
+                sides.append(Side(key, f"{run.id} @ step {step}", run.config["policy"], step_adapter_dir(run, step),
+                                  reward))
     return sides[0], sides[1]
 
 
@@ -225,7 +278,44 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["b_less_toxic"] = sum(r["toxicity_b"] < r["toxicity_a"] for r in rows)
     scored = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in ("reward_a", "reward_b"))]
     out["b_higher_reward"] = sum(r["reward_b"] > r["reward_a"] for r in scored) if scored else None
+    for key in ("a", "b"):
+        out[f"judge_{key}"] = _mean([r.get(f"judge_{key}") for r in rows])
+        for diag in diagnostics.KEYS:
+            flags = [r[f"{diag}_{key}"] for r in rows if f"{diag}_{key}" in r]
+            out[f"{diag}_{key}"] = round(diagnostics.rates(flags), 4) if flags else None
     return out
+
+
+def paired_judge(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """B − A of the judge's scores with a bootstrap interval (None without a judge)."""
+    diffs = [r["judge_b"] - r["judge_a"] for r in rows
+             if isinstance(r.get("judge_a"), (int, float)) and isinstance(r.get("judge_b"), (int, float))]
+    return {**bootstrap_mean(diffs), "b_higher": sum(d > 0 for d in diffs)} if diffs else None
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """One line a reader can trust: the reward's B − A and whether its interval excludes 0, the judge beside it,
+    and, when refusals or degenerate answers rose clearly, that B is not better whatever the reward says."""
+    paired, diag = summary.get("paired") or {}, summary.get("diagnostics") or {}
+    reward, judge = paired.get("reward"), summary.get("paired_judge")
+    parts = []
+    if reward:
+        parts.append(f"reward {reward['mean']:+.2f} (95% CI {reward['lo']:+.2f} … {reward['hi']:+.2f})")
+    if judge:
+        parts.append(f"judge {judge['mean']:+.2f} (95% CI {judge['lo']:+.2f} … {judge['hi']:+.2f})")
+    head = ", ".join(parts) or "no reward model"
+    caveats = diagnostics.caveats(diag, str(summary.get("model_a") or "A"))
+    if caveats:
+        return f"{head}, but {' and '.join(caveats)}: B is not better."
+    higher = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and ci["lo"] > 0]
+    lower = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and ci["hi"] < 0]
+    if reward and judge and "reward" in higher and "judge" not in higher:
+        return f"{head}: the proxy rose but the judge did not (reward hacking?)."
+    if higher and not lower:
+        return f"{head}: B scores clearly higher."
+    if lower and not higher:
+        return f"{head}: B scores clearly lower."
+    return f"{head}: no clear difference."
 
 
 def csv_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +357,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     scorer = get_scorer(cfg.toxicity)
     reward_path = reward_model_path(cfg, sides, ctx.run.path.parent)
     reward_model = load_reward(reward_path) if reward_path else None
+    judge_model = load_judge(cfg.judge) if cfg.judge else None
     model, tokenizer = policies[sides[0].policy]
     size = gen.batch_size or auto_batch_size(model, gen.max_new_tokens + 256, cfg.max_batch_size)
     batches = plan_batches(tokenizer, prompts, size)
@@ -277,7 +368,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
             break
         say = functools.partial(_say, ctx, len(rows) / len(prompts), f"batch {b + 1}/{len(batches)}")
         batch = _compare_batch(sides, policies, [prompts[i] for i in idx], idx, gen, gen.seed + b, scorer, reward_model,
-                               say)
+                               say, judge_model)
         rows += batch
         ctx.log_samples(batch)
         ctx.log({"batch": b + 1, "done": len(rows), **{k: v for k, v in summarize(rows).items() if k != "n"}})
@@ -289,7 +380,9 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         "scorer": scorer.name, "scorer_description": scorer.description, "scorer_fallback": scorer.fallback_reason,
         "reward_model": reward_path or None, "prompts": "typed" if cfg.custom_prompts else cfg.prompts,
         "seconds": round(time.time() - started, 1), "paired": paired_summary(rows),
+        "judge": cfg.judge or None, "paired_judge": paired_judge(rows), "diagnostics": diagnostics.paired_rates(rows),
     }
+    summary["verdict"] = verdict(summary)
     if sides[0].label == BASE:  # the headline numbers: base vs RLHF
         summary.update({"toxicity_base": summary["toxicity_a"], "toxicity_rlhf": summary["toxicity_b"],
                         "reward_base": summary["reward_a"], "reward_rlhf": summary["reward_b"]})
@@ -300,10 +393,17 @@ def _say(ctx: JobContext, fraction: float, prefix: str, what: str) -> None:
     ctx.set_progress(fraction, f"{prefix}: {what}")
 
 
+def load_judge(spec: str) -> Any:
+    from lab.reward import load_judge as load
+
+    return load(spec)
+
+
 def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]], prompts: list[str],
                    indices: list[int], gen: GenerateConfig, seed: int, scorer: Any, reward_model: Any,
-                   say: Callable[[str], None]) -> list[dict]:
-    """Rows for one batch: both sides sample with the same seed, then toxicity and reward for each answer."""
+                   say: Callable[[str], None], judge_model: Any = None) -> list[dict]:
+    """Rows for one batch: both sides sample with the same seed, then toxicity, reward, the judge's score and the
+    refusal / degeneration diagnostics for each answer."""
     rows = [{"index": i, "prompt": p, "model_a": sides[0].label, "model_b": sides[1].label}
             for i, p in zip(indices, prompts)]
     for side in sides:
@@ -313,10 +413,12 @@ def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]
             answers = generate_batch(model, tokenizer, prompts, gen, seed)
         toxicity = scorer.score(answers)
         rewards = reward_model.score(reward_texts(prompts, answers)) if reward_model else [None] * len(answers)
-        for row, answer, tox, rew in zip(rows, answers, toxicity, rewards):
+        judged = judge_model.score(reward_texts(prompts, answers)) if judge_model else [None] * len(answers)
+        for row, answer, tox, rew, jud in zip(rows, answers, toxicity, rewards, judged):
             row.update({f"answer_{side.key}": answer, f"length_{side.key}": len(answer),
-                        f"toxicity_{side.key}": float(tox), f"reward_{side.key}": None if rew is None else float(rew)})
-    return rows
+                        f"toxicity_{side.key}": float(tox), f"reward_{side.key}": None if rew is None else float(rew),
+                        f"judge_{side.key}": None if jud is None else float(jud)})
+    return [diagnostics.add_to_row(row) for row in rows]
 
 
 # ---------------------------------------------------------------- reading a finished comparison
@@ -325,4 +427,5 @@ def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]
 def load_results(run: Run) -> list[dict[str, Any]]:
     """The rows of a compare run (complete or partial), in prompt order."""
     rows = [r for r in run.samples() if "answer_a" in r and "answer_b" in r]
+    rows = [r if "refusal_a" in r else diagnostics.add_to_row(r) for r in rows]  # comparisons saved before diagnostics
     return sorted(rows, key=lambda r: r.get("index", 0))

@@ -162,6 +162,7 @@ def test_cli_compares_and_prints_one_json_line(ppo_run, runs_root, tmp_path, sta
     row = json.loads(lines[0])
     assert {"n", "toxicity_base", "toxicity_rlhf", "reward_base", "reward_rlhf", "scorer", "seconds"} <= set(row)
     assert row["n"] == 3 and row["scorer"] == "offline"
+    assert {"verdict", "refusal_rlhf", "degenerate_base", "diagnostics", "judge"} <= set(row) and row["verdict"]
     assert out.read_text().count("\n") == 4
 
 
@@ -186,3 +187,79 @@ def test_cli_bad_input_exit_code_from_the_shell(tmp_path):
 
 
 # ---------------------------------------------------------------- the tab
+
+
+# ---------------------------------------------------------------- diagnostics, judge, adapters of a step
+
+
+class StandInJudge:
+    """A judge that prefers short answers: the opposite of the stand-in proxy."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def score(self, texts: list[str]) -> list[float]:
+        return [-len(t) / 100 for t in texts]
+
+
+def test_rows_carry_the_judge_and_the_diagnostics_and_the_summary_their_paired_rates(ppo_run, runs_root,
+                                                                                   stand_in_reward, monkeypatch):
+    monkeypatch.setattr(compare, "load_judge", StandInJudge)
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare,
+                                              job_config(ppo_run, judge="stand-in-judge"))
+    assert job.status == "done", job.error
+    rows = compare.load_results(job.run)
+    for r in rows:
+        assert r["judge_a"] == pytest.approx(-len(format_for_reward(r["prompt"], r["answer_a"])) / 100)
+        assert isinstance(r["refusal_b"], bool) and isinstance(r["degenerate_b"], bool)
+    s = job.summary
+    assert s["judge"] == "stand-in-judge" and s["paired_judge"]["n"] == len(PROMPTS)
+    # the judge is the proxy's mirror image: B − A of one is minus the other
+    assert s["paired_judge"]["mean"] == pytest.approx(-s["paired"]["reward"]["mean"])
+    assert set(s["diagnostics"]) == {"refusal", "degenerate"} and "degenerate_b" in s and s["verdict"]
+    with open(job.run.path / compare.RESULTS_FILE, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert {"judge_a", "refusal_b", "refusal_rule_b", "degenerate_a"} <= set(table[0])
+
+
+def _ci(mean, lo, hi):
+    return {"mean": mean, "lo": lo, "hi": hi, "n": 64}
+
+
+def test_the_verdict_stops_calling_b_better_when_refusals_rose():
+    summary = {"model_a": "base", "paired": {"reward": _ci(1.43, 1.18, 1.67)},
+               "diagnostics": {"refusal": {**_ci(0.85, 0.75, 0.94), "a": 0.12, "b": 0.97},
+                               "degenerate": {**_ci(0.0, -0.05, 0.05), "a": 0.02, "b": 0.02}}}
+    line = compare.verdict(summary)
+    assert line.startswith("reward +1.43") and "97% of answers are refusals (base 12%)" in line
+    assert "not better" in line and "clearly higher" not in line
+    summary["diagnostics"]["refusal"] = {**_ci(0.0, -0.05, 0.05), "a": 0.1, "b": 0.1}
+    assert compare.verdict(summary).endswith("B scores clearly higher.")
+    summary["paired_judge"] = _ci(0.1, -0.06, 0.3)
+    assert "the judge did not" in compare.verdict(summary)
+
+
+def test_a_run_compares_at_the_step_of_one_of_its_evaluations(ppo_run, runs_root, tiny_lm_dir, stand_in_reward):
+    from peft import PeftModel
+
+    base = load_causal_lm(str(tiny_lm_dir))
+    PeftModel.from_pretrained(base, str(ppo_run.model_dir)).save_pretrained(ppo_run.model_dir / "step-0")
+    early = make_ppo_run(runs_root, tiny_lm_dir, seed=5)  # other adapter weights, copied in as step 16
+    import shutil
+    shutil.copytree(early.model_dir, ppo_run.model_dir / "step-16")
+    config = compare.prepare(get_preset("cpu"), {"model_b": f"{ppo_run.id}@16", "custom_prompts": PROMPTS[:2],
+                                                 "max_new_tokens": 6, "batch_size": 2, "precision": "fp32"},
+                             root=runs_root)
+    assert config["model_b"] == f"{ppo_run.path}@16"
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, config)
+    assert job.status == "done", job.error
+    at_16 = compare.load_results(job.run)
+    assert at_16[0]["model_b"] == f"{ppo_run.id} @ step 16"
+    final = compare.load_results(JobManager(root=runs_root).run_sync(
+        compare.KIND, compare.run_compare, {**config, "model_b": str(ppo_run.path)}).run)
+    other = compare.load_results(JobManager(root=runs_root).run_sync(
+        compare.KIND, compare.run_compare, {**config, "model_b": str(early.path)}).run)
+    assert [r["answer_b"] for r in at_16] == [r["answer_b"] for r in other] != [r["answer_b"] for r in final]
+    assert compare.split_step("ppo-3 @ step 32") == ("ppo-3", 32)
+    with pytest.raises(ValueError, match="kept steps 0, 16"):
+        compare.prepare(get_preset("cpu"), {"model_b": f"{ppo_run.id}@8"}, root=runs_root)
