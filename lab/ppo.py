@@ -678,8 +678,10 @@ def run_ppo(
     model: nn.Module, value_head: ValueHead, tokenizer: Any, prompts: Sequence[str], score_fn: ScoreFn, cfg: PPOConfig,
     on_step: Callable[[dict[str, float], list[dict[str, Any]]], None] = lambda m, s: None,
     should_stop: Callable[[], bool] = lambda: False, on_phase: Callable[[str], None] = lambda phase: None,
+    evaluate_at: Callable[[int], Any] = lambda step: None,
 ) -> list[dict[str, float]]:
-    """The PPO loop: cfg.steps steps, each reported to on_step(metrics, samples); stops early when asked."""
+    """The PPO loop: cfg.steps steps, each reported to on_step(metrics, samples); stops early when asked.
+    `evaluate_at(step)` runs before the first step (0) and after each one (lab.evaluate decides when it is due)."""
     if not prompts:
         raise ValueError("the prompt set is empty")
     validate(cfg)
@@ -698,6 +700,8 @@ def run_ppo(
     state = new_state(cfg)
     history = []
     device = next(value_head.parameters()).device
+    with models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
+        evaluate_at(0)
     with models.attention_implementation(model, TRAIN_ATTENTION.get(device.type)):
         for _ in range(cfg.steps):
             if should_stop():
@@ -711,6 +715,9 @@ def run_ppo(
                 break
             history.append(result[0])
             on_step(*result)
+            if not should_stop():
+                with models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
+                    evaluate_at(state.step)
     return history
 
 
@@ -849,7 +856,10 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     extra = {k: values.get(k) for k in JOB_KEYS}
     if not extra["reward_model"]:
         raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
-    cfg = validate(config_from(preset, **{k: v for k, v in values.items() if k not in JOB_KEYS}), preset.limits)
+    from lab import evaluate
+
+    ppo_values = {k: v for k, v in values.items() if k not in JOB_KEYS and k not in evaluate.field_names()}
+    cfg = validate(config_from(preset, **ppo_values), preset.limits)
     reward_model = check_reward_model(str(extra["reward_model"]).strip(), root)
     source = (extra["prompts"] or "").strip() or preset.ppo_prompts
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
@@ -858,6 +868,7 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     config = job_config(cfg, preset, reward_model, source, policy)
     if extra["max_prompts"]:
         config["max_prompts"] = int(extra["max_prompts"])
+    config["evaluate"] = evaluate.prepare(preset, values, allowed_dirs)
     return config
 
 
@@ -888,8 +899,17 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     def on_phase(phase: str) -> None:  # what the current step is doing, for the banner
         ctx.set_progress(ctx.progress, f"step {round(ctx.progress * cfg.steps) + 1}/{cfg.steps}: {phase}")
 
-    history = run_ppo(model, value_head, tokenizer, prompts, score_fn, cfg, on_step, lambda: ctx.stopping, on_phase)
+    from lab.evaluate import evaluator_for_job
+
+    evaluator = evaluator_for_job(ctx, model, tokenizer, score_fn, cfg.steps)
+    history = run_ppo(model, value_head, tokenizer, prompts, score_fn, cfg, on_step, lambda: ctx.stopping, on_phase,
+                      evaluator or (lambda step: None))
     ctx.set_progress(len(history) / cfg.steps, "saving the adapters")
     save_policy(model, value_head, tokenizer, ctx.run.model_dir)
     ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")
-    return {**summarize(history), "advantage": cfg.advantage, "samples_per_prompt": cfg.samples_per_prompt}
+    out = {**summarize(history), "advantage": cfg.advantage, "samples_per_prompt": cfg.samples_per_prompt}
+    if evaluator is not None and evaluator.rows:
+        from lab.evaluate import summary_keys
+
+        out.update(summary_keys(evaluator.rows))
+    return out

@@ -1,0 +1,293 @@
+"""Evaluation while PPO trains: every `eval_every` steps (and at step 0) a fixed set of held-out prompts is answered
+with a fixed seed and scored by the proxy (the reward model PPO optimises), the judge (if any), toxicity, refusal
+and degeneration.
+
+The rollout reward on the PPO tab is noisy: each step sees other prompts and other samples. Here every evaluation
+answers the same prompts with the same seeds, so the curve moves only when the model does, and the first and the
+latest evaluation can be compared prompt by prompt with a bootstrap interval (`trend`). Each evaluation appends one
+row to the run's `evals.jsonl` (means, and every answer with its scores: the timeline shows the pinned prompts'
+answers) and keeps the adapters in `model/step-N/`, so Compare can pick "ppo-3 @ step 32".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lab import diagnostics
+from lab.config import build, from_job, setting
+from lab.presets import Limits, Preset
+from lab.stats import bootstrap_mean
+
+EVALS_FILE = "evals.jsonl"
+STEP_DIR = "step-{}"  # under the run's model/ folder
+MEASURES = {  # key in an evaluation row -> what it is, for plots and words
+    "reward": "proxy reward (the reward model PPO optimises)",
+    "judge": "judge reward (a reward model PPO never saw)",
+    "toxicity": "toxicity",
+    "refusal": "refusal rate",
+    "degenerate": "degenerate-answer rate",
+    "length": "answer length (characters)",
+}
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during PPO; `lab.presets` supplies each machine's defaults (cheap on a CPU)."""
+
+    eval_every: int = setting(16, "evaluate on fixed held-out prompts every N PPO steps (and at step 0); 0 = never")
+    eval_prompts: str = setting("", "prompt source for the evaluations; empty = the preset's Compare prompts "
+                                    "(held out from PPO)")
+    eval_n_prompts: int = setting(12, "prompts answered at each evaluation")
+    eval_max_new_tokens: int = setting(32, "most new tokens per evaluation answer")
+    eval_temperature: float = setting(0.7, "sampling temperature of the evaluation answers")
+    eval_seed: int = setting(1234, "sampling seed of every evaluation: the same prompts are answered the same way")
+    eval_pinned: int = setting(3, "prompts whose answers the PPO tab's timeline shows at each evaluation")
+    eval_save_adapters: bool = setting(True, "keep the adapters at each evaluation (model/step-N/) for Compare")
+
+
+def config_from(preset: Preset, **overrides: Any) -> EvalConfig:
+    """The dataclass defaults, then the preset's `evaluate` dict (keys with or without the eval_ prefix), then every
+    override that is given."""
+    defaults = {k if k.startswith("eval_") else f"eval_{k}": v for k, v in preset.evaluate.items()}
+    defaults["eval_prompts"] = defaults.get("eval_prompts") or preset.compare_prompts
+    return build(EvalConfig, defaults, overrides, "evaluation")
+
+
+def validate(cfg: EvalConfig, limits: Limits | None = None) -> EvalConfig:
+    if cfg.eval_every < 0:
+        raise ValueError(f"eval_every {cfg.eval_every} must be 0 (never) or more")
+    if cfg.eval_n_prompts < 1 or cfg.eval_max_new_tokens < 1:
+        raise ValueError("eval_n_prompts and eval_max_new_tokens must be at least 1")
+    if cfg.eval_temperature <= 0:
+        raise ValueError(f"eval_temperature {cfg.eval_temperature} must be above 0")
+    if limits is not None:
+        limits.check({"max_new_tokens": cfg.eval_max_new_tokens, "n_prompts": cfg.eval_n_prompts})
+    return cfg
+
+
+def field_names() -> set[str]:
+    return set(EvalConfig.__dataclass_fields__)
+
+
+def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None) -> dict[str, Any]:
+    """A checked evaluation config (EvalConfig fields; None or "" = the preset's); the prompt source must give
+    prompts when evaluation is on."""
+    from lab.data import load_prompts
+
+    cfg = validate(config_from(preset, **{k: v for k, v in values.items() if k in field_names()}), preset.limits)
+    if cfg.eval_every:
+        load_prompts(cfg.eval_prompts, limit=cfg.eval_n_prompts, allowed_dirs=allowed_dirs)
+    return asdict(cfg)
+
+
+# ---------------------------------------------------------------- one evaluation
+
+
+def due(step: int, every: int, last: int) -> bool:
+    """Evaluate at step 0, every `every` steps, and at the run's last step."""
+    return every > 0 and (step % every == 0 or step == last)
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    real = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return round(statistics.fmean(real), 5) if real else None
+
+
+def _se(values: Sequence[Any]) -> float | None:
+    real = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return round(statistics.stdev(real) / math.sqrt(len(real)), 5) if len(real) > 1 else None
+
+
+def score_answers(prompts: Sequence[str], answers: Sequence[str], proxy: Callable | None, judge: Callable | None,
+                  toxicity: Any) -> list[dict[str, Any]]:
+    """One row per answer: prompt, answer, reward, judge, toxicity, refusal (and its rule), degenerate, length."""
+    prompts, answers = list(prompts), list(answers)
+    rewards = proxy(prompts, answers) if proxy else [None] * len(answers)
+    judged = judge(prompts, answers) if judge else [None] * len(answers)
+    tox = toxicity.score(answers) if toxicity is not None else [None] * len(answers)
+    rows = []
+    for p, a, r, j, t in zip(prompts, answers, rewards, judged, tox):
+        d = diagnostics.diagnose(a, p)
+        rows.append({"prompt": p, "answer": a, "reward": None if r is None else round(float(r), 5),
+                     "judge": None if j is None else round(float(j), 5),
+                     "toxicity": None if t is None else round(float(t), 5), "refusal": d["refusal"],
+                     "refusal_rule": d["refusal_rule"], "degenerate": d["degenerate"],
+                     "degenerate_reasons": d["degenerate_reasons"], "length": len(a)})
+    return rows
+
+
+def summarize(step: int, answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """An evaluation row: the step, each measure's mean (rates for refusal and degenerate) and standard error."""
+    row: dict[str, Any] = {"step": step, "n": len(answers)}
+    for key in MEASURES:
+        values = [float(a[key]) if isinstance(a[key], bool) else a[key] for a in answers]
+        row[f"eval/{key}"] = _mean(values)
+        row[f"eval/{key}_se"] = _se(values)
+    row["answers"] = answers
+    return row
+
+
+class Evaluator:
+    """The PPO loop's evaluation hook: `evaluator(step)` answers the fixed prompts when `due`, scores them, appends
+    a row to evals.jsonl, keeps the adapters, and passes the row to `on_row`."""
+
+    def __init__(self, cfg: EvalConfig, prompts: Sequence[str], answer: Callable[[list[str], int], list[str]],
+                 proxy: Callable | None, judge: Callable | None, toxicity: Any, run_dir: Path | None,
+                 save_adapters: Callable[[Path], None] | None, last_step: int,
+                 on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> None:
+        self.cfg, self.prompts, self.answer = cfg, list(prompts), answer
+        self.proxy, self.judge, self.toxicity = proxy, judge, toxicity
+        self.run_dir, self.save_adapters, self.last_step, self.on_row = run_dir, save_adapters, last_step, on_row
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, step: int) -> dict[str, Any] | None:
+        if not self.prompts or not due(step, self.cfg.eval_every, self.last_step):
+            return None
+        if any(r["step"] == step for r in self.rows):  # the last step may also be a multiple of eval_every
+            return None
+        answers = self.answer(self.prompts, self.cfg.eval_seed)
+        row = summarize(step, score_answers(self.prompts, answers, self.proxy, self.judge, self.toxicity))
+        if self.run_dir is not None:
+            if self.cfg.eval_save_adapters and self.save_adapters is not None:
+                self.save_adapters(self.run_dir / "model" / STEP_DIR.format(step))
+            append_row(self.run_dir, row)
+        self.rows.append(row)
+        self.on_row(row)
+        return row
+
+
+def append_row(run_dir: Path, row: dict[str, Any]) -> None:
+    with open(Path(run_dir) / EVALS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, default=str) + "\n")
+
+
+def load_evals(run_dir: Path) -> list[dict[str, Any]]:
+    """A PPO run's evaluation rows, in step order ([] when it has none)."""
+    path = Path(run_dir) / EVALS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut off mid-write
+            continue
+    return sorted(rows, key=lambda r: r["step"])
+
+
+def kept_steps(run_dir: Path) -> list[int]:
+    """The steps whose adapters a run kept (model/step-N/ with an adapter_config.json)."""
+    model = Path(run_dir) / "model"
+    return sorted(int(p.name[5:]) for p in model.glob("step-*")
+                  if p.name[5:].isdigit() and (p / "adapter_config.json").exists())
+
+
+def trend(rows: Sequence[dict[str, Any]], key: str = "reward") -> dict[str, Any] | None:
+    """The latest evaluation against the first, prompt by prompt (same prompts, same seed): mean change with a
+    bootstrap 95% interval, and whether it rose or fell by more than its noise."""
+    if len(rows) < 2:
+        return None
+    first, last = rows[0]["answers"], rows[-1]["answers"]
+    diffs = [float(b[key]) - float(a[key]) for a, b in zip(first, last)
+             if a.get(key) is not None and b.get(key) is not None]
+    if not diffs:
+        return None
+    ci = bootstrap_mean(diffs)
+    word = "rose" if ci["lo"] > 0 else "fell" if ci["hi"] < 0 else "did not move by more than its noise"
+    return {**ci, "key": key, "from_step": rows[0]["step"], "to_step": rows[-1]["step"], "word": word}
+
+
+def trend_sentence(rows: Sequence[dict[str, Any]], key: str = "reward") -> str:
+    """E.g. "On the 12 fixed prompts the proxy reward rose by +0.41 from step 0 to step 64 (95% CI +0.12 … +0.70):
+    more than its noise."""
+    t = trend(rows, key)
+    if t is None:
+        return ""
+    what = MEASURES[key].split(" (")[0]
+    interval = f"95% CI {t['lo']:+.2f} … {t['hi']:+.2f}"
+    if t["word"] in ("rose", "fell"):
+        return (f"On the {t['n']} fixed prompts the {what} {t['word']} by {t['mean']:+.2f} from step {t['from_step']} "
+                f"to step {t['to_step']} ({interval}): more than its noise.")
+    return (f"On the {t['n']} fixed prompts the {what} changed by {t['mean']:+.2f} from step {t['from_step']} to step "
+            f"{t['to_step']} ({interval}): it {t['word']}.")
+
+
+def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a PPO run's summary says of its evaluations: first and last means, and the proxy's and the judge's
+    change over the fixed prompts with its interval."""
+    if not rows:
+        return {}
+    out: dict[str, Any] = {"evals": len(rows), "eval_steps": [r["step"] for r in rows]}
+    for key in MEASURES:
+        out[f"eval_{key}_first"], out[f"eval_{key}_last"] = rows[0][f"eval/{key}"], rows[-1][f"eval/{key}"]
+    for key in ("reward", "judge"):
+        t = trend(rows, key)
+        if t is not None:
+            out[f"eval_{key}_change"] = {k: t[k] for k in ("mean", "lo", "hi", "n", "word")}
+    out["eval_sentence"] = trend_sentence(rows, "reward")
+    return out
+
+
+def timeline(rows: Sequence[dict[str, Any]], pinned: int = 3) -> list[dict[str, Any]]:
+    """The first `pinned` prompts with their answer at each evaluation: [{prompt, answers: [{step, answer, reward,
+    judge, refusal, degenerate}]}]."""
+    if not rows:
+        return []
+    out = []
+    for i, first in enumerate(rows[0]["answers"][:pinned]):
+        answers = [{"step": r["step"], **{k: r["answers"][i].get(k) for k in
+                                          ("answer", "reward", "judge", "refusal", "degenerate")}}
+                   for r in rows if i < len(r["answers"])]
+        out.append({"prompt": first["prompt"], "answers": answers})
+    return out
+
+
+# ---------------------------------------------------------------- wiring into the PPO job
+
+
+def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, last_step: int) -> Evaluator | None:
+    """The Evaluator of a PPO job from its config's `evaluate` dict (None when evaluation is off): the fixed
+    prompts, sampling through lab.generate with the fixed seed, the proxy PPO uses, the judge named for its reward
+    model (its judge/ folder, else the preset's), the preset's toxicity scorer."""
+    from lab.data import load_prompts
+    from lab.generate import GenerateConfig, generate_batch
+    from lab.presets import get_preset
+    from lab.reward import format_for_reward, judge_path, load_judge
+    from lab.toxicity import get_scorer
+
+    values = ctx.config.get("evaluate")
+    if not values:
+        return None
+    cfg = from_job(EvalConfig, values)
+    if cfg.eval_every <= 0:
+        return None
+    preset = get_preset(ctx.config.get("preset") or None)
+    prompts = load_prompts(cfg.eval_prompts or preset.compare_prompts, limit=cfg.eval_n_prompts)[: cfg.eval_n_prompts]
+    # Compare's sampling (top-k / top-p from the preset), so an evaluation reads like a comparison would
+    gen = GenerateConfig.from_dict({"max_new_tokens": cfg.eval_max_new_tokens, "temperature": cfg.eval_temperature,
+                                    "top_k": preset.generate.get("top_k", 50), "top_p": preset.generate.get("top_p", 0.95),
+                                    "batch_size": len(prompts)})
+
+    def answer(batch: list[str], seed: int) -> list[str]:
+        import torch
+
+        ctx.set_progress(ctx.progress, "evaluating on the fixed prompts")
+        # the evaluation's own seed, without moving PPO's random stream: its rollouts are those of a run without it
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+            return generate_batch(model, tokenizer, batch, gen, seed)
+
+    spec = ctx.config.get("judge") or judge_path(ctx.config.get("reward_model"), preset.judge)
+    judge = None
+    if spec:
+        judge_model = load_judge(spec)
+
+        def judge(ps: list[str], answers: list[str]) -> list[float]:
+            return judge_model.score([format_for_reward(p, a) for p, a in zip(ps, answers)])
+
+    return Evaluator(cfg, prompts, answer, score_fn, judge, get_scorer(preset.toxicity), ctx.run.path,
+                     model.save_pretrained, last_step)
