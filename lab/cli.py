@@ -132,6 +132,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _add_ppo(p: argparse.ArgumentParser) -> None:
+    from lab.evaluate import EvalConfig
     from lab.ppo import PPOConfig
 
     p.add_argument("--reward-model", required=True, metavar="RUN_DIR", help="a reward run folder (or its run id)")
@@ -140,12 +141,15 @@ def _add_ppo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
     p.add_argument("--max-prompts", type=int, help="use at most this many prompts")
     add_config_flags(p, PPOConfig)
+    add_config_flags(p, EvalConfig)
 
 
 def _prepare_ppo(args: argparse.Namespace) -> dict[str, Any]:
     from lab import ppo
 
-    return ppo.prepare(args.preset_obj, config_values(args, ppo.PPOConfig, extra=ppo.JOB_KEYS))
+    from lab.evaluate import EvalConfig
+
+    return ppo.prepare(args.preset_obj, config_values(args, ppo.PPOConfig, EvalConfig, extra=ppo.JOB_KEYS))
 
 
 def _finish_ppo(args: argparse.Namespace, config: dict[str, Any]) -> Any:

@@ -1,0 +1,140 @@
+"""Evaluation while PPO trains: rows at the configured steps, fixed prompts and seed, adapters kept per evaluation
+and loadable by Compare, the trend against its noise, the timeline, and PPO's own randomness left alone."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from lab import compare, evaluate, ppo
+from lab.jobs import JobManager
+from lab.presets import get_preset
+
+LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
+
+
+class Toxicity:
+    def score(self, texts):
+        return [0.5 if "idiot" in t else 0.0 for t in texts]
+
+
+def _evaluator(tmp_path: Path, every: int, last: int, answers_at: dict[int, list[str]], saved: list[Path]):
+    prompts = ["Hi", "How do I bake bread?", "Insult me.", "Tell me a joke."]
+    state = {"step": 0}
+    cfg = evaluate.EvalConfig(eval_every=every, eval_pinned=2)
+
+    def answer(batch, seed):
+        assert seed == cfg.eval_seed and batch == prompts  # the same prompts, the same seed, every time
+        return answers_at[state["step"]]
+
+    proxy = lambda ps, ans: [float(len(a)) / 10 for a in ans]  # noqa: E731
+    judge = lambda ps, ans: [-float(len(a)) / 10 for a in ans]  # noqa: E731
+    ev = evaluate.Evaluator(cfg, prompts, answer, proxy, judge, Toxicity(), tmp_path, saved.append, last)
+    return ev, state
+
+
+def test_rows_at_step_zero_every_n_steps_and_the_last(tmp_path):
+    answers = ["Hello!", "Mix flour and water.", "I'm sorry, but I can't do that.", "the the the the the the the the"]
+    saved: list[Path] = []
+    ev, state = _evaluator(tmp_path, every=2, last=5, answers_at={s: answers for s in range(6)}, saved=saved)
+    for step in range(6):
+        state["step"] = step
+        ev(step)
+    ev(5)  # asked twice at the end: one row
+    rows = evaluate.load_evals(tmp_path)
+    assert [r["step"] for r in rows] == [0, 2, 4, 5]
+    assert saved == [tmp_path / "model" / f"step-{s}" for s in (0, 2, 4, 5)]
+    row = rows[0]
+    assert row["eval/refusal"] == pytest.approx(0.25) and row["eval/degenerate"] == pytest.approx(0.25)
+    assert row["eval/reward"] == pytest.approx(sum(len(a) for a in answers) / 40)
+    assert row["eval/judge"] == pytest.approx(-row["eval/reward"]) and row["eval/toxicity"] == 0
+    assert row["answers"][2]["refusal_rule"] == "opening apology" and row["answers"][3]["degenerate"]
+    assert evaluate.due(0, 16, 64) and evaluate.due(64, 16, 64) and evaluate.due(50, 16, 50)
+    assert not evaluate.due(17, 16, 64) and not evaluate.due(0, 0, 64)
+
+
+def test_the_trend_says_whether_the_fixed_prompts_rose_by_more_than_their_noise(tmp_path):
+    short = ["a", "b", "c", "d"]
+    longer = ["a" * 30, "b" * 31, "c" * 29, "d" * 32]
+    ev, state = _evaluator(tmp_path, every=1, last=2, answers_at={0: short, 1: short, 2: longer}, saved=[])
+    for step in range(3):
+        state["step"] = step
+        ev(step)
+    t = evaluate.trend(ev.rows, "reward")
+    assert t["word"] == "rose" and t["lo"] > 0 and t["mean"] == pytest.approx(2.95)
+    assert evaluate.trend(ev.rows, "judge")["word"] == "fell"
+    sentence = evaluate.trend_sentence(ev.rows)
+    assert "rose by +2.95 from step 0 to step 2" in sentence and "more than its noise" in sentence
+    flat = [dict(r, answers=[dict(a, reward=0.0) for a in r["answers"]]) for r in ev.rows]
+    assert "did not move by more than its noise" in evaluate.trend_sentence(flat)
+    summary = evaluate.summary_keys(ev.rows)
+    assert summary["eval_steps"] == [0, 1, 2] and summary["eval_reward_change"]["word"] == "rose"
+    lines = evaluate.timeline(ev.rows, pinned=2)
+    assert [t["prompt"] for t in lines] == ["Hi", "How do I bake bread?"]
+    assert [a["step"] for a in lines[0]["answers"]] == [0, 1, 2] and lines[0]["answers"][2]["answer"] == "a" * 30
+
+
+def test_eval_settings_come_from_the_preset_and_are_checked():
+    cpu = evaluate.config_from(get_preset("cpu"))
+    assert cpu.eval_every == 16 and cpu.eval_n_prompts <= 16 and cpu.eval_max_new_tokens <= 48
+    assert cpu.eval_prompts == "bundled:heldout"  # prompts PPO never trains on
+    with pytest.raises(ValueError, match="eval_every"):
+        evaluate.validate(evaluate.EvalConfig(eval_every=-1))
+    with pytest.raises(ValueError, match="limit"):
+        evaluate.prepare(get_preset("cpu"), {"eval_max_new_tokens": 10_000})
+
+
+def _job_config(tiny_lm_dir: Path, every: int, steps: int = 3, reward_model: str = "unused") -> dict:
+    cfg = ppo.PPOConfig(steps=steps, batch_size=4, mini_batch_size=2, output_min_length=4, output_max_length=6,
+                        learning_rate=1e-2)
+    config = ppo.job_config(cfg, get_preset("cpu"), reward_model, "bundled", policy=str(tiny_lm_dir)) | {"lora": LORA}
+    config["evaluate"] = asdict(evaluate.EvalConfig(eval_every=every, eval_n_prompts=3, eval_max_new_tokens=5,
+                                                    eval_prompts="bundled:heldout"))
+    return config
+
+
+def _score(prompts, responses):
+    return [float(len(r)) for r in responses]
+
+
+def test_a_ppo_job_evaluates_at_the_configured_steps_and_keeps_loadable_adapters(tiny_lm_dir, runs_root,
+                                                                                  monkeypatch):
+    stand_in = runs_root / "reward-stand-in"
+    stand_in.mkdir(parents=True)
+    monkeypatch.setattr(compare, "load_reward", lambda path: type("R", (), {"score": lambda self, t: [0.0] * len(t)})())
+    manager = JobManager(runs_root)
+    job = manager.run_sync(ppo.KIND, functools.partial(ppo.train_ppo, score_fn=_score),
+                           _job_config(tiny_lm_dir, 2, reward_model=str(stand_in)))
+    assert job.status == "done", job.error
+    rows = evaluate.load_evals(job.run.path)
+    assert [r["step"] for r in rows] == [0, 2, 3]
+    assert all(len(r["answers"]) == 3 and r["eval/reward"] is not None for r in rows)
+    assert all(r["eval/judge"] is None for r in rows)  # the stand-in reward model has no judge
+    assert evaluate.kept_steps(job.run.path) == [0, 2, 3]
+    assert job.summary["evals"] == 3 and job.summary["eval_steps"] == [0, 2, 3]
+    # step 0's adapters are the untrained ones (LoRA B = 0): Compare's model at step 0 answers like the base
+    prompts = {"custom_prompts": ["Hi", "Name a fruit."], "max_new_tokens": 6, "batch_size": 2, "precision": "fp32"}
+    configs = [compare.prepare(get_preset("cpu"), {"model_a": "base", "model_b": b, **prompts}, root=runs_root)
+               for b in (f"{job.run.id}@0", f"{job.run.id}@3", job.run.id)]
+    results = [compare.load_results(manager.run_sync(compare.KIND, compare.run_compare, c).run) for c in configs]
+    at_0, at_3, final = ([r["answer_b"] for r in rows] for rows in results)
+    assert at_0 == [r["answer_a"] for r in results[0]]
+    assert at_3 == final  # the last evaluation keeps the final adapters
+    assert results[1][0]["model_b"] == f"{job.run.id} @ step 3"
+    lines = [json.loads(line) for line in (job.run.path / evaluate.EVALS_FILE).read_text().splitlines()]
+    assert len(lines) == 3
+
+
+def test_evaluation_does_not_change_what_ppo_samples_or_learns(tiny_lm_dir, runs_root):
+    manager = JobManager(runs_root)
+    runs = [manager.run_sync(ppo.KIND, functools.partial(ppo.train_ppo, score_fn=_score),
+                             _job_config(tiny_lm_dir, every, steps=2)) for every in (0, 1)]
+    assert all(r.status == "done" for r in runs)
+    without, with_eval = ([s["response"] for s in r.run.samples()] for r in runs)
+    assert without == with_eval
+    assert evaluate.load_evals(runs[0].run.path) == [] and len(evaluate.load_evals(runs[1].run.path)) == 3
+    a, b = (r.run.metrics() for r in runs)
+    assert [m["env/reward_mean"] for m in a] == [m["env/reward_mean"] for m in b]
