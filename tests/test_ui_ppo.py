@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_ppo import reward_run  # noqa: F401 (a fixture)
 
-from lab import cli, ppo
+from lab import cli, evaluate, ppo
 from lab.jobs import JobManager
 from lab.presets import get_preset
 from lab.runs import new_run, open_run
@@ -61,7 +61,10 @@ def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):
     assert manager.job.status == "done", manager.job.error
     out = jt.load("v1")  # a reload reattaches to it
     assert out["run"] == run_id and "Reward" in out["results"] and "<table" in out["rollouts"]
-    assert set(out) == {"run", "banner", "seen", *tab.VIEW, "runs"} and len(tab.VIEW) == 12
+    assert set(out) == {"run", "banner", "seen", *tab.VIEW, "runs"} and len(tab.VIEW) == 16
+    assert [r["step"] for r in evaluate.load_evals(open_run(run_id, reward_run.parent).path)] == [0, 2]
+    assert len(out["eval_scores"].data) == 1  # the proxy: this reward run trained no judge
+    assert "From step 0 to step 2" in out["eval_note"] and out["timeline"].count("<table") == 3
     reward_fig, kl_fig = out["plot-0"], out["plot-1"]
     assert len(reward_fig.data) == 2 and len(reward_fig.data[1].x) == 2  # band + mean, two steps
     assert kl_fig.layout.shapes  # the target line
@@ -191,3 +194,39 @@ def test_ppo_refusals_name_settings_as_the_form_shows_them(runs_root):
     assert "(gradient_accumulation_steps), under Advanced settings'" in str(e.value)
     with pytest.raises(ValueError, match=r"'training steps \(steps\)' 999 is above this machine's limit of 200"):
         tab.build_config(ctx, reward.id, "bundled", "", *{**cfg.__dict__, "steps": 999}.values())
+
+
+def _eval_rows(steps, reward, judge, refusal):
+    return [{"step": s, "eval/reward": r, "eval/reward_se": 0.05, "eval/judge": j, "eval/judge_se": 0.05,
+             "eval/refusal": f, "eval/degenerate": 0.0,
+             "answers": [{"prompt": f"prompt {i}", "answer": f"answer <b>{i}</b> at {s}", "reward": r, "judge": j,
+                          "refusal": f > 0.5, "degenerate": False} for i in range(4)]}
+            for s, r, j, f in zip(steps, reward, judge, refusal)]
+
+
+def test_eval_curves_overlay_two_runs_and_the_timeline_shows_each_evaluation(runs_root):
+    from lab.ui import ppo as tab
+
+    default = new_run("ppo", {"policy": "p", "evaluate": {"eval_every": 16, "eval_pinned": 2}}, runs_root)
+    beta0 = new_run("ppo", {"policy": "p", "init_kl_coef": 0.0}, runs_root)
+    for run, rows in ((default, _eval_rows([0, 16, 32], [0.0, 0.3, 0.5], [0.0, 0.2, 0.3], [0.1, 0.1, 0.1])),
+                      (beta0, _eval_rows([0, 16, 32], [0.0, 0.9, 1.8], [0.0, -0.2, -0.6], [0.1, 0.6, 0.9]))):
+        for row in rows:
+            evaluate.append_row(run.path, row)
+    out = tab.eval_view(default, [beta0.id], runs_root)
+    scores, rates = out["eval_scores"], out["eval_rates"]
+    assert [t.name for t in scores.data] == [f"{default.id} · proxy", f"{default.id} · judge",
+                                             f"{beta0.id} · proxy", f"{beta0.id} · judge"]
+    assert list(scores.data[2].y) == [0.0, 0.9, 1.8] and scores.data[1].line.dash == "dash"
+    assert scores.data[0].line.color != scores.data[2].line.color  # one colour per run
+    assert list(rates.data[2].y) == [0.1, 0.6, 0.9]
+    alone = tab.eval_view(default, [], runs_root)
+    assert [t.name for t in alone["eval_scores"].data] == ["proxy", "judge"]
+    html = out["timeline"]
+    assert html.count("<table") == 2 and "answer &lt;b&gt;0&lt;/b&gt; at 32" in html and "<b>0</b>" not in html
+    assert "proxy reward rose by +0.50 from step 0 to step 32" in out["eval_note"]
+    assert "refusals 10% → 10%" in out["eval_note"]
+    note = tab.eval_view(beta0, [], runs_root)["eval_note"]
+    assert "judge reward fell" in note and "refusals 10% → 90%" in note
+    empty = tab.eval_view(None, [], runs_root)
+    assert not empty["eval_scores"].data and empty["timeline"] == ""

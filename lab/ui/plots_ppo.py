@@ -15,8 +15,9 @@ LENGTH_STEPS = 10  # the reward-vs-length scatter shows the rollouts of the late
 
 # "What you are looking at" under each figure, with the healthy range where there is one (in display order).
 NOTES = [
-    "Mean reward of each batch of answers (band: ± 1 standard deviation). Healthy: drifting up. Rewards depend on "
-    "answer length, so compare them only between answers of similar length.",
+    "Mean reward of each batch of answers (band: ± 1 standard deviation). Noisy: every step answers other prompts "
+    "with other samples; the evaluation curve below, on fixed prompts, is the steadier measure. Healthy: drifting "
+    "up. Rewards depend on answer length, so compare them only between answers of similar length.",
     "How far the policy has moved from the original model: KL in nats per answer, the batch mean. Healthy: above 0 and "
     "below the dashed target. One answer's KL can be negative; the mean should not be.",
     "The KL weight β: how much each nat of KL costs in the reward. The controller nudges it towards keeping KL near "

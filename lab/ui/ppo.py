@@ -8,9 +8,10 @@ from typing import Any
 
 import gradio as gr
 
-from lab import ppo
+from lab import evaluate, ppo
 from lab.runs import ACTIVE, Run
-from lab.ui.common import JobTab, UIContext, esc, plain_names, run_choices, start_job
+from lab.ui.common import JobTab, UIContext, esc, find_run, plain_names, run_choices, start_job
+from lab.ui.plots_eval import EVAL_NOTES, rates_figure, scores_figure
 from lab.ui.plots_common import length_warning
 from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure
 
@@ -19,7 +20,8 @@ MAIN_FIELDS = ("advantage", "samples_per_prompt", "steps", "learning_rate", "bat
 ROLLOUTS_SHOWN = 16
 TEXT_CHARS = 400
 N_FIGURES = 8
-VIEW = ("results", "rollouts", *(f"plot-{i}" for i in range(N_FIGURES)), "length_plot", "length_note")
+EVAL_VIEW = ("eval_scores", "eval_rates", "eval_note", "timeline")
+VIEW = ("results", "rollouts", *(f"plot-{i}" for i in range(N_FIGURES)), "length_plot", "length_note", *EVAL_VIEW)
 REWARD_DONE = ("done", "stopped")  # reward runs with a saved model
 KL_FULL = 1.0  # nats: a token whose |KL| is this or more gets the deepest shade
 # Plain words first, the paper's / TRL's name beside: what the form, the help and every refusal call a setting.
@@ -181,11 +183,74 @@ def summary_markdown(run: Run) -> str:
     return "\n\n".join(lines)
 
 
-def view(run: Run | None) -> dict[str, Any]:
-    """Summary markdown, rollouts HTML, the figures, length figure and length warning of one run, by name."""
+def timeline_html(rows: list[dict[str, Any]], pinned: int = 3) -> str:
+    """The pinned prompts, each with its answer at every evaluation (step, answer, proxy, judge, flags), escaped."""
+    lines = evaluate.timeline(rows, pinned)
+    if not lines:
+        return ""
+    blocks = []
+    for line in lines:
+        cells = "".join(
+            f"<tr><td>{esc(a['step'])}</td><td class='answer'>{esc(_cut(a.get('answer') or '')) or '<i>(empty)</i>'}"
+            f"</td><td>{_score(a.get('reward'))}</td><td>{_score(a.get('judge'))}</td>"
+            f"<td>{'refusal ' if a.get('refusal') else ''}{'degenerate' if a.get('degenerate') else ''}</td></tr>"
+            for a in line["answers"])
+        blocks.append(f"<div class='ppo-timeline-prompt'><b>{esc(_cut(line['prompt']))}</b><table class='ppo-rollouts'>"
+                      f"<thead><tr><th>Step</th><th>Answer</th><th>Proxy</th><th>Judge</th><th>Flags</th></tr></thead>"
+                      f"<tbody>{cells}</tbody></table></div>")
+    return ("<h4>Timeline: the same prompts at each evaluation</h4><div class='kl-legend'>Each answer is sampled with "
+            "the same seed, so a change is the model's, not chance's.</div>" + "".join(blocks))
+
+
+def _score(value: Any) -> str:
+    return f"{value:+.3f}" if isinstance(value, (int, float)) else "—"
+
+
+def eval_note(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
+    """What the evaluations say, in words: the proxy's and the judge's change against their noise, the rates."""
+    if not rows:
+        every = (config.get("evaluate") or {}).get("eval_every")
+        return (f"No evaluation yet: this run evaluates every {every} steps." if every else
+                "This run made no evaluations on fixed prompts (evaluation was off or it predates them).")
+    parts = [evaluate.trend_sentence(rows, "reward"), evaluate.trend_sentence(rows, "judge")]
+    first, last = rows[0], rows[-1]
+    rates = [f"{name} {first.get(f'eval/{key}') or 0:.0%} → {last.get(f'eval/{key}') or 0:.0%}"
+             for key, name in (("refusal", "refusals"), ("degenerate", "degenerate answers"))]
+    parts.append(f"From step {first['step']} to step {last['step']}: " + ", ".join(rates) + ".")
+    if len(rows) == 1:
+        parts.append("One evaluation so far: the curve needs a second to say whether anything moved.")
+    return " ".join(p for p in parts if p)
+
+
+def eval_view(run: Run | None, overlay: list[str] | None = None, root: Path | None = None) -> dict[str, Any]:
+    """The evaluation curves of a run, with the runs in `overlay` drawn beside it, its note and its timeline."""
+    series = [(run.id, evaluate.load_evals(run.path))] if run is not None else []
+    for other in overlay or []:
+        found = find_run_at(other, root)
+        if found is not None and (run is None or found.id != run.id):
+            series.append((found.id, evaluate.load_evals(found.path)))
+    rows = series[0][1] if run is not None else []
+    pinned = int((run.config.get("evaluate") or {}).get("eval_pinned", 3)) if run is not None else 3
+    return {"eval_scores": scores_figure(series), "eval_rates": rates_figure(series),
+            "eval_note": eval_note(rows, run.config) if run is not None else "",
+            "timeline": timeline_html(rows, pinned)}
+
+
+def find_run_at(run_id: str, root: Path | None) -> Run | None:
+    from lab.runs import open_run
+
+    try:
+        return open_run(run_id, root)
+    except ValueError:
+        return None
+
+
+def view(run: Run | None, overlay: list[str] | None = None, root: Path | None = None) -> dict[str, Any]:
+    """Summary markdown, rollouts HTML, the figures, length figure and length warning of one run, and its
+    evaluation curves (with the `overlay` runs) and timeline, by name."""
     if run is None:
         return dict(zip(VIEW, ("No PPO run yet: pick a reward model and start one.", "", *all_figures([], None),
-                               length_reward_figure([]), "")))
+                               length_reward_figure([]), "", *eval_view(None, overlay, root).values())))
     config = run.config
     target = config.get("target") if config.get("adap_kl_ctrl", True) else None
     samples = run.samples()
@@ -193,7 +258,8 @@ def view(run: Run | None) -> dict[str, Any]:
     return dict(zip(VIEW, (summary_markdown(run), rollouts_html(samples),
                            *all_figures(run.metrics(), target, str(config.get("advantage") or "gae").lower()),
                            length_reward_figure(samples),
-                           f"<div class='warn-length'>{esc(warning)}</div>" if warning else "")))
+                           f"<div class='warn-length'>{esc(warning)}</div>" if warning else "",
+                           *eval_view(run, overlay, root).values())))
 
 
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
@@ -227,8 +293,18 @@ def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
 
 
 def job_tab(ctx: UIContext) -> JobTab:
-    """The tab's share of the job-tab skeleton: what it draws; its tick follows a PPO run someone starts."""
-    return JobTab(ctx, ppo.KIND, view, VIEW, follow=True)
+    """The tab's share of the job-tab skeleton: what it draws (with the overlaid runs); its tick follows a PPO run
+    someone starts."""
+    return JobTab(ctx, ppo.KIND, lambda run, overlay=None: view(run, overlay, ctx.manager.root), VIEW,
+                  view_inputs=("overlay",), follow=True)
+
+
+def overlay_choices(ctx: UIContext) -> list[tuple[str, str]]:
+    """PPO runs that made evaluations, newest first: the ones worth overlaying."""
+    from lab.runs import list_runs
+
+    return [(r.label(), r.id) for r in list_runs(kind=ppo.KIND, root=ctx.manager.root)
+            if (r.path / evaluate.EVALS_FILE).exists()]
 
 
 def newest_reward(ctx: UIContext) -> dict:
@@ -279,9 +355,27 @@ def build_ppo_tab(ctx: UIContext) -> None:
         gr.Markdown("Each point is one answer of the latest steps: its length against its reward. If the points "
                     "climb to the right, the reward model is paying for length, and PPO will learn to write more "
                     "rather than better.", elem_classes="explain")
+    with gr.Group(elem_id="ppo-eval"):
+        gr.Markdown("### Evaluation on fixed held-out prompts")
+        jt.add("eval_note", gr.Markdown(elem_id="ppo-eval-note"))
+        with gr.Row():
+            with gr.Column(min_width=300):
+                jt.add("eval_scores", gr.Plot(elem_id="ppo-eval-scores", show_label=False))
+                gr.Markdown(EVAL_NOTES["scores"], elem_classes="explain")
+            with gr.Column(min_width=300):
+                jt.add("eval_rates", gr.Plot(elem_id="ppo-eval-rates", show_label=False))
+                gr.Markdown(EVAL_NOTES["rates"], elem_classes="explain")
+        jt.add("overlay", gr.Dropdown(overlay_choices(ctx), value=[], multiselect=True, elem_id="ppo-overlay",
+                                      label="Overlay other runs' evaluation curves (e.g. a β = 0 run against the "
+                                            "default: proxy up, judge and fluency down is over-optimisation)"))
+        jt.add("timeline", gr.HTML(elem_id="ppo-timeline"))
     jt.add("rollouts", gr.HTML(elem_id="ppo-rollouts"))
     jt.runs_row("PPO runs (pick one to reopen it)")
     jt.wire(start, ["reward_run", "prompts", "policy", *(f.name for f in fields(ppo.PPOConfig))])
+    jt.on(jt.components["overlay"].change, lambda r, o: eval_view(find_run(ctx, r), o, ctx.manager.root),
+          ["run", "overlay"], list(EVAL_VIEW), api_visibility="private", show_progress="hidden")
+    jt.on(jt.components["overlay"].focus, lambda o: {"overlay": gr.update(choices=overlay_choices(ctx), value=o)},
+          ["overlay"], ["overlay"], api_visibility="private", show_progress="hidden")
     jt.on(jt.components["reward_refresh"].click,
           lambda r: {"reward_run": gr.update(choices=reward_choices(ctx), value=r)}, ["reward_run"], ["reward_run"],
           api_visibility="private")
