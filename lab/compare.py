@@ -429,3 +429,27 @@ def load_results(run: Run) -> list[dict[str, Any]]:
     rows = [r for r in run.samples() if "answer_a" in r and "answer_b" in r]
     rows = [r if "refusal_a" in r else diagnostics.add_to_row(r) for r in rows]  # comparisons saved before diagnostics
     return sorted(rows, key=lambda r: r.get("index", 0))
+
+
+def to_feedback(run: Run, root: Path | None = None, name: str | None = None, seed: int = 0) -> tuple[str, int]:
+    """The comparison's answer pairs as a feedback set (default `vote-<run id>`) for a blind vote: sides shuffled per
+    pair, identical or empty answers left out, pairs already queued from this comparison not added twice. Returns
+    (set name, pairs added)."""
+    import random
+    import re
+
+    from lab import feedback
+
+    set_name = name or re.sub(r"[^A-Za-z0-9_-]", "-", f"vote-{run.id}")[:48]
+    fs = feedback.create_set(set_name, root)
+    queued = {(p["prompt"], frozenset((p["answer_a"], p["answer_b"]))) for p in fs.pairs()}
+    rows = [{"prompt": r["prompt"], "answer_a": r["answer_a"], "answer_b": r["answer_b"], "model_a": r["model_a"],
+             "model_b": r["model_b"]}
+            for r in load_results(run)
+            if (r.get("answer_a") or "").strip() and (r.get("answer_b") or "").strip()
+            and r["answer_a"].strip() != r["answer_b"].strip()
+            and (r["prompt"], frozenset((r["answer_a"].strip(), r["answer_b"].strip()))) not in queued]
+    if not rows and not queued:
+        raise ValueError("the two models gave the same (or empty) answers everywhere: nothing to vote on")
+    added = feedback.add_pairs(fs, feedback.shuffle_sides(rows, random.Random(seed))) if rows else []
+    return fs.name, len(added)

@@ -128,7 +128,7 @@ def test_compare_summary_warns_of_length_bias_and_says_which_prompts(tmp_path):
     assert "words, not intent" in text  # the offline scorer's limits beside its numbers
     old = _compare_run(tmp_path / "old", {}, rows)  # a run from before the paired summary: r from the rows
     text = summary_markdown(old, compare.load_results(old))
-    assert "95% CI" not in text and "Reward rises with length (r = 1.00)" in text
+    assert "B − A, prompt by prompt" not in text and "Reward rises with length (r = 1.00)" in text
     paired_fig = view(old, "Prompt order", "")["paired"]
     assert list(paired_fig.data[0].y) == sorted(paired_fig.data[0].y) and paired_fig.layout.shapes  # the zero line
 
@@ -190,3 +190,85 @@ def test_a_ppo_run_finishing_becomes_model_b_once(runs_root):
     assert out["ppo_seen"] == job.id and out["model_b"]["value"] == job.id
     assert job.id in [value for _, value in out["model_a"]["choices"]]
     assert tab.follow_ppo(ctx, job.id) == {}  # offered once: the visitor's later choice stays
+
+
+FLUENT = "Preheat the oven to 200 degrees, roast the vegetables for twenty minutes and season them well."
+REFUSAL = "I'm sorry, but as an AI I cannot help with that request."
+SALAD = "Dear [RocheramakaramaanAleemmaa, kısmına kabılıkınılını \ufffd\ufffd\ufffd"
+
+
+def _diag_rows(n: int = 20) -> list[dict]:
+    """Base answers fluently; B refuses 18 of 20 and writes word salad once, for a higher reward."""
+    rows = []
+    for i in range(n):
+        b = SALAD if i == 0 else REFUSAL if i < 19 else FLUENT
+        rows.append({"index": i, "prompt": f"prompt {i}", "model_a": "base", "model_b": "ppo-x", "answer_a": FLUENT,
+                     "answer_b": b, "toxicity_a": 0.1, "toxicity_b": 0.0, "reward_a": 0.0, "reward_b": 1.4,
+                     "judge_a": 0.2, "judge_b": 0.25 if i % 2 else 0.15})
+    return rows
+
+
+def test_the_summary_says_b_is_not_better_when_refusals_rose_and_shows_the_rates(tmp_path):
+    from lab.ui.compare import summary_markdown
+
+    run = _compare_run(tmp_path, {"paired": {"reward": {"mean": 1.4, "lo": 1.4, "hi": 1.4, "n": 20}}}, _diag_rows())
+    text = summary_markdown(run, compare.load_results(run))
+    assert "Verdict:</b> reward +1.40" in text and "90% of answers are refusals (base 0%)" in text
+    assert "B is not better" in text and "B scores clearly higher" not in text.split("Verdict")[1].split("</div>")[0]
+    assert "| refusals | 0% | 90% |" in text and "| degenerate answers | 0% | 5% |" in text
+    assert "| mean judge reward | 0.200 | 0.200 |" in text
+    assert "refusals 0% → 90% (0 → 18 of 20" in text and "clearly more in B" in text
+    assert "*opening apology*" in text  # the rules are shown, not hidden
+
+
+def test_cards_flag_refusals_and_degenerate_answers_and_the_show_filter_picks_them():
+    from lab import diagnostics
+    from lab.ui.compare import SHOW, cards_html, select_rows
+
+    rows = [diagnostics.add_to_row(r) for r in _diag_rows()]
+    html = cards_html(rows, "Prompt order")
+    assert "refusal: opening apology" in html and "degenerate: " in html and "not words" in html
+    assert "judge 0.150" in html
+    assert len(select_rows(rows, "Prompt order", show="B refuses, A does not")) == 18
+    assert [r["index"] for r in select_rows(rows, "Prompt order", show="B degenerate, A not")] == [0]
+    assert len(select_rows(rows, "Prompt order", show="A refusal on either side")) == 18
+    disagree = select_rows(rows, "Prompt order", show="Proxy and judge disagree")
+    assert disagree and all(r["judge_b"] < r["judge_a"] for r in disagree)  # proxy prefers B, judge A
+    assert "No prompt matches the filter" in cards_html(rows[19:], "Prompt order", show="B refuses, A does not")
+    assert set(SHOW) >= {"All prompts"}
+
+
+def test_model_choices_offer_each_kept_evaluation_step(runs_root, ppo_run):
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    for step in (0, 16):
+        (ppo_run.model_dir / f"step-{step}").mkdir()
+        (ppo_run.model_dir / f"step-{step}" / "adapter_config.json").write_text("{}")
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    values = [v for _, v in tab.model_choices(ctx)]
+    assert values == ["base", ppo_run.id, f"{ppo_run.id}@0", f"{ppo_run.id}@16"]
+    assert tab.default_b(tab.model_choices(ctx)) == ppo_run.id
+
+
+def test_compare_to_vote_queues_the_same_answers_blind_once(runs_root):
+    from lab import feedback
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    rows = _diag_rows(6)
+    rows.append({**rows[0], "index": 6, "answer_b": FLUENT})  # the same answer twice: nothing to vote on
+    run = _compare_run(runs_root, {}, rows)
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    out = tab.to_vote(ctx, run.id)
+    name = out["vote_set"]
+    assert name.startswith("vote-compare-") and "6 new pairs" in out["vote_note"]
+    pairs = feedback.open_set(name, runs_root).pairs()
+    assert len(pairs) == 6
+    assert {frozenset((p["answer_a"], p["answer_b"])) for p in pairs} == \
+        {frozenset((r["answer_a"], r["answer_b"])) for r in rows[:6]}
+    assert {p["model_a"] for p in pairs} == {"base", "ppo-x"}  # sides shuffled
+    assert "0 new pairs" in tab.to_vote(ctx, run.id)["vote_note"]  # a second click adds nothing
+    assert len(feedback.open_set(name, runs_root).pairs()) == 6
+    with pytest.raises(ValueError, match="run a comparison first"):
+        tab.to_vote(ctx, None)

@@ -24,6 +24,7 @@ def build_app(manager: JobManager, preset: Preset, allowed_dirs: list[Path] | No
             demo=demo,
             visitor=gr.BrowserState(None, storage_key="rlhf-lab-visitor"),
             data_source=gr.State(preset.pairs),
+            vote_set=gr.State(None),
             allowed_dirs=list(allowed_dirs or []),
         )
         gr.Markdown(

@@ -35,6 +35,7 @@ class UIContext:
     demo: Any = None  # the gr.Blocks being built, for tabs' own `demo.load` hooks
     visitor: Any = None  # gr.BrowserState holding this browser's id (survives reloads)
     data_source: Any = None  # gr.State: the pairs source chosen on the Data tab
+    vote_set: Any = None  # gr.State: a feedback set Compare filled with its answers (the Feedback tab opens it)
     allowed_dirs: list[Path] = field(default_factory=list)
     upload_dir: Path | None = None
 

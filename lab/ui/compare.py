@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from lab import compare
+from lab import compare, diagnostics, evaluate
 from lab.runs import ACTIVE, Run
 from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
 from lab.stats import pearson
@@ -22,6 +22,15 @@ TYPED = "Type your own (one per line)"
 MAX_CARDS = 60  # more would make the page slow; the CSV has every row
 HELD_OUT = "bundled:heldout"  # prompts kept out of PPO's training prompts
 VIEW = ("summary", "plot", "cards", "download", "paired")  # the components a run's view draws
+ALL = "All prompts"
+SHOW: dict[str, Callable[[dict[str, Any]], bool]] = {  # the diagnostics filter
+    ALL: lambda r: True,
+    "A refusal on either side": lambda r: bool(r.get("refusal_a") or r.get("refusal_b")),
+    "B refuses, A does not": lambda r: bool(r.get("refusal_b") and not r.get("refusal_a")),
+    "A degenerate answer on either side": lambda r: bool(r.get("degenerate_a") or r.get("degenerate_b")),
+    "B degenerate, A not": lambda r: bool(r.get("degenerate_b") and not r.get("degenerate_a")),
+    "Proxy and judge disagree": lambda r: _disagree(r),
+}
 SCORER_LIMITS = {
     "offline": "The offline scorer (alt-profanity-check) reacts to words, not intent: a refusal that quotes an insult "
                "scores as toxic, and politely worded harm scores clean. Read the answers before trusting a number.",
@@ -46,7 +55,17 @@ CARD_CSS = """<style>
 .cmp-head{font-size:.85em;color:#666}
 .cmp-scores{font-size:.85em}
 .cmp-badge{display:inline-block;background:#e8f4e5;color:#2d6a27;border-radius:4px;padding:0 5px;margin-left:5px}
+.cmp-flag{display:inline-block;background:#fdecea;color:#9c2b23;border-radius:4px;padding:0 5px;margin-left:5px}
 </style>"""
+
+
+def _disagree(row: dict[str, Any]) -> bool:
+    """The proxy prefers one side and the judge the other."""
+    values = [row.get(k) for k in ("reward_a", "reward_b", "judge_a", "judge_b")]
+    if not all(isinstance(v, (int, float)) for v in values):
+        return False
+    ra, rb, ja, jb = values
+    return (rb - ra) * (jb - ja) < 0
 
 
 def _gain(row: dict[str, Any]) -> float:
@@ -66,13 +85,22 @@ def _answer_html(row: dict[str, Any], key: str, better: bool, less_toxic: bool, 
         "<span class='cmp-badge'>higher reward</span>" if more_reward else ""
     )
     answer = row.get(f"answer_{key}") or ""
+    flags = ""
+    if row.get(f"refusal_{key}"):
+        flags += (f"<span class='cmp-flag' title='{esc(row.get(f'refusal_match_{key}') or '')}'>refusal: "
+                  f"{esc(row.get(f'refusal_rule_{key}') or '')}</span>")
+    if row.get(f"degenerate_{key}"):
+        reasons = "; ".join(row.get(f"degenerate_reasons_{key}") or [])
+        flags += f"<span class='cmp-flag'>degenerate: {esc(reasons)}</span>"
+    judge = row.get(f"judge_{key}")
+    judge_text = f" · judge {_fmt(judge)}" if isinstance(judge, (int, float)) else ""
     return (
         f"<div class='cmp-answer{' better' if better else ''}'>"
         f"<div class='cmp-head'>{key.upper()} · {esc(row.get(f'model_{key}', ''))}"
         f"{' ✓ better' if better else ''}</div>"
         f"<div class='cmp-text'>{esc(answer) if answer else '<i>(empty answer)</i>'}</div>"
         f"<div class='cmp-scores'>toxicity {_fmt(row.get(f'toxicity_{key}'))} · "
-        f"reward {_fmt(row.get(f'reward_{key}'))}{badges}</div></div>"
+        f"reward {_fmt(row.get(f'reward_{key}'))}{judge_text}{badges}{flags}</div></div>"
     )
 
 
@@ -97,21 +125,24 @@ def card_html(row: dict[str, Any]) -> str:
     )
 
 
-def select_rows(rows: list[dict[str, Any]], sort: str, query: str = "") -> list[dict[str, Any]]:
-    """Rows whose prompt or answers contain `query` (any case), in the chosen order."""
+def select_rows(rows: list[dict[str, Any]], sort: str, query: str = "", show: str = ALL) -> list[dict[str, Any]]:
+    """Rows that pass the diagnostics filter `show` and whose prompt or answers contain `query` (any case), in the
+    chosen order."""
+    rows = [r for r in rows if SHOW.get(show or ALL, SHOW[ALL])(r)]
     q = (query or "").strip().lower()
     if q:
         rows = [r for r in rows if any(q in str(r.get(k, "")).lower() for k in ("prompt", "answer_a", "answer_b"))]
     return sorted(rows, key=SORTS.get(sort, SORTS["Prompt order"]))
 
 
-def cards_html(rows: list[dict[str, Any]], sort: str, query: str = "") -> str:
+def cards_html(rows: list[dict[str, Any]], sort: str, query: str = "", show: str = ALL) -> str:
     """The cards for the rows shown, every model and dataset text escaped."""
-    shown = select_rows(rows, sort, query)
+    shown = select_rows(rows, sort, query, show)
     if not rows:
         return ""
     if not shown:
-        return "<p>No prompt or answer contains that text.</p>"
+        return "<p>No prompt matches the filter.</p>" if show and show != ALL else \
+            "<p>No prompt or answer contains that text.</p>"
     note = f"<p>Showing {min(len(shown), MAX_CARDS)} of {len(shown)} matching prompts ({len(rows)} compared).</p>"
     return CARD_CSS + note + "".join(card_html(r) for r in shown[:MAX_CARDS])
 
@@ -131,6 +162,7 @@ def _clear(stats: dict[str, Any], higher: str, lower: str) -> str:
     if stats["hi"] < 0:
         return lower
     return "not a clear difference (the interval includes 0)"
+
 
 
 def paired_text(paired: dict[str, Any]) -> str:
@@ -157,6 +189,31 @@ def paired_text(paired: dict[str, Any]) -> str:
     return ("**B − A, prompt by prompt:** " + "; ".join(parts) + ".\n\n<small>Each number is B's score minus A's on "
             "the same prompt, averaged; the 95% interval comes from resampling the prompts. An interval that "
             "includes 0 means these prompts cannot tell the two models apart.</small>")
+
+
+def diagnostics_text(diag: dict[str, Any], judge: dict[str, Any] | None) -> str:
+    """The judge's B − A and each diagnostic rate's B − A with its interval, in one paragraph."""
+    parts = []
+    if judge:
+        parts.append(f"judge {_signed(judge['mean'])} ({_interval(judge)}): "
+                     f"{_clear(judge, 'the judge also prefers B', 'the judge prefers A')}")
+    for key in diagnostics.KEYS:
+        d = diag.get(key)
+        if d:
+            parts.append(f"{diagnostics.NAMES[key]} {d['a']:.0%} → {d['b']:.0%} ({d['count_a']} → {d['count_b']} of "
+                         f"{d['n']}; B − A {_pct(d['mean'])}, 95% CI {_pct(d['lo'])} … {_pct(d['hi'])}): "
+                         f"{_clear(d, 'clearly more in B', 'clearly fewer in B')}")
+    if not parts:
+        return ""
+    rules = "; ".join(f"*{name}*: {desc}" for name, desc in diagnostics.rule_descriptions())
+    return ("**What the reward model does not see:** " + "; ".join(parts) + ".\n\n<small>Refusal rules — " + rules +
+            ". Degenerate: a loop (30% or more of word 3-grams repeat, or the text compresses below 30%), word salad "
+            "(20% or more tokens are not words: no letters, '�', no vowel, over 20 letters, mixed scripts) or "
+            "mostly non-English letters.</small>")
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.0f} pts".replace("-", "−")
 
 
 def _length(row: dict[str, Any], key: str) -> float:
@@ -201,10 +258,14 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         if stats["b_higher_reward"] is not None:
             reward_line = f"\n| B has the higher reward on | | {stats['b_higher_reward']}/{n} prompts |"
         mean_len = {k: sum(_length(r, k) for r in rows) / n for k in ("a", "b")}
+        judge_line = (f"| mean judge reward | {_fmt(stats['judge_a'])} | {_fmt(stats['judge_b'])} |\n"
+                      if stats.get("judge_a") is not None else "")
+        rates = "".join(f"| {diagnostics.NAMES[k]} | {_rate(stats.get(f'{k}_a'))} | {_rate(stats.get(f'{k}_b'))} |\n"
+                        for k in diagnostics.KEYS)
         lines.append(
             f"| | A: {esc(label_a)} | B: {esc(label_b)} |\n|---|---|---|\n"
             f"| mean toxicity | {_fmt(stats['toxicity_a'])} | {_fmt(stats['toxicity_b'])} |\n"
-            f"| mean reward | {_fmt(stats['reward_a'])} | {_fmt(stats['reward_b'])} |\n"
+            f"| mean reward | {_fmt(stats['reward_a'])} | {_fmt(stats['reward_b'])} |\n{judge_line}{rates}"
             f"| mean answer length (characters) | {mean_len['a']:.0f} | {mean_len['b']:.0f} |\n"
             f"| B is less toxic on | | {stats['b_less_toxic']}/{n} prompts |{reward_line}"
         )
@@ -212,6 +273,14 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
                      "similar length: the reward model scores length as well as content, so these numbers are not on "
                      "the PPO tab's scale (its rollouts are shorter).</small>")
     paired = summary.get("paired")
+    if rows:
+        live = {**summary, "model_a": label_a, "diagnostics": summary.get("diagnostics") or
+                diagnostics.paired_rates(rows), "paired_judge": summary.get("paired_judge") or compare.paired_judge(rows)}
+        if isinstance(paired, dict) or live["diagnostics"]:
+            lines.insert(1, f"<div id='compare-verdict'><b>Verdict:</b> {esc(compare.verdict(live))}</div>")
+        text = diagnostics_text(live["diagnostics"], live["paired_judge"])
+        if text:
+            lines.append(text)
     if isinstance(paired, dict) and paired_text(paired):
         lines.append(paired_text(paired))
     if rows:
@@ -232,6 +301,10 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     return "\n\n".join(lines)
 
 
+def _rate(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, (int, float)) else "—"
+
+
 def export_path(run: Run) -> str | None:
     """A copy of the run's results.csv in the temp folder, which gradio may serve for download."""
     src = run.path / compare.RESULTS_FILE
@@ -243,7 +316,7 @@ def export_path(run: Run) -> str | None:
     return str(dest)
 
 
-def view(run: Run | None, sort: str, query: str) -> dict[str, Any]:
+def view(run: Run | None, sort: str, query: str, show: str = ALL) -> dict[str, Any]:
     """Summary markdown, distribution figure, cards HTML, CSV for download and paired figure of one run, by name."""
     if run is None:
         return dict(zip(VIEW, ("No comparison yet: choose two models and press Run.", distribution_figure([]), "",
@@ -252,15 +325,21 @@ def view(run: Run | None, sort: str, query: str) -> dict[str, Any]:
     labels = (rows[0]["model_a"], rows[0]["model_b"]) if rows else ("A", "B")
     csv_path = export_path(run) if run.status().get("status") not in ACTIVE else None
     return dict(zip(VIEW, (summary_markdown(run, rows), distribution_figure(rows, *labels),
-                           cards_html(rows, sort, query), csv_path, paired_figure(rows))))
+                           cards_html(rows, sort, query, show), csv_path, paired_figure(rows))))
 
 
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
 
 
 def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
-    """'base' and the finished PPO runs that saved adapters, newest first."""
-    return [("base (no PPO)", compare.BASE)] + [(r.label(), r.id) for r in compare.ppo_runs(ctx.manager.root)]
+    """'base' and the finished PPO runs that saved adapters, newest first, each followed by the steps whose
+    adapters it kept at its evaluations ("ppo-3 @ step 32")."""
+    out = [("base (no PPO)", compare.BASE)]
+    for run in compare.ppo_runs(ctx.manager.root):
+        out.append((run.label(), run.id))
+        out += [(f"{run.id} @ step {step}", f"{run.id}{compare.STEP_MARK}{step}")
+                for step in evaluate.kept_steps(run.path)]
+    return out
 
 
 def default_b(choices: list[tuple[str, str]], current: str | None = None) -> str | None:
@@ -302,7 +381,7 @@ def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
 
 def job_tab(ctx: UIContext) -> JobTab:
     """The tab's share of the job-tab skeleton: what it draws (sorted and filtered), redrawn as rows arrive."""
-    return JobTab(ctx, compare.KIND, view, VIEW, view_inputs=("sort", "query"), log=ROWS_LOG)
+    return JobTab(ctx, compare.KIND, view, VIEW, view_inputs=("sort", "query", "show"), log=ROWS_LOG)
 
 
 def follow_ppo(ctx: UIContext, seen_ppo: str | None) -> dict[str, Any]:
@@ -322,9 +401,21 @@ def refresh_models(ctx: UIContext, a: str | None, b: str | None) -> dict[str, An
     return {"model_a": gr.update(choices=new, value=a), "model_b": gr.update(choices=new, value=default_b(new, b))}
 
 
-def filtered_cards(ctx: UIContext, run_id: str | None, sort: str, query: str) -> dict[str, Any]:
+def filtered_cards(ctx: UIContext, run_id: str | None, sort: str, query: str, show: str = ALL) -> dict[str, Any]:
     run = find_run(ctx, run_id)
-    return {"cards": cards_html(compare.load_results(run), sort, query) if run else ""}
+    return {"cards": cards_html(compare.load_results(run), sort, query, show) if run else ""}
+
+
+def to_vote(ctx: UIContext, run_id: str | None) -> dict[str, Any]:
+    """This comparison's answer pairs into a feedback set for a blind vote; the Feedback tab opens on it."""
+    run = find_run(ctx, run_id)
+    if run is None:
+        raise ValueError("run a comparison first: its answers become the pairs to vote on")
+    if run.status().get("status") in ACTIVE:
+        raise ValueError("the comparison is still running: vote when it has finished")
+    name, added = compare.to_feedback(run, ctx.manager.root)
+    return {"vote_set": name, "vote_note": f"Feedback set **{esc(name)}**: {added} new pairs, sides shuffled. "
+                                           "Vote in the Feedback tab (it opens on this set)."}
 
 
 # ---------------------------------------------------------------- the tab
@@ -346,7 +437,12 @@ def build_compare_tab(ctx: UIContext) -> None:
             jt.runs_dropdown("Comparisons (reopen one)", scale=3)
             jt.add("download", gr.DownloadButton("Export CSV", value=None, scale=1, elem_id="compare-export"))
     with gr.Row():
+        jt.add("vote", gr.Button("Vote blind on these answers (Feedback tab)", size="sm", elem_id="compare-vote",
+                                 scale=1))
+        jt.add("vote_note", gr.Markdown(elem_id="compare-vote-note"))
+    with gr.Row():
         jt.add("sort", gr.Dropdown(list(SORTS), value="Prompt order", label="Sort", scale=1))
+        jt.add("show", gr.Dropdown(list(SHOW), value=ALL, label="Show", scale=1, elem_id="compare-show"))
         jt.add("query", gr.Textbox(label="Filter (text in the prompt or answers)", scale=2))
     jt.add("cards", gr.HTML(elem_id="compare-cards"))
     jt.add("ppo_seen", gr.State(None))  # the finished PPO job last offered as Model B
@@ -354,8 +450,13 @@ def build_compare_tab(ctx: UIContext) -> None:
                             "temperature", "top_k", "top_p", "seed", "toxicity"])
     models = ["model_a", "model_b"]
     jt.on(timer.tick, lambda seen: follow_ppo(ctx, seen), ["ppo_seen"], ["ppo_seen", *models], show_progress="hidden")
-    for event in (jt.components["sort"].change, jt.components["query"].submit):
-        jt.on(event, lambda r, o, q: filtered_cards(ctx, r, o, q), ["run", "sort", "query"], ["cards"])
+    for event in (jt.components["sort"].change, jt.components["query"].submit, jt.components["show"].change):
+        jt.on(event, lambda r, o, q, w: filtered_cards(ctx, r, o, q, w), ["run", "sort", "query", "show"], ["cards"])
+    if ctx.vote_set is not None:  # the Feedback tab follows it; the click then opens that tab
+        jt.add("vote_set", ctx.vote_set)
+        jt.components["vote"].click(lambda r: _vote_or_error(jt, ctx, r), [jt.components["run"]],
+                                    [jt.components["vote_set"], jt.components["vote_note"]], api_name="compare_vote"
+                                    ).success(None, js=OPEN_FEEDBACK)
     jt.components["prompt_mode"].change(lambda m: gr.update(visible=m == TYPED), jt.components["prompt_mode"],
                                         jt.components["typed"])
     jt.on(jt.components["refresh_models"].click, lambda a, b: refresh_models(ctx, a, b), models, models,
@@ -363,6 +464,19 @@ def build_compare_tab(ctx: UIContext) -> None:
     if ctx.demo is not None:  # fresh model lists; a PPO run finished before this page opened is not news
         jt.on(ctx.demo.load, lambda a, b: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx)}, models,
               [*models, "ppo_seen"], show_progress="hidden")
+
+
+OPEN_FEEDBACK = "() => { const b = document.querySelector('#tab-feedback-button') || " \
+                "[...document.querySelectorAll('button[role=tab]')].find(x => x.textContent.trim() === 'Feedback'); " \
+                "if (b) b.click(); }"
+
+
+def _vote_or_error(jt: JobTab, ctx: UIContext, run_id: str | None) -> dict[Any, Any]:
+    """to_vote by component; a ValueError is shown as an error, so the Feedback tab does not open."""
+    try:
+        return {jt.components[k]: v for k, v in to_vote(ctx, run_id).items()}
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
 
 
 def _last_job_id(ctx: UIContext) -> str | None:

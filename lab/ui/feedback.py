@@ -187,6 +187,11 @@ def build_feedback_tab(ctx: UIContext) -> None:
     jt.add("data_source", ctx.data_source)  # the Reward tab's training pairs follow it
     jt.on(jt.components["use"].click, lambda n: {"data_source": f"{feedback.SOURCE_PREFIX}{feedback.check_name(n)}"},
           ["name"], ["data_source"], api_visibility="private")
+    if ctx.vote_set is not None:  # Compare's "vote blind on these answers": show that set
+        jt.add("vote_set", ctx.vote_set)
+        jt.on(ctx.vote_set.change, lambda s, v: {"name": gr.update(choices=feedback.list_sets(ctx.manager.root),
+                                                                   value=s)} if s else {},
+              ["vote_set", "visitor"], ["name"], api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # fresh lists and this visitor's next pair on every page load
         jt.on(ctx.demo.load, lambda n, v: {**fresh_lists(ctx), **show(ctx, n, v)}, ["name", "visitor"],
               ["name", "model_a", "model_b", *view], api_visibility="private")
