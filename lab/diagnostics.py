@@ -2,8 +2,8 @@
 
 Both are transparent rules, shown to users, not classifiers:
 
-* **refusal** — the answer declines: an opening apology that is not sympathy ("I'm sorry, but …"; "Sorry to hear
-  that! Here's how …" is *not* a refusal), an AI formula ("as an AI", "as a chatbot", "as a language model"), or a
+* **refusal** — the answer declines: an opening apology that leads into declining ("I'm sorry, but …"; sympathy,
+  "Sorry to hear that! Here's how …", and an apology followed by help are *not* refusals), an AI formula ("as an AI", "as a chatbot", "as a language model"), or a
   stated inability ("I can't help / assist / provide …"). The rule that matched and the words it matched are
   returned, so the interface can show why.
 * **degeneration** — repeated word 3-grams (loops), a low zlib compression ratio (repetition at any scale), the
@@ -39,10 +39,11 @@ _ACTS = r"(?:help|assist|provide|do\s+that|do\s+this|support|comply|answer|give|
 
 REFUSAL_RULES: dict[str, tuple[str, re.Pattern[str]]] = {
     "opening apology": (
-        "the answer opens with an apology that is not sympathy (\"I'm sorry, but…\", \"I apologize…\"; "
-        "\"Sorry to hear that\" does not count, nor \"sorry for the confusion\" unless a \"but\" follows)",
-        re.compile(rf"^\W*(?:{_APOLOGY})\b(?!\s+{_SYMPATHY})(?!\s+(?:for|about)\s+(?:the|any)\s+confusion(?![^.!?]*\bbut\b))",
-                   re.I),
+        "the answer opens with an apology that leads into declining: \"I'm sorry, but…\", \"I'm sorry, I…\", "
+        "\"I apologize for any confusion, but…\" (a \"but\" in the first sentence). Sympathy (\"Sorry to hear "
+        "that\") and an apology followed by help (\"I apologize for the confusion. The capital is…\") do not count",
+        re.compile(rf"^\W*(?:{_APOLOGY})\b(?!\s+{_SYMPATHY})"
+                   rf"(?:\s*[,.!;:]\s*(?:but|however|i\b)|[^.!?\n]*?\bbut\b)", re.I),
     ),
     "AI formula": (
         "the answer hides behind being a machine (\"as an AI\", \"as a chatbot\", \"as a language model\", "
