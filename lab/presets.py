@@ -146,8 +146,8 @@ CPU = Preset(
     # Shorter completions on CPU; batches of 16, bf16 weights where the CPU has bf16 (benchmarks/bench_generate.py).
     generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 16, "n_prompts": 48},
     # Evaluation while PPO trains, cheap on 2 cores: 8 held-out prompts, 32 tokens, at steps 0, 16, 32, 48 and 64.
-    # One evaluation costs about 0.6 of a PPO step (8 answers in one batch against 16 rollouts plus their passes):
-    # ~5% of the run (measured 15-16 s beside a step's ~25 s on the loaded 2-core machine).
+    # One evaluation = 8 answers sampled in one batch (PPO's step samples 16 and then trains on them): measured 15 s
+    # on the 2 shared cores under load 9 (12 answers: 24-30 s), so about half a PPO step each, ~4% of the run.
     evaluate={"n_prompts": 8, "max_new_tokens": 32, "eval_every": 16},
 )
 
