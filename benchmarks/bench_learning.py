@@ -50,6 +50,10 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     summary = lines[-1]  # the PPO summary: first / last 5 steps' mean reward and the standard error of the rise
     row.update({"reward_first": summary["reward_first"], "reward_last": summary["reward_last"],
                 "rise_se": summary["reward_rise_se"]})
+    # the evaluations on fixed held-out prompts (lab.evaluate): proxy / judge change with intervals, the rates
+    row.update({k: summary.get(k) for k in ("eval_steps", "eval_reward_change", "eval_judge_change",
+                                            "eval_refusal_first", "eval_refusal_last", "eval_degenerate_first",
+                                            "eval_degenerate_last")})
     row.update({"ppo_steps": len(steps), "kl_last": steps[-1]["objective/kl"],
                 "response_tokens": statistics.fmean(r["tokens/response_len_mean"] for r in steps),
                 "ppo_seconds_per_step": statistics.fmean(r["time/step"] for r in steps)})
@@ -62,6 +66,10 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
                 "n_prompts": paired["n"], "length_base": paired["length_a"], "length_rlhf": paired["length_b"],
                 "reward_gain": paired["reward"], "reward_gain_length_adjusted": paired["reward_length_adjusted"],
                 "toxicity_change": paired["toxicity"], "length_reward_corr": paired.get("length_reward_corr")})
+    row.update({"judge_gain": summary.get("paired_judge"), "refusal_base": summary.get("refusal_base"),
+                "refusal_rlhf": summary.get("refusal_rlhf"), "degenerate_base": summary.get("degenerate_base"),
+                "degenerate_rlhf": summary.get("degenerate_rlhf"), "diagnostics": summary.get("diagnostics"),
+                "verdict": summary.get("verdict")})
     row["seconds_total"] = sum(row.get(k, 0.0) for k in ("seconds_reward", "seconds_ppo", "seconds_compare"))
     return row
 
