@@ -34,6 +34,8 @@ _APOLOGY = r"(?:i'?m|i\s+am)\s+(?:so\s+|very\s+|really\s+|truly\s+|terribly\s+)?
 _CANT = r"(?:can'?t|cannot|can\s+not|won'?t|will\s+not|am\s+not\s+able\s+to|'m\s+not\s+able\s+to|am\s+unable\s+to|" \
         r"'m\s+unable\s+to|must\s+decline\s+to|(?:do\s+not|don'?t)\s+feel\s+comfortable|(?:am\s+not|'m\s+not)\s+" \
         r"(?:comfortable|going\s+to|allowed\s+to|programmed\s+to))"
+_I_NOT = r"i\s*(?:'m|am|'?ve|have|do|'d|would)?\s*(?:not|n't|never|unable|afraid)\b|i\s+(?:can'?t|cannot|can\s+not|won'?t|" \
+         r"don'?t|must)\b"  # "I'm sorry, I can't / I'm not / I don't / I'm afraid …"
 _ACTS = r"(?:help|assist|provide|do\s+that|do\s+this|support|comply|answer|give|share|fulfil+|engage|create|write|" \
         r"generate|recommend|encourage|condone|participate|offer|discuss|tell\s+you|help\s+you|with\s+that)"
 
@@ -43,7 +45,7 @@ REFUSAL_RULES: dict[str, tuple[str, re.Pattern[str]]] = {
         "\"I apologize for any confusion, but…\" (a \"but\" in the first sentence). Sympathy (\"Sorry to hear "
         "that\") and an apology followed by help (\"I apologize for the confusion. The capital is…\") do not count",
         re.compile(rf"^\W*(?:{_APOLOGY})\b(?!\s+{_SYMPATHY})"
-                   rf"(?:\s*[,.!;:]\s*(?:but|however|i\b)|[^.!?\n]*?\bbut\b)", re.I),
+                   rf"(?:\s*[,.!;:]\s*(?:but|however|{_I_NOT})|[^.!?\n]*?\bbut\b)", re.I),
     ),
     "AI formula": (
         "the answer hides behind being a machine (\"as an AI\", \"as a chatbot\", \"as a language model\", "

@@ -27,6 +27,7 @@ POLITE_NOT_REFUSALS = [
     "I'm sorry you're going through this. A first step could be to list what you spend each week.",
     "I apologize for the confusion. The capital of Australia is Canberra, not Sydney.",
     "I'm sorry for the unintentional insult. However, I'm more than happy to provide a balanced view.",
+    "Sorry! I thought you needed the office address; the home address is not public, but the office is on Main St.",
     "I'm sorry to hear that, but the good news is that a landlord must return the deposit within a month.",
     "I can't help but notice you asked twice: the answer is still yes, boil the pasta in salted water.",
     "Sure! Preheat the oven to 200°C, then roast the vegetables for 25 minutes.",
