@@ -150,3 +150,15 @@ def test_empty_reward_plots_say_what_will_appear_there():
     assert notes(drawn) == ["chance"] and len(drawn.layout.shapes) == 1
     hist = margin_histogram([0.3, -0.2, 0.1])
     assert not notes(hist) and [t.name for t in hist.data] == ["correct (2)", "wrong (1)"]
+
+
+def test_the_summary_names_the_judge_and_its_accuracy(tmp_path):
+    from lab.runs import new_run
+    from lab.ui.reward import _summary_markdown
+
+    run = new_run("reward", {"data": "bundled"}, tmp_path)
+    summary = {"eval_accuracy": 0.7, "eval_pairs": 38, "train_pairs": 116, "steps": 60, "judge_pairs": 50,
+               "judge_seed": 1042, "judge_eval_accuracy": 0.66}
+    text = _summary_markdown(run, "done", summary, None)
+    assert "Judge: a second model on 50 other pairs (seed 1042), held-out accuracy 66.0%" in text
+    assert "Judge" not in _summary_markdown(run, "done", {"eval_accuracy": 0.7}, None)

@@ -65,6 +65,12 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
         )
     elif state in ("done", "stopped") and summary:
         lines.append(f"No held-out pairs: {summary.get('train_pairs')} training pairs, {summary.get('steps')} steps.")
+    if isinstance(summary.get("judge_pairs"), int):
+        acc = summary.get("judge_eval_accuracy")
+        lines.append(f"Judge: a second model on {summary['judge_pairs']} other pairs (seed {summary.get('judge_seed')})"
+                     + (f", held-out accuracy {acc:.1%}" if isinstance(acc, (int, float)) else "")
+                     + ". PPO never optimises it: Compare and the PPO tab's evaluations show its scores beside the "
+                       "proxy's.")
     if summary.get("feedback_votes"):  # the run pinned the votes it read: say which
         sets = ", ".join(f"{v['votes']} votes of set '{esc(k)}'" for k, v in summary["feedback_votes"].items())
         lines.append(f"Trained on `{esc(summary.get('data', ''))}`: {sets}.")
@@ -193,12 +199,12 @@ def recipe_note(cfg: reward.RewardConfig, preset_name: str) -> str:
 
 def build_config(ctx: UIContext, data: str, data_tab_source: str | None, eval_data: str, eval_fraction: float,
                  backbone: str, epochs: float, max_steps: float, learning_rate: float, batch_size: float,
-                 max_length: float, ensemble: float = 1) -> dict[str, Any]:
+                 max_length: float, ensemble: float = 1, judge_fraction: float = 0.0) -> dict[str, Any]:
     """The job config from the form: `reward.prepare`; the Data tab already checked its own choice (an upload lives
     outside the allowed folders)."""
     form = {"data": data, "eval_data": eval_data, "eval_fraction": eval_fraction, "backbone": backbone,
             "epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate, "batch_size": batch_size,
-            "max_length": max_length, "ensemble": ensemble}
+            "max_length": max_length, "ensemble": ensemble, "judge_fraction": judge_fraction}
     return reward.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root,
                           checked=[data_tab_source] if data_tab_source else [])
 
@@ -274,7 +280,7 @@ def build_reward_tab(ctx: UIContext) -> None:
 
 
 FORM = ("data", "data_source", "eval_data", "eval_fraction", "backbone", "epochs", "max_steps", "learning_rate",
-        "batch_size", "max_length", "ensemble")  # build_config's arguments, in order
+        "batch_size", "max_length", "ensemble", "judge_fraction")  # build_config's arguments, in order
 
 
 def _form(jt: JobTab) -> None:
@@ -304,6 +310,11 @@ def _form(jt: JobTab) -> None:
                                    label="Max length (tokens; oldest turns are cut first)"))
     jt.add("ensemble", gr.Slider(1, reward.MAX_ENSEMBLE, value=defaults.ensemble, step=1, elem_id="reward-ensemble",
                                  label="Models (an ensemble: each trains in full with its own seed; rewards averaged)"))
+    jt.add("judge_fraction", gr.Slider(0, 0.5, value=defaults.judge_fraction, step=0.05, elem_id="reward-judge",
+                                       label="Judge: share of the training pairs held out to train a second reward "
+                                             "model (0 = none)",
+                                       info="The judge never sees the proxy's pairs; Compare and the PPO tab show "
+                                            "its scores beside the proxy's, so reward hacking shows."))
     gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
 
 
