@@ -18,7 +18,7 @@ def test_committed_requirements_match_pyproject():
 def test_space_card_names_what_the_a100_preset_uses():
     card = space_card()
     assert card["sdk"] == "gradio" and card["app_file"] == "app.py" and card["suggested_hardware"] == "a100-large"
-    assert {A100.policy, A100.reward_backbone} <= set(card["models"])
+    assert {A100.policy, A100.reward_backbone, A100.judge} <= set(card["models"])  # the judge is downloaded too
     hub_datasets = {s.split(":")[0] for s in (A100.pairs, A100.ppo_prompts, A100.compare_prompts)}
     assert hub_datasets <= set(card["datasets"])
     gradio_spec = next(d for d in tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
