@@ -509,6 +509,13 @@ def test_cli_runs_the_embedded_policy_on_the_cpu_preset(reward_run, tmp_path, ca
     low, high = get_preset("cpu").ppo["output_min_length"], get_preset("cpu").ppo["output_max_length"]
     assert all(low <= row["tokens/response_len_mean"] <= high for row in lines[:-1])
     assert lines[-1]["steps"] == 2 and lines[-1]["status"] == "done"
+    # the preset's evaluation: its held-out prompts at step 0 and at the last step, adapters kept for each
+    from lab import evaluate
+
+    rows = evaluate.load_evals(out)
+    assert [r["step"] for r in rows] == [0, 2] and lines[-1]["eval_steps"] == [0, 2]
+    assert len(rows[0]["answers"]) == evaluate.config_from(get_preset("cpu")).eval_n_prompts
+    assert all(a["answer"] for a in rows[0]["answers"]) and evaluate.kept_steps(out) == [0, 2]
     model, _ = ppo.load_policy(out)
     assert type(model).__name__ == "PeftModelForCausalLM"
 
