@@ -19,7 +19,7 @@ import torch
 
 from lab import feedback, models
 from lab.config import build, from_job, setting
-from lab.data import Pair, load_pairs, resolve_path, to_hh
+from lab.data import Pair, hub_test_source, load_pairs, resolve_path, subset_counts, to_hh
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 
@@ -106,7 +106,7 @@ def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None, roo
         for part in feedback.split_source(source, root):  # feedback:NAME parts are checked there
             if part and part not in checked and not part.startswith("bundled"):
                 resolve_path(part, allowed_dirs)
-    models.resolve(cfg.backbone)
+    models.check_available(cfg.backbone)
 
 
 def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
@@ -308,10 +308,14 @@ def _log_sigmoid(x: float) -> float:
 
 
 def split_pairs(cfg: RewardConfig) -> tuple[list[Pair], list[Pair]]:
-    """Training and held-out pairs: `eval_data`, else the source's test split, else a seeded `eval_fraction`."""
-    source = load_pairs(cfg.data, limit=cfg.max_pairs or None)
-    if cfg.eval_data:
-        train, held_out = source.pairs, load_pairs(cfg.eval_data, limit=cfg.max_eval_pairs or None).pairs
+    """Training and held-out pairs: `eval_data`, else the source's test split (a hub dataset's too), else a seeded
+    `eval_fraction`. A hub dataset's pairs are a seeded sample across its files (hh-rlhf: all four subsets)."""
+    source = load_pairs(cfg.data, limit=cfg.max_pairs or None, seed=cfg.seed)
+    hub_test = None if cfg.eval_data else hub_test_source(cfg.data)
+    if cfg.eval_data or hub_test:
+        eval_source = cfg.eval_data or hub_test
+        train = source.pairs
+        held_out = load_pairs(eval_source, limit=cfg.max_eval_pairs or None, seed=cfg.seed).pairs
     elif source.split("train") and source.split("test"):
         train, held_out = source.split("train"), source.split("test")
     else:
@@ -585,6 +589,8 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         ctx.log_samples(rows)
         summary.update(metrics)
     summary.update({"data": cfg.data, **feedback.provenance(cfg.data)})
+    if any(p.subset for p in train_pairs + eval_pairs):  # which parts of the source it learned from, and how much
+        summary["subsets"] = {"train": subset_counts(train_pairs), "eval": subset_counts(eval_pairs)}
     summary["seconds"] = round(time.time() - started, 1)
     ctx.set_progress(progress, "stopped" if ctx.stopping else "done")
     return summary
