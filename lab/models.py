@@ -348,6 +348,28 @@ def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, ta
     return get_peft_model(model, config)
 
 
+def enable_checkpointing(model: Any) -> Any:
+    """Gradient checkpointing (each layer's activations recomputed in the backward pass) for a model that trains in
+    eval mode, as PPO does (dropout off). transformers checkpoints a layer only while `layer.training`; a pre-hook sets
+    that flag on the layer itself, never on its submodules (dropout stays off), whenever gradients are on."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name; the old one warns
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def train_flag(layer: Any, args: Any) -> None:
+        import torch
+
+        layer.training = torch.is_grad_enabled()
+
+    for layer in base.modules():
+        if getattr(layer, "gradient_checkpointing", False):
+            layer.register_forward_pre_hook(train_flag)
+    return model
+
+
 def cast_frozen_weights(model: Any, dtype: Any) -> Any:
     """Store the frozen weights of every Linear layer in `dtype`, the dtype autocast would cast them to on every call.
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from lab import models, stats
+from lab import memory, models, stats
 from lab.config import build, from_job, setting
 from lab.generate import encode_chat
 from lab.jobs import JobContext
@@ -878,6 +878,7 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     policy = (extra["policy"] or "").strip() or preset.policy
     models.check_available(policy)
     config = job_config(cfg, preset, reward_model, source, policy)
+    config.update(memory.check_ppo(config))  # refuses, with the numbers, a job that would not fit
     if extra["max_prompts"]:
         config["max_prompts"] = int(extra["max_prompts"])
     return config
@@ -899,6 +900,8 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_trainable_policy(ctx.config["policy"], ctx.config.get("quantize_4bit", False),
                                              ctx.config.get("lora", {}))
+    if ctx.config.get("gradient_checkpointing"):  # set by prepare when the memory estimate needs it (lab.memory)
+        models.enable_checkpointing(model)
     value_head = new_value_head(model)
 
     def on_step(metrics: dict[str, float], samples: list[dict[str, Any]]) -> None:
