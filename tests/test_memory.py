@@ -1,0 +1,96 @@
+"""lab/memory.py: parameter counts from config.json, the estimate against measured CPU peaks, the refusal at Start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import memory, ppo
+from lab.presets import A100
+
+ROOT = Path(__file__).resolve().parents[1]
+MISTRAL_7B = {"model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32,
+              "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
+              "tie_word_embeddings": False}
+GB = memory.GB
+
+# One PPO training pass (policy + LoRA + value head, eager attention, float32) on a random tiny Llama, in a fresh
+# process: resident memory at its peak minus resident memory just before, against the estimate's activations + logits.
+MEASURE = """
+import json, resource, sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from lab import memory, models, ppo
+h, layers, inter, vocab, mb, prompt, resp = map(int, sys.argv[1:8])
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=vocab, hidden_size=h, intermediate_size=inter, num_hidden_layers=layers,
+                     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+model = models.add_lora(LlamaForCausalLM(config), r=16, alpha=32).eval()
+head = ppo.new_value_head(model)
+ids = torch.randint(0, vocab, (mb, prompt + resp))
+batch = ppo.Batch(ids, torch.ones_like(ids), torch.ones(mb, resp, dtype=torch.long))
+before = int(open("/proc/self/statm").read().split()[1]) * 4096
+with models.attention_implementation(model, "eager"):
+    logprobs, values = ppo.forward_policy(model, head, batch, 1.0, False)
+    (logprobs.sum() + values.sum()).backward()
+measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+est = memory.estimate_ppo(memory.shape_from_config(config.to_dict()), False, 16, mb, prompt, resp, mb, act_bytes=4,
+                          eager_attention=True, cuda=False)
+print(json.dumps({"measured": measured, "estimated": est.activations + est.logits}))
+"""
+
+
+def test_parameter_counts_from_config_json():
+    shape = memory.shape_from_config(MISTRAL_7B)
+    assert shape.params == pytest.approx(7.24e9, rel=0.01)  # Mistral-7B / zephyr-7b-alpha: 7.24 B
+    smol = memory.model_shape("embedded:smollm2-135m-instruct")  # from the GGUF header, in well under a second
+    assert smol.params == pytest.approx(134.5e6, rel=0.01) and smol.layers == 30 and smol.vocab == 49152
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [
+    (256, 4, 1024, 1000, 8, 64, 64),  # activations dominate
+    (64, 2, 128, 49152, 8, 32, 64),  # logits dominate
+    (512, 2, 1536, 2000, 4, 256, 128),  # long sequences: eager attention's S x S
+])
+def test_the_estimate_matches_measured_cpu_peaks(shape):
+    out = subprocess.run([sys.executable, "-c", MEASURE, *map(str, shape)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads(out.stdout.splitlines()[-1])
+    # Measured on 2 CPU cores: 0.78-1.12 x the estimate for these shapes (allocator caching and the resident-set
+    # granularity make it no closer); the estimate is a planning figure, so within 35 % either way.
+    assert 0.65 <= row["measured"] / row["estimated"] <= 1.35, row
+
+
+def test_the_preset_limits_fit_an_a100_with_gradient_checkpointing_and_not_without():
+    config = {**ppo.job_config(ppo.config_from(A100), A100, "rw", "p"), "batch_size": 64, "mini_batch_size": 64,
+              "output_max_length": 256}
+    shape = memory.shape_from_config(MISTRAL_7B)
+    assert memory.ppo_estimate(config, shape, False, cuda=True).peak > 150 * GB  # the issue's ~180 GB
+    plan = memory.plan_ppo(config, shape, 40 * GB, cuda=True)
+    assert plan["gradient_checkpointing"] and plan["memory_gb"]["peak"] < 40
+    default = ppo.job_config(ppo.config_from(A100), A100, "rw", "p")
+    assert memory.plan_ppo(default, shape, 40 * GB, cuda=True)["gradient_checkpointing"] is False
+
+
+def test_an_oversize_batch_is_refused_at_prepare_before_anything_loads(tmp_path, monkeypatch):
+    policy = tmp_path / "zephyr-shaped"  # a config.json and no weights: nothing could load
+    policy.mkdir()
+    (policy / "config.json").write_text(json.dumps(MISTRAL_7B))
+    reward = tmp_path / "reward"
+    reward.mkdir()
+    (reward / "config.json").write_text("{}")
+    monkeypatch.setattr(memory, "device_memory", lambda: (16 * GB, "this GPU has"))
+    values = {"reward_model": str(reward), "policy": str(policy), "prompts": "bundled", "batch_size": 64,
+              "mini_batch_size": 64, "output_max_length": 256}
+    monkeypatch.setattr("lab.models.has_cuda", lambda: True)
+    with pytest.raises(ValueError, match=r"needs ~\d+ GB even with gradient checkpointing, this GPU has 16 GB: "
+                                         r"lower the mini-batch to \d+"):
+        ppo.prepare(A100, values)
+    values["mini_batch_size"] = 4
+    config = ppo.prepare(A100, values)
+    assert config["memory_gb"]["peak"] < 16
