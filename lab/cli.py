@@ -243,7 +243,8 @@ def _add_feedback_generate(p: argparse.ArgumentParser) -> None:
     from lab.feedback import FeedbackConfig
     from lab.generate import GenerateConfig
 
-    add_config_flags(p, FeedbackConfig, required=["name"], names={"name": ["--set", "--name"], "n_pairs": ["--n", "--n-pairs"]})
+    add_config_flags(p, FeedbackConfig, required=["name"],
+                     names={"name": ["--set", "--name"], "n_pairs": ["--n", "--n-pairs"]})
     add_config_flags(p, GenerateConfig)
     p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
 

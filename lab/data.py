@@ -418,11 +418,15 @@ def hub_files(source: str) -> list[tuple[str | None, Path]] | None:
 
     repo, data_dir, split = parse_hub_id(source)
     prefix = f"{data_dir}/" if data_dir else ""
-    folder = hub_folder(repo, "dataset", allow_patterns=[f"{prefix}*{suffix}" for suffix in FILE_SUFFIXES])
-    base = folder / data_dir if data_dir else folder
-    files = sorted(p for p in base.rglob("*") if p.is_file() and p.name.endswith(FILE_SUFFIXES))
-    words = {p: set(re.split(r"[^a-z0-9]+", str(p.relative_to(folder)).lower())) for p in files}
-    named = [p for p in files if split in words[p]]
+    # the split's files first (a download fetches only those), then every data file (a repo without split names)
+    for middle in (f"*{split}*", "*"):
+        folder = hub_folder(repo, "dataset", allow_patterns=[f"{prefix}{middle}{suffix}" for suffix in FILE_SUFFIXES])
+        base = folder / data_dir if data_dir else folder
+        files = sorted(p for p in base.rglob("*") if p.is_file() and p.name.endswith(FILE_SUFFIXES))
+        words = {p: set(re.split(r"[^a-z0-9]+", str(p.relative_to(folder)).lower())) for p in files}
+        named = [p for p in files if split in words[p]]
+        if named:
+            break
     if not named and split == "train" and not any(words[p] & {"test", "validation", "valid", "dev"} for p in files):
         named = files
     if not files:

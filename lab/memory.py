@@ -7,8 +7,8 @@ of S = prompt + response tokens, R of them response tokens, activations of `a` b
   lm_head) 4 B after peft's `prepare_model_for_kbit_training`; unquantised: 4 B/param (float32 on CPU) or 2 (CUDA);
 - LoRA adapters and value head: 16 B per trainable parameter (float32 weight, gradient, Adam's two moments);
 - activations kept for the backward pass: L · b·S · (14·H + 4·I) · a, plus the attention probabilities with eager
-  attention (2 · L · b · heads · S² · a); with gradient checkpointing only each layer's input (L · b·S·H · a) and one
-  layer's activations;
+  attention (2 · L · b · heads · S² · a); with gradient checkpointing only each layer's input (L · b·S·H · a) and
+  one layer's activations;
 - logits of the response positions: b · (R + 1) · V · (12 + 2a, or 12 in float32) (the logits and their gradient,
   their float32 copy, log-softmax and its gradient);
 - the rollout's KV cache: 2 · L · B · S · (kv heads · head dim) · a for a generation batch of B.
@@ -137,7 +137,8 @@ def _gguf_shape(path: Path) -> ModelShape:
     arch = values["general.architecture"]
     heads = values[f"{arch}.attention.head_count"]
     return ModelShape(
-        vocab=values.get(f"{arch}.vocab_size") or values["tokenizer.ggml.tokens"], hidden=values[f"{arch}.embedding_length"],
+        vocab=values.get(f"{arch}.vocab_size") or values["tokenizer.ggml.tokens"],
+        hidden=values[f"{arch}.embedding_length"],
         layers=values[f"{arch}.block_count"], intermediate=values[f"{arch}.feed_forward_length"], heads=heads,
         kv_heads=values.get(f"{arch}.attention.head_count_kv", heads), tied=True,
     )
