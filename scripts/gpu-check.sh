@@ -10,21 +10,23 @@ cd "$(dirname "$0")/.."
 PY=${1:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
-   && [ "${GPU_CHECK_ON_CPU:-0}" != "1" ]; then
+cuda=1
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null || cuda=0
+if [ $cuda = 0 ] && [ "${GPU_CHECK_ON_CPU:-0}" != "1" ]; then
   echo '{"device": "cpu", "skipped": "no CUDA GPU here: the gpu tests and the 4-bit PPO timing need one (GPU_CHECK_ON_CPU=1 runs the job on the CPU)"}'
   exit 0
 fi
 
 gpu_tests=passed
 "$PY" -m pytest -m gpu -q tests/test_gpu.py >&2 || gpu_tests=failed
+[ $cuda = 0 ] && gpu_tests="skipped (no CUDA)"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 limit=280
-[ "${GPU_CHECK_ON_CPU:-0}" = "1" ] && limit=900  # bitsandbytes' CPU kernels are slow
+[ $cuda = 0 ] && limit=900  # bitsandbytes' CPU kernels are slow
 LAB_RUNS_DIR="$work/runs" GPU_TESTS="$gpu_tests" timeout $limit "$PY" - <<'EOF'
-import json, os, sys, time
+import json, os, resource, sys, time
 
 import torch
 
@@ -46,12 +48,14 @@ config = ppo.prepare(a100, values)
 if cuda:
     torch.cuda.reset_peak_memory_stats()
 job = cli.run_job(ppo.KIND, ppo.train_ppo, config, on_metrics=None)
-peak = torch.cuda.max_memory_allocated() / memory.GB if cuda else None
+# CUDA: torch's peak allocation; CPU: the process's peak resident memory (weights, activations, everything)
+peak = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 print(json.dumps({
     "device": torch.cuda.get_device_name() if cuda else "cpu", "preset": "a100", "policy": policy,
     "quantize_4bit": config["quantize_4bit"], "gpu_tests": os.environ["GPU_TESTS"], "status": job.status,
     "steps": job.summary.get("steps"), "s_per_step": job.summary.get("seconds_per_step"),
-    "peak_gb": None if peak is None else round(peak, 2), "estimate_gb": config["memory_gb"]["peak"],
+    "peak_gb": round(peak / memory.GB, 2), "peak_kind": "cuda max_memory_allocated" if cuda else "cpu max rss",
+    "estimate_gb": config["memory_gb"]["peak"],
     "gradient_checkpointing": config["gradient_checkpointing"], "batch_size": config["batch_size"],
     "mini_batch_size": config["mini_batch_size"], "output_max_length": config["output_max_length"],
     "seconds": round(time.time() - started, 1),

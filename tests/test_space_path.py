@@ -232,3 +232,12 @@ def test_a_fresh_process_reads_the_simulated_hub_from_hf_home_alone(simulated_hu
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["pairs"] == 8
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script runs the check itself")
+def test_the_gpu_check_says_it_skipped_without_cuda():
+    out = subprocess.run(["bash", "scripts/gpu-check.sh", sys.executable], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={k: v for k, v in os.environ.items() if k != "GPU_CHECK_ON_CPU"})
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert row["device"] == "cpu" and "no CUDA GPU" in row["skipped"]
