@@ -193,6 +193,35 @@ def estimate_ppo(shape: ModelShape, quantize_4bit: bool, lora_r: int, mini_batch
     return Estimate(weights, trainable, activations, logits, kv_cache, CUDA_OVERHEAD if cuda else 0.0)
 
 
+def estimate_reward(shape: ModelShape, batch_size: int, max_length: int, act_bytes: int = 4,
+                    cuda: bool = True) -> Estimate:
+    """A reward model's training step: every weight trains (16 B/param with Adam), a batch of pairs is 2 x batch_size
+    texts of up to max_length tokens through every layer; no logits to speak of (one output)."""
+    tokens = 2 * batch_size * max_length
+    activations = shape.layers * tokens * (14 * shape.hidden + 4 * shape.intermediate) * act_bytes
+    return Estimate(0.0, shape.params * TRAINABLE_BYTES, activations, 0.0, 0.0, CUDA_OVERHEAD if cuda else 0.0)
+
+
+def check_reward(config: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a reward job (lab.reward's config) whose estimate does not fit this machine, naming a batch that does."""
+    from lab.models import bf16_native, has_cuda
+
+    cuda = has_cuda()
+    capacity, where = device_memory()
+    shape = model_shape(config["backbone"])
+    act = 2 if cuda and bf16_native("cuda") else 4  # the reward trainer's bf16 is CUDA-only
+
+    def estimate(batch: int) -> Estimate:
+        return estimate_reward(shape, batch, int(config["max_length"]), act, cuda)
+
+    need = estimate(int(config["batch_size"]))
+    if need.peak <= capacity:
+        return {"memory_gb": need.parts_gb()}
+    fits = next((b for b in range(int(config["batch_size"]) - 1, 0, -1) if estimate(b).peak <= capacity), None)
+    advice = f"lower the batch size to {fits}" if fits else "choose a smaller backbone"
+    raise ValueError(f"this reward job needs ~{need.peak / GB:.0f} GB, {where} {capacity / GB:.0f} GB: {advice}")
+
+
 def device_memory() -> tuple[float, str]:
     """(bytes, words) of the memory jobs run in: the GPU's, else the machine's RAM."""
     from lab.models import has_cuda

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from lab import feedback, models
+from lab import feedback, memory, models
 from lab.config import build, from_job, setting
 from lab.data import Pair, hub_test_source, load_pairs, resolve_path, subset_counts, to_hh
 from lab.jobs import JobContext
@@ -115,6 +115,7 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     the preset's): ranges and the preset's limits, the data sources and the backbone, before any model loads."""
     cfg = validate(config_from(preset, **values), preset.limits)
     check_sources(cfg, allowed_dirs, root, checked)
+    memory.check_reward(asdict(cfg))  # refuses, with the numbers, a job that would not fit
     return asdict(cfg)
 
 

@@ -94,3 +94,17 @@ def test_an_oversize_batch_is_refused_at_prepare_before_anything_loads(tmp_path,
     values["mini_batch_size"] = 4
     config = ppo.prepare(A100, values)
     assert config["memory_gb"]["peak"] < 16
+
+
+def test_a_reward_backbone_too_big_for_the_device_is_refused(tmp_path, monkeypatch):
+    from lab import reward
+
+    backbone = tmp_path / "seven-b-backbone"
+    backbone.mkdir()
+    (backbone / "config.json").write_text(json.dumps(MISTRAL_7B))
+    monkeypatch.setattr(memory, "device_memory", lambda: (40 * GB, "this GPU has"))
+    with pytest.raises(ValueError, match=r"this reward job needs ~\d+ GB, this GPU has 40 GB: choose a smaller"):
+        reward.prepare(A100, {"backbone": str(backbone), "data": "bundled"})
+    shape = memory.shape_from_config({"vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 6,
+                                      "intermediate_size": 3072, "num_attention_heads": 12})  # distilroberta-base
+    assert memory.estimate_reward(shape, 16, 512, act_bytes=2).peak < 10 * GB  # the a100 preset's own
