@@ -122,10 +122,13 @@ def split_turns(text: str) -> list[tuple[str, str]]:
 
 def split_pair(chosen: str, rejected: str, split: str | None = None) -> Pair:
     """Split two HH dialogues at the last "\\n\\nAssistant:" they share (byte-exact, nothing stripped)."""
-    common = 0
-    limit = min(len(chosen), len(rejected))
-    while common < limit and chosen[common] == rejected[common]:
-        common += 1
+    common, high = 0, min(len(chosen), len(rejected))
+    while common < high:  # the longest common prefix by bisection: string comparisons in C, not a loop per character
+        mid = (common + high + 1) // 2
+        if chosen[:mid] == rejected[:mid]:
+            common = mid
+        else:
+            high = mid - 1
     cut = chosen.rfind(ASSISTANT_MARK, 0, common)
     if cut < 0:
         return Pair("", chosen, rejected, split)
