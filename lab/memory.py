@@ -6,15 +6,15 @@ of S = prompt + response tokens, R of them response tokens, activations of `a` b
 - weights: 4-bit NF4 linear layers 0.52 B/param (0.5 + double-quantised block scales), the rest (embeddings, norms,
   lm_head) 4 B after peft's `prepare_model_for_kbit_training`; unquantised: 4 B/param (float32 on CPU) or 2 (CUDA);
 - LoRA adapters and value head: 16 B per trainable parameter (float32 weight, gradient, Adam's two moments);
-- activations kept for the backward pass: L · b·S · (14·H + 4·I) · a, plus the attention probabilities with eager
-  attention (2 · L · b · heads · S² · a); with gradient checkpointing only each layer's input (L · b·S·H · a) and
-  one layer's activations;
+- activations kept for the backward pass: L · b·S · (12·H + 4·I) · a, plus with eager attention (the CPU's) the
+  S x S matrices of one layer at a time, 10 · b · heads · S² · a (measured: they do not grow with the layer count);
+  with gradient checkpointing only each layer's input (L · b·S·H · a) and one layer's activations;
 - logits of the response positions: b · (R + 1) · V · (12 + 2a, or 12 in float32) (the logits and their gradient,
   their float32 copy, log-softmax and its gradient);
 - the rollout's KV cache: 2 · L · B · S · (kv heads · head dim) · a for a generation batch of B.
 
 `peak = weights + trainable + max(activations + logits, KV cache)`, plus a fixed 0.5 GB on CUDA (context, kernels).
-Checked against measured CPU peaks of tiny models in tests/test_memory.py.
+The factors 12, 4 and 10 were fitted to measured CPU peaks of tiny models (tests/test_memory.py).
 """
 
 from __future__ import annotations
@@ -181,12 +181,12 @@ def estimate_ppo(shape: ModelShape, quantize_4bit: bool, lora_r: int, mini_batch
     lora = shape.layers * lora_r * (2 * h + h + shape.kv_dim)  # q_proj and v_proj: r x (in + out) each
     trainable = (lora + h + 1) * TRAINABLE_BYTES
     tokens = mini_batch * seq
-    per_layer = tokens * (14 * h + 4 * shape.intermediate) * act_bytes
-    attention = 2 * mini_batch * shape.heads * seq * seq * act_bytes if eager_attention else 0
+    per_layer = tokens * (12 * h + 4 * shape.intermediate) * act_bytes
+    attention = 10 * mini_batch * shape.heads * seq * seq * act_bytes if eager_attention else 0
     if checkpointing:
         activations = shape.layers * tokens * h * act_bytes + per_layer + attention
     else:
-        activations = shape.layers * (per_layer + attention)
+        activations = shape.layers * per_layer + attention
     # the logits, their float32 copy (none when they are float32 already), log-softmax, its gradient, theirs
     logits = mini_batch * (response_tokens + 1) * shape.vocab * (12 + (2 * act_bytes if act_bytes < 4 else 0))
     kv_cache = 2 * shape.layers * generation_batch * seq * shape.kv_dim * act_bytes
@@ -198,7 +198,7 @@ def estimate_reward(shape: ModelShape, batch_size: int, max_length: int, act_byt
     """A reward model's training step: every weight trains (16 B/param with Adam), a batch of pairs is 2 x batch_size
     texts of up to max_length tokens through every layer; no logits to speak of (one output)."""
     tokens = 2 * batch_size * max_length
-    activations = shape.layers * tokens * (14 * shape.hidden + 4 * shape.intermediate) * act_bytes
+    activations = shape.layers * tokens * (12 * shape.hidden + 4 * shape.intermediate) * act_bytes
     return Estimate(0.0, shape.params * TRAINABLE_BYTES, activations, 0.0, 0.0, CUDA_OVERHEAD if cuda else 0.0)
 
 
