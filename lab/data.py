@@ -425,7 +425,7 @@ def hub_files(source: str) -> list[tuple[str | None, Path]] | None:
     for middle in (f"*{split}*", "*"):
         folder = hub_folder(repo, "dataset", allow_patterns=[f"{prefix}{middle}{suffix}" for suffix in FILE_SUFFIXES])
         base = folder / data_dir if data_dir else folder
-        files = sorted(p for p in base.rglob("*") if p.is_file() and p.name.endswith(FILE_SUFFIXES))
+        files = sorted(p for p in base.rglob("*") if p.is_file() and _is_data_file(p.relative_to(folder)))
         words = {p: set(re.split(r"[^a-z0-9]+", str(p.relative_to(folder)).lower())) for p in files}
         named = [p for p in files if split in words[p]]
         if named:
@@ -437,6 +437,12 @@ def hub_files(source: str) -> list[tuple[str | None, Path]] | None:
     if not named:
         raise ValueError(f"hub dataset '{repo}' has no '{split}' split in its files")
     return [(str(p.parent.relative_to(folder)) if p.parent != folder else None, p) for p in named]
+
+
+def _is_data_file(rel: Path) -> bool:
+    """A data file of a dataset repo, not its metadata (dataset_info.json, .huggingface/, hidden files)."""
+    return (rel.name.endswith(FILE_SUFFIXES) and not rel.name.startswith("dataset_info")
+            and not any(part.startswith(".") for part in rel.parts))
 
 
 def hub_test_source(source: str) -> str | None:

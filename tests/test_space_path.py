@@ -45,6 +45,15 @@ def test_a_cached_hub_id_loads_offline_about_as_fast_as_its_folder(hub):
     assert models.local_path(ZEPHYR) == str(folder)
 
 
+def test_a_cached_id_loads_when_the_hub_is_unreachable_without_offline_mode(hub, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(models.hub_reachable, "_probe", lambda: False)  # a Space whose network just went away
+    models.hub_reachable.cache_clear()
+    assert models.local_path(ZEPHYR) == str(models.cached_snapshot(ZEPHYR))
+    assert models.load_causal_lm(ZEPHYR).config.model_type == "mistral"
+    assert len(data.load_pairs(HH, limit=4)) == 4
+
+
 def test_a_legacy_one_part_id_resolves_and_loads_from_the_cache(hub):
     ref = models.resolve(ROBERTA_BASE)
     assert not ref.local and ref.path == ROBERTA_BASE
