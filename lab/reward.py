@@ -199,11 +199,22 @@ class PreferenceCollator:
 
 def model_max_length(model: Any, tokenizer: Any) -> int:
     """The longest input the backbone takes (its position table, else the tokenizer's limit)."""
-    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= 2  # roberta's positions start after its padding index: 514 in the table, 512 usable
+    limits = [positions, getattr(tokenizer, "model_max_length", None)]
     usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
-    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        usable = [min(usable)] if usable else []  # roberta's table holds 2 offset positions beyond the 512 usable
     return min(usable) if usable else 512
+
+
+def backbone_limit(spec: str, tokenizer: Any) -> int:
+    """`model_max_length` of a backbone from its config alone (before its weights load)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(models.local_path(spec), trust_remote_code=False)
+    return model_max_length(SimpleNamespace(config=config), tokenizer)
 
 
 # ---------------------------------------------------------------- the trained model
@@ -563,6 +574,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     train_pairs, eval_pairs = split_pairs(cfg)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
+    asked, cfg.max_length = cfg.max_length, min(cfg.max_length, backbone_limit(cfg.backbone, tokenizer))
     train_ds = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
     steps = total_steps(cfg, len(train_pairs))
     members: list[Any] = []
@@ -589,6 +601,9 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
         ctx.log_samples(rows)
         summary.update(metrics)
+    if cfg.max_length < asked:  # the preset's length is beyond this backbone's position table: say it was cut
+        summary["max_length"] = cfg.max_length
+        summary["max_length_note"] = f"max length {asked} cut to {cfg.max_length}, the most '{cfg.backbone}' accepts"
     summary.update({"data": cfg.data, **feedback.provenance(cfg.data)})
     if any(p.subset for p in train_pairs + eval_pairs):  # which parts of the source it learned from, and how much
         summary["subsets"] = {"train": subset_counts(train_pairs), "eval": subset_counts(eval_pairs)}

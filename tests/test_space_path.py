@@ -187,6 +187,28 @@ def test_gradient_checkpointing_recomputes_layers_in_eval_mode(tiny_lm_dir):
     assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.Dropout))
 
 
+def test_another_stand_in_with_a_short_position_table_trains_at_its_own_length(simulated_hub, tmp_path,
+                                                                                 monkeypatch, runs_root):
+    import huggingface_hub.constants
+
+    import hubsim
+    from lab import reward
+    from lab.cli import run_job
+
+    cache = tmp_path / "hub"  # the same ids, another distilroberta-base: 64 positions where the preset asks 512
+    cache.mkdir()
+    (cache / "datasets--Anthropic--hh-rlhf").symlink_to(simulated_hub / "hub" / "datasets--Anthropic--hh-rlhf")
+    short = tmp_path / "short"
+    short.mkdir()
+    hubsim._roberta(short, classifier=False, max_positions=66)
+    hubsim.save_repo(cache, ROBERTA_BASE, short)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    config = reward.prepare(A100, {"max_steps": 2, "batch_size": 4, "max_pairs": 16, "max_eval_pairs": 8})
+    assert config["max_length"] == 512 and config["backbone"] == ROBERTA_BASE
+    job = run_job(reward.KIND, reward.train_reward, config, on_metrics=None)
+    assert job.status == "done" and job.summary["max_length"] == 64 and "cut to 64" in job.summary["max_length_note"]
+
+
 # ---------------------------------------------------------------- every stage through the command line
 
 
