@@ -200,7 +200,8 @@ class PreferenceCollator:
 def model_max_length(model: Any, tokenizer: Any) -> int:
     """The longest input the backbone takes (its position table, else the tokenizer's limit)."""
     positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+    roberta = getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert")
+    if isinstance(positions, int) and roberta:
         positions -= 2  # roberta's positions start after its padding index: 514 in the table, 512 usable
     limits = [positions, getattr(tokenizer, "model_max_length", None)]
     usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]

@@ -96,8 +96,8 @@ def _roberta(out: Path, classifier: bool, max_positions: int = 514) -> None:
     _roberta_tokenizer(out)
     tok = AutoTokenizer.from_pretrained(out)
     extra = {"id2label": {0: "nothate", 1: "hate"}, "label2id": {"nothate": 0, "hate": 1}} if classifier else {}
-    config = RobertaConfig(vocab_size=len(tok), max_position_embeddings=max_positions, type_vocab_size=1, pad_token_id=1,
-                           bos_token_id=0, eos_token_id=2, **TINY, **extra)
+    config = RobertaConfig(vocab_size=len(tok), max_position_embeddings=max_positions, type_vocab_size=1,
+                           pad_token_id=1, bos_token_id=0, eos_token_id=2, **TINY, **extra)
     model = (RobertaForSequenceClassification if classifier else RobertaForMaskedLM)(config)
     model.save_pretrained(out)
 
