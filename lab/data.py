@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from lab.models import require_hub
+
 ASSETS_DATA = Path(__file__).resolve().parent.parent / "assets" / "data"
 BUNDLED_FILES = {
     "train": ASSETS_DATA / "pairs_train.jsonl",
@@ -201,7 +203,7 @@ def _read_json(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _read_table(path: Path, suffix: str) -> Iterator[tuple[int, dict]]:
-    import pandas as pd
+    import pandas as pd  # heavy: only CSV and parquet files need it
 
     try:
         if suffix == ".csv":
@@ -253,14 +255,11 @@ def _messages_to_hh(value: Any) -> str:
 
 
 def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
-    """Load preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id or 'feedback:NAME[+other]'."""
+    """Load preference pairs from 'bundled', 'bundled:train|test', a file path or a hub id (lab.sources.load_pairs
+    also reads the Feedback tab's vote sets)."""
     source = source.strip()
     if not source:
         raise ValueError("no data source given: use 'bundled', a file path or a hub id")
-    if any(part.strip().startswith("feedback:") for part in source.split("+")):  # votes from the Feedback tab
-        from lab.feedback import load_source
-
-        return load_source(source, limit, allowed_dirs)
     if source in ("bundled", "bundled:train", "bundled:test"):
         splits = ["train", "test"] if source == "bundled" else [source.split(":")[1]]
         pairs, dropped = [], 0
@@ -397,11 +396,9 @@ def parse_hub_id(source: str) -> tuple[str, str | None, str]:
 
 
 def _hub_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
-    from lab.models import require_hub
-
     repo, data_dir, split = parse_hub_id(source)
     require_hub(source)
-    import datasets
+    import datasets  # heavy: only hub sources need it
 
     try:
         ds = datasets.load_dataset(repo, data_dir=data_dir, split=split)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -158,38 +158,6 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
     finally:
         model.train(was_training)
     return decode_completions(tokenizer, tokens[:, enc["input_ids"].shape[1] :], _stop_ids(model, tokenizer))
-
-
-def iter_generate(
-    model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig
-) -> Iterator[tuple[list[int], list[str]]]:
-    """Yield (prompt indices, completions) batch by batch; batch b uses seed `config.seed + b`."""
-    config.validate()
-    size = config.batch_size or auto_batch_size(model, config.max_new_tokens + 256)
-    for b, idx in enumerate(plan_batches(tokenizer, prompts, size)):
-        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], config, config.seed + b)
-
-
-def generate(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    config: GenerateConfig,
-    on_batch: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> list[str | None]:
-    """Completions in prompt order; `on_batch(done, total)` after each batch; None for prompts left when stopped."""
-    out: list[str | None] = [None] * len(prompts)
-    done = 0
-    for idx, completions in iter_generate(model, tokenizer, prompts, config):
-        for i, text in zip(idx, completions):
-            out[i] = text
-        done += len(idx)
-        if on_batch:
-            on_batch(done, len(prompts))
-        if should_stop and should_stop():
-            break
-    return out
 
 
 # ---------------------------------------------------------------- one copy of the weights, two models

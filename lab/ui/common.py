@@ -16,6 +16,7 @@ import gradio as gr
 
 from lab.jobs import Job, JobManager
 from lab.presets import Preset
+from lab.runs import list_runs, open_run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WARNING_SECONDS = 8  # a refusal fades after this, so it never lingers on a tab the visitor moves to
@@ -121,15 +122,11 @@ def run_signature(run: Any, log: str = "metrics.jsonl") -> str:
 
 def run_choices(kind: str, root: Path | None = None, status: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
     """(label, run id) pairs for a dropdown of earlier runs of one kind, newest first."""
-    from lab.runs import list_runs
-
     return [(r.label(), r.id) for r in list_runs(kind=kind, root=root, status=status)]
 
 
 def find_run(ctx: UIContext, run_id: str | None) -> Any:
     """The run folder with this id under the manager's root, or None (no id, or not a run)."""
-    from lab.runs import open_run
-
     if not run_id:
         return None
     try:
@@ -140,8 +137,6 @@ def find_run(ctx: UIContext, run_id: str | None) -> Any:
 
 def current_run_id(ctx: UIContext, kind: str) -> str | None:
     """This process's job of `kind` if there is one (a reload reattaches to it), else the newest such run on disk."""
-    from lab.runs import list_runs
-
     job = ctx.manager.job
     if job is not None and job.kind == kind:
         return job.id

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from lab import compare
+from lab import compare, policies
 from lab.runs import ACTIVE, Run
 from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
 from lab.stats import pearson
@@ -260,13 +260,13 @@ def view(run: Run | None, sort: str, query: str) -> dict[str, Any]:
 
 def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
     """'base' and the finished PPO runs that saved adapters, newest first."""
-    return [("base (no PPO)", compare.BASE)] + [(r.label(), r.id) for r in compare.ppo_runs(ctx.manager.root)]
+    return [("base (no PPO)", policies.BASE)] + [(r.label(), r.id) for r in policies.ppo_runs(ctx.manager.root)]
 
 
 def default_b(choices: list[tuple[str, str]], current: str | None = None) -> str | None:
     """Model B: the current choice while it is still offered, else the newest finished PPO run (None if none)."""
     ids = [value for _, value in choices]
-    if current and current in ids and current != compare.BASE:
+    if current and current in ids and current != policies.BASE:
         return current
     return ids[1] if len(ids) > 1 else current if current in ids else None
 
@@ -308,7 +308,7 @@ def job_tab(ctx: UIContext) -> JobTab:
 def follow_ppo(ctx: UIContext, seen_ppo: str | None) -> dict[str, Any]:
     """Timer: when a PPO job of this process has just finished, offer it and make it Model B (once per run)."""
     job = ctx.manager.job
-    if job is None or job.kind != compare.PPO_KIND or job.active or job.id == seen_ppo:
+    if job is None or job.kind != policies.PPO_KIND or job.active or job.id == seen_ppo:
         return {}
     new = model_choices(ctx)
     if job.id not in [value for _, value in new]:  # failed, or saved no adapters: nothing to offer
@@ -375,7 +375,7 @@ def _form(jt: JobTab) -> None:
     ctx, defaults, limits = jt.ctx, compare.config_from(jt.ctx.preset), jt.ctx.preset.limits
     gen = defaults.generate
     choices = model_choices(ctx)
-    jt.add("model_a", gr.Dropdown(choices, value=compare.BASE, label="Model A", elem_id="compare-model-a"))
+    jt.add("model_a", gr.Dropdown(choices, value=policies.BASE, label="Model A", elem_id="compare-model-a"))
     jt.add("model_b", gr.Dropdown(choices, value=default_b(choices), elem_id="compare-model-b",
                                   label="Model B (the newest PPO run unless you pick)"))
     jt.add("refresh_models", gr.Button("Refresh PPO runs", size="sm"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import reward
+from lab import reward, reward_model
 from lab.data import split_turns
 from lab.runs import ACTIVE, Run
 from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
@@ -226,21 +226,21 @@ def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str
         raise ValueError("no reward model yet: train one, or pick an earlier run")
     if not (prompt or "").strip() or not (answer_a or "").strip() or not (answer_b or "").strip():
         raise ValueError("type a prompt and both answers")
-    a, b = load_model(run).score([reward.format_for_reward(prompt, answer) for answer in (answer_a, answer_b)])
+    a, b = load_model(run).score([reward_model.format_for_reward(prompt, answer) for answer in (answer_a, answer_b)])
     return (f"| answer | reward |\n|---|---|\n| A | {a:+.3f} |\n| B | {b:+.3f} |\n\n"
             f"{verdict(a, b, (answer_a, answer_b))} Run `{esc(run.id)}`.")
 
 
-def load_model(run: Run) -> reward.RewardModel:
+def load_model(run: Run) -> reward_model.RewardModel:
     """The run's reward model, loaded once and shared (ValueError while it has none)."""
-    folder = reward.model_folder(run.path)
+    folder = reward_model.model_folder(run.path)
     return _cached_model(str(folder), (folder / "config.json").stat().st_mtime)
 
 
 # Keyed by model folder and its time stamp: loaded weights are read-only, so browser sessions can share them.
 @functools.lru_cache(maxsize=2)
-def _cached_model(folder: str, mtime: float) -> reward.RewardModel:
-    return reward.load_reward_model(folder)
+def _cached_model(folder: str, mtime: float) -> reward_model.RewardModel:
+    return reward_model.load_reward_model(folder)
 
 
 # ---------------------------------------------------------------- the tab
