@@ -36,14 +36,20 @@ CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a
 class CompareConfig:
     """The compare job's settings; `lab.presets` supplies the machine's defaults."""
 
-    model_a: str = setting(BASE, "Model A: 'base' (the policy with its LoRA adapters off) or another PPO run "
-                                 "(folder or id)")
-    model_b: str = setting("", "Model B: a PPO run (folder or id), or 'base'")
+    model_a: str = setting(BASE, "'base' (the policy with its LoRA adapters off) or another PPO run (folder or id)",
+                           label="Model A", widget="dropdown")
+    model_b: str = setting("", "a PPO run (folder or id), or 'base'", label="Model B", widget="dropdown")
     prompts: str = setting("bundled", "prompt source: 'bundled', a .jsonl/.csv file, or a hub id (ignored when "
-                                      "custom_prompts is given)")
-    custom_prompts: list[str] = setting([], "prompts typed by the user")
-    n_prompts: int = setting(32, "how many prompts from the source")
-    toxicity: str = setting("offline", "toxicity scorer: 'roberta', 'offline' or a local classifier folder")
+                                      "custom_prompts is given); hh-rlhf sources give each dialogue's first human turn",
+                           label="Prompts", widget="radio")
+    custom_prompts: list[str] = setting([], "prompts typed by the user, one per line", label="Your prompts",
+                                        widget="text")
+    n_prompts: int = setting(32, "how many prompts from the source", label="Number of prompts", widget="slider",
+                             minimum=1, maximum=200)
+    toxicity: str = setting("offline", "roberta = evaluate's hate-speech classifier (needs the hub; reads context, "
+                                       "still imperfect); offline = alt-profanity-check, a word list: it flags words, "
+                                       "not intent (roberta falls back to it, and says so); or a local classifier "
+                                       "folder", label="Toxicity scorer", choices=("roberta", "offline"))
     reward_model: str = setting("", "reward-model folder or run id; empty = the one the PPO run trained against")
     generate: dict[str, Any] = setting({}, "lab.generate.GenerateConfig fields, the same for both models")
     quantize_4bit: bool = setting(False, "load the policy in 4-bit NF4 (CUDA only)", cli=False)

@@ -23,12 +23,17 @@ SECOND_SAMPLE_SEED = 10_000  # two samples of one model: the second uses seed + 
 class FeedbackConfig:
     """The pair-generation job's settings."""
 
-    name: str = setting("", "the feedback set the pairs go to (made if new)")
-    model_a: str = setting("base", "'base' (the policy, adapters off) or a PPO run id/folder")
-    model_b: str = setting("base", "the same as model_a = two samples of one model (different seeds)")
+    name: str = setting("", "the feedback set the pairs go to (pick one, or type a new name: made if new)",
+                        label="Feedback set", widget="dropdown")
+    model_a: str = setting("base", "'base' (the policy, adapters off) or a PPO run id/folder", label="Model 1",
+                           widget="dropdown")
+    model_b: str = setting("base", "the same as model_a = two samples of one model (different seeds)",
+                           label="Model 2", widget="dropdown")
     policy: str = setting("", "the base policy when both models are 'base' (a PPO run brings its own)")
-    prompts: str = setting("bundled", "prompt source for lab.data.load_prompts")
-    n_pairs: int = setting(16, "new pairs to generate (prompts already in the set are skipped)")
+    prompts: str = setting("bundled", "any prompt source: 'bundled', 'bundled:heldout', a file or a hub id",
+                           label="Prompts", widget="dropdown")
+    n_pairs: int = setting(16, "new pairs to generate (prompts already in the set are skipped)",
+                           label="Pairs to generate", widget="slider", minimum=1, maximum=200)
     generate: dict[str, Any] = setting({}, "lab.generate.GenerateConfig fields")
     quantize_4bit: bool = setting(False, "load the policy in 4-bit NF4 (CUDA only)", cli=False)
     max_pairs: int = setting(100, "cap for the automatic batch size (the preset's limit on prompts)", cli=False)

@@ -21,12 +21,16 @@ CPU_BATCH_SIZE = 16  # big enough for efficient matmuls on a few cores, small en
 class GenerateConfig:
     """Sampling settings shared by every model in a comparison (the seed's defaults)."""
 
-    max_new_tokens: int = setting(256, "completion length cap (new tokens)")
-    temperature: float = setting(0.7, "softmax temperature")
-    top_k: int = setting(50, "sample among the k likeliest tokens (0 = all)")
-    top_p: float = setting(0.95, "nucleus sampling mass")
+    max_new_tokens: int = setting(256, "completion length cap (new tokens)", label="Max new tokens", widget="slider",
+                                  minimum=8, maximum=256, step=8)
+    temperature: float = setting(0.7, "softmax temperature", label="Temperature", widget="slider", minimum=0.1,
+                                 maximum=1.5, step=0.05)
+    top_k: int = setting(50, "sample among the k likeliest tokens (0 = all)", label="Top-k", widget="slider",
+                         minimum=0, maximum=200)
+    top_p: float = setting(0.95, "nucleus sampling mass", label="Top-p", widget="slider", minimum=0.1, maximum=1.0,
+                           step=0.01)
     batch_size: int = setting(0, "prompts per generate call; 0 = sized to the machine")
-    seed: int = setting(0, "batch b is sampled after torch.manual_seed(seed + b)")
+    seed: int = setting(0, "batch b is sampled after torch.manual_seed(seed + b)", label="Seed")
     min_new_tokens: int = setting(0, "force this many tokens (benchmarks: equal work per prompt)")
     do_sample: bool = setting(True, "sample (--no-do-sample: greedy decoding)")
     precision: str = setting("auto", "auto (bf16 autocast where the hardware has bf16), bf16 or fp32")

@@ -28,7 +28,7 @@ from lab.generate import encode_chat
 from lab.jobs import JobContext
 from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset
-from lab.reward_model import ScoreFn, find_reward_model, reward_score_fn
+from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_score_fn
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, RunningMoments, ValueHead,
                     compute_gae, compute_rewards, masked_mean, masked_whiten, policy_loss, process_scores,
                     sequence_advantages, value_loss)
@@ -45,49 +45,73 @@ TRAIN_ATTENTION = {"cpu": "eager"}
 
 @dataclass
 class PPOConfig:
-    """PPO settings; names and defaults follow the seed (TRL 0.x `PPOConfig`), presets pick sizes per machine."""
+    """PPO settings; names and defaults follow the seed (TRL 0.x `PPOConfig`), presets pick sizes per machine. Each
+    field's label is the form's plain words; the field's name stays beside it, as the CLI and the papers call it."""
 
-    steps: int = setting(100, "PPO steps; each samples one batch of rollouts")
-    learning_rate: float = setting(1.4e-5, "Adam learning rate for the LoRA adapters and the value head")
-    batch_size: int = setting(16, "rollouts per PPO step")
-    mini_batch_size: int = setting(4, "rollouts per forward/backward pass")
-    gradient_accumulation_steps: int = setting(1, "mini-batches per optimiser update")
-    ppo_epochs: int = setting(4, "optimisation passes over each batch of rollouts")
-    init_kl_coef: float = setting(0.2, "initial weight of the per-token KL penalty")
-    adap_kl_ctrl: bool = setting(True, "adapt the KL coefficient towards `target` (Ziegler et al. 2019)")
-    target: float = setting(6.0, "target KL (nats per response) of the adaptive controller")
-    horizon: float = setting(10000.0, "horizon of the adaptive KL controller, in rollouts")
-    kl_penalty: str = setting("kl", "per-token KL estimator: kl (k1 = logp - logp_ref), abs, mse or k3")
-    cliprange: float = setting(0.2, "PPO clip range of the probability ratio")
-    cliprange_value: float = setting(0.2, "clip range of the value update")
-    vf_coef: float = setting(0.1, "weight of the value loss")
-    gamma: float = setting(1.0, "discount factor")
-    lam: float = setting(0.95, "GAE lambda")
-    advantage: str = setting("gae", "advantage estimator: gae (PPO's value head + GAE), rloo (leave-one-out baseline over "
-                               "samples_per_prompt answers, Ahmadian et al. 2024) or grpo (group-normalised rewards)")
-    samples_per_prompt: int = setting(1, "answers sampled per prompt in one batch (k); rloo and grpo need at least 2")
-    whiten_advantages: bool = setting(True, "scale advantages to unit std over the batch (GAE: also zero mean)")
-    max_grad_norm: float = setting(1.0, "clip the gradient norm to this; 0 = no clipping")
-    whiten_rewards: bool = setting(False, "whiten the per-token rewards before GAE")
-    use_score_scaling: bool = setting(False, "divide scores by their running std")
-    use_score_norm: bool = setting(False, "with score scaling: also subtract the running mean")
-    score_clip: float = setting(0.0, "clip scores to ±this after scaling; 0 = off")
+    steps: int = setting(100, "PPO steps; each samples one batch of rollouts", label="training steps")
+    learning_rate: float = setting(1.4e-5, "Adam learning rate for the LoRA adapters and the value head",
+                                   label="learning rate")
+    batch_size: int = setting(16, "rollouts per PPO step", label="rollouts per step")
+    mini_batch_size: int = setting(4, "rollouts per forward/backward pass", label="rollouts per gradient pass")
+    gradient_accumulation_steps: int = setting(1, "mini-batches per optimiser update",
+                                               label="gradient passes per update")
+    ppo_epochs: int = setting(4, "optimisation passes over each batch of rollouts", label="passes over each batch")
+    init_kl_coef: float = setting(0.2, "initial weight of the per-token KL penalty", label="KL weight β")
+    adap_kl_ctrl: bool = setting(True, "adapt the KL coefficient towards `target` (Ziegler et al. 2019)",
+                                 label="adapt β towards the KL target")
+    target: float = setting(6.0, "target KL (nats per response) of the adaptive controller", label="KL target")
+    horizon: float = setting(10000.0, "horizon of the adaptive KL controller, in rollouts",
+                             label="KL adaptation horizon")
+    kl_penalty: str = setting("kl", "per-token KL estimator: kl (k1 = logp - logp_ref), abs, mse or k3",
+                              label="KL estimator", choices=KL_PENALTIES)
+    cliprange: float = setting(0.2, "PPO clip range of the probability ratio", label="clip range ε")
+    cliprange_value: float = setting(0.2, "clip range of the value update", label="value clip range")
+    vf_coef: float = setting(0.1, "weight of the value loss", label="value-loss weight")
+    gamma: float = setting(1.0, "discount factor", label="discount γ")
+    lam: float = setting(0.95, "GAE lambda", label="GAE λ")
+    advantage: str = setting(
+        "gae", "how each answer is judged better or worse than expected. gae: a value head (the critic) learns to "
+        "predict the reward, the classic PPO. rloo: several answers per prompt (samples_per_prompt), each compared "
+        "with the mean of the others, no critic (Ahmadian et al. 2024). grpo: like rloo, also divided by the group's "
+        "spread (DeepSeek's GRPO).", label="Advantage estimator", widget="radio", choices=ADVANTAGES)
+    samples_per_prompt: int = setting(1, "answers sampled per prompt in one batch (k); rloo and grpo need at least 2",
+                                      label="answers per prompt, RLOO/GRPO")
+    whiten_advantages: bool = setting(True, "scale advantages to unit std over the batch (GAE: also zero mean)",
+                                      label="normalise advantages per batch")
+    max_grad_norm: float = setting(1.0, "clip the gradient norm to this; 0 = no clipping", label="gradient-norm clip")
+    whiten_rewards: bool = setting(False, "whiten the per-token rewards before GAE", label="normalise rewards per batch")
+    use_score_scaling: bool = setting(False, "divide scores by their running std",
+                                      label="scale scores by their running spread")
+    use_score_norm: bool = setting(False, "with score scaling: also subtract the running mean",
+                                   label="also centre the scores")
+    score_clip: float = setting(0.0, "clip scores to ±this after scaling; 0 = off", label="score clip")
     reward_norm: bool = setting(False, "normalise the reward model's scores to mean 0, std 1 on the starting policy's own "
                                   "answers (the first step's, when policy = reference), so the KL weight means the same "
-                                  "for any reward model (N implementation details, RM #3)")
-    missing_eos_penalty: float = setting(0.0, "subtract this from the score of a response that never ends (no EOS)")
-    output_min_length: int = setting(16, "fewest new tokens per response (EOS is blocked before)")
-    output_max_length: int = setting(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)")
-    temperature: float = setting(1.0, "sampling temperature; the same temperature divides the logits for log-probs")
-    top_k: int = setting(0, "top-k of the rollouts; keep 0 (all tokens) or the KL estimate goes negative")
-    top_p: float = setting(1.0, "top-p of the rollouts; keep 1.0 for the same reason")
-    max_prompt_length: int = setting(128, "prompt tokens kept (chat template included), cut from the left")
-    generation_batch_size: int = setting(0, "prompts generated together; 0 = the whole batch at once")
+                                  "for any reward model (N implementation details, RM #3)",
+                                label="normalise the reward model's scores")
+    missing_eos_penalty: float = setting(0.0, "subtract this from the score of a response that never ends (no EOS)",
+                                         label="penalty for an answer that never ends")
+    output_min_length: int = setting(16, "fewest new tokens per response (EOS is blocked before)",
+                                     label="shortest answer, tokens")
+    output_max_length: int = setting(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)",
+                                     label="longest answer, tokens")
+    temperature: float = setting(1.0, "sampling temperature; the same temperature divides the logits for log-probs",
+                                 label="sampling temperature")
+    top_k: int = setting(0, "top-k of the rollouts; keep 0 (every token can be sampled): otherwise the batch's mean KL "
+                            "goes negative, a sign of a mismatch between sampling and scoring (one answer's KL can be "
+                            "negative anyway)", label="sample from the top k tokens")
+    top_p: float = setting(1.0, "top-p of the rollouts; keep 1.0, for the same reason as top_k",
+                           label="sample from the top p of probability")
+    max_prompt_length: int = setting(128, "prompt tokens kept (chat template included), cut from the left",
+                                     label="prompt tokens kept")
+    generation_batch_size: int = setting(0, "prompts generated together; 0 = the whole batch at once",
+                                         label="prompts generated together")
     chat_template: bool = setting(True, "wrap each prompt in the policy's chat template (its default system prompt "
-                                        "included); off: the raw text, like the seed's 'Question: … Answer:' prompts")
+                                        "included); off: the raw text, like the seed's 'Question: … Answer:' prompts",
+                                  label="wrap prompts in the chat template")
     bf16: bool = setting(False, "bfloat16 autocast for generation and every forward pass (all alike, so ratios hold); "
-                           "ignored where the hardware has no native bf16")
-    seed: int = setting(0, "seed for prompt order, response lengths, sampling and the PPO shuffles")
+                           "ignored where the hardware has no native bf16", label="bfloat16 arithmetic")
+    seed: int = setting(0, "seed for prompt order, response lengths, sampling and the PPO shuffles", label="random seed")
 
 
 # ---------------------------------------------------------------- config
@@ -456,6 +480,7 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
         raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
     cfg = validate(config_from(preset, **{k: v for k, v in values.items() if k not in JOB_KEYS}), preset.limits)
     reward_model = find_reward_model(str(extra["reward_model"]).strip(), root)
+    model_folder(reward_model)  # raises when the run has no saved model
     source = (extra["prompts"] or "").strip() or preset.ppo_prompts
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
     policy = (extra["policy"] or "").strip() or preset.policy

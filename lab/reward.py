@@ -35,19 +35,26 @@ MAX_ENSEMBLE = 5
 class RewardConfig:
     """The reward-model job's settings; `lab.presets` overrides the defaults per machine."""
 
-    data: str = setting("bundled", "training pairs: 'bundled', a file path, a hub id or feedback:NAME")
-    eval_data: str = setting("", "held-out pairs; empty = the source's test split if it has one, else eval_fraction "
-                                 "of `data`")
-    eval_fraction: float = setting(0.1, "share of `data` held out when there is no eval_data and no test split")
+    data: str = setting("bundled", "training pairs: 'bundled', a file path, a hub id, or feedback:NAME for the "
+                                   "Feedback tab's votes (+bundled adds the demo set)", label="Training pairs")
+    eval_data: str = setting("", "held-out pairs; empty = the source's test split if it has one, else a share "
+                                 "(eval_fraction) of the training pairs", label="Held-out pairs (optional)")
+    eval_fraction: float = setting(0.1, "share of the training pairs held out to measure accuracy, when there is no "
+                                        "eval_data and no test split", label="Held-out share", widget="slider",
+                                   minimum=0, maximum=0.5, step=0.05)
     backbone: str = setting("embedded:all-minilm-l6-v2", "model spec of the sequence-classifier backbone: "
-                                                         "embedded:all-minilm-l6-v2, a local folder or a hub id")
-    epochs: float = setting(2.0, "passes over the training pairs (ignored when max_steps > 0)")
-    max_steps: int = setting(0, "optimizer steps; 0 = derived from epochs")
+                                                         "embedded:all-minilm-l6-v2, a local folder or a hub id",
+                            label="Backbone, a one-output sequence classifier")
+    epochs: float = setting(2.0, "passes over the training pairs (ignored when max_steps > 0)", label="Epochs")
+    max_steps: int = setting(0, "optimizer steps; 0 = derived from epochs", label="Max steps, 0 = by epochs")
     min_steps: int = setting(0, "with steps derived from epochs, at least this many: a small set still gets enough "
                                 "updates")
-    learning_rate: float = setting(5e-5, "AdamW peak learning rate")
-    batch_size: int = setting(16, "pairs per optimizer step")
-    max_length: int = setting(256, "tokens per dialogue; longer ones lose their oldest turns (left truncation)")
+    learning_rate: float = setting(5e-5, "AdamW peak learning rate", label="Learning rate")
+    batch_size: int = setting(16, "pairs per optimizer step", label="Batch size in pairs", widget="slider", minimum=1,
+                              maximum=64)
+    max_length: int = setting(256, "tokens per dialogue; longer ones lose their oldest turns (left truncation)",
+                              label="Max length in tokens, oldest turns cut first", widget="slider", minimum=32,
+                              maximum=512, step=32)
     warmup_ratio: float = setting(0.1, "share of steps with linear warm-up before the linear decay")
     weight_decay: float = setting(0.0, "AdamW weight decay")
     center_rewards_coefficient: float = setting(0.0, "pull rewards towards mean zero (arXiv:2312.09244, eq. 2); "
@@ -59,8 +66,9 @@ class RewardConfig:
     answer_segment: bool = setting(True, "BERT-style backbones: dialogue and final answer as the two segments (A/B)")
     average_last: float = setting(0.5, "save the mean of the weights over this final share of the steps (SWA); "
                                        "0 = the last weights")
-    ensemble: int = setting(1, "reward models trained one after another (seeds seed, seed+1, ...); the saved "
-                               "reward is their mean")
+    ensemble: int = setting(1, "reward models trained one after another, each in full with its own seed (seed, "
+                               "seed+1, ...); the saved reward is their mean", label="Models in an ensemble",
+                            widget="slider", minimum=1, maximum=MAX_ENSEMBLE)
     max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
     max_eval_pairs: int = setting(500, "cap on held-out pairs, so evaluations stay quick")
     eval_every: int = setting(0, "evaluate on the held-out pairs every N steps; 0 = about 8 times per run")

@@ -171,14 +171,13 @@ def load_reward_model(path: str | Path) -> RewardModel:
 
 def find_reward_model(path: str, root: Path | None = None) -> str:
     """A reward model's folder, given as a path or as a run id under root (default: the runs folder), as an absolute
-    path; ValueError when there is no such folder or it holds no saved reward model."""
+    path; ValueError when there is no such folder (`model_folder` checks that it holds a saved model)."""
     candidate = Path(path).expanduser()
     by_id = (Path(root) if root else runs_root()) / path
     if not candidate.exists() and not candidate.is_absolute() and by_id.exists():
         candidate = by_id  # a run id from the runs folder
     if not candidate.exists():
         raise ValueError(f"reward model '{path}' does not exist (moved or deleted?): choose another reward run")
-    model_folder(candidate)  # raises when the run has no saved model
     return str(candidate.resolve())
 
 

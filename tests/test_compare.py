@@ -145,7 +145,7 @@ def test_bad_choices_are_refused(ppo_run, runs_root, tmp_path):
         compare.validate(compare.config_from(preset, model_b=ppo_run.id, n_prompts=101), preset.limits)
     empty = new_run("ppo", {"policy": "x"}, runs_root)
     with pytest.raises(ValueError, match="no saved adapters"):
-        policies.resolve_sides(compare.config_from(preset, model_b=empty.id), runs_root)
+        policies.resolve_sides("base", empty.id, runs_root)
     assert [r.id for r in policies.ppo_runs(runs_root)] == [ppo_run.id]
 
 

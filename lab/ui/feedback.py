@@ -10,9 +10,13 @@ from typing import Any
 import gradio as gr
 
 from lab import feedback, policies, sources, votes
-from lab.ui.common import JobTab, UIContext, esc, start_job
+from lab.config import fields_by_name
+from lab.generate import GenerateConfig
+from lab.ui.common import JobTab, UIContext, esc, field_input, start_job
 
 DEFAULT_SET = "workshop"
+FEEDBACK_FIELDS = fields_by_name(feedback.FeedbackConfig, GenerateConfig)
+FORM = ("name", "model_a", "model_b", "prompts", "n_pairs", "max_new_tokens")  # passed to `start` by name
 VISITORS_SHOWN = 8
 
 
@@ -111,11 +115,11 @@ def cast(ctx: UIContext, choice: str, name: str | None, pair_id: str | None, rea
     return {"reveal": reveal_markdown(row), "reason": "", **show(ctx, name, visitor)}
 
 
-def start(ctx: UIContext, visitor: str | None, name: str, model_a: str, model_b: str, prompts: str,
-          n_pairs: float, max_new_tokens: float) -> dict[str, Any]:
-    """Start generating pairs into the set (made now if new); the set dropdown then shows it."""
-    config = feedback.prepare(ctx.preset, {"name": name, "model_a": model_a, "model_b": model_b, "prompts": prompts,
-                                           "n_pairs": n_pairs, "generate": {"max_new_tokens": max_new_tokens}},
+def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    """Start generating pairs into the set (made now if new) from the form's values by name (FORM); the set dropdown
+    then shows it."""
+    form = {k: v for k, v in values.items() if k != "max_new_tokens"}
+    config = feedback.prepare(ctx.preset, {**form, "generate": {"max_new_tokens": values.get("max_new_tokens")}},
                               ctx.manager.root)
     fs = votes.create_set(config["name"], ctx.manager.root)
     start_job(ctx, visitor, feedback.KIND, feedback.generate_pairs, config)
@@ -177,9 +181,8 @@ def build_feedback_tab(ctx: UIContext) -> None:
               ["name", "pair_id", "reason", "visitor"], ["reveal", "reason", *view], api_name=f"feedback_vote_{choice}")
     jt.on(jt.components["name"].change, lambda n, v: show(ctx, n, v), ["name", "visitor"], view,
           api_name="feedback_show")
-    jt.on(jt.components["generate"].click, lambda v, *form: start(ctx, v, *form),
-          ["visitor", "name", "model_a", "model_b", "prompts", "n_pairs", "max_new"], ["name"],
-          api_name="feedback_generate")
+    jt.on(jt.components["generate"].click, lambda v, *values: start(ctx, v, dict(zip(FORM, values))),
+          ["visitor", *FORM], ["name"], api_name="feedback_generate")
     jt.on(gr.Timer(2).tick, lambda n, v, p, s: tick(ctx, n, v, p, s), ["name", "visitor", "pair_id", "seen"],
           ["banner", "seen", "tallies", "pair_id", "pair"], show_progress="hidden", api_visibility="private")
     jt.on(jt.components["export"].click, lambda n: {"files": gr.update(value=export_files(ctx, n), visible=True)},
@@ -203,18 +206,18 @@ def _generate_form(jt: JobTab) -> None:
     ctx, limits = jt.ctx, jt.ctx.preset.limits
     gr.Markdown("#### 1. Blind pairs: two models answer the same prompts")
     sets = votes.list_sets(ctx.manager.root) or [DEFAULT_SET]
-    jt.add("name", gr.Dropdown(sets, value=sets[0], allow_custom_value=True,
-                               label="Feedback set (pick one, or type a new name)", elem_id="feedback-set"))
+
+    def field(name: str, value: Any, **kwargs: Any) -> Any:
+        return jt.add(name, field_input(FEEDBACK_FIELDS[name], value, **kwargs))
+
+    field("name", sets[0], choices=sets, allow_custom_value=True, elem_id="feedback-set")
     choices = model_choices(ctx)
-    jt.add("model_a", gr.Dropdown(choices, value=policies.BASE, label="Model 1", elem_id="feedback-model-a"))
-    jt.add("model_b", gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], elem_id="feedback-model-b",
-                                  label="Model 2 (the same as 1 = two samples of it)"))
-    jt.add("prompts", gr.Dropdown(list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
-                                  allow_custom_value=True, value=ctx.preset.compare_prompts,
-                                  label="Prompts (any prompt source)"))
-    jt.add("n_pairs", gr.Slider(1, limits.max_prompts, value=16, step=1, label="Pairs to generate"))
-    jt.add("max_new", gr.Slider(8, limits.max_new_tokens, value=min(64, limits.max_new_tokens), step=8,
-                                label="Max new tokens"))
+    field("model_a", policies.BASE, choices=choices, elem_id="feedback-model-a")
+    field("model_b", choices[min(1, len(choices) - 1)][1], choices=choices, elem_id="feedback-model-b")
+    field("prompts", ctx.preset.compare_prompts, choices=list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
+          allow_custom_value=True)
+    field("n_pairs", FEEDBACK_FIELDS["n_pairs"].default, maximum=limits.max_prompts)
+    field("max_new_tokens", min(64, limits.max_new_tokens), maximum=limits.max_new_tokens)
     jt.add("generate", gr.Button("Generate pairs", elem_id="feedback-generate"))
 
 
