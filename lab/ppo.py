@@ -48,27 +48,29 @@ class PPOConfig:
     """PPO settings; names and defaults follow the seed (TRL 0.x `PPOConfig`), presets pick sizes per machine. Each
     field's label is the form's plain words; the field's name stays beside it, as the CLI and the papers call it."""
 
+    # how much training
     steps: int = setting(100, "PPO steps; each samples one batch of rollouts", label="training steps")
     learning_rate: float = setting(1.4e-5, "Adam learning rate for the LoRA adapters and the value head",
                                    label="learning rate")
     batch_size: int = setting(16, "rollouts per PPO step", label="rollouts per step")
     mini_batch_size: int = setting(4, "rollouts per forward/backward pass", label="rollouts per gradient pass")
-    gradient_accumulation_steps: int = setting(1, "mini-batches per optimiser update",
-                                               label="gradient passes per update")
+    gradient_accumulation_steps: int = setting(1, "mini-batches per update", label="gradient passes per update")
     ppo_epochs: int = setting(4, "optimisation passes over each batch of rollouts", label="passes over each batch")
+    # the KL penalty and its adaptive controller
     init_kl_coef: float = setting(0.2, "initial weight of the per-token KL penalty", label="KL weight β")
     adap_kl_ctrl: bool = setting(True, "adapt the KL coefficient towards `target` (Ziegler et al. 2019)",
                                  label="adapt β towards the KL target")
     target: float = setting(6.0, "target KL (nats per response) of the adaptive controller", label="KL target")
-    horizon: float = setting(10000.0, "horizon of the adaptive KL controller, in rollouts",
-                             label="KL adaptation horizon")
+    horizon: float = setting(10000.0, "the adaptive KL controller's horizon (rollouts)", label="KL adaptation horizon")
     kl_penalty: str = setting("kl", "per-token KL estimator: kl (k1 = logp - logp_ref), abs, mse or k3",
                               label="KL estimator", choices=KL_PENALTIES)
+    # the clipped losses
     cliprange: float = setting(0.2, "PPO clip range of the probability ratio", label="clip range ε")
     cliprange_value: float = setting(0.2, "clip range of the value update", label="value clip range")
     vf_coef: float = setting(0.1, "weight of the value loss", label="value-loss weight")
     gamma: float = setting(1.0, "discount factor", label="discount γ")
     lam: float = setting(0.95, "GAE lambda", label="GAE λ")
+    # advantages
     advantage: str = setting(
         "gae", "how each answer is judged better or worse than expected. gae: a value head (the critic) learns to "
         "predict the reward, the classic PPO. rloo: several answers per prompt (samples_per_prompt), each compared "
@@ -79,6 +81,7 @@ class PPOConfig:
     whiten_advantages: bool = setting(True, "scale advantages to unit std over the batch (GAE: also zero mean)",
                                       label="normalise advantages per batch")
     max_grad_norm: float = setting(1.0, "clip the gradient norm to this; 0 = no clipping", label="gradient-norm clip")
+    # shaping the reward model's scores
     whiten_rewards: bool = setting(False, "whiten the per-token rewards before GAE", label="normalise rewards per batch")
     use_score_scaling: bool = setting(False, "divide scores by their running std",
                                       label="scale scores by their running spread")
@@ -91,8 +94,8 @@ class PPOConfig:
                                 label="normalise the reward model's scores")
     missing_eos_penalty: float = setting(0.0, "subtract this from the score of a response that never ends (no EOS)",
                                          label="penalty for an answer that never ends")
-    output_min_length: int = setting(16, "fewest new tokens per response (EOS is blocked before)",
-                                     label="shortest answer, tokens")
+    # the rollouts: answer lengths and sampling (keep them unshaped)
+    output_min_length: int = setting(16, "fewest new tokens (EOS is blocked before)", label="shortest answer, tokens")
     output_max_length: int = setting(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)",
                                      label="longest answer, tokens")
     temperature: float = setting(1.0, "sampling temperature; the same temperature divides the logits for log-probs",
@@ -102,10 +105,10 @@ class PPOConfig:
                             "negative anyway)", label="sample from the top k tokens")
     top_p: float = setting(1.0, "top-p of the rollouts; keep 1.0, for the same reason as top_k",
                            label="sample from the top p of probability")
+    # prompts, batching, precision and seed
     max_prompt_length: int = setting(128, "prompt tokens kept (chat template included), cut from the left",
                                      label="prompt tokens kept")
-    generation_batch_size: int = setting(0, "prompts generated together; 0 = the whole batch at once",
-                                         label="prompts generated together")
+    generation_batch_size: int = setting(0, "0 = the whole batch of prompts at once", label="prompts generated together")
     chat_template: bool = setting(True, "wrap each prompt in the policy's chat template (its default system prompt "
                                         "included); off: the raw text, like the seed's 'Question: … Answer:' prompts",
                                   label="wrap prompts in the chat template")

@@ -56,21 +56,13 @@ def check_name(name: str) -> str:
 
 @dataclass
 class FeedbackSet:
-    """One named set's folder."""
+    """One named set's folder: meta.json, the pairs queue (pairs.jsonl) and the votes (votes.jsonl)."""
 
     path: Path
 
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def votes_file(self) -> Path:
-        return self.path / "votes.jsonl"
-
-    @property
-    def pairs_file(self) -> Path:
-        return self.path / "pairs.jsonl"
+    def __post_init__(self) -> None:
+        self.name = self.path.name
+        self.votes_file, self.pairs_file = self.path / "votes.jsonl", self.path / "pairs.jsonl"
 
     def meta(self) -> dict[str, Any]:
         return json.loads((self.path / "meta.json").read_text())
