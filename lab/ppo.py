@@ -30,8 +30,7 @@ from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_score_fn
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, RunningMoments, ValueHead,
-                    compute_gae, compute_rewards, masked_mean, masked_whiten, policy_loss, process_scores,
-                    sequence_advantages, value_loss)
+                    estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores, value_loss)
 from lab.rollout import (Batch, LengthSampler, batched_forward, decode_responses, forward_policy,
                          generate_responses, prompt_batches, response_tokens)
 
@@ -278,8 +277,9 @@ def ppo_step(
     ref_logprobs, _ = batched_forward(model, None, batch, cfg, reference=True)
 
     # 4. advantages (and returns, with a critic) from the scores and the per-token KL
-    kl, advantages, returns = estimate_advantages(scores, old_logprobs, ref_logprobs, old_values, batch.mask.float(),
-                                                  state.kl_ctl.value, cfg)
+    kl, advantages, returns = estimate_advantages(
+        scores, old_logprobs, ref_logprobs, old_values, batch.mask.float(), state.kl_ctl.value, cfg.kl_penalty,
+        cfg.advantage, cfg.samples_per_prompt, cfg.gamma, cfg.lam, cfg.whiten_rewards, cfg.whiten_advantages)
     timings["time/forward"] = time.perf_counter() - t
     if should_stop():
         return None
@@ -330,38 +330,11 @@ def score_batch(score_fn: ScoreFn, prompts: list[str], responses: list[str], bat
     return raw_scores, ((batch.responses == eos_id) & batch.mask.bool()).any(-1)
 
 
-def mean_and_std(scores: torch.Tensor) -> tuple[float, float]:
-    """Mean and std of the scores (std 1 when there is one score or no spread), for reward_norm."""
-    spread = len(scores) > 1 and scores.std() > 1e-6
-    return scores.mean().item(), scores.std().item() if spread else 1.0
-
-
 def shaped_scores(scores: torch.Tensor, cfg: PPOConfig, state: PPOState) -> torch.Tensor:
     """reward_norm with the starting policy's statistics, then the seed's score scaling and clipping."""
     if cfg.reward_norm:
         scores = (scores - state.score_mean) / state.score_std
     return process_scores(scores, state.moments, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip)
-
-
-def estimate_advantages(
-    scores: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, old_values: torch.Tensor | None,
-    mask: torch.Tensor, kl_coef: float, cfg: PPOConfig,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(per-token KL, advantages, returns or None). GAE: per-token KL penalty, score on the last real token, GAE over
-    the value head's estimates. RLOO / GRPO: the answer's score minus its summed KL, against the other answers to the
-    same prompt."""
-    rewards, kl = compute_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef, cfg.kl_penalty)
-    if old_values is None:
-        advantages = sequence_advantages(scores, kl, mask, kl_coef, cfg.advantage, cfg.samples_per_prompt)
-        if cfg.whiten_advantages:  # zero mean already (leave-one-out / group mean): scale only
-            advantages = masked_whiten(advantages, mask, shift_mean=False)
-        return kl, advantages, None
-    if cfg.whiten_rewards:
-        rewards = masked_whiten(rewards, mask, shift_mean=False)
-    advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-    if cfg.whiten_advantages:
-        advantages = masked_whiten(advantages, mask)
-    return kl, advantages, returns
 
 
 def step_metrics(r: Rollout, kl_coef: float) -> dict[str, float]:

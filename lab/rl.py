@@ -224,3 +224,30 @@ class ValueHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
 
+
+def mean_and_std(scores: torch.Tensor) -> tuple[float, float]:
+    """Mean and std of the scores (std 1 when there is one score or no spread), for reward_norm."""
+    spread = len(scores) > 1 and scores.std() > 1e-6
+    return scores.mean().item(), scores.std().item() if spread else 1.0
+
+
+def estimate_advantages(
+    scores: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, old_values: torch.Tensor | None,
+    mask: torch.Tensor, kl_coef: float, kl_kind: str = "kl", advantage: str = "gae", k: int = 1, gamma: float = 1.0,
+    lam: float = 0.95, whiten_rewards: bool = False, whiten_advantages: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(per-token KL, advantages, returns or None), all (B, T). With values (GAE): per-token KL penalty, the score on
+    the last real token, GAE over the value head's estimates. Without (RLOO / GRPO, `k` answers a prompt): the
+    answer's score minus its summed KL, against the other answers to the same prompt."""
+    rewards, kl = compute_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef, kl_kind)
+    if old_values is None:
+        advantages = sequence_advantages(scores, kl, mask, kl_coef, advantage, k)
+        if whiten_advantages:  # zero mean already (leave-one-out / group mean): scale only
+            advantages = masked_whiten(advantages, mask, shift_mean=False)
+        return kl, advantages, None
+    if whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = compute_gae(rewards, old_values, mask, gamma, lam)
+    if whiten_advantages:
+        advantages = masked_whiten(advantages, mask)
+    return kl, advantages, returns

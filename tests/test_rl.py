@@ -143,3 +143,22 @@ def test_temperature_divides_the_logits_for_log_probs():
 
 
 # ---------------------------------------------------------------- learning
+
+
+def test_estimate_advantages_runs_gae_with_values_and_rloo_without():
+    torch.manual_seed(0)
+    scores, lp, ref = torch.tensor([1.0, 0.0, 2.0, -1.0]), torch.randn(4, 3), torch.randn(4, 3)
+    mask, values = torch.ones(4, 3), torch.randn(4, 3)
+    kl, adv, ret = rl.estimate_advantages(scores, lp, ref, values, mask, 0.1, whiten_advantages=False)
+    rewards, kl_expected = rl.compute_rewards(scores, lp, ref, mask, 0.1)
+    gae, returns = rl.compute_gae(rewards, values, mask)
+    assert torch.equal(kl, kl_expected) and torch.allclose(adv, gae) and torch.allclose(ret, returns)
+    kl, adv, ret = rl.estimate_advantages(scores, lp, ref, None, mask, 0.1, advantage="rloo", k=2,
+                                          whiten_advantages=False)
+    assert ret is None and torch.allclose(adv, rl.sequence_advantages(scores, kl, mask, 0.1, "rloo", 2))
+
+
+def test_mean_and_std_falls_back_to_one_without_spread():
+    assert rl.mean_and_std(torch.tensor([1.0, 3.0])) == pytest.approx((2.0, 2 ** 0.5))
+    assert rl.mean_and_std(torch.tensor([5.0, 5.0])) == (5.0, 1.0)
+    assert rl.mean_and_std(torch.tensor([4.0])) == (4.0, 1.0)
