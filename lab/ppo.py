@@ -264,9 +264,11 @@ def ppo_step(
     scores = raw_scores - cfg.missing_eos_penalty * (~has_eos).float()
     if cfg.reward_norm and state.step == 0:  # before any update the policy is the reference: these are its own answers
         state.score_mean, state.score_std = mean_and_std(scores)
+    if cfg.reward_norm:
+        scores = (scores - state.score_mean) / state.score_std
     if cfg.use_score_scaling:
         state.moments.update(scores)
-    scores = shaped_scores(scores, cfg, state)
+    scores = process_scores(scores, state.moments, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip)
     timings["time/score"] = time.perf_counter() - t
 
     # 3. forward: old log-probs (and values, with a critic) of the policy, log-probs of the reference (adapters off)
@@ -328,13 +330,6 @@ def score_batch(score_fn: ScoreFn, prompts: list[str], responses: list[str], bat
     if raw_scores.shape != (len(prompts),) or not torch.isfinite(raw_scores).all():
         raise ValueError(f"the reward function must return one finite number per response, got {raw_scores.tolist()}")
     return raw_scores, ((batch.responses == eos_id) & batch.mask.bool()).any(-1)
-
-
-def shaped_scores(scores: torch.Tensor, cfg: PPOConfig, state: PPOState) -> torch.Tensor:
-    """reward_norm with the starting policy's statistics, then the seed's score scaling and clipping."""
-    if cfg.reward_norm:
-        scores = (scores - state.score_mean) / state.score_std
-    return process_scores(scores, state.moments, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip)
 
 
 def step_metrics(r: Rollout, kl_coef: float) -> dict[str, float]:
