@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from lab import models, stats
+from lab import memory, models, stats
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import encode_chat
@@ -30,7 +30,8 @@ from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_score_fn
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, RunningMoments, ValueHead,
-                    estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores, value_loss)
+                    check_gradients, estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores,
+                    value_loss)
 from lab.rollout import (Batch, LengthSampler, batched_forward, decode_responses, forward_policy,
                          generate_responses, prompt_batches, response_tokens)
 
@@ -204,6 +205,7 @@ def ppo_update(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats: dict[str, list[torch.Tensor]] = {}
     per_update = cfg.mini_batch_size * cfg.gradient_accumulation_steps
+    first = True
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(len(batch.input_ids), generator=generator)
         for start in range(0, len(order), per_update):
@@ -225,6 +227,8 @@ def ppo_update(
                 (loss / cfg.gradient_accumulation_steps).backward()
                 for key, value in rows.items():
                     stats.setdefault(key, []).append(value)
+            check_gradients(model, first_update=first, signal=bool(advantages[order[start : start + per_update]].any()))
+            first = False
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -455,8 +459,9 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     source = (extra["prompts"] or "").strip() or preset.ppo_prompts
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
     policy = (extra["policy"] or "").strip() or preset.policy
-    models.resolve(policy)
+    models.check_available(policy)
     config = job_config(cfg, preset, reward_model, source, policy)
+    config.update(memory.check_ppo(config))  # refuses, with the numbers, a job that would not fit
     if extra["max_prompts"]:
         config["max_prompts"] = int(extra["max_prompts"])
     return config
@@ -476,6 +481,8 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_trainable_policy(ctx.config["policy"], ctx.config.get("quantize_4bit", False),
                                              ctx.config.get("lora", {}))
+    if ctx.config.get("gradient_checkpointing"):  # set by prepare when the memory estimate needs it (lab.memory)
+        models.enable_checkpointing(model)
     value_head = new_value_head(model)
 
     def on_step(metrics: dict[str, float], samples: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -80,11 +81,21 @@ def encode_inputs(tokenizer: Any, texts: Sequence[str], max_length: int, segment
 
 def model_max_length(model: Any, tokenizer: Any) -> int:
     """The longest input the backbone takes (its position table, else the tokenizer's limit)."""
-    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    positions = getattr(model.config, "max_position_embeddings", None)
+    roberta = getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert")
+    if isinstance(positions, int) and roberta:
+        positions -= 2  # roberta's positions start after its padding index: 514 in the table, 512 usable
+    limits = [positions, getattr(tokenizer, "model_max_length", None)]
     usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
-    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        usable = [min(usable)] if usable else []  # roberta's table holds 2 offset positions beyond the 512 usable
     return min(usable) if usable else 512
+
+
+def backbone_limit(spec: str, tokenizer: Any) -> int:
+    """`model_max_length` of a backbone from its config alone (before its weights load)."""
+    from transformers import AutoConfig  # heavy: only a reward job reads a backbone's config
+
+    config = AutoConfig.from_pretrained(models.local_path(spec), trust_remote_code=False)
+    return model_max_length(SimpleNamespace(config=config), tokenizer)
 
 
 # ---------------------------------------------------------------- the trained model

@@ -251,3 +251,22 @@ def estimate_advantages(
     if whiten_advantages:
         advantages = masked_whiten(advantages, mask)
     return kl, advantages, returns
+
+
+def check_gradients(model: nn.Module, first_update: bool, signal: bool) -> None:
+    """Refuse to go on when no trainable parameter of the policy received a gradient in an update: the update would
+    change nothing, silently (bitsandbytes' CPU inference layout has no backward, see models.keep_4bit_trainable).
+    All-zero gradients count as none only in a step's first update with non-zero advantages, where the ratio is 1
+    and nothing is clipped; later a clipped ratio legitimately gives zero gradients."""
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    if not grads:
+        return
+    missing = all(g is None for g in grads)
+    zero = first_update and signal and all(g is None or not g.any() for g in grads)
+    if missing or zero:
+        raise RuntimeError(
+            f"no trainable parameter of the policy received a gradient in this PPO update ({len(grads)} trainable "
+            "tensors, all " + ("without a gradient" if missing else "with zero gradient") + "): the policy cannot "
+            "learn. A 4-bit model's layers may be in a no-backward layout (models.keep_4bit_trainable), or the "
+            "adapters are not on the path from input to log-probs"
+        )

@@ -9,18 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from lab import data, models
-from lab.data import Pair, PairSet, parse_hub_id, resolve_path, to_hh
+from lab.data import Pair, PairSet, hub_files, resolve_path, to_hh
 from lab.votes import check_name, export_rows, open_set
 
 SOURCE_PREFIX = "feedback:"  # `feedback:NAME` as a data source; `feedback:NAME@N` = its first N votes
 MIX = "+"  # `feedback:NAME+bundled`: the votes plus another source's pairs
 
 
-def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
-    """Preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id or 'feedback:NAME[@N][+other]'."""
+def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None, seed: int = 0) -> PairSet:
+    """Preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id (a `limit` sample of it seeded by
+    `seed`) or 'feedback:NAME[@N][+other]'."""
     if is_feedback_source(source):
         return load_source(source.strip(), limit, allowed_dirs)
-    return data.load_pairs(source, limit, allowed_dirs)
+    return data.load_pairs(source, limit, allowed_dirs, seed)
 
 
 def is_feedback_source(source: str) -> bool:
@@ -102,5 +103,5 @@ def check_prompt_source(source: str, allowed_dirs: list[Path] | None = None) -> 
     """A prompt file must exist (within the allowed folders); a hub id needs the hub."""
     if source.startswith("bundled") or resolve_path(source, allowed_dirs) is not None:
         return
-    parse_hub_id(source)
-    models.require_hub(source)
+    if hub_files(source) is None:  # no plain data files: `datasets` reads it, from the hub
+        models.require_hub(source)

@@ -12,7 +12,7 @@ LAB = Path(__file__).resolve().parent.parent / "lab"
 # Bottom to top, as drawn in the README's Layout section; a module imports only from layers below its own.
 LAYERS = [
     {"config", "presets", "runs", "stats", "models", "space"},
-    {"data", "generate", "toxicity", "jobs"},
+    {"data", "generate", "toxicity", "jobs", "memory"},
     {"rl", "votes", "reward_model"},
     {"rollout", "sources", "policies"},
     {"reward", "ppo", "compare", "feedback"},
