@@ -18,13 +18,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from lab import diagnostics
 from lab.config import build, from_job, setting
-from lab.presets import Limits, Preset
+from lab.data import load_prompts
+from lab.generate import GenerateConfig
+from lab.policies import STEP_DIR, Side, kept_steps, sample
+from lab.presets import Limits, Preset, get_preset
+from lab.reward_model import format_for_reward, judge_path, load_judge
 from lab.stats import bootstrap_mean
+from lab.toxicity import get_scorer
 
 EVALS_FILE = "evals.jsonl"
-STEP_DIR = "step-{}"  # under the run's model/ folder
+TRAINING = "default"  # the adapter PPO trains (peft's default name): evaluations sample with it on
 MEASURES = {  # key in an evaluation row -> what it is, for plots and words
     "reward": "proxy reward (the reward model PPO optimises)",
     "judge": "judge reward (a reward model PPO never saw)",
@@ -77,8 +84,6 @@ def field_names() -> set[str]:
 def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None) -> dict[str, Any]:
     """A checked evaluation config (EvalConfig fields; None or "" = the preset's); the prompt source must give
     prompts when evaluation is on."""
-    from lab.data import load_prompts
-
     cfg = validate(config_from(preset, **{k: v for k, v in values.items() if k in field_names()}), preset.limits)
     if cfg.eval_every:
         load_prompts(cfg.eval_prompts, limit=cfg.eval_n_prompts, allowed_dirs=allowed_dirs)
@@ -180,13 +185,6 @@ def load_evals(run_dir: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["step"])
 
 
-def kept_steps(run_dir: Path) -> list[int]:
-    """The steps whose adapters a run kept (model/step-N/ with an adapter_config.json)."""
-    model = Path(run_dir) / "model"
-    return sorted(int(p.name[5:]) for p in model.glob("step-*")
-                  if p.name[5:].isdigit() and (p / "adapter_config.json").exists())
-
-
 def trend(rows: Sequence[dict[str, Any]], key: str = "reward") -> dict[str, Any] | None:
     """The latest evaluation against the first, prompt by prompt (same prompts, same seed): mean change with a
     bootstrap 95% interval, and whether it rose or fell by more than its noise."""
@@ -252,14 +250,8 @@ def timeline(rows: Sequence[dict[str, Any]], pinned: int = 3) -> list[dict[str, 
 
 def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, last_step: int) -> Evaluator | None:
     """The Evaluator of a PPO job from its config's `evaluate` dict (None when evaluation is off): the fixed
-    prompts, sampling through lab.generate with the fixed seed, the proxy PPO uses, the judge named for its reward
+    prompts, sampled through lab.policies (the training adapter on) with the fixed seed, the proxy PPO uses, the judge named for its reward
     model (its judge/ folder, else the preset's), the preset's toxicity scorer."""
-    from lab.data import load_prompts
-    from lab.generate import GenerateConfig, generate_batch
-    from lab.presets import get_preset
-    from lab.reward import format_for_reward, judge_path, load_judge
-    from lab.toxicity import get_scorer
-
     values = ctx.config.get("evaluate")
     if not values:
         return None
@@ -273,13 +265,14 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
                                     "top_k": preset.generate.get("top_k", 50), "top_p": preset.generate.get("top_p", 0.95),
                                     "batch_size": len(prompts)})
 
-    def answer(batch: list[str], seed: int) -> list[str]:
-        import torch
+    policy = str(ctx.config.get("policy") or preset.policy)
+    side = Side(TRAINING, "training", policy, ctx.run.model_dir, str(ctx.config.get("reward_model") or ""))
 
+    def answer(batch: list[str], seed: int) -> list[str]:
         ctx.set_progress(ctx.progress, "evaluating on the fixed prompts")
         # the evaluation's own seed, without moving PPO's random stream: its rollouts are those of a run without it
         with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-            return generate_batch(model, tokenizer, batch, gen, seed)
+            return sample(side, {policy: (model, tokenizer)}, batch, gen, seed)
 
     spec = ctx.config.get("judge") or judge_path(ctx.config.get("reward_model"), preset.judge)
     judge = None

@@ -122,10 +122,10 @@ def test_compare_verdict_diagnostics_and_one_click_to_a_blind_vote(browser, app_
     assert "Question" in pair and "default" not in pair and "base" not in pair.split("Question")[0]  # blind
     page.locator("#feedback-vote-a").click()
     _wait_text(page, "#feedback-reveal", ("written by",), 20)
-    from lab import feedback
+    from lab import votes
 
-    names = [n for n in feedback.list_sets(app_runs) if n.startswith("vote-compare-")]
-    assert len(names) == 1 and len(feedback.open_set(names[0], app_runs).pairs()) == 10
-    assert len(feedback.open_set(names[0], app_runs).votes()) == 1
+    names = [n for n in votes.list_sets(app_runs) if n.startswith("vote-compare-")]
+    assert len(names) == 1 and len(votes.open_set(names[0], app_runs).pairs()) == 10
+    assert len(votes.open_set(names[0], app_runs).votes()) == 1
     page.screenshot(path=str(shots / "screenshot-compare-vote.png"), full_page=True)
     page.context.close()

@@ -104,7 +104,7 @@ def test_a_ppo_job_evaluates_at_the_configured_steps_and_keeps_loadable_adapters
                                                                                   monkeypatch):
     stand_in = runs_root / "reward-stand-in"
     stand_in.mkdir(parents=True)
-    monkeypatch.setattr(compare, "load_reward", lambda path: type("R", (), {"score": lambda self, t: [0.0] * len(t)})())
+    monkeypatch.setattr(compare, "load_reward_model", lambda path: type("R", (), {"score": lambda self, t: [0.0] * len(t)})())
     manager = JobManager(runs_root)
     job = manager.run_sync(ppo.KIND, functools.partial(ppo.train_ppo, score_fn=_score),
                            _job_config(tiny_lm_dir, 2, reward_model=str(stand_in)))

@@ -20,7 +20,8 @@ def test_the_form_and_the_flags_prepare_the_same_job(ppo_run, runs_root):
     from lab.ui.common import UIContext
 
     ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
-    form = tab.build_config(ctx, "base", ppo_run.id, "bundled", "", 3.0, 16.0, 0.7, 50.0, 0.95, 0.0, "offline")
+    form = tab.build_config(ctx, dict(zip(tab.FORM, ("base", ppo_run.id, "bundled", "", 3.0, 16.0, 0.7, 50.0, 0.95,
+                                                    0.0, "offline"))))
     flags = cli.prepared(["--preset", "cpu", "compare", "--run", ppo_run.id, "--against", "base", "--prompts",
                           "bundled", "--n", "3", "--max-new-tokens", "16", "--temperature", "0.7", "--top-k", "50",
                           "--top-p", "0.95", "--seed", "0", "--toxicity", "offline"])
@@ -46,10 +47,10 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     assert "No comparison yet" in first["summary"] and "appear" in first["plot"].layout.annotations[-1].text
     assert set(jt.tick("visitor-1", None, first["seen"], "Prompt order", "")) == {"banner"}  # drawn once, then rests
     hostile = "<script>alert(1)</script>"
-    form = ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline"]
+    form = dict(zip(tab.FORM, ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline"]))
     with pytest.raises(ValueError, match="visitor"):
-        tab.start(ctx, None, *form)
-    run_id = tab.start(ctx, "visitor-1", *form)
+        tab.start(ctx, None, form)
+    run_id = tab.start(ctx, "visitor-1", form)
     manager.wait(120)
     assert manager.job.status == "done", manager.job.error
     assert current_run_id(ctx, "compare") == run_id
@@ -166,7 +167,8 @@ def test_compare_prompt_source_refuses_a_dotted_path_like_a_path(runs_root):
         ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"),
                         allowed_dirs=[runs_root])
     with pytest.raises(ValueError, match="is not in a folder this lab may read") as e:
-        tab.build_config(ctx, "base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 0, "offline")
+        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 0,
+                                                  "offline"))))
     assert "hub" not in str(e.value) and str(runs_root) not in str(e.value)
 
 
@@ -252,7 +254,7 @@ def test_model_choices_offer_each_kept_evaluation_step(runs_root, ppo_run):
 
 
 def test_compare_to_vote_queues_the_same_answers_blind_once(runs_root):
-    from lab import feedback
+    from lab import votes
     from lab.ui import compare as tab
     from lab.ui.common import UIContext
 
@@ -263,12 +265,12 @@ def test_compare_to_vote_queues_the_same_answers_blind_once(runs_root):
     out = tab.to_vote(ctx, run.id)
     name = out["vote_set"]
     assert name.startswith("vote-compare-") and "6 new pairs" in out["vote_note"]
-    pairs = feedback.open_set(name, runs_root).pairs()
+    pairs = votes.open_set(name, runs_root).pairs()
     assert len(pairs) == 6
     assert {frozenset((p["answer_a"], p["answer_b"])) for p in pairs} == \
         {frozenset((r["answer_a"], r["answer_b"])) for r in rows[:6]}
     assert {p["model_a"] for p in pairs} == {"base", "ppo-x"}  # sides shuffled
     assert "0 new pairs" in tab.to_vote(ctx, run.id)["vote_note"]  # a second click adds nothing
-    assert len(feedback.open_set(name, runs_root).pairs()) == 6
+    assert len(votes.open_set(name, runs_root).pairs()) == 6
     with pytest.raises(ValueError, match="run a comparison first"):
         tab.to_vote(ctx, None)
