@@ -103,6 +103,26 @@ def plain_names(message: str, labels: dict[str, str]) -> str:
     return re.sub(rf"(?<![\w/`'(])({names})(?![\w`'])", lambda m: f"'{labels[m.group(1)]}'", message)
 
 
+def require_numbers(values: dict[str, Any], labels: dict[str, str] | None = None) -> None:
+    """ValueError naming the first numeric field that is empty or not a number. A gradio Number the visitor emptied
+    (or typed letters into) arrives as None, which the configs would read as "the default": a run the visitor never
+    asked for, holding the machine's only job slot. So nothing starts until every number is there."""
+    labels = labels or {}
+    for name, value in values.items():
+        label = labels.get(name, name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(f"'{label}' is empty: type a number (nothing was started)")
+        if isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"'{label}' is not a number ({str(value)[:20]!r}): type a number "
+                             "(nothing was started)") from None
+        if number != number:  # NaN
+            raise ValueError(f"'{label}' is not a number: type a number (nothing was started)")
+
+
 def start_job(ctx: UIContext, visitor: str | None, kind: str, fn: Callable, config: dict[str, Any]) -> str:
     """Start a job owned by this visitor; returns the new run's id (JobBusy if one is running)."""
     if not visitor:

@@ -10,7 +10,8 @@ from typing import Any
 import gradio as gr
 
 from lab import compare, feedback
-from lab.ui.common import JobTab, UIContext, esc, start_job
+from lab.runs import default_choice
+from lab.ui.common import JobTab, UIContext, esc, require_numbers, start_job
 
 DEFAULT_SET = "workshop"
 VISITORS_SHOWN = 8
@@ -114,6 +115,8 @@ def cast(ctx: UIContext, choice: str, name: str | None, pair_id: str | None, rea
 def start(ctx: UIContext, visitor: str | None, name: str, model_a: str, model_b: str, prompts: str,
           n_pairs: float, max_new_tokens: float) -> dict[str, Any]:
     """Start generating pairs into the set (made now if new); the set dropdown then shows it."""
+    require_numbers({"n_pairs": n_pairs, "max_new_tokens": max_new_tokens},
+                    {"n_pairs": "Pairs to generate", "max_new_tokens": "Max new tokens"})
     config = feedback.prepare(ctx.preset, {"name": name, "model_a": model_a, "model_b": model_b, "prompts": prompts,
                                            "n_pairs": n_pairs, "generate": {"max_new_tokens": max_new_tokens}},
                               ctx.manager.root)
@@ -207,7 +210,8 @@ def _generate_form(jt: JobTab) -> None:
                                label="Feedback set (pick one, or type a new name)", elem_id="feedback-set"))
     choices = model_choices(ctx)
     jt.add("model_a", gr.Dropdown(choices, value=compare.BASE, label="Model 1", elem_id="feedback-model-a"))
-    jt.add("model_b", gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], elem_id="feedback-model-b",
+    model_b = default_choice(choices, compare.ppo_runs(ctx.manager.root)) or compare.BASE
+    jt.add("model_b", gr.Dropdown(choices, value=model_b, elem_id="feedback-model-b",
                                   label="Model 2 (the same as 1 = two samples of it)"))
     jt.add("prompts", gr.Dropdown(list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
                                   allow_custom_value=True, value=ctx.preset.compare_prompts,

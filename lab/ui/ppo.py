@@ -9,8 +9,9 @@ from typing import Any
 import gradio as gr
 
 from lab import ppo
-from lab.runs import ACTIVE, Run
-from lab.ui.common import JobTab, UIContext, esc, plain_names, run_choices, start_job
+from lab.config import field_type
+from lab.runs import ACTIVE, Run, default_choice, duration, list_runs, measured_pace
+from lab.ui.common import JobTab, UIContext, esc, plain_names, require_numbers, run_choices, start_job
 from lab.ui.plots_common import length_warning
 from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure
 
@@ -209,6 +210,8 @@ def build_config(ctx: UIContext, reward_run: str | None, prompts: str, policy: s
         raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
     form = {"reward_model": reward_run, "prompts": prompts, "policy": policy,
             **{f.name: v for f, v in zip(fields(ppo.PPOConfig), values)}}
+    require_numbers({f.name: v for f, v in zip(fields(ppo.PPOConfig), values) if field_type(f) in (int, float)},
+                    form_labels())
     try:
         return ppo.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
     except ValueError as e:  # name the settings as the form shows them
@@ -221,6 +224,29 @@ def form_labels() -> dict[str, str]:
             for name, label in LABELS.items() if name in PPO_FIELDS}
 
 
+def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any) -> str:
+    """What a run will cost before it starts: steps × the seconds per step measured on this machine (by the newest
+    PPO run here), scaled by rollouts × answer length when those differ; says so when nothing was measured yet."""
+    pace = measured_pace(ppo.KIND, ctx.manager.root)
+    if pace is None:
+        return ("<small>⏱ Cost: no measurement yet on this machine (no PPO run has finished a step here). Start with "
+                "a few steps to measure it.</small>")
+    cfg = pace["config"]
+    try:
+        steps, batch, length = int(float(steps)), float(batch_size), float(max_length)
+    except (TypeError, ValueError):
+        return "<small>⏱ Cost: type the training steps, rollouts per step and longest answer to see it.</small>"
+    measured = float(cfg.get("batch_size") or batch) * float(cfg.get("output_max_length") or length)
+    scale = batch * length / measured if measured > 0 else 1.0
+    per_step = pace["seconds_per_step"] * scale
+    scaled = "" if abs(scale - 1) < 0.05 else (f", scaled ×{scale:.2f} for {batch:.0f} rollouts of up to {length:.0f} "
+                                               "tokens (a rough guess)")
+    return (f"<small>⏱ Cost: about **{duration(steps * per_step)}** of this machine's only job slot "
+            f"({steps} steps × {per_step:.1f} s per step, plus loading the models). Measured on this machine by run "
+            f"`{esc(pace['run'])}`: {pace['seconds_per_step']:.1f} s per step with {cfg.get('batch_size', '?')} "
+            f"rollouts of up to {cfg.get('output_max_length', '?')} tokens{scaled}.</small>")
+
+
 def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     """Start a PPO job owned by this visitor; returns the new run's id."""
     return start_job(ctx, visitor, ppo.KIND, ppo.train_ppo, build_config(ctx, *form))
@@ -231,13 +257,24 @@ def job_tab(ctx: UIContext) -> JobTab:
     return JobTab(ctx, ppo.KIND, view, VIEW, follow=True)
 
 
+def default_reward(ctx: UIContext, choices: list[tuple[str, str]], current: str | None = None) -> str | None:
+    """The reward run picked for the visitor: the current one while listed, else the newest that ran to its end
+    (a stopped run is listed, labelled, but never picked)."""
+    return default_choice(choices, list_runs(kind="reward", root=ctx.manager.root), current)
+
+
 def newest_reward(ctx: UIContext) -> dict:
-    """The reward-run dropdown on a page load: the finished runs, the newest chosen."""
+    """The reward-run dropdown on a page load: the reward runs with a model, the newest finished one chosen."""
     rewards = reward_choices(ctx)
-    return gr.update(choices=rewards, value=rewards[0][1] if rewards else None)
+    return gr.update(choices=rewards, value=default_reward(ctx, rewards))
 
 
 # ---------------------------------------------------------------- the tab
+
+
+def _refreshed_rewards(ctx: UIContext, current: str | None) -> dict:
+    rewards = reward_choices(ctx)
+    return gr.update(choices=rewards, value=default_reward(ctx, rewards, current))
 
 
 def _component(f: Any, default: Any, limits: Any) -> gr.components.Component:
@@ -283,17 +320,23 @@ def build_ppo_tab(ctx: UIContext) -> None:
     jt.runs_row("PPO runs (pick one to reopen it)")
     jt.wire(start, ["reward_run", "prompts", "policy", *(f.name for f in fields(ppo.PPOConfig))])
     jt.on(jt.components["reward_refresh"].click,
-          lambda r: {"reward_run": gr.update(choices=reward_choices(ctx), value=r)}, ["reward_run"], ["reward_run"],
+          lambda r: {"reward_run": _refreshed_rewards(ctx, r)}, ["reward_run"], ["reward_run"],
           api_visibility="private")
-    if ctx.demo is not None:  # a reload lists the reward runs trained since, the newest chosen
-        jt.on(ctx.demo.load, lambda: {"reward_run": newest_reward(ctx)}, [], ["reward_run"],
+    cost = ["steps", "batch_size", "output_max_length"]
+    for name in cost:
+        jt.on(jt.components[name].change, lambda *v: {"cost": cost_text(ctx, *v)}, cost, ["cost"],
               api_visibility="private", show_progress="hidden")
+    if ctx.demo is not None:  # a reload lists the reward runs trained since, the newest finished one chosen
+        jt.on(ctx.demo.load, lambda *v: {"reward_run": newest_reward(ctx), "cost": cost_text(ctx, *v)}, cost,
+              ["reward_run", "cost"], api_visibility="private", show_progress="hidden")
 
 
 def _form(jt: JobTab) -> None:
     """The reward run, prompts, policy and every PPOConfig field (the main ones first, the rest folded away)."""
     ctx, defaults, limits = jt.ctx, ppo.config_from(jt.ctx.preset), jt.ctx.preset.limits
-    jt.add("reward_run", gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)",
+    rewards = reward_choices(ctx)
+    jt.add("reward_run", gr.Dropdown(rewards, value=default_reward(ctx, rewards),
+                                     label="Reward model (a reward run with a saved model; a stopped one says so)",
                                      elem_id="ppo-reward-run"))
     jt.add("reward_refresh", gr.Button("↻ Refresh reward runs", size="sm"))
     jt.add("prompts", gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
@@ -303,6 +346,8 @@ def _form(jt: JobTab) -> None:
     for f in fields(ppo.PPOConfig):
         if f.name in MAIN_FIELDS:
             jt.add(f.name, _component(f, getattr(defaults, f.name), limits))
+    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.steps, defaults.batch_size, defaults.output_max_length),
+                               elem_id="ppo-cost"))
     with gr.Accordion("Advanced settings", open=False):
         jt.add("policy", gr.Textbox(ctx.preset.policy, label="policy", info="the model to fine-tune (LoRA adapters)"))
         for f in fields(ppo.PPOConfig):
