@@ -491,9 +491,27 @@ def generate_responses(
     )
 
 
-def response_tokens(tokenizer: Any, batch: Batch) -> list[list[str]]:
-    """Each response as the text of its real tokens, one string per token (for per-token KL views)."""
-    return [[tokenizer.decode([t]) for t in row[m.bool()].tolist()] for row, m in zip(batch.responses, batch.mask)]
+MAX_SPAN = 8  # tokens: a span that still decodes to U+FFFD after this many is cut anyway (bytes that never form text)
+
+
+def decode_spans(tokenizer: Any, ids: list[int]) -> list[tuple[str, int]]:
+    """(text, tokens) spans of one response for per-token views: a token whose bytes are only part of a character
+    (an emoji is often 2-4 byte-level tokens) decodes alone to U+FFFD, so tokens are grouped until the group's
+    text is whole. Most spans are one token."""
+    spans: list[tuple[str, int]] = []
+    start = 0
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[start:end])
+        if "\ufffd" in text and end < len(ids) and end - start < MAX_SPAN:
+            continue
+        spans.append((text, end - start))
+        start = end
+    return spans
+
+
+def response_tokens(tokenizer: Any, batch: Batch) -> list[list[tuple[str, int]]]:
+    """Each response's real tokens as decoded spans (whole characters; see decode_spans), for per-token KL views."""
+    return [decode_spans(tokenizer, row[m.bool()].tolist()) for row, m in zip(batch.responses, batch.mask)]
 
 
 def decode_responses(tokenizer: Any, batch: Batch) -> list[str]:
@@ -652,6 +670,8 @@ def ppo_step(
         "objective/kl": seq_kl.mean().item(),
         "objective/kl_coef": kl_coef,
         "objective/entropy": (-old_logprobs * mask).sum(-1).mean().item(),  # the seed's estimate: -log p summed
+        # per token, so shorter answers alone do not lower it: mean −log p of the sampled tokens
+        "objective/entropy_per_token": ((-old_logprobs * mask).sum() / mask.sum().clamp(min=1)).item(),
         "objective/non_score_reward": (-kl_coef * kl).sum(-1).mean().item(),
         "env/reward_length_corr": stats.pearson(raw_scores.tolist(), lengths_now.tolist()) or 0.0,
         "ppo/advantages/mean": masked_mean(advantages, mask).item(),
@@ -665,11 +685,12 @@ def ppo_step(
         **timings,
         "time/step": time.perf_counter() - started,
     }
-    samples = [
-        {"step": state.step, "prompt": p, "response": r, "reward": round(s, 5), "kl": round(k, 5), "length": len(toks),
-         "tokens": toks, "token_kl": [round(x, 4) for x in row[: len(toks)]]}
-        for p, r, s, k, toks, row in zip(prompts, responses, raw_scores.tolist(), seq_kl.tolist(),
-                                         response_tokens(tokenizer, batch), kl.tolist())
+    samples = [  # tokens: decoded spans (whole characters), span_len: tokens per span, token_kl: per token
+        {"step": state.step, "prompt": p, "response": r, "reward": round(s, 5), "kl": round(k, 5), "length": n,
+         "tokens": [t for t, _ in spans], "span_len": [c for _, c in spans], "token_kl": [round(x, 4) for x in row[:n]]}
+        for p, r, s, k, spans, row, n in zip(prompts, responses, raw_scores.tolist(), seq_kl.tolist(),
+                                             response_tokens(tokenizer, batch), kl.tolist(),
+                                             batch.mask.sum(-1).long().tolist())
     ]
     return metrics, samples
 
@@ -714,25 +735,36 @@ def run_ppo(
     return history
 
 
+def summary_window(steps: int) -> int:
+    """Steps averaged at each end: WINDOW, or a third of a short run (so first and last never share a step); 0 for
+    a single step, which has nothing to compare."""
+    return min(WINDOW, max(steps // 3, 1)) if steps >= 2 else 0
+
+
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """steps, reward_first / reward_last (mean reward over the first / last 5 steps) with the standard error of
-    their difference (from the spread of those steps' rewards), kl_last, seconds_per_step."""
-    if not history:
-        return {"steps": 0, "reward_first": None, "reward_last": None, "reward_rise_se": None, "kl_last": None,
-                "seconds_per_step": None}
-    first = [r["env/reward_mean"] for r in history[:WINDOW]]
-    last = [r["env/reward_mean"] for r in history[-WINDOW:]]
+    """steps, reward_first / reward_last (mean reward over the first / last `window` steps, never overlapping) with
+    the standard error of their difference (from the spread of those steps' rewards), kl_last, seconds_per_step."""
+    history = [r for r in history if isinstance(r.get("env/reward_mean"), (int, float))]
+    window = summary_window(len(history))
+    if not window:
+        return {"steps": len(history), "window": 0, "reward_first": None, "reward_last": None,
+                "reward_rise_se": None, "kl_last": history[-1]["objective/kl"] if history else None,
+                "seconds_per_step": history[-1].get("time/step") if history else None}
+    first = [r["env/reward_mean"] for r in history[:window]]
+    last = [r["env/reward_mean"] for r in history[-window:]]
+    timed = [r["time/step"] for r in history if isinstance(r.get("time/step"), (int, float))]
 
     def var_of_mean(xs: list[float]) -> float:
         return statistics.variance(xs) / len(xs) if len(xs) > 1 else 0.0
 
     return {
         "steps": len(history),
+        "window": window,
         "reward_first": round(statistics.fmean(first), 5),
         "reward_last": round(statistics.fmean(last), 5),
         "reward_rise_se": round(math.sqrt(var_of_mean(first) + var_of_mean(last)), 5),
         "kl_last": round(history[-1]["objective/kl"], 5),
-        "seconds_per_step": round(statistics.fmean(r["time/step"] for r in history), 5),
+        "seconds_per_step": round(statistics.fmean(timed), 5) if timed else None,
     }
 
 

@@ -90,16 +90,41 @@ def _shade(kl: float) -> str:
     return f"background:rgba({colour},{alpha:.2f})"
 
 
-def shaded_response(sample: dict[str, Any]) -> str:
-    """The response with each token's per-token KL as its shade; plain escaped text when the run logged no tokens."""
+def _spans(sample: dict[str, Any]) -> list[tuple[str, list[float]]] | None:
+    """(text, per-token KLs) for each decoded span of the response; None when the run logged no usable tokens, or
+    only single tokens that cut characters in half (older runs decoded each token alone: "������" for an emoji)."""
     tokens, kls = sample.get("tokens"), sample.get("token_kl")
-    if not isinstance(tokens, list) or not isinstance(kls, list) or len(tokens) != len(kls) or not tokens:
+    if not isinstance(tokens, list) or not isinstance(kls, list) or not tokens:
+        return None
+    sizes = sample.get("span_len")
+    if not isinstance(sizes, list):  # an older run: one token per entry
+        if any("\ufffd" in str(t) for t in tokens):
+            return None
+        sizes = [1] * len(tokens)
+    if len(sizes) != len(tokens) or sum(sizes) != len(kls):
+        return None
+    values = [float(v) if isinstance(v, (int, float)) else 0.0 for v in kls]
+    out, start = [], 0
+    for text, size in zip(tokens, sizes):
+        out.append((str(text), values[start:start + size]))
+        start += size
+    return out
+
+
+def shaded_response(sample: dict[str, Any]) -> str:
+    """The response with each span's per-token KL as its shade (a character made of several tokens, an emoji, is
+    one span: the mean KL of its tokens shades it, the largest is in its title); plain escaped text when the run
+    logged no usable tokens."""
+    spans = _spans(sample)
+    if spans is None:
         return esc(_cut(sample.get("response", "")))
-    spans = []
-    for token, kl in zip(tokens, kls):
-        value = float(kl) if isinstance(kl, (int, float)) else 0.0
-        spans.append(f"<span class='tok' style='{_shade(value)}' title='KL {value:+.3f}'>{esc(token)}</span>")
-    return "".join(spans)
+    out = []
+    for text, values in spans:
+        mean = sum(values) / len(values) if values else 0.0
+        title = f"KL {mean:+.3f}" if len(values) <= 1 else (
+            f"{len(values)} tokens: mean KL {mean:+.3f}, largest {max(values, key=abs):+.3f}")
+        out.append(f"<span class='tok' style='{_shade(mean)}' title='{title}'>{esc(text)}</span>")
+    return "".join(out)
 
 
 KL_SUM_NOTE = (
@@ -165,14 +190,27 @@ def summary_markdown(run: Run) -> str:
     if state in ACTIVE:
         step = rows[-1]["step"] if rows else 0
         lines.append(f"Training… step {step} of {config.get('steps', '?')}. The plots update every few seconds.")
-    if isinstance(summary.get("reward_last"), (int, float)):
-        first = _mean_of(rows[: ppo.WINDOW], "tokens/response_len_mean")
-        last = _mean_of(rows[-ppo.WINDOW:], "tokens/response_len_mean")
+    steps = [r for r in rows if isinstance(r.get("env/reward_mean"), (int, float))]
+    if summary and steps and state not in ACTIVE and not isinstance(summary.get("window"), int):
+        ends = ("window", "reward_first", "reward_last", "reward_rise_se")  # an older run's: windows that overlapped
+        summary = {**summary, **{k: v for k, v in ppo.summarize(steps).items() if k in ends}}
+    if summary and state not in ACTIVE and len(steps) < 2:
+        lines.append(f"### {len(steps)} step{'' if len(steps) == 1 else 's'}: too few to say whether the reward rose")
+    elif isinstance(summary.get("reward_last"), (int, float)):
+        window = summary.get("window") or ppo.summary_window(len(steps))
+        first = _mean_of(steps[:window], "tokens/response_len_mean")
+        last = _mean_of(steps[-window:], "tokens/response_len_mean")
         lengths = f", answers of {first:.0f} → {last:.0f} tokens on average" if first and last else ""
+        n = len(steps)
+        ends = f"step 1 → step {n}" if window == 1 else f"mean of steps 1–{window} → steps {n - window + 1}–{n}"
+        short = (f"; a short run: each end is {window} step{'' if window == 1 else 's'}, so this is noisy"
+                 if window < ppo.WINDOW else "")
+        seconds = summary.get("seconds_per_step")
+        pace = f" · {seconds:.1f} s per step" if isinstance(seconds, (int, float)) else ""
         lines.append(
             f"### Reward {summary['reward_first']:+.3f} → {summary['reward_last']:+.3f}\n"
-            f"(mean of the first / last {ppo.WINDOW} steps{lengths}) · KL {summary['kl_last']:.3f} · "
-            f"{summary['steps']} steps · {summary['seconds_per_step']:.1f} s per step\n\n"
+            f"({ends}{lengths}{short}) · KL {summary['kl_last']:.3f} · "
+            f"{summary['steps']} steps{pace}\n\n"
             "<small>Reward numbers are comparable only between answers of similar length: this reward model scores "
             "length as well as content. The Compare tab's answers may be longer than these rollouts, so its "
             "rewards sit on another scale; compare base and RLHF there, on the same prompts and lengths.</small>"
