@@ -42,6 +42,7 @@ MAX_REASON = 280  # characters
 MAX_TEXT = 8_000  # characters of a prompt or answer
 MIN_SECONDS = 1.0  # between two votes of one visitor: nobody reads two answers faster
 SECOND_SAMPLE_SEED = 10_000  # two samples of one model: the second uses seed + this
+CUT_MARK = "…"  # ends an answer cut at the token limit: a voter sees it was cut, not finished
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")
 _VISITOR_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LOCKS: dict[Path, threading.Lock] = {}  # one per set folder, shared by every visitor of this process
@@ -531,7 +532,7 @@ def generate_pairs(ctx: JobContext) -> dict[str, Any]:
             model, tokenizer = policies[side.policy]
             sample_seed = seed + b + (SECOND_SAMPLE_SEED * k if same else 0)  # same model: a different sample
             with adapter_mode(model, side.key if side.adapter_dir else None):
-                answers.append(generate_batch(model, tokenizer, batch, gen, sample_seed))
+                answers.append(generate_batch(model, tokenizer, batch, gen, sample_seed, cut_mark=CUT_MARK))
         rows = [{"prompt": p, "answer_a": a, "answer_b": bb, "model_a": labels[0], "model_b": labels[1]}
                 for p, a, bb in zip(batch, *answers) if a.strip() and bb.strip() and a.strip() != bb.strip()]
         skipped += len(batch) - len(rows)

@@ -102,6 +102,8 @@ def test_generate_refuses_bad_input_before_a_job(ctx):
         ui.start(ctx, "alice", "a b", "base", "base", "bundled", 4, 16)
     with pytest.raises(ValueError, match="not a run folder"):
         ui.start(ctx, "alice", "ok", "base", "ppo-missing", "bundled", 4, 16)
+    with pytest.raises(ValueError, match="'Pairs to generate' is empty"):  # an emptied number box
+        ui.start(ctx, "alice", "ok", "base", "base", "bundled", None, 16)
     assert ctx.manager.job is None and feedback.list_sets(ctx.manager.root) == []
 
 
@@ -119,6 +121,8 @@ def test_generation_job_fills_the_queue_with_shuffled_pairs(runs_root, tiny_lm_d
     assert job.summary["pairs"] == len(pairs) >= 4  # a pair with two equal answers would be skipped
     assert {p["model_a"] for p in pairs} | {p["model_b"] for p in pairs} == {"base", run.id}
     assert all(p["answer_a"] and p["answer_b"] and p["answer_a"] != p["answer_b"] for p in pairs)
+    # a random model never says EOS in 6 tokens: every answer was cut at the limit, and ends with "…" to say so
+    assert all(p[f"answer_{k}"].endswith(feedback.CUT_MARK) for p in pairs for k in "ab")
     # a second round continues with prompts the set has not used
     cfg.n_pairs, cfg.model_b = 2, "base"  # two samples of the base model
     job = manager.run_sync(feedback.KIND, feedback.generate_pairs, asdict(cfg))

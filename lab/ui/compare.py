@@ -140,9 +140,9 @@ def _clear(stats: dict[str, Any], higher: str, lower: str, per_prompt: bool = Fa
     if said == "B lower":
         return lower
     if per_prompt and (stats["lo"] > 0 or stats["hi"] < 0):
-        p = p_better(0.0, abs(stats["mean"]))
+        p = p_better(abs(stats["mean"]), 0.0)
         return (f"about even: the interval excludes 0, but a difference of {abs(stats['mean']):.2f} is one the reward "
-                f"model calls about even on a single prompt (P(better) = {1 - p:.0%}, inside "
+                f"model calls about even on a single prompt (P(better) = {p:.0%}, inside "
                 f"{EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%})")
     return "not a clear difference (the interval includes 0)"
 
