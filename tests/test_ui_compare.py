@@ -269,3 +269,19 @@ def test_a_ppo_run_finishing_becomes_model_b_once(runs_root):
     assert out["ppo_seen"] == job.id and out["model_b"]["value"] == job.id
     assert job.id in [value for _, value in out["model_a"]["choices"]]
     assert tab.follow_ppo(ctx, job.id) == {}  # offered once: the visitor's later choice stays
+
+
+def test_the_form_says_what_a_comparison_will_cost(runs_root):
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    assert "no measurement yet on this machine" in tab.cost_text(ctx, 32, 48)
+    run = new_run("compare", {"generate": {"max_new_tokens": 48}}, runs_root)
+    run.set_status("done", summary={"n": 48, "seconds": 60.6})
+    text = tab.cost_text(ctx, 32, 48)
+    assert "about **40 s**" in text and "48 prompts in 60.6 s" in text and run.id in text
+    assert "scaled ×2.00" in tab.cost_text(ctx, 32, 96)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from lab import compare
-from lab.runs import ACTIVE, Run, default_choice, open_run
+from lab.runs import ACTIVE, HOST, Run, default_choice, duration, list_runs, open_run
 from lab.ui.common import JobTab, UIContext, esc, find_run, require_numbers, start_job
 from lab.stats import EVEN_BAND, EVEN_MARGIN, carried_by_few, p_better, pearson, preferred, verdict
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
@@ -371,6 +371,26 @@ def build_config(ctx: UIContext, model_a: str | None, model_b: str | None, promp
     return compare.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
 
 
+def cost_text(ctx: UIContext, n_prompts: Any, max_new_tokens: Any) -> str:
+    """What a comparison will cost before it starts: prompts × the seconds per prompt of the newest comparison that
+    ran to its end on this machine (loading and scoring included), scaled by answer length; or no measurement yet."""
+    measured = next((r for r in list_runs(kind=compare.KIND, root=ctx.manager.root, status=("done",))
+                     if r.config.get("host") == HOST and r.summary().get("seconds") and r.summary().get("n")), None)
+    if measured is None:
+        return "<small>⏱ Cost: no measurement yet on this machine (no comparison has finished here).</small>"
+    summary, gen = measured.summary(), measured.config.get("generate") or {}
+    try:
+        n, tokens = int(float(n_prompts)), float(max_new_tokens)
+    except (TypeError, ValueError):
+        return "<small>⏱ Cost: set the number of prompts to see it.</small>"
+    per_prompt = float(summary["seconds"]) / int(summary["n"])
+    scale = tokens / float(gen.get("max_new_tokens") or tokens)
+    scaled = "" if abs(scale - 1) < 0.05 else f", scaled ×{scale:.2f} for answers of up to {tokens:.0f} tokens (rough)"
+    return (f"<small>⏱ Cost: about **{duration(n * per_prompt * scale)}** of this machine's only job slot "
+            f"({n} prompts × {per_prompt * scale:.1f} s). Measured on this machine by `{esc(measured.id)}`: "
+            f"{summary['n']} prompts in {summary['seconds']} s, loading included{scaled}.</small>")
+
+
 def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
     """Start a compare job owned by this visitor; returns the new run's id."""
     return start_job(ctx, visitor, compare.KIND, compare.run_compare, build_config(ctx, *form))
@@ -439,6 +459,10 @@ def build_compare_tab(ctx: UIContext) -> None:
                                         jt.components["typed"])
     jt.on(jt.components["refresh_models"].click, lambda a, b: refresh_models(ctx, a, b), models, models,
           show_progress="hidden")
+    cost = ["n_prompts", "max_new_tokens"]
+    for name in cost:
+        jt.on(jt.components[name].change, lambda n, t: {"cost": cost_text(ctx, n, t)}, cost, ["cost"],
+              api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # fresh model lists; a PPO run finished before this page opened is not news
         jt.on(ctx.demo.load, lambda a, b: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx)}, models,
               [*models, "ppo_seen"], show_progress="hidden")
@@ -462,6 +486,8 @@ def _form(jt: JobTab) -> None:
                                    info="hh-rlhf sources give each dialogue's first human turn."))
     jt.add("typed", gr.Textbox(label="Your prompts (one per line)", lines=4, visible=False, elem_id="compare-typed"))
     jt.add("n_prompts", gr.Slider(1, limits.max_prompts, value=defaults.n_prompts, step=1, label="Number of prompts"))
+    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.n_prompts, gen.get("max_new_tokens", 48)),
+                               elem_id="compare-cost"))
     jt.add("toxicity", gr.Dropdown(["roberta", "offline"], value=ctx.preset.toxicity, label="Toxicity scorer",
                                    info="roberta = evaluate's hate-speech classifier (needs the hub; reads context, "
                                         "still imperfect); offline = alt-profanity-check, a word list: it flags "
