@@ -207,6 +207,19 @@ def test_compare_summary_warns_of_an_untrained_side_and_of_a_few_prompts_carryin
     assert "Model B" in text and "never finished a PPO step" in text and "base model" in text
     assert "4 prompts carry this mean" in text and "without them B − A is −0.10" in text
     assert "prefers B on 4, A on 0, about even on 12 of 16 prompts" in text
+    assert "never finished a PPO step" in _models_note_for(runs_root, stopped.id)
+
+
+def _models_note_for(root: Path, model_b: str) -> str:
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    assert tab.models_note(ctx, "base", "base") == ""
+    return tab.models_note(ctx, "base", model_b)
 
 
 def test_compare_reward_histograms_share_their_bin_edges():

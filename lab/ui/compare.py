@@ -170,6 +170,12 @@ def untrained_warnings(root: Path, config: dict[str, Any]) -> list[str]:
     return out
 
 
+def models_note(ctx: UIContext, model_a: str | None, model_b: str | None) -> str:
+    """The form's warning when a chosen side is a PPO run that never finished a step."""
+    warnings = untrained_warnings(ctx.manager.root, {"model_a": model_a, "model_b": model_b})
+    return "".join(f"<div class='warn-length'>{esc(w)}</div>" for w in warnings)
+
+
 def few_text(few: dict[str, Any] | None) -> str:
     """Say so when a few prompts carry the mean reward difference."""
     if not few:
@@ -377,16 +383,16 @@ def cost_text(ctx: UIContext, n_prompts: Any, max_new_tokens: Any) -> str:
     measured = next((r for r in list_runs(kind=compare.KIND, root=ctx.manager.root, status=("done",))
                      if r.config.get("host") == HOST and r.summary().get("seconds") and r.summary().get("n")), None)
     if measured is None:
-        return "<small>⏱ Cost: no measurement yet on this machine (no comparison has finished here).</small>"
+        return "<small>Cost: no measurement yet on this machine (no comparison has finished here).</small>"
     summary, gen = measured.summary(), measured.config.get("generate") or {}
     try:
         n, tokens = int(float(n_prompts)), float(max_new_tokens)
     except (TypeError, ValueError):
-        return "<small>⏱ Cost: set the number of prompts to see it.</small>"
+        return "<small>Cost: set the number of prompts to see it.</small>"
     per_prompt = float(summary["seconds"]) / int(summary["n"])
     scale = tokens / float(gen.get("max_new_tokens") or tokens)
     scaled = "" if abs(scale - 1) < 0.05 else f", scaled ×{scale:.2f} for answers of up to {tokens:.0f} tokens (rough)"
-    return (f"<small>⏱ Cost: about **{duration(n * per_prompt * scale)}** of this machine's only job slot "
+    return (f"<small>Cost: about **{duration(n * per_prompt * scale)}** of this machine's only job slot "
             f"({n} prompts × {per_prompt * scale:.1f} s). Measured on this machine by `{esc(measured.id)}`: "
             f"{summary['n']} prompts in {summary['seconds']} s, loading included{scaled}.</small>")
 
@@ -459,6 +465,9 @@ def build_compare_tab(ctx: UIContext) -> None:
                                         jt.components["typed"])
     jt.on(jt.components["refresh_models"].click, lambda a, b: refresh_models(ctx, a, b), models, models,
           show_progress="hidden")
+    for name in models:  # say at once when a side never trained (a PPO run stopped at step 0)
+        jt.on(jt.components[name].change, lambda a, b: {"models_note": models_note(ctx, a, b)}, models,
+              ["models_note"], api_visibility="private", show_progress="hidden")
     cost = ["n_prompts", "max_new_tokens"]
     for name in cost:
         jt.on(jt.components[name].change, lambda n, t: {"cost": cost_text(ctx, n, t)}, cost, ["cost"],
@@ -482,6 +491,7 @@ def _form(jt: JobTab) -> None:
     jt.add("model_b", gr.Dropdown(choices, value=default_b(ctx, choices), elem_id="compare-model-b",
                                   label="Model B (the newest finished PPO run unless you pick)"))
     jt.add("refresh_models", gr.Button("Refresh PPO runs", size="sm"))
+    jt.add("models_note", gr.HTML(elem_id="compare-models-note"))
     jt.add("prompt_mode", gr.Radio(prompt_choices(ctx), value=ctx.preset.compare_prompts, label="Prompts",
                                    info="hh-rlhf sources give each dialogue's first human turn."))
     jt.add("typed", gr.Textbox(label="Your prompts (one per line)", lines=4, visible=False, elem_id="compare-typed"))

@@ -267,19 +267,19 @@ def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any) -> s
     PPO run here), scaled by rollouts × answer length when those differ; says so when nothing was measured yet."""
     pace = measured_pace(ppo.KIND, ctx.manager.root)
     if pace is None:
-        return ("<small>⏱ Cost: no measurement yet on this machine (no PPO run has finished a step here). Start with "
+        return ("<small>Cost: no measurement yet on this machine (no PPO run has finished a step here). Start with "
                 "a few steps to measure it.</small>")
     cfg = pace["config"]
     try:
         steps, batch, length = int(float(steps)), float(batch_size), float(max_length)
     except (TypeError, ValueError):
-        return "<small>⏱ Cost: type the training steps, rollouts per step and longest answer to see it.</small>"
+        return "<small>Cost: type the training steps, rollouts per step and longest answer to see it.</small>"
     measured = float(cfg.get("batch_size") or batch) * float(cfg.get("output_max_length") or length)
     scale = batch * length / measured if measured > 0 else 1.0
     per_step = pace["seconds_per_step"] * scale
     scaled = "" if abs(scale - 1) < 0.05 else (f", scaled ×{scale:.2f} for {batch:.0f} rollouts of up to {length:.0f} "
                                                "tokens (a rough guess)")
-    return (f"<small>⏱ Cost: about **{duration(steps * per_step)}** of this machine's only job slot "
+    return (f"<small>Cost: about **{duration(steps * per_step)}** of this machine's only job slot "
             f"({steps} steps × {per_step:.1f} s per step, plus loading the models). Measured on this machine by run "
             f"`{esc(pace['run'])}`: {pace['seconds_per_step']:.1f} s per step with {cfg.get('batch_size', '?')} "
             f"rollouts of up to {cfg.get('output_max_length', '?')} tokens{scaled}.</small>")

@@ -207,23 +207,23 @@ def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any) ->
     the newest reward run here), scaled by batch size; says so when nothing was measured yet."""
     pace = measured_pace(reward.KIND, ctx.manager.root)
     if pace is None:
-        return ("<small>⏱ Cost: no measurement yet on this machine (no reward run has logged steps here).</small>")
+        return ("<small>Cost: no measurement yet on this machine (no reward run has logged steps here).</small>")
     cfg = pace["config"]
     try:
         steps, batch, members = int(float(max_steps)), float(batch_size), int(float(ensemble or 1))
     except (TypeError, ValueError):
-        return "<small>⏱ Cost: type the max steps and batch size to see it.</small>"
+        return "<small>Cost: type the max steps and batch size to see it.</small>"
     scale = batch / float(cfg.get("batch_size") or batch)
     per_step = pace["seconds_per_step"] * scale
     measured = (f"measured on this machine by run `{esc(pace['run'])}`: {pace['seconds_per_step']:.2f} s per step "
                 f"with batches of {cfg.get('batch_size', '?')} pairs"
                 + ("" if abs(scale - 1) < 0.05 else f", scaled ×{scale:.2f} for {batch:.0f} (a rough guess)"))
     if steps <= 0:
-        return (f"<small>⏱ Cost: {per_step:.2f} s per step; with max steps 0 the epochs set the step count, which "
+        return (f"<small>Cost: {per_step:.2f} s per step; with max steps 0 the epochs set the step count, which "
                 f"depends on the number of pairs ({measured}).</small>")
     total = steps * max(members, 1) * per_step
     models = f" × {members} models" if members > 1 else ""
-    return (f"<small>⏱ Cost: about **{duration(total)}** of this machine's only job slot ({steps} steps{models} × "
+    return (f"<small>Cost: about **{duration(total)}** of this machine's only job slot ({steps} steps{models} × "
             f"{per_step:.2f} s per step, plus loading; {measured}).</small>")
 
 
