@@ -260,6 +260,11 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
 def _assert_shared_bins(page, elem_id: str) -> None:
     """The histogram traces drawn on the same x axis have the same explicit bin edges (read from the figure JSON the
     page holds): plotly left to itself bins each trace on its own."""
+    page.wait_for_function(
+        """id => { const el = document.querySelector(`#${id} .js-plotly-plot`);
+                   return el && el.data && el.data.some(t => t.type === 'histogram'); }""",
+        arg=elem_id, timeout=30_000,
+    )
     by_axis = page.evaluate(
         """id => { const el = document.querySelector(`#${id} .js-plotly-plot`);
                    const out = {};

@@ -282,3 +282,14 @@ def test_the_form_says_what_a_run_will_cost_from_this_machines_pace(runs_root):
     assert "about **16 min**" in text and "64 steps × 15.0 s per step" in text and run.id in text
     assert "scaled ×2.00" in tab.cost_text(ctx, 64, 16, 32)  # twice the rollouts: a rough guess, said so
     assert "type the training steps" in tab.cost_text(ctx, None, 8, 32)
+
+
+def test_a_summary_missing_numbers_still_draws(tmp_path):
+    from lab.ui.ppo import summary_markdown
+
+    run = new_run("ppo", {"policy": "p", "reward_model": "r"}, tmp_path)
+    for step in (1, 2):
+        run.log_metrics({"step": step, "env/reward_mean": 0.1 * step, "objective/kl": 0.01})
+    run.set_status("stopped", summary={"steps": 2})  # a summary written by hand, or by an older lab
+    text = summary_markdown(run)
+    assert "step 1 → step 2" in text and "KL 0.010" in text

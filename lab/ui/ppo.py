@@ -193,7 +193,7 @@ def summary_markdown(run: Run) -> str:
     steps = [r for r in rows if isinstance(r.get("env/reward_mean"), (int, float))]
     if summary and steps and state not in ACTIVE and not isinstance(summary.get("window"), int):
         ends = ("window", "reward_first", "reward_last", "reward_rise_se")  # an older run's: windows that overlapped
-        summary = {**summary, **{k: v for k, v in ppo.summarize(steps).items() if k in ends}}
+        summary = {**ppo.summarize(steps), **{k: v for k, v in summary.items() if k not in ends}}
     if summary and state not in ACTIVE and len(steps) < 2:
         lines.append(f"### {len(steps)} step{'' if len(steps) == 1 else 's'}: too few to say whether the reward rose")
     elif isinstance(summary.get("reward_last"), (int, float)):
@@ -207,10 +207,10 @@ def summary_markdown(run: Run) -> str:
                  if window < ppo.WINDOW else "")
         seconds = summary.get("seconds_per_step")
         pace = f" · {seconds:.1f} s per step" if isinstance(seconds, (int, float)) else ""
+        kl = f" · KL {summary['kl_last']:.3f}" if isinstance(summary.get("kl_last"), (int, float)) else ""
         lines.append(
             f"### Reward {summary['reward_first']:+.3f} → {summary['reward_last']:+.3f}\n"
-            f"({ends}{lengths}{short}) · KL {summary['kl_last']:.3f} · "
-            f"{summary['steps']} steps{pace}\n\n"
+            f"({ends}{lengths}{short}){kl} · {summary.get('steps', n)} steps{pace}\n\n"
             "<small>Reward numbers are comparable only between answers of similar length: this reward model scores "
             "length as well as content. The Compare tab's answers may be longer than these rollouts, so its "
             "rewards sit on another scale; compare base and RLHF there, on the same prompts and lengths.</small>"
