@@ -74,6 +74,7 @@ ESTIMATORS = {
     "grpo": "GRPO (k={k} answers per prompt, each against its group's mean and spread: no value head)",
 }
 PPO_FIELDS = {f.name for f in fields(ppo.PPOConfig)}
+COST_INPUTS = ("steps", "batch_size", "output_max_length")  # what the cost line reads from the form
 
 # ---------------------------------------------------------------- reading a run (pure: run folder in, text/figures out)
 
@@ -291,8 +292,13 @@ def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
 
 
 def job_tab(ctx: UIContext) -> JobTab:
-    """The tab's share of the job-tab skeleton: what it draws; its tick follows a PPO run someone starts."""
-    return JobTab(ctx, ppo.KIND, view, VIEW, follow=True)
+    """The tab's share of the job-tab skeleton: what it draws (and the cost line, measured afresh when a run ends);
+    its tick follows a PPO run someone starts."""
+
+    def draw(run: Run | None, *cost_inputs: Any) -> dict[str, Any]:
+        return {**view(run), **({"cost": cost_text(ctx, *cost_inputs)} if cost_inputs else {})}
+
+    return JobTab(ctx, ppo.KIND, draw, (*VIEW, "cost"), view_inputs=COST_INPUTS, follow=True)
 
 
 def default_reward(ctx: UIContext, choices: list[tuple[str, str]], current: str | None = None) -> str | None:
@@ -360,13 +366,13 @@ def build_ppo_tab(ctx: UIContext) -> None:
     jt.on(jt.components["reward_refresh"].click,
           lambda r: {"reward_run": _refreshed_rewards(ctx, r)}, ["reward_run"], ["reward_run"],
           api_visibility="private")
-    cost = ["steps", "batch_size", "output_max_length"]
+    cost = list(COST_INPUTS)
     for name in cost:
         jt.on(jt.components[name].change, lambda *v: {"cost": cost_text(ctx, *v)}, cost, ["cost"],
               api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # a reload lists the reward runs trained since, the newest finished one chosen
-        jt.on(ctx.demo.load, lambda *v: {"reward_run": newest_reward(ctx), "cost": cost_text(ctx, *v)}, cost,
-              ["reward_run", "cost"], api_visibility="private", show_progress="hidden")
+        jt.on(ctx.demo.load, lambda: {"reward_run": newest_reward(ctx)}, [], ["reward_run"],
+              api_visibility="private", show_progress="hidden")
 
 
 def _form(jt: JobTab) -> None:

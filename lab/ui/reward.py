@@ -239,8 +239,13 @@ def prepare_scoring(run: Run | None) -> None:
 
 
 def job_tab(ctx: UIContext) -> JobTab:
-    """The tab's share of the job-tab skeleton: what it draws, and loading a picked run's model."""
-    return JobTab(ctx, reward.KIND, view, VIEW, selected=prepare_scoring)
+    """The tab's share of the job-tab skeleton: what it draws (and the cost line, measured afresh when a run ends),
+    and loading a picked run's model."""
+
+    def draw(run: Run | None, *cost_inputs: Any) -> dict[str, Any]:
+        return {**view(run), **({"cost": cost_text(ctx, *cost_inputs)} if cost_inputs else {})}
+
+    return JobTab(ctx, reward.KIND, draw, (*VIEW, "cost"), view_inputs=COST_INPUTS, selected=prepare_scoring)
 
 
 def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str, answer_b: str) -> str:
@@ -293,16 +298,15 @@ def build_reward_tab(ctx: UIContext) -> None:
     for box in ("data", "eval_data"):
         jt.on(jt.components[box].change, lambda d, e: {"eval_fraction": held_out_note(d, e)}, ["data", "eval_data"],
               ["eval_fraction"], api_visibility="private", show_progress="hidden")
-    cost = ["max_steps", "batch_size", "ensemble"]
+    cost = list(COST_INPUTS)
     for name in cost:
         jt.on(jt.components[name].change, lambda *v: {"cost": cost_text(ctx, *v)}, cost, ["cost"],
               api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:
         ctx.demo.load(*source, api_visibility="private", show_progress="hidden")
-        jt.on(ctx.demo.load, lambda *v: {"cost": cost_text(ctx, *v)}, cost, ["cost"], api_visibility="private",
-              show_progress="hidden")
 
 
+COST_INPUTS = ("max_steps", "batch_size", "ensemble")  # what the cost line reads from the form
 NUMBERS = ("eval_fraction", "epochs", "max_steps", "learning_rate", "batch_size", "max_length", "ensemble")
 FORM_LABELS = {"eval_fraction": "Held-out share", "epochs": "Epochs", "max_steps": "Max steps",
                "learning_rate": "Learning rate", "batch_size": "Batch size (pairs)", "max_length": "Max length",
