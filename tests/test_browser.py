@@ -215,8 +215,6 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
     assert _selected_tab(other) == "PPO"
     banner = _wait_text(other, "#ppo-banner", ("another visitor",), 60)
     assert "Running" in banner and banner.lower().count("running") == 1, banner
-    other.wait_for_function("document.querySelector('#ppo-reward-run input').value.startsWith('reward-')",
-                            timeout=30_000)  # its page load has picked the finished reward run (a busy machine is slow)
     other.locator("#ppo-start").click()
     other.wait_for_selector("text=one job runs at a time", timeout=20_000)
     phases, deadline = set(), time.time() + 240

@@ -287,8 +287,13 @@ class JobTab:
         quiet = {"show_progress": "hidden", "api_visibility": "private"}
         view, drawn = list(self.view_inputs), ["seen", *self.view_names]
         self.add("timer", gr.Timer(timer))
-        self.on(self.components["start"].click, lambda v, *f: {"run": start(self.ctx, v, *f), "seen": ""},
-                ["visitor", *form], ["run", "seen"], api_name=f"{self.kind}_start")
+
+        def started(visitor: str | None, *values: Any) -> dict[str, Any]:
+            self.ctx.manager.check_free(visitor or "")  # busy: say so first, whatever the form holds
+            return {"run": start(self.ctx, visitor, *values), "seen": ""}
+
+        self.on(self.components["start"].click, started, ["visitor", *form], ["run", "seen"],
+                api_name=f"{self.kind}_start")
         self.on(self.components["stop"].click, self.stop, ["visitor"], ["banner"], api_name=f"{self.kind}_stop",
                 show_progress="hidden")
         self.on(self.components["timer"].tick, self.tick, ["visitor", "run", "seen", *view],
