@@ -344,7 +344,8 @@ def test_stopped_runs_near_ties_and_emoji_never_mislead(browser, app_url, app_ru
     cards = page.locator("#compare-cards").inner_text()
     assert "✓ better" not in cards and "reward model prefers" not in cards
     summary = page.locator("#compare-summary").inner_text()
-    assert "never finished a PPO step" in summary and "clearly higher" not in summary
+    assert "never finished a PPO step" in summary and "B scores clearly higher" not in summary
+    assert "about even on 6 of 6 prompts" in summary
     _assert_shared_bins(page, "compare-plot")
     page.screenshot(path=str(shots / "screenshot-compare-tie.png"), full_page=True)
     page.context.close()
