@@ -473,8 +473,9 @@ def build_compare_tab(ctx: UIContext) -> None:
         jt.on(jt.components[name].change, lambda n, t: {"cost": cost_text(ctx, n, t)}, cost, ["cost"],
               api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # fresh model lists; a PPO run finished before this page opened is not news
-        jt.on(ctx.demo.load, lambda a, b: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx)}, models,
-              [*models, "ppo_seen"], show_progress="hidden")
+        jt.on(ctx.demo.load, lambda a, b, n, t: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx),
+                                                 "cost": cost_text(ctx, n, t)},
+              [*models, *cost], [*models, "ppo_seen", "cost"], show_progress="hidden")
 
 
 def _last_job_id(ctx: UIContext) -> str | None:
