@@ -169,3 +169,22 @@ def test_data_tab_loads_a_feedback_set(runs_root, seeded, tmp_path):
         assert "&lt;img src=x" in cards and "<img src=x" not in cards
     finally:
         demo.close()
+
+
+def test_model_2_defaults_to_the_newest_finished_ppo_run_never_a_stopped_one(runs_root, ctx):
+    import time
+
+    from lab.runs import new_run
+
+    assert ui.fresh_lists(ctx)["model_b"]["value"] == "base"  # no PPO run: two samples of base
+    made = []
+    for status in ("done", "stopped"):
+        run = new_run("ppo", {"policy": "x"}, runs_root)
+        run.model_dir.mkdir()
+        (run.model_dir / "adapter_config.json").write_text("{}")
+        run.set_status(status)
+        made.append(run.id)
+        time.sleep(0.02)
+    lists = ui.fresh_lists(ctx)
+    assert made[1] in [v for _, v in lists["model_b"]["choices"]]  # the stopped run is listed
+    assert lists["model_b"]["value"] == made[0]  # the finished one is picked

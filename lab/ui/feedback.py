@@ -195,10 +195,18 @@ def build_feedback_tab(ctx: UIContext) -> None:
               ["name", "model_a", "model_b", *view], api_visibility="private")
 
 
+def default_model_b(ctx: UIContext, choices: list[tuple[str, str]]) -> str:
+    """Model 2 for a fresh page: the newest PPO run that ran to its end (a stopped one is listed, never picked), else
+    base (two samples of it)."""
+    return default_choice(choices, compare.ppo_runs(ctx.manager.root)) or compare.BASE
+
+
 def fresh_lists(ctx: UIContext) -> dict[str, Any]:
+    """On a page load: the sets and models there are now, Model 2 the newest finished PPO run."""
     models = model_choices(ctx)
     return {"name": gr.update(choices=feedback.list_sets(ctx.manager.root) or [DEFAULT_SET]),
-            "model_a": gr.update(choices=models), "model_b": gr.update(choices=models)}
+            "model_a": gr.update(choices=models), "model_b": gr.update(choices=models,
+                                                                       value=default_model_b(ctx, models))}
 
 
 def _generate_form(jt: JobTab) -> None:
@@ -210,8 +218,7 @@ def _generate_form(jt: JobTab) -> None:
                                label="Feedback set (pick one, or type a new name)", elem_id="feedback-set"))
     choices = model_choices(ctx)
     jt.add("model_a", gr.Dropdown(choices, value=compare.BASE, label="Model 1", elem_id="feedback-model-a"))
-    model_b = default_choice(choices, compare.ppo_runs(ctx.manager.root)) or compare.BASE
-    jt.add("model_b", gr.Dropdown(choices, value=model_b, elem_id="feedback-model-b",
+    jt.add("model_b", gr.Dropdown(choices, value=default_model_b(ctx, choices), elem_id="feedback-model-b",
                                   label="Model 2 (the same as 1 = two samples of it)"))
     jt.add("prompts", gr.Dropdown(list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
                                   allow_custom_value=True, value=ctx.preset.compare_prompts,
