@@ -103,7 +103,7 @@ def _finish_reward(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     from lab import reward
 
     job = run_job(reward.KIND, reward.train_reward, config, args.out)
-    keys = ("eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds", "members")
+    keys = ("eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds", "members", "subsets")
     emit({**{k: job.summary.get(k) for k in keys}, "status": job.status, "run": str(job.run.path)})
     return job
 
@@ -235,11 +235,37 @@ def _add_feedback(p: argparse.ArgumentParser) -> None:
                         help="hh = hh-rlhf chosen/rejected dialogues (default); pcr = prompt/chosen/rejected")
     stats = sub.add_parser("stats", help="a set's tallies: votes, B's win rate over A (95%% interval), agreement")
     stats.add_argument("name", help="the feedback set")
+    _add_feedback_generate(sub.add_parser("generate", help="generate A/B answer pairs into a set (the Feedback tab's "
+                                                            "job): two models, or two samples of one, per prompt"))
+
+
+def _add_feedback_generate(p: argparse.ArgumentParser) -> None:
+    from lab.feedback import FeedbackConfig
+    from lab.generate import GenerateConfig
+
+    add_config_flags(p, FeedbackConfig, required=["name"],
+                     names={"name": ["--set", "--name"], "n_pairs": ["--n", "--n-pairs"]})
+    add_config_flags(p, GenerateConfig)
+    p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
+
+
+def _run_feedback_generate(args: argparse.Namespace) -> int:
+    from lab import feedback
+    from lab.generate import GenerateConfig
+
+    values = config_values(args, feedback.FeedbackConfig)
+    values["generate"] = {k: v for k, v in config_values(args, GenerateConfig).items() if v is not None}
+    config = feedback.prepare(args.preset_obj, values)
+    job = run_job(feedback.KIND, feedback.generate_pairs, config, args.out)
+    emit({**job.summary, "status": job.status, "run": str(job.run.path), "source": f"feedback:{job.summary['set']}"})
+    return 0
 
 
 def _run_feedback(args: argparse.Namespace) -> int:
     from lab import feedback
 
+    if args.action == "generate":
+        return _run_feedback_generate(args)
     if args.action == "list":
         for name in feedback.list_sets():
             fs = feedback.open_set(name)
@@ -268,7 +294,8 @@ def _run_space(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "data": ("summarise a preference-data source", _add_data, _run_data),
     "score": ("score preference pairs with a trained reward model", _add_score, _run_score),
-    "feedback": ("list, export or summarise the Feedback tab's vote sets", _add_feedback, _run_feedback),
+    "feedback": ("generate, list, export or summarise the Feedback tab's pair and vote sets", _add_feedback,
+                 _run_feedback),
     "space": ("assemble a deployable Hugging Face Space folder", _add_space, _run_space),
 }
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from lab import models
 from lab.config import build, from_job, setting
-from lab.data import load_prompts, parse_hub_id, resolve_path
+from lab.data import hub_files, load_prompts, resolve_path
 from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, generate_settings, load_dtype
 from lab.generate import plan_batches
 from lab.jobs import JobContext
@@ -98,8 +98,8 @@ def check_prompt_source(source: str, allowed_dirs: list[Path] | None = None) -> 
     """A prompt file must exist (within the allowed folders); a hub id needs the hub."""
     if source.startswith("bundled") or resolve_path(source, allowed_dirs) is not None:
         return
-    parse_hub_id(source)
-    models.require_hub(source)
+    if hub_files(source) is None:  # no plain data files: `datasets` reads it, from the hub
+        models.require_hub(source)
 
 
 def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from lab import models, stats
+from lab import memory, models, stats
 from lab.config import build, from_job, setting
 from lab.generate import encode_chat
 from lab.jobs import JobContext
@@ -545,6 +545,25 @@ def new_state(cfg: PPOConfig) -> PPOState:
     return PPOState(kl_ctl, RunningMoments(), torch.Generator().manual_seed(cfg.seed))
 
 
+def check_gradients(model: nn.Module, first_update: bool, signal: bool) -> None:
+    """Refuse to go on when no trainable parameter of the policy received a gradient in an update: the update would
+    change nothing, silently (bitsandbytes' CPU inference layout has no backward, see models.keep_4bit_trainable).
+    All-zero gradients count as none only in a step's first update with non-zero advantages, where the ratio is 1
+    and nothing is clipped; later a clipped ratio legitimately gives zero gradients."""
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    if not grads:
+        return
+    missing = all(g is None for g in grads)
+    zero = first_update and signal and all(g is None or not g.any() for g in grads)
+    if missing or zero:
+        raise RuntimeError(
+            f"no trainable parameter of the policy received a gradient in this PPO update ({len(grads)} trainable "
+            "tensors, all " + ("without a gradient" if missing else "with zero gradient") + "): the policy cannot "
+            "learn. A 4-bit model's layers may be in a no-backward layout (models.keep_4bit_trainable), or the "
+            "adapters are not on the path from input to log-probs"
+        )
+
+
 def ppo_update(
     model: nn.Module, value_head: ValueHead | None, optimizer: torch.optim.Optimizer, batch: Batch,
     old_logprobs: torch.Tensor, old_values: torch.Tensor | None, advantages: torch.Tensor,
@@ -555,6 +574,7 @@ def ppo_update(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats: dict[str, list[torch.Tensor]] = {}
     per_update = cfg.mini_batch_size * cfg.gradient_accumulation_steps
+    first = True
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(len(batch.input_ids), generator=generator)
         for start in range(0, len(order), per_update):
@@ -576,6 +596,8 @@ def ppo_update(
                 (loss / cfg.gradient_accumulation_steps).backward()
                 for key, value in rows.items():
                     stats.setdefault(key, []).append(value)
+            check_gradients(model, first_update=first, signal=bool(advantages[order[start : start + per_update]].any()))
+            first = False
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -886,8 +908,9 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     source = (extra["prompts"] or "").strip() or preset.ppo_prompts
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
     policy = (extra["policy"] or "").strip() or preset.policy
-    models.resolve(policy)
+    models.check_available(policy)
     config = job_config(cfg, preset, reward_model, source, policy)
+    config.update(memory.check_ppo(config))  # refuses, with the numbers, a job that would not fit
     if extra["max_prompts"]:
         config["max_prompts"] = int(extra["max_prompts"])
     return config
@@ -909,6 +932,8 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_trainable_policy(ctx.config["policy"], ctx.config.get("quantize_4bit", False),
                                              ctx.config.get("lora", {}))
+    if ctx.config.get("gradient_checkpointing"):  # set by prepare when the memory estimate needs it (lab.memory)
+        models.enable_checkpointing(model)
     value_head = new_value_head(model)
 
     def on_step(metrics: dict[str, float], samples: list[dict[str, Any]]) -> None:

@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from lab import feedback, models
+from lab import feedback, memory, models
 from lab.config import build, from_job, setting
-from lab.data import Pair, load_pairs, resolve_path, to_hh
+from lab.data import Pair, hub_test_source, load_pairs, resolve_path, subset_counts, to_hh
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 
@@ -106,7 +106,7 @@ def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None, roo
         for part in feedback.split_source(source, root):  # feedback:NAME parts are checked there
             if part and part not in checked and not part.startswith("bundled"):
                 resolve_path(part, allowed_dirs)
-    models.resolve(cfg.backbone)
+    models.check_available(cfg.backbone)
 
 
 def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
@@ -115,6 +115,7 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     the preset's): ranges and the preset's limits, the data sources and the backbone, before any model loads."""
     cfg = validate(config_from(preset, **values), preset.limits)
     check_sources(cfg, allowed_dirs, root, checked)
+    memory.check_reward(asdict(cfg))  # refuses, with the numbers, a job that would not fit
     return asdict(cfg)
 
 
@@ -198,11 +199,23 @@ class PreferenceCollator:
 
 def model_max_length(model: Any, tokenizer: Any) -> int:
     """The longest input the backbone takes (its position table, else the tokenizer's limit)."""
-    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    positions = getattr(model.config, "max_position_embeddings", None)
+    roberta = getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert")
+    if isinstance(positions, int) and roberta:
+        positions -= 2  # roberta's positions start after its padding index: 514 in the table, 512 usable
+    limits = [positions, getattr(tokenizer, "model_max_length", None)]
     usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
-    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        usable = [min(usable)] if usable else []  # roberta's table holds 2 offset positions beyond the 512 usable
     return min(usable) if usable else 512
+
+
+def backbone_limit(spec: str, tokenizer: Any) -> int:
+    """`model_max_length` of a backbone from its config alone (before its weights load)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(models.local_path(spec), trust_remote_code=False)
+    return model_max_length(SimpleNamespace(config=config), tokenizer)
 
 
 # ---------------------------------------------------------------- the trained model
@@ -308,10 +321,14 @@ def _log_sigmoid(x: float) -> float:
 
 
 def split_pairs(cfg: RewardConfig) -> tuple[list[Pair], list[Pair]]:
-    """Training and held-out pairs: `eval_data`, else the source's test split, else a seeded `eval_fraction`."""
-    source = load_pairs(cfg.data, limit=cfg.max_pairs or None)
-    if cfg.eval_data:
-        train, held_out = source.pairs, load_pairs(cfg.eval_data, limit=cfg.max_eval_pairs or None).pairs
+    """Training and held-out pairs: `eval_data`, else the source's test split (a hub dataset's too), else a seeded
+    `eval_fraction`. A hub dataset's pairs are a seeded sample across its files (hh-rlhf: all four subsets)."""
+    source = load_pairs(cfg.data, limit=cfg.max_pairs or None, seed=cfg.seed)
+    hub_test = None if cfg.eval_data else hub_test_source(cfg.data)
+    if cfg.eval_data or hub_test:
+        eval_source = cfg.eval_data or hub_test
+        train = source.pairs
+        held_out = load_pairs(eval_source, limit=cfg.max_eval_pairs or None, seed=cfg.seed).pairs
     elif source.split("train") and source.split("test"):
         train, held_out = source.split("train"), source.split("test")
     else:
@@ -558,6 +575,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     train_pairs, eval_pairs = split_pairs(cfg)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
+    asked, cfg.max_length = cfg.max_length, min(cfg.max_length, backbone_limit(cfg.backbone, tokenizer))
     train_ds = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
     steps = total_steps(cfg, len(train_pairs))
     members: list[Any] = []
@@ -584,7 +602,12 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
         ctx.log_samples(rows)
         summary.update(metrics)
+    if cfg.max_length < asked:  # the preset's length is beyond this backbone's position table: say it was cut
+        summary["max_length"] = cfg.max_length
+        summary["max_length_note"] = f"max length {asked} cut to {cfg.max_length}, the most '{cfg.backbone}' accepts"
     summary.update({"data": cfg.data, **feedback.provenance(cfg.data)})
+    if any(p.subset for p in train_pairs + eval_pairs):  # which parts of the source it learned from, and how much
+        summary["subsets"] = {"train": subset_counts(train_pairs), "eval": subset_counts(eval_pairs)}
     summary["seconds"] = round(time.time() - started, 1)
     ctx.set_progress(progress, "stopped" if ctx.stopping else "done")
     return summary

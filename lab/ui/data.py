@@ -110,6 +110,8 @@ def stats_markdown(pairs: PairSet) -> str:
         lines.append(f"| {part} | {s[f'{part}_chars_median']:.0f} | {s[f'{part}_chars_p90']:.0f} |")
     if "splits" in s:
         lines.append("\nSplits: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
+    if "subsets" in s:
+        lines.append("\nSubsets: " + ", ".join(f"{esc(k)} {v}" for k, v in s["subsets"].items()))
     if judged:
         lines.append("\n" + judged)
     return "\n".join(lines)

@@ -66,6 +66,10 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
     if summary.get("feedback_votes"):  # the run pinned the votes it read: say which
         sets = ", ".join(f"{v['votes']} votes of set '{esc(k)}'" for k, v in summary["feedback_votes"].items())
         lines.append(f"Trained on `{esc(summary.get('data', ''))}`: {sets}.")
+    if summary.get("subsets"):  # a hub dataset's parts (hh-rlhf: harmless-base, helpful-base, ...), pairs of each
+        lines.append("Pairs per subset: " + "; ".join(
+            f"{part} " + ", ".join(f"{esc(k)} {v}" for k, v in counts.items())
+            for part, counts in summary["subsets"].items()) + ".")
     if error:
         lines.append(f"**Error:** {esc(error)}")
     return "\n\n".join(lines)
