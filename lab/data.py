@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+from lab.models import hub_folder, require_hub
+
 ASSETS_DATA = Path(__file__).resolve().parent.parent / "assets" / "data"
 BUNDLED_FILES = {
     "train": ASSETS_DATA / "pairs_train.jsonl",
@@ -216,7 +218,7 @@ def _read_json(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _read_table(path: Path, suffix: str) -> Iterator[tuple[int, dict]]:
-    import pandas as pd
+    import pandas as pd  # heavy: only CSV and parquet files need it
 
     try:
         if suffix == ".csv":
@@ -268,15 +270,12 @@ def _messages_to_hh(value: Any) -> str:
 
 
 def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None, seed: int = 0) -> PairSet:
-    """Load preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id or 'feedback:NAME[+other]'.
-    A hub dataset with `limit` gives a sample seeded by `seed` across all its files (hh-rlhf: every subset)."""
+    """Load preference pairs from 'bundled', 'bundled:train|test', a file path or a hub id (lab.sources.load_pairs
+    also reads the Feedback tab's vote sets). A hub dataset with `limit` gives a sample seeded by `seed` across all
+    its files (hh-rlhf: every subset)."""
     source = source.strip()
     if not source:
         raise ValueError("no data source given: use 'bundled', a file path or a hub id")
-    if any(part.strip().startswith("feedback:") for part in source.split("+")):  # votes from the Feedback tab
-        from lab.feedback import load_source
-
-        return load_source(source, limit, allowed_dirs)
     if source in ("bundled", "bundled:train", "bundled:test"):
         splits = ["train", "test"] if source == "bundled" else [source.split(":")[1]]
         pairs, dropped = [], 0
@@ -417,8 +416,6 @@ def hub_files(source: str) -> list[tuple[str | None, Path]] | None:
     None at the top. Files are those whose path names the split (`harmless-base/train.jsonl.gz`,
     `data/test-00000-of-00001.parquet`); a repo whose files name no split has them all in 'train'
     (real-toxicity-prompts' `prompts.jsonl`). None when the repo holds no plain data files (a loading script)."""
-    from lab.models import hub_folder
-
     repo, data_dir, split = parse_hub_id(source)
     prefix = f"{data_dir}/" if data_dir else ""
     # the split's files first (a download fetches only those), then every data file (a repo without split names)
@@ -498,11 +495,9 @@ def _hub_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
 
 def _dataset_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
     """A hub dataset without plain data files, through `datasets.load_dataset` (needs the hub)."""
-    from lab.models import require_hub
-
     repo, data_dir, split = parse_hub_id(source)
     require_hub(source)
-    import datasets
+    import datasets  # heavy: only hub sources need it
 
     try:
         ds = datasets.load_dataset(repo, data_dir=data_dir, split=split)

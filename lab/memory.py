@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab import models
+from lab.models import bf16_native, has_cuda
+
 GB = 1024**3
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights + an 8-bit scale per 64 + a float32 per 256 scales
 TRAINABLE_BYTES = 16  # float32 weight + gradient + Adam's m and v
@@ -82,8 +85,6 @@ def shape_from_config(config: dict[str, Any]) -> ModelShape:
 
 def model_shape(spec: str) -> ModelShape:
     """The shape of model `spec` from its config.json (a GGUF file's header), never its weights."""
-    from lab import models
-
     ref = models.resolve(spec)
     if ref.gguf_file:
         return _gguf_shape(Path(ref.path) / ref.gguf_file)
@@ -204,8 +205,6 @@ def estimate_reward(shape: ModelShape, batch_size: int, max_length: int, act_byt
 
 def check_reward(config: dict[str, Any]) -> dict[str, Any]:
     """Refuse a reward job (lab.reward's config) whose estimate does not fit this machine, naming a batch that does."""
-    from lab.models import bf16_native, has_cuda
-
     cuda = has_cuda()
     capacity, where = device_memory()
     shape = model_shape(config["backbone"])
@@ -224,8 +223,6 @@ def check_reward(config: dict[str, Any]) -> dict[str, Any]:
 
 def device_memory() -> tuple[float, str]:
     """(bytes, words) of the memory jobs run in: the GPU's, else the machine's RAM."""
-    from lab.models import has_cuda
-
     if has_cuda():
         import torch
 
@@ -237,8 +234,6 @@ def ppo_estimate(config: dict[str, Any], shape: ModelShape, checkpointing: bool,
                  cuda: bool | None = None) -> Estimate:
     """The estimate for a PPO job config (lab.ppo's: PPOConfig fields plus quantize_4bit and lora) on CUDA or this
     CPU: bf16 activations where the config asks and the device has native bf16 (lab.ppo.run_ppo decides the same)."""
-    from lab.models import bf16_native, has_cuda
-
     cuda = has_cuda() if cuda is None else cuda
     bf16 = bool(config.get("bf16")) and (cuda or bf16_native("cpu"))
     return estimate_ppo(

@@ -22,7 +22,8 @@ def test_four_bit_nf4_base_with_lora_adapters():
 
 
 def test_ppo_steps_on_the_four_bit_policy(capsys):
-    from lab.ppo import PPOConfig, load_trainable_policy, new_value_head, run_ppo
+    from lab.policies import load_trainable_policy, new_value_head
+    from lab.ppo import PPOConfig, run_ppo
 
     torch.cuda.reset_peak_memory_stats()
     model, tokenizer = load_trainable_policy(POLICY, quantize_4bit=True, lora={"r": 16, "alpha": 32, "dropout": 0.05})

@@ -10,7 +10,8 @@ from typing import Any
 import gradio as gr
 import plotly.graph_objects as go
 
-from lab.data import Pair, PairSet, load_pairs
+from lab.data import Pair, PairSet
+from lab.sources import load_pairs
 from lab.ui.common import UIContext, esc, guard
 from lab.ui.plots_common import shared_bins
 from lab.ui.uploads import check_upload
