@@ -27,6 +27,7 @@ from lab.reward_model import find_reward_model, judge_path, load_judge, load_rew
 from lab.runs import Run
 from lab.sources import check_prompt_source
 from lab.stats import bootstrap_mean, paired_summary
+from lab.stats import verdict as stats_verdict
 from lab.toxicity import get_scorer
 
 KIND = "compare"
@@ -179,8 +180,9 @@ def verdict(summary: dict[str, Any]) -> str:
     caveats = diagnostics.caveats(diag, str(summary.get("model_a") or "A"))
     if caveats:
         return f"{head}, but {' and '.join(caveats)}: B is not better."
-    higher = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and ci["lo"] > 0]
-    lower = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and ci["hi"] < 0]
+    # lab.stats' one rule for "better": the interval excludes 0 and the mean is one the reward model takes a side on
+    higher = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and stats_verdict(ci, True) == "B higher"]
+    lower = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and stats_verdict(ci, True) == "B lower"]
     if reward and judge and "reward" in higher and "judge" not in higher:
         return f"{head}: the proxy rose but the judge did not (reward hacking?)."
     if higher and not lower:
