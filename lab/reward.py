@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from lab import feedback, models
+from lab.augment import broken_text_pairs
 from lab.config import build, from_job, setting
 from lab.data import Pair, load_pairs, resolve_path, to_hh
 from lab.jobs import JobContext
@@ -60,6 +61,9 @@ class RewardConfig:
                                        "0 = the last weights")
     ensemble: int = setting(1, "reward models trained one after another (seeds seed, seed+1, ...); the saved "
                                "reward is their mean")
+    broken_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is a corrupted "
+                                       "copy of the chosen one (word salad, loops, broken characters: lab/augment.py), so the "
+                                       "reward model ranks broken text low; 0 = none")
     max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
     max_eval_pairs: int = setting(500, "cap on held-out pairs, so evaluations stay quick")
     eval_every: int = setting(0, "evaluate on the held-out pairs every N steps; 0 = about 8 times per run")
@@ -548,6 +552,16 @@ def evaluate(reward_model: RewardModel, pairs: Sequence[Pair], batch_size: int =
     return metrics, rows
 
 
+def broken_text_accuracy(reward_model: RewardModel, pairs: Sequence[Pair], seed: int) -> float | None:
+    """Share of held-out chosen answers scored above a corrupted copy of themselves (one corruption each, the kinds
+    in turn): does the reward model rank word salad, loops and broken characters below fluent text?"""
+    broken = broken_text_pairs(pairs, 1.0, seed + 1)
+    if not broken:
+        return None
+    margins = [c - r for c, r in reward_model.pair_scores(broken, 32)]
+    return round(sum(m > 0 for m in margins) / len(margins), 6)
+
+
 def train_reward(ctx: JobContext) -> dict[str, Any]:
     """The reward-model job: load pairs and backbone, train with RewardTrainer (once per ensemble member), save,
     evaluate the held-out pairs."""
@@ -556,6 +570,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     ctx.set_progress(0, "loading pairs")
     cfg.data = feedback.pin_source(cfg.data)  # votes keep arriving while it trains: read (and record) those there now
     train_pairs, eval_pairs = split_pairs(cfg)
+    train_pairs = train_pairs + broken_text_pairs(train_pairs, cfg.broken_pairs, cfg.seed)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
     train_ds = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
@@ -581,6 +596,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         scorer = RewardModel(members[0], tokenizer, cfg.max_length, answer_segment=cfg.answer_segment,
                              extra=members[1:])
         metrics, rows = evaluate(scorer, eval_pairs, max(cfg.batch_size, 16))
+        metrics["eval_broken_accuracy"] = broken_text_accuracy(scorer, eval_pairs, cfg.seed)
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
         ctx.log_samples(rows)
         summary.update(metrics)
