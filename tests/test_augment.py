@@ -1,5 +1,5 @@
-"""Broken-text pairs (lab/augment.py): each corruption breaks the answer, the pairs keep the dialogue, and a reward
-model trained with them ranks broken text below the answer it came from."""
+"""Broken-text pairs (lab/augment.py): each corruption breaks the answer and the pairs keep the dialogue (a reward
+model trained with them ranks broken text low: tests/test_reward.py)."""
 
 from __future__ import annotations
 
@@ -51,18 +51,3 @@ def test_broken_pairs_keep_the_dialogue_and_chosen_answer_and_cycle_the_kinds():
         assert pair.prompt != "\n\nHuman: hi\n\nAssistant:"  # too short to corrupt
     assert broken_text_pairs(pairs, 0.5, seed=7) == new  # seeded
     assert broken_text_pairs(pairs, 0.0, seed=7) == []
-
-
-@pytest.mark.slow
-def test_reward_model_trained_with_broken_pairs_ranks_broken_text_lower(runs_root):
-    """The embedded backbone on the bundled pairs with broken pairs added: the held-out broken-text accuracy is
-    logged and high, i.e. chosen answers outscore their corrupted copies."""
-    from lab.jobs import JobManager
-    from lab.presets import get_preset
-    from lab.reward import KIND, prepare, train_reward
-
-    config = prepare(get_preset("cpu"), {"data": "bundled", "max_steps": 40, "broken_pairs": 0.5, "seed": 1})
-    job = JobManager(root=runs_root, mark_interrupted=False).run_sync(KIND, train_reward, config)
-    assert job.status == "done", job.error
-    assert job.summary["train_pairs"] == 166 + 83  # the broken pairs joined the bundled training pairs
-    assert job.summary["eval_broken_accuracy"] >= 0.8

@@ -324,3 +324,15 @@ def test_cli_trains_the_embedded_minilm_on_bundled_data(tmp_path, capsys):
     model = reward.load_reward_model(out)
     assert model.max_length == reward.config_from(get_preset("cpu")).max_length
     assert len(model.score([reward.format_for_reward("hi", "hello")])) == 1
+
+
+@pytest.mark.slow
+def test_bundled_reward_model_ranks_broken_text_and_canned_refusals_low(runs_root):
+    """The embedded backbone on the bundled pairs with broken pairs added: held-out chosen answers outscore their
+    corrupted copies, and on ordinary requests good answers outscore canned refusals (balanced data)."""
+    config = reward.prepare(get_preset("cpu"), {"data": "bundled", "max_steps": 40, "broken_pairs": 0.5, "seed": 1})
+    job = JobManager(root=runs_root, mark_interrupted=False).run_sync(reward.KIND, reward.train_reward, config)
+    assert job.status == "done", job.error
+    assert job.summary["train_pairs"] == 166 + 83  # the broken pairs joined the bundled training pairs
+    assert job.summary["eval_broken_accuracy"] >= 0.8
+    assert job.summary["refusal_preference"] <= 0.2
