@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_ppo import ceiling  # the same folder: the machine's matmul rates, measured the same way
+
 
 def run_cli(args: list[str]) -> tuple[list[dict], float]:
     """`python -m lab ARGS`: its JSON lines and wall seconds; the stage's stderr on failure."""
@@ -116,6 +118,7 @@ def main() -> None:
 
     print(json.dumps({
         "seeds": len(rows),
+        **ceiling(),  # this machine's matmul rates, measured now: the wall times are against them
         "reward_gain_ci_above_0": share("reward_gain", "above"),
         "reward_gain_length_adjusted_ci_above_0": share("reward_gain_length_adjusted", "above"),
         "toxicity_change_ci_below_0": share("toxicity_change", "below"),
