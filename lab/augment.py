@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from lab.data import Pair
 
+SUBSET = "broken-text"  # how these pairs show in a run's pairs-per-subset counts
 _CONSONANTS = "bcdfghklmnprstvz"
 _VOWELS = "aeiou"
 
@@ -105,5 +106,5 @@ def broken_text_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list
     for i, pair in enumerate(picked):
         broken = corrupt(pair.chosen, kinds[i % len(kinds)], rng, answers)
         if broken.strip() != pair.chosen.strip():
-            out.append(replace(pair, rejected=broken))
+            out.append(replace(pair, rejected=broken, subset=SUBSET))
     return out

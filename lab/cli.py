@@ -2,7 +2,8 @@
 
 The only module with the command line: a stage's flags come from its config dataclass (the help in field metadata),
 and its values go through the same `<stage>.prepare(preset, values)` as the tab's form. Every command prints JSON
-lines on stdout; bad input prints one line on stderr and exits 2, a job that fails for another reason exits 1.
+lines on stdout; bad input (a ValueError, before or during the job) prints one line on stderr and exits 2, a job
+that fails for another reason exits 1.
 """
 
 from __future__ import annotations
@@ -14,8 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from lab import compare, feedback, ppo, reward, votes
 from lab.config import field_default, field_type, user_fields
+from lab.generate import GenerateConfig
+from lab.jobs import JobManager
 from lab.presets import get_preset
+from lab.reward_model import load_reward_model
+from lab.sources import load_pairs
+from lab.space import build_space
+
+
+PRESET_HELP = "a100 or cpu (default: LAB_PRESET, else by CUDA availability)"
 
 
 class JobFailed(Exception):
@@ -29,16 +39,14 @@ def emit(row: dict[str, Any]) -> None:
 
 def run_job(kind: str, fn: Callable, config: dict[str, Any], out: str | None = None,
             on_metrics: Callable[[dict], None] | None = emit) -> Any:
-    """Run one job to its end in this process (in the run folder `out` if given) and return it; a failure raises
-    ValueError for bad input found by the job (exit 2), else JobFailed (exit 1)."""
-    from lab.jobs import JobManager
-
+    """Run one job to its end in this process (in the run folder `out` if given) and return it; a failure re-raises
+    the job's ValueError (bad input it found: exit 2), else raises JobFailed (exit 1)."""
     path = Path(out).expanduser().resolve() if out else None
     manager = JobManager(root=path.parent if path else None, mark_interrupted=False)
     job = manager.run_sync(kind, fn, config, on_metrics=on_metrics, path=path)
     if job.status == "failed":
-        if job.error and job.error.startswith("ValueError: "):
-            raise ValueError(job.error.removeprefix("ValueError: "))
+        if isinstance(job.exception, (ValueError, FileNotFoundError)):
+            raise job.exception
         raise JobFailed(job.error)
     return job
 
@@ -86,25 +94,19 @@ class Stage:
 
 
 def _add_reward(p: argparse.ArgumentParser) -> None:
-    from lab.reward import RewardConfig
-
-    add_config_flags(p, RewardConfig, required=["data"], exclusive=["eval_data", "eval_fraction"],
+    add_config_flags(p, reward.RewardConfig, required=["data"], exclusive=["eval_data", "eval_fraction"],
                      names={"data": ["--train"], "eval_data": ["--eval"], "learning_rate": ["--lr", "--learning-rate"]})
     p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
 
 
 def _prepare_reward(args: argparse.Namespace) -> dict[str, Any]:
-    from lab import reward
-
     return reward.prepare(args.preset_obj, config_values(args, reward.RewardConfig))
 
 
 def _finish_reward(args: argparse.Namespace, config: dict[str, Any]) -> Any:
-    from lab import reward
-
     job = run_job(reward.KIND, reward.train_reward, config, args.out)
     keys = ("eval_accuracy", "eval_loss", "eval_broken_accuracy", "refusal_preference", "train_pairs", "eval_pairs",
-            "steps", "seconds", "members")
+            "steps", "seconds", "members", "subsets")
     emit({**{k: job.summary.get(k) for k in keys}, "status": job.status, "run": str(job.run.path)})
     return job
 
@@ -117,15 +119,11 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from lab.data import load_pairs
-    from lab.reward import load_reward_model
-
     if args.batch_size < 1:
         raise ValueError(f"batch size {args.batch_size} must be at least 1")
     pairs = load_pairs(args.source, limit=args.limit).pairs
-    margins = load_reward_model(args.reward_model).margins(pairs, args.batch_size)
-    emit({"pairs": len(pairs), "accuracy": round(sum(m > 0 for m in margins) / len(margins), 6),
-          "mean_margin": round(sum(margins) / len(margins), 6)})
+    metrics, _ = reward.evaluate(load_reward_model(args.reward_model), pairs, args.batch_size)
+    emit({"pairs": len(pairs), "accuracy": metrics["eval_accuracy"], "mean_margin": metrics["eval_margin"]})
     return 0
 
 
@@ -133,25 +131,19 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _add_ppo(p: argparse.ArgumentParser) -> None:
-    from lab.ppo import PPOConfig
-
     p.add_argument("--reward-model", required=True, metavar="RUN_DIR", help="a reward run folder (or its run id)")
     p.add_argument("--prompts", metavar="SOURCE", help="prompt source (default: the preset's ppo_prompts)")
     p.add_argument("--policy", metavar="SPEC", help="policy model (default: the preset's)")
     p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
     p.add_argument("--max-prompts", type=int, help="use at most this many prompts")
-    add_config_flags(p, PPOConfig)
+    add_config_flags(p, ppo.PPOConfig)
 
 
 def _prepare_ppo(args: argparse.Namespace) -> dict[str, Any]:
-    from lab import ppo
-
     return ppo.prepare(args.preset_obj, config_values(args, ppo.PPOConfig, extra=ppo.JOB_KEYS))
 
 
 def _finish_ppo(args: argparse.Namespace, config: dict[str, Any]) -> Any:
-    from lab import ppo
-
     job = run_job(ppo.KIND, ppo.train_ppo, config, args.out)
     emit({**job.summary, "status": job.status, "run": str(job.run.path)})
     return job
@@ -161,19 +153,13 @@ def _finish_ppo(args: argparse.Namespace, config: dict[str, Any]) -> Any:
 
 
 def _add_compare(p: argparse.ArgumentParser) -> None:
-    from lab.compare import CompareConfig
-    from lab.generate import GenerateConfig
-
-    add_config_flags(p, CompareConfig, required=["model_b"],
+    add_config_flags(p, compare.CompareConfig, required=["model_b"],
                      names={"model_b": ["--run"], "model_a": ["--against"], "n_prompts": ["--n"]})
     add_config_flags(p, GenerateConfig)
     p.add_argument("--out", metavar="FILE.csv", help="also write the table here (it is always in the run folder)")
 
 
 def _prepare_compare(args: argparse.Namespace) -> dict[str, Any]:
-    from lab import compare
-    from lab.generate import GenerateConfig
-
     out = Path(args.out).expanduser() if args.out else None
     if out is not None and out.is_dir():
         raise ValueError(f"--out '{args.out}' is a folder: give a file name such as results.csv")
@@ -181,8 +167,6 @@ def _prepare_compare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finish_compare(args: argparse.Namespace, config: dict[str, Any]) -> Any:
-    from lab import compare
-
     job = run_job(compare.KIND, compare.run_compare, config, on_metrics=None)
     out = Path(args.out).expanduser() if args.out else None
     if out is not None:
@@ -214,8 +198,6 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from lab.data import load_pairs
-
     pairs = load_pairs(args.source, limit=args.limit)
     emit(pairs.stats())
     if args.show is not None:
@@ -232,26 +214,44 @@ def _add_feedback(p: argparse.ArgumentParser) -> None:
     export = sub.add_parser("export", help="write a set's A/B votes as preference pairs (JSON lines)")
     export.add_argument("name", help="the feedback set")
     export.add_argument("--out", required=True, metavar="FILE", help="the .jsonl file to write")
-    export.add_argument("--format", choices=["hh", "pcr"], default="hh",
+    export.add_argument("--format", choices=votes.FORMATS, default="hh",
                         help="hh = hh-rlhf chosen/rejected dialogues (default); pcr = prompt/chosen/rejected")
     stats = sub.add_parser("stats", help="a set's tallies: votes, B's win rate over A (95%% interval), agreement")
     stats.add_argument("name", help="the feedback set")
+    _add_feedback_generate(sub.add_parser("generate", help="generate A/B answer pairs into a set (the Feedback tab's "
+                                                            "job): two models, or two samples of one, per prompt"))
+
+
+def _add_feedback_generate(p: argparse.ArgumentParser) -> None:
+    add_config_flags(p, feedback.FeedbackConfig, required=["name"],
+                     names={"name": ["--set", "--name"], "n_pairs": ["--n", "--n-pairs"]})
+    add_config_flags(p, GenerateConfig)
+    p.add_argument("--out", metavar="DIR", help="new run folder (default: a new folder under LAB_RUNS_DIR or runs/)")
+
+
+def _run_feedback_generate(args: argparse.Namespace) -> int:
+    values = config_values(args, feedback.FeedbackConfig)
+    values["generate"] = {k: v for k, v in config_values(args, GenerateConfig).items() if v is not None}
+    config = feedback.prepare(args.preset_obj, values)
+    job = run_job(feedback.KIND, feedback.generate_pairs, config, args.out)
+    emit({**job.summary, "status": job.status, "run": str(job.run.path), "source": f"feedback:{job.summary['set']}"})
+    return 0
 
 
 def _run_feedback(args: argparse.Namespace) -> int:
-    from lab import feedback
-
+    if args.action == "generate":
+        return _run_feedback_generate(args)
     if args.action == "list":
-        for name in feedback.list_sets():
-            fs = feedback.open_set(name)
+        for name in votes.list_sets():
+            fs = votes.open_set(name)
             emit({"name": name, "pairs": len(fs.pairs()), "votes": len(fs.votes()), "source": f"feedback:{name}"})
     elif args.action == "export":
-        fs = feedback.open_set(args.name)
-        n = feedback.write_export(fs, Path(args.out).expanduser(), args.format)
+        fs = votes.open_set(args.name)
+        n = votes.write_export(fs, Path(args.out).expanduser(), args.format)
         emit({"name": fs.name, "pairs": n, "votes": len(fs.votes()), "format": args.format, "out": args.out})
     else:
-        fs = feedback.open_set(args.name)
-        emit({"name": fs.name, "pairs": len(fs.pairs()), **feedback.tally(fs.votes())})
+        fs = votes.open_set(args.name)
+        emit({"name": fs.name, "pairs": len(fs.pairs()), **votes.tally(fs.votes())})
     return 0
 
 
@@ -260,8 +260,6 @@ def _add_space(p: argparse.ArgumentParser) -> None:
 
 
 def _run_space(args: argparse.Namespace) -> int:
-    from lab.space import build_space
-
     emit({"out": str(Path(args.out).resolve()), "files": build_space(Path(args.out))})
     return 0
 
@@ -269,7 +267,8 @@ def _run_space(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "data": ("summarise a preference-data source", _add_data, _run_data),
     "score": ("score preference pairs with a trained reward model", _add_score, _run_score),
-    "feedback": ("list, export or summarise the Feedback tab's vote sets", _add_feedback, _run_feedback),
+    "feedback": ("generate, list, export or summarise the Feedback tab's pair and vote sets", _add_feedback,
+                 _run_feedback),
     "space": ("assemble a deployable Hugging Face Space folder", _add_space, _run_space),
 }
 
@@ -279,7 +278,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab", description="RLHF Lab, headless")
-    parser.add_argument("--preset", help="a100 or cpu (default: LAB_PRESET, else by CUDA availability)")
+    parser.add_argument("--preset", help=PRESET_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     adders = {**{name: (s.help, s.add) for name, s in STAGES.items()},
               **{name: (help_text, add) for name, (help_text, add, _) in COMMANDS.items()}}
@@ -317,10 +316,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def app(argv: list[str] | None = None) -> None:
     """`python app.py`: the web app's flags, then lab.server serves it."""
-    from lab.server import launch
+    from lab.server import launch  # imports gradio (slow): only the web app needs it
 
     parser = argparse.ArgumentParser(description="RLHF Lab web app")
-    parser.add_argument("--preset", help="a100 or cpu (default: LAB_PRESET, else by CUDA availability)")
+    parser.add_argument("--preset", help=PRESET_HELP)
     parser.add_argument("--share", action="store_true", help="ask gradio for a public link")
     args = parser.parse_args(argv)
     launch(args.preset, args.share)

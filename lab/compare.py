@@ -14,20 +14,19 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lab import models
 from lab.config import build, from_job, setting
-from lab.data import load_prompts, parse_hub_id, resolve_path
-from lab.generate import GenerateConfig, adapter_mode, auto_batch_size, generate_batch, generate_settings, load_dtype
-from lab.generate import plan_batches
+from lab.data import load_prompts
+from lab.generate import GenerateConfig, auto_batch_size, generate_settings, plan_batches
 from lab.jobs import JobContext
+from lab.policies import BASE, Side, load_policies, resolve_sides, sample
 from lab.presets import Limits, Preset
-from lab.runs import ACTIVE, Run, list_runs, open_run, runs_root
+from lab.reward_model import find_reward_model, load_reward_model, reward_texts
+from lab.runs import Run
+from lab.sources import check_prompt_source
 from lab.stats import paired_summary
 from lab.toxicity import get_scorer
 
 KIND = "compare"
-PPO_KIND = "ppo"
-BASE = "base"
 RESULTS_FILE = "results.csv"
 CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a",
                "model_b", "answer_b", "toxicity_b", "reward_b", "toxicity_drop", "reward_gain"]
@@ -37,29 +36,24 @@ CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a
 class CompareConfig:
     """The compare job's settings; `lab.presets` supplies the machine's defaults."""
 
-    model_a: str = setting(BASE, "Model A: 'base' (the policy with its LoRA adapters off) or another PPO run "
-                                 "(folder or id)")
-    model_b: str = setting("", "Model B: a PPO run (folder or id), or 'base'")
+    model_a: str = setting(BASE, "'base' (the policy with its LoRA adapters off) or another PPO run (folder or id)",
+                           label="Model A", widget="dropdown")
+    model_b: str = setting("", "a PPO run (folder or id), or 'base'", label="Model B", widget="dropdown")
     prompts: str = setting("bundled", "prompt source: 'bundled', a .jsonl/.csv file, or a hub id (ignored when "
-                                      "custom_prompts is given)")
-    custom_prompts: list[str] = setting([], "prompts typed by the user")
-    n_prompts: int = setting(32, "how many prompts from the source")
-    toxicity: str = setting("offline", "toxicity scorer: 'roberta', 'offline' or a local classifier folder")
+                                      "custom_prompts is given); hh-rlhf sources give each dialogue's first human turn",
+                           label="Prompts", widget="radio")
+    custom_prompts: list[str] = setting([], "prompts typed by the user, one per line", label="Your prompts",
+                                        widget="text")
+    n_prompts: int = setting(32, "how many prompts from the source", label="Number of prompts", widget="slider",
+                             minimum=1, maximum=200)
+    toxicity: str = setting("offline", "roberta = evaluate's hate-speech classifier (needs the hub; reads context, "
+                                       "still imperfect); offline = alt-profanity-check, a word list: it flags words, "
+                                       "not intent (roberta falls back to it, and says so); or a local classifier "
+                                       "folder", label="Toxicity scorer", choices=("roberta", "offline"))
     reward_model: str = setting("", "reward-model folder or run id; empty = the one the PPO run trained against")
     generate: dict[str, Any] = setting({}, "lab.generate.GenerateConfig fields, the same for both models")
     quantize_4bit: bool = setting(False, "load the policy in 4-bit NF4 (CUDA only)", cli=False)
     max_batch_size: int = setting(64, "cap for the automatic batch size (the preset's limit)", cli=False)
-
-
-@dataclass(frozen=True)
-class Side:
-    """One model of the comparison: a policy, with one PPO run's adapters or with none (the base)."""
-
-    key: str  # "a" or "b": the adapter name too
-    label: str  # "base" or the run id
-    policy: str  # model spec
-    adapter_dir: Path | None
-    reward_model: str  # the reward model its run trained against ("" for the base)
 
 
 def config_from(preset: Preset, **overrides: Any) -> CompareConfig:
@@ -93,15 +87,6 @@ def validate(cfg: CompareConfig, limits: Limits | None = None) -> CompareConfig:
         raise ValueError("both models are 'base': choose a PPO run for Model A or Model B")
     return cfg
 
-
-def check_prompt_source(source: str, allowed_dirs: list[Path] | None = None) -> None:
-    """A prompt file must exist (within the allowed folders); a hub id needs the hub."""
-    if source.startswith("bundled") or resolve_path(source, allowed_dirs) is not None:
-        return
-    parse_hub_id(source)
-    models.require_hub(source)
-
-
 def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
             root: Path | None = None) -> dict[str, Any]:
     """A checked compare job config from a form's or the command line's values (CompareConfig and GenerateConfig
@@ -110,95 +95,19 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     cfg = validate(config_from(preset, **values), preset.limits)
     if not cfg.custom_prompts:
         check_prompt_source(cfg.prompts, allowed_dirs)
-    sides = resolve_sides(cfg, root)
+    sides = resolve_sides(cfg.model_a, cfg.model_b, root)
     cfg.reward_model = reward_model_path(cfg, sides, root)
     cfg.model_a, cfg.model_b = (BASE if s.adapter_dir is None else str(s.adapter_dir.parent) for s in sides)
     return asdict(cfg)
 
 
-# ---------------------------------------------------------------- the two models
-
-
-def ppo_runs(root: Path | None = None) -> list[Run]:
-    """Finished PPO runs that saved adapters, newest first."""
-    runs = list_runs(kind=PPO_KIND, root=root)
-    return [r for r in runs if _adapter_ready(r) and r.status().get("status") not in ACTIVE]
-
-
-def _adapter_ready(run: Run) -> bool:
-    return (run.model_dir / "adapter_config.json").exists()
-
-
-def open_ppo_run(choice: str, root: Path | None = None) -> Run:
-    """A PPO run by id or folder; ValueError says what is missing."""
-    run = open_run(choice.strip(), root)
-    config = run.config
-    if not config.get("policy"):
-        raise ValueError(f"run '{run.id}' has no 'policy' in its config.json: is it a PPO run?")
-    if not _adapter_ready(run):
-        raise ValueError(
-            f"run '{run.id}' has no saved adapters (model/adapter_config.json): is the PPO run finished?"
-        )
-    return run
-
-
-def resolve_sides(cfg: CompareConfig, root: Path | None = None) -> tuple[Side, Side]:
-    """Model A and Model B; 'base' means the policy of the other side's run with its adapters disabled."""
-    choices = {"a": cfg.model_a.strip(), "b": cfg.model_b.strip()}
-    runs = {k: None if c == BASE else open_ppo_run(c, root) for k, c in choices.items()}
-    policy_of = {k: r.config["policy"] for k, r in runs.items() if r is not None}
-    sides = []
-    for key, run in runs.items():
-        if run is None:
-            other = policy_of["b" if key == "a" else "a"]
-            sides.append(Side(key, BASE, other, None, ""))
-        else:
-            reward = str(run.config.get("reward_model") or "")
-            sides.append(Side(key, run.id, run.config["policy"], run.model_dir, reward))
-    return sides[0], sides[1]
-
-
-def load_policies(sides: tuple[Side, Side], quantize_4bit: bool, precision: str = "auto") -> dict[str, tuple[Any, Any]]:
-    """One model per distinct policy, carrying the adapters of every run that uses it (named by side key)."""
-    from peft import PeftModel
-
-    loaded: dict[str, tuple[Any, Any]] = {}
-    for policy in dict.fromkeys(s.policy for s in sides):
-        model = models.load_causal_lm(policy, quantize_4bit=quantize_4bit, dtype=load_dtype(precision))
-        for side in (s for s in sides if s.policy == policy and s.adapter_dir is not None):
-            if isinstance(model, PeftModel):
-                model.load_adapter(str(side.adapter_dir), adapter_name=side.key, is_trainable=False)
-            else:
-                model = PeftModel.from_pretrained(model, str(side.adapter_dir), adapter_name=side.key)
-        loaded[policy] = (model.eval(), models.load_tokenizer(policy))
-    return loaded
-
-
 # ---------------------------------------------------------------- reward and prompts
-
-
-def load_reward(path: str) -> Any:
-    """The run's reward model (lab.reward): an object whose `.score(texts)` gives one float per text."""
-    from lab.reward import load_reward_model
-
-    return load_reward_model(path)
-
-
-def reward_texts(prompts: list[str], answers: list[str]) -> list[str]:
-    from lab.reward import format_for_reward
-
-    return [format_for_reward(p, a) for p, a in zip(prompts, answers)]
 
 
 def reward_model_path(cfg: CompareConfig, sides: tuple[Side, Side], root: Path | None = None) -> str:
     """The chosen reward model, else the one Model B's run trained against, else Model A's ("" = none)."""
     path = cfg.reward_model.strip() or sides[1].reward_model or sides[0].reward_model
-    if not path or Path(path).expanduser().exists():
-        return path
-    by_id = (Path(root) if root else runs_root()) / path  # a run id rather than a folder
-    if by_id.exists():
-        return str(by_id)
-    raise ValueError(f"reward model '{path}' does not exist (moved or deleted?): choose another with --reward-model")
+    return find_reward_model(path, root) if path else ""
 
 
 def get_prompts(cfg: CompareConfig, allowed_dirs: list[Path] | None = None) -> list[str]:
@@ -261,12 +170,12 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     # 1. prompts and models
     ctx.set_progress(0, "loading prompts")
     prompts = get_prompts(cfg)
-    sides = resolve_sides(cfg, ctx.run.path.parent)
+    sides = resolve_sides(cfg.model_a, cfg.model_b, ctx.run.path.parent)
     ctx.set_progress(0, "loading the models")
     policies = load_policies(sides, cfg.quantize_4bit, gen.precision)
     scorer = get_scorer(cfg.toxicity)
     reward_path = reward_model_path(cfg, sides, ctx.run.path.parent)
-    reward_model = load_reward(reward_path) if reward_path else None
+    reward_model = load_reward_model(reward_path) if reward_path else None
     model, tokenizer = policies[sides[0].policy]
     size = gen.batch_size or auto_batch_size(model, gen.max_new_tokens + 256, cfg.max_batch_size)
     batches = plan_batches(tokenizer, prompts, size)
@@ -308,9 +217,7 @@ def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]
             for i, p in zip(indices, prompts)]
     for side in sides:
         say(f"Model {side.key.upper()} ({side.label}) is answering")
-        model, tokenizer = policies[side.policy]
-        with adapter_mode(model, side.key if side.adapter_dir else None):
-            answers = generate_batch(model, tokenizer, prompts, gen, seed)
+        answers = sample(side, policies, prompts, gen, seed)
         toxicity = scorer.score(answers)
         rewards = reward_model.score(reward_texts(prompts, answers)) if reward_model else [None] * len(answers)
         for row, answer, tox, rew in zip(rows, answers, toxicity, rewards):

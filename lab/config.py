@@ -1,5 +1,5 @@
-"""Job configs: a dataclass per stage whose fields carry their one-line help (read by the CLI flags and the forms),
-and the one way from a dict of values to such a config."""
+"""Job configs: a dataclass per stage whose fields carry their help, label, widget kind, choices and range in field
+metadata (the single source of the CLI flags and the forms), and the one way from a dict of values to such a config."""
 
 from __future__ import annotations
 
@@ -10,9 +10,19 @@ T = TypeVar("T")
 SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-def setting(default: Any, help: str, cli: bool = True) -> Any:
-    """A dataclass field with its one-line help; `cli=False` for values the lab derives (no flag, no form input)."""
-    meta = {"help": help, "cli": cli}
+WIDGETS = ("number", "slider", "checkbox", "dropdown", "radio", "text")
+
+
+def setting(default: Any, help: str, cli: bool = True, *, label: str = "", widget: str = "",
+            choices: tuple = (), minimum: float | None = None, maximum: float | None = None,
+            step: float | None = None) -> Any:
+    """A dataclass field with its help (the flag's and the form's) and, for the form, its label in plain words, its
+    widget kind (one of WIDGETS; by default from the type), its choices and its range; `cli=False` for values the lab
+    derives (no flag, no form input)."""
+    if widget and widget not in WIDGETS:
+        raise ValueError(f"widget '{widget}' is not one of {', '.join(WIDGETS)}")
+    meta = {"help": help, "cli": cli, "label": label, "widget": widget, "choices": tuple(choices),
+            "minimum": minimum, "maximum": maximum, "step": step}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -22,6 +32,29 @@ def field_type(f: Field) -> type | None:
     """int, float, str or bool for a scalar field; None for lists and dicts."""
     name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")  # a string under postponed annotations
     return SCALARS.get(name)
+
+
+def label_of(f: Field) -> str:
+    """The form's label: the metadata's plain words with the field's name beside, as refusals and the CLI call it."""
+    return f"{f.metadata.get('label') or f.name.replace('_', ' ')} ({f.name})"
+
+
+def widget_of(f: Field) -> str:
+    """The widget kind of a field: its metadata's, else a dropdown for choices, a checkbox for a bool, a number for
+    an int or a float, else a text box."""
+    if f.metadata.get("widget"):
+        return f.metadata["widget"]
+    if f.metadata.get("choices"):
+        return "dropdown"
+    return {bool: "checkbox", int: "number", float: "number"}.get(field_type(f), "text")  # type: ignore[arg-type]
+
+
+def fields_by_name(*classes: type) -> dict[str, Field]:
+    """Every field of the given config dataclasses by name (the first class wins a shared name)."""
+    out: dict[str, Field] = {}
+    for cls in classes:
+        out.update({f.name: f for f in fields(cls) if f.name not in out})
+    return out
 
 
 def field_default(f: Field) -> Any:

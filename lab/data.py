@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
+
+from lab.models import hub_folder, require_hub
 
 ASSETS_DATA = Path(__file__).resolve().parent.parent / "assets" / "data"
 BUNDLED_FILES = {
     "train": ASSETS_DATA / "pairs_train.jsonl",
     "test": ASSETS_DATA / "pairs_test.jsonl",
 }
+# Half of the demo pairs are harmful or edgy requests (the chosen answer declines kindly), half ordinary ones (the
+# chosen answer is correct and polite); each row says which in its `subset`. `bundled:helpful` alone is what a
+# harmless-only set (hh-rlhf's harmless-base) needs mixed in: `FILE+bundled:helpful`.
+BUNDLED_SUBSETS = {"bundled:helpful": "helpful", "bundled:harmless": "harmless"}
 BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"  # PPO training prompts ('bundled')
 BUNDLED_HELDOUT_PROMPTS = ASSETS_DATA / "prompts_test.jsonl"  # never used by PPO ('bundled:heldout'), for Compare
 FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet")
@@ -32,6 +39,7 @@ class Pair:
     chosen: str  # the rest of the chosen text, so prompt + chosen reproduces the source exactly
     rejected: str
     split: str | None = None
+    subset: str | None = None  # the hub dataset's folder it came from (hh-rlhf: harmless-base, helpful-base, ...)
 
     @property
     def chosen_text(self) -> str:
@@ -84,7 +92,17 @@ class PairSet:
         splits = {p.split for p in self.pairs if p.split}
         if splits:
             out["splits"] = {s: len(self.split(s)) for s in sorted(splits)}
+        if any(p.subset for p in self.pairs):
+            out["subsets"] = subset_counts(self.pairs)
         return out
+
+
+def subset_counts(pairs: list[Pair]) -> dict[str, int]:
+    """Pairs per subset of the source (hh-rlhf's harmless-base, helpful-base, ...), in name order."""
+    counts: dict[str, int] = {}
+    for p in pairs:
+        counts[p.subset or "(root)"] = counts.get(p.subset or "(root)", 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _percentile(values: list[int], q: float) -> float:
@@ -110,10 +128,13 @@ def split_turns(text: str) -> list[tuple[str, str]]:
 
 def split_pair(chosen: str, rejected: str, split: str | None = None) -> Pair:
     """Split two HH dialogues at the last "\\n\\nAssistant:" they share (byte-exact, nothing stripped)."""
-    common = 0
-    limit = min(len(chosen), len(rejected))
-    while common < limit and chosen[common] == rejected[common]:
-        common += 1
+    common, high = 0, min(len(chosen), len(rejected))
+    while common < high:  # the longest common prefix by bisection: string comparisons in C, not a loop per character
+        mid = (common + high + 1) // 2
+        if chosen[:mid] == rejected[:mid]:
+            common = mid
+        else:
+            high = mid - 1
     cut = chosen.rfind(ASSISTANT_MARK, 0, common)
     if cut < 0:
         return Pair("", chosen, rejected, split)
@@ -201,7 +222,7 @@ def _read_json(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _read_table(path: Path, suffix: str) -> Iterator[tuple[int, dict]]:
-    import pandas as pd
+    import pandas as pd  # heavy: only CSV and parquet files need it
 
     try:
         if suffix == ".csv":
@@ -233,14 +254,15 @@ def _field(row: dict, column: str, n: int, name: str, kinds: tuple = (str,)) -> 
 def _row_to_pair(row: dict, n: int, name: str, split: str | None) -> Pair:
     chosen = _field(row, "chosen", n, name, (str, list))
     rejected = _field(row, "rejected", n, name, (str, list))
+    subset = str(row["subset"]) if row.get("subset") not in (None, "") else None  # e.g. the demo set's helpful/harmless
     if "prompt" in row and row["prompt"] not in (None, ""):
         prompt = _field(row, "prompt", n, name, (str, list))
         p, c = to_hh(prompt, chosen)
         _, r = to_hh(prompt, rejected)
-        return Pair(p, c, r, split)
+        return Pair(p, c, r, split, subset)
     if isinstance(chosen, list) or isinstance(rejected, list):
         chosen, rejected = _messages_to_hh(chosen), _messages_to_hh(rejected)
-    return split_pair(chosen, rejected, split)
+    return replace(split_pair(chosen, rejected, split), subset=subset)
 
 
 def _messages_to_hh(value: Any) -> str:
@@ -252,21 +274,19 @@ def _messages_to_hh(value: Any) -> str:
 # ---------------------------------------------------------------- public loaders
 
 
-def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
-    """Load preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id or 'feedback:NAME[+other]'."""
+def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None, seed: int = 0) -> PairSet:
+    """Load preference pairs from 'bundled', 'bundled:train|test|helpful|harmless', a file path or a hub id (lab.sources.load_pairs
+    also reads the Feedback tab's vote sets). A hub dataset with `limit` gives a sample seeded by `seed` across all
+    its files (hh-rlhf: every subset)."""
     source = source.strip()
     if not source:
         raise ValueError("no data source given: use 'bundled', a file path or a hub id")
-    if any(part.strip().startswith("feedback:") for part in source.split("+")):  # votes from the Feedback tab
-        from lab.feedback import load_source
-
-        return load_source(source, limit, allowed_dirs)
-    if source in ("bundled", "bundled:train", "bundled:test"):
-        splits = ["train", "test"] if source == "bundled" else [source.split(":")[1]]
+    if source in ("bundled", "bundled:train", "bundled:test", *BUNDLED_SUBSETS):
+        splits = [source.split(":")[1]] if source in ("bundled:train", "bundled:test") else ["train", "test"]
         pairs, dropped = [], 0
         for s in splits:
             part = _pairs_from_rows(_read_rows(BUNDLED_FILES[s]), BUNDLED_FILES[s].name, s)
-            pairs += part.pairs
+            pairs += [p for p in part.pairs if source not in BUNDLED_SUBSETS or p.subset == BUNDLED_SUBSETS[source]]
             dropped += part.dropped_identical
         return PairSet(source, pairs[:limit] if limit else pairs, dropped)
     path = resolve_path(source, allowed_dirs)
@@ -274,8 +294,7 @@ def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] |
         result = _pairs_from_rows(_read_rows(path), path.name, None, limit)
         result.source = source
         return result
-    rows = _hub_rows(source, limit)
-    return _pairs_from_rows(rows, source, None, limit)
+    return _hub_pairs(source, limit, seed)
 
 
 def _pairs_from_rows(rows: Iterator[tuple[int, dict]], name: str, split: str | None, limit: int | None = None) -> PairSet:
@@ -396,12 +415,94 @@ def parse_hub_id(source: str) -> tuple[str, str | None, str]:
     return "/".join(parts[:2]), "/".join(parts[2:]) or None, split or "train"
 
 
-def _hub_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
-    from lab.models import require_hub
+def hub_files(source: str) -> list[tuple[str | None, Path]] | None:
+    """The data files of a hub dataset's split as (subset, local file), read through the Hugging Face cache
+    (downloaded first when the hub is reachable); subset = the folder a file sits in (hh-rlhf's 'harmless-base'),
+    None at the top. Files are those whose path names the split (`harmless-base/train.jsonl.gz`,
+    `data/test-00000-of-00001.parquet`); a repo whose files name no split has them all in 'train'
+    (real-toxicity-prompts' `prompts.jsonl`). None when the repo holds no plain data files (a loading script)."""
+    repo, data_dir, split = parse_hub_id(source)
+    prefix = f"{data_dir}/" if data_dir else ""
+    # the split's files first (a download fetches only those), then every data file (a repo without split names)
+    for middle in (f"*{split}*", "*"):
+        folder = hub_folder(repo, "dataset", allow_patterns=[f"{prefix}{middle}{suffix}" for suffix in FILE_SUFFIXES])
+        base = folder / data_dir if data_dir else folder
+        files = sorted(p for p in base.rglob("*") if p.is_file() and _is_data_file(p.relative_to(folder)))
+        words = {p: set(re.split(r"[^a-z0-9]+", str(p.relative_to(folder)).lower())) for p in files}
+        named = [p for p in files if split in words[p]]
+        if named:
+            break
+    if not named and split == "train" and not any(words[p] & {"test", "validation", "valid", "dev"} for p in files):
+        named = files
+    if not files:
+        return None
+    if not named:
+        raise ValueError(f"hub dataset '{repo}' has no '{split}' split in its files")
+    return [(str(p.parent.relative_to(folder)) if p.parent != folder else None, p) for p in named]
 
+
+def _is_data_file(rel: Path) -> bool:
+    """A data file of a dataset repo, not its metadata (dataset_info.json, .huggingface/, hidden files)."""
+    return (rel.name.endswith(FILE_SUFFIXES) and not rel.name.startswith("dataset_info")
+            and not any(part.startswith(".") for part in rel.parts))
+
+
+def hub_test_source(source: str) -> str | None:
+    """'<hub id>:test' when `source` is a hub dataset named without a split whose files have a test split."""
+    if ":" in source or looks_like_path(source) or source.startswith(("bundled", "feedback:")):
+        return None
+    try:
+        test = f"{source}:test"
+        return test if hub_files(test) else None
+    except ValueError:
+        return None
+
+
+def _hub_pairs(source: str, limit: int | None, seed: int) -> PairSet:
+    """Pairs of a hub dataset: with `limit`, a seeded sample over the rows of all its files, so a repo whose files
+    come subset by subset (hh-rlhf: harmless-base first) gives pairs of every subset, as the seed's shuffle did."""
+    files = hub_files(source)
+    if files is None:
+        return _pairs_from_rows(_dataset_rows(source, limit), source, None, limit)
+    rows = [(subset, f"{source} {path.parent.name}/{path.name}" if subset else f"{source} {path.name}", n, row)
+            for subset, path in files for n, row in _read_rows(path)]
+    order = list(range(len(rows)))
+    if limit and len(rows) > limit:
+        random.Random(seed).shuffle(order)  # a seeded draw over every file; identical pairs are skipped
+    kept: list[tuple[int, Pair]] = []
+    dropped = 0
+    for i in order:
+        subset, name, n, row = rows[i]
+        pair = _row_to_pair(row, n, name, None)
+        if pair.chosen == pair.rejected:
+            dropped += 1
+            continue
+        kept.append((i, replace(pair, subset=subset)))
+        if limit and len(kept) >= limit:
+            break
+    if not kept:
+        raise ValueError(f"no usable preference pair in '{source}'")
+    return PairSet(source, [pair for _, pair in sorted(kept, key=lambda t: t[0])], dropped)
+
+
+def _hub_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
+    """Rows of a hub dataset's split in file order (prompts): its files through the cache, else `datasets`."""
+    files = hub_files(source)
+    if files is None:
+        yield from _dataset_rows(source, limit)
+        return
+    n = 0
+    for _, path in files:
+        for _, row in _read_rows(path):
+            n += 1
+            yield n, row
+
+
+def _dataset_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
+    """A hub dataset without plain data files, through `datasets.load_dataset` (needs the hub)."""
     repo, data_dir, split = parse_hub_id(source)
     require_hub(source)
-    import datasets
+    import datasets  # heavy: only hub sources need it
 
     try:
         ds = datasets.load_dataset(repo, data_dir=data_dir, split=split)

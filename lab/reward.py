@@ -17,37 +17,45 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from lab import feedback, models
+from lab import memory, models
 from lab.augment import broken_text_pairs
 from lab.config import build, from_job, setting
-from lab.data import ASSETS_DATA, Pair, load_pairs, resolve_path, to_hh
+from lab.data import ASSETS_DATA, Pair, hub_test_source, resolve_path, subset_counts
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
+from lab.reward_model import (META_FILE, RewardModel, backbone_limit, encode_inputs, model_max_length,
+                              prepare_tokenizer, uses_segments)
+from lab.sources import load_pairs, pin_source, provenance, split_source
 
 KIND = "reward"
-META_FILE = "lab_reward.json"  # next to the weights: how texts were encoded, so a model folder reloads alone
 MIN_LENGTH = 16
 MAX_ENSEMBLE = 5
-ANSWER_MARK = "\n\nAssistant:"
 
 
 @dataclass
 class RewardConfig:
     """The reward-model job's settings; `lab.presets` overrides the defaults per machine."""
 
-    data: str = setting("bundled", "training pairs: 'bundled', a file path, a hub id or feedback:NAME")
-    eval_data: str = setting("", "held-out pairs; empty = the source's test split if it has one, else eval_fraction "
-                                 "of `data`")
-    eval_fraction: float = setting(0.1, "share of `data` held out when there is no eval_data and no test split")
+    data: str = setting("bundled", "training pairs: 'bundled', a file path, a hub id, or feedback:NAME for the "
+                                   "Feedback tab's votes (+bundled adds the demo set)", label="Training pairs")
+    eval_data: str = setting("", "held-out pairs; empty = the source's test split if it has one, else a share "
+                                 "(eval_fraction) of the training pairs", label="Held-out pairs (optional)")
+    eval_fraction: float = setting(0.1, "share of the training pairs held out to measure accuracy, when there is no "
+                                        "eval_data and no test split", label="Held-out share", widget="slider",
+                                   minimum=0, maximum=0.5, step=0.05)
     backbone: str = setting("embedded:all-minilm-l6-v2", "model spec of the sequence-classifier backbone: "
-                                                         "embedded:all-minilm-l6-v2, a local folder or a hub id")
-    epochs: float = setting(2.0, "passes over the training pairs (ignored when max_steps > 0)")
-    max_steps: int = setting(0, "optimizer steps; 0 = derived from epochs")
+                                                         "embedded:all-minilm-l6-v2, a local folder or a hub id",
+                            label="Backbone, a one-output sequence classifier")
+    epochs: float = setting(2.0, "passes over the training pairs (ignored when max_steps > 0)", label="Epochs")
+    max_steps: int = setting(0, "optimizer steps; 0 = derived from epochs", label="Max steps, 0 = by epochs")
     min_steps: int = setting(0, "with steps derived from epochs, at least this many: a small set still gets enough "
                                 "updates")
-    learning_rate: float = setting(5e-5, "AdamW peak learning rate")
-    batch_size: int = setting(16, "pairs per optimizer step")
-    max_length: int = setting(256, "tokens per dialogue; longer ones lose their oldest turns (left truncation)")
+    learning_rate: float = setting(5e-5, "AdamW peak learning rate", label="Learning rate")
+    batch_size: int = setting(16, "pairs per optimizer step", label="Batch size in pairs", widget="slider", minimum=1,
+                              maximum=64)
+    max_length: int = setting(256, "tokens per dialogue; longer ones lose their oldest turns (left truncation)",
+                              label="Max length in tokens, oldest turns cut first", widget="slider", minimum=32,
+                              maximum=512, step=32)
     warmup_ratio: float = setting(0.1, "share of steps with linear warm-up before the linear decay")
     weight_decay: float = setting(0.0, "AdamW weight decay")
     center_rewards_coefficient: float = setting(0.0, "pull rewards towards mean zero (arXiv:2312.09244, eq. 2); "
@@ -59,11 +67,14 @@ class RewardConfig:
     answer_segment: bool = setting(True, "BERT-style backbones: dialogue and final answer as the two segments (A/B)")
     average_last: float = setting(0.5, "save the mean of the weights over this final share of the steps (SWA); "
                                        "0 = the last weights")
-    ensemble: int = setting(1, "reward models trained one after another (seeds seed, seed+1, ...); the saved "
-                               "reward is their mean")
+    ensemble: int = setting(1, "reward models trained one after another, each in full with its own seed (seed, "
+                               "seed+1, ...); the saved reward is their mean", label="Models in an ensemble",
+                            widget="slider", minimum=1, maximum=MAX_ENSEMBLE)
     broken_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is a corrupted "
-                                       "copy of the chosen one (word salad, loops, broken characters: lab/augment.py), so the "
-                                       "reward model ranks broken text low; 0 = none")
+                                       "copy of the chosen one (word salad, loops, broken characters: lab/augment.py), "
+                                       "so the reward model ranks broken text low; 0 = none",
+                                  label="Broken-text pairs (share of the training pairs)", widget="slider",
+                                  minimum=0.0, maximum=1.0, step=0.1)
     max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
     max_eval_pairs: int = setting(500, "cap on held-out pairs, so evaluations stay quick")
     eval_every: int = setting(0, "evaluate on the held-out pairs every N steps; 0 = about 8 times per run")
@@ -107,10 +118,10 @@ def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None, roo
     """Fail early on a data file or backbone that does not exist (before a run folder is made); sources in
     `checked` were checked elsewhere (the Data tab's upload lives outside the allowed folders)."""
     for source in (cfg.data, cfg.eval_data):
-        for part in feedback.split_source(source, root):  # feedback:NAME parts are checked there
+        for part in split_source(source, root):  # feedback:NAME parts are checked there
             if part and part not in checked and not part.startswith("bundled"):
                 resolve_path(part, allowed_dirs)
-    models.resolve(cfg.backbone)
+    models.check_available(cfg.backbone)
 
 
 def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
@@ -119,64 +130,11 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     the preset's): ranges and the preset's limits, the data sources and the backbone, before any model loads."""
     cfg = validate(config_from(preset, **values), preset.limits)
     check_sources(cfg, allowed_dirs, root, checked)
+    memory.check_reward(asdict(cfg))  # refuses, with the numbers, a job that would not fit
     return asdict(cfg)
 
 
-# ---------------------------------------------------------------- texts and tokens
-
-
-def format_for_reward(prompt: str, response: str) -> str:
-    """A plain user prompt and a model response as the HH dialogue the reward model was trained on."""
-    hh_prompt, answer = to_hh(prompt, response.strip())
-    return hh_prompt + answer
-
-
-def pair_texts(pair: Pair | Sequence[str]) -> tuple[str, str]:
-    """(chosen text, rejected text) of a Pair or a (chosen, rejected) tuple."""
-    if isinstance(pair, Pair):
-        return pair.chosen_text, pair.rejected_text
-    chosen, rejected = pair
-    return chosen, rejected
-
-
-def prepare_tokenizer(tokenizer: Any) -> Any:
-    """Right padding (the collator's side) and LEFT truncation, so the final answers survive."""
-    tokenizer.padding_side = "right"
-    tokenizer.truncation_side = "left"
-    return tokenizer
-
-
-def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids with the tokenizer's special tokens kept ([CLS]/BOS first); the oldest content dropped first."""
-    # Special tokens are added after truncation, so [CLS] ... [SEP] stay and only dialogue text is cut.
-    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
-
-
-def split_final_answer(text: str) -> tuple[str, str]:
-    """(dialogue up to and including the last "Assistant:", the final answer); ("", text) if there is none."""
-    cut = text.rfind(ANSWER_MARK)
-    return (text[: cut + len(ANSWER_MARK)], text[cut + len(ANSWER_MARK) :]) if cut >= 0 else ("", text)
-
-
-def uses_segments(tokenizer: Any, answer_segment: bool) -> bool:
-    """Whether texts go in as two segments: asked for, and the backbone has segment (token type) embeddings."""
-    return answer_segment and "token_type_ids" in tokenizer.model_input_names
-
-
-def encode_inputs(tokenizer: Any, texts: Sequence[str], max_length: int, segments: bool) -> list[dict[str, list[int]]]:
-    """Model inputs per text. With `segments`, "[CLS] dialogue [SEP] final answer [SEP]" and token types 0/1:
-    both texts of a pair share the dialogue, and the segment embedding marks the answer, the only part that
-    differs (held-out accuracy on real HH pairs, 5 folds, same seed, last weights: 0.621 vs 0.615 as one text;
-    0.625 vs 0.621 with the weights averaged). Too long: the longer
-    segment is cut first, the dialogue from its oldest turns."""
-    if not texts:
-        return []
-    if not segments:
-        return [{"input_ids": ids} for ids in encode(tokenizer, texts, max_length)]
-    dialogues, answers = zip(*map(split_final_answer, texts))
-    out = tokenizer(list(dialogues), list(answers), truncation="longest_first", max_length=max_length,
-                    padding=False, return_token_type_ids=True)
-    return [{"input_ids": ids, "token_type_ids": types} for ids, types in zip(out["input_ids"], out["token_type_ids"])]
+# ---------------------------------------------------------------- training inputs
 
 
 class PreferenceCollator:
@@ -200,104 +158,6 @@ class PreferenceCollator:
         return batch
 
 
-def model_max_length(model: Any, tokenizer: Any) -> int:
-    """The longest input the backbone takes (its position table, else the tokenizer's limit)."""
-    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
-    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        usable = [min(usable)] if usable else []  # roberta's table holds 2 offset positions beyond the 512 usable
-    return min(usable) if usable else 512
-
-
-# ---------------------------------------------------------------- the trained model
-
-
-class RewardModel:
-    """A trained reward model: texts in, one float each; higher means preferred. With `extra` models (an
-    ensemble trained on the same pairs with other seeds) a text's reward is the mean of the members' rewards."""
-
-    def __init__(self, model: Any, tokenizer: Any, max_length: int = 512, path: Path | None = None,
-                 answer_segment: bool = False, extra: Sequence[Any] = ()) -> None:
-        self.model = model.eval()
-        self.members = [self.model, *(m.eval() for m in extra)]
-        self.tokenizer = prepare_tokenizer(tokenizer)
-        self.max_length = min(max_length, model_max_length(model, tokenizer))
-        self.path = path
-        self.segments = uses_segments(self.tokenizer, answer_segment)  # must match how it was trained
-
-    @classmethod
-    def load(cls, path: str | Path) -> RewardModel:
-        """Load from a run folder or its model/ folder; ValueError if there is no saved model."""
-        folder = model_folder(path)
-        meta_path = folder / META_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        tokenizer = models.load_tokenizer(str(folder), padding_side="right")
-        loaded = []
-        for sub in [".", *meta.get("members", [])]:  # the first model in the folder itself, other members below it
-            model = models.load_reward_backbone(str(folder / sub))
-            if model.config.num_labels != 1:
-                raise ValueError(f"'{path}' is a classifier with {model.config.num_labels} outputs, not a reward model")
-            if model.config.pad_token_id is None:
-                model.config.pad_token_id = tokenizer.pad_token_id
-            loaded.append(model.to("cuda") if models.has_cuda() else model)
-        # Models saved before the two-segment input had no "answer_segment" key: they read one text.
-        return cls(loaded[0], tokenizer, int(meta.get("max_length", 512)), folder, bool(meta.get("answer_segment")),
-                   extra=loaded[1:])
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @torch.inference_mode()
-    def score(self, texts: Sequence[str], batch_size: int = 32) -> list[float]:
-        """One reward per text, in order; batches are formed by length so little padding is computed."""
-        inputs = encode_inputs(self.tokenizer, texts, self.max_length, self.segments)
-        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]["input_ids"]), reverse=True)
-        scores = [0.0] * len(inputs)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = self.tokenizer.pad([inputs[i] for i in chunk], return_tensors="pt")
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            logits = (sum(m(**batch).logits[:, 0].float() for m in self.members) / len(self.members)).cpu().tolist()
-            for i, value in zip(chunk, logits):
-                scores[i] = value
-        return scores
-
-    def pair_scores(self, pairs: Sequence[Pair | Sequence[str]], batch_size: int = 32) -> list[tuple[float, float]]:
-        """(reward of chosen, reward of rejected) per pair."""
-        texts = [t for p in pairs for t in pair_texts(p)]
-        scores = self.score(texts, batch_size)
-        return list(zip(scores[0::2], scores[1::2]))
-
-    def margins(self, pairs: Sequence[Pair | Sequence[str]], batch_size: int = 32) -> list[float]:
-        """Reward of chosen minus reward of rejected, per pair."""
-        return [c - r for c, r in self.pair_scores(pairs, batch_size)]
-
-    def accuracy(self, pairs: Sequence[Pair | Sequence[str]], batch_size: int = 32) -> float:
-        """Share of pairs whose chosen text scores strictly higher."""
-        if not pairs:
-            raise ValueError("no pairs to score")
-        margins = self.margins(pairs, batch_size)
-        return sum(m > 0 for m in margins) / len(margins)
-
-
-def model_folder(path: str | Path) -> Path:
-    """The model/ folder of a run folder, or the folder itself if it holds a model."""
-    path = Path(path).expanduser()
-    if (path / "model" / "config.json").exists():
-        return path / "model"
-    if (path / "config.json").exists() and ((path / META_FILE).exists() or not (path / "status.json").exists()):
-        return path
-    if (path / "status.json").exists():
-        raise ValueError(f"run '{path.name}' has no saved reward model yet (still training, or it failed)")
-    raise ValueError(f"'{path}' is neither a reward run folder nor a model folder")
-
-
-def load_reward_model(path: str | Path) -> RewardModel:
-    """`RewardModel.load`, for stages that only need scores."""
-    return RewardModel.load(path)
-
-
 def pair_loss(margins: Iterable[float]) -> float:
     """Mean Bradley-Terry loss −log σ(margin), the quantity RewardTrainer minimises."""
     values = [-_log_sigmoid(m) for m in margins]
@@ -312,10 +172,14 @@ def _log_sigmoid(x: float) -> float:
 
 
 def split_pairs(cfg: RewardConfig) -> tuple[list[Pair], list[Pair]]:
-    """Training and held-out pairs: `eval_data`, else the source's test split, else a seeded `eval_fraction`."""
-    source = load_pairs(cfg.data, limit=cfg.max_pairs or None)
-    if cfg.eval_data:
-        train, held_out = source.pairs, load_pairs(cfg.eval_data, limit=cfg.max_eval_pairs or None).pairs
+    """Training and held-out pairs: `eval_data`, else the source's test split (a hub dataset's too), else a seeded
+    `eval_fraction`. A hub dataset's pairs are a seeded sample across its files (hh-rlhf: all four subsets)."""
+    source = load_pairs(cfg.data, limit=cfg.max_pairs or None, seed=cfg.seed)
+    hub_test = None if cfg.eval_data else hub_test_source(cfg.data)
+    if cfg.eval_data or hub_test:
+        eval_source = cfg.eval_data or hub_test
+        train = source.pairs
+        held_out = load_pairs(eval_source, limit=cfg.max_eval_pairs or None, seed=cfg.seed).pairs
     elif source.split("train") and source.split("test"):
         train, held_out = source.split("train"), source.split("test")
     else:
@@ -562,6 +426,8 @@ def broken_text_accuracy(reward_model: RewardModel, pairs: Sequence[Pair], seed:
     return round(sum(m > 0 for m in margins) / len(margins), 6)
 
 
+BROKEN_TEXT_OK = 0.9  # below this held-out broken-text accuracy, PPO can climb by writing nonsense
+REFUSAL_PREFERENCE_OK = 0.3  # above this, the model rewards refusing ordinary requests (measured: 1.0 on hh harmless)
 PROBES = ASSETS_DATA / "probes.jsonl"  # ordinary requests with a good answer, in no other bundled file
 # Canned refusals of the kind a policy learns from harmless-only preferences (the second one is what PPO wrote on
 # the shared hh pairs, 62 answers of 64).
@@ -588,11 +454,12 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     started = time.time()
     cfg = validate(from_job(RewardConfig, ctx.config))
     ctx.set_progress(0, "loading pairs")
-    cfg.data = feedback.pin_source(cfg.data)  # votes keep arriving while it trains: read (and record) those there now
+    cfg.data = pin_source(cfg.data)  # votes keep arriving while it trains: read (and record) those there now
     train_pairs, eval_pairs = split_pairs(cfg)
     train_pairs = train_pairs + broken_text_pairs(train_pairs, cfg.broken_pairs, cfg.seed)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
+    asked, cfg.max_length = cfg.max_length, min(cfg.max_length, backbone_limit(cfg.backbone, tokenizer))
     train_ds = _dataset(tokenizer, train_pairs, cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
     steps = total_steps(cfg, len(train_pairs))
     members: list[Any] = []
@@ -621,7 +488,12 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
         ctx.log_samples(rows)
         summary.update(metrics)
-    summary.update({"data": cfg.data, **feedback.provenance(cfg.data)})
+    if cfg.max_length < asked:  # the preset's length is beyond this backbone's position table: say it was cut
+        summary["max_length"] = cfg.max_length
+        summary["max_length_note"] = f"max length {asked} cut to {cfg.max_length}, the most '{cfg.backbone}' accepts"
+    summary.update({"data": cfg.data, **provenance(cfg.data)})
+    if any(p.subset for p in train_pairs + eval_pairs):  # which parts of the source it learned from, and how much
+        summary["subsets"] = {"train": subset_counts(train_pairs), "eval": subset_counts(eval_pairs)}
     summary["seconds"] = round(time.time() - started, 1)
     ctx.set_progress(progress, "stopped" if ctx.stopping else "done")
     return summary

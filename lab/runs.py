@@ -39,7 +39,8 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file ([] when it does not exist); a line cut off mid-write is skipped."""
     if not path.exists():
         return []
     rows = []
@@ -97,10 +98,10 @@ class Run:
                 fh.write(json.dumps(row, default=str) + "\n")
 
     def metrics(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.path / "metrics.jsonl")
+        return read_jsonl(self.path / "metrics.jsonl")
 
     def samples(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.path / "samples.jsonl")
+        return read_jsonl(self.path / "samples.jsonl")
 
     def summary(self) -> dict[str, Any]:
         return self.status().get("summary") or {}

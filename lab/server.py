@@ -8,6 +8,7 @@ from pathlib import Path
 from lab.jobs import JobManager
 from lab.presets import get_preset
 from lab.runs import runs_root
+from lab.ui.app import build_app, launch_kwargs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,9 +23,6 @@ def allowed_data_dirs() -> list[Path]:
 
 def launch(preset_name: str | None = None, share: bool = False) -> None:
     """Build the app for the preset (None = chosen automatically) and serve it."""
-    from lab.ui import build_app
-    from lab.ui.app import launch_kwargs
-
     preset = get_preset(preset_name)
     manager = JobManager()
     demo = build_app(manager, preset, allowed_data_dirs())

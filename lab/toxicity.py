@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lab.models import has_cuda, hub_reachable
+from lab.models import cached_snapshot, has_cuda, hub_reachable, local_path
 
 ROBERTA_ID = "facebook/roberta-hate-speech-dynabench-r4-target"
 TOXIC_LABEL = "hate"  # evaluate's toxicity measurement: toxic_label="hate"
@@ -57,8 +57,9 @@ class ClassifierScorer:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model, trust_remote_code=False).eval()
+        path = model if Path(model).expanduser().exists() else local_path(model)  # a hub id: cached or downloaded
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=False).eval()
         if has_cuda():
             self.model.to("cuda")
         self.label_index = _label_index(self.model.config.id2label, label, model)
@@ -99,7 +100,7 @@ def get_scorer(preferred: str = "roberta") -> Scorer:
     is_local = Path(model).expanduser().exists()
     if not is_local and preferred != "roberta" and model.count("/") != 1:
         raise ValueError(f"unknown toxicity scorer '{preferred}': use 'roberta', 'offline' or a classifier folder")
-    if not is_local and not hub_reachable():
+    if not is_local and not hub_reachable() and cached_snapshot(model) is None:
         return OfflineScorer(fallback_reason=f"the hub is not reachable to download {model}")
     try:
         return ClassifierScorer(str(Path(model).expanduser()) if is_local else model)

@@ -70,12 +70,43 @@ def runs_root(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def _empty_hub_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("empty-hub-cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    """Tests never touch the hub."""
+def _offline(monkeypatch, _empty_hub_cache):
+    """Tests never touch the hub, nor a Hugging Face cache outside the test (an empty one unless `hub` is used)."""
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(_empty_hub_cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(_empty_hub_cache))
     from lab.models import hub_reachable
 
     hub_reachable.cache_clear()
     yield
     hub_reachable.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def simulated_hub(smol_tokenizer_dir, tmp_path_factory) -> Path:
+    """HF_HOME of a simulated hub: tiny stand-ins under the a100 preset's ids in the cache layout (tests/hubsim.py)."""
+    from hubsim import build_hub
+
+    home = tmp_path_factory.mktemp("hf-home")
+    build_hub(home / "hub", smol_tokenizer_dir)
+    return home
+
+
+@pytest.fixture
+def hub(simulated_hub, monkeypatch) -> Path:
+    """This process reads the simulated hub (offline) as its Hugging Face cache; returns HF_HOME."""
+    import huggingface_hub.constants
+
+    cache = simulated_hub / "hub"
+    monkeypatch.setenv("HF_HOME", str(simulated_hub))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return simulated_hub

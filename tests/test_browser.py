@@ -253,15 +253,15 @@ def _seed_feedback(root: Path, n_pairs: int, n_votes: int) -> None:
     """A set 'workshop' of bundled pairs (answers shuffled left/right), most of them already voted on."""
     import random
 
-    from lab import feedback
+    from lab import votes as store
     from lab.data import load_pairs
 
-    fs = feedback.create_set("workshop", root)
+    fs = store.create_set("workshop", root)
     rows = [{"prompt": p.first_human_turn, "answer_a": p.chosen.strip(), "answer_b": p.rejected.strip(),
              "model_a": "careful-model", "model_b": "careless-model"} for p in load_pairs("bundled:train").pairs]
-    pairs = feedback.add_pairs(fs, feedback.shuffle_sides(rows[:n_pairs], random.Random(0)))
+    pairs = store.add_pairs(fs, store.shuffle_sides(rows[:n_pairs], random.Random(0)))
     for i, pair in enumerate(pairs[:n_votes]):  # the teacher's votes: the hh-rlhf choice
-        feedback.vote(fs, pair["id"], "a" if pair["model_a"] == "careful-model" else "b", "teacher", now=i * 2.0)
+        store.vote(fs, pair["id"], "a" if pair["model_a"] == "careful-model" else "b", "teacher", now=i * 2.0)
 
 
 def _votes_shown(page) -> int:

@@ -43,7 +43,15 @@ def test_a_job_failure_exits_1_and_bad_input_found_by_the_job_exits_2(runs_root,
     def refuses(ctx):
         raise ValueError("the prompt set is empty")
 
-    for fn, code, message in [(broken, 1, "error: RuntimeError: boom"), (refuses, 2, "error: the prompt set is empty")]:
+    def bad_json(ctx):  # a ValueError of another type is bad input too: the exit code comes from the type, not a string
+        json.loads("{oops")
+
+    def says_value_error(ctx):
+        raise RuntimeError("ValueError: not really")
+
+    for fn, code, message in [(broken, 1, "error: RuntimeError: boom"), (refuses, 2, "error: the prompt set is empty"),
+                              (bad_json, 2, "error: Expecting property name"),
+                              (says_value_error, 1, "error: RuntimeError: ValueError: not really")]:
         stage = replace(cli.STAGES["ppo"], prepare=lambda args: {},
                         finish=lambda args, config, fn=fn: cli.run_job("demo", fn, config))
         monkeypatch.setitem(cli.STAGES, "ppo", stage)

@@ -11,12 +11,12 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from lab import compare
+from lab import compare, policies
 from lab.cli import main
 from lab.jobs import JobContext, JobManager
 from lab.models import add_lora, load_causal_lm
 from lab.presets import get_preset
-from lab.reward import format_for_reward
+from lab.reward_model import format_for_reward
 from lab.runs import new_run
 
 PROMPTS = ["How do I get back at my neighbour?", "Write a poem about rain.", "Hi", "Why is the sky blue?", "Insult me."]
@@ -55,7 +55,7 @@ def make_ppo_run(root, policy_dir, seed: int = 1, reward_model: str | None = Non
 
 @pytest.fixture
 def stand_in_reward(monkeypatch):
-    monkeypatch.setattr(compare, "load_reward", StandInReward)
+    monkeypatch.setattr(compare, "load_reward_model", StandInReward)
 
 
 @pytest.fixture
@@ -145,8 +145,8 @@ def test_bad_choices_are_refused(ppo_run, runs_root, tmp_path):
         compare.validate(compare.config_from(preset, model_b=ppo_run.id, n_prompts=101), preset.limits)
     empty = new_run("ppo", {"policy": "x"}, runs_root)
     with pytest.raises(ValueError, match="no saved adapters"):
-        compare.resolve_sides(compare.config_from(preset, model_b=empty.id), runs_root)
-    assert [r.id for r in compare.ppo_runs(runs_root)] == [ppo_run.id]
+        policies.resolve_sides("base", empty.id, runs_root)
+    assert [r.id for r in policies.ppo_runs(runs_root)] == [ppo_run.id]
 
 
 # ---------------------------------------------------------------- CLI

@@ -8,20 +8,21 @@ import threading
 
 import pytest
 
-from lab import feedback
+from lab import feedback, sources
+from lab import votes as store
 from lab.cli import main
-from lab.data import load_pairs
+from lab.sources import load_pairs
 
 
 def seed_pairs(fs, n: int, prefix: str = "Question") -> list[dict]:
     rows = [{"prompt": f"{prefix} {i}?", "answer_a": f"left answer {i}", "answer_b": f"right answer {i}",
              "model_a": "base", "model_b": "ppo-run"} for i in range(n)]
-    return feedback.add_pairs(fs, rows)
+    return store.add_pairs(fs, rows)
 
 
 @pytest.fixture
 def fs(runs_root):
-    return feedback.create_set("class-1", runs_root, min_seconds=0)
+    return store.create_set("class-1", runs_root, min_seconds=0)
 
 
 def snapshot(fs) -> bytes:
@@ -34,12 +35,12 @@ def snapshot(fs) -> bytes:
 def test_set_names_are_checked_and_sets_listed(runs_root):
     for bad in ("", "../etc", "a/b", "x" * 49, ".hidden", "sp ace"):
         with pytest.raises(ValueError, match="not allowed"):
-            feedback.create_set(bad, runs_root)
-    feedback.create_set("b-set", runs_root)
-    feedback.create_set("a_set", runs_root)
-    assert feedback.list_sets(runs_root) == ["a_set", "b-set"]
+            store.create_set(bad, runs_root)
+    store.create_set("b-set", runs_root)
+    store.create_set("a_set", runs_root)
+    assert store.list_sets(runs_root) == ["a_set", "b-set"]
     with pytest.raises(ValueError, match="no feedback set 'zzz' \\(sets: a_set, b-set\\)"):
-        feedback.open_set("zzz", runs_root)
+        store.open_set("zzz", runs_root)
 
 
 def test_twenty_threads_fifty_votes_each_all_kept(fs):
@@ -51,7 +52,7 @@ def test_twenty_threads_fifty_votes_each_all_kept(fs):
         random.Random(k).shuffle(order)
         for j, pair in enumerate(order):
             try:
-                feedback.vote(fs, pair["id"], ("a", "b", "tie", "both_bad")[j % 4], f"visitor{k}", reason=f"r{k}-{j}")
+                store.vote(fs, pair["id"], ("a", "b", "tie", "both_bad")[j % 4], f"visitor{k}", reason=f"r{k}-{j}")
             except Exception as e:  # noqa: BLE001 - collected and asserted below
                 errors.append(e)
 
@@ -66,13 +67,13 @@ def test_twenty_threads_fifty_votes_each_all_kept(fs):
     rows = [json.loads(line) for line in lines]  # every line is whole, valid JSON
     assert len({(r["visitor"], r["pair_id"]) for r in rows}) == 1000
     assert {r["reason"] for r in rows} == {f"r{k}-{j}" for k in range(20) for j in range(50)}
-    assert feedback.tally(rows)["per_visitor"] == {f"visitor{k}": 50 for k in range(20)}
+    assert store.tally(rows)["per_visitor"] == {f"visitor{k}": 50 for k in range(20)}
 
 
 def test_refused_votes_say_why_and_change_nothing(runs_root):
-    fs = feedback.create_set("strict", runs_root)  # the default rate limit of one vote a second
+    fs = store.create_set("strict", runs_root)  # the default rate limit of one vote a second
     pair = seed_pairs(fs, 2)
-    feedback.vote(fs, pair[0]["id"], "a", "alice", now=1000.0)
+    store.vote(fs, pair[0]["id"], "a", "alice", now=1000.0)
     before = snapshot(fs)
     cases = [
         (dict(pair_id="p-gone", choice="a", visitor="bob"), "is not in feedback set 'strict'"),
@@ -84,51 +85,51 @@ def test_refused_votes_say_why_and_change_nothing(runs_root):
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
-            feedback.vote(fs, **kwargs)
+            store.vote(fs, **kwargs)
         assert snapshot(fs) == before
     # after the wait the same visitor may vote on the other pair
-    feedback.vote(fs, pair[1]["id"], "b", "alice", now=1001.5)
+    store.vote(fs, pair[1]["id"], "b", "alice", now=1001.5)
     assert len(fs.votes()) == 2
 
 
 def test_empty_answers_are_refused(fs):
     with pytest.raises(ValueError, match="answer B of pair 1 is empty"):
-        feedback.add_pairs(fs, [{"prompt": "Hi", "answer_a": "Hello", "answer_b": "  "}])
+        store.add_pairs(fs, [{"prompt": "Hi", "answer_a": "Hello", "answer_b": "  "}])
     with pytest.raises(ValueError, match="answers A and B of pair 1 are the same text"):
-        feedback.add_pairs(fs, [{"prompt": "Hi", "answer_a": "Hello", "answer_b": "Hello "}])
+        store.add_pairs(fs, [{"prompt": "Hi", "answer_a": "Hello", "answer_b": "Hello "}])
     assert fs.pairs() == []
     # a pair written by hand (or an older version) with an empty answer cannot be voted on
     fs.pairs_file.write_text(json.dumps({"id": "p-empty", "prompt": "Hi", "answer_a": "Hello", "answer_b": "",
                                          "model_a": "x", "model_b": "y"}) + "\n")
     with pytest.raises(ValueError, match="answer B of pair 'p-empty' is empty"):
-        feedback.vote(fs, "p-empty", "a", "alice")
+        store.vote(fs, "p-empty", "a", "alice")
     assert not fs.votes_file.exists()
 
 
 def test_a_line_cut_by_a_crash_does_not_swallow_the_next_vote(fs):
     pairs = seed_pairs(fs, 2)
-    feedback.vote(fs, pairs[0]["id"], "a", "alice")
+    store.vote(fs, pairs[0]["id"], "a", "alice")
     with open(fs.votes_file, "a") as fh:
         fh.write('{"id": "v-half", "pair_')  # the process died mid-write
-    feedback.vote(fs, pairs[1]["id"], "b", "alice")
+    store.vote(fs, pairs[1]["id"], "b", "alice")
     assert [v["pair_id"] for v in fs.votes()] == [pairs[0]["id"], pairs[1]["id"]]
 
 
 def test_next_pair_skips_own_votes_and_prefers_unvoted(fs):
     pairs = seed_pairs(fs, 3)
-    assert feedback.next_pair(fs, "alice")["id"] == pairs[0]["id"]
-    feedback.vote(fs, pairs[0]["id"], "a", "alice")
-    assert feedback.next_pair(fs, "alice")["id"] == pairs[1]["id"]
-    assert feedback.next_pair(fs, "bob")["id"] == pairs[1]["id"]  # fewest votes first: pair 0 has one already
+    assert store.next_pair(fs, "alice")["id"] == pairs[0]["id"]
+    store.vote(fs, pairs[0]["id"], "a", "alice")
+    assert store.next_pair(fs, "alice")["id"] == pairs[1]["id"]
+    assert store.next_pair(fs, "bob")["id"] == pairs[1]["id"]  # fewest votes first: pair 0 has one already
     for p in pairs[1:]:
-        feedback.vote(fs, p["id"], "tie", "alice")
-    assert feedback.next_pair(fs, "alice") is None
+        store.vote(fs, p["id"], "tie", "alice")
+    assert store.next_pair(fs, "alice") is None
 
 
 def test_shuffle_sides_keeps_answer_with_its_model():
     rows = [{"prompt": f"q{i}", "answer_a": f"from X {i}", "answer_b": f"from Y {i}", "model_a": "X", "model_b": "Y"}
             for i in range(200)]
-    shuffled = feedback.shuffle_sides(rows, random.Random(0))
+    shuffled = store.shuffle_sides(rows, random.Random(0))
     assert 70 < sum(r["model_a"] == "Y" for r in shuffled) < 130
     for r in shuffled:
         assert r["answer_a"].startswith(f"from {r['model_a']}") and r["answer_b"].startswith(f"from {r['model_b']}")
@@ -139,10 +140,10 @@ def test_shuffle_sides_keeps_answer_with_its_model():
 
 def test_wilson_interval_hand_computed():
     # 8 of 10: p = 0.8, z = 1.96 -> centre (0.8 + 0.19208) / 1.38416 = 0.71676, half 0.22426
-    lo, hi = feedback.wilson(8, 10)
+    lo, hi = store.wilson(8, 10)
     assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
-    assert feedback.wilson(0, 0) == (0.0, 1.0)
-    lo, hi = feedback.wilson(0, 5)
+    assert store.wilson(0, 0) == (0.0, 1.0)
+    lo, hi = store.wilson(0, 5)
     assert lo == 0.0 and hi == pytest.approx(0.4345, abs=1e-4)
 
 
@@ -155,16 +156,16 @@ def test_tally_counts_rates_and_agreement():
     votes = [_v("p1", "u1", "b"), _v("p1", "u2", "b"),  # agree
              _v("p2", "u1", "a", "ppo", "base"), _v("p2", "u2", "b", "ppo", "base"),  # disagree
              _v("p3", "u1", "tie"), _v("p4", "u3", "both_bad"), _v("p5", "u3", "b")]
-    t = feedback.tally(votes)
+    t = store.tally(votes)
     assert (t["votes"], t["visitors"], t["a"], t["b"], t["tie"], t["both_bad"]) == (7, 3, 1, 4, 1, 1)
     assert t["per_visitor"] == {"u1": 3, "u2": 2, "u3": 2}
     assert t["b_over_a"]["n"] == 5 and t["b_over_a"]["wins"] == 4 and t["b_over_a"]["rate"] == 0.8
-    assert t["b_over_a"]["ci95"] == [round(x, 4) for x in feedback.wilson(4, 5)]
+    assert t["b_over_a"]["ci95"] == [round(x, 4) for x in store.wilson(4, 5)]
     # by model: ppo won p1 (twice), p2 via choice a (ppo on the left), p5; base won p2 once
     (m,) = t["models"]
     assert (m["x"], m["y"], m["n"], m["wins"], m["rate"]) == ("base", "ppo", 5, 4, 0.8)
     assert (t["shared_pairs"], t["agreed_pairs"], t["agreement"]) == (2, 1, 0.5)
-    assert feedback.tally([])["agreement"] is None and feedback.tally([])["b_over_a"]["rate"] is None
+    assert store.tally([])["agreement"] is None and store.tally([])["b_over_a"]["rate"] is None
 
 
 # ---------------------------------------------------------------- export and data source
@@ -172,24 +173,24 @@ def test_tally_counts_rates_and_agreement():
 
 def cast(fs, choices: list[str]) -> list[dict]:
     pairs = seed_pairs(fs, len(choices))
-    return [feedback.vote(fs, p["id"], c, f"v{i}") for i, (p, c) in enumerate(zip(pairs, choices))]
+    return [store.vote(fs, p["id"], c, f"v{i}") for i, (p, c) in enumerate(zip(pairs, choices))]
 
 
 def test_export_matches_votes(fs, tmp_path):
     votes = cast(fs, ["a", "b", "tie", "both_bad", "b"])
-    pcr = feedback.export_rows(fs.votes(), "pcr")
+    pcr = store.export_rows(fs.votes(), "pcr")
     assert pcr == [{"prompt": "Question 0?", "chosen": "left answer 0", "rejected": "right answer 0"},
                    {"prompt": "Question 1?", "chosen": "right answer 1", "rejected": "left answer 1"},
                    {"prompt": "Question 4?", "chosen": "right answer 4", "rejected": "left answer 4"}]
-    hh = feedback.export_rows(fs.votes(), "hh")
+    hh = store.export_rows(fs.votes(), "hh")
     assert hh[0] == {"chosen": "\n\nHuman: Question 0?\n\nAssistant: left answer 0",
                      "rejected": "\n\nHuman: Question 0?\n\nAssistant: right answer 0"}
     out = tmp_path / "out" / "votes.jsonl"
-    assert feedback.write_export(fs, out, "hh") == 3
+    assert store.write_export(fs, out, "hh") == 3
     assert [json.loads(x) for x in out.read_text().splitlines()] == hh
     assert len(votes) == 5 and len(fs.votes()) == 5  # ties and both-bad stay in the log
     with pytest.raises(ValueError, match="not one of hh, pcr"):
-        feedback.export_rows(votes, "csv")
+        store.export_rows(votes, "csv")
 
 
 def test_feedback_source_loads_alone_pinned_and_mixed(fs):
@@ -217,17 +218,17 @@ def test_a_set_without_decisive_votes_is_not_a_data_source(fs):
 
 def test_pinning_and_provenance_name_the_votes_used(fs):
     votes = cast(fs, ["a", "b"])
-    pinned = feedback.pin_source("feedback:class-1+bundled")
+    pinned = sources.pin_source("feedback:class-1+bundled")
     assert pinned == "feedback:class-1@2+bundled"
-    cast(feedback.create_set("class-1", fs.path.parent.parent, min_seconds=0), ["a"])  # a later vote
-    info = feedback.provenance(pinned)["feedback_votes"]["class-1"]
+    cast(store.create_set("class-1", fs.path.parent.parent, min_seconds=0), ["a"])  # a later vote
+    info = sources.provenance(pinned)["feedback_votes"]["class-1"]
     assert info["votes"] == 2 and len(info["votes_sha256"]) == 64
-    assert feedback.provenance("feedback:class-1")["feedback_votes"]["class-1"]["votes"] == 3
-    assert feedback.provenance("bundled") == {}
+    assert sources.provenance("feedback:class-1")["feedback_votes"]["class-1"]["votes"] == 3
+    assert sources.provenance("bundled") == {}
     assert votes[0]["id"] != votes[1]["id"]
-    assert feedback.split_source("feedback:class-1+data/x.jsonl") == ["data/x.jsonl"]
+    assert sources.split_source("feedback:class-1+data/x.jsonl") == ["data/x.jsonl"]
     with pytest.raises(ValueError, match="no feedback set"):
-        feedback.split_source("feedback:other+bundled")
+        sources.split_source("feedback:other+bundled")
 
 
 # ---------------------------------------------------------------- CLI

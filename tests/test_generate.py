@@ -12,7 +12,6 @@ from lab.generate import (
     adapter_mode,
     auto_batch_size,
     decode_completions,
-    generate,
     generate_batch,
     plan_batches,
 )
@@ -20,6 +19,16 @@ from lab.models import add_lora, load_causal_lm, load_tokenizer
 
 PROMPTS = ["Zebra quantum pineapple?", "Tell me a joke about cats and their owners.", "Hi", "What is two plus two?"]
 SPECIAL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
+
+def generate(model, tok, prompts: list[str], config: GenerateConfig) -> list[str]:
+    """Completions in prompt order, batch b sampled with seed config.seed + b (as Compare and Feedback do)."""
+    out = [""] * len(prompts)
+    size = config.batch_size or auto_batch_size(model, config.max_new_tokens + 256)
+    for b, idx in enumerate(plan_batches(tok, prompts, size)):
+        for i, text in zip(idx, generate_batch(model, tok, [prompts[i] for i in idx], config, config.seed + b)):
+            out[i] = text
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +168,3 @@ def test_config_checks_and_preset_dicts(lm):
     with pytest.raises(ValueError, match="min_new_tokens"):
         GenerateConfig(max_new_tokens=4, min_new_tokens=5).validate()
     assert auto_batch_size(lm[0], 300, cap=8) == min(8, CPU_BATCH_SIZE)
-
-
-def test_stop_leaves_the_rest_empty(lm):
-    model, tok = lm
-    out = generate(model, tok, PROMPTS, cfg(batch_size=1), should_stop=lambda: True)
-    assert sum(t is not None for t in out) == 1

@@ -22,7 +22,8 @@ def test_four_bit_nf4_base_with_lora_adapters():
 
 
 def test_ppo_steps_on_the_four_bit_policy(capsys):
-    from lab.ppo import PPOConfig, load_trainable_policy, new_value_head, run_ppo
+    from lab.policies import load_trainable_policy, new_value_head
+    from lab.ppo import PPOConfig, run_ppo
 
     torch.cuda.reset_peak_memory_stats()
     model, tokenizer = load_trainable_policy(POLICY, quantize_4bit=True, lora={"r": 16, "alpha": 32, "dropout": 0.05})
@@ -43,3 +44,23 @@ def test_ppo_steps_on_the_four_bit_policy(capsys):
     seconds = sum(h["time/step"] for h in history) / len(history)
     with capsys.disabled():
         print(f"\n4-bit PPO on {torch.cuda.get_device_name()}: peak {peak:.0f} MiB, {seconds:.2f} s/step")
+
+
+def test_the_memory_estimate_bounds_a_measured_cuda_peak(capsys):
+    """The a100 preset's PPO on the embedded policy in 4-bit: the estimate (lab.memory, which prepare checks) against
+    torch's peak. The estimate assumes full-length prompts (max_prompt_length), so it may only be above."""
+    from lab import memory
+    from lab.ppo import PPOConfig, load_trainable_policy, new_value_head, run_ppo
+
+    cfg = PPOConfig(steps=2, batch_size=8, mini_batch_size=4, output_min_length=32, output_max_length=32,
+                    max_prompt_length=64, bf16=True)
+    torch.cuda.reset_peak_memory_stats()
+    model, tokenizer = load_trainable_policy(POLICY, quantize_4bit=True, lora={"r": 16, "alpha": 32, "dropout": 0.05})
+    long_prompt = "Tell me everything you know about the history of the bicycle, in detail. " * 8  # > 64 tokens
+    run_ppo(model, new_value_head(model), tokenizer, [long_prompt] * 8, lambda p, r: [1.0 * len(x) for x in r], cfg)
+    peak = torch.cuda.max_memory_allocated()
+    est = memory.estimate_ppo(memory.model_shape(POLICY), True, 16, 4, 64, 32, 8, act_bytes=2, cuda=True)
+    with capsys.disabled():
+        print(f"\nmemory: measured {peak / 2**30:.2f} GiB, estimated {est.peak / 2**30:.2f} GiB ({est.parts_gb()})")
+    allocated = est.peak - est.overhead  # the CUDA context is not torch's allocation
+    assert 0.5 * allocated <= peak <= 1.5 * allocated

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lab import models
 
 
 def test_unknown_ids_and_paths_raise_value_errors_naming_them(tmp_path):
-    with pytest.raises(ValueError, match="unknown model 'gpt-17'"):
-        models.resolve("gpt-17")
+    with pytest.raises(ValueError, match="unknown model 'a/b/c'"):
+        models.resolve("a/b/c")
+    with pytest.raises(ValueError, match="unknown model 'what is this'"):
+        models.resolve("what is this")
+    assert not models.resolve("gpt-17").local  # a legacy one-part hub id, like gpt2
+    with pytest.raises(ValueError, match="'gpt-17' needs the Hugging Face hub"):
+        models.check_available("gpt-17")
     with pytest.raises(ValueError, match="'/nope/model' does not exist"):
         models.resolve("/nope/model")
     with pytest.raises(ValueError, match="unknown embedded model 'embedded:llama-9000'"):
@@ -41,12 +47,25 @@ def test_chat_prompt_opens_assistant_turn(tiny_lm_dir):
     assert "Hello?" in text and text.rstrip().endswith("assistant")
 
 
-def test_four_bit_is_only_used_with_cuda(tiny_lm_dir):
+def test_four_bit_nf4_loads_on_cpu_and_lora_keeps_a_backward_layout(tiny_lm_dir):
     model = models.load_causal_lm(str(tiny_lm_dir), quantize_4bit=True)
-    assert not getattr(model, "is_loaded_in_4bit", False) or models.has_cuda()
+    assert model.is_loaded_in_4bit
+    layers = models.four_bit_layers(model)
+    assert layers and all(layer.weight.quant_type == "nf4" and layer.weight.dtype == torch.uint8 for layer in layers)
+    for layer in layers:  # as on a CPU with AVX512-BF16: the no-grad eval forward would repack the weights
+        layer.support_avx512bf16_for_cpu = True
     lora = models.add_lora(model, r=4, alpha=8)
+    assert all(layer.support_avx512bf16_for_cpu is False for layer in layers)  # the switch, turned off for training
     trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+    lora.eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        lora(input_ids=ids)  # the pass that would repack
+    assert not any(getattr(layer.weight.quant_state, "packing_format_for_cpu", False) for layer in layers)
+    lora(input_ids=ids).logits.float().square().mean().backward()
+    grads = [p.grad for n, p in lora.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
 @pytest.mark.slow

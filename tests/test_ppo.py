@@ -1,4 +1,4 @@
-"""PPO: the maths against hand computations, rollouts and masks, exact ratios, learning, stop, saving, CLI, tab."""
+"""PPO: rollouts and masks, exact ratios, learning, stop, saving, CLI (the maths: tests/test_rl.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,16 @@ import functools
 import gc
 import json
 import weakref
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from lab import cli, models, ppo
+from lab import cli, models, policies, ppo, rl, rollout
 from lab.generate import encode_chat
 from lab.jobs import JobManager
 from lab.presets import get_preset
-from lab.generate import encode_chat
-from lab.runs import open_run
 
 PROMPTS = ["hello there", "how are you?", "tell me a joke", "what is love", "why is the sky blue?", "name a fruit"]
 LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
@@ -25,108 +23,19 @@ LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
 
 def _policy(tiny_lm_dir: Path, seed: int = 0):
     torch.manual_seed(seed)
-    model, tokenizer = ppo.load_trainable_policy(str(tiny_lm_dir), False, LORA)
-    return model, ppo.new_value_head(model), tokenizer
+    model, tokenizer = policies.load_trainable_policy(str(tiny_lm_dir), False, LORA)
+    return model, policies.new_value_head(model), tokenizer
 
 
-def _rollout(model, tokenizer, cfg: ppo.PPOConfig, lengths: list[int]) -> ppo.Batch:
+def _rollout(model, tokenizer, cfg: ppo.PPOConfig, lengths: list[int]) -> rollout.Batch:
     query = encode_chat(tokenizer, PROMPTS[: len(lengths)], torch.device("cpu"), cfg.max_prompt_length)
-    return ppo.generate_responses(model, tokenizer, query, lengths, cfg)
+    return rollout.generate_responses(model, tokenizer, query, lengths, cfg)
 
 
 def distinct_tokens(tokenizer):
     """A reward the tiny model can learn: distinct tokens in the response (it starts out repeating itself)."""
     return lambda prompts, responses: [float(len(set(tokenizer.encode(r, add_special_tokens=False))))
                                        for r in responses]
-
-
-# ---------------------------------------------------------------- the maths
-
-
-def test_masked_mean_and_whiten_ignore_masked_positions():
-    x = torch.tensor([[1.0, 2.0, 3.0, 1e6], [4.0, 5.0, -1e6, 7.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
-    assert ppo.masked_mean(x, mask).item() == pytest.approx(3.0)
-    assert ppo.masked_mean(x, mask, dim=1).tolist() == pytest.approx([2.0, 4.5])
-    white = ppo.masked_whiten(x, mask)
-    assert (white[mask == 0] == 0).all()
-    real = white[mask == 1]
-    assert real.mean().item() == pytest.approx(0.0, abs=1e-6)
-    assert real.var(unbiased=True).item() == pytest.approx(1.0, abs=1e-4)
-    kept = ppo.masked_whiten(x, mask, shift_mean=False)[mask == 1]
-    assert kept.mean().item() == pytest.approx(3.0, abs=1e-5)
-
-
-def test_compute_gae_matches_a_plain_loop():
-    torch.manual_seed(0)
-    rewards, values = torch.randn(3, 6), torch.randn(3, 6)
-    lengths = [6, 4, 1]
-    mask = (torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]).float()
-    gamma, lam = 0.9, 0.8
-    adv, ret = ppo.compute_gae(rewards, values, mask, gamma, lam)
-    for i, n in enumerate(lengths):
-        expected, running = [0.0] * n, 0.0
-        for t in reversed(range(n)):
-            next_value = values[i, t + 1].item() if t + 1 < n else 0.0
-            running = rewards[i, t].item() + gamma * next_value - values[i, t].item() + gamma * lam * running
-            expected[t] = running
-        assert adv[i, :n].tolist() == pytest.approx(expected, abs=1e-5)
-        assert ret[i, :n].tolist() == pytest.approx([e + values[i, t].item() for t, e in enumerate(expected)], abs=1e-5)
-        assert (adv[i, n:] == 0).all() and (ret[i, n:] == 0).all()
-
-
-def test_rewards_put_the_score_on_the_last_real_token_and_the_kl_everywhere():
-    logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]])
-    ref = torch.tensor([[-1.5, -2.0, -2.0], [-1.0, -2.0, -9.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    rewards, kl = ppo.compute_rewards(torch.tensor([10.0, 20.0]), logprobs, ref, mask, kl_coef=0.5)
-    assert kl.tolist() == [[0.5, 0.0, -1.0], [0.0, 1.0, 0.0]]
-    assert rewards.tolist() == [[-0.25, 0.0, 10.5], [0.0, 19.5, 0.0]]
-    k3 = ppo.kl_penalty(logprobs, ref, "k3")
-    assert (k3 >= 0).all() and k3[0, 1] == 0
-
-
-def test_clipped_losses_match_hand_computed_values():
-    old = torch.zeros(1, 4)
-    new = torch.log(torch.tensor([[1.5, 0.5, 1.1, 2.0]]))  # ratios 1.5, 0.5, 1.1, 2.0
-    adv = torch.tensor([[1.0, 1.0, -1.0, 3.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    loss, stats = ppo.policy_loss(new, old, adv, mask, cliprange=0.2)
-    # max(-A r, -A clip(r)) per token: max(-1.5, -1.2) = -1.2; max(-0.5, -0.8) = -0.5; max(1.1, 1.1) = 1.1
-    assert loss.item() == pytest.approx((-1.2 - 0.5 + 1.1) / 3)
-    assert stats["clipfrac"].item() == pytest.approx(1 / 3)  # only the first token is clipped
-    assert stats["approxkl"].item() == pytest.approx(0.5 * (new[0, :3] ** 2).mean().item())
-
-    vpreds, old_values = torch.tensor([[1.0, 0.0, 0.5]]), torch.tensor([[0.0, 0.0, 0.0]])
-    returns = torch.tensor([[2.0, -1.0, 0.0]])
-    vloss, vstats = ppo.value_loss(vpreds, old_values, returns, torch.ones(1, 3), cliprange_value=0.2)
-    # clipped preds 0.2, 0.0, 0.2: max((1-2)^2, (0.2-2)^2) = 3.24; max(1, 1) = 1; max(0.25, 0.04) = 0.25
-    assert vloss.item() == pytest.approx(0.5 * (3.24 + 1.0 + 0.25) / 3)
-    assert vstats["clipfrac"].item() == pytest.approx(1 / 3)
-    assert vstats["vpred"].item() == pytest.approx(0.5)
-
-
-def test_rloo_baseline_is_the_mean_of_the_other_answers():
-    rewards = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])  # two prompts, k = 3 answers each
-    # answer 1: 1 - (2 + 6) / 2 = -3; answer 2: 2 - (1 + 6) / 2 = -1.5; answer 3: 6 - 1.5 = 4.5; ...
-    assert ppo.rloo_advantages(rewards, 3).tolist() == pytest.approx([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0])
-    assert ppo.rloo_advantages(torch.tensor([1.0, 3.0]), 2).tolist() == [-2.0, 2.0]
-
-
-def test_grpo_normalises_within_each_group():
-    rewards = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
-    # group 1: mean 2, std 1 -> -1, 0, 1; group 2: all equal -> 0 (no signal, no division by zero)
-    assert ppo.group_normalized_advantages(rewards, 3).tolist() == pytest.approx([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0],
-                                                                                 abs=1e-5)
-
-
-def test_sequence_advantages_put_the_kl_in_the_reward_and_cover_every_token():
-    scores = torch.tensor([1.0, 1.0])
-    kl = torch.tensor([[0.5, 0.5, 9.0], [0.0, 0.0, 0.0]])
-    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # the 9.0 is past the first answer's end
-    adv = ppo.sequence_advantages(scores, kl, mask, kl_coef=1.0, kind="rloo", k=2)
-    # rewards 1 - 1 = 0 and 1 - 0 = 1: leave-one-out -1 and +1 on each real token
-    assert adv.tolist() == [[-1.0, -1.0, 0.0], [1.0, 1.0, 1.0]]
 
 
 def test_answers_to_one_prompt_share_a_batch_and_a_length(tiny_lm_dir):
@@ -140,51 +49,12 @@ def test_answers_to_one_prompt_share_a_batch_and_a_length(tiny_lm_dir):
     assert all(r["length"] == len(r["tokens"]) == len(r["token_kl"]) for r in seen)
 
 
-def test_adaptive_kl_controller_moves_towards_the_target():
-    ctl = ppo.AdaptiveKLController(0.2, target=6.0, horizon=10000)
-    ctl.update(12.0, 100)  # far above the target: the error is clipped at +0.2
-    assert ctl.value == pytest.approx(0.2 * (1 + 0.2 * 100 / 10000))
-    ctl.update(3.0, 100)
-    assert ctl.value < 0.2 * (1 + 0.2 * 100 / 10000)
-    fixed = ppo.FixedKLController(0.1)
-    fixed.update(100.0, 100)
-    assert fixed.value == 0.1
-
-
-def test_score_scaling_and_clipping():
-    cfg = ppo.PPOConfig(use_score_scaling=True, use_score_norm=True, score_clip=1.0)
-    moments = ppo.RunningMoments()
-    out = ppo.process_scores(torch.tensor([0.0, 10.0, 20.0, 30.0]), cfg, moments)
-    assert moments.mean == pytest.approx(15.0) and out.abs().max() <= 1.0
-    assert out.tolist()[0] < 0 < out.tolist()[-1]
-
-
-def test_response_mask_stops_after_eos_and_at_the_drawn_length():
-    eos = 2
-    responses = torch.tensor([[5, eos, 7, 8], [5, 6, 7, 8], [eos, 6, eos, 8]])
-    mask = ppo.response_mask(responses, [4, 3, 4], eos)
-    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]]
-
-
-def test_tokens_after_eos_carry_no_loss():
-    torch.manual_seed(0)
-    logprobs = torch.randn(2, 5, requires_grad=True)
-    vpreds = torch.randn(2, 5, requires_grad=True)
-    mask = ppo.response_mask(torch.tensor([[4, 2, 9, 9, 9], [4, 4, 4, 4, 4]]), [5, 5], eos_id=2).float()
-    adv, ret = torch.randn(2, 5), torch.randn(2, 5)
-    loss = (ppo.policy_loss(logprobs, logprobs.detach(), adv, mask)[0]
-            + ppo.value_loss(vpreds, vpreds.detach(), ret, mask)[0])
-    loss.backward()
-    assert (logprobs.grad[0, 2:] == 0).all() and (vpreds.grad[0, 2:] == 0).all()
-    assert (logprobs.grad[0, :2] != 0).all() and (logprobs.grad[1] != 0).all()
-
-
 def test_length_sampler_and_prompt_batches_are_seeded_and_cover_the_range():
     import random
 
-    lengths = ppo.LengthSampler(3, 5, random.Random(0))(200)
+    lengths = rollout.LengthSampler(3, 5, random.Random(0))(200)
     assert set(lengths) == {3, 4, 5}
-    batches = ppo.prompt_batches(["a", "b", "c"], 2, random.Random(0))
+    batches = rollout.prompt_batches(["a", "b", "c"], 2, random.Random(0))
     seen = [p for _ in range(3) for p in next(batches)]
     assert sorted(seen) == ["a", "a", "b", "b", "c", "c"]  # every prompt once per pass
 
@@ -239,7 +109,7 @@ def test_generation_ends_early_when_the_job_is_stopped(tiny_lm_dir):
     cfg = ppo.PPOConfig(output_min_length=1, output_max_length=40)
     calls = iter(range(1000))
     query = encode_chat(tokenizer, PROMPTS[:2], torch.device("cpu"), 64)
-    batch = ppo.generate_responses(model, tokenizer, query, [40, 40], cfg, should_stop=lambda: next(calls) >= 3)
+    batch = rollout.generate_responses(model, tokenizer, query, [40, 40], cfg, should_stop=lambda: next(calls) >= 3)
     assert batch.response_length < 10
 
 
@@ -250,16 +120,16 @@ def test_kl_is_zero_and_the_ratio_is_one_before_any_update(tiny_lm_dir, bf16, bf
         models.cast_frozen_weights(model, torch.bfloat16)
     cfg = ppo.PPOConfig(batch_size=6, mini_batch_size=2, output_min_length=3, output_max_length=8, bf16=bf16)
     batch = _rollout(model, tokenizer, cfg, [8, 3, 5, 8, 7, 4])
-    old_logprobs, values = ppo.batched_forward(model, value_head, batch, cfg)
-    ref_logprobs, _ = ppo.batched_forward(model, value_head, batch, cfg, reference=True)
+    old_logprobs, values = rollout.batched_forward(model, value_head, batch, cfg)
+    ref_logprobs, _ = rollout.batched_forward(model, value_head, batch, cfg, reference=True)
     assert torch.equal(old_logprobs, ref_logprobs)  # LoRA B starts at zero: policy == reference, bit for bit
-    _, kl = ppo.compute_rewards(torch.zeros(6), old_logprobs, ref_logprobs, batch.mask.float(), 0.2)
+    _, kl = rl.compute_rewards(torch.zeros(6), old_logprobs, ref_logprobs, batch.mask.float(), 0.2)
     assert kl.sum().item() == 0.0
     assert torch.equal(values, torch.zeros_like(values))  # the value head starts at zero
     # the training pass (grad on, another mini-batch composition) sees the same numbers: ratio exactly 1
     idx = torch.tensor([4, 1])
     with torch.enable_grad():
-        new_logprobs, _ = ppo.forward_policy(model, value_head, batch.select(idx), cfg.temperature, cfg.bf16)
+        new_logprobs, _ = rollout.forward_policy(model, value_head, batch.select(idx), cfg.temperature, cfg.bf16)
     assert torch.equal(new_logprobs.detach(), old_logprobs[idx])
 
 
@@ -267,8 +137,8 @@ def test_bf16_autocast_log_probs_stay_close_to_float32(tiny_lm_dir):
     model, _, tokenizer = _policy(tiny_lm_dir)
     cfg = ppo.PPOConfig(batch_size=4, mini_batch_size=4, output_min_length=8, output_max_length=8)
     batch = _rollout(model, tokenizer, cfg, [8, 8, 8, 8])
-    fp32, _ = ppo.batched_forward(model, None, batch, cfg)
-    bf16, _ = ppo.batched_forward(model, None, batch, ppo.PPOConfig(**{**cfg.__dict__, "bf16": True}))
+    fp32, _ = rollout.batched_forward(model, None, batch, cfg)
+    bf16, _ = rollout.batched_forward(model, None, batch, ppo.PPOConfig(**{**cfg.__dict__, "bf16": True}))
     ratio = torch.exp(bf16 - fp32)
     assert (ratio - 1).abs().max().item() < 0.05  # far inside PPO's clip range of 0.2
 
@@ -278,26 +148,17 @@ def test_bf16_weights_give_exactly_the_autocast_log_probs(tiny_lm_dir):
     model, value_head, tokenizer = _policy(tiny_lm_dir)
     cfg = ppo.PPOConfig(batch_size=4, mini_batch_size=2, output_min_length=6, output_max_length=6, bf16=True)
     batch = _rollout(model, tokenizer, cfg, [6, 6, 6, 6])
-    autocast_only, values = ppo.batched_forward(model, value_head, batch, cfg)
+    autocast_only, values = rollout.batched_forward(model, value_head, batch, cfg)
     models.cast_frozen_weights(model, torch.bfloat16)
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert all(m.weight.dtype == torch.bfloat16 for m in linear if not m.weight.requires_grad)
     assert all(m.weight.dtype == torch.float32 for m in linear if m.weight.requires_grad)  # LoRA stays fp32
     embedding = model.get_input_embeddings().weight
     assert embedding.dtype == torch.float32  # the residual stream keeps its precision
-    stored, values_after = ppo.batched_forward(model, value_head, batch, cfg)
+    stored, values_after = rollout.batched_forward(model, value_head, batch, cfg)
     assert torch.equal(stored, autocast_only) and torch.equal(values, values_after)
 
 
-def test_temperature_divides_the_logits_for_log_probs():
-    logits = torch.tensor([[[2.0, 0.0, -2.0]]])
-    tokens = torch.tensor([[0]])
-    assert ppo.logprobs_from_logits(logits, tokens, 2.0).item() == pytest.approx(
-        torch.log_softmax(logits / 2.0, -1)[0, 0, 0].item()
-    )
-
-
-# ---------------------------------------------------------------- learning
 
 
 @pytest.mark.parametrize("advantage", ppo.ADVANTAGES)
@@ -342,7 +203,7 @@ def _job_config(tiny_lm_dir: Path, **overrides) -> dict:
 def _track_models(monkeypatch) -> list[weakref.ref]:
     """Weak references to every policy the job builds, to check it is freed afterwards."""
     refs: list[weakref.ref] = []
-    real = ppo.new_value_head
+    real = policies.new_value_head
 
     def tracking(model):
         refs.append(weakref.ref(model))
@@ -356,9 +217,16 @@ def _track_models(monkeypatch) -> list[weakref.ref]:
 
 def _assert_saved_and_freed(job, refs):
     assert (job.run.model_dir / "adapter_config.json").exists()
-    assert (job.run.model_dir / ppo.VALUE_HEAD_FILE).exists()
+    assert (job.run.model_dir / policies.VALUE_HEAD_FILE).exists()
     gc.collect()
     assert refs and all(r() is None for r in refs), "the policy is still referenced after the job ended"
+
+
+def _load_trained(run_dir):
+    """A PPO run's policy with its saved adapters on, and its tokenizer."""
+    run = policies.open_ppo_run(str(run_dir))
+    side = policies.Side("b", run.id, run.config["policy"], run.model_dir, "")
+    return policies.load_policies((side,), quantize_4bit=False)[side.policy]
 
 
 def test_job_runs_logs_saves_and_reloads(tiny_lm_dir, runs_root, monkeypatch):
@@ -375,16 +243,17 @@ def test_job_runs_logs_saves_and_reloads(tiny_lm_dir, runs_root, monkeypatch):
     assert job.run.config["policy"] == str(tiny_lm_dir) and job.run.config["reward_model"] == "unused"
     _assert_saved_and_freed(job, refs)
 
-    model, tokenizer = ppo.load_policy(job.run.path)
-    head = ppo.load_value_head(job.run.path)
+    model, tokenizer = _load_trained(job.run.path)
+    weights = load_file(str(job.run.model_dir / policies.VALUE_HEAD_FILE))
+    head = rl.ValueHead(weights["summary.weight"].shape[1])
+    head.load_state_dict(weights)
     assert head.summary.weight.abs().sum() > 0  # trained, not the zero init
     ids = tokenizer(["hello there"], return_tensors="pt")
     with torch.no_grad():
         peft_logits = model(**ids).logits
-        merged, _ = ppo.merged_model(job.run.path)
-        merged_logits = merged(**ids).logits
         with model.disable_adapter():
             base_logits = model(**ids).logits
+        merged_logits = model.merge_and_unload()(**ids).logits
     assert torch.allclose(peft_logits, merged_logits, atol=1e-4)
     assert not torch.allclose(peft_logits, base_logits)  # the adapters learned something
 
@@ -395,7 +264,7 @@ def test_stop_ends_the_job_within_a_step_saves_and_frees_memory(tiny_lm_dir, run
     manager = JobManager(runs_root)
     calls = {"n": 0}
     if phase == "rollout":  # ask to stop while step 2 generates
-        real = ppo._StopCriterion.__call__
+        real = rollout._StopCriterion.__call__
 
         def criterion(self, input_ids, scores, **kwargs):
             calls["n"] += 1
@@ -403,9 +272,9 @@ def test_stop_ends_the_job_within_a_step_saves_and_frees_memory(tiny_lm_dir, run
                 manager.stop("alice")
             return real(self, input_ids, scores, **kwargs)
 
-        monkeypatch.setattr(ppo._StopCriterion, "__call__", criterion)
+        monkeypatch.setattr(rollout._StopCriterion, "__call__", criterion)
     else:  # ask to stop at the first optimiser update of step 1
-        real_loss = ppo.policy_loss
+        real_loss = rl.policy_loss
 
         def loss(*args, **kwargs):
             calls["n"] += 1
@@ -431,8 +300,8 @@ def test_on_phase_reports_what_a_step_is_doing(tiny_lm_dir):
 
     from lab import ppo
 
-    model, tokenizer = ppo.load_trainable_policy(str(tiny_lm_dir), False, {"r": 4, "alpha": 8, "dropout": 0.0})
-    head = ppo.new_value_head(model)
+    model, tokenizer = policies.load_trainable_policy(str(tiny_lm_dir), False, {"r": 4, "alpha": 8, "dropout": 0.0})
+    head = policies.new_value_head(model)
     cfg = ppo.PPOConfig(steps=1, batch_size=2, mini_batch_size=2, ppo_epochs=1, output_min_length=2,
                         output_max_length=3)
     phases: list[str] = []
@@ -470,11 +339,11 @@ def test_cli_runs_prints_a_line_per_step_and_a_summary(tiny_lm_dir, reward_run, 
     config = json.loads((out / "config.json").read_text())
     assert config["policy"] == str(tiny_lm_dir) and config["reward_model"] == str(reward_run)
     assert config["gradient_accumulation_steps"] == 2 and not config["adap_kl_ctrl"]
-    assert (out / "model" / ppo.VALUE_HEAD_FILE).exists()
+    assert (out / "model" / policies.VALUE_HEAD_FILE).exists()
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--reward-model", "/no/such/run"], "no such reward run"),
+    (["--reward-model", "/no/such/run"], "reward model '/no/such/run' does not exist"),
     (["--batch-size", "6", "--mini-batch-size", "4"], "not divisible"),
     (["--prompts", "EMPTY"], "prompt"),
 ])
@@ -509,7 +378,7 @@ def test_cli_runs_the_embedded_policy_on_the_cpu_preset(reward_run, tmp_path, ca
     low, high = get_preset("cpu").ppo["output_min_length"], get_preset("cpu").ppo["output_max_length"]
     assert all(low <= row["tokens/response_len_mean"] <= high for row in lines[:-1])
     assert lines[-1]["steps"] == 2 and lines[-1]["status"] == "done"
-    model, _ = ppo.load_policy(out)
+    model, _ = _load_trained(out)
     assert type(model).__name__ == "PeftModelForCausalLM"
 
 
@@ -521,13 +390,13 @@ def test_bf16_log_probs_of_the_embedded_policy_stay_close_to_float32():
     before an update (test_kl_is_zero_and_the_ratio_is_one_before_any_update)."""
     preset = get_preset("cpu")
     torch.manual_seed(0)
-    model, tokenizer = ppo.load_trainable_policy(preset.policy, False, preset.lora)
+    model, tokenizer = policies.load_trainable_policy(preset.policy, False, preset.lora)
     cfg = ppo.PPOConfig(batch_size=4, mini_batch_size=4, output_min_length=24, output_max_length=24, temperature=0.7)
     query = encode_chat(tokenizer, PROMPTS[:4], "cpu", cfg.max_prompt_length)
-    batch = ppo.generate_responses(model, tokenizer, query, [24] * 4, cfg)
-    fp32, _ = ppo.batched_forward(model, None, batch, cfg)
+    batch = rollout.generate_responses(model, tokenizer, query, [24] * 4, cfg)
+    fp32, _ = rollout.batched_forward(model, None, batch, cfg)
     models.cast_frozen_weights(model, torch.bfloat16)
-    bf16, _ = ppo.batched_forward(model, None, batch, ppo.PPOConfig(**{**cfg.__dict__, "bf16": True}))
+    bf16, _ = rollout.batched_forward(model, None, batch, ppo.PPOConfig(**{**cfg.__dict__, "bf16": True}))
     diff = (bf16 - fp32).abs()[batch.mask.bool()]
     print(f"bf16 vs fp32 log-probs: max {diff.max().item():.4f}, mean {diff.mean().item():.4f} nats")
     assert diff.max().item() < 0.5 and diff.mean().item() < 0.05
@@ -555,7 +424,7 @@ def test_rollouts_decode_with_sdpa_and_train_with_eager_on_cpu(tiny_lm_dir):
 def test_raw_prompts_skip_the_chat_template(tiny_lm_dir):
     from lab.generate import encode_chat
 
-    _, tokenizer = ppo.load_trainable_policy(str(tiny_lm_dir), False, LORA)[0], models.load_tokenizer(str(tiny_lm_dir))
+    _, tokenizer = policies.load_trainable_policy(str(tiny_lm_dir), False, LORA)[0], models.load_tokenizer(str(tiny_lm_dir))
     chat = encode_chat(tokenizer, ["hello"], "cpu")
     raw = encode_chat(tokenizer, ["hello"], "cpu", template=False)
     assert raw["input_ids"].shape[1] < chat["input_ids"].shape[1]

@@ -44,11 +44,19 @@ def test_limits_check_names_the_field_and_the_limit():
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_presets_defaults_pass_its_own_limits(name):
     preset = get_preset(name)
-    preset.limits.check(asdict(ppo.validate(ppo.config_from(preset), preset.limits)))
-    preset.limits.check(asdict(reward.validate(reward.config_from(preset), preset.limits)))
+    ppo_cfg = ppo.validate(ppo.config_from(preset), preset.limits)
+    preset.limits.check(asdict(ppo_cfg))
+    assert {k: getattr(ppo_cfg, k) for k in preset.ppo} == preset.ppo  # the preset's values, not the defaults
+    reward_cfg = reward.validate(reward.config_from(preset), preset.limits)
+    preset.limits.check(asdict(reward_cfg))
+    assert {k: getattr(reward_cfg, k) for k in preset.reward} == preset.reward
+    assert reward_cfg.step_cap == preset.limits.max_steps and reward_cfg.backbone == preset.reward_backbone
     gen = compare.config_from(preset).generate
     preset.limits.check({"n_prompts": preset.generate["n_prompts"], **gen})
-    preset.limits.check(asdict(feedback.config_from(preset)))
+    assert {k: v for k, v in preset.generate.items() if k != "n_prompts"} == gen
+    feedback_cfg = feedback.config_from(preset)
+    preset.limits.check(asdict(feedback_cfg))
+    assert (feedback_cfg.policy, feedback_cfg.max_pairs) == (preset.policy, preset.limits.max_prompts)
 
 
 def test_each_stage_refuses_values_beyond_the_limits():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lab import cli, reward
+from lab import cli, reward, reward_model
 from lab.data import load_pairs
 from lab.jobs import JobManager
 from lab.presets import get_preset
@@ -124,7 +124,7 @@ def test_ensemble_trains_each_member_with_its_own_seed_and_averages_their_reward
     assert meta["members"] == ["member-2"]
     first, second = _weights(folder), _weights(folder / "member-2")
     assert not torch.equal(first["classifier.weight"], second["classifier.weight"])  # another seed, another model
-    ensemble = reward.load_reward_model(job.run.path)
+    ensemble = reward_model.load_reward_model(job.run.path)
     assert len(ensemble.members) == 2
     alone = [reward.RewardModel(load_reward_backbone(str(f)), ensemble.tokenizer, 64, answer_segment=True)
              for f in (folder, folder / "member-2")]
@@ -152,13 +152,13 @@ def test_stop_during_a_later_member_keeps_the_finished_ones(tiny_reward_backbone
     manager.wait(120)
     assert job.status == "stopped" and job.summary["members"] == 1 and 41 <= job.summary["steps"] < 80
     assert json.loads((job.run.model_dir / reward.META_FILE).read_text())["members"] == []
-    assert len(reward.load_reward_model(job.run.path).members) == 1
+    assert len(reward_model.load_reward_model(job.run.path).members) == 1
 
 
 def test_saved_model_reloads_to_same_scores(trained):
     samples = trained.run.samples()
     for path in (trained.run.path, trained.run.model_dir):
-        model = reward.load_reward_model(path)
+        model = reward_model.load_reward_model(path)
         scores = model.pair_scores([(s["prompt"] + s["chosen"], s["prompt"] + s["rejected"]) for s in samples])
         for s, (c, r) in zip(samples, scores):
             assert (c, r) == pytest.approx((s["reward_chosen"], s["reward_rejected"]), abs=1e-4)
@@ -173,10 +173,9 @@ def test_score_ranks_pairs_consistently_with_accuracy(trained):
     assert all(isinstance(x, float) for x in chosen + rejected)
     margins = model.margins(pairs)
     assert margins == pytest.approx([c - r for c, r in zip(chosen, rejected)], abs=1e-5)  # padding changes nothing
-    assert model.accuracy(pairs) == sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+    metrics, _ = reward.evaluate(model, pairs)
+    assert metrics["eval_accuracy"] == round(sum(c > r for c, r in zip(chosen, rejected)) / len(pairs), 6)
     assert model.score([]) == []
-    with pytest.raises(ValueError):
-        model.accuracy([])
 
 
 def test_left_truncation_keeps_the_last_turn(tiny_reward_backbone_dir):
@@ -184,7 +183,7 @@ def test_left_truncation_keeps_the_last_turn(tiny_reward_backbone_dir):
     tok = model.tokenizer
     long_dialogue = "".join(f"\n\nHuman: old question {i}\n\nAssistant: old answer {i}" for i in range(60))
     text = long_dialogue + "\n\nHuman: what is your favourite animal?\n\nAssistant: the zebra, clearly."
-    (ids,) = reward.encode(tok, [text], 32)
+    (ids,) = reward_model.encode(tok, [text], 32)
     assert len(ids) == 32 and ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
     assert tok.decode(ids[1:-1]).endswith("assistant : the zebra, clearly.")
     data = reward._dataset(tok, load_pairs("bundled").pairs, 32)
@@ -204,7 +203,7 @@ def test_answer_segment_marks_the_final_answer_and_keeps_the_last_turn(tiny_rewa
     assert set(types[:first_answer_token]) == {0} and set(types[first_answer_token:]) == {1}
     (plain,) = reward.encode_inputs(tok, ["no dialogue markers here"], 32, segments=True)
     assert tok.decode(plain["input_ids"], skip_special_tokens=True) == "no dialogue markers here"
-    assert reward.encode_inputs(tok, [text], 32, segments=False) == [{"input_ids": reward.encode(tok, [text], 32)[0]}]
+    assert reward.encode_inputs(tok, [text], 32, segments=False) == [{"input_ids": reward_model.encode(tok, [text], 32)[0]}]
     assert reward.encode_inputs(tok, [], 32, segments=True) == []
 
 
@@ -249,7 +248,7 @@ def test_freeze_bottom_fixes_embeddings_and_first_layers(tiny_reward_backbone_di
 
 
 def test_format_for_reward_is_hh_text():
-    assert reward.format_for_reward("Hi there ", " Hello!") == "\n\nHuman: Hi there\n\nAssistant: Hello!"
+    assert reward_model.format_for_reward("Hi there ", " Hello!") == "\n\nHuman: Hi there\n\nAssistant: Hello!"
 
 
 def test_stop_mid_training_ends_the_job_and_leaves_a_loadable_model(tiny_reward_backbone_dir, runs_root, tmp_path):
@@ -266,7 +265,7 @@ def test_stop_mid_training_ends_the_job_and_leaves_a_loadable_model(tiny_reward_
     manager.wait(120)
     assert job.status == "stopped" and 2 <= job.summary["steps"] < 100_000
     assert job.run.status()["status"] == "stopped"
-    assert len(reward.load_reward_model(job.run.path).score(["\n\nHuman: hi\n\nAssistant: hello"])) == 1
+    assert len(reward_model.load_reward_model(job.run.path).score(["\n\nHuman: hi\n\nAssistant: hello"])) == 1
 
 
 def test_cli_trains_into_out_and_scores(tiny_reward_backbone_dir, tmp_path, capsys):
@@ -321,9 +320,9 @@ def test_cli_trains_the_embedded_minilm_on_bundled_data(tmp_path, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["status"] == "done" and last["steps"] == 3 and last["eval_pairs"] == 38
     assert 0 <= last["eval_accuracy"] <= 1
-    model = reward.load_reward_model(out)
+    model = reward_model.load_reward_model(out)
     assert model.max_length == reward.config_from(get_preset("cpu")).max_length
-    assert len(model.score([reward.format_for_reward("hi", "hello")])) == 1
+    assert len(model.score([reward_model.format_for_reward("hi", "hello")])) == 1
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ def test_the_form_and_the_flags_prepare_the_same_job(ppo_run, runs_root):
     from lab.ui.common import UIContext
 
     ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
-    form = tab.build_config(ctx, "base", ppo_run.id, "bundled", "", 3.0, 16.0, 0.7, 50.0, 0.95, 0.0, "offline")
+    form = tab.build_config(ctx, dict(zip(tab.FORM, ("base", ppo_run.id, "bundled", "", 3.0, 16.0, 0.7, 50.0, 0.95,
+                                                    0.0, "offline"))))
     flags = cli.prepared(["--preset", "cpu", "compare", "--run", ppo_run.id, "--against", "base", "--prompts",
                           "bundled", "--n", "3", "--max-new-tokens", "16", "--temperature", "0.7", "--top-k", "50",
                           "--top-p", "0.95", "--seed", "0", "--toxicity", "offline"])
@@ -46,10 +47,10 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     assert "No comparison yet" in first["summary"] and "appear" in first["plot"].layout.annotations[-1].text
     assert set(jt.tick("visitor-1", None, first["seen"], "Prompt order", "")) == {"banner"}  # drawn once, then rests
     hostile = "<script>alert(1)</script>"
-    form = ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline"]
+    form = dict(zip(tab.FORM, ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline"]))
     with pytest.raises(ValueError, match="visitor"):
-        tab.start(ctx, None, *form)
-    run_id = tab.start(ctx, "visitor-1", *form)
+        tab.start(ctx, None, form)
+    run_id = tab.start(ctx, "visitor-1", form)
     manager.wait(120)
     assert manager.job.status == "done", manager.job.error
     assert current_run_id(ctx, "compare") == run_id
@@ -166,7 +167,8 @@ def test_compare_prompt_source_refuses_a_dotted_path_like_a_path(runs_root):
         ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"),
                         allowed_dirs=[runs_root])
     with pytest.raises(ValueError, match="is not in a folder this lab may read") as e:
-        tab.build_config(ctx, "base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 0, "offline")
+        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 0,
+                                                  "offline"))))
     assert "hub" not in str(e.value) and str(runs_root) not in str(e.value)
 
 

@@ -7,8 +7,9 @@ from dataclasses import asdict
 
 import pytest
 
-from lab import feedback
-from lab.data import load_pairs
+from lab import feedback, sources
+from lab import votes as store
+from lab.sources import load_pairs
 from lab.jobs import JobManager
 from lab.presets import get_preset
 from lab.ui import feedback as ui
@@ -22,8 +23,8 @@ def ctx(runs_root):
 
 @pytest.fixture
 def seeded(ctx):
-    fs = feedback.create_set("class-1", ctx.manager.root, min_seconds=0)
-    feedback.add_pairs(fs, [
+    fs = store.create_set("class-1", ctx.manager.root, min_seconds=0)
+    store.add_pairs(fs, [
         {"prompt": "Say <script>alert(1)</script>", "answer_a": "<img src=x onerror=alert(2)>", "answer_b": "No.",
          "model_a": "ppo-<b>run</b>", "model_b": "base"},
         {"prompt": "Second?", "answer_a": "one", "answer_b": "two", "model_a": "base", "model_b": "ppo-<b>run</b>"},
@@ -99,10 +100,10 @@ def test_export_files_match_the_votes(ctx, seeded):
 
 def test_generate_refuses_bad_input_before_a_job(ctx):
     with pytest.raises(ValueError, match="not allowed"):
-        ui.start(ctx, "alice", "a b", "base", "base", "bundled", 4, 16)
+        ui.start(ctx, "alice", dict(zip(ui.FORM, ("a b", "base", "base", "bundled", 4, 16))))
     with pytest.raises(ValueError, match="not a run folder"):
-        ui.start(ctx, "alice", "ok", "base", "ppo-missing", "bundled", 4, 16)
-    assert ctx.manager.job is None and feedback.list_sets(ctx.manager.root) == []
+        ui.start(ctx, "alice", dict(zip(ui.FORM, ("ok", "base", "ppo-missing", "bundled", 4, 16))))
+    assert ctx.manager.job is None and store.list_sets(ctx.manager.root) == []
 
 
 def test_generation_job_fills_the_queue_with_shuffled_pairs(runs_root, tiny_lm_dir):
@@ -115,7 +116,7 @@ def test_generation_job_fills_the_queue_with_shuffled_pairs(runs_root, tiny_lm_d
     manager = JobManager(runs_root, mark_interrupted=False)
     job = manager.run_sync(feedback.KIND, feedback.generate_pairs, asdict(cfg))
     assert job.status == "done", job.error
-    pairs = feedback.open_set("gen", runs_root).pairs()
+    pairs = store.open_set("gen", runs_root).pairs()
     assert job.summary["pairs"] == len(pairs) >= 4  # a pair with two equal answers would be skipped
     assert {p["model_a"] for p in pairs} | {p["model_b"] for p in pairs} == {"base", run.id}
     assert all(p["answer_a"] and p["answer_b"] and p["answer_a"] != p["answer_b"] for p in pairs)
@@ -123,7 +124,7 @@ def test_generation_job_fills_the_queue_with_shuffled_pairs(runs_root, tiny_lm_d
     cfg.n_pairs, cfg.model_b = 2, "base"  # two samples of the base model
     job = manager.run_sync(feedback.KIND, feedback.generate_pairs, asdict(cfg))
     assert job.status == "done", job.error
-    more = feedback.open_set("gen", runs_root).pairs()[len(pairs):]
+    more = store.open_set("gen", runs_root).pairs()[len(pairs):]
     assert more and all({p["model_a"], p["model_b"]} == {"base (sample 1)", "base (sample 2)"} for p in more)
     assert not {p["prompt"] for p in more} & {p["prompt"] for p in pairs}
 
@@ -131,18 +132,18 @@ def test_generation_job_fills_the_queue_with_shuffled_pairs(runs_root, tiny_lm_d
 def test_votes_train_a_reward_model_that_records_them(runs_root, ctx, tiny_reward_backbone_dir):
     from lab import reward
 
-    fs = feedback.create_set("class-1", runs_root, min_seconds=0)
+    fs = store.create_set("class-1", runs_root, min_seconds=0)
     pairs = load_pairs("bundled:train").pairs[:24]
-    seeded = feedback.add_pairs(fs, [{"prompt": p.first_human_turn, "answer_a": p.chosen.strip(),
+    seeded = store.add_pairs(fs, [{"prompt": p.first_human_turn, "answer_a": p.chosen.strip(),
                                       "answer_b": p.rejected.strip(), "model_a": "x", "model_b": "y"} for p in pairs])
     for p in seeded:
-        feedback.vote(fs, p["id"], "a", "alice")
+        store.vote(fs, p["id"], "a", "alice")
     cfg = reward.config_from(get_preset("cpu"), data="feedback:class-1", backbone=str(tiny_reward_backbone_dir),
                              max_steps=2, min_steps=0, batch_size=4, max_length=64, eval_fraction=0.25)
     job = ctx.manager.run_sync(reward.KIND, reward.train_reward, asdict(cfg))
     assert job.status == "done", job.error
     assert job.summary["data"] == "feedback:class-1@24" and job.summary["train_pairs"] == 18
-    assert job.summary["feedback_votes"] == feedback.provenance("feedback:class-1@24")["feedback_votes"]
+    assert job.summary["feedback_votes"] == sources.provenance("feedback:class-1@24")["feedback_votes"]
     assert job.run.config["data"] == "feedback:class-1"
     from lab.ui.reward import run_results
 
@@ -154,7 +155,7 @@ def test_data_tab_loads_a_feedback_set(runs_root, seeded, tmp_path):
 
     from lab.ui import build_app
 
-    feedback.vote(seeded, seeded.pairs()[0]["id"], "b", "alice")
+    store.vote(seeded, seeded.pairs()[0]["id"], "b", "alice")
     demo = build_app(JobManager(runs_root, mark_interrupted=False), get_preset("cpu"), allowed_dirs=[tmp_path])
     demo.queue().launch(prevent_thread_lock=True, server_port=None, quiet=True)
     try:

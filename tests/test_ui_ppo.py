@@ -9,6 +9,7 @@ import pytest
 from test_ppo import reward_run  # noqa: F401 (a fixture)
 
 from lab import cli, ppo
+from lab.config import label_of
 from lab.jobs import JobManager
 from lab.presets import get_preset
 from lab.runs import new_run, open_run
@@ -21,8 +22,9 @@ def test_the_form_and_the_flags_prepare_the_same_job(tiny_lm_dir, reward_run):
     ctx = UIContext(manager=JobManager(root=reward_run.parent, mark_interrupted=False), preset=get_preset("cpu"))
     cfg = ppo.config_from(get_preset("cpu"), steps=3, batch_size=4, mini_batch_size=2, learning_rate=1e-3,
                           advantage="rloo", samples_per_prompt=2, reward_norm=True, adap_kl_ctrl=False)
-    numbers = [float(v) if type(v) is int else v for v in asdict(cfg).values()]  # a form's Number gives floats
-    form = tab.build_config(ctx, reward_run.name, "bundled", str(tiny_lm_dir), *numbers)
+    numbers = {k: float(v) if type(v) is int else v for k, v in asdict(cfg).items()}  # a form's Number gives floats
+    form = tab.build_config(ctx, {"reward_run": reward_run.name, "prompts": "bundled", "policy": str(tiny_lm_dir),
+                                  **numbers})
     flags = cli.prepared(["--preset", "cpu", "ppo", "--reward-model", str(reward_run), "--prompts", "bundled",
                           "--policy", str(tiny_lm_dir), "--steps", "3", "--batch-size", "4", "--mini-batch-size", "2",
                           "--learning-rate", "1e-3", "--advantage", "rloo", "--samples-per-prompt", "2",
@@ -46,14 +48,13 @@ def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):
     assert [run_id for _, run_id in tab.reward_choices(ctx)] == [reward_run.name]
     cfg = ppo.PPOConfig(steps=2, batch_size=4, mini_batch_size=2, output_min_length=3, output_max_length=5,
                         learning_rate=1e-3)
-    values = list(cfg.__dict__.values())
-    form = [reward_run.name, "bundled", str(tiny_lm_dir), *values]
-    bad = dict(cfg.__dict__, mini_batch_size=3)
+    form = {"reward_run": reward_run.name, "prompts": "bundled", "policy": str(tiny_lm_dir), **cfg.__dict__}
+    assert set(form) == set(tab.FORM)
     with pytest.raises(ValueError, match="not divisible"):
-        tab.start(ctx, "v1", *form[:3], *bad.values())
+        tab.start(ctx, "v1", {**form, "mini_batch_size": 3})
     with pytest.raises(ValueError, match="pick a reward-model run"):
-        tab.start(ctx, "v1", None, *form[1:])
-    run_id = tab.start(ctx, "v1", *form)
+        tab.start(ctx, "v1", {**form, "reward_run": None})
+    run_id = tab.start(ctx, "v1", form)
     jt = tab.job_tab(ctx)
     with pytest.raises(ValueError, match="only the visitor who started"):
         jt.stop("v2")
@@ -175,8 +176,9 @@ def test_ppo_refusals_name_settings_as_the_form_shows_them(runs_root):
     from lab.ui import ppo as tab
     from lab.ui.common import UIContext
 
-    assert tab.LABELS["init_kl_coef"] == "KL weight β (init_kl_coef)" and tab.LABELS["lam"] == "GAE λ (lam)"
-    assert tab.LABELS["whiten_rewards"] == "normalise rewards per batch (whiten_rewards)"
+    labels = {name: label_of(f) for name, f in tab.PPO_FIELDS.items()}
+    assert labels["init_kl_coef"] == "KL weight β (init_kl_coef)" and labels["lam"] == "GAE λ (lam)"
+    assert labels["whiten_rewards"] == "normalise rewards per batch (whiten_rewards)"
     reward = new_run("reward", {"backbone": "x"}, runs_root)
     (reward.model_dir).mkdir()
     (reward.model_dir / "config.json").write_text("{}")
@@ -186,8 +188,8 @@ def test_ppo_refusals_name_settings_as_the_form_shows_them(runs_root):
     cfg = ppo.config_from(ctx.preset)
     values = {**cfg.__dict__, "mini_batch_size": 3, "gradient_accumulation_steps": 4}
     with pytest.raises(ValueError) as e:
-        tab.build_config(ctx, reward.id, "bundled", "", *values.values())
+        tab.build_config(ctx, {"reward_run": reward.id, "prompts": "bundled", "policy": "", **values})
     assert "'rollouts per gradient pass (mini_batch_size)'" in str(e.value)
     assert "(gradient_accumulation_steps), under Advanced settings'" in str(e.value)
     with pytest.raises(ValueError, match=r"'training steps \(steps\)' 999 is above this machine's limit of 200"):
-        tab.build_config(ctx, reward.id, "bundled", "", *{**cfg.__dict__, "steps": 999}.values())
+        tab.build_config(ctx, {"reward_run": reward.id, "prompts": "bundled", "policy": "", **cfg.__dict__, "steps": 999})

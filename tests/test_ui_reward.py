@@ -65,8 +65,8 @@ def test_the_form_and_the_flags_prepare_the_same_job(tiny_reward_backbone_dir, r
 
     ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
     data = _write_pairs(tmp_path / "pairs.jsonl", n=12)
-    form = tab.build_config(ctx, str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3.0, 1e-3, 4.0,
-                            64.0, 2.0)
+    form = tab.build_config(ctx, dict(zip(tab.FORM, (str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir),
+                                                   1.0, 3.0, 1e-3, 4.0, 64.0, 2.0))))
     flags = cli.prepared(["--preset", "cpu", "reward", "--train", str(data), "--eval-fraction", "0.25",
                           "--backbone", str(tiny_reward_backbone_dir), "--epochs", "1", "--max-steps", "3",
                           "--lr", "1e-3", "--batch-size", "4", "--max-length", "64", "--ensemble", "2"])
@@ -92,12 +92,12 @@ def test_reward_tab_builds_and_its_handlers_work(tiny_reward_backbone_dir, runs_
     assert set(first) == {"banner", "seen", *tab.VIEW, "runs"}
     assert set(jt.tick("v1", None, first["seen"])) == {"banner"}
     data = _write_pairs(tmp_path / "pairs.jsonl", n=12)
-    form = [str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3, 1e-3, 4, 64, 2]
+    form = dict(zip(tab.FORM, [str(data), "bundled", "", 0.25, str(tiny_reward_backbone_dir), 1.0, 3, 1e-3, 4, 64, 2]))
     with pytest.raises(ValueError):
-        tab.start(ctx, "v1", *[*form[:7], -1.0, *form[8:]])  # a negative learning rate
+        tab.start(ctx, "v1", {**form, "learning_rate": -1.0})  # a negative learning rate
     with pytest.raises(ValueError, match="ensemble"):
-        tab.start(ctx, "v1", *form[:10], 9)
-    run_id = tab.start(ctx, "v1", *form)
+        tab.start(ctx, "v1", {**form, "ensemble": 9})
+    run_id = tab.start(ctx, "v1", form)
     with pytest.raises(ValueError):
         jt.stop("v2")  # not the owner
     manager.wait(120)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import gradio as gr
@@ -10,9 +9,15 @@ import gradio as gr
 from lab.jobs import JobManager
 from lab.presets import Preset
 from lab.ui.common import PROJECT_ROOT, UIContext, new_visitor_id, running_tab
+from lab.ui.compare import build_compare_tab
+from lab.ui.data import build_data_tab
+from lab.ui.feedback import build_feedback_tab
+from lab.ui.ppo import build_ppo_tab
+from lab.ui.reward import build_reward_tab
 
 CSS_PATH = PROJECT_ROOT / "assets" / "style.css"
-TABS = [("Data", "data"), ("Feedback", "feedback"), ("Reward model", "reward"), ("PPO", "ppo"), ("Compare", "compare")]
+TABS = [("Data", "data", build_data_tab), ("Feedback", "feedback", build_feedback_tab),
+        ("Reward model", "reward", build_reward_tab), ("PPO", "ppo", build_ppo_tab), ("Compare", "compare", build_compare_tab)]
 
 
 def build_app(manager: JobManager, preset: Preset, allowed_dirs: list[Path] | None = None) -> gr.Blocks:
@@ -32,17 +37,16 @@ def build_app(manager: JobManager, preset: Preset, allowed_dirs: list[Path] | No
             elem_id="lab-header",
         )
         with gr.Tabs() as tabs:
-            for label, name in TABS:
+            for label, name, build_tab in TABS:
                 with gr.Tab(label, id=name, elem_id=f"tab-{name}"):
-                    module = importlib.import_module(f"lab.ui.{name}")
-                    getattr(module, f"build_{name}_tab")(ctx)
+                    build_tab(ctx)
         demo.load(new_visitor_id, inputs=ctx.visitor, outputs=ctx.visitor)
         demo.load(lambda: _reopen_tab(manager), outputs=tabs, show_progress="hidden")  # a reload shows the job
     return demo
 
 
 def _reopen_tab(manager: JobManager) -> gr.Tabs | dict:
-    tab = running_tab(manager, [name for _, name in TABS])
+    tab = running_tab(manager, [name for _, name, _ in TABS])
     return gr.Tabs(selected=tab) if tab else gr.skip()
 
 

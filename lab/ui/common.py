@@ -8,14 +8,16 @@ import re
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
 
+from lab.config import field_type, label_of, widget_of
 from lab.jobs import Job, JobManager
 from lab.presets import Preset
+from lab.runs import list_runs, open_run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WARNING_SECONDS = 8  # a refusal fades after this, so it never lingers on a tab the visitor moves to
@@ -103,6 +105,31 @@ def plain_names(message: str, labels: dict[str, str]) -> str:
     return re.sub(rf"(?<![\w/`'(])({names})(?![\w`'])", lambda m: f"'{labels[m.group(1)]}'", message)
 
 
+def field_input(f: Field, value: Any, note: str = "", maximum: float | None = None, **kwargs: Any) -> Any:
+    """The form input for one config field, all from its metadata: the label (then `note`, e.g. the preset's limit),
+    the help as info, the widget kind, the choices and the range (`maximum`: the preset's limit instead). Number boxes
+    have no minimum or maximum in the browser: the handler checks them and says what is allowed, in the form's words."""
+    meta, widget = f.metadata, widget_of(f)
+    choices = list(kwargs.pop("choices", meta["choices"]))  # a dropdown of runs: the runs there are now
+    common = {"label": label_of(f) + (f", {note}" if note else ""), "info": meta["help"], **kwargs}
+    if widget == "checkbox":
+        return gr.Checkbox(value, **common)
+    if widget in ("dropdown", "radio"):
+        return (gr.Radio if widget == "radio" else gr.Dropdown)(choices, value=value, **common)
+    if widget == "slider":
+        top = meta["maximum"] if maximum is None else maximum
+        return gr.Slider(meta["minimum"], top, value=value, step=meta["step"] or 1, **common)
+    if widget == "text":
+        return gr.Textbox(value, **common)
+    return gr.Number(value, precision=0 if field_type(f) is int else None, **common)
+
+
+def form_labels(by_name: dict[str, Field], names: Sequence[str], folded: Sequence[str] = (),
+                where: str = "") -> dict[str, str]:
+    """Each form field's label (as `plain_names` puts it into refusals), saying `where` the folded-away ones are."""
+    return {n: label_of(by_name[n]) + (f", {where}" if n in folded else "") for n in names if n in by_name}
+
+
 def start_job(ctx: UIContext, visitor: str | None, kind: str, fn: Callable, config: dict[str, Any]) -> str:
     """Start a job owned by this visitor; returns the new run's id (JobBusy if one is running)."""
     if not visitor:
@@ -121,15 +148,11 @@ def run_signature(run: Any, log: str = "metrics.jsonl") -> str:
 
 def run_choices(kind: str, root: Path | None = None, status: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
     """(label, run id) pairs for a dropdown of earlier runs of one kind, newest first."""
-    from lab.runs import list_runs
-
     return [(r.label(), r.id) for r in list_runs(kind=kind, root=root, status=status)]
 
 
 def find_run(ctx: UIContext, run_id: str | None) -> Any:
     """The run folder with this id under the manager's root, or None (no id, or not a run)."""
-    from lab.runs import open_run
-
     if not run_id:
         return None
     try:
@@ -140,8 +163,6 @@ def find_run(ctx: UIContext, run_id: str | None) -> Any:
 
 def current_run_id(ctx: UIContext, kind: str) -> str | None:
     """This process's job of `kind` if there is one (a reload reattaches to it), else the newest such run on disk."""
-    from lab.runs import list_runs
-
     job = ctx.manager.job
     if job is not None and job.kind == kind:
         return job.id
@@ -262,13 +283,19 @@ class JobTab:
 
         event(guard(by_component), [c[n] for n in inputs], [c[n] for n in outputs], **kwargs)
 
-    def wire(self, start: Callable[..., str], form: Sequence[str], timer: float = 1.5) -> gr.Timer:
-        """Start, Stop, the tick, the dropdown, Refresh and the page load; returns the timer for the tab's own ticks."""
+    def wire(self, start: Callable[[UIContext, str | None, dict[str, Any]], str], form: Sequence[str],
+             timer: float = 1.5) -> gr.Timer:
+        """Start (`start(ctx, visitor, {input name: value})`), Stop, the tick, the dropdown, Refresh and the page
+        load; returns the timer for the tab's own ticks."""
         quiet = {"show_progress": "hidden", "api_visibility": "private"}
         view, drawn = list(self.view_inputs), ["seen", *self.view_names]
         self.add("timer", gr.Timer(timer))
-        self.on(self.components["start"].click, lambda v, *f: {"run": start(self.ctx, v, *f), "seen": ""},
-                ["visitor", *form], ["run", "seen"], api_name=f"{self.kind}_start")
+
+        def started(visitor: str | None, *values: Any) -> dict[str, Any]:  # the form's values go on by name
+            return {"run": start(self.ctx, visitor, dict(zip(form, values))), "seen": ""}
+
+        self.on(self.components["start"].click, started, ["visitor", *form], ["run", "seen"],
+                api_name=f"{self.kind}_start")
         self.on(self.components["stop"].click, self.stop, ["visitor"], ["banner"], api_name=f"{self.kind}_stop",
                 show_progress="hidden")
         self.on(self.components["timer"].tick, self.tick, ["visitor", "run", "seen", *view],

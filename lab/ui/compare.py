@@ -9,10 +9,12 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from lab import compare
+from lab import compare, policies
+from lab.config import fields_by_name
+from lab.generate import GenerateConfig
 from lab.runs import ACTIVE, Run
-from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
-from lab.stats import pearson
+from lab.stats import pearson, verdict
+from lab.ui.common import JobTab, UIContext, esc, field_input, find_run, start_job
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
 from lab.ui.plots_compare import distribution_figure, paired_figure
 
@@ -22,6 +24,7 @@ TYPED = "Type your own (one per line)"
 MAX_CARDS = 60  # more would make the page slow; the CSV has every row
 HELD_OUT = "bundled:heldout"  # prompts kept out of PPO's training prompts
 VIEW = ("summary", "plot", "cards", "download", "paired")  # the components a run's view draws
+COMPARE_FIELDS = fields_by_name(compare.CompareConfig, GenerateConfig)
 SCORER_LIMITS = {
     "offline": "The offline scorer (alt-profanity-check) reacts to words, not intent: a refusal that quotes an insult "
                "scores as toxic, and politely worded harm scores clean. Read the answers before trusting a number.",
@@ -125,12 +128,8 @@ def _interval(stats: dict[str, Any]) -> str:
 
 
 def _clear(stats: dict[str, Any], higher: str, lower: str) -> str:
-    """The plain verdict of a B − A interval: which way it points when it excludes 0, else no clear difference."""
-    if stats["lo"] > 0:
-        return higher
-    if stats["hi"] < 0:
-        return lower
-    return "not a clear difference (the interval includes 0)"
+    """The plain verdict of a B − A interval (`lab.stats.verdict`) in this sentence's words."""
+    return {"B higher": higher, "B lower": lower}.get(verdict(stats), "not a clear difference (the interval includes 0)")
 
 
 def paired_text(paired: dict[str, Any]) -> str:
@@ -260,13 +259,13 @@ def view(run: Run | None, sort: str, query: str) -> dict[str, Any]:
 
 def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
     """'base' and the finished PPO runs that saved adapters, newest first."""
-    return [("base (no PPO)", compare.BASE)] + [(r.label(), r.id) for r in compare.ppo_runs(ctx.manager.root)]
+    return [("base (no PPO)", policies.BASE)] + [(r.label(), r.id) for r in policies.ppo_runs(ctx.manager.root)]
 
 
 def default_b(choices: list[tuple[str, str]], current: str | None = None) -> str | None:
     """Model B: the current choice while it is still offered, else the newest finished PPO run (None if none)."""
     ids = [value for _, value in choices]
-    if current and current in ids and current != compare.BASE:
+    if current and current in ids and current != policies.BASE:
         return current
     return ids[1] if len(ids) > 1 else current if current in ids else None
 
@@ -281,23 +280,21 @@ def prompt_choices(ctx: UIContext) -> list[tuple[str, str]]:
     return [(PROMPT_LABELS.get(src, src), src) for src in sources]
 
 
-def build_config(ctx: UIContext, model_a: str | None, model_b: str | None, prompt_mode: str, typed: str,
-                 n_prompts: float, max_new_tokens: float, temperature: float, top_k: float, top_p: float,
-                 seed: float, toxicity: str) -> dict[str, Any]:
-    """The job config from the form: `compare.prepare`; bad input raises ValueError."""
-    custom = [line.strip() for line in (typed or "").splitlines() if line.strip()] if prompt_mode == TYPED else []
-    if prompt_mode == TYPED and not custom:
+def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
+    """The job config from the form's values by name (FORM): `compare.prepare`; bad input raises ValueError."""
+    typed = values.get("prompt_mode") == TYPED
+    custom = [line.strip() for line in (values.get("typed") or "").splitlines() if line.strip()] if typed else []
+    if typed and not custom:
         raise ValueError("type at least one prompt, one per line")
-    form = {"model_a": model_a, "model_b": model_b, "prompts": None if prompt_mode == TYPED else prompt_mode,
-            "custom_prompts": custom, "n_prompts": len(custom) if custom else n_prompts,
-            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-            "seed": seed, "toxicity": toxicity}
+    form = {k: v for k, v in values.items() if k not in ("prompt_mode", "typed")}
+    form.update({"prompts": None if typed else values.get("prompt_mode"), "custom_prompts": custom,
+                 "n_prompts": len(custom) if custom else values.get("n_prompts")})
     return compare.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
 
 
-def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
+def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
     """Start a compare job owned by this visitor; returns the new run's id."""
-    return start_job(ctx, visitor, compare.KIND, compare.run_compare, build_config(ctx, *form))
+    return start_job(ctx, visitor, compare.KIND, compare.run_compare, build_config(ctx, values))
 
 
 def job_tab(ctx: UIContext) -> JobTab:
@@ -308,7 +305,7 @@ def job_tab(ctx: UIContext) -> JobTab:
 def follow_ppo(ctx: UIContext, seen_ppo: str | None) -> dict[str, Any]:
     """Timer: when a PPO job of this process has just finished, offer it and make it Model B (once per run)."""
     job = ctx.manager.job
-    if job is None or job.kind != compare.PPO_KIND or job.active or job.id == seen_ppo:
+    if job is None or job.kind != policies.PPO_KIND or job.active or job.id == seen_ppo:
         return {}
     new = model_choices(ctx)
     if job.id not in [value for _, value in new]:  # failed, or saved no adapters: nothing to offer
@@ -350,8 +347,7 @@ def build_compare_tab(ctx: UIContext) -> None:
         jt.add("query", gr.Textbox(label="Filter (text in the prompt or answers)", scale=2))
     jt.add("cards", gr.HTML(elem_id="compare-cards"))
     jt.add("ppo_seen", gr.State(None))  # the finished PPO job last offered as Model B
-    timer = jt.wire(start, ["model_a", "model_b", "prompt_mode", "typed", "n_prompts", "max_new_tokens",
-                            "temperature", "top_k", "top_p", "seed", "toxicity"])
+    timer = jt.wire(start, FORM)
     models = ["model_a", "model_b"]
     jt.on(timer.tick, lambda seen: follow_ppo(ctx, seen), ["ppo_seen"], ["ppo_seen", *models], show_progress="hidden")
     for event in (jt.components["sort"].change, jt.components["query"].submit):
@@ -370,27 +366,29 @@ def _last_job_id(ctx: UIContext) -> str | None:
     return job.id if job is not None else None
 
 
+FORM = ("model_a", "model_b", "prompt_mode", "typed", "n_prompts", "max_new_tokens", "temperature", "top_k", "top_p",
+        "seed", "toxicity")  # the form's inputs, passed to `start` by name
+
+
 def _form(jt: JobTab) -> None:
     """Models A and B, the prompts, the toxicity scorer and the sampling settings, added to `jt` by name."""
     ctx, defaults, limits = jt.ctx, compare.config_from(jt.ctx.preset), jt.ctx.preset.limits
-    gen = defaults.generate
+    gen = GenerateConfig.from_dict(defaults.generate)
+
+    def field(name: str, value: Any, note: str = "", **kwargs: Any) -> Any:
+        return jt.add(name, field_input(COMPARE_FIELDS[name], value, note, **kwargs))
+
     choices = model_choices(ctx)
-    jt.add("model_a", gr.Dropdown(choices, value=compare.BASE, label="Model A", elem_id="compare-model-a"))
-    jt.add("model_b", gr.Dropdown(choices, value=default_b(choices), elem_id="compare-model-b",
-                                  label="Model B (the newest PPO run unless you pick)"))
+    field("model_a", policies.BASE, choices=choices, elem_id="compare-model-a")
+    field("model_b", default_b(choices), "the newest PPO run unless you pick", choices=choices,
+          elem_id="compare-model-b")
     jt.add("refresh_models", gr.Button("Refresh PPO runs", size="sm"))
-    jt.add("prompt_mode", gr.Radio(prompt_choices(ctx), value=ctx.preset.compare_prompts, label="Prompts",
-                                   info="hh-rlhf sources give each dialogue's first human turn."))
-    jt.add("typed", gr.Textbox(label="Your prompts (one per line)", lines=4, visible=False, elem_id="compare-typed"))
-    jt.add("n_prompts", gr.Slider(1, limits.max_prompts, value=defaults.n_prompts, step=1, label="Number of prompts"))
-    jt.add("toxicity", gr.Dropdown(["roberta", "offline"], value=ctx.preset.toxicity, label="Toxicity scorer",
-                                   info="roberta = evaluate's hate-speech classifier (needs the hub; reads context, "
-                                        "still imperfect); offline = alt-profanity-check, a word list: it flags "
-                                        "words, not intent. Falls back to offline, and says so."))
+    jt.add("prompt_mode", field_input(COMPARE_FIELDS["prompts"], ctx.preset.compare_prompts,
+                                      choices=prompt_choices(ctx)))
+    jt.add("typed", field_input(COMPARE_FIELDS["custom_prompts"], "", lines=4, visible=False, elem_id="compare-typed"))
+    field("n_prompts", defaults.n_prompts, maximum=limits.max_prompts)
+    field("toxicity", ctx.preset.toxicity)
     with gr.Accordion("Sampling (the same for both models)", open=False):
-        jt.add("max_new_tokens", gr.Slider(8, limits.max_new_tokens, value=gen.get("max_new_tokens", 48), step=8,
-                                           label="Max new tokens"))
-        jt.add("temperature", gr.Slider(0.1, 1.5, value=gen.get("temperature", 0.7), step=0.05, label="Temperature"))
-        jt.add("top_k", gr.Slider(0, 200, value=gen.get("top_k", 50), step=1, label="Top-k (0 = off)"))
-        jt.add("top_p", gr.Slider(0.1, 1.0, value=gen.get("top_p", 0.95), step=0.01, label="Top-p"))
-        jt.add("seed", gr.Number(gen.get("seed", 0), label="Seed", precision=0))
+        field("max_new_tokens", gen.max_new_tokens, maximum=limits.max_new_tokens)
+        for name in ("temperature", "top_k", "top_p", "seed"):
+            field(name, getattr(gen, name))

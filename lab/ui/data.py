@@ -10,7 +10,8 @@ from typing import Any
 import gradio as gr
 import plotly.graph_objects as go
 
-from lab.data import Pair, PairSet, load_pairs
+from lab.data import Pair, PairSet
+from lab.sources import load_pairs
 from lab.ui.common import UIContext, esc, guard
 from lab.ui.uploads import check_upload
 
@@ -83,6 +84,8 @@ def stats_markdown(pairs: PairSet) -> str:
         lines.append(f"| {part} | {s[f'{part}_chars_median']:.0f} | {s[f'{part}_chars_p90']:.0f} |")
     if "splits" in s:
         lines.append("\nSplits: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
+    if "subsets" in s:
+        lines.append("\nSubsets: " + ", ".join(f"{esc(k)} {v}" for k, v in s["subsets"].items()))
     return "\n".join(lines)
 
 

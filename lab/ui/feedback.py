@@ -9,10 +9,14 @@ from typing import Any
 
 import gradio as gr
 
-from lab import compare, feedback
-from lab.ui.common import JobTab, UIContext, esc, start_job
+from lab import feedback, policies, sources, votes
+from lab.config import fields_by_name
+from lab.generate import GenerateConfig
+from lab.ui.common import JobTab, UIContext, esc, field_input, start_job
 
 DEFAULT_SET = "workshop"
+FEEDBACK_FIELDS = fields_by_name(feedback.FeedbackConfig, GenerateConfig)
+FORM = ("name", "model_a", "model_b", "prompts", "n_pairs", "max_new_tokens")  # passed to `start` by name
 VISITORS_SHOWN = 8
 
 
@@ -54,9 +58,9 @@ def _pct(rate: dict[str, Any]) -> str:
     return f"{rate['wins']} of {rate['n']}: **{rate['rate']:.0%}** (95% interval {lo:.0%}–{hi:.0%})"
 
 
-def tally_markdown(fs: feedback.FeedbackSet, visitor: str | None) -> str:
+def tally_markdown(fs: votes.FeedbackSet, visitor: str | None) -> str:
     """The live tallies of a set: counts, per visitor, win rates with intervals, agreement."""
-    t = feedback.tally(fs.votes())
+    t = votes.tally(fs.votes())
     per = sorted(t["per_visitor"].items(), key=lambda kv: -kv[1])
     people = " · ".join(f"{'**you**' if v == visitor else _short(v)} {n}" for v, n in per[:VISITORS_SHOWN])
     lines = [f"### {_n(t['votes'], 'vote')} from {_n(t['visitors'], 'visitor')} on {_n(len(fs.pairs()), 'pair')}",
@@ -83,11 +87,11 @@ def howto_markdown(name: str) -> str:
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
 
 
-def find_set(ctx: UIContext, name: str | None) -> feedback.FeedbackSet | None:
+def find_set(ctx: UIContext, name: str | None) -> votes.FeedbackSet | None:
     """The set with this name, or None (no name, or not made yet); a bad name raises ValueError."""
-    if not (name or "").strip() or feedback.check_name(name) not in feedback.list_sets(ctx.manager.root):
+    if not (name or "").strip() or votes.check_name(name) not in votes.list_sets(ctx.manager.root):
         return None
-    return feedback.open_set(name, ctx.manager.root)
+    return votes.open_set(name, ctx.manager.root)
 
 
 def show(ctx: UIContext, name: str | None, visitor: str | None) -> dict[str, Any]:
@@ -96,7 +100,7 @@ def show(ctx: UIContext, name: str | None, visitor: str | None) -> dict[str, Any
     if fs is None:
         return {"pair_id": None, "pair": pair_html(None), "tallies": f"No set '{esc(name or '')}' yet: generate pairs "
                 "for it.", "howto": "", "seen": "none"}
-    pair = feedback.next_pair(fs, visitor)
+    pair = votes.next_pair(fs, visitor)
     return {"pair_id": pair["id"] if pair else None, "pair": pair_html(pair, len(fs.pairs())),
             "tallies": tally_markdown(fs, visitor), "howto": howto_markdown(fs.name), "seen": fs.signature()}
 
@@ -107,19 +111,19 @@ def cast(ctx: UIContext, choice: str, name: str | None, pair_id: str | None, rea
     fs = find_set(ctx, name)
     if fs is None or not pair_id:
         raise ValueError("no pair to vote on: choose a set with pairs, or generate some")
-    row = feedback.vote(fs, pair_id, choice, visitor, reason)
+    row = votes.vote(fs, pair_id, choice, visitor, reason)
     return {"reveal": reveal_markdown(row), "reason": "", **show(ctx, name, visitor)}
 
 
-def start(ctx: UIContext, visitor: str | None, name: str, model_a: str, model_b: str, prompts: str,
-          n_pairs: float, max_new_tokens: float) -> dict[str, Any]:
-    """Start generating pairs into the set (made now if new); the set dropdown then shows it."""
-    config = feedback.prepare(ctx.preset, {"name": name, "model_a": model_a, "model_b": model_b, "prompts": prompts,
-                                           "n_pairs": n_pairs, "generate": {"max_new_tokens": max_new_tokens}},
+def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    """Start generating pairs into the set (made now if new) from the form's values by name (FORM); the set dropdown
+    then shows it."""
+    form = {k: v for k, v in values.items() if k != "max_new_tokens"}
+    config = feedback.prepare(ctx.preset, {**form, "generate": {"max_new_tokens": values.get("max_new_tokens")}},
                               ctx.manager.root)
-    fs = feedback.create_set(config["name"], ctx.manager.root)
+    fs = votes.create_set(config["name"], ctx.manager.root)
     start_job(ctx, visitor, feedback.KIND, feedback.generate_pairs, config)
-    return {"name": gr.update(choices=feedback.list_sets(ctx.manager.root), value=fs.name)}
+    return {"name": gr.update(choices=votes.list_sets(ctx.manager.root), value=fs.name)}
 
 
 def tick(ctx: UIContext, name: str | None, visitor: str | None, pair_id: str | None, seen: str) -> dict[str, Any]:
@@ -146,15 +150,15 @@ def export_files(ctx: UIContext, name: str | None) -> list[str]:
     if fs is None:
         raise ValueError("choose a feedback set first")
     folder = Path(tempfile.mkdtemp(prefix="rlhf-lab-feedback-"))
-    paths = [folder / f"{fs.name}-{fmt}.jsonl" for fmt in feedback.FORMATS]
-    if sum(feedback.write_export(fs, p, fmt) for p, fmt in zip(paths, feedback.FORMATS)) == 0:
+    paths = [folder / f"{fs.name}-{fmt}.jsonl" for fmt in votes.FORMATS]
+    if sum(votes.write_export(fs, p, fmt) for p, fmt in zip(paths, votes.FORMATS)) == 0:
         raise ValueError(f"set '{fs.name}' has no 'A is better' or 'B is better' vote yet: nothing to export")
     return [str(p) for p in paths]
 
 
 def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
-    return [("base — the policy with adapters off", compare.BASE)] + [
-        (r.label(), r.id) for r in compare.ppo_runs(ctx.manager.root)]
+    return [("base — the policy with adapters off", policies.BASE)] + [
+        (r.label(), r.id) for r in policies.ppo_runs(ctx.manager.root)]
 
 
 # ---------------------------------------------------------------- the tab
@@ -172,20 +176,19 @@ def build_feedback_tab(ctx: UIContext) -> None:
         with gr.Column(scale=2):
             _vote_column(jt)
     view = ["pair_id", "pair", "tallies", "howto", "seen"]
-    for choice in feedback.CHOICES:
+    for choice in votes.CHOICES:
         jt.on(jt.components[f"vote-{choice}"].click, functools.partial(cast, ctx, choice),
               ["name", "pair_id", "reason", "visitor"], ["reveal", "reason", *view], api_name=f"feedback_vote_{choice}")
     jt.on(jt.components["name"].change, lambda n, v: show(ctx, n, v), ["name", "visitor"], view,
           api_name="feedback_show")
-    jt.on(jt.components["generate"].click, lambda v, *form: start(ctx, v, *form),
-          ["visitor", "name", "model_a", "model_b", "prompts", "n_pairs", "max_new"], ["name"],
-          api_name="feedback_generate")
+    jt.on(jt.components["generate"].click, lambda v, *values: start(ctx, v, dict(zip(FORM, values))),
+          ["visitor", *FORM], ["name"], api_name="feedback_generate")
     jt.on(gr.Timer(2).tick, lambda n, v, p, s: tick(ctx, n, v, p, s), ["name", "visitor", "pair_id", "seen"],
           ["banner", "seen", "tallies", "pair_id", "pair"], show_progress="hidden", api_visibility="private")
     jt.on(jt.components["export"].click, lambda n: {"files": gr.update(value=export_files(ctx, n), visible=True)},
           ["name"], ["files"], api_name="feedback_export")
     jt.add("data_source", ctx.data_source)  # the Reward tab's training pairs follow it
-    jt.on(jt.components["use"].click, lambda n: {"data_source": f"{feedback.SOURCE_PREFIX}{feedback.check_name(n)}"},
+    jt.on(jt.components["use"].click, lambda n: {"data_source": f"{sources.SOURCE_PREFIX}{votes.check_name(n)}"},
           ["name"], ["data_source"], api_visibility="private")
     if ctx.demo is not None:  # fresh lists and this visitor's next pair on every page load
         jt.on(ctx.demo.load, lambda n, v: {**fresh_lists(ctx), **show(ctx, n, v)}, ["name", "visitor"],
@@ -194,7 +197,7 @@ def build_feedback_tab(ctx: UIContext) -> None:
 
 def fresh_lists(ctx: UIContext) -> dict[str, Any]:
     models = model_choices(ctx)
-    return {"name": gr.update(choices=feedback.list_sets(ctx.manager.root) or [DEFAULT_SET]),
+    return {"name": gr.update(choices=votes.list_sets(ctx.manager.root) or [DEFAULT_SET]),
             "model_a": gr.update(choices=models), "model_b": gr.update(choices=models)}
 
 
@@ -202,19 +205,19 @@ def _generate_form(jt: JobTab) -> None:
     """1. The set, the two models and the prompts to generate blind pairs from."""
     ctx, limits = jt.ctx, jt.ctx.preset.limits
     gr.Markdown("#### 1. Blind pairs: two models answer the same prompts")
-    sets = feedback.list_sets(ctx.manager.root) or [DEFAULT_SET]
-    jt.add("name", gr.Dropdown(sets, value=sets[0], allow_custom_value=True,
-                               label="Feedback set (pick one, or type a new name)", elem_id="feedback-set"))
+    sets = votes.list_sets(ctx.manager.root) or [DEFAULT_SET]
+
+    def field(name: str, value: Any, **kwargs: Any) -> Any:
+        return jt.add(name, field_input(FEEDBACK_FIELDS[name], value, **kwargs))
+
+    field("name", sets[0], choices=sets, allow_custom_value=True, elem_id="feedback-set")
     choices = model_choices(ctx)
-    jt.add("model_a", gr.Dropdown(choices, value=compare.BASE, label="Model 1", elem_id="feedback-model-a"))
-    jt.add("model_b", gr.Dropdown(choices, value=choices[min(1, len(choices) - 1)][1], elem_id="feedback-model-b",
-                                  label="Model 2 (the same as 1 = two samples of it)"))
-    jt.add("prompts", gr.Dropdown(list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
-                                  allow_custom_value=True, value=ctx.preset.compare_prompts,
-                                  label="Prompts (any prompt source)"))
-    jt.add("n_pairs", gr.Slider(1, limits.max_prompts, value=16, step=1, label="Pairs to generate"))
-    jt.add("max_new", gr.Slider(8, limits.max_new_tokens, value=min(64, limits.max_new_tokens), step=8,
-                                label="Max new tokens"))
+    field("model_a", policies.BASE, choices=choices, elem_id="feedback-model-a")
+    field("model_b", choices[min(1, len(choices) - 1)][1], choices=choices, elem_id="feedback-model-b")
+    field("prompts", ctx.preset.compare_prompts, choices=list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
+          allow_custom_value=True)
+    field("n_pairs", FEEDBACK_FIELDS["n_pairs"].default, maximum=limits.max_prompts)
+    field("max_new_tokens", min(64, limits.max_new_tokens), maximum=limits.max_new_tokens)
     jt.add("generate", gr.Button("Generate pairs", elem_id="feedback-generate"))
 
 
@@ -223,10 +226,10 @@ def _vote_column(jt: JobTab) -> None:
     gr.Markdown("#### 2. Which answer is better? The models are named after your vote")
     jt.add("pair", gr.HTML(elem_id="feedback-pair"))
     with gr.Row():
-        for c, label in feedback.CHOICES.items():
+        for c, label in votes.CHOICES.items():
             jt.add(f"vote-{c}", gr.Button(label, variant="primary" if c in ("a", "b") else "secondary",
                                           elem_id=f"feedback-vote-{c}"))
-    jt.add("reason", gr.Textbox(label="Why? (optional)", max_length=feedback.MAX_REASON, elem_id="feedback-reason"))
+    jt.add("reason", gr.Textbox(label="Why? (optional)", max_length=votes.MAX_REASON, elem_id="feedback-reason"))
     jt.add("reveal", gr.Markdown(elem_id="feedback-reveal"))
     jt.add("tallies", gr.Markdown(elem_id="feedback-tallies"))
     jt.add("howto", gr.Markdown(elem_id="feedback-howto"))

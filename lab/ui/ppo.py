@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,8 @@ import gradio as gr
 
 from lab import ppo
 from lab.runs import ACTIVE, Run
-from lab.ui.common import JobTab, UIContext, esc, plain_names, run_choices, start_job
+from lab.config import fields_by_name
+from lab.ui.common import JobTab, UIContext, esc, field_input, form_labels, plain_names, run_choices, start_job
 from lab.ui.plots_common import length_warning
 from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure
 
@@ -22,57 +22,14 @@ N_FIGURES = 8
 VIEW = ("results", "rollouts", *(f"plot-{i}" for i in range(N_FIGURES)), "length_plot", "length_note")
 REWARD_DONE = ("done", "stopped")  # reward runs with a saved model
 KL_FULL = 1.0  # nats: a token whose |KL| is this or more gets the deepest shade
-# Plain words first, the paper's / TRL's name beside: what the form, the help and every refusal call a setting.
-LABELS = {
-    "advantage": "Advantage estimator (advantage)",
-    "samples_per_prompt": "answers per prompt, RLOO/GRPO (samples_per_prompt)",
-    "steps": "training steps (steps)",
-    "learning_rate": "learning rate (learning_rate)",
-    "batch_size": "rollouts per step (batch_size)",
-    "mini_batch_size": "rollouts per gradient pass (mini_batch_size)",
-    "gradient_accumulation_steps": "gradient passes per update (gradient_accumulation_steps)",
-    "ppo_epochs": "passes over each batch (ppo_epochs)",
-    "init_kl_coef": "KL weight β (init_kl_coef)",
-    "adap_kl_ctrl": "adapt β towards the KL target (adap_kl_ctrl)",
-    "target": "KL target (target)",
-    "horizon": "KL adaptation horizon (horizon)",
-    "kl_penalty": "KL estimator (kl_penalty)",
-    "cliprange": "clip range ε (cliprange)",
-    "cliprange_value": "value clip range (cliprange_value)",
-    "vf_coef": "value-loss weight (vf_coef)",
-    "gamma": "discount γ (gamma)",
-    "lam": "GAE λ (lam)",
-    "max_grad_norm": "gradient-norm clip (max_grad_norm)",
-    "whiten_rewards": "normalise rewards per batch (whiten_rewards)",
-    "use_score_scaling": "scale scores by their running spread (use_score_scaling)",
-    "use_score_norm": "also centre the scores (use_score_norm)",
-    "score_clip": "score clip (score_clip)",
-    "missing_eos_penalty": "penalty for an answer that never ends (missing_eos_penalty)",
-    "output_min_length": "shortest answer, tokens (output_min_length)",
-    "output_max_length": "longest answer, tokens (output_max_length)",
-    "temperature": "sampling temperature (temperature)",
-    "top_k": "sample from the top k tokens (top_k)",
-    "top_p": "sample from the top p of probability (top_p)",
-    "max_prompt_length": "prompt tokens kept (max_prompt_length)",
-    "generation_batch_size": "prompts generated together (generation_batch_size)",
-    "bf16": "bfloat16 arithmetic (bf16)",
-    "seed": "random seed (seed)",
-}
-# Help that reads better for a student than the config field's one-liner (which the CLI keeps).
-HELP = {
-    "top_k": "keep 0 (every token can be sampled): otherwise the batch's mean KL goes negative, a sign of a "
-             "mismatch between sampling and scoring (one answer's KL can be negative anyway)",
-    "top_p": "keep 1.0, for the same reason as top_k",
-    "advantage": "how each answer is judged better or worse than expected. gae: a value head (the critic) learns to "
-                 "predict the reward, the classic PPO. rloo: several answers per prompt, each compared with the mean "
-                 "of the others, no critic. grpo: like rloo, also divided by the group's spread (DeepSeek's GRPO).",
-}
 ESTIMATORS = {
     "gae": "GAE (a value head predicts the reward)",
     "rloo": "RLOO (k={k} answers per prompt, each against the others' mean: no value head)",
     "grpo": "GRPO (k={k} answers per prompt, each against its group's mean and spread: no value head)",
 }
-PPO_FIELDS = {f.name for f in fields(ppo.PPOConfig)}
+PPO_FIELDS = fields_by_name(ppo.PPOConfig)
+FORM = ("reward_run", "prompts", "policy", *PPO_FIELDS)  # the form's inputs, passed to `start` by name
+ADVANCED = tuple(name for name in PPO_FIELDS if name not in MAIN_FIELDS)  # folded away under Advanced settings
 
 # ---------------------------------------------------------------- reading a run (pure: run folder in, text/figures out)
 
@@ -203,27 +160,22 @@ def reward_choices(ctx: UIContext) -> list[tuple[str, str]]:
     return run_choices("reward", ctx.manager.root, status=REWARD_DONE)
 
 
-def build_config(ctx: UIContext, reward_run: str | None, prompts: str, policy: str, *values: Any) -> dict[str, Any]:
-    """The job config from the form (reward run, prompts, policy, then every PPOConfig field): `ppo.prepare`."""
-    if not reward_run:
+def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
+    """The job config from the form's values by name (reward_run, prompts, policy and the PPOConfig fields):
+    `ppo.prepare`; a refusal names each setting as the form shows it."""
+    if not values.get("reward_run"):
         raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
-    form = {"reward_model": reward_run, "prompts": prompts, "policy": policy,
-            **{f.name: v for f, v in zip(fields(ppo.PPOConfig), values)}}
+    form = {"reward_model": values["reward_run"], **{k: v for k, v in values.items() if k != "reward_run"}}
     try:
         return ppo.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
     except ValueError as e:  # name the settings as the form shows them
-        raise ValueError(plain_names(str(e), form_labels())) from None
+        raise ValueError(plain_names(str(e), form_labels(PPO_FIELDS, list(PPO_FIELDS), ADVANCED,
+                                                         "under Advanced settings"))) from None
 
 
-def form_labels() -> dict[str, str]:
-    """Each setting's form label, saying where the hidden ones are."""
-    return {name: label if name in MAIN_FIELDS else f"{label}, under Advanced settings"
-            for name, label in LABELS.items() if name in PPO_FIELDS}
-
-
-def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
+def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
     """Start a PPO job owned by this visitor; returns the new run's id."""
-    return start_job(ctx, visitor, ppo.KIND, ppo.train_ppo, build_config(ctx, *form))
+    return start_job(ctx, visitor, ppo.KIND, ppo.train_ppo, build_config(ctx, values))
 
 
 def job_tab(ctx: UIContext) -> JobTab:
@@ -238,30 +190,6 @@ def newest_reward(ctx: UIContext) -> dict:
 
 
 # ---------------------------------------------------------------- the tab
-
-
-def _component(f: Any, default: Any, limits: Any) -> gr.components.Component:
-    """A form input for one PPOConfig field: plain label with the field name beside, its help as info. Numbers have
-    no minimum or maximum in the browser: the handler checks them and says what is allowed, in these words."""
-    label, info = LABELS.get(f.name, f.name), HELP.get(f.name, f.metadata["help"])
-    if f.type == "bool":
-        return gr.Checkbox(default, label=label, info=info)
-    if f.name == "kl_penalty":
-        return gr.Dropdown(list(ppo.KL_PENALTIES), value=default, label=label, info=info)
-    if f.name == "advantage":
-        return _advantage_radio(default)
-    if f.name == "steps":
-        return gr.Number(default, label=f"{label}, at most {limits.max_steps}", info=info, precision=0)
-    if f.name == "batch_size":
-        return gr.Number(default, label=f"{label}, at most {limits.max_batch_size}", info=info, precision=0)
-    if f.type == "int":
-        return gr.Number(default, label=label, info=info, precision=0)
-    return gr.Number(default, label=label, info=info)
-
-
-def _advantage_radio(default: str) -> gr.Radio:
-    return gr.Radio(["gae", "rloo", "grpo"], value=default or "gae", label=LABELS["advantage"], info=HELP["advantage"],
-                    elem_id="ppo-advantage")
 
 
 def build_ppo_tab(ctx: UIContext) -> None:
@@ -281,7 +209,7 @@ def build_ppo_tab(ctx: UIContext) -> None:
                     "rather than better.", elem_classes="explain")
     jt.add("rollouts", gr.HTML(elem_id="ppo-rollouts"))
     jt.runs_row("PPO runs (pick one to reopen it)")
-    jt.wire(start, ["reward_run", "prompts", "policy", *(f.name for f in fields(ppo.PPOConfig))])
+    jt.wire(start, FORM)
     jt.on(jt.components["reward_refresh"].click,
           lambda r: {"reward_run": gr.update(choices=reward_choices(ctx), value=r)}, ["reward_run"], ["reward_run"],
           api_visibility="private")
@@ -293,18 +221,22 @@ def build_ppo_tab(ctx: UIContext) -> None:
 def _form(jt: JobTab) -> None:
     """The reward run, prompts, policy and every PPOConfig field (the main ones first, the rest folded away)."""
     ctx, defaults, limits = jt.ctx, ppo.config_from(jt.ctx.preset), jt.ctx.preset.limits
+    notes = {"steps": f"at most {limits.max_steps}", "batch_size": f"at most {limits.max_batch_size}"}
+    ids = {"advantage": "ppo-advantage"}
+
+    def add(name: str) -> None:
+        jt.add(name, field_input(PPO_FIELDS[name], getattr(defaults, name), notes.get(name, ""),
+                                 **({"elem_id": ids[name]} if name in ids else {})))
+
     jt.add("reward_run", gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)",
                                      elem_id="ppo-reward-run"))
     jt.add("reward_refresh", gr.Button("↻ Refresh reward runs", size="sm"))
     jt.add("prompts", gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
                                  info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column"))
-    if "advantage" not in PPO_FIELDS:  # older lab.ppo: shown with the preset's choice, not yet passed on
-        _advantage_radio(ctx.preset.ppo.get("advantage", "gae"))
-    for f in fields(ppo.PPOConfig):
-        if f.name in MAIN_FIELDS:
-            jt.add(f.name, _component(f, getattr(defaults, f.name), limits))
+    for name in PPO_FIELDS:  # in the config's order
+        if name in MAIN_FIELDS:
+            add(name)
     with gr.Accordion("Advanced settings", open=False):
         jt.add("policy", gr.Textbox(ctx.preset.policy, label="policy", info="the model to fine-tune (LoRA adapters)"))
-        for f in fields(ppo.PPOConfig):
-            if f.name not in MAIN_FIELDS:
-                jt.add(f.name, _component(f, getattr(defaults, f.name), limits))
+        for name in ADVANCED:
+            add(name)

@@ -8,10 +8,11 @@ from typing import Any
 
 import gradio as gr
 
-from lab import reward
+from lab import reward, reward_model
 from lab.data import split_turns
 from lab.runs import ACTIVE, Run
-from lab.ui.common import JobTab, UIContext, esc, find_run, start_job
+from lab.config import fields_by_name
+from lab.ui.common import JobTab, UIContext, esc, field_input, find_run, start_job
 from lab.stats import pearson
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
@@ -22,6 +23,7 @@ SHORT_ANSWER = 60  # characters: below this the reward model has little to read
 REAL_HH_ACCURACY = 0.63  # cpu backbone on real hh-rlhf pairs, 3 seeds x 5 folds (README, "Reward-model quality")
 TEXT_CHARS = 600  # long answers are cut in the table; the Data tab shows them whole
 VIEW = ("loss", "accuracy", "results", "margins", "worst")  # the components a run's view draws
+REWARD_FIELDS = fields_by_name(reward.RewardConfig)
 
 PLOTS_NOTE = (
     "<small>**What you are looking at.** Left: the loss, how badly the model ranks the pairs it trains on "
@@ -65,12 +67,37 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
         )
     elif state in ("done", "stopped") and summary:
         lines.append(f"No held-out pairs: {summary.get('train_pairs')} training pairs, {summary.get('steps')} steps.")
+    lines += checks_lines(summary, str(run.config.get("data", "")))
     if summary.get("feedback_votes"):  # the run pinned the votes it read: say which
         sets = ", ".join(f"{v['votes']} votes of set '{esc(k)}'" for k, v in summary["feedback_votes"].items())
         lines.append(f"Trained on `{esc(summary.get('data', ''))}`: {sets}.")
+    if summary.get("subsets"):  # a hub dataset's parts (hh-rlhf: harmless-base, helpful-base, ...), pairs of each
+        lines.append("Pairs per subset: " + "; ".join(
+            f"{part} " + ", ".join(f"{esc(k)} {v}" for k, v in counts.items())
+            for part, counts in summary["subsets"].items()) + ".")
     if error:
         lines.append(f"**Error:** {esc(error)}")
     return "\n\n".join(lines)
+
+
+def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
+    """Two checks of what PPO will learn from this model: does it rank broken text low, and does it reward refusing
+    ordinary requests (the mark of one-sided, harmless-only preference data)?"""
+    lines = []
+    broken, refusing = summary.get("eval_broken_accuracy"), summary.get("refusal_preference")
+    if isinstance(broken, (int, float)):
+        lines.append(f"**Broken text:** the held-out chosen answers outscore a corrupted copy of themselves (word "
+                     f"salad, loops, garbled characters) in {broken:.0%} of cases."
+                     + (" ⚠ Below 90%: PPO can gain reward by writing nonsense; train with broken-text pairs."
+                        if broken < reward.BROKEN_TEXT_OK else ""))
+    if isinstance(refusing, (int, float)):
+        mix = esc(data.split("+")[0] or "DATA") + "+bundled:helpful"
+        lines.append(f"**Refusing:** on 16 ordinary requests it scores a canned refusal (\"I'm sorry, but I can't "
+                     f"help with that.\") above a good answer in {refusing:.0%} of cases."
+                     + (f" ⚠ One-sided preferences: PPO against this model will learn to refuse ordinary requests "
+                        f"(harmless-only pairs, like hh-rlhf's harmless-base, teach this). Mix helpful pairs in: "
+                        f"train on `{mix}`." if refusing > reward.REFUSAL_PREFERENCE_OK else ""))
+    return lines
 
 
 def accuracy_context(data: str) -> str:
@@ -102,7 +129,7 @@ def held_out_note(data: str, eval_data: str) -> dict:
     if (data or "").strip() == "bundled":
         return gr.update(interactive=False, info="Not used: the bundled set has its own test split, held out "
                                                  "from training.")
-    return gr.update(interactive=True, info="Share of the training pairs held out to measure accuracy.")
+    return gr.update(interactive=True, info=REWARD_FIELDS["eval_fraction"].metadata["help"])
 
 
 def verdict(a: float, b: float, answers: tuple[str, str] = ("", "")) -> str:
@@ -191,21 +218,17 @@ def recipe_note(cfg: reward.RewardConfig, preset_name: str) -> str:
 # ---------------------------------------------------------------- handlers (plain functions, tested directly)
 
 
-def build_config(ctx: UIContext, data: str, data_tab_source: str | None, eval_data: str, eval_fraction: float,
-                 backbone: str, epochs: float, max_steps: float, learning_rate: float, batch_size: float,
-                 max_length: float, ensemble: float = 1) -> dict[str, Any]:
-    """The job config from the form: `reward.prepare`; the Data tab already checked its own choice (an upload lives
-    outside the allowed folders)."""
-    form = {"data": data, "eval_data": eval_data, "eval_fraction": eval_fraction, "backbone": backbone,
-            "epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate, "batch_size": batch_size,
-            "max_length": max_length, "ensemble": ensemble}
-    return reward.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root,
-                          checked=[data_tab_source] if data_tab_source else [])
+def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
+    """The job config from the form's values by name (FORM): `reward.prepare`; the Data tab already checked its own
+    choice (an upload lives outside the allowed folders)."""
+    form = {k: v for k, v in values.items() if k != "data_source"}
+    checked = [values["data_source"]] if values.get("data_source") else []
+    return reward.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root, checked=checked)
 
 
-def start(ctx: UIContext, visitor: str | None, *form: Any) -> str:
+def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
     """Start a reward job owned by this visitor; returns the new run's id."""
-    return start_job(ctx, visitor, reward.KIND, reward.train_reward, build_config(ctx, *form))
+    return start_job(ctx, visitor, reward.KIND, reward.train_reward, build_config(ctx, values))
 
 
 def prepare_scoring(run: Run | None) -> None:
@@ -226,21 +249,21 @@ def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str
         raise ValueError("no reward model yet: train one, or pick an earlier run")
     if not (prompt or "").strip() or not (answer_a or "").strip() or not (answer_b or "").strip():
         raise ValueError("type a prompt and both answers")
-    a, b = load_model(run).score([reward.format_for_reward(prompt, answer) for answer in (answer_a, answer_b)])
+    a, b = load_model(run).score([reward_model.format_for_reward(prompt, answer) for answer in (answer_a, answer_b)])
     return (f"| answer | reward |\n|---|---|\n| A | {a:+.3f} |\n| B | {b:+.3f} |\n\n"
             f"{verdict(a, b, (answer_a, answer_b))} Run `{esc(run.id)}`.")
 
 
-def load_model(run: Run) -> reward.RewardModel:
+def load_model(run: Run) -> reward_model.RewardModel:
     """The run's reward model, loaded once and shared (ValueError while it has none)."""
-    folder = reward.model_folder(run.path)
+    folder = reward_model.model_folder(run.path)
     return _cached_model(str(folder), (folder / "config.json").stat().st_mtime)
 
 
 # Keyed by model folder and its time stamp: loaded weights are read-only, so browser sessions can share them.
 @functools.lru_cache(maxsize=2)
-def _cached_model(folder: str, mtime: float) -> reward.RewardModel:
-    return reward.load_reward_model(folder)
+def _cached_model(folder: str, mtime: float) -> reward_model.RewardModel:
+    return reward_model.load_reward_model(folder)
 
 
 # ---------------------------------------------------------------- the tab
@@ -274,36 +297,32 @@ def build_reward_tab(ctx: UIContext) -> None:
 
 
 FORM = ("data", "data_source", "eval_data", "eval_fraction", "backbone", "epochs", "max_steps", "learning_rate",
-        "batch_size", "max_length", "ensemble")  # build_config's arguments, in order
+        "batch_size", "max_length", "ensemble", "broken_pairs")  # the form's inputs, passed to `start` by name
 
 
 def _form(jt: JobTab) -> None:
-    """The training settings, each added to `jt` under its build_config name."""
+    """The training settings, each added to `jt` under its RewardConfig field name."""
     ctx, defaults, limits = jt.ctx, reward.config_from(jt.ctx.preset), jt.ctx.preset.limits
+
+    def field(name: str, note: str = "", **kwargs: Any) -> Any:
+        return jt.add(name, field_input(REWARD_FIELDS[name], getattr(defaults, name), note, **kwargs))
+
     jt.add("data_source", ctx.data_source)
-    jt.add("data", gr.Textbox(ctx.preset.pairs, label="Training pairs",
-                              info="Follows the Data tab's choice; or type 'bundled', a file path, a hub id, or "
-                                   "feedback:NAME for the Feedback tab's votes (+bundled adds the demo set)."))
-    jt.add("eval_data", gr.Textbox("", label="Held-out pairs (optional)",
-                                   info="Empty: the source's test split, else a share of the training pairs."))
+    field("data", "follows the Data tab's choice")
+    field("eval_data")
     note = held_out_note(ctx.preset.pairs, "")
-    jt.add("eval_fraction", gr.Slider(0, 0.5, value=defaults.eval_fraction, step=0.05, label="Held-out share",
-                                      interactive=note["interactive"], info=note["info"],
-                                      elem_id="reward-eval-fraction"))
-    jt.add("backbone", gr.Textbox(defaults.backbone, label="Backbone (one-output sequence classifier)"))
+    field("eval_fraction", interactive=note["interactive"], info=note["info"], elem_id="reward-eval-fraction")
+    field("backbone")
     with gr.Row():
         # no minimum/maximum on the boxes: the handler checks them and says what is allowed
-        jt.add("epochs", gr.Number(defaults.epochs, label="Epochs"))
-        jt.add("max_steps", gr.Number(defaults.max_steps, label=f"Max steps (0 = by epochs; ≤ {limits.max_steps})",
-                                      precision=0))
+        field("epochs")
+        field("max_steps", f"at most {limits.max_steps}")
     with gr.Row():
-        jt.add("learning_rate", gr.Number(defaults.learning_rate, label="Learning rate"))
-        jt.add("batch_size", gr.Slider(1, limits.max_batch_size, value=defaults.batch_size, step=1,
-                                       label="Batch size (pairs)"))
-    jt.add("max_length", gr.Slider(32, 512, value=defaults.max_length, step=32,
-                                   label="Max length (tokens; oldest turns are cut first)"))
-    jt.add("ensemble", gr.Slider(1, reward.MAX_ENSEMBLE, value=defaults.ensemble, step=1, elem_id="reward-ensemble",
-                                 label="Models (an ensemble: each trains in full with its own seed; rewards averaged)"))
+        field("learning_rate")
+        field("batch_size", maximum=limits.max_batch_size)
+    field("max_length")
+    field("ensemble", elem_id="reward-ensemble")
+    field("broken_pairs", elem_id="reward-broken-pairs")
     gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
 
 

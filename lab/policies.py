@@ -1,0 +1,124 @@
+"""The models a stage samples from: the base policy (LoRA adapters off) or a PPO run's adapters on it, loaded once per
+policy, and the one sampling loop Compare, Feedback and PPO's evaluation share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from torch import nn
+
+from lab import models
+from lab.generate import GenerateConfig, adapter_mode, generate_batch, load_dtype
+from lab.rl import ValueHead
+from lab.runs import ACTIVE, Run, list_runs, open_run
+
+PPO_KIND = "ppo"
+BASE = "base"
+VALUE_HEAD_FILE = "value_head.safetensors"  # next to a PPO run's adapters
+
+
+@dataclass(frozen=True)
+class Side:
+    """One model of the comparison: a policy, with one PPO run's adapters or with none (the base)."""
+
+    key: str  # "a" or "b": the adapter name too
+    label: str  # "base" or the run id
+    policy: str  # model spec
+    adapter_dir: Path | None
+    reward_model: str  # the reward model its run trained against ("" for the base)
+
+
+def ppo_runs(root: Path | None = None) -> list[Run]:
+    """Finished PPO runs that saved adapters, newest first."""
+    runs = list_runs(kind=PPO_KIND, root=root)
+    return [r for r in runs if _adapter_ready(r) and r.status().get("status") not in ACTIVE]
+
+
+def _adapter_ready(run: Run) -> bool:
+    return (run.model_dir / "adapter_config.json").exists()
+
+
+def open_ppo_run(choice: str, root: Path | None = None) -> Run:
+    """A PPO run by id or folder; ValueError says what is missing."""
+    run = open_run(choice.strip(), root)
+    config = run.config
+    if not config.get("policy"):
+        raise ValueError(f"run '{run.id}' has no 'policy' in its config.json: is it a PPO run?")
+    if not _adapter_ready(run):
+        raise ValueError(
+            f"run '{run.id}' has no saved adapters (model/adapter_config.json): is the PPO run finished?"
+        )
+    return run
+
+
+
+def resolve_sides(model_a: str, model_b: str, root: Path | None = None) -> tuple[Side, Side]:
+    """Model A and Model B, each 'base' or a PPO run (id or folder); 'base' means the policy of the other side's run
+    with its adapters disabled."""
+    choices = {"a": model_a.strip(), "b": model_b.strip()}
+    runs = {k: None if c == BASE else open_ppo_run(c, root) for k, c in choices.items()}
+    policy_of = {k: r.config["policy"] for k, r in runs.items() if r is not None}
+    sides = []
+    for key, run in runs.items():
+        if run is None:
+            other = policy_of["b" if key == "a" else "a"]
+            sides.append(Side(key, BASE, other, None, ""))
+        else:
+            reward = str(run.config.get("reward_model") or "")
+            sides.append(Side(key, run.id, run.config["policy"], run.model_dir, reward))
+    return sides[0], sides[1]
+
+
+def load_policies(sides: tuple[Side, Side], quantize_4bit: bool, precision: str = "auto") -> dict[str, tuple[Any, Any]]:
+    """One model per distinct policy, carrying the adapters of every run that uses it (named by side key)."""
+    from peft import PeftModel  # heavy: imported when models load, not when the app starts
+
+    loaded: dict[str, tuple[Any, Any]] = {}
+    for policy in dict.fromkeys(s.policy for s in sides):
+        model = models.load_causal_lm(policy, quantize_4bit=quantize_4bit, dtype=load_dtype(precision))
+        for side in (s for s in sides if s.policy == policy and s.adapter_dir is not None):
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(side.adapter_dir), adapter_name=side.key, is_trainable=False)
+            else:
+                model = PeftModel.from_pretrained(model, str(side.adapter_dir), adapter_name=side.key)
+        loaded[policy] = (model.eval(), models.load_tokenizer(policy))
+    return loaded
+
+
+
+def sample(side: Side, policies: dict[str, tuple[Any, Any]], prompts: list[str], gen: GenerateConfig,
+           seed: int) -> list[str]:
+    """One answer per prompt from `side`: its policy with its adapters on (the base: all adapters off)."""
+    model, tokenizer = policies[side.policy]
+    with adapter_mode(model, side.key if side.adapter_dir else None):
+        return generate_batch(model, tokenizer, prompts, gen, seed)
+
+
+# ---------------------------------------------------------------- the policy PPO trains
+
+
+def load_trainable_policy(spec: str, quantize_4bit: bool, lora: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """The policy to train: 4-bit base + LoRA on CUDA, full precision + LoRA on CPU; and its tokenizer."""
+    tokenizer = models.load_tokenizer(spec, padding_side="left")
+    base = models.load_causal_lm(spec, quantize_4bit=quantize_4bit)
+    lora = dict(lora)
+    model = models.add_lora(base, r=lora.pop("r", 16), alpha=lora.pop("alpha", 32), dropout=lora.pop("dropout", 0.05),
+                            **lora)
+    return model.eval(), tokenizer
+
+
+def new_value_head(model: nn.Module) -> ValueHead:
+    """A value head for the policy's hidden size, on the policy's device, its output zero at first."""
+    device = next(p for p in model.parameters()).device
+    return ValueHead(model.config.hidden_size).to(device)
+
+
+def save_policy(model: nn.Module, value_head: ValueHead, tokenizer: Any, folder: Path) -> None:
+    """LoRA adapters (peft save_pretrained), the value head and the tokenizer in folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}, folder / VALUE_HEAD_FILE)

@@ -1,0 +1,180 @@
+"""Rollouts for PPO: sample responses from the policy, then the log-probs (and values) of a batch of them.
+
+Every forward pass here uses the shapes and precision of the training passes, so the PPO ratio is exactly 1 and the
+KL exactly 0 before the first update (see `lab.ppo`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import torch
+from torch import nn
+from lab import models
+from lab.rl import ValueHead, logprobs_from_logits, response_mask
+
+# Sample from the policy itself: a model's generation_config (repetition penalty, typical-p, ...) must not reshape
+# the distribution, or the rollouts stop being on-policy and the KL estimate is biased.
+UNSHAPED_SAMPLING = {"do_sample": True, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "typical_p": 1.0,
+                     "min_p": 0.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+
+# Attention implementation per device type for decoding (absent: the model's own); lab.ppo picks the training one.
+DECODE_ATTENTION = {"cpu": "sdpa"}
+
+
+class RolloutSettings(Protocol):
+    """The fields of lab.ppo.PPOConfig that sampling and the forward passes read."""
+
+    mini_batch_size: int
+    temperature: float
+    bf16: bool
+    generation_batch_size: int
+    top_k: int
+    top_p: float
+    output_min_length: int
+
+
+@dataclass
+class Batch:
+    """One batch of rollouts as tensors: left-padded queries followed by right-padded responses."""
+
+    input_ids: torch.Tensor  # (B, Q + R)
+    attention_mask: torch.Tensor  # (B, Q + R)
+    mask: torch.Tensor  # (B, R): 1 on real response tokens (EOS included)
+
+    @property
+    def response_length(self) -> int:
+        return self.mask.shape[1]
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.input_ids[:, -self.response_length :]  # (B, R)
+
+    def select(self, idx: torch.Tensor) -> Batch:
+        return Batch(self.input_ids[idx], self.attention_mask[idx], self.mask[idx])
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on the model's device when asked (CPUs with AVX512-BF16 run it ~2x faster)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def forward_policy(
+    model: nn.Module, value_head: ValueHead | None, batch: Batch, temperature: float, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the response tokens (B, R) and, with a value head, the value before each of them (B, R)."""
+    r = batch.response_length
+    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
+    with autocast(batch.input_ids.device, bf16):
+        out = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
+            logits_to_keep=r + 1,  # the lm_head only for positions that predict a response token
+            output_hidden_states=value_head is not None, use_cache=False,
+        )
+    logprobs = logprobs_from_logits(out.logits[:, :-1], batch.responses, temperature)  # (B, R)
+    if value_head is None:
+        return logprobs, None
+    hidden = out.hidden_states[-1][:, -r - 1 : -1]  # (B, R, H): the states whose logits predict each token
+    return logprobs, value_head(hidden.float())
+
+
+@torch.no_grad()
+def batched_forward(
+    model: nn.Module, value_head: ValueHead | None, batch: Batch, cfg: RolloutSettings, reference: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """forward_policy in chunks of mini_batch_size (the training shapes, so old and new log-probs agree exactly)."""
+    head = None if reference else value_head
+    logprobs, values = [], []
+    with model.disable_adapter() if reference else contextlib.nullcontext():
+        for idx in torch.arange(len(batch.input_ids)).split(cfg.mini_batch_size):
+            lp, v = forward_policy(model, head, batch.select(idx), cfg.temperature, cfg.bf16)
+            logprobs.append(lp)
+            values.append(v)
+    return torch.cat(logprobs), None if head is None else torch.cat(values)
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+class LengthSampler:
+    """Response lengths drawn uniformly from [min, max], both included (TRL's excluded the max)."""
+
+    def __init__(self, min_value: int, max_value: int, rng: random.Random) -> None:
+        self.min_value, self.max_value, self.rng = min_value, max_value, rng
+
+    def __call__(self, n: int) -> list[int]:
+        return [self.rng.randint(self.min_value, self.max_value) for _ in range(n)]
+
+
+def prompt_batches(prompts: Sequence[str], batch_size: int, rng: random.Random) -> Iterator[list[str]]:
+    """Endless batches of prompts, reshuffled every pass (a prompt set smaller than a batch repeats)."""
+    order: list[str] = []
+    while True:
+        while len(order) < batch_size:
+            more = list(prompts)
+            rng.shuffle(more)
+            order += more
+        yield order[:batch_size]
+        order = order[batch_size:]
+
+
+class _StopCriterion:
+    """Ends generation early when the job is asked to stop (a transformers StoppingCriteria)."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
+
+
+@torch.no_grad()
+def generate_responses(
+    model: nn.Module, tokenizer: Any, query: dict, lengths: list[int], cfg: RolloutSettings,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Batch:
+    """Sample responses with a KV cache (top_k=0, top_p=1), cut each at its drawn length or its EOS."""
+    from transformers import StoppingCriteriaList  # heavy: the app imports this module at start, jobs use it
+
+    chunk = cfg.generation_batch_size or len(lengths)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    stop = StoppingCriteriaList([_StopCriterion(should_stop)])
+    pieces = []
+    for start in range(0, len(lengths), chunk):
+        part = {k: v[start : start + chunk] for k, v in query.items()}
+        device = part["input_ids"].device
+        # CPU: sdpa decodes faster, eager trains faster (benchmarks/bench_ppo.py); rollout log-probs are never used,
+        # every log-prob PPO compares comes from the training passes, so the switch keeps the ratio exact
+        with autocast(device, cfg.bf16), models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
+            out = model.generate(
+                **part, **UNSHAPED_SAMPLING, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
+                max_new_tokens=max(lengths[start : start + chunk]), min_new_tokens=cfg.output_min_length,
+                eos_token_id=eos, pad_token_id=pad, stopping_criteria=stop,
+            )
+        pieces.append(out[:, part["input_ids"].shape[1] :])
+    width = max(p.shape[1] for p in pieces)
+    responses = torch.cat([nn.functional.pad(p, (0, width - p.shape[1]), value=pad) for p in pieces])  # (B, R)
+    mask = response_mask(responses, lengths, eos)
+    width = max(int(mask.sum(-1).max()), 1)  # drop columns that are padding in every row
+    responses, mask = responses[:, :width], mask[:, :width]
+    responses = torch.where(mask.bool(), responses, torch.full_like(responses, pad))
+    return Batch(
+        input_ids=torch.cat([query["input_ids"], responses], dim=1),
+        attention_mask=torch.cat([query["attention_mask"], mask.to(query["attention_mask"].dtype)], dim=1),
+        mask=mask,
+    )
+
+
+def response_tokens(tokenizer: Any, batch: Batch) -> list[list[str]]:
+    """Each response as the text of its real tokens, one string per token (for per-token KL views)."""
+    return [[tokenizer.decode([t]) for t in row[m.bool()].tolist()] for row, m in zip(batch.responses, batch.mask)]
+
+
+def decode_responses(tokenizer: Any, batch: Batch) -> list[str]:
+    """Response texts without special tokens (EOS and padding dropped)."""
+    return [
+        tokenizer.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(batch.responses, batch.mask)
+    ]

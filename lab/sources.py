@@ -1,0 +1,115 @@
+"""Every data source by name: what `lab.data` reads (bundled, files, hub ids) and the Feedback tab's vote sets as
+`feedback:NAME[@N]`, alone or joined with other sources by '+'. Stages resolve and check sources only here."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lab import data, models
+from lab.data import Pair, PairSet, hub_files, resolve_path, to_hh
+from lab.votes import check_name, export_rows, open_set
+
+SOURCE_PREFIX = "feedback:"  # `feedback:NAME` as a data source; `feedback:NAME@N` = its first N votes
+MIX = "+"  # `feedback:NAME+bundled`: the votes plus another source's pairs
+
+
+def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None, seed: int = 0) -> PairSet:
+    """Preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id (a `limit` sample of it seeded by
+    `seed`) or 'feedback:NAME[@N][+other]'."""
+    if is_feedback_source(source) or is_mix(source):
+        return load_source(source.strip(), limit, allowed_dirs)
+    return data.load_pairs(source, limit, allowed_dirs, seed)
+
+
+def is_feedback_source(source: str) -> bool:
+    """True for `feedback:NAME[@N]`, alone or mixed with other sources by '+'."""
+    return any(part.strip().startswith(SOURCE_PREFIX) for part in source.split(MIX))
+
+
+def is_mix(source: str) -> bool:
+    """True for sources joined by '+' (`hh.jsonl.gz+bundled:helpful`); a file whose own name has a '+' is a file."""
+    return MIX in source and not Path(source.strip()).expanduser().exists()
+
+
+def parse_part(part: str) -> tuple[str, int | None]:
+    """'feedback:NAME[@N]' -> (NAME, N or None)."""
+    spec = part.strip()[len(SOURCE_PREFIX):]
+    name, _, count = spec.partition("@")
+    if count and not count.isdigit():
+        raise ValueError(f"'{part}': the number after '@' counts votes, e.g. feedback:{name}@100")
+    return check_name(name), int(count) if count else None
+
+
+def load_feedback_pairs(name: str, limit: int | None = None, root: Path | None = None) -> PairSet:
+    """A set's A/B votes as preference pairs (the first `limit` votes when given)."""
+    fs = open_set(name, root)
+    votes = fs.votes(limit)
+    rows = export_rows(votes, "pcr")
+    if not rows:
+        raise ValueError(f"feedback set '{fs.name}' has no 'A is better' or 'B is better' vote yet "
+                         f"({len(votes)} votes, ties and both-bad are not pairs): vote first")
+    pairs = [Pair(*to_hh(r["prompt"], r["chosen"]), to_hh(r["prompt"], r["rejected"])[1]) for r in rows]
+    note = f"{len(rows)} pairs from {len(votes)} votes in feedback set '{fs.name}'"
+    return PairSet(f"{SOURCE_PREFIX}{fs.name}", pairs, notes=[note])
+
+
+def load_source(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
+    """Sources joined by '+', `feedback:NAME[@N]` among them or not (`load_pairs` comes here for them). When one
+    source has train/test splits, the pairs of the others join its train split, so its test pairs stay held out.
+    A part's pairs keep their subset, or get the part's name as one, so a run can say what its mix was."""
+    sets, notes = [], []
+    for part in [p.strip() for p in source.split(MIX) if p.strip()]:
+        if part.startswith(SOURCE_PREFIX):
+            sets.append(load_feedback_pairs(*parse_part(part)))
+        else:
+            sets.append(data.load_pairs(part, allowed_dirs=allowed_dirs))
+        if is_mix(source):
+            sets[-1].pairs = [p if p.subset else replace(p, subset=Path(part).name) for p in sets[-1].pairs]
+        notes += sets[-1].notes
+    has_splits = any(p.split for s in sets for p in s.pairs)
+    pairs = [p if p.split or not has_splits else replace(p, split="train") for s in sets for p in s.pairs]
+    return PairSet(source, pairs[:limit] if limit else pairs, sum(s.dropped_identical for s in sets), notes)
+
+
+def split_source(source: str, root: Path | None = None) -> list[str]:
+    """The parts of a data source that are not feedback sets, after checking that those sets exist."""
+    others = []
+    for part in [p.strip() for p in source.split(MIX)] if is_feedback_source(source) or is_mix(source) else [source]:
+        if part.startswith(SOURCE_PREFIX):
+            open_set(parse_part(part)[0], root)
+        else:
+            others.append(part)
+    return others
+
+
+def pin_source(source: str, root: Path | None = None) -> str:
+    """Votes keep arriving while a reward model trains: fix each `feedback:NAME` to the votes there now (`@N`)."""
+    parts = []
+    for part in source.split(MIX):
+        if part.strip().startswith(SOURCE_PREFIX) and "@" not in part:
+            name, _ = parse_part(part)
+            part = f"{SOURCE_PREFIX}{name}@{len(open_set(name, root).votes())}"
+        parts.append(part.strip())
+    return MIX.join(parts)
+
+
+def provenance(source: str, root: Path | None = None) -> dict[str, Any]:
+    """Which votes a pinned source reads: per set the vote count and a sha256 of their ids ({} if no set)."""
+    out = {}
+    for part in source.split(MIX):
+        if part.strip().startswith(SOURCE_PREFIX):
+            name, count = parse_part(part)
+            ids = [v["id"] for v in open_set(name, root).votes(count)]
+            out[name] = {"votes": len(ids), "votes_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+    return {"feedback_votes": out} if out else {}
+
+
+def check_prompt_source(source: str, allowed_dirs: list[Path] | None = None) -> None:
+    """A prompt file must exist (within the allowed folders); a hub id needs the hub."""
+    if source.startswith("bundled") or resolve_path(source, allowed_dirs) is not None:
+        return
+    if hub_files(source) is None:  # no plain data files: `datasets` reads it, from the hub
+        models.require_hub(source)
