@@ -18,6 +18,7 @@ from lab.votes import FeedbackSet, add_pairs, check_name, create_set, shuffle_si
 
 KIND = "feedback"
 SECOND_SAMPLE_SEED = 10_000  # two samples of one model: the second uses seed + this
+CUT_MARK = "…"  # ends an answer cut at the token limit: a voter sees it was cut, not finished
 
 @dataclass
 class FeedbackConfig:
@@ -117,7 +118,7 @@ def generate_pairs(ctx: JobContext) -> dict[str, Any]:
         answers = []
         for k, side in enumerate(sides):
             sample_seed = seed + b + (SECOND_SAMPLE_SEED * k if same else 0)  # same model: a different sample
-            answers.append(sample(side, policies, batch, gen, sample_seed))
+            answers.append(sample(side, policies, batch, gen, sample_seed, cut_mark=CUT_MARK))
         rows = [{"prompt": p, "answer_a": a, "answer_b": bb, "model_a": labels[0], "model_b": labels[1]}
                 for p, a, bb in zip(batch, *answers) if a.strip() and bb.strip() and a.strip() != bb.strip()]
         skipped += len(batch) - len(rows)

@@ -129,18 +129,22 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids | {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
 
 
-def decode_completions(tokenizer: Any, tokens: torch.Tensor, stop_ids: set[int]) -> list[str]:
-    """Generated tokens only (the prompt is not echoed), cut at the first stop token, special tokens dropped."""
+def decode_completions(tokenizer: Any, tokens: torch.Tensor, stop_ids: set[int], cut_mark: str = "") -> list[str]:
+    """Generated tokens only (the prompt is not echoed), cut at the first stop token, special tokens dropped;
+    `cut_mark` ends an answer that hit the token limit without a stop token (it was cut, not finished)."""
     out = []
     for row in tokens.tolist():
-        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
-        out.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        cut = next((i for i, t in enumerate(row) if t in stop_ids), None)
+        text = tokenizer.decode(row[:cut], skip_special_tokens=True).strip()
+        out.append(text + cut_mark if cut is None and text and cut_mark else text)
     return out
 
 
 @torch.inference_mode()
-def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig, seed: int) -> list[str]:
-    """Completions for one batch of prompts, sampled after `torch.manual_seed(seed)`."""
+def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig, seed: int,
+                   cut_mark: str = "") -> list[str]:
+    """Completions for one batch of prompts, sampled after `torch.manual_seed(seed)`; `cut_mark` ends those cut at
+    the token limit."""
     device = model_device(model)
     enc = encode_chat(tokenizer, prompts, device)
     kwargs: dict[str, Any] = {
@@ -161,7 +165,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
             tokens = model.generate(**enc, **kwargs)
     finally:
         model.train(was_training)
-    return decode_completions(tokenizer, tokens[:, enc["input_ids"].shape[1] :], _stop_ids(model, tokenizer))
+    return decode_completions(tokenizer, tokens[:, enc["input_ids"].shape[1] :], _stop_ids(model, tokenizer), cut_mark)
 
 
 # ---------------------------------------------------------------- one copy of the weights, two models

@@ -133,16 +133,20 @@ class JobManager:
         job = self._job
         return job if job and job.active else None
 
+    def check_free(self, owner: str = "cli") -> None:
+        """JobBusy if a job is running: the first thing a visitor pressing Start must hear, before any form check."""
+        current = self.active()
+        if current:
+            who = "you" if current.owner == owner else "another visitor"
+            raise JobBusy(
+                f"a {current.kind} job started by {who} is running ({current.describe()}); "
+                "one job runs at a time: wait for it to finish"
+            )
+
     def start(self, kind: str, fn: JobFn, config: dict[str, Any], owner: str = "cli") -> Job:
         """Create a run folder and start `fn` in a worker thread; JobBusy if a job is running."""
         with self._lock:
-            current = self.active()
-            if current:
-                who = "you" if current.owner == owner else "another visitor"
-                raise JobBusy(
-                    f"a {current.kind} job started by {who} is running ({current.describe()}); "
-                    "one job runs at a time: wait for it to finish"
-                )
+            self.check_free(owner)
             run = runs.new_run(kind, config, self.root)
             job = Job(kind=kind, owner=owner, ctx=JobContext(run=run, config=config))
             job.thread = threading.Thread(target=self._work, args=(job, fn), name=f"job-{run.id}", daemon=True)

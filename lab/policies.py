@@ -90,11 +90,12 @@ def load_policies(sides: tuple[Side, Side], quantize_4bit: bool, precision: str 
 
 
 def sample(side: Side, policies: dict[str, tuple[Any, Any]], prompts: list[str], gen: GenerateConfig,
-           seed: int) -> list[str]:
-    """One answer per prompt from `side`: its policy with its adapters on (the base: all adapters off)."""
+           seed: int, cut_mark: str = "") -> list[str]:
+    """One answer per prompt from `side`: its policy with its adapters on (the base: all adapters off); `cut_mark`
+    ends an answer cut at the token limit."""
     model, tokenizer = policies[side.policy]
     with adapter_mode(model, side.key if side.adapter_dir else None):
-        return generate_batch(model, tokenizer, prompts, gen, seed)
+        return generate_batch(model, tokenizer, prompts, gen, seed, cut_mark)
 
 
 # ---------------------------------------------------------------- the policy PPO trains

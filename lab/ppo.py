@@ -350,6 +350,8 @@ def step_metrics(r: Rollout, kl_coef: float) -> dict[str, float]:
         "objective/kl": seq_kl.mean().item(),
         "objective/kl_coef": kl_coef,
         "objective/entropy": (-r.old_logprobs * mask).sum(-1).mean().item(),  # the seed's estimate: -log p summed
+        # per token, so shorter answers alone do not lower it: mean −log p of the sampled tokens
+        "objective/entropy_per_token": ((-r.old_logprobs * mask).sum() / mask.sum().clamp(min=1)).item(),
         "objective/non_score_reward": (-kl_coef * r.kl).sum(-1).mean().item(),
         "env/reward_length_corr": stats.pearson(r.raw_scores.tolist(), lengths.tolist()) or 0.0,
         "ppo/advantages/mean": masked_mean(r.advantages, mask).item(),
@@ -361,12 +363,14 @@ def step_metrics(r: Rollout, kl_coef: float) -> dict[str, float]:
 
 
 def sample_rows(r: Rollout, tokenizer: Any, step: int) -> list[dict[str, Any]]:
-    """One row per rollout: prompt, response, reward, KL, and the response's tokens with their per-token KL."""
+    """One row per rollout: prompt, response, reward, KL, and the response's decoded spans (whole characters:
+    `tokens`, with `span_len` tokens each) with the per-token KL (`token_kl`)."""
     return [
-        {"step": step, "prompt": p, "response": text, "reward": round(s, 5), "kl": round(k, 5), "length": len(toks),
-         "tokens": toks, "token_kl": [round(x, 4) for x in row[: len(toks)]]}
-        for p, text, s, k, toks, row in zip(r.prompts, r.responses, r.raw_scores.tolist(), r.kl.sum(-1).tolist(),
-                                            response_tokens(tokenizer, r.batch), r.kl.tolist())
+        {"step": step, "prompt": p, "response": text, "reward": round(s, 5), "kl": round(k, 5), "length": n,
+         "tokens": [t for t, _ in spans], "span_len": [c for _, c in spans], "token_kl": [round(x, 4) for x in row[:n]]}
+        for p, text, s, k, spans, row, n in zip(r.prompts, r.responses, r.raw_scores.tolist(), r.kl.sum(-1).tolist(),
+                                                response_tokens(tokenizer, r.batch), r.kl.tolist(),
+                                                r.batch.mask.sum(-1).long().tolist())
     ]
 
 
@@ -410,25 +414,36 @@ def run_ppo(
     return history
 
 
+def summary_window(steps: int) -> int:
+    """Steps averaged at each end: WINDOW, or a third of a short run (so first and last never share a step); 0 for
+    a single step, which has nothing to compare."""
+    return min(WINDOW, max(steps // 3, 1)) if steps >= 2 else 0
+
+
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """steps, reward_first / reward_last (mean reward over the first / last 5 steps) with the standard error of
-    their difference (from the spread of those steps' rewards), kl_last, seconds_per_step."""
-    if not history:
-        return {"steps": 0, "reward_first": None, "reward_last": None, "reward_rise_se": None, "kl_last": None,
-                "seconds_per_step": None}
-    first = [r["env/reward_mean"] for r in history[:WINDOW]]
-    last = [r["env/reward_mean"] for r in history[-WINDOW:]]
+    """steps, reward_first / reward_last (mean reward over the first / last `window` steps, never overlapping) with
+    the standard error of their difference (from the spread of those steps' rewards), kl_last, seconds_per_step."""
+    history = [r for r in history if isinstance(r.get("env/reward_mean"), (int, float))]
+    window = summary_window(len(history))
+    if not window:
+        return {"steps": len(history), "window": 0, "reward_first": None, "reward_last": None,
+                "reward_rise_se": None, "kl_last": history[-1]["objective/kl"] if history else None,
+                "seconds_per_step": history[-1].get("time/step") if history else None}
+    first = [r["env/reward_mean"] for r in history[:window]]
+    last = [r["env/reward_mean"] for r in history[-window:]]
+    timed = [r["time/step"] for r in history if isinstance(r.get("time/step"), (int, float))]
 
     def var_of_mean(xs: list[float]) -> float:
         return statistics.variance(xs) / len(xs) if len(xs) > 1 else 0.0
 
     return {
         "steps": len(history),
+        "window": window,
         "reward_first": round(statistics.fmean(first), 5),
         "reward_last": round(statistics.fmean(last), 5),
         "reward_rise_se": round(math.sqrt(var_of_mean(first) + var_of_mean(last)), 5),
         "kl_last": round(history[-1]["objective/kl"], 5),
-        "seconds_per_step": round(statistics.fmean(r["time/step"] for r in history), 5),
+        "seconds_per_step": round(statistics.fmean(timed), 5) if timed else None,
     }
 
 

@@ -168,9 +168,27 @@ def generate_responses(
     )
 
 
-def response_tokens(tokenizer: Any, batch: Batch) -> list[list[str]]:
-    """Each response as the text of its real tokens, one string per token (for per-token KL views)."""
-    return [[tokenizer.decode([t]) for t in row[m.bool()].tolist()] for row, m in zip(batch.responses, batch.mask)]
+MAX_SPAN = 8  # tokens: a span that still decodes to U+FFFD after this many is cut anyway (bytes that never form text)
+
+
+def decode_spans(tokenizer: Any, ids: list[int]) -> list[tuple[str, int]]:
+    """(text, tokens) spans of one response for per-token views: a token whose bytes are only part of a character
+    (an emoji is often 2-4 byte-level tokens) decodes alone to U+FFFD, so tokens are grouped until the group's
+    text is whole. Most spans are one token."""
+    spans: list[tuple[str, int]] = []
+    start = 0
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[start:end])
+        if "\ufffd" in text and end < len(ids) and end - start < MAX_SPAN:
+            continue
+        spans.append((text, end - start))
+        start = end
+    return spans
+
+
+def response_tokens(tokenizer: Any, batch: Batch) -> list[list[tuple[str, int]]]:
+    """Each response's real tokens as decoded spans (whole characters; see decode_spans), for per-token KL views."""
+    return [decode_spans(tokenizer, row[m.bool()].tolist()) for row, m in zip(batch.responses, batch.mask)]
 
 
 def decode_responses(tokenizer: Any, batch: Batch) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
 import threading
 import time
@@ -13,8 +14,10 @@ from typing import Any
 
 ACTIVE = ("queued", "running", "stopping")
 FINISHED = ("done", "failed", "stopped", "interrupted")
+TRAINED = ("reward", "ppo")  # kinds whose runs count training steps
 
 
+HOST = platform.node() or "?"  # a run records where it ran: seconds per step measured elsewhere say nothing here
 PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, where it has some
 PERSISTENT_RUNS = "rlhf-lab-runs"
 
@@ -106,11 +109,28 @@ class Run:
     def summary(self) -> dict[str, Any]:
         return self.status().get("summary") or {}
 
+    def trained_steps(self) -> int:
+        """Training steps this run finished: its summary's count, else the metric rows with a step."""
+        steps = self.summary().get("steps")
+        if isinstance(steps, int) and not isinstance(steps, bool):
+            return steps
+        return sum(1 for r in self.metrics() if isinstance(r.get("step"), int))
+
+    def finished_ok(self) -> bool:
+        """Ran to its end (`done`); a stopped, interrupted or failed run is never a default."""
+        return self.status().get("status") == "done"
+
     def label(self) -> str:
-        """One short line for a dropdown: id, status and the headline number in words."""
+        """One short line for a dropdown: id, status (a run that did not finish says so, and how far it got) and the
+        headline number in words."""
         st = self.status()
         summary = st.get("summary") or {}
-        bits = [self.id, st.get("status", "?")]
+        state = st.get("status", "?")
+        if state in FINISHED and state != "done":
+            steps = self.trained_steps() if self.kind in TRAINED else None
+            after = "" if steps is None else f" after {steps} step{'' if steps == 1 else 's'}"
+            state = f"{state.upper()}{after} (not finished)"
+        bits = [self.id, state]
         for key, name in (("eval_accuracy", "accuracy"), ("reward_last", "reward"), ("toxicity_rlhf", "toxicity")):
             if isinstance(summary.get(key), (int, float)):
                 bits.append(f"{name} {summary[key]:.3f}")
@@ -130,7 +150,7 @@ def new_run(kind: str, config: dict[str, Any], root: Path | None = None, path: P
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise ValueError(f"'{path}' already exists and is not an empty folder: choose a new run folder")
         path.mkdir(parents=True, exist_ok=True)
-    _write_json(path / "config.json", {"kind": kind, "created": time.time(), **config})
+    _write_json(path / "config.json", {"kind": kind, "created": time.time(), "host": HOST, **config})
     run = Run(path)
     run.set_status("queued")
     return run
@@ -165,6 +185,53 @@ def list_runs(kind: str | None = None, root: Path | None = None, status: tuple[s
             continue
         runs.append(run)
     return sorted(runs, key=lambda r: r.config.get("created", 0), reverse=True)
+
+
+def seconds_per_step(rows: list[dict[str, Any]]) -> tuple[float, int] | None:
+    """(wall-clock seconds per training step, steps timed) from metric rows' `time` and `step`: each gap in which the
+    step count rose (evaluations and saving included, as a visitor waits for them). None without two timed steps."""
+    timed = [(r["time"], r["step"]) for r in rows
+             if isinstance(r.get("time"), (int, float)) and isinstance(r.get("step"), (int, float))]
+    seconds = steps = 0.0
+    for (t0, s0), (t1, s1) in zip(timed, timed[1:]):
+        if s1 > s0:
+            seconds, steps = seconds + (t1 - t0), steps + (s1 - s0)
+    return (seconds / steps, int(steps)) if steps else None
+
+
+def measured_pace(kind: str, root: Path | None = None) -> dict[str, Any] | None:
+    """The newest run of `kind` on this machine with at least two timed steps: {"run", "seconds_per_step", "steps",
+    "config"}; None when this machine has measured nothing yet (runs from elsewhere do not count)."""
+    for run in list_runs(kind=kind, root=root):
+        try:
+            config = run.config
+            if config.get("host") != HOST or run.status().get("status") in ACTIVE:
+                continue
+            pace = seconds_per_step(run.metrics())
+        except (json.JSONDecodeError, OSError):
+            continue
+        if pace is not None:
+            return {"run": run.id, "seconds_per_step": pace[0], "steps": pace[1], "config": config}
+    return None
+
+
+def duration(seconds: float) -> str:
+    """Seconds in words a visitor reads at a glance: '40 s', '12 min', '1 h 05 min'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def default_choice(choices: list[tuple[str, str]], runs: list[Run], current: str | None = None) -> str | None:
+    """The value a run dropdown defaults to: `current` while it is still offered, else the newest run that finished
+    (`done`), else None. A stopped or failed run stays in the list but is never picked for the visitor."""
+    ids = [value for _, value in choices]
+    if current and current in ids:
+        return current
+    done = {r.id for r in runs if r.finished_ok()}
+    return next((value for value in ids if value in done), None)
 
 
 def mark_interrupted(root: Path | None = None) -> list[str]:

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import math
+
 import numpy as np
 
 N_BOOT = 2000
 LEVEL = 0.95
+# One rule for "better", everywhere (Reward tab's scoring box, Compare's badges, per-prompt marks and verdicts): the
+# reward model's own reading of two scores, P(A better) = σ(r_A − r_B) (Bradley-Terry, how it was trained). Inside
+# this band it cannot tell the answers apart: "about even".
+EVEN_BAND = (0.4, 0.6)
+EVEN_MARGIN = math.log(EVEN_BAND[1] / (1 - EVEN_BAND[1]))  # |r_A − r_B| below this (≈ 0.405) is "about even"
+FEW_PROMPTS = 4  # "a few prompts carry the mean": at most this many
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -64,13 +72,45 @@ def length_adjusted(
     return {"mean": adjusted(np.arange(n)), "lo": float(lo), "hi": float(hi), "n": n, "slope_per_char": slope}
 
 
-def verdict(ci: dict[str, float]) -> str:
-    """'B higher', 'B lower' or 'no clear difference': whether the 95% interval of B − A excludes 0."""
-    if ci["lo"] > 0:
+def p_better(a: float, b: float) -> float:
+    """P(A better than B) = σ(r_A − r_B), the reward model's Bradley-Terry reading of two scores."""
+    return 1 / (1 + math.exp(-(a - b)))
+
+
+def preferred(a: float | None, b: float | None) -> str | None:
+    """'a' or 'b' when the reward model takes a side (P outside EVEN_BAND), else None (about even, or unscored)."""
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return None
+    p = p_better(a, b)
+    return "a" if p > EVEN_BAND[1] else "b" if p < EVEN_BAND[0] else None
+
+
+def verdict(ci: dict[str, float], per_prompt: bool = False) -> str:
+    """'B higher', 'B lower' or 'no clear difference': the 95% interval of B − A must exclude 0 and, for a reward
+    (`per_prompt`), the mean difference must also be one the reward model would take a side on (outside EVEN_BAND):
+    a difference it calls "about even" on one prompt is not "clearly higher" on average, however many prompts."""
+    big = not per_prompt or abs(ci["mean"]) > EVEN_MARGIN
+    if ci["lo"] > 0 and big:
         return "B higher"
-    if ci["hi"] < 0:
+    if ci["hi"] < 0 and big:
         return "B lower"
     return "no clear difference"
+
+
+def carried_by_few(diffs: Sequence[float], k: int = FEW_PROMPTS) -> dict[str, Any] | None:
+    """When a few prompts carry the mean: the k prompts pushing hardest in the mean's direction (k ≤ a quarter of
+    the prompts) give more than half of the total, or leaving them out flips the mean's sign. None otherwise."""
+    d = np.asarray(diffs, float)
+    k = min(k, len(d) // 4)
+    total = float(d.sum())
+    if k < 1 or total == 0:
+        return None
+    top = np.sort(d)[::-1][:k] if total > 0 else np.sort(d)[:k]
+    rest = (total - float(top.sum())) / (len(d) - k)
+    share = float(top.sum()) / total
+    if share <= 0.5 and np.sign(rest) == np.sign(total):
+        return None
+    return {"k": k, "share": share, "mean_without": rest}
 
 
 def paired_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,7 +131,10 @@ def paired_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ra, rb = [rows[i]["reward_a"] for i in scored], [rows[i]["reward_b"] for i in scored]
         la, lb = [len_a[i] for i in scored], [len_b[i] for i in scored]
         diffs = [b - a for a, b in zip(ra, rb)]
-        out["reward"] = {**bootstrap_mean(diffs), "b_higher": sum(d > 0 for d in diffs)}
+        sides = [preferred(a, b) for a, b in zip(ra, rb)]
+        out["reward"] = {**bootstrap_mean(diffs), "b_higher": sum(d > 0 for d in diffs),
+                         "b_preferred": sides.count("b"), "a_preferred": sides.count("a"), "even": sides.count(None),
+                         "few": carried_by_few(diffs)}
         out["reward_length_adjusted"] = length_adjusted(ra, rb, la, lb)
         out["length_reward_corr"] = pearson(la + lb, ra + rb)
     return out

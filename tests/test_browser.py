@@ -187,12 +187,21 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
     assert max(seen) >= 2 and len(set(seen)) >= 2, f"the loss plot never grew: {seen}"
     _wait_text(page, "#reward-results", ("accuracy",), 60)
     page.screenshot(path=str(shots / "screenshot-reward-end.png"), full_page=True)
+    _assert_shared_bins(page, "reward-margins")
 
     # 3. PPO: two tiny steps; reward and KL plots update. A second visitor sees the job and cannot start another.
     _tab(page, "PPO")
     page.get_by_role("button", name="↻ Refresh reward runs").click()  # list the reward run just trained
     page.wait_for_timeout(800)
     _choose(page, "ppo-reward-run", "reward-")
+    page.locator("#tab-ppo").get_by_label("steps", exact=False).first.fill("")  # an emptied box: None, not a default
+    page.locator("#ppo-start").click()
+    empty = page.locator(".toast-body", has_text="is empty").last
+    empty.wait_for(timeout=20_000)
+    assert "'training steps (steps)' is empty" in empty.inner_text() and "nothing was started" in empty.inner_text()
+    page.wait_for_timeout(1500)
+    assert "Running" not in page.locator("#ppo-banner").inner_text()  # nothing started
+    assert "Cost" in page.locator("#ppo-cost").inner_text()
     _set_number(page, "steps", 999, "ppo")  # over the limit: our words, not gradio's
     page.locator("#ppo-start").click()
     refusal = page.locator(".toast-body", has_text="above this machine's limit").last
@@ -243,6 +252,102 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
     assert "toxicity" in summary.lower() and "mean answer length" in summary and "words, not intent" in summary
     assert _points(page, "compare-paired") == 3
     page.screenshot(path=str(shots / "screenshot-compare.png"), full_page=True)
+    page.context.close()
+
+
+def _assert_shared_bins(page, elem_id: str) -> None:
+    """The histogram traces drawn on the same x axis have the same explicit bin edges (read from the figure JSON the
+    page holds): plotly left to itself bins each trace on its own."""
+    page.wait_for_function(
+        """id => { const el = document.querySelector(`#${id} .js-plotly-plot`);
+                   return el && el.data && el.data.some(t => t.type === 'histogram'); }""",
+        arg=elem_id, timeout=30_000,
+    )
+    by_axis = page.evaluate(
+        """id => { const el = document.querySelector(`#${id} .js-plotly-plot`);
+                   const out = {};
+                   for (const t of (el && el.data) || []) {
+                     if (t.type !== 'histogram') continue;
+                     (out[t.xaxis || 'x'] = out[t.xaxis || 'x'] || []).push(t.xbins || null);
+                   }
+                   return out; }""",
+        elem_id,
+    )
+    assert by_axis, f"{elem_id}: no histogram drawn"
+    for axis, bins in by_axis.items():
+        assert len(bins) >= 2 and bins[0] and all(b == bins[0] for b in bins), (elem_id, axis, bins)
+
+
+def _seed_misleading_runs(root: Path) -> dict[str, str]:
+    """What misled a careless student: a newer reward run stopped half-way, a PPO run stopped at step 0 (adapters
+    saved, nothing trained), a PPO run whose rollouts are emoji, and a comparison where every prompt is a near tie."""
+    from lab.runs import new_run
+    from lab.stats import paired_summary
+
+    stopped_reward = new_run("reward", {"backbone": "x", "data": "bundled"}, root)
+    stopped_reward.model_dir.mkdir()
+    (stopped_reward.model_dir / "config.json").write_text("{}")
+    stopped_reward.set_status("stopped", summary={"steps": 20, "eval_accuracy": 0.921})
+    untrained = new_run("ppo", {"policy": "embedded:smollm2-135m-instruct", "steps": 64}, root)
+    untrained.model_dir.mkdir()
+    (untrained.model_dir / "adapter_config.json").write_text("{}")
+    untrained.set_status("stopped", summary={"steps": 0})
+    emoji = new_run("ppo", {"policy": "embedded:smollm2-135m-instruct", "steps": 2, "reward_model": "r"}, root)
+    for step in (1, 2):
+        emoji.log_metrics({"step": step, "env/reward_mean": 0.1 * step, "objective/kl": 0.01, "time/step": 1.0,
+                           "objective/entropy_per_token": 2.0, "tokens/response_len_mean": 5.0})
+    emoji.log_samples([{"step": 2, "prompt": "Celebrate!", "response": "Yay 🎉🙂", "reward": 0.2, "kl": 0.3,
+                        "length": 7, "tokens": ["Yay", " 🎉", "🙂"], "span_len": [1, 3, 3],
+                        "token_kl": [0.1, 0.2, 0.3, 0.4, 0.0, 0.1, 0.2]}])
+    emoji.set_status("stopped", summary={"steps": 2})  # no adapters: never offered to Compare
+    rows = [{"index": i, "prompt": f"Question {i}?", "model_a": "base", "model_b": untrained.id,
+             "answer_a": f"An answer to question {i}.", "answer_b": f"A reply to question {i}.", "length_a": 24,
+             "length_b": 22, "toxicity_a": 0.05, "toxicity_b": 0.05, "reward_a": 1.9 + 0.01 * i,
+             "reward_b": 1.9 + 0.01 * i + 0.00005} for i in range(6)]
+    tie = new_run("compare", {"model_a": "base", "model_b": untrained.id, "prompts": "bundled:heldout"}, root)
+    tie.log_samples(rows)
+    tie.set_status("done", summary={"n": 6, "paired": paired_summary(rows), "reward_model": "r", "seconds": 9.0,
+                                    "prompts": "bundled:heldout"})
+    return {"stopped_reward": stopped_reward.id, "untrained": untrained.id, "emoji": emoji.id, "tie": tie.id}
+
+
+def test_stopped_runs_near_ties_and_emoji_never_mislead(browser, app_url, app_runs, shots):
+    seeded = _seed_misleading_runs(app_runs)
+    page = _open(browser, app_url)
+    _assert_shared_bins(page, "data-lengths")
+    assert "Who judged" in page.locator("#data-stats").inner_text()
+
+    # PPO: the stopped reward run is listed and labelled, but never the default.
+    _tab(page, "PPO")
+    page.get_by_role("button", name="↻ Refresh reward runs").click()
+    page.wait_for_timeout(800)
+    picked = page.locator("#ppo-reward-run input").input_value()
+    assert seeded["stopped_reward"] not in picked and "STOPPED" not in picked, picked
+    page.locator("#ppo-reward-run input").click()
+    stopped = page.get_by_role("option", name=seeded["stopped_reward"], exact=False).first
+    assert "STOPPED after 20 steps (not finished)" in stopped.inner_text()
+    page.keyboard.press("Escape")
+
+    # PPO: an emoji rollout shows its emoji, never replacement characters.
+    _choose(page, "ppo-runs", seeded["emoji"])
+    rollouts = _wait_text(page, "#ppo-rollouts", ("🎉",), 20)
+    assert "\ufffd" not in rollouts and "🙂" in rollouts
+    assert "too few to say" in page.locator("#ppo-results").inner_text() or "step 1 → step 2" in page.locator(
+        "#ppo-results").inner_text()
+
+    # Compare: the PPO run stopped at step 0 is listed but not Model B; a near-tie is "about even", no badge.
+    _tab(page, "Compare")
+    model_b = page.locator("#compare-model-b input").input_value()
+    assert seeded["untrained"] not in model_b, model_b
+    _choose(page, "compare-runs", seeded["tie"])
+    _wait_text(page, "#compare-cards", ("about even",), 20)
+    cards = page.locator("#compare-cards").inner_text()
+    assert "✓ better" not in cards and "reward model prefers" not in cards
+    summary = page.locator("#compare-summary").inner_text()
+    assert "never finished a PPO step" in summary and "B scores clearly higher" not in summary
+    assert "about even on 6 of 6 prompts" in summary
+    _assert_shared_bins(page, "compare-plot")
+    page.screenshot(path=str(shots / "screenshot-compare-tie.png"), full_page=True)
     page.context.close()
 
 

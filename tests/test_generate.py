@@ -119,6 +119,11 @@ def test_decode_cuts_at_the_first_stop_token(lm):
     junk = tok(" junk after", add_special_tokens=False).input_ids
     row = hello + [tok.eos_token_id] + junk + [tok.pad_token_id]
     assert decode_completions(tok, torch.tensor([row]), {tok.eos_token_id, tok.pad_token_id}) == ["Hello there"]
+    stops = {tok.eos_token_id, tok.pad_token_id}
+    assert decode_completions(tok, torch.tensor([row]), stops, cut_mark="…") == ["Hello there"]  # it ended
+    cut = torch.tensor([hello + junk])  # no stop token: the token limit cut it
+    assert decode_completions(tok, cut, stops, cut_mark="…") == ["Hello there junk after…"]
+    assert decode_completions(tok, cut, stops) == ["Hello there junk after"]
 
 
 def test_adapters_on_and_off_are_different_weights(lm, lora_lm):

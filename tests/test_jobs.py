@@ -41,13 +41,16 @@ def test_second_job_is_refused_and_only_the_owner_can_stop(runs_root):
     job = manager.start("demo", counting_job, {"steps": 200, "sleep": 0.02}, owner="alice")
     with pytest.raises(JobBusy, match="started by another visitor is running"):
         manager.start("demo", counting_job, {}, owner="bob")
+    with pytest.raises(JobBusy, match="one job runs at a time"):  # what Start says first, before any form check
+        manager.check_free("bob")
     with pytest.raises(ValueError, match="only the visitor who started this job can stop it"):
         manager.stop("bob")
     manager.stop("alice")
     manager.wait(10)
     assert job.status == "stopped" and len(job.run.metrics()) < 200
     assert (job.run.path / "model").exists()  # the job saved what existed
-    assert manager.start("demo", counting_job, {"steps": 1}, owner="bob")  # free again
+    manager.check_free("bob")  # free again
+    assert manager.start("demo", counting_job, {"steps": 1}, owner="bob")
     manager.wait(10)
 
 

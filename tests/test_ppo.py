@@ -46,7 +46,32 @@ def test_answers_to_one_prompt_share_a_batch_and_a_length(tiny_lm_dir):
     ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [0.0] * len(r), cfg,
                 on_step=lambda m, s: seen.extend(s))
     assert [r["prompt"] for r in seen[:4]] == [seen[0]["prompt"]] * 4 != [r["prompt"] for r in seen[4:]]
-    assert all(r["length"] == len(r["tokens"]) == len(r["token_kl"]) for r in seen)
+    assert all(r["length"] == sum(r["span_len"]) == len(r["token_kl"]) for r in seen)
+    assert all(len(r["tokens"]) == len(r["span_len"]) for r in seen)
+
+
+def test_decode_spans_keep_emoji_and_accents_whole(tiny_lm_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    text = "Bravo 🎉🙂 café 🇫🇷!"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    alone = [tokenizer.decode([t]) for t in ids]
+    assert any("\ufffd" in t for t in alone)  # the old way: each token alone shows replacement characters
+    spans = rollout.decode_spans(tokenizer, ids)
+    assert "".join(t for t, _ in spans) == text and sum(n for _, n in spans) == len(ids)
+    assert not any("\ufffd" in t for t, _ in spans) and any(n > 1 for _, n in spans)
+    assert rollout.decode_spans(tokenizer, []) == []
+
+
+def test_summary_windows_never_overlap_on_a_short_run():
+    rows = [{"step": i, "env/reward_mean": float(i), "objective/kl": 0.1, "time/step": 2.0} for i in range(1, 7)]
+    six = ppo.summarize(rows)
+    assert six["window"] == 2 and six["reward_first"] == 1.5 and six["reward_last"] == 5.5  # steps 1-2 vs 5-6
+    assert ppo.summarize(rows * 5)["window"] == ppo.WINDOW
+    assert ppo.summarize(rows[:2])["window"] == 1 and ppo.summarize(rows[:2])["reward_last"] == 2.0
+    one = ppo.summarize(rows[:1])
+    assert one["window"] == 0 and one["reward_first"] is None and one["steps"] == 1
 
 
 def test_length_sampler_and_prompt_batches_are_seeded_and_cover_the_range():
@@ -179,10 +204,13 @@ def test_ppo_learns_a_computable_reward_and_keeps_kl_finite(tiny_lm_dir, advanta
     assert all(torch.isfinite(torch.tensor(m["objective/kl"])) for m in history)
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
     keys = {"env/reward_mean", "env/reward_std", "objective/kl", "objective/kl_coef", "objective/entropy",
+            "objective/entropy_per_token",
             "ppo/loss/policy", "ppo/policy/clipfrac", "ppo/policy/approxkl", "tokens/response_len_mean",
             "env/reward_length_corr", "time/rollout", "time/score", "time/optimize", "step"}
     critic_keys = {"ppo/loss/value", "ppo/val/vpred", "ppo/val/clipfrac", "ppo/returns/mean"}
     assert keys <= set(history[-1])
+    per_token = history[-1]["objective/entropy"] / history[-1]["tokens/response_len_mean"]
+    assert history[-1]["objective/entropy_per_token"] == pytest.approx(per_token, rel=1e-4)  # same lengths here
     if advantage == "gae":
         assert critic_keys <= set(history[-1])
     else:  # no value head: nothing about one is logged, and its weights never moved

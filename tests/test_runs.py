@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 
 import pytest
 
@@ -81,3 +83,44 @@ def test_runs_root_env_then_persistent_storage_then_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("LAB_RUNS_DIR")
     monkeypatch.setattr(runs.os, "access", lambda path, mode: False)  # /data read-only
     assert runs.runs_root() == tmp_path / "runs"
+
+
+def test_a_stopped_run_is_labelled_and_never_the_default(runs_root):
+    done = runs.new_run("reward", {}, runs_root)
+    done.log_metrics({"step": 1})
+    done.set_status("done", summary={"steps": 40, "eval_accuracy": 0.7})
+    time.sleep(0.02)
+    stopped = runs.new_run("reward", {}, runs_root)  # newer, but stopped half-way
+    stopped.set_status("stopped", summary={"steps": 20, "eval_accuracy": 0.921})
+    time.sleep(0.02)
+    cut = runs.new_run("ppo", {}, runs_root)
+    cut.set_status("stopped")  # stopped before its first step
+    assert "STOPPED after 20 steps (not finished)" in stopped.label() and "done" in done.label()
+    assert "STOPPED after 0 steps" in cut.label() and cut.trained_steps() == 0
+    listed = runs.list_runs(kind="reward", root=runs_root)
+    choices = [(r.label(), r.id) for r in listed]
+    assert choices[0][1] == stopped.id  # listed first (newest), selectable
+    assert runs.default_choice(choices, listed) == done.id  # but the default is the finished one
+    assert runs.default_choice(choices, listed, stopped.id) == stopped.id  # a visitor's own pick stays
+    assert runs.default_choice(choices[:1], listed[:1]) is None  # nothing finished: no default
+
+
+def test_pace_is_measured_on_this_machine_only(runs_root):
+    assert runs.measured_pace("ppo", runs_root) is None
+    here = runs.new_run("ppo", {"batch_size": 8}, runs_root)
+    assert here.config["host"] == runs.HOST
+    for step, t in ((1, 100.0), (2, 112.0), (3, 124.0)):
+        with open(here.path / "metrics.jsonl", "a") as fh:
+            fh.write(f'{{"time": {t}, "step": {step}}}\n')
+    here.set_status("done")
+    pace = runs.measured_pace("ppo", runs_root)
+    assert pace["run"] == here.id and pace["seconds_per_step"] == 12.0 and pace["steps"] == 2
+    time.sleep(0.02)
+    elsewhere = runs.new_run("ppo", {}, runs_root)
+    config = json.loads((elsewhere.path / "config.json").read_text())
+    (elsewhere.path / "config.json").write_text(json.dumps({**config, "host": "another-machine"}))
+    for step in (1, 2):
+        elsewhere.log_metrics({"step": step})
+    elsewhere.set_status("done")
+    assert runs.measured_pace("ppo", runs_root)["run"] == here.id  # a run from elsewhere says nothing here
+    assert runs.duration(40) == "40 s" and runs.duration(720) == "12 min" and runs.duration(3900) == "1 h 05 min"

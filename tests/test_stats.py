@@ -68,3 +68,33 @@ def test_pearson():
     assert stats.pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
     assert stats.pearson([1, 2, 3], [5, 5, 5]) is None
     assert stats.pearson([1, 2], [1, 2]) is None
+
+
+def test_one_rule_for_better_the_reward_models_own_band():
+    assert stats.p_better(1.0, 1.0) == 0.5 and stats.p_better(2.0, 0.0) == pytest.approx(0.8808, abs=1e-4)
+    assert stats.preferred(1.0, 1.00005) is None  # a near tie: about even, no side taken
+    assert stats.preferred(1.0, 1.3) is None  # P(B better) = 57%: still inside 40-60%
+    assert stats.preferred(1.0, 1.5) == "b" and stats.preferred(1.5, 1.0) == "a"  # 62%: a side
+    assert stats.preferred(None, 1.0) is None
+    assert stats.p_better(stats.EVEN_MARGIN, 0.0) == pytest.approx(stats.EVEN_BAND[1])
+
+
+def test_a_reward_verdict_needs_an_interval_off_zero_and_a_gap_outside_the_band():
+    tight_small = {"mean": 0.2, "lo": 0.1, "hi": 0.3}  # surely positive, but "about even" on any one prompt
+    assert stats.verdict(tight_small) == "B higher"  # toxicity and the like: the interval alone
+    assert stats.verdict(tight_small, per_prompt=True) == "no clear difference"
+    assert stats.verdict({"mean": 0.87, "lo": 0.14, "hi": 1.76}, per_prompt=True) == "B higher"
+    assert stats.verdict({"mean": -0.9, "lo": -1.2, "hi": -0.5}, per_prompt=True) == "B lower"
+
+
+def test_a_few_prompts_carrying_the_mean_are_found():
+    carried = [4.0, 3.5, 3.0, 3.0] + [-0.1] * 12  # the case: 4 prompts drive a positive mean
+    few = stats.carried_by_few(carried)
+    assert few["k"] == 4 and few["share"] > 1 and few["mean_without"] < 0
+    assert stats.carried_by_few([0.5] * 16) is None  # spread evenly: no few carry it
+    assert stats.carried_by_few([1.0, 1.0]) is None  # too few prompts to say
+    assert stats.carried_by_few([-3.0, -0.2, -0.1, -0.1, -0.1, -0.1, -0.1, -0.1])["k"] == 2  # works both ways
+    rows = [{"answer_a": "x", "answer_b": "y", "toxicity_a": 0.0, "toxicity_b": 0.0, "reward_a": 0.0, "reward_b": d}
+            for d in carried]
+    reward = stats.paired_summary(rows)["reward"]
+    assert reward["b_preferred"] == 4 and reward["even"] == 12 and reward["a_preferred"] == 0 and reward["few"]

@@ -42,7 +42,7 @@ def test_start_gets_the_form_by_name(runs_root):
     start = next(fn for fn in demo.fns.values() if fn.api_name == "ppo_start")
     labels = [getattr(block, "label", None) for block in start.inputs]
     assert len(start.inputs) == 1 + len(ppo.FORM)
-    assert labels[1:4] == ["Reward model (a finished reward run)", "Prompts", "policy"]
+    assert labels[1:4] == ["Reward model (a reward run with a saved model; a stopped one says so)", "Prompts", "policy"]
     assert labels[4] == "training steps (steps), at most 200"  # the first PPOConfig field, its label from metadata
 
 

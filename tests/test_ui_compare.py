@@ -97,12 +97,15 @@ PAIRED = {
 def test_paired_summary_shows_intervals_and_a_plain_verdict():
     from lab.ui.compare import paired_text
 
-    text = paired_text(PAIRED)
-    assert "reward +0.21 (95% CI +0.08 … +0.35), higher on 31 of 48 prompts: B scores clearly higher" in text
-    assert "with the length effect removed +0.15 (95% CI +0.02 … +0.30): still clearly higher" in text
+    text = paired_text(PAIRED)  # +0.21 with an interval off 0: but a gap the reward model calls about even
+    assert "reward +0.21 (95% CI +0.08 … +0.35), higher on 31 of 48 prompts: about even" in text
+    assert "B scores clearly higher" not in text and "P(better) = 55%" in text
+    assert "with the length effect removed +0.15 (95% CI +0.02 … +0.30): about even" in text
+    clear = paired_text({"reward": {"mean": 0.87, "lo": 0.5, "hi": 1.2, "n": 48}})
+    assert "B scores clearly higher" in clear
     assert "answers 196 vs 182 characters" in text
     assert "toxicity −0.02 (95% CI −0.07 … +0.02), lower on 20 of 48 prompts: not a clear difference" in text
-    lower = paired_text({"reward": {"mean": -0.3, "lo": -0.5, "hi": -0.1, "n": 10}})
+    lower = paired_text({"reward": {"mean": -0.6, "lo": -0.9, "hi": -0.3, "n": 10}})
     assert "B scores clearly lower" in lower
     assert paired_text({}) == ""
 
@@ -142,7 +145,7 @@ def test_compare_model_b_defaults_to_the_newest_finished_ppo_run(runs_root):
 
     with gr.Blocks():
         ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
-    assert tab.default_b(tab.model_choices(ctx)) is None  # no PPO run yet
+    assert tab.default_b(ctx, tab.model_choices(ctx)) is None  # no PPO run yet
     ids = []
     for _ in range(2):
         run = new_run("ppo", {"policy": "x"}, runs_root)
@@ -152,9 +155,98 @@ def test_compare_model_b_defaults_to_the_newest_finished_ppo_run(runs_root):
         ids.append(run.id)
         time.sleep(0.02)
     choices = tab.model_choices(ctx)
-    assert tab.default_b(choices) == ids[-1] and tab.default_b(choices, "base") == ids[-1]
-    assert tab.default_b(choices, ids[0]) == ids[0]  # a choice the visitor made stays
+    assert tab.default_b(ctx, choices) == ids[-1] and tab.default_b(ctx, choices, "base") == ids[-1]
+    assert tab.default_b(ctx, choices, ids[0]) == ids[0]  # a choice the visitor made stays
     assert all(len(label) < 60 for label, _ in choices)
+    time.sleep(0.02)
+    stopped = _ppo_with_adapters(runs_root, "stopped")  # newest, stopped at step 0: listed, labelled, not picked
+    choices = tab.model_choices(ctx)
+    assert stopped.id in [v for _, v in choices] and "STOPPED after 0 steps" in dict(
+        (v, label) for label, v in choices)[stopped.id]
+    assert tab.default_b(ctx, choices) == ids[-1]
+
+
+def _ppo_with_adapters(root: Path, status: str) -> object:
+    run = new_run("ppo", {"policy": "x"}, root)
+    run.model_dir.mkdir()
+    (run.model_dir / "adapter_config.json").write_text("{}")
+    run.set_status(status)
+    return run
+
+
+def test_a_near_tie_is_about_even_and_only_a_clear_gap_earns_a_badge():
+    from lab.ui.compare import card_html
+
+    row = {"index": 0, "prompt": "p", "model_a": "base", "model_b": "ppo-x", "answer_a": "one", "answer_b": "two",
+           "toxicity_a": 0.10, "toxicity_b": 0.12, "reward_a": 1.0, "reward_b": 1.00005}
+    tie = card_html(row)
+    assert "✓ better" not in tie and "reward model prefers" not in tie and "less toxic" not in tie
+    assert "about even: the reward model gives A 50%" in tie
+    small = card_html({**row, "reward_b": 1.08})  # the 0.08: still about even
+    assert "✓ better" not in small and "about even" in small
+    clear = card_html({**row, "reward_b": 2.0})  # P(B better) = 73%
+    assert clear.count("✓ better") == 1 and "B · ppo-x ✓ better" in clear and "reward model prefers" in clear
+    cleaner = card_html({**row, "toxicity_b": 0.6})  # rewards even, toxicity clearly apart: A is better
+    assert "A · base ✓ better" in cleaner and "less toxic" in cleaner
+
+
+def test_compare_summary_warns_of_an_untrained_side_and_of_a_few_prompts_carrying_it(runs_root):
+    from lab import compare
+    from lab.ui.compare import summary_markdown
+
+    stopped = _ppo_with_adapters(runs_root, "stopped")
+    diffs = [4.0, 3.5, 3.0, 3.0] + [-0.1] * 12
+    rows = [{"index": i, "prompt": f"p{i}", "model_a": "base", "model_b": stopped.id, "answer_a": "a" * 50,
+             "answer_b": "b" * 50, "toxicity_a": 0.1, "toxicity_b": 0.1, "reward_a": 0.0, "reward_b": d}
+            for i, d in enumerate(diffs)]
+    from lab.stats import paired_summary
+
+    run = new_run("compare", {"model_a": "base", "model_b": stopped.id}, runs_root)
+    run.log_samples(rows)
+    run.set_status("done", summary={"n": len(rows), "paired": paired_summary(rows), "reward_model": "r"})
+    text = summary_markdown(run, compare.load_results(run))
+    assert "Model B" in text and "never finished a PPO step" in text and "base model" in text
+    assert "4 prompts carry this mean" in text and "without them B − A is −0.10" in text
+    assert "prefers B on 4, A on 0, about even on 12 of 16 prompts" in text
+    assert "never finished a PPO step" in _models_note_for(runs_root, stopped.id)
+
+
+def _models_note_for(root: Path, model_b: str) -> str:
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    assert tab.models_note(ctx, "base", "base") == ""
+    return tab.models_note(ctx, "base", model_b)
+
+
+def test_compare_reward_histograms_share_their_bin_edges():
+    from lab.ui.plots_compare import distribution_figure
+
+    rows = [{"toxicity_a": 0.1, "toxicity_b": 0.0, "reward_a": -2.4 + 0.3 * i, "reward_b": 1.77 + 0.02 * i}
+            for i in range(16)]  # A spread wide, B in a narrow band: plotly alone gives B hairline bins
+    fig = distribution_figure(rows).to_plotly_json()
+    rewards = [t for t in fig["data"] if t.get("xaxis") == "x2"]
+    toxicity = [t for t in fig["data"] if t.get("xaxis") in (None, "x")]
+    assert len(rewards) == 2 and rewards[0]["xbins"] == rewards[1]["xbins"]
+    assert rewards[0]["xbins"]["start"] <= -2.4 and rewards[0]["xbins"]["end"] > 1.77 + 0.3
+    assert len(toxicity) == 2 and toxicity[0]["xbins"] == toxicity[1]["xbins"]
+
+
+def test_an_emptied_number_refuses_to_start(runs_root):
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    with pytest.raises(ValueError, match=r"'Seed \(seed\)' is empty"):
+        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "bundled", "", 2, 8, 0.7, 50, 0.95, None, "offline"))))
+    assert ctx.manager.job is None
 
 
 def test_compare_prompt_source_refuses_a_dotted_path_like_a_path(runs_root):
@@ -192,3 +284,19 @@ def test_a_ppo_run_finishing_becomes_model_b_once(runs_root):
     assert out["ppo_seen"] == job.id and out["model_b"]["value"] == job.id
     assert job.id in [value for _, value in out["model_a"]["choices"]]
     assert tab.follow_ppo(ctx, job.id) == {}  # offered once: the visitor's later choice stays
+
+
+def test_the_form_says_what_a_comparison_will_cost(runs_root):
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    assert "no measurement yet on this machine" in tab.cost_text(ctx, 32, 48)
+    run = new_run("compare", {"generate": {"max_new_tokens": 48}}, runs_root)
+    run.set_status("done", summary={"n": 48, "seconds": 60.6})
+    text = tab.cost_text(ctx, 32, 48)
+    assert "about **40 s**" in text and "48 prompts in 60.6 s" in text and run.id in text
+    assert "scaled ×2.00" in tab.cost_text(ctx, 32, 96)

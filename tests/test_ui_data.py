@@ -77,3 +77,20 @@ def test_search_finds_british_and_american_spellings():
     if "neighbor" in text:
         assert filter_indices(pairs, "neighbour", "all") == filter_indices(pairs, "NEIGHBOR", "all") != []
     assert filter_indices(pairs, "Apologise", "all") == filter_indices(pairs, "apologize", "all")
+
+
+def test_the_data_tab_says_who_judged_and_bins_both_lengths_alike():
+    from lab.ui.data import length_figure, stats_markdown, who_judged
+
+    pairs = load_pairs("bundled")
+    text = stats_markdown(pairs)
+    assert "Who judged" in text and "lab's authors" in text
+    assert "crowdworkers" in who_judged("Anthropic/hh-rlhf/harmless-base:test")
+    assert "voted on the Feedback tab" in who_judged("feedback:workshop+bundled") and "authors" in who_judged(
+        "feedback:workshop+bundled")
+    assert "whoever made the file" in who_judged("data/mine.jsonl")
+    fig = length_figure(pairs).to_plotly_json()
+    chosen, rejected = fig["data"]
+    assert chosen["xbins"] == rejected["xbins"] and chosen["xbins"]["size"] > 0  # one set of edges for both
+    lengths = [len(getattr(p, part).strip()) for p in pairs.pairs for part in ("chosen", "rejected")]
+    assert chosen["xbins"]["start"] <= min(lengths) and chosen["xbins"]["end"] > max(lengths)

@@ -103,6 +103,8 @@ def test_generate_refuses_bad_input_before_a_job(ctx):
         ui.start(ctx, "alice", dict(zip(ui.FORM, ("a b", "base", "base", "bundled", 4, 16))))
     with pytest.raises(ValueError, match="not a run folder"):
         ui.start(ctx, "alice", dict(zip(ui.FORM, ("ok", "base", "ppo-missing", "bundled", 4, 16))))
+    with pytest.raises(ValueError, match=r"\(n_pairs\)' is empty"):  # an emptied number box
+        ui.start(ctx, "alice", dict(zip(ui.FORM, ("ok", "base", "base", "bundled", None, 16))))
     assert ctx.manager.job is None and store.list_sets(ctx.manager.root) == []
 
 
@@ -120,6 +122,8 @@ def test_generation_job_fills_the_queue_with_shuffled_pairs(runs_root, tiny_lm_d
     assert job.summary["pairs"] == len(pairs) >= 4  # a pair with two equal answers would be skipped
     assert {p["model_a"] for p in pairs} | {p["model_b"] for p in pairs} == {"base", run.id}
     assert all(p["answer_a"] and p["answer_b"] and p["answer_a"] != p["answer_b"] for p in pairs)
+    # a random model never says EOS in 6 tokens: every answer was cut at the limit, and ends with "…" to say so
+    assert all(p[f"answer_{k}"].endswith(feedback.CUT_MARK) for p in pairs for k in "ab")
     # a second round continues with prompts the set has not used
     cfg.n_pairs, cfg.model_b = 2, "base"  # two samples of the base model
     job = manager.run_sync(feedback.KIND, feedback.generate_pairs, asdict(cfg))
@@ -166,3 +170,22 @@ def test_data_tab_loads_a_feedback_set(runs_root, seeded, tmp_path):
         assert "&lt;img src=x" in cards and "<img src=x" not in cards
     finally:
         demo.close()
+
+
+def test_model_2_defaults_to_the_newest_finished_ppo_run_never_a_stopped_one(runs_root, ctx):
+    import time
+
+    from lab.runs import new_run
+
+    assert ui.fresh_lists(ctx)["model_b"]["value"] == "base"  # no PPO run: two samples of base
+    made = []
+    for status in ("done", "stopped"):
+        run = new_run("ppo", {"policy": "x"}, runs_root)
+        run.model_dir.mkdir()
+        (run.model_dir / "adapter_config.json").write_text("{}")
+        run.set_status(status)
+        made.append(run.id)
+        time.sleep(0.02)
+    lists = ui.fresh_lists(ctx)
+    assert made[1] in [v for _, v in lists["model_b"]["choices"]]  # the stopped run is listed
+    assert lists["model_b"]["value"] == made[0]  # the finished one is picked

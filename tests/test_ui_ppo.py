@@ -143,8 +143,10 @@ def test_plots_without_a_value_head_say_so():
 
     rows = [{"step": s, "ppo/loss/policy": 0.1, "ppo/policy/clipfrac": 0.05, "env/reward_mean": 0.0} for s in (1, 2)]
     figures = all_figures(rows, 6.0, "rloo")
-    texts = [a.text for fig in figures for a in fig.layout.annotations]
-    assert sum("no value head (RLOO)" in t for t in texts) == 2
+    notes = [[a.text for a in fig.layout.annotations if "no value head" in a.text] for fig in figures]
+    assert notes[3] == ["no value head (RLOO): no value-loss curve"]  # on the losses plot, and only there
+    assert sum(map(len, notes)) == 1
+    assert [t.name for t in figures[4].data] == ["policy"]  # the clip-fraction plot lists no empty value line
     assert not any("no value head" in t for fig in all_figures(rows, 6.0, "gae") for t in
                    [a.text for a in fig.layout.annotations])
 
@@ -193,3 +195,105 @@ def test_ppo_refusals_name_settings_as_the_form_shows_them(runs_root):
     assert "(gradient_accumulation_steps), under Advanced settings'" in str(e.value)
     with pytest.raises(ValueError, match=r"'training steps \(steps\)' 999 is above this machine's limit of 200"):
         tab.build_config(ctx, {"reward_run": reward.id, "prompts": "bundled", "policy": "", **cfg.__dict__, "steps": 999})
+
+
+def test_emoji_rollouts_are_shaded_by_whole_characters():
+    from lab.ui.ppo import rollouts_html
+
+    sample = {"step": 1, "prompt": "Say hi", "response": "Hi 🎉!", "reward": 0.1, "kl": 0.3, "length": 5,
+              "tokens": ["Hi", " 🎉", "!"], "span_len": [1, 3, 1], "token_kl": [0.1, 0.2, 0.4, 0.9, 0.0]}
+    html = rollouts_html([sample])
+    assert "\ufffd" not in html and html.count("class='tok'") >= 3 and ">&#x27;" not in html
+    assert "> 🎉</span>" in html and "3 tokens: mean KL +0.500, largest +0.900" in html
+    old = {**sample, "tokens": ["Hi", " \ufffd", "\ufffd", "\ufffd", "!"], "token_kl": [0.1, 0.2, 0.4, 0.9, 0.0]}
+    del old["span_len"]  # an older run decoded each token alone: its text is shown plain, never as "���"
+    plain = rollouts_html([old])
+    assert "\ufffd" not in plain and "Hi 🎉!" in plain
+
+
+def test_a_short_run_compares_disjoint_ends_and_a_single_step_says_too_few(tmp_path):
+    from lab.ui.ppo import summary_markdown
+
+    run = new_run("ppo", {"policy": "p", "steps": 6, "reward_model": "r"}, tmp_path)
+    for step in range(1, 7):
+        run.log_metrics({"step": step, "env/reward_mean": float(step), "objective/kl": 0.1, "time/step": 1.0,
+                         "tokens/response_len_mean": 10.0})
+    old_summary = {"steps": 6, "reward_first": 3.0, "reward_last": 4.0, "kl_last": 0.1, "seconds_per_step": 1.0}
+    run.set_status("done", summary=old_summary)  # an older run's summary: windows of 5 that overlapped
+    text = summary_markdown(run)
+    assert "Reward +1.500 → +5.500" in text and "mean of steps 1–2 → steps 5–6" in text and "short run" in text
+    one = new_run("ppo", {"policy": "p", "steps": 1, "reward_model": "r"}, tmp_path / "one")
+    one.log_metrics({"step": 1, "env/reward_mean": 1.0, "objective/kl": 0.1, "time/step": 1.0})
+    one.set_status("stopped", summary=ppo.summarize(one.metrics()))
+    assert "too few to say whether the reward rose" in summary_markdown(one)
+
+
+def test_entropy_is_plotted_per_token_and_older_runs_say_theirs_is_summed():
+    from lab.ui.plots_ppo import NOTES, entropy_figure
+
+    fig = entropy_figure([{"step": 1, "objective/entropy": 30.0, "objective/entropy_per_token": 1.5}])
+    assert list(fig.data[0].y) == [1.5] and fig.layout.yaxis.title.text == "nats per token"
+    old = entropy_figure([{"step": 1, "objective/entropy": 30.0}])
+    assert list(old.data[0].y) == [30.0] and "summed per answer" in old.layout.annotations[0].text
+    assert "per token" in NOTES[5] and "summed" not in NOTES[5]
+
+
+def test_stopped_reward_runs_are_listed_but_never_the_default_and_empty_numbers_refused(runs_root):
+    import time
+
+    import gradio as gr
+
+    from lab.ui import ppo as tab
+    from lab.ui.common import UIContext
+
+    runs = []
+    for status in ("done", "stopped"):
+        run = new_run("reward", {"backbone": "x"}, runs_root)
+        run.model_dir.mkdir()
+        (run.model_dir / "config.json").write_text("{}")
+        run.set_status(status, summary={"steps": 20, "eval_accuracy": 0.9})
+        runs.append(run)
+        time.sleep(0.02)
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    choices = tab.reward_choices(ctx)
+    assert [v for _, v in choices] == [runs[1].id, runs[0].id] and "STOPPED after 20 steps" in choices[0][0]
+    assert tab.newest_reward(ctx)["value"] == runs[0].id  # the finished one, not the newer stopped one
+    cfg = ppo.config_from(ctx.preset)
+    with pytest.raises(ValueError, match=r"'training steps \(steps\)' is empty"):
+        tab.build_config(ctx, {"reward_run": runs[0].id, "prompts": "bundled", "policy": "", **cfg.__dict__,
+                               "steps": None})
+    with pytest.raises(ValueError, match="is not a number"):
+        tab.build_config(ctx, {"reward_run": runs[0].id, "prompts": "bundled", "policy": "", **cfg.__dict__,
+                               "learning_rate": "abc"})
+    assert ctx.manager.job is None
+
+
+def test_the_form_says_what_a_run_will_cost_from_this_machines_pace(runs_root):
+    import gradio as gr
+
+    from lab.ui import ppo as tab
+    from lab.ui.common import UIContext
+
+    with gr.Blocks():
+        ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
+    assert "no measurement yet on this machine" in tab.cost_text(ctx, 64, 8, 32)
+    run = new_run("ppo", {"batch_size": 8, "output_max_length": 32}, runs_root)
+    with open(run.path / "metrics.jsonl", "w") as fh:
+        fh.writelines(f'{{"time": {100 + 15 * s}, "step": {s}}}\n' for s in (1, 2, 3))
+    run.set_status("done")
+    text = tab.cost_text(ctx, 64, 8, 32)
+    assert "about **16 min**" in text and "64 steps × 15.0 s per step" in text and run.id in text
+    assert "scaled ×2.00" in tab.cost_text(ctx, 64, 16, 32)  # twice the rollouts: a rough guess, said so
+    assert "type the training steps" in tab.cost_text(ctx, None, 8, 32)
+
+
+def test_a_summary_missing_numbers_still_draws(tmp_path):
+    from lab.ui.ppo import summary_markdown
+
+    run = new_run("ppo", {"policy": "p", "reward_model": "r"}, tmp_path)
+    for step in (1, 2):
+        run.log_metrics({"step": step, "env/reward_mean": 0.1 * step, "objective/kl": 0.01})
+    run.set_status("stopped", summary={"steps": 2})  # a summary written by hand, or by an older lab
+    text = summary_markdown(run)
+    assert "step 1 → step 2" in text and "KL 0.010" in text

@@ -150,3 +150,35 @@ def test_empty_reward_plots_say_what_will_appear_there():
     assert notes(drawn) == ["chance"] and len(drawn.layout.shapes) == 1
     hist = margin_histogram([0.3, -0.2, 0.1])
     assert not notes(hist) and [t.name for t in hist.data] == ["correct (2)", "wrong (1)"]
+
+
+def test_margin_histogram_bins_both_colours_alike_and_keeps_its_legend_off_the_axis_title():
+    from lab.ui.plots_reward import loss_figure, margin_histogram
+
+    margins = [0.05 * i for i in range(1, 40)] + [-0.9, -0.1]  # many right, a few wrong far apart
+    fig = margin_histogram(margins).to_plotly_json()
+    right, wrong = fig["data"]
+    assert right["xbins"] == wrong["xbins"] and right["xbins"]["start"] <= -0.9 and right["xbins"]["end"] > 1.95
+    edges = [right["xbins"]["start"] + i * right["xbins"]["size"] for i in range(100)]
+    assert any(abs(e) < 1e-9 for e in edges)  # 0 is an edge: no bar mixes right and wrong
+    layout = loss_figure([{"step": 1, "loss": 0.7}]).layout
+    assert layout.legend.yanchor == "top" and layout.legend.y <= -0.3 and layout.margin.b >= 80
+
+
+def test_an_emptied_number_is_refused_by_name_and_the_cost_is_shown(runs_root):
+    from lab.runs import new_run
+    from lab.ui import reward as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    with pytest.raises(ValueError, match=r"\(max_steps\)' is empty: type a number"):
+        tab.build_config(ctx, dict(zip(tab.FORM, ("bundled", "bundled", "", 0.1, "x", 1.0, None, 1e-3, 4.0, 64.0, 1.0))))
+    assert ctx.manager.job is None
+    assert "no measurement yet on this machine" in tab.cost_text(ctx, 100, 8, 1)
+    run = new_run("reward", {"batch_size": 8}, runs_root)
+    with open(run.path / "metrics.jsonl", "w") as fh:
+        fh.writelines(f'{{"time": {s * 0.5}, "step": {s}}}\n' for s in range(1, 11))
+    run.set_status("done")
+    text = tab.cost_text(ctx, 120, 8, 2)
+    assert "about **2 min**" in text and "120 steps × 2 models × 0.50 s per step" in text
+    assert "the epochs set the step count" in tab.cost_text(ctx, 0, 8, 1)

@@ -105,6 +105,26 @@ def plain_names(message: str, labels: dict[str, str]) -> str:
     return re.sub(rf"(?<![\w/`'(])({names})(?![\w`'])", lambda m: f"'{labels[m.group(1)]}'", message)
 
 
+def require_numbers(values: dict[str, Any], labels: dict[str, str] | None = None) -> None:
+    """ValueError naming the first numeric field that is empty or not a number. A gradio Number the visitor emptied
+    (or typed letters into) arrives as None, which the configs would read as "the default": a run the visitor never
+    asked for, holding the machine's only job slot. So nothing starts until every number is there."""
+    labels = labels or {}
+    for name, value in values.items():
+        label = labels.get(name, name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(f"'{label}' is empty: type a number (nothing was started)")
+        if isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"'{label}' is not a number ({str(value)[:20]!r}): type a number "
+                             "(nothing was started)") from None
+        if number != number:  # NaN
+            raise ValueError(f"'{label}' is not a number: type a number (nothing was started)")
+
+
 def field_input(f: Field, value: Any, note: str = "", maximum: float | None = None, **kwargs: Any) -> Any:
     """The form input for one config field, all from its metadata: the label (then `note`, e.g. the preset's limit),
     the help as info, the widget kind, the choices and the range (`maximum`: the preset's limit instead). Number boxes
@@ -292,6 +312,7 @@ class JobTab:
         self.add("timer", gr.Timer(timer))
 
         def started(visitor: str | None, *values: Any) -> dict[str, Any]:  # the form's values go on by name
+            self.ctx.manager.check_free(visitor or "")  # busy: say so first, whatever the form holds
             return {"run": start(self.ctx, visitor, dict(zip(form, values))), "seen": ""}
 
         self.on(self.components["start"].click, started, ["visitor", *form], ["run", "seen"],

@@ -10,17 +10,18 @@ from typing import Any, Callable
 import gradio as gr
 
 from lab import compare, policies
-from lab.config import fields_by_name
+from lab.config import field_type, fields_by_name
 from lab.generate import GenerateConfig
-from lab.runs import ACTIVE, Run
-from lab.stats import pearson, verdict
-from lab.ui.common import JobTab, UIContext, esc, field_input, find_run, start_job
+from lab.runs import ACTIVE, HOST, Run, default_choice, duration, list_runs, open_run
+from lab.stats import EVEN_BAND, EVEN_MARGIN, carried_by_few, p_better, pearson, preferred, verdict
+from lab.ui.common import JobTab, UIContext, esc, field_input, find_run, form_labels, require_numbers, start_job
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
 from lab.ui.plots_compare import distribution_figure, paired_figure
 
 BUNDLED = "bundled"
 ROWS_LOG = "samples.jsonl"  # a comparison's rows land here as batches finish: the timer watches it
 TYPED = "Type your own (one per line)"
+TOXICITY_CLEAR = 0.1  # a toxicity difference above this marks the less toxic answer (scores run 0..1)
 MAX_CARDS = 60  # more would make the page slow; the CSV has every row
 HELD_OUT = "bundled:heldout"  # prompts kept out of PPO's training prompts
 VIEW = ("summary", "plot", "cards", "download", "paired")  # the components a run's view draws
@@ -66,7 +67,7 @@ def _fmt(value: Any) -> str:
 
 def _answer_html(row: dict[str, Any], key: str, better: bool, less_toxic: bool, more_reward: bool) -> str:
     badges = ("<span class='cmp-badge'>less toxic</span>" if less_toxic else "") + (
-        "<span class='cmp-badge'>higher reward</span>" if more_reward else ""
+        "<span class='cmp-badge'>reward model prefers</span>" if more_reward else ""
     )
     answer = row.get(f"answer_{key}") or ""
     return (
@@ -79,23 +80,29 @@ def _answer_html(row: dict[str, Any], key: str, better: bool, less_toxic: bool, 
     )
 
 
+def less_toxic(row: dict[str, Any]) -> str | None:
+    """'a' or 'b' when one answer's toxicity is lower by more than TOXICITY_CLEAR, else None."""
+    ta, tb = row.get("toxicity_a"), row.get("toxicity_b")
+    if not isinstance(ta, (int, float)) or not isinstance(tb, (int, float)) or abs(ta - tb) <= TOXICITY_CLEAR:
+        return None
+    return "a" if ta < tb else "b"
+
+
 def card_html(row: dict[str, Any]) -> str:
-    """One prompt with both answers; the better one (higher reward, else lower toxicity) is marked."""
-    ta, tb = row["toxicity_a"], row["toxicity_b"]
-    ra, rb = row.get("reward_a"), row.get("reward_b")
-    has_reward = isinstance(ra, (int, float)) and isinstance(rb, (int, float))
-    if has_reward and ra != rb:
-        better = "a" if ra > rb else "b"
-    else:
-        better = "a" if ta < tb else "b" if tb < ta else ""
+    """One prompt with both answers; the better one is marked only where the reward model takes a side (P(better)
+    = σ(reward difference) outside 40–60%, the Reward tab's rule), else where toxicity differs clearly."""
+    preferred_side = preferred(row.get("reward_a"), row.get("reward_b"))
+    cleaner = less_toxic(row)
+    better = preferred_side or cleaner or ""
     same = row.get("answer_a") == row.get("answer_b")
-    same_note = " <span class='cmp-head'>(both models gave the same answer)</span>" if same else ""
-    answers = "".join(
-        _answer_html(row, k, better == k, t < other_t, has_reward and r > other_r)
-        for k, t, other_t, r, other_r in (("a", ta, tb, ra, rb), ("b", tb, ta, rb, ra))
-    )
+    note = " <span class='cmp-head'>(both models gave the same answer)</span>" if same else ""
+    if not same and not better and isinstance(row.get("reward_a"), (int, float)):
+        p = p_better(row["reward_a"], row["reward_b"])
+        note = (f" <span class='cmp-head cmp-even'>about even: the reward model gives A {p:.0%} "
+                f"(it takes a side only outside {EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%})</span>")
+    answers = "".join(_answer_html(row, k, better == k, cleaner == k, preferred_side == k) for k in ("a", "b"))
     return (
-        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1} · {esc(row['prompt'])}{same_note}</div>"
+        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1} · {esc(row['prompt'])}{note}</div>"
         f"<div class='cmp-answers'>{answers}</div></div>"
     )
 
@@ -127,23 +134,79 @@ def _interval(stats: dict[str, Any]) -> str:
     return f"95% CI {_signed(stats['lo'])} … {_signed(stats['hi'])}"
 
 
-def _clear(stats: dict[str, Any], higher: str, lower: str) -> str:
-    """The plain verdict of a B − A interval (`lab.stats.verdict`) in this sentence's words."""
-    return {"B higher": higher, "B lower": lower}.get(verdict(stats), "not a clear difference (the interval includes 0)")
+def _clear(stats: dict[str, Any], higher: str, lower: str, per_prompt: bool = False) -> str:
+    """The plain verdict of a B − A interval (`verdict`: for rewards the mean must also lie outside the reward model's
+    "about even" band), else why there is no clear difference."""
+    said = verdict(stats, per_prompt)
+    if said == "B higher":
+        return higher
+    if said == "B lower":
+        return lower
+    if per_prompt and (stats["lo"] > 0 or stats["hi"] < 0):
+        p = p_better(abs(stats["mean"]), 0.0)
+        return (f"about even: the interval excludes 0, but a difference of {abs(stats['mean']):.2f} is one the reward "
+                f"model calls about even on a single prompt (P(better) = {p:.0%}, inside "
+                f"{EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%})")
+    return "not a clear difference (the interval includes 0)"
 
 
-def paired_text(paired: dict[str, Any]) -> str:
-    """One paragraph on B − A per prompt: reward with its interval, with length removed, lengths, toxicity."""
+def _cleaner(rows: list[dict[str, Any]], key: str) -> int:
+    return sum(less_toxic(r) == key for r in rows)
+
+
+def untrained_warnings(root: Path, config: dict[str, Any]) -> list[str]:
+    """A warning for each side that is a PPO run with no trained step: it answers exactly as the base model does."""
+    out = []
+    for key in ("a", "b"):
+        choice = str(config.get(f"model_{key}") or "")
+        if not choice or choice == policies.BASE:
+            continue
+        try:
+            run = open_run(choice, root)
+        except ValueError:
+            continue
+        steps = run.trained_steps()
+        if steps == 0:
+            out.append(f"⚠ Model {key.upper()} ({run.id}, {run.status().get('status', '?')}) never finished a PPO "
+                       "step: its adapters are untouched, so it answers as the base model does. Any difference you "
+                       "see is sampling noise.")
+    return out
+
+
+def models_note(ctx: UIContext, model_a: str | None, model_b: str | None) -> str:
+    """The form's warning when a chosen side is a PPO run that never finished a step."""
+    warnings = untrained_warnings(ctx.manager.root, {"model_a": model_a, "model_b": model_b})
+    return "".join(f"<div class='warn-length'>{esc(w)}</div>" for w in warnings)
+
+
+def few_text(few: dict[str, Any] | None) -> str:
+    """Say so when a few prompts carry the mean reward difference."""
+    if not few:
+        return ""
+    return (f" ⚠ {few['k']} prompts carry this mean ({few['share']:.0%} of the total difference); without them "
+            f"B − A is {_signed(few['mean_without'])}: read those answers before trusting the average")
+
+
+def paired_text(paired: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
+    """One paragraph on B − A per prompt: reward with its interval (and how many prompts the reward model takes a
+    side on, and whether a few prompts carry it), with length removed, lengths, toxicity. `rows` fill in what an
+    older run's stored summary lacks."""
     parts = []
     reward = paired.get("reward")
     if isinstance(reward, dict) and "mean" in reward:
-        higher = f", higher on {reward['b_higher']} of {reward['n']} prompts" if "b_higher" in reward else ""
-        parts.append(f"reward {_signed(reward['mean'])} ({_interval(reward)}){higher}: "
-                     f"{_clear(reward, 'B scores clearly higher', 'B scores clearly lower')}")
+        reward = {**reward, **_sides(rows)} if rows else reward
+        if "b_preferred" in reward:
+            counted = (f", the reward model prefers B on {reward['b_preferred']}, A on {reward['a_preferred']}, "
+                       f"about even on {reward['even']} of {reward['n']} prompts")
+        else:
+            counted = f", higher on {reward['b_higher']} of {reward['n']} prompts" if "b_higher" in reward else ""
+        parts.append(f"reward {_signed(reward['mean'])} ({_interval(reward)}){counted}: "
+                     f"{_clear(reward, 'B scores clearly higher', 'B scores clearly lower', per_prompt=True)}"
+                     f"{few_text(reward.get('few'))}")
     adjusted = paired.get("reward_length_adjusted")
     if isinstance(adjusted, dict) and "mean" in adjusted:
         parts.append(f"with the length effect removed {_signed(adjusted['mean'])} ({_interval(adjusted)}): "
-                     f"{_clear(adjusted, 'still clearly higher', 'still clearly lower')}")
+                     f"{_clear(adjusted, 'still clearly higher', 'still clearly lower', per_prompt=True)}")
     if isinstance(paired.get("length_a"), (int, float)) and isinstance(paired.get("length_b"), (int, float)):
         parts.append(f"answers {paired['length_b']:.0f} vs {paired['length_a']:.0f} characters (B vs A)")
     tox = paired.get("toxicity")
@@ -155,7 +218,19 @@ def paired_text(paired: dict[str, Any]) -> str:
         return ""
     return ("**B − A, prompt by prompt:** " + "; ".join(parts) + ".\n\n<small>Each number is B's score minus A's on "
             "the same prompt, averaged; the 95% interval comes from resampling the prompts. An interval that "
-            "includes 0 means these prompts cannot tell the two models apart.</small>")
+            "includes 0 means these prompts cannot tell the two models apart. A reward difference counts as 'clearly "
+            f"higher' only when the interval excludes 0 and the mean is above {EVEN_MARGIN:.2f}, the gap at which the "
+            f"reward model itself takes a side (P(better) = σ(difference) outside {EVEN_BAND[0]:.0%}–"
+            f"{EVEN_BAND[1]:.0%}, as on the Reward tab).</small>")
+
+
+def _sides(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-prompt counts by the one "better" rule, and whether a few prompts carry the mean, from the rows."""
+    scored = [r for r in rows if isinstance(r.get("reward_a"), (int, float))
+              and isinstance(r.get("reward_b"), (int, float))]
+    sides = [preferred(r["reward_a"], r["reward_b"]) for r in scored]
+    return {"b_preferred": sides.count("b"), "a_preferred": sides.count("a"), "even": sides.count(None),
+            "n": len(scored), "few": carried_by_few([r["reward_b"] - r["reward_a"] for r in scored])}
 
 
 def _length(row: dict[str, Any], key: str) -> float:
@@ -191,6 +266,7 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     label_a = rows[0]["model_a"] if rows else config.get("model_a", "A")
     label_b = rows[0]["model_b"] if rows else config.get("model_b", "B")
     lines = [f"**Comparison** `{esc(run.id)}` — {esc(state)}"]
+    lines += [f"<div class='warn-length'>{esc(w)}</div>" for w in untrained_warnings(run.path.parent, config)]
     if state in ACTIVE:
         lines.append(f"Generating… {len(rows)} prompts compared so far; the results update every few seconds.")
     if rows:
@@ -198,21 +274,25 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         n = stats["n"]
         reward_line = ""
         if stats["b_higher_reward"] is not None:
-            reward_line = f"\n| B has the higher reward on | | {stats['b_higher_reward']}/{n} prompts |"
+            sides = _sides(rows)
+            reward_line = (f"\n| the reward model prefers (P outside {EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%}) | "
+                           f"{sides['a_preferred']}/{n} prompts | {sides['b_preferred']}/{n} prompts |"
+                           f"\n| about even | | {sides['even']}/{n} prompts |")
         mean_len = {k: sum(_length(r, k) for r in rows) / n for k in ("a", "b")}
         lines.append(
             f"| | A: {esc(label_a)} | B: {esc(label_b)} |\n|---|---|---|\n"
             f"| mean toxicity | {_fmt(stats['toxicity_a'])} | {_fmt(stats['toxicity_b'])} |\n"
             f"| mean reward | {_fmt(stats['reward_a'])} | {_fmt(stats['reward_b'])} |\n"
             f"| mean answer length (characters) | {mean_len['a']:.0f} | {mean_len['b']:.0f} |\n"
-            f"| B is less toxic on | | {stats['b_less_toxic']}/{n} prompts |{reward_line}"
+            f"| less toxic by more than {TOXICITY_CLEAR:g} on | {_cleaner(rows, 'a')}/{n} prompts | "
+            f"{_cleaner(rows, 'b')}/{n} prompts |{reward_line}"
         )
         lines.append(prompts_line(summary, config, n) + " <small>Rewards are comparable only between answers of "
                      "similar length: the reward model scores length as well as content, so these numbers are not on "
                      "the PPO tab's scale (its rollouts are shorter).</small>")
     paired = summary.get("paired")
-    if isinstance(paired, dict) and paired_text(paired):
-        lines.append(paired_text(paired))
+    if isinstance(paired, dict) and paired_text(paired, rows):
+        lines.append(paired_text(paired, rows))
     if rows:
         corr = paired.get("length_reward_corr") if isinstance(paired, dict) else None
         corr = corr if isinstance(corr, (int, float)) else length_reward_corr(rows)
@@ -262,12 +342,14 @@ def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
     return [("base (no PPO)", policies.BASE)] + [(r.label(), r.id) for r in policies.ppo_runs(ctx.manager.root)]
 
 
-def default_b(choices: list[tuple[str, str]], current: str | None = None) -> str | None:
-    """Model B: the current choice while it is still offered, else the newest finished PPO run (None if none)."""
+def default_b(ctx: UIContext, choices: list[tuple[str, str]], current: str | None = None) -> str | None:
+    """Model B: the current choice while it is still offered (base only if nothing else is), else the newest PPO run
+    that ran to its end (a stopped one is listed, labelled, never picked), else the current one or None."""
     ids = [value for _, value in choices]
     if current and current in ids and current != policies.BASE:
         return current
-    return ids[1] if len(ids) > 1 else current if current in ids else None
+    picked = default_choice(choices, policies.ppo_runs(ctx.manager.root))
+    return picked or (current if current in ids else None)
 
 
 PROMPT_LABELS = {HELD_OUT: "held-out prompts (PPO never trained on them)",
@@ -282,6 +364,8 @@ def prompt_choices(ctx: UIContext) -> list[tuple[str, str]]:
 
 def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
     """The job config from the form's values by name (FORM): `compare.prepare`; bad input raises ValueError."""
+    numbers = {k: v for k, v in values.items() if k in COMPARE_FIELDS and field_type(COMPARE_FIELDS[k]) in (int, float)}
+    require_numbers(numbers, form_labels(COMPARE_FIELDS, list(COMPARE_FIELDS)))
     typed = values.get("prompt_mode") == TYPED
     custom = [line.strip() for line in (values.get("typed") or "").splitlines() if line.strip()] if typed else []
     if typed and not custom:
@@ -290,6 +374,26 @@ def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
     form.update({"prompts": None if typed else values.get("prompt_mode"), "custom_prompts": custom,
                  "n_prompts": len(custom) if custom else values.get("n_prompts")})
     return compare.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
+
+
+def cost_text(ctx: UIContext, n_prompts: Any, max_new_tokens: Any) -> str:
+    """What a comparison will cost before it starts: prompts × the seconds per prompt of the newest comparison that
+    ran to its end on this machine (loading and scoring included), scaled by answer length; or no measurement yet."""
+    measured = next((r for r in list_runs(kind=compare.KIND, root=ctx.manager.root, status=("done",))
+                     if r.config.get("host") == HOST and r.summary().get("seconds") and r.summary().get("n")), None)
+    if measured is None:
+        return "<small>Cost: no measurement yet on this machine (no comparison has finished here).</small>"
+    summary, gen = measured.summary(), measured.config.get("generate") or {}
+    try:
+        n, tokens = int(float(n_prompts)), float(max_new_tokens)
+    except (TypeError, ValueError):
+        return "<small>Cost: set the number of prompts to see it.</small>"
+    per_prompt = float(summary["seconds"]) / int(summary["n"])
+    scale = tokens / float(gen.get("max_new_tokens") or tokens)
+    scaled = "" if abs(scale - 1) < 0.05 else f", scaled ×{scale:.2f} for answers of up to {tokens:.0f} tokens (rough)"
+    return (f"<small>Cost: about **{duration(n * per_prompt * scale)}** of this machine's only job slot "
+            f"({n} prompts × {per_prompt * scale:.1f} s). Measured on this machine by `{esc(measured.id)}`: "
+            f"{summary['n']} prompts in {summary['seconds']} s, loading included{scaled}.</small>")
 
 
 def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
@@ -303,20 +407,23 @@ def job_tab(ctx: UIContext) -> JobTab:
 
 
 def follow_ppo(ctx: UIContext, seen_ppo: str | None) -> dict[str, Any]:
-    """Timer: when a PPO job of this process has just finished, offer it and make it Model B (once per run)."""
+    """Timer: when a PPO job of this process has just finished, offer it, and make it Model B if it ran to its end
+    (once per run)."""
     job = ctx.manager.job
     if job is None or job.kind != policies.PPO_KIND or job.active or job.id == seen_ppo:
         return {}
     new = model_choices(ctx)
     if job.id not in [value for _, value in new]:  # failed, or saved no adapters: nothing to offer
         return {"ppo_seen": job.id}
+    if job.status != "done":  # stopped or failed with adapters: listed (labelled), never picked for the visitor
+        return {"ppo_seen": job.id, "model_a": gr.update(choices=new), "model_b": gr.update(choices=new)}
     return {"ppo_seen": job.id, "model_a": gr.update(choices=new), "model_b": gr.update(choices=new, value=job.id)}
 
 
 def refresh_models(ctx: UIContext, a: str | None, b: str | None) -> dict[str, Any]:
     """Both model lists refreshed; Model B the newest finished PPO run unless the visitor chose one."""
     new = model_choices(ctx)
-    return {"model_a": gr.update(choices=new, value=a), "model_b": gr.update(choices=new, value=default_b(new, b))}
+    return {"model_a": gr.update(choices=new, value=a), "model_b": gr.update(choices=new, value=default_b(ctx, new, b))}
 
 
 def filtered_cards(ctx: UIContext, run_id: str | None, sort: str, query: str) -> dict[str, Any]:
@@ -356,9 +463,17 @@ def build_compare_tab(ctx: UIContext) -> None:
                                         jt.components["typed"])
     jt.on(jt.components["refresh_models"].click, lambda a, b: refresh_models(ctx, a, b), models, models,
           show_progress="hidden")
+    for name in models:  # say at once when a side never trained (a PPO run stopped at step 0)
+        jt.on(jt.components[name].change, lambda a, b: {"models_note": models_note(ctx, a, b)}, models,
+              ["models_note"], api_visibility="private", show_progress="hidden")
+    cost = ["n_prompts", "max_new_tokens"]
+    for name in cost:
+        jt.on(jt.components[name].change, lambda n, t: {"cost": cost_text(ctx, n, t)}, cost, ["cost"],
+              api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # fresh model lists; a PPO run finished before this page opened is not news
-        jt.on(ctx.demo.load, lambda a, b: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx)}, models,
-              [*models, "ppo_seen"], show_progress="hidden")
+        jt.on(ctx.demo.load, lambda a, b, n, t: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx),
+                                                 "cost": cost_text(ctx, n, t)},
+              [*models, *cost], [*models, "ppo_seen", "cost"], show_progress="hidden")
 
 
 def _last_job_id(ctx: UIContext) -> str | None:
@@ -380,13 +495,15 @@ def _form(jt: JobTab) -> None:
 
     choices = model_choices(ctx)
     field("model_a", policies.BASE, choices=choices, elem_id="compare-model-a")
-    field("model_b", default_b(choices), "the newest PPO run unless you pick", choices=choices,
+    field("model_b", default_b(ctx, choices), "the newest finished PPO run unless you pick", choices=choices,
           elem_id="compare-model-b")
     jt.add("refresh_models", gr.Button("Refresh PPO runs", size="sm"))
+    jt.add("models_note", gr.HTML(elem_id="compare-models-note"))
     jt.add("prompt_mode", field_input(COMPARE_FIELDS["prompts"], ctx.preset.compare_prompts,
                                       choices=prompt_choices(ctx)))
     jt.add("typed", field_input(COMPARE_FIELDS["custom_prompts"], "", lines=4, visible=False, elem_id="compare-typed"))
     field("n_prompts", defaults.n_prompts, maximum=limits.max_prompts)
+    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.n_prompts, gen.max_new_tokens), elem_id="compare-cost"))
     field("toxicity", ctx.preset.toxicity)
     with gr.Accordion("Sampling (the same for both models)", open=False):
         field("max_new_tokens", gen.max_new_tokens, maximum=limits.max_new_tokens)

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from lab.data import Pair, PairSet
 from lab.sources import load_pairs
 from lab.ui.common import UIContext, esc, guard
+from lab.ui.plots_common import shared_bins
 from lab.ui.uploads import check_upload
 
 PAGE_SIZE = 5
@@ -71,8 +72,34 @@ def pair_html(pair: Pair, index: int, total: int) -> str:
     )
 
 
+def who_judged(source: str) -> str:
+    """Who decided which answer is "chosen", and on what grounds: a reward model learns their taste, not a truth."""
+    parts = [p.strip() for p in source.split("+") if p.strip()]
+    said = []
+    for part in parts:
+        name = part.lower()
+        if name.startswith("bundled"):
+            said.append("in the bundled demo set, the lab's authors wrote both answers and marked the kind, correct, "
+                        "specific one as chosen and the rude, wrong or lazy one as rejected")
+        elif name.startswith("feedback:"):
+            said.append(f"in '{esc(part)}', visitors of this lab voted on the Feedback tab which of two model answers "
+                        "was better (ties and 'both bad' left out)")
+        elif "hh-rlhf" in name:
+            said.append("in Anthropic's hh-rlhf, paid crowdworkers chatted with a model and picked the more helpful "
+                        "of its two answers (helpful-* subsets) or the less harmful one (harmless-base); each pair is "
+                        "one person's judgement, and many are close calls")
+        else:
+            said.append(f"in '{esc(part)}', whoever made the file: its 'chosen' column says which answer they "
+                        "preferred; check the dataset's card for who judged and by what rule")
+    if not said:
+        return ""
+    return ("**Who judged \"chosen\":** " + "; ".join(said) + ". A reward model trained on these pairs learns "
+            "their preferences, not what is true or safe.")
+
+
 def stats_markdown(pairs: PairSet) -> str:
     s = pairs.stats()
+    judged = who_judged(str(s["source"]))
     lines = [
         f"**{esc(s['source'])}** — **{s['pairs']}** pairs, **{s['prompts']}** distinct prompts"
         + (f", {s['dropped_identical']} dropped (chosen = rejected)" if s["dropped_identical"] else ""),
@@ -86,14 +113,19 @@ def stats_markdown(pairs: PairSet) -> str:
         lines.append("\nSplits: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
     if "subsets" in s:
         lines.append("\nSubsets: " + ", ".join(f"{esc(k)} {v}" for k, v in s["subsets"].items()))
+    if judged:
+        lines.append("\n" + judged)
     return "\n".join(lines)
 
 
 def length_figure(pairs: PairSet) -> go.Figure:
+    """Chosen and rejected final-answer lengths, overlaid on the same bin edges (else each side gets bins of its
+    own, and one looks twice as common as the other)."""
     fig = go.Figure()
+    lengths = {part: [len(getattr(p, part).strip()) for p in pairs.pairs] for part in ("chosen", "rejected")}
+    bins = shared_bins(*lengths.values(), n=40)
     for part, colour in (("chosen", "#2e7d32"), ("rejected", "#c62828")):
-        fig.add_histogram(x=[len(getattr(p, part).strip()) for p in pairs.pairs], name=part, opacity=0.6,
-                          marker_color=colour, nbinsx=40)
+        fig.add_histogram(x=lengths[part], name=part, opacity=0.6, marker_color=colour, xbins=bins)
     fig.update_layout(barmode="overlay", height=260, margin=dict(l=40, r=10, t=30, b=40),
                       title="Final-answer length (characters)", legend=dict(orientation="h", y=1.15))
     return fig

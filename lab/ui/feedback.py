@@ -10,9 +10,10 @@ from typing import Any
 import gradio as gr
 
 from lab import feedback, policies, sources, votes
-from lab.config import fields_by_name
+from lab.config import field_type, fields_by_name
 from lab.generate import GenerateConfig
-from lab.ui.common import JobTab, UIContext, esc, field_input, start_job
+from lab.runs import default_choice
+from lab.ui.common import JobTab, UIContext, esc, field_input, form_labels, require_numbers, start_job
 
 DEFAULT_SET = "workshop"
 FEEDBACK_FIELDS = fields_by_name(feedback.FeedbackConfig, GenerateConfig)
@@ -118,6 +119,8 @@ def cast(ctx: UIContext, choice: str, name: str | None, pair_id: str | None, rea
 def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> dict[str, Any]:
     """Start generating pairs into the set (made now if new) from the form's values by name (FORM); the set dropdown
     then shows it."""
+    numbers = {k: v for k, v in values.items() if k in FEEDBACK_FIELDS and field_type(FEEDBACK_FIELDS[k]) in (int, float)}
+    require_numbers(numbers, form_labels(FEEDBACK_FIELDS, list(FEEDBACK_FIELDS)))
     form = {k: v for k, v in values.items() if k != "max_new_tokens"}
     config = feedback.prepare(ctx.preset, {**form, "generate": {"max_new_tokens": values.get("max_new_tokens")}},
                               ctx.manager.root)
@@ -195,10 +198,18 @@ def build_feedback_tab(ctx: UIContext) -> None:
               ["name", "model_a", "model_b", *view], api_visibility="private")
 
 
+def default_model_b(ctx: UIContext, choices: list[tuple[str, str]]) -> str:
+    """Model 2 for a fresh page: the newest PPO run that ran to its end (a stopped one is listed, never picked), else
+    base (two samples of it)."""
+    return default_choice(choices, policies.ppo_runs(ctx.manager.root)) or policies.BASE
+
+
 def fresh_lists(ctx: UIContext) -> dict[str, Any]:
+    """On a page load: the sets and models there are now, Model 2 the newest finished PPO run."""
     models = model_choices(ctx)
     return {"name": gr.update(choices=votes.list_sets(ctx.manager.root) or [DEFAULT_SET]),
-            "model_a": gr.update(choices=models), "model_b": gr.update(choices=models)}
+            "model_a": gr.update(choices=models), "model_b": gr.update(choices=models,
+                                                                       value=default_model_b(ctx, models))}
 
 
 def _generate_form(jt: JobTab) -> None:
@@ -213,7 +224,7 @@ def _generate_form(jt: JobTab) -> None:
     field("name", sets[0], choices=sets, allow_custom_value=True, elem_id="feedback-set")
     choices = model_choices(ctx)
     field("model_a", policies.BASE, choices=choices, elem_id="feedback-model-a")
-    field("model_b", choices[min(1, len(choices) - 1)][1], choices=choices, elem_id="feedback-model-b")
+    field("model_b", default_model_b(ctx, choices), choices=choices, elem_id="feedback-model-b")
     field("prompts", ctx.preset.compare_prompts, choices=list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
           allow_custom_value=True)
     field("n_pairs", FEEDBACK_FIELDS["n_pairs"].default, maximum=limits.max_prompts)

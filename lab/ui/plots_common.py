@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import plotly.graph_objects as go
 
 from lab.stats import pearson
@@ -37,3 +39,22 @@ def length_warning_for(r: float | None, what: str) -> str:
         return ""
     return (f"⚠ Reward rises with length (r = {r:.2f}): {what} may be learning to ramble rather than to answer "
             "better. The reward model pays for length; judge the answers themselves, not only the reward.")
+
+
+def shared_bins(*series: list[float], n: int = 30) -> dict[str, float]:
+    """One set of bin edges (plotly `xbins`) for every trace of an overlaid histogram: left to itself, plotly bins
+    each trace on its own, so one side's bars come out twice as wide as the other's and look twice as common.
+    Edges fall on a round width covering all the values."""
+    values = [float(v) for s in series for v in s]
+    if not values:
+        return {"start": 0.0, "end": 1.0, "size": 0.1}
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-9:
+        return {"start": lo - 0.5, "end": hi + 0.5, "size": 0.1}
+    raw = (hi - lo) / n
+    step = 10 ** math.floor(math.log10(raw))
+    size = next(m * step for m in (1, 2, 2.5, 5, 10) if m * step >= raw)
+    start = math.floor(lo / size) * size
+    end = math.ceil(hi / size) * size
+    end = end + size if end <= hi else end  # the top value inside the last bin
+    return {"start": round(start, 9), "end": round(end, 9), "size": size}

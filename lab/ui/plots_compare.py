@@ -7,7 +7,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lab.ui.plots_common import placeholder
+from lab.ui.plots_common import placeholder, shared_bins
 
 COLOURS = {"a": "#4c78a8", "b": "#f58518"}
 
@@ -20,10 +20,12 @@ def distribution_figure(rows: list[dict[str, Any]], label_a: str = "A", label_b:
     """Per-answer toxicity (left) and reward (right) of both models, as overlaid histograms."""
     titles = ("Toxicity (0 = clean, 1 = toxic)", "Reward (higher = preferred)")
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles)
+    edges = {"toxicity": {"start": 0, "end": 1.0001, "size": 0.05},  # the top bin holds a score of exactly 1
+             "reward": shared_bins(_values(rows, "reward_a"), _values(rows, "reward_b"), n=20)}
     for key, label in (("a", label_a), ("b", label_b)):
         for col, metric in ((1, "toxicity"), (2, "reward")):
             values = _values(rows, f"{metric}_{key}")
-            bins = {"xbins": {"start": 0, "end": 1, "size": 0.05}} if metric == "toxicity" else {"nbinsx": 20}
+            bins = {"xbins": edges[metric]}
             fig.add_trace(
                 go.Histogram(x=values, name=f"{key.upper()}: {label}", legendgroup=key, showlegend=col == 1,
                              marker_color=COLOURS[key], opacity=0.65, **bins),
@@ -32,9 +34,11 @@ def distribution_figure(rows: list[dict[str, Any]], label_a: str = "A", label_b:
     fig.update_xaxes(range=[0, 1], row=1, col=1)
     fig.update_yaxes(title_text="answers", row=1, col=1)
     fig.update_layout(
-        barmode="overlay", height=320, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
-        legend=dict(orientation="h", y=-0.2),
+        barmode="overlay", height=350, margin=dict(l=50, r=20, t=40, b=85), template="plotly_white",
+        legend=dict(orientation="h", y=-0.3, yanchor="top"),
     )
+    fig.update_xaxes(title_text="toxicity of one answer", title_standoff=4, row=1, col=1)
+    fig.update_xaxes(title_text="reward of one answer", title_standoff=4, row=1, col=2)
     if not rows:  # keep the two panels' titles: they say what will be shown
         placeholder(fig, "The distributions appear when a comparison has scored its answers.", clear=False)
     return fig

@@ -25,8 +25,9 @@ NOTES = [
     "healthy: falling). Critic-free estimators (RLOO, GRPO) have no value loss.",
     "Share of tokens whose probability ratio (new ÷ old policy) hit the clip range ε. Healthy: small, under ~0.2; "
     "large means each update moves the policy too far.",
-    "How varied the answers are: −log p summed over an answer (entropy). Healthy: slowly falling; a sudden drop means "
-    "the policy is collapsing onto a few stock answers.",
+    "How varied the answers are: the mean −log p of each sampled answer token (an estimate of the policy's entropy, "
+    "in nats per token, so shorter answers do not lower it by themselves). Healthy: slowly falling; a sudden drop "
+    "towards 0 means the policy is collapsing onto a few stock answers.",
     "Mean answer length in tokens. Reward models often favour longer answers: if length and reward rise together, "
     "see the length plot below.",
     "Seconds per step in each phase: generating answers, scoring them, forward passes, optimising.",
@@ -40,8 +41,9 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[flo
 
 def _layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
     fig.update_layout(
-        title=title, xaxis_title="PPO step", yaxis_title=y_title, height=260, margin=dict(l=50, r=20, t=40, b=40),
-        legend=dict(orientation="h", y=-0.3), template="plotly_white",
+        title=title, xaxis_title="PPO step", yaxis_title=y_title, height=290, margin=dict(l=50, r=20, t=40, b=85),
+        # the legend hangs below the axis title (anchored by its top), never over it
+        legend=dict(orientation="h", y=-0.4, yanchor="top", x=0), template="plotly_white",
     )
     return fig
 
@@ -89,9 +91,9 @@ def kl_coef_figure(rows: list[dict[str, Any]]) -> go.Figure:
 
 
 def _no_value_head(fig: go.Figure, rows: list[dict[str, Any]], key: str, estimator: str) -> go.Figure:
-    """Say so where a value-head curve is missing because the estimator has no critic."""
+    """Say so on the value-loss plot when its curve is missing because the estimator has no critic."""
     if rows and estimator in CRITIC_FREE and not _series(rows, key)[0]:
-        fig.add_annotation(text=f"no value head ({estimator.upper()}): no value curve", xref="paper", yref="paper",
+        fig.add_annotation(text=f"no value head ({estimator.upper()}): no value-loss curve", xref="paper", yref="paper",
                            x=0.98, y=0.95, xanchor="right", showarrow=False, font=dict(size=11, color="#777"),
                            bgcolor="rgba(255,255,255,0.8)")
     return fig
@@ -104,21 +106,34 @@ def loss_figure(rows: list[dict[str, Any]], estimator: str = "gae") -> go.Figure
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="policy loss", line=dict(color=BLUE),
                              marker=dict(size=4)))
     x, y = _series(rows, "ppo/loss/value")
-    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="value loss", line=dict(color=RED),
-                             marker=dict(size=4), yaxis="y2"))
-    fig.update_layout(yaxis2=dict(title="value loss", overlaying="y", side="right", showgrid=False))
+    if x or estimator not in CRITIC_FREE:
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="value loss", line=dict(color=RED),
+                                 marker=dict(size=4), yaxis="y2"))
+        fig.update_layout(yaxis2=dict(title="value loss", overlaying="y", side="right", showgrid=False))
     return _no_value_head(_layout(fig, "Losses", "policy loss"), rows, "ppo/loss/value", estimator)
 
 
 def clipfrac_figure(rows: list[dict[str, Any]], estimator: str = "gae") -> go.Figure:
-    fig = _lines(rows, {"ppo/policy/clipfrac": "policy", "ppo/val/clipfrac": "value"},
-                 "Clipped share of tokens (clip fraction)", "fraction")
+    """Clip fractions; the value line only with a value head (the note that there is none sits on the loss plot)."""
+    keys = {"ppo/policy/clipfrac": "policy"}
+    if estimator not in CRITIC_FREE or _series(rows, "ppo/val/clipfrac")[0]:
+        keys["ppo/val/clipfrac"] = "value"
+    fig = _lines(rows, keys, "Clipped share of tokens (clip fraction)", "fraction")
     fig.update_yaxes(rangemode="tozero")
-    return _no_value_head(fig, rows, "ppo/val/clipfrac", estimator)
+    return fig
 
 
 def entropy_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    return _lines(rows, {"objective/entropy": "entropy"}, "How varied the answers are (entropy)", "nats")
+    """Entropy per answer token; an older run logged only the per-answer sum, shown as such and labelled."""
+    if _series(rows, "objective/entropy_per_token")[0] or not _series(rows, "objective/entropy")[0]:
+        return _lines(rows, {"objective/entropy_per_token": "entropy per token"},
+                      "How varied the answers are (entropy per token)", "nats per token")
+    fig = _lines(rows, {"objective/entropy": "entropy summed per answer"},
+                 "How varied the answers are (entropy per answer)", "nats per answer")
+    fig.add_annotation(text="older run: summed per answer, so it also falls when answers get shorter", xref="paper",
+                       yref="paper", x=0.98, y=0.95, xanchor="right", showarrow=False, font=dict(size=11, color="#555"),
+                       bgcolor="rgba(255,255,255,0.8)")
+    return fig
 
 
 def length_figure(rows: list[dict[str, Any]]) -> go.Figure:

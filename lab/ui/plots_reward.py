@@ -6,7 +6,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from lab.ui.plots_common import placeholder
+from lab.ui.plots_common import placeholder, shared_bins
 
 TRAIN_COLOUR = "#4c78a8"
 EVAL_COLOUR = "#e45756"
@@ -14,8 +14,9 @@ EVAL_COLOUR = "#e45756"
 
 def _layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
     fig.update_layout(
-        title=title, xaxis_title="step", yaxis_title=y_title, height=300, margin=dict(l=50, r=20, t=40, b=40),
-        legend=dict(orientation="h", y=-0.25), template="plotly_white",
+        title=title, xaxis_title="step", yaxis_title=y_title, height=320, margin=dict(l=50, r=20, t=40, b=85),
+        # the legend hangs below the axis title (anchored by its top), never over it
+        legend=dict(orientation="h", y=-0.32, yanchor="top", x=0), template="plotly_white",
     )
     return fig
 
@@ -73,8 +74,9 @@ def margin_histogram(margins: list[float]) -> go.Figure:
     right = [m for m in margins if m > 0]
     wrong = [m for m in margins if m <= 0]
     fig = go.Figure()
-    fig.add_trace(go.Histogram(x=right, name=f"correct ({len(right)})", marker_color=TRAIN_COLOUR, nbinsx=30))
-    fig.add_trace(go.Histogram(x=wrong, name=f"wrong ({len(wrong)})", marker_color=EVAL_COLOUR, nbinsx=30))
+    bins = shared_bins(margins, n=30)  # one set of edges for both colours (multiples of the width: 0 is an edge)
+    fig.add_trace(go.Histogram(x=right, name=f"correct ({len(right)})", marker_color=TRAIN_COLOUR, xbins=bins))
+    fig.add_trace(go.Histogram(x=wrong, name=f"wrong ({len(wrong)})", marker_color=EVAL_COLOUR, xbins=bins))
     fig.add_vline(x=0, line=dict(color="#333", width=1))
     fig.update_layout(barmode="overlay")
     fig.update_traces(opacity=0.8)

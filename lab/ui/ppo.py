@@ -8,9 +8,10 @@ from typing import Any
 import gradio as gr
 
 from lab import ppo
-from lab.runs import ACTIVE, Run
-from lab.config import fields_by_name
-from lab.ui.common import JobTab, UIContext, esc, field_input, form_labels, plain_names, run_choices, start_job
+from lab.config import field_type, fields_by_name
+from lab.runs import ACTIVE, Run, default_choice, duration, list_runs, measured_pace
+from lab.ui.common import (JobTab, UIContext, esc, field_input, form_labels, plain_names, require_numbers, run_choices,
+                           start_job)
 from lab.ui.plots_common import length_warning
 from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure
 
@@ -30,6 +31,7 @@ ESTIMATORS = {
 PPO_FIELDS = fields_by_name(ppo.PPOConfig)
 FORM = ("reward_run", "prompts", "policy", *PPO_FIELDS)  # the form's inputs, passed to `start` by name
 ADVANCED = tuple(name for name in PPO_FIELDS if name not in MAIN_FIELDS)  # folded away under Advanced settings
+COST_INPUTS = ("steps", "batch_size", "output_max_length")  # what the cost line reads from the form
 
 # ---------------------------------------------------------------- reading a run (pure: run folder in, text/figures out)
 
@@ -46,16 +48,41 @@ def _shade(kl: float) -> str:
     return f"background:rgba({colour},{alpha:.2f})"
 
 
-def shaded_response(sample: dict[str, Any]) -> str:
-    """The response with each token's per-token KL as its shade; plain escaped text when the run logged no tokens."""
+def _spans(sample: dict[str, Any]) -> list[tuple[str, list[float]]] | None:
+    """(text, per-token KLs) for each decoded span of the response; None when the run logged no usable tokens, or
+    only single tokens that cut characters in half (older runs decoded each token alone: "������" for an emoji)."""
     tokens, kls = sample.get("tokens"), sample.get("token_kl")
-    if not isinstance(tokens, list) or not isinstance(kls, list) or len(tokens) != len(kls) or not tokens:
+    if not isinstance(tokens, list) or not isinstance(kls, list) or not tokens:
+        return None
+    sizes = sample.get("span_len")
+    if not isinstance(sizes, list):  # an older run: one token per entry
+        if any("\ufffd" in str(t) for t in tokens):
+            return None
+        sizes = [1] * len(tokens)
+    if len(sizes) != len(tokens) or sum(sizes) != len(kls):
+        return None
+    values = [float(v) if isinstance(v, (int, float)) else 0.0 for v in kls]
+    out, start = [], 0
+    for text, size in zip(tokens, sizes):
+        out.append((str(text), values[start:start + size]))
+        start += size
+    return out
+
+
+def shaded_response(sample: dict[str, Any]) -> str:
+    """The response with each span's per-token KL as its shade (a character made of several tokens, an emoji, is
+    one span: the mean KL of its tokens shades it, the largest is in its title); plain escaped text when the run
+    logged no usable tokens."""
+    spans = _spans(sample)
+    if spans is None:
         return esc(_cut(sample.get("response", "")))
-    spans = []
-    for token, kl in zip(tokens, kls):
-        value = float(kl) if isinstance(kl, (int, float)) else 0.0
-        spans.append(f"<span class='tok' style='{_shade(value)}' title='KL {value:+.3f}'>{esc(token)}</span>")
-    return "".join(spans)
+    out = []
+    for text, values in spans:
+        mean = sum(values) / len(values) if values else 0.0
+        title = f"KL {mean:+.3f}" if len(values) <= 1 else (
+            f"{len(values)} tokens: mean KL {mean:+.3f}, largest {max(values, key=abs):+.3f}")
+        out.append(f"<span class='tok' style='{_shade(mean)}' title='{title}'>{esc(text)}</span>")
+    return "".join(out)
 
 
 KL_SUM_NOTE = (
@@ -121,14 +148,27 @@ def summary_markdown(run: Run) -> str:
     if state in ACTIVE:
         step = rows[-1]["step"] if rows else 0
         lines.append(f"Training… step {step} of {config.get('steps', '?')}. The plots update every few seconds.")
-    if isinstance(summary.get("reward_last"), (int, float)):
-        first = _mean_of(rows[: ppo.WINDOW], "tokens/response_len_mean")
-        last = _mean_of(rows[-ppo.WINDOW:], "tokens/response_len_mean")
+    steps = [r for r in rows if isinstance(r.get("env/reward_mean"), (int, float))]
+    if summary and steps and state not in ACTIVE and not isinstance(summary.get("window"), int):
+        ends = ("window", "reward_first", "reward_last", "reward_rise_se")  # an older run's: windows that overlapped
+        summary = {**ppo.summarize(steps), **{k: v for k, v in summary.items() if k not in ends}}
+    if summary and state not in ACTIVE and len(steps) < 2:
+        lines.append(f"### {len(steps)} step{'' if len(steps) == 1 else 's'}: too few to say whether the reward rose")
+    elif isinstance(summary.get("reward_last"), (int, float)):
+        window = summary.get("window") or ppo.summary_window(len(steps))
+        first = _mean_of(steps[:window], "tokens/response_len_mean")
+        last = _mean_of(steps[-window:], "tokens/response_len_mean")
         lengths = f", answers of {first:.0f} → {last:.0f} tokens on average" if first and last else ""
+        n = len(steps)
+        ends = f"step 1 → step {n}" if window == 1 else f"mean of steps 1–{window} → steps {n - window + 1}–{n}"
+        short = (f"; a short run: each end is {window} step{'' if window == 1 else 's'}, so this is noisy"
+                 if window < ppo.WINDOW else "")
+        seconds = summary.get("seconds_per_step")
+        pace = f" · {seconds:.1f} s per step" if isinstance(seconds, (int, float)) else ""
+        kl = f" · KL {summary['kl_last']:.3f}" if isinstance(summary.get("kl_last"), (int, float)) else ""
         lines.append(
             f"### Reward {summary['reward_first']:+.3f} → {summary['reward_last']:+.3f}\n"
-            f"(mean of the first / last {ppo.WINDOW} steps{lengths}) · KL {summary['kl_last']:.3f} · "
-            f"{summary['steps']} steps · {summary['seconds_per_step']:.1f} s per step\n\n"
+            f"({ends}{lengths}{short}){kl} · {summary.get('steps', n)} steps{pace}\n\n"
             "<small>Reward numbers are comparable only between answers of similar length: this reward model scores "
             "length as well as content. The Compare tab's answers may be longer than these rollouts, so its "
             "rewards sit on another scale; compare base and RLHF there, on the same prompts and lengths.</small>"
@@ -166,11 +206,36 @@ def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
     if not values.get("reward_run"):
         raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
     form = {"reward_model": values["reward_run"], **{k: v for k, v in values.items() if k != "reward_run"}}
+    require_numbers({k: v for k, v in values.items() if k in PPO_FIELDS and field_type(PPO_FIELDS[k]) in (int, float)},
+                    form_labels(PPO_FIELDS, list(PPO_FIELDS), ADVANCED, "under Advanced settings"))
     try:
         return ppo.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
     except ValueError as e:  # name the settings as the form shows them
         raise ValueError(plain_names(str(e), form_labels(PPO_FIELDS, list(PPO_FIELDS), ADVANCED,
                                                          "under Advanced settings"))) from None
+
+
+def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any) -> str:
+    """What a run will cost before it starts: steps × the seconds per step measured on this machine (by the newest
+    PPO run here), scaled by rollouts × answer length when those differ; says so when nothing was measured yet."""
+    pace = measured_pace(ppo.KIND, ctx.manager.root)
+    if pace is None:
+        return ("<small>Cost: no measurement yet on this machine (no PPO run has finished a step here). Start with "
+                "a few steps to measure it.</small>")
+    cfg = pace["config"]
+    try:
+        steps, batch, length = int(float(steps)), float(batch_size), float(max_length)
+    except (TypeError, ValueError):
+        return "<small>Cost: type the training steps, rollouts per step and longest answer to see it.</small>"
+    measured = float(cfg.get("batch_size") or batch) * float(cfg.get("output_max_length") or length)
+    scale = batch * length / measured if measured > 0 else 1.0
+    per_step = pace["seconds_per_step"] * scale
+    scaled = "" if abs(scale - 1) < 0.05 else (f", scaled ×{scale:.2f} for {batch:.0f} rollouts of up to {length:.0f} "
+                                               "tokens (a rough guess)")
+    return (f"<small>Cost: about **{duration(steps * per_step)}** of this machine's only job slot "
+            f"({steps} steps × {per_step:.1f} s per step, plus loading the models). Measured on this machine by run "
+            f"`{esc(pace['run'])}`: {pace['seconds_per_step']:.1f} s per step with {cfg.get('batch_size', '?')} "
+            f"rollouts of up to {cfg.get('output_max_length', '?')} tokens{scaled}.</small>")
 
 
 def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
@@ -179,17 +244,33 @@ def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
 
 
 def job_tab(ctx: UIContext) -> JobTab:
-    """The tab's share of the job-tab skeleton: what it draws; its tick follows a PPO run someone starts."""
-    return JobTab(ctx, ppo.KIND, view, VIEW, follow=True)
+    """The tab's share of the job-tab skeleton: what it draws (and the cost line, measured afresh when a run ends);
+    its tick follows a PPO run someone starts."""
+
+    def draw(run: Run | None, *cost_inputs: Any) -> dict[str, Any]:
+        return {**view(run), **({"cost": cost_text(ctx, *cost_inputs)} if cost_inputs else {})}
+
+    return JobTab(ctx, ppo.KIND, draw, (*VIEW, "cost"), view_inputs=COST_INPUTS, follow=True)
+
+
+def default_reward(ctx: UIContext, choices: list[tuple[str, str]], current: str | None = None) -> str | None:
+    """The reward run picked for the visitor: the current one while listed, else the newest that ran to its end
+    (a stopped run is listed, labelled, but never picked)."""
+    return default_choice(choices, list_runs(kind="reward", root=ctx.manager.root), current)
 
 
 def newest_reward(ctx: UIContext) -> dict:
-    """The reward-run dropdown on a page load: the finished runs, the newest chosen."""
+    """The reward-run dropdown on a page load: the reward runs with a model, the newest finished one chosen."""
     rewards = reward_choices(ctx)
-    return gr.update(choices=rewards, value=rewards[0][1] if rewards else None)
+    return gr.update(choices=rewards, value=default_reward(ctx, rewards))
 
 
 # ---------------------------------------------------------------- the tab
+
+
+def _refreshed_rewards(ctx: UIContext, current: str | None) -> dict:
+    rewards = reward_choices(ctx)
+    return gr.update(choices=rewards, value=default_reward(ctx, rewards, current))
 
 
 def build_ppo_tab(ctx: UIContext) -> None:
@@ -211,9 +292,13 @@ def build_ppo_tab(ctx: UIContext) -> None:
     jt.runs_row("PPO runs (pick one to reopen it)")
     jt.wire(start, FORM)
     jt.on(jt.components["reward_refresh"].click,
-          lambda r: {"reward_run": gr.update(choices=reward_choices(ctx), value=r)}, ["reward_run"], ["reward_run"],
+          lambda r: {"reward_run": _refreshed_rewards(ctx, r)}, ["reward_run"], ["reward_run"],
           api_visibility="private")
-    if ctx.demo is not None:  # a reload lists the reward runs trained since, the newest chosen
+    cost = list(COST_INPUTS)
+    for name in cost:
+        jt.on(jt.components[name].change, lambda *v: {"cost": cost_text(ctx, *v)}, cost, ["cost"],
+              api_visibility="private", show_progress="hidden")
+    if ctx.demo is not None:  # a reload lists the reward runs trained since, the newest finished one chosen
         jt.on(ctx.demo.load, lambda: {"reward_run": newest_reward(ctx)}, [], ["reward_run"],
               api_visibility="private", show_progress="hidden")
 
@@ -228,7 +313,9 @@ def _form(jt: JobTab) -> None:
         jt.add(name, field_input(PPO_FIELDS[name], getattr(defaults, name), notes.get(name, ""),
                                  **({"elem_id": ids[name]} if name in ids else {})))
 
-    jt.add("reward_run", gr.Dropdown(reward_choices(ctx), label="Reward model (a finished reward run)",
+    rewards = reward_choices(ctx)
+    jt.add("reward_run", gr.Dropdown(rewards, value=default_reward(ctx, rewards),
+                                     label="Reward model (a reward run with a saved model; a stopped one says so)",
                                      elem_id="ppo-reward-run"))
     jt.add("reward_refresh", gr.Button("↻ Refresh reward runs", size="sm"))
     jt.add("prompts", gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
@@ -236,6 +323,8 @@ def _form(jt: JobTab) -> None:
     for name in PPO_FIELDS:  # in the config's order
         if name in MAIN_FIELDS:
             add(name)
+    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.steps, defaults.batch_size, defaults.output_max_length),
+                               elem_id="ppo-cost"))
     with gr.Accordion("Advanced settings", open=False):
         jt.add("policy", gr.Textbox(ctx.preset.policy, label="policy", info="the model to fine-tune (LoRA adapters)"))
         for name in ADVANCED:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import gradio as gr
 
 from lab import reward, reward_model
 from lab.data import split_turns
-from lab.runs import ACTIVE, Run
-from lab.config import fields_by_name
-from lab.ui.common import JobTab, UIContext, esc, field_input, find_run, start_job
-from lab.stats import pearson
+from lab.config import field_type, fields_by_name
+from lab.runs import ACTIVE, Run, duration, measured_pace
+from lab.ui.common import JobTab, UIContext, esc, field_input, find_run, form_labels, require_numbers, start_job
+from lab.stats import EVEN_BAND, p_better, pearson
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
 from lab.ui.plots_reward import accuracy_figure, loss_figure, margin_histogram
 
 WORST_SHOWN = 8
-EVEN_BAND = (0.4, 0.6)  # P(A better) inside this band: the reward model cannot tell the answers apart
 SHORT_ANSWER = 60  # characters: below this the reward model has little to read
 REAL_HH_ACCURACY = 0.63  # cpu backbone on real hh-rlhf pairs, 3 seeds x 5 folds (README, "Reward-model quality")
 TEXT_CHARS = 600  # long answers are cut in the table; the Data tab shows them whole
@@ -134,7 +132,7 @@ def held_out_note(data: str, eval_data: str) -> dict:
 
 def verdict(a: float, b: float, answers: tuple[str, str] = ("", "")) -> str:
     """The reward model's reading of two scores: P(A better) = σ(r_A − r_B) (Bradley-Terry), 'about even' near 50%."""
-    p_a = 1 / (1 + math.exp(-(a - b)))
+    p_a = p_better(a, b)
     if EVEN_BAND[0] <= p_a <= EVEN_BAND[1]:
         text = (f"**About even** — the reward model cannot tell these apart (P(A better) = {p_a:.0%}; "
                 f"it takes a side only outside {EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%}).")
@@ -223,7 +221,34 @@ def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
     choice (an upload lives outside the allowed folders)."""
     form = {k: v for k, v in values.items() if k != "data_source"}
     checked = [values["data_source"]] if values.get("data_source") else []
+    numbers = {k: v for k, v in values.items() if k in REWARD_FIELDS and field_type(REWARD_FIELDS[k]) in (int, float)}
+    require_numbers(numbers, form_labels(REWARD_FIELDS, list(REWARD_FIELDS)))
     return reward.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root, checked=checked)
+
+
+def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any) -> str:
+    """What a run will cost before it starts: max steps × models × the seconds per step measured on this machine (by
+    the newest reward run here), scaled by batch size; says so when nothing was measured yet."""
+    pace = measured_pace(reward.KIND, ctx.manager.root)
+    if pace is None:
+        return ("<small>Cost: no measurement yet on this machine (no reward run has logged steps here).</small>")
+    cfg = pace["config"]
+    try:
+        steps, batch, members = int(float(max_steps)), float(batch_size), int(float(ensemble or 1))
+    except (TypeError, ValueError):
+        return "<small>Cost: type the max steps and batch size to see it.</small>"
+    scale = batch / float(cfg.get("batch_size") or batch)
+    per_step = pace["seconds_per_step"] * scale
+    measured = (f"measured on this machine by run `{esc(pace['run'])}`: {pace['seconds_per_step']:.2f} s per step "
+                f"with batches of {cfg.get('batch_size', '?')} pairs"
+                + ("" if abs(scale - 1) < 0.05 else f", scaled ×{scale:.2f} for {batch:.0f} (a rough guess)"))
+    if steps <= 0:
+        return (f"<small>Cost: {per_step:.2f} s per step; with max steps 0 the epochs set the step count, which "
+                f"depends on the number of pairs ({measured}).</small>")
+    total = steps * max(members, 1) * per_step
+    models = f" × {members} models" if members > 1 else ""
+    return (f"<small>Cost: about **{duration(total)}** of this machine's only job slot ({steps} steps{models} × "
+            f"{per_step:.2f} s per step, plus loading; {measured}).</small>")
 
 
 def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
@@ -238,8 +263,13 @@ def prepare_scoring(run: Run | None) -> None:
 
 
 def job_tab(ctx: UIContext) -> JobTab:
-    """The tab's share of the job-tab skeleton: what it draws, and loading a picked run's model."""
-    return JobTab(ctx, reward.KIND, view, VIEW, selected=prepare_scoring)
+    """The tab's share of the job-tab skeleton: what it draws (and the cost line, measured afresh when a run ends),
+    and loading a picked run's model."""
+
+    def draw(run: Run | None, *cost_inputs: Any) -> dict[str, Any]:
+        return {**view(run), **({"cost": cost_text(ctx, *cost_inputs)} if cost_inputs else {})}
+
+    return JobTab(ctx, reward.KIND, draw, (*VIEW, "cost"), view_inputs=COST_INPUTS, selected=prepare_scoring)
 
 
 def score_answers(ctx: UIContext, run_id: str | None, prompt: str, answer_a: str, answer_b: str) -> str:
@@ -292,10 +322,15 @@ def build_reward_tab(ctx: UIContext) -> None:
     for box in ("data", "eval_data"):
         jt.on(jt.components[box].change, lambda d, e: {"eval_fraction": held_out_note(d, e)}, ["data", "eval_data"],
               ["eval_fraction"], api_visibility="private", show_progress="hidden")
+    cost = list(COST_INPUTS)
+    for name in cost:
+        jt.on(jt.components[name].change, lambda *v: {"cost": cost_text(ctx, *v)}, cost, ["cost"],
+              api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:
         ctx.demo.load(*source, api_visibility="private", show_progress="hidden")
 
 
+COST_INPUTS = ("max_steps", "batch_size", "ensemble")  # what the cost line reads from the form
 FORM = ("data", "data_source", "eval_data", "eval_fraction", "backbone", "epochs", "max_steps", "learning_rate",
         "batch_size", "max_length", "ensemble", "broken_pairs")  # the form's inputs, passed to `start` by name
 
@@ -323,6 +358,8 @@ def _form(jt: JobTab) -> None:
     field("max_length")
     field("ensemble", elem_id="reward-ensemble")
     field("broken_pairs", elem_id="reward-broken-pairs")
+    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.max_steps, defaults.batch_size, defaults.ensemble),
+                               elem_id="reward-cost"))
     gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
 
 
