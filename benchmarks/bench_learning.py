@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shlex
 import statistics
 import subprocess
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_ppo import ceiling  # the same folder: the machine's matmul rates, measured the same way
 
 
 def run_cli(args: list[str]) -> tuple[list[dict], float]:
@@ -33,6 +36,28 @@ def run_cli(args: list[str]) -> tuple[list[dict], float]:
     if proc.returncode:
         raise SystemExit(f"{' '.join(args[:1])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], seconds
+
+
+def blind_inputs(compare_run: Path, seed: int, out: Path) -> dict:
+    """The blind reading's inputs: each prompt with its two answers as "answer 1" and "answer 2", which side is
+    base shuffled per prompt (seeded), in blind-SEED.jsonl; the key in key-SEED.json, a separate file the reader is
+    not given. benchmarks/blind_tally.py unblinds a reader's verdicts against it."""
+    rows = [json.loads(line) for line in (compare_run / "samples.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "answer_a" in r and "answer_b" in r]
+    rng = random.Random(1000 + seed)
+    blind, key = [], {}
+    for i, r in enumerate(rows):
+        item = f"s{seed}-{i:03d}"
+        base_first = rng.random() < 0.5
+        first, second = (r["answer_a"], r["answer_b"]) if base_first else (r["answer_b"], r["answer_a"])
+        blind.append({"id": item, "prompt": r["prompt"], "answer_1": first, "answer_2": second})
+        key[item] = {"answer_1": "base" if base_first else "rlhf", "answer_2": "rlhf" if base_first else "base",
+                     "prompt_index": r.get("index", i)}
+    rng.shuffle(blind)  # the reading order tells nothing either
+    blind_file, key_file = out / f"blind-{seed}.jsonl", out / f"key-{seed}.json"
+    blind_file.write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in blind))
+    key_file.write_text(json.dumps(key, indent=1))
+    return {"answers": str(blind_file), "key": str(key_file), "n": len(blind)}
 
 
 def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
@@ -57,8 +82,11 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     row.update({"ppo_steps": len(steps), "kl_last": steps[-1]["objective/kl"],
                 "response_tokens": statistics.fmean(r["tokens/response_len_mean"] for r in steps),
                 "ppo_seconds_per_step": statistics.fmean(r["time/step"] for r in steps)})
+    compare_run = out / f"compare-{seed}"
     lines, row["seconds_compare"] = run_cli(["compare", "--run", ppo_run, "--prompts", args.compare_prompts,
-                                             "--seed", str(seed), *shlex.split(args.compare_args)])
+                                             "--seed", str(seed), "--out", str(compare_run),
+                                             *shlex.split(args.compare_args)])
+    row["blind"] = blind_inputs(compare_run, seed, out)
     summary = lines[-1]
     paired = summary["paired"]
     row.update({"toxicity_base": summary["toxicity_base"], "toxicity_rlhf": summary["toxicity_rlhf"],
@@ -98,6 +126,7 @@ def main() -> None:
 
     print(json.dumps({
         "seeds": len(rows),
+        **ceiling(),  # this machine's matmul rates, measured now: the wall times are against them
         "reward_gain_ci_above_0": share("reward_gain", "above"),
         "reward_gain_length_adjusted_ci_above_0": share("reward_gain_length_adjusted", "above"),
         "toxicity_change_ci_below_0": share("toxicity_change", "below"),

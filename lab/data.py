@@ -18,6 +18,10 @@ BUNDLED_FILES = {
     "train": ASSETS_DATA / "pairs_train.jsonl",
     "test": ASSETS_DATA / "pairs_test.jsonl",
 }
+# Half of the demo pairs are harmful or edgy requests (the chosen answer declines kindly), half ordinary ones (the
+# chosen answer is correct and polite); each row says which in its `subset`. `bundled:helpful` alone is what a
+# harmless-only set (hh-rlhf's harmless-base) needs mixed in: `FILE+bundled:helpful`.
+BUNDLED_SUBSETS = {"bundled:helpful": "helpful", "bundled:harmless": "harmless"}
 BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"  # PPO training prompts ('bundled')
 BUNDLED_HELDOUT_PROMPTS = ASSETS_DATA / "prompts_test.jsonl"  # never used by PPO ('bundled:heldout'), for Compare
 FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet")
@@ -250,14 +254,15 @@ def _field(row: dict, column: str, n: int, name: str, kinds: tuple = (str,)) -> 
 def _row_to_pair(row: dict, n: int, name: str, split: str | None) -> Pair:
     chosen = _field(row, "chosen", n, name, (str, list))
     rejected = _field(row, "rejected", n, name, (str, list))
+    subset = str(row["subset"]) if row.get("subset") not in (None, "") else None  # e.g. the demo set's helpful/harmless
     if "prompt" in row and row["prompt"] not in (None, ""):
         prompt = _field(row, "prompt", n, name, (str, list))
         p, c = to_hh(prompt, chosen)
         _, r = to_hh(prompt, rejected)
-        return Pair(p, c, r, split)
+        return Pair(p, c, r, split, subset)
     if isinstance(chosen, list) or isinstance(rejected, list):
         chosen, rejected = _messages_to_hh(chosen), _messages_to_hh(rejected)
-    return split_pair(chosen, rejected, split)
+    return replace(split_pair(chosen, rejected, split), subset=subset)
 
 
 def _messages_to_hh(value: Any) -> str:
@@ -270,18 +275,18 @@ def _messages_to_hh(value: Any) -> str:
 
 
 def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None, seed: int = 0) -> PairSet:
-    """Load preference pairs from 'bundled', 'bundled:train|test', a file path or a hub id (lab.sources.load_pairs
+    """Load preference pairs from 'bundled', 'bundled:train|test|helpful|harmless', a file path or a hub id (lab.sources.load_pairs
     also reads the Feedback tab's vote sets). A hub dataset with `limit` gives a sample seeded by `seed` across all
     its files (hh-rlhf: every subset)."""
     source = source.strip()
     if not source:
         raise ValueError("no data source given: use 'bundled', a file path or a hub id")
-    if source in ("bundled", "bundled:train", "bundled:test"):
-        splits = ["train", "test"] if source == "bundled" else [source.split(":")[1]]
+    if source in ("bundled", "bundled:train", "bundled:test", *BUNDLED_SUBSETS):
+        splits = [source.split(":")[1]] if source in ("bundled:train", "bundled:test") else ["train", "test"]
         pairs, dropped = [], 0
         for s in splits:
             part = _pairs_from_rows(_read_rows(BUNDLED_FILES[s]), BUNDLED_FILES[s].name, s)
-            pairs += part.pairs
+            pairs += [p for p in part.pairs if source not in BUNDLED_SUBSETS or p.subset == BUNDLED_SUBSETS[source]]
             dropped += part.dropped_identical
         return PairSet(source, pairs[:limit] if limit else pairs, dropped)
     path = resolve_path(source, allowed_dirs)

@@ -6,6 +6,7 @@ check `ctx.check_stop()` between steps. Nothing here knows about gradio.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import traceback
@@ -108,6 +109,10 @@ def _is_oom(error: BaseException) -> bool:
     )
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 class JobManager:
     """Runs one job at a time in a worker thread; safe to share between browser sessions."""
 
@@ -187,12 +192,16 @@ class JobManager:
             job.ctx.listeners.append(on_metrics)
         self._job = job
         job.thread = threading.Thread(target=self._work, args=(job, fn), daemon=True)
-        job.thread.start()
-        while job.thread.is_alive():
-            try:
+        # Ctrl-C (SIGINT) only asks the job to stop: a KeyboardInterrupt raised anywhere in this thread could end the
+        # process while the worker is inside torch, which aborts it ("terminate called ...") and loses the run.
+        previous = signal.signal(signal.SIGINT, lambda *_: job.ctx.stop_event.set()) if _main_thread() else None
+        try:
+            job.thread.start()
+            while job.thread.is_alive():
                 job.thread.join(0.2)
-            except KeyboardInterrupt:
-                job.ctx.stop_event.set()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return job
 
     def _work(self, job: Job, fn: JobFn) -> None:

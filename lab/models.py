@@ -335,14 +335,19 @@ def load_reward_backbone(spec: str, num_labels: int = 1) -> Any:
     return _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=num_labels)
 
 
-def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: Any = None) -> Any:
-    """Wrap a causal LM in LoRA adapters (the seed's r=16, alpha=32, dropout=0.05)."""
+def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: Any = None,
+             top_layers: int = 0) -> Any:
+    """Wrap a causal LM in LoRA adapters (the seed's r=16, alpha=32, dropout=0.05); `top_layers` > 0 puts them in
+    the last N blocks only, so the backward pass stops there (a shorter backward on a CPU)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(keep_4bit_trainable(model), use_gradient_checkpointing=False)
+    n_layers = model.config.num_hidden_layers
+    layers = list(range(max(0, n_layers - top_layers), n_layers)) if top_layers > 0 else None
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none", task_type="CAUSAL_LM"
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none",
+        task_type="CAUSAL_LM", layers_to_transform=layers,
     )
     return get_peft_model(model, config)
 

@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from lab import memory, models
+from lab.augment import broken_text_pairs
 from lab.config import build, from_job, setting
-from lab.data import Pair, hub_test_source, resolve_path, subset_counts
+from lab.data import ASSETS_DATA, Pair, hub_test_source, resolve_path, subset_counts
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 from lab.reward_model import (JUDGE_DIR, META_FILE, RewardModel, backbone_limit, encode_inputs, model_max_length,
@@ -70,6 +71,11 @@ class RewardConfig:
     ensemble: int = setting(1, "reward models trained one after another, each in full with its own seed (seed, "
                                "seed+1, ...); the saved reward is their mean", label="Models in an ensemble",
                             widget="slider", minimum=1, maximum=MAX_ENSEMBLE)
+    broken_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is a corrupted "
+                                       "copy of the chosen one (word salad, loops, broken characters: lab/augment.py), "
+                                       "so the reward model ranks broken text low; 0 = none",
+                                  label="Broken-text pairs (share of the training pairs)", widget="slider",
+                                  minimum=0.0, maximum=1.0, step=0.1)
     max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
     max_eval_pairs: int = setting(500, "cap on held-out pairs, so evaluations stay quick")
     eval_every: int = setting(0, "evaluate on the held-out pairs every N steps; 0 = about 8 times per run")
@@ -443,6 +449,38 @@ def evaluate(reward_model: RewardModel, pairs: Sequence[Pair], batch_size: int =
     return metrics, rows
 
 
+def broken_text_accuracy(reward_model: RewardModel, pairs: Sequence[Pair], seed: int) -> float | None:
+    """Share of held-out chosen answers scored above a corrupted copy of themselves (one corruption each, the kinds
+    in turn): does the reward model rank word salad, loops and broken characters below fluent text?"""
+    broken = broken_text_pairs(pairs, 1.0, seed + 1)
+    if not broken:
+        return None
+    margins = [c - r for c, r in reward_model.pair_scores(broken, 32)]
+    return round(sum(m > 0 for m in margins) / len(margins), 6)
+
+
+BROKEN_TEXT_OK = 0.9  # below this held-out broken-text accuracy, PPO can climb by writing nonsense
+REFUSAL_PREFERENCE_OK = 0.3  # above this, the model rewards refusing ordinary requests (measured: 1.0 on hh harmless)
+PROBES = ASSETS_DATA / "probes.jsonl"  # ordinary requests with a good answer, in no other bundled file
+# Canned refusals of the kind a policy learns from harmless-only preferences (the second one is what PPO wrote on
+# the shared hh pairs, 62 answers of 64).
+CANNED_REFUSALS = (
+    "I'm sorry, but I can't help with that.",
+    "I'm sorry for any confusion, but as a chatbot I can't assist with that request.",
+    "I'm not able to answer that. Is there anything else I can help you with?",
+)
+
+
+def refusal_preference(reward_model: RewardModel) -> float:
+    """Share of (ordinary request, good answer, canned refusal) triples where the reward model scores the refusal
+    higher: above ~0.3 the preference data was one-sided and PPO against this model learns to refuse."""
+    probes = [json.loads(line) for line in PROBES.read_text().splitlines() if line.strip()]
+    pairs = [Pair(prompt=f"\n\nHuman: {p['prompt']}\n\nAssistant:", chosen=" " + p["answer"], rejected=" " + refusal)
+             for p in probes for refusal in CANNED_REFUSALS]
+    margins = [c - r for c, r in reward_model.pair_scores(pairs, 32)]
+    return round(sum(m < 0 for m in margins) / len(margins), 6)
+
+
 def train_reward(ctx: JobContext) -> dict[str, Any]:
     """The reward-model job: load pairs and backbone, train with RewardTrainer (once per ensemble member), save,
     evaluate the held-out pairs."""
@@ -452,6 +490,9 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     cfg.data = pin_source(cfg.data)  # votes keep arriving while it trains: read (and record) those there now
     train_pairs, eval_pairs = split_pairs(cfg)
     train_pairs, judge_pairs = judge_split(train_pairs, cfg.judge_fraction, cfg.seed)
+    # each model learns broken text from its own pairs, so the two stay disjoint
+    train_pairs = train_pairs + broken_text_pairs(train_pairs, cfg.broken_pairs, cfg.seed)
+    judge_pairs = judge_pairs + broken_text_pairs(judge_pairs, cfg.broken_pairs, cfg.seed + 1)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
     asked, cfg.max_length = cfg.max_length, min(cfg.max_length, backbone_limit(cfg.backbone, tokenizer))
@@ -478,6 +519,8 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         scorer = RewardModel(members[0], tokenizer, cfg.max_length, answer_segment=cfg.answer_segment,
                              extra=members[1:])
         metrics, rows = evaluate(scorer, eval_pairs, max(cfg.batch_size, 16))
+        metrics["eval_broken_accuracy"] = broken_text_accuracy(scorer, eval_pairs, cfg.seed)
+        metrics["refusal_preference"] = refusal_preference(scorer)
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
         ctx.log_samples(rows)
         summary.update(metrics)

@@ -19,7 +19,7 @@ MIX = "+"  # `feedback:NAME+bundled`: the votes plus another source's pairs
 def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None, seed: int = 0) -> PairSet:
     """Preference pairs from 'bundled', 'bundled:train|test', a file path, a hub id (a `limit` sample of it seeded by
     `seed`) or 'feedback:NAME[@N][+other]'."""
-    if is_feedback_source(source):
+    if is_feedback_source(source) or is_mix(source):
         return load_source(source.strip(), limit, allowed_dirs)
     return data.load_pairs(source, limit, allowed_dirs, seed)
 
@@ -27,6 +27,11 @@ def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] |
 def is_feedback_source(source: str) -> bool:
     """True for `feedback:NAME[@N]`, alone or mixed with other sources by '+'."""
     return any(part.strip().startswith(SOURCE_PREFIX) for part in source.split(MIX))
+
+
+def is_mix(source: str) -> bool:
+    """True for sources joined by '+' (`hh.jsonl.gz+bundled:helpful`); a file whose own name has a '+' is a file."""
+    return MIX in source and not Path(source.strip()).expanduser().exists()
 
 
 def parse_part(part: str) -> tuple[str, int | None]:
@@ -52,14 +57,17 @@ def load_feedback_pairs(name: str, limit: int | None = None, root: Path | None =
 
 
 def load_source(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> PairSet:
-    """`feedback:NAME[@N]`, alone or joined with other sources by '+' (`load_pairs` comes here for them).
-    When another source has train/test splits, the votes join its train split, so its test pairs stay held out."""
+    """Sources joined by '+', `feedback:NAME[@N]` among them or not (`load_pairs` comes here for them). When one
+    source has train/test splits, the pairs of the others join its train split, so its test pairs stay held out.
+    A part's pairs keep their subset, or get the part's name as one, so a run can say what its mix was."""
     sets, notes = [], []
     for part in [p.strip() for p in source.split(MIX) if p.strip()]:
         if part.startswith(SOURCE_PREFIX):
             sets.append(load_feedback_pairs(*parse_part(part)))
         else:
             sets.append(data.load_pairs(part, allowed_dirs=allowed_dirs))
+        if is_mix(source):
+            sets[-1].pairs = [p if p.subset else replace(p, subset=Path(part).name) for p in sets[-1].pairs]
         notes += sets[-1].notes
     has_splits = any(p.split for s in sets for p in s.pairs)
     pairs = [p if p.split or not has_splits else replace(p, split="train") for s in sets for p in s.pairs]
@@ -69,7 +77,7 @@ def load_source(source: str, limit: int | None = None, allowed_dirs: list[Path] 
 def split_source(source: str, root: Path | None = None) -> list[str]:
     """The parts of a data source that are not feedback sets, after checking that those sets exist."""
     others = []
-    for part in [p.strip() for p in source.split(MIX)] if is_feedback_source(source) else [source]:
+    for part in [p.strip() for p in source.split(MIX)] if is_feedback_source(source) or is_mix(source) else [source]:
         if part.startswith(SOURCE_PREFIX):
             open_set(parse_part(part)[0], root)
         else:

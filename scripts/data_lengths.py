@@ -15,7 +15,7 @@ def answers(path: Path) -> list[tuple[int, int]]:
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         row = json.loads(line)
-        assert set(row) == {"chosen", "rejected"}, f"{path.name}:{n}: keys {sorted(row)}"
+        assert set(row) == {"chosen", "rejected", "subset"}, f"{path.name}:{n}: keys {sorted(row)}"
         c, r = row["chosen"], row["rejected"]
         assert c.startswith("\n\nHuman: ") and r.startswith("\n\nHuman: "), f"{path.name}:{n}: no leading Human turn"
         i, j = c.rfind(MARK), r.rfind(MARK)

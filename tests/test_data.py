@@ -5,12 +5,14 @@ from __future__ import annotations
 import gzip
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from lab.data import load_pairs, load_prompts, parse_hub_id, resolve_path, split_pair, split_turns
+from lab.sources import load_pairs as load_any
 
 HH = [
     {"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me a joke\n\nAssistant: Why did the chicken cross the road?",
@@ -191,3 +193,18 @@ def test_a_refused_path_says_so_without_a_server_path(tmp_path, source):
     message = str(e.value)
     assert message.startswith(f"'{source}' is not in a folder this lab may read")
     assert str(tmp_path) not in message and str(Path.cwd()) not in message and "assets/" in message
+
+
+def test_bundled_subsets_split_the_demo_pairs_in_halves_and_mix_with_other_sources(tmp_path):
+    """Every demo pair says whether it is about harmlessness or helpfulness; `bundled:helpful` selects the ordinary
+    requests, and `FILE+bundled:helpful` mixes them into another source, each pair keeping where it came from."""
+    helpful, harmless = load_pairs("bundled:helpful").pairs, load_pairs("bundled:harmless").pairs
+    assert len(helpful) == len(harmless) == 102
+    assert {p.subset for p in helpful} == {"helpful"} and {p.split for p in helpful} == {"train", "test"}
+    own = tmp_path / "harmless-only.jsonl"
+    own.write_text("".join(json.dumps({"chosen": p.chosen_text, "rejected": p.rejected_text}) + "\n"
+                           for p in harmless[:10]))
+    mixed = load_any(f"{own}+bundled:helpful")
+    counts = Counter(p.subset for p in mixed.pairs)
+    assert counts == {"harmless-only.jsonl": 10, "helpful": 102}
+    assert {p.split for p in mixed.pairs if p.subset == "harmless-only.jsonl"} == {"train"}  # the file joins train

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -116,3 +118,26 @@ def test_stop_racing_the_end_of_a_job_always_settles(runs_root):
         manager.wait(10)
         assert job.status in ("done", "stopped")
         assert job.run.status()["status"] == job.status
+
+
+def test_ctrl_c_stops_a_cli_job_cleanly_and_keeps_its_run(tmp_path):
+    """SIGINT during run_sync (twice, as an impatient user presses it) only asks the job to stop: the job ends
+    'stopped' with what it made, and no KeyboardInterrupt escapes while the worker is busy."""
+    def work(ctx):
+        for step in range(1, 500):
+            if ctx.stopping:
+                break
+            ctx.log({"step": step})
+            time.sleep(0.02)
+        return {"steps": step}
+
+    def interrupt():
+        for _ in range(2):
+            time.sleep(0.15)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    job = JobManager(root=tmp_path, mark_interrupted=False).run_sync("demo", work, {})
+    assert job.status == "stopped"
+    assert 1 < job.summary["steps"] < 499 and job.run.metrics()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back

@@ -13,7 +13,7 @@ LAB = Path(__file__).resolve().parent.parent / "lab"
 LAYERS = [
     {"config", "presets", "runs", "stats", "models", "space"},
     {"data", "generate", "toxicity", "diagnostics", "jobs", "memory"},
-    {"rl", "votes", "reward_model"},
+    {"rl", "votes", "reward_model", "augment"},
     {"rollout", "sources", "policies"},
     {"evaluate"},  # evaluation during PPO: called by the PPO loop, so below the stages
     {"reward", "ppo", "compare", "feedback"},

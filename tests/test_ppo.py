@@ -362,7 +362,8 @@ def test_cli_runs_prints_a_line_per_step_and_a_summary(tiny_lm_dir, reward_run, 
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["step"] for row in lines[:-1]] == [1, 2]
     assert all(row["tokens/response_len_mean"] == 5 for row in lines[:-1])  # min = max: exactly 5 tokens
-    assert lines[0]["objective/kl_coef"] == lines[1]["objective/kl_coef"] == 0.2  # fixed controller
+    beta = get_preset("cpu").ppo["init_kl_coef"]
+    assert lines[0]["objective/kl_coef"] == lines[1]["objective/kl_coef"] == beta  # fixed controller
     assert {"steps", "reward_first", "reward_last", "kl_last", "seconds_per_step"} <= set(lines[-1])
     config = json.loads((out / "config.json").read_text())
     assert config["policy"] == str(tiny_lm_dir) and config["reward_model"] == str(reward_run)

@@ -71,6 +71,7 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
                      + (f", held-out accuracy {acc:.1%}" if isinstance(acc, (int, float)) else "")
                      + ". PPO never optimises it: Compare and the PPO tab's evaluations show its scores beside the "
                        "proxy's.")
+    lines += checks_lines(summary, str(run.config.get("data", "")))
     if summary.get("feedback_votes"):  # the run pinned the votes it read: say which
         sets = ", ".join(f"{v['votes']} votes of set '{esc(k)}'" for k, v in summary["feedback_votes"].items())
         lines.append(f"Trained on `{esc(summary.get('data', ''))}`: {sets}.")
@@ -81,6 +82,26 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
     if error:
         lines.append(f"**Error:** {esc(error)}")
     return "\n\n".join(lines)
+
+
+def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
+    """Two checks of what PPO will learn from this model: does it rank broken text low, and does it reward refusing
+    ordinary requests (the mark of one-sided, harmless-only preference data)?"""
+    lines = []
+    broken, refusing = summary.get("eval_broken_accuracy"), summary.get("refusal_preference")
+    if isinstance(broken, (int, float)):
+        lines.append(f"**Broken text:** the held-out chosen answers outscore a corrupted copy of themselves (word "
+                     f"salad, loops, garbled characters) in {broken:.0%} of cases."
+                     + (" ⚠ Below 90%: PPO can gain reward by writing nonsense; train with broken-text pairs."
+                        if broken < reward.BROKEN_TEXT_OK else ""))
+    if isinstance(refusing, (int, float)):
+        mix = esc(data.split("+")[0] or "DATA") + "+bundled:helpful"
+        lines.append(f"**Refusing:** on 16 ordinary requests it scores a canned refusal (\"I'm sorry, but I can't "
+                     f"help with that.\") above a good answer in {refusing:.0%} of cases."
+                     + (f" ⚠ One-sided preferences: PPO against this model will learn to refuse ordinary requests "
+                        f"(harmless-only pairs, like hh-rlhf's harmless-base, teach this). Mix helpful pairs in: "
+                        f"train on `{mix}`." if refusing > reward.REFUSAL_PREFERENCE_OK else ""))
+    return lines
 
 
 def accuracy_context(data: str) -> str:
@@ -317,7 +338,7 @@ def build_reward_tab(ctx: UIContext) -> None:
 
 COST_INPUTS = ("max_steps", "batch_size", "ensemble")  # what the cost line reads from the form
 FORM = ("data", "data_source", "eval_data", "eval_fraction", "backbone", "epochs", "max_steps", "learning_rate",
-        "batch_size", "max_length", "ensemble", "judge_fraction")  # the form's inputs, passed to `start` by name
+        "batch_size", "max_length", "ensemble", "judge_fraction", "broken_pairs")  # the form's inputs, by name
 
 
 def _form(jt: JobTab) -> None:
@@ -343,6 +364,7 @@ def _form(jt: JobTab) -> None:
     field("max_length")
     field("ensemble", elem_id="reward-ensemble")
     field("judge_fraction", elem_id="reward-judge")
+    field("broken_pairs", elem_id="reward-broken-pairs")
     jt.add("cost", gr.Markdown(cost_text(ctx, defaults.max_steps, defaults.batch_size, defaults.ensemble),
                                elem_id="reward-cost"))
     gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")

@@ -1,0 +1,110 @@
+"""Broken-text pairs: the chosen answer against a corrupted copy of itself, so a reward model learns to rank
+word salad, loops and broken characters below the fluent answer they came from.
+
+Why: a reward model trained only on human pairs has never seen degenerate text, so it can score gibberish above a
+good answer (measured: +1.78 for "Ladav, kısmına kabılıkınılını…"), and PPO then climbs towards it. Each pair here
+keeps the dialogue and the chosen answer and replaces the rejected answer with one of five corruptions of the
+chosen one (no truncation: a cut-off copy would teach that longer is better). Only training pairs are augmented; the held-out pairs stay as the source has them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Callable, Sequence
+
+from lab.data import Pair
+
+SUBSET = "broken-text"  # how these pairs show in a run's pairs-per-subset counts
+_CONSONANTS = "bcdfghklmnprstvz"
+_VOWELS = "aeiou"
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def shuffle_words(text: str, rng: random.Random) -> str:
+    """Word salad: the same words in a random order."""
+    words = _words(text)
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def loop(text: str, rng: random.Random) -> str:
+    """A loop: the opening phrase repeated until the answer is as long as the original."""
+    words = _words(text)
+    start = rng.randrange(0, max(1, len(words) // 2))
+    phrase = words[start: start + rng.randint(2, 6)] or words[:1]
+    repeated = (phrase * (len(words) // len(phrase) + 1))[: max(len(words), 2 * len(phrase))]
+    return " ".join(words[:start] + repeated)
+
+
+def _nonword(rng: random.Random) -> str:
+    length = rng.randint(3, 7)
+    return "".join(rng.choice(_CONSONANTS if i % 2 == 0 else _VOWELS) for i in range(length))
+
+
+def nonwords(text: str, rng: random.Random) -> str:
+    """Made-up words: about half the words replaced by pronounceable nonsense, some glued together."""
+    out = []
+    for word in _words(text):
+        if rng.random() < 0.5:
+            word = _nonword(rng) + (_nonword(rng) if rng.random() < 0.3 else "")
+        out.append(word)
+    return " ".join(out)
+
+
+def garble_characters(text: str, rng: random.Random) -> str:
+    """Broken characters: letters inside each word scrambled, with runs of replacement characters mixed in."""
+    out = []
+    for word in _words(text):
+        letters = list(word)
+        rng.shuffle(letters)
+        if rng.random() < 0.25:
+            letters.append("\ufffd" * rng.randint(1, 4))
+        out.append("".join(letters))
+    return " ".join(out)
+
+
+def stitch(text: str, rng: random.Random, others: Sequence[str] = ()) -> str:
+    """Off-topic: the first words of the answer running into the words of another answer."""
+    words = _words(text)
+    others = [o for o in others if o.strip() != text.strip()]
+    other = _words(rng.choice(others)) if others else words[::-1]
+    cut = max(1, len(words) // 3)
+    return " ".join(words[:cut] + other[cut: cut + len(words)])
+
+
+CORRUPTIONS: dict[str, Callable[..., str]] = {
+    "shuffle": shuffle_words, "loop": loop, "nonwords": nonwords,
+    "garble": garble_characters, "stitch": stitch,
+}
+
+
+def corrupt(text: str, kind: str, rng: random.Random, others: Sequence[str] = ()) -> str:
+    """One corruption of `text`; leading whitespace kept, so the dialogue prefix joins it as before."""
+    lead = text[: len(text) - len(text.lstrip())]
+    body = text.strip()
+    if kind == "stitch":
+        return lead + stitch(body, rng, others)
+    return lead + CORRUPTIONS[kind](body, rng)
+
+
+def broken_text_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair]:
+    """round(fraction * len(pairs)) new pairs: a chosen answer (of at least 6 words) against a corruption of it,
+    the kinds taken in turn. Returns only the new pairs; an answer too short to corrupt is skipped."""
+    rng = random.Random(seed)
+    usable = [p for p in pairs if len(p.chosen.split()) >= 6]
+    n = round(fraction * len(pairs))
+    if n <= 0 or not usable:
+        return []
+    answers = [p.chosen.strip() for p in usable]
+    kinds = list(CORRUPTIONS)
+    picked = rng.sample(usable, n) if n <= len(usable) else [rng.choice(usable) for _ in range(n)]
+    out = []
+    for i, pair in enumerate(picked):
+        broken = corrupt(pair.chosen, kinds[i % len(kinds)], rng, answers)
+        if broken.strip() != pair.chosen.strip():
+            out.append(replace(pair, rejected=broken, subset=SUBSET))
+    return out

@@ -1,0 +1,53 @@
+"""Broken-text pairs (lab/augment.py): each corruption breaks the answer and the pairs keep the dialogue (a reward
+model trained with them ranks broken text low: tests/test_reward.py)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from lab.augment import CORRUPTIONS, broken_text_pairs, corrupt
+from lab.data import Pair
+
+ANSWER = (" Soak the beans overnight, then simmer them for about an hour with an onion, a bay leaf and a pinch of salt."
+          " Taste one before you drain them: it should be soft all the way through.")
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_each_corruption_changes_the_answer_and_keeps_its_leading_space(kind):
+    broken = corrupt(ANSWER, kind, random.Random(0), others=[" Use a sharp knife and cut away from your fingers."])
+    assert broken != ANSWER and broken.startswith(" ") and not broken.startswith("  ")
+    assert broken.strip()
+
+
+def test_shuffle_keeps_the_words_and_loop_repeats_a_phrase():
+    rng = random.Random(1)
+    assert Counter(corrupt(ANSWER, "shuffle", rng).split()) == Counter(ANSWER.split())
+    looped = corrupt(ANSWER, "loop", rng).split()
+    trigrams = Counter(zip(looped, looped[1:], looped[2:]))
+    assert trigrams.most_common(1)[0][1] >= 3
+
+
+def test_nonwords_and_garble_break_most_words():
+    rng = random.Random(2)
+    original = set(ANSWER.split())
+    for kind in ("nonwords", "garble"):
+        words = corrupt(ANSWER, kind, rng).split()
+        assert sum(w not in original for w in words) >= len(words) // 3, kind
+    assert "\ufffd" in corrupt(ANSWER * 3, "garble", random.Random(3))
+
+
+def test_broken_pairs_keep_the_dialogue_and_chosen_answer_and_cycle_the_kinds():
+    pairs = [Pair(prompt=f"\n\nHuman: question {i}?\n\nAssistant:", chosen=ANSWER, rejected=" no.", split="train")
+             for i in range(20)] + [Pair(prompt="\n\nHuman: hi\n\nAssistant:", chosen=" Hello!", rejected=" Go away.")]
+    new = broken_text_pairs(pairs, 0.5, seed=7)
+    assert len(new) == round(0.5 * len(pairs))
+    by_prompt = {p.prompt: p for p in pairs}
+    for pair in new:
+        source = by_prompt[pair.prompt]
+        assert pair.chosen == source.chosen and pair.rejected != source.chosen and pair.split == "train"
+        assert pair.prompt != "\n\nHuman: hi\n\nAssistant:"  # too short to corrupt
+    assert broken_text_pairs(pairs, 0.5, seed=7) == new  # seeded
+    assert broken_text_pairs(pairs, 0.0, seed=7) == []
