@@ -20,7 +20,7 @@ from lab.config import field_default, field_type, user_fields
 from lab.generate import GenerateConfig
 from lab.jobs import JobManager
 from lab.presets import get_preset
-from lab.reward_model import load_reward_model
+from lab.reward_model import load_reward_model, refusal_warning
 from lab.sources import load_pairs
 from lab.space import build_space
 
@@ -145,6 +145,9 @@ def _prepare_ppo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finish_ppo(args: argparse.Namespace, config: dict[str, Any]) -> Any:
+    warning = refusal_warning(config["reward_model"])
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     job = run_job(ppo.KIND, ppo.train_ppo, config, args.out)
     emit({**job.summary, "status": job.status, "run": str(job.run.path)})
     return job

@@ -460,7 +460,6 @@ def broken_text_accuracy(reward_model: RewardModel, pairs: Sequence[Pair], seed:
 
 
 BROKEN_TEXT_OK = 0.9  # below this held-out broken-text accuracy, PPO can climb by writing nonsense
-REFUSAL_PREFERENCE_OK = 0.3  # above this, the model rewards refusing ordinary requests (measured: 1.0 on hh harmless)
 PROBES = ASSETS_DATA / "probes.jsonl"  # ordinary requests with a good answer, in no other bundled file
 # Canned refusals of the kind a policy learns from harmless-only preferences (the second one is what PPO wrote on
 # the shared hh pairs, 62 answers of 64).

@@ -219,6 +219,25 @@ def find_reward_model(path: str, root: Path | None = None) -> str:
     return str(candidate.resolve())
 
 
+REFUSAL_PREFERENCE_OK = 0.3  # above this, the model rewards refusing ordinary requests (measured: 1.0 on hh harmless)
+
+
+def refusal_warning(path: str | Path) -> str:
+    """'' or a warning, when the reward run at `path` (its folder or its model/) scored canned refusals above good
+    answers on the ordinary probe requests: PPO against it learns to refuse (one-sided, harmless-only data)."""
+    folder = Path(path)
+    for status_file in (folder / "status.json", folder.parent / "status.json"):
+        if status_file.exists():
+            share = (json.loads(status_file.read_text()).get("summary") or {}).get("refusal_preference")
+            if isinstance(share, (int, float)) and share > REFUSAL_PREFERENCE_OK:
+                return (f"this reward model prefers a canned refusal to a good answer on {share:.0%} of ordinary "
+                        "requests (its preference data was one-sided, like hh-rlhf's harmless-base): PPO against it "
+                        "will learn to refuse. Retrain it with helpful pairs mixed in (data source "
+                        "'YOUR_DATA+bundled:helpful').")
+            return ""
+    return ""
+
+
 def reward_texts(prompts: Sequence[str], answers: Sequence[str]) -> list[str]:
     """Each prompt with its answer as the HH dialogue a reward model reads."""
     return [format_for_reward(p, a) for p, a in zip(prompts, answers)]

@@ -336,3 +336,20 @@ def test_eval_curves_overlay_two_runs_and_the_timeline_shows_each_evaluation(run
     assert "judge reward fell" in note and "refusals 10% → 90%" in note
     empty = tab.eval_view(None, [], runs_root)
     assert not empty["eval_scores"].data and empty["timeline"] == ""
+
+
+def test_a_reward_run_that_rewards_refusing_is_marked_and_warned_about(runs_root):
+    """The refusal check of a reward run (its summary's refusal_preference) reaches the PPO tab's picker and the
+    warning PPO gives before it trains; a balanced run gets neither."""
+    from lab.reward_model import refusal_warning
+    from lab.ui import ppo as tab
+
+    one_sided = new_run("reward", {"backbone": "x"}, runs_root)
+    one_sided.set_status("done", summary={"refusal_preference": 1.0, "eval_accuracy": 0.6})
+    balanced = new_run("reward", {"backbone": "x"}, runs_root)
+    balanced.set_status("done", summary={"refusal_preference": 0.0625})
+    assert "100% of ordinary requests" in refusal_warning(one_sided.path)
+    assert "+bundled:helpful" in refusal_warning(one_sided.model_dir)  # the model folder finds its run too
+    assert refusal_warning(balanced.path) == "" and refusal_warning(runs_root / "missing") == ""
+    assert tab.reward_label(one_sided).endswith("⚠ rewards refusing")
+    assert "⚠" not in tab.reward_label(balanced)

@@ -8,10 +8,11 @@ from typing import Any
 import gradio as gr
 
 from lab import evaluate, ppo
+from lab.reward_model import refusal_warning
 from lab.config import field_type, fields_by_name
 from lab.runs import ACTIVE, Run, default_choice, duration, list_runs, measured_pace, open_run
 from lab.ui.common import (JobTab, UIContext, esc, field_input, find_run, form_labels, plain_names, require_numbers,
-                           run_choices, start_job)
+                           start_job)
 from lab.ui.plots_eval import EVAL_NOTES, rates_figure, scores_figure
 from lab.ui.plots_common import length_warning
 from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure
@@ -261,7 +262,7 @@ def view(run: Run | None, overlay: list[str] | None = None, root: Path | None = 
 
 
 def reward_choices(ctx: UIContext) -> list[tuple[str, str]]:
-    return run_choices("reward", ctx.manager.root, status=REWARD_DONE)
+    return [(reward_label(r), r.id) for r in list_runs(kind="reward", root=ctx.manager.root, status=REWARD_DONE)]
 
 
 def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
@@ -303,8 +304,18 @@ def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any) -> s
 
 
 def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
-    """Start a PPO job owned by this visitor; returns the new run's id."""
-    return start_job(ctx, visitor, ppo.KIND, ppo.train_ppo, build_config(ctx, values))
+    """Start a PPO job owned by this visitor; returns the new run's id. A reward model that rewards refusing is
+    allowed (a lesson in itself) but said so first."""
+    config = build_config(ctx, values)
+    warning = refusal_warning(config["reward_model"])
+    if warning:
+        gr.Warning("Started, but " + warning, duration=None)
+    return start_job(ctx, visitor, ppo.KIND, ppo.train_ppo, config)
+
+
+def reward_label(run: Run) -> str:
+    """A reward run's dropdown label, with a mark when it rewards refusing ordinary requests."""
+    return run.label() + (" · ⚠ rewards refusing" if refusal_warning(run.path) else "")
 
 
 def job_tab(ctx: UIContext) -> JobTab:

@@ -100,7 +100,7 @@ def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
                      f"help with that.\") above a good answer in {refusing:.0%} of cases."
                      + (f" ⚠ One-sided preferences: PPO against this model will learn to refuse ordinary requests "
                         f"(harmless-only pairs, like hh-rlhf's harmless-base, teach this). Mix helpful pairs in: "
-                        f"train on `{mix}`." if refusing > reward.REFUSAL_PREFERENCE_OK else ""))
+                        f"train on `{mix}`." if refusing > reward_model.REFUSAL_PREFERENCE_OK else ""))
     return lines
 
 
