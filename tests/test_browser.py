@@ -111,7 +111,7 @@ def test_data_tab(browser, app_url, shots):
     hits = len(filter_indices(load_pairs("bundled"), "neighbor", "all"))  # the American spelling, as the data has it
     assert hits > 0
     page.wait_for_function(f"document.querySelector('#data-page').innerText.includes('· {hits} matching pairs')",
-                           timeout=10_000)
+                           timeout=30_000)
     assert "neighbor" in page.locator("#data-cards").inner_text().lower()
     page.get_by_label("Search text").fill("")
     page.get_by_label("Search text").press("Enter")
@@ -236,11 +236,11 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
 
     # 4. Compare: base vs the PPO run on three prompts.
     _tab(page, "Compare")  # Model B is already the PPO run that just finished: no refresh, no choosing
-    page.wait_for_function("document.querySelector('#compare-model-b input').value.startsWith('ppo-')", timeout=10_000)
+    page.wait_for_function("document.querySelector('#compare-model-b input').value.startsWith('ppo-')", timeout=30_000)
     fresh = _open(browser, app_url)  # and so on a fresh page
     _tab(fresh, "Compare")
     fresh.wait_for_function("document.querySelector('#compare-model-b input').value.startsWith('ppo-')",
-                            timeout=10_000)
+                            timeout=30_000)
     fresh.context.close()
     _set_number(page, "Number of prompts", 3, "compare")
     page.locator("#compare-run").click()

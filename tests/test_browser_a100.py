@@ -78,7 +78,7 @@ def test_the_space_click_path_on_the_simulated_hub(browser, space_url, shots):  
 
     # 4. Compare: base vs the PPO run on three prompts, roberta toxicity.
     _tab(page, "Compare")
-    page.wait_for_function("document.querySelector('#compare-model-b input').value.startsWith('ppo-')", timeout=10_000)
+    page.wait_for_function("document.querySelector('#compare-model-b input').value.startsWith('ppo-')", timeout=30_000)
     _set_number(page, "Number of prompts", 3, "compare")
     page.get_by_text("Sampling (the same for both models)").click()
     _set_number(page, "Max new tokens", 8, "compare")
