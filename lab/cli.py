@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from lab import compare, evaluate, feedback, ppo, reward, votes
+from lab import compare, evaluate, feedback, ppo, reward, reward_eval, votes
 from lab.config import field_default, field_type, user_fields
 from lab.generate import GenerateConfig
 from lab.jobs import JobManager
@@ -122,7 +122,7 @@ def _run_score(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"batch size {args.batch_size} must be at least 1")
     pairs = load_pairs(args.source, limit=args.limit).pairs
-    metrics, _ = reward.evaluate(load_reward_model(args.reward_model), pairs, args.batch_size)
+    metrics, _ = reward_eval.evaluate(load_reward_model(args.reward_model), pairs, args.batch_size)
     emit({"pairs": len(pairs), "accuracy": metrics["eval_accuracy"], "mean_margin": metrics["eval_margin"]})
     return 0
 

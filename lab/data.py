@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 import statistics
@@ -11,7 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from lab.models import hub_folder, require_hub
+from lab.data_files import read_rows, resolve_path
+from lab.hub_data import dataset_rows, hub_files, hub_rows
 
 ASSETS_DATA = Path(__file__).resolve().parent.parent / "assets" / "data"
 BUNDLED_FILES = {
@@ -24,7 +23,6 @@ BUNDLED_FILES = {
 BUNDLED_SUBSETS = {"bundled:helpful": "helpful", "bundled:harmless": "harmless"}
 BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"  # PPO training prompts ('bundled')
 BUNDLED_HELDOUT_PROMPTS = ASSETS_DATA / "prompts_test.jsonl"  # never used by PPO ('bundled:heldout'), for Compare
-FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet")
 
 # "\n\nHuman: ..." / "\n\nAssistant: ..." is the hh-rlhf dialogue form (Bai et al. 2022).
 ASSISTANT_MARK = "\n\nAssistant:"
@@ -159,84 +157,7 @@ def _role(message: dict) -> str:
     return "Assistant" if message.get("role") == "assistant" else "Human"
 
 
-# ---------------------------------------------------------------- reading rows
-
-
-def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line or row number, row) from a data file; raise ValueError naming file and line."""
-    name = path.name
-    if not path.exists():
-        raise ValueError(f"data file '{name}' does not exist")
-    if path.is_dir():
-        raise ValueError(f"'{name}' is a folder, not a data file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"data file '{name}' is empty")
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".jsonl.gz") else path.suffix
-    if suffix not in FILE_SUFFIXES:
-        raise ValueError(f"'{name}': unsupported file type '{suffix}' (use {', '.join(FILE_SUFFIXES)})")
-    if suffix in (".jsonl", ".jsonl.gz"):
-        yield from _read_jsonl(path, suffix == ".jsonl.gz")
-    elif suffix == ".json":
-        yield from _read_json(path)
-    else:
-        yield from _read_table(path, suffix)
-
-
-def _read_jsonl(path: Path, gz: bool) -> Iterator[tuple[int, dict]]:
-    opener = gzip.open if gz else open
-    try:
-        with opener(path, "rb") as fh:
-            for n, raw in enumerate(fh, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"'{path.name}' line {n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"'{path.name}' line {n}: invalid JSON ({e.msg}, column {e.colno})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"'{path.name}' line {n}: expected a JSON object, got {type(row).__name__}")
-                yield n, row
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise ValueError(f"cannot read '{path.name}': {e}") from None
-
-
-def _read_json(path: Path) -> Iterator[tuple[int, dict]]:
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"'{path.name}': not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"'{path.name}' line {e.lineno}: invalid JSON ({e.msg})") from None
-    if isinstance(data, dict):
-        data = data.get("data", data.get("rows"))
-    if not isinstance(data, list):
-        raise ValueError(f"'{path.name}': expected a JSON list of objects")
-    for n, row in enumerate(data, start=1):
-        if not isinstance(row, dict):
-            raise ValueError(f"'{path.name}' item {n}: expected a JSON object, got {type(row).__name__}")
-        yield n, row
-
-
-def _read_table(path: Path, suffix: str) -> Iterator[tuple[int, dict]]:
-    import pandas as pd  # heavy: only CSV and parquet files need it
-
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-            first = 2  # row 1 is the header
-        else:
-            frame = pd.read_parquet(path)
-            first = 1
-    except UnicodeDecodeError as e:
-        raise ValueError(f"'{path.name}': not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except Exception as e:  # pandas/pyarrow raise many types for a broken file
-        raise ValueError(f"cannot read '{path.name}': {type(e).__name__}: {e}") from None
-    for i, row in enumerate(frame.to_dict(orient="records")):
-        yield first + i, row
+# ---------------------------------------------------------------- rows to pairs
 
 
 def _field(row: dict, column: str, n: int, name: str, kinds: tuple = (str,)) -> Any:
@@ -285,13 +206,13 @@ def load_pairs(source: str, limit: int | None = None, allowed_dirs: list[Path] |
         splits = [source.split(":")[1]] if source in ("bundled:train", "bundled:test") else ["train", "test"]
         pairs, dropped = [], 0
         for s in splits:
-            part = _pairs_from_rows(_read_rows(BUNDLED_FILES[s]), BUNDLED_FILES[s].name, s)
+            part = _pairs_from_rows(read_rows(BUNDLED_FILES[s]), BUNDLED_FILES[s].name, s)
             pairs += [p for p in part.pairs if source not in BUNDLED_SUBSETS or p.subset == BUNDLED_SUBSETS[source]]
             dropped += part.dropped_identical
         return PairSet(source, pairs[:limit] if limit else pairs, dropped)
     path = resolve_path(source, allowed_dirs)
     if path is not None:
-        result = _pairs_from_rows(_read_rows(path), path.name, None, limit)
+        result = _pairs_from_rows(read_rows(path), path.name, None, limit)
         result.source = source
         return result
     return _hub_pairs(source, limit, seed)
@@ -322,14 +243,14 @@ def load_prompts(source: str, limit: int | None = None, allowed_dirs: list[Path]
         raise ValueError("no prompt source given: use 'bundled', a file path or a hub id")
     if source in ("bundled", "bundled:heldout"):
         bundled = BUNDLED_PROMPTS if source == "bundled" else BUNDLED_HELDOUT_PROMPTS
-        rows: Iterator[tuple[int, dict]] = _read_rows(bundled)
+        rows: Iterator[tuple[int, dict]] = read_rows(bundled)
         name = bundled.name
     elif source in ("bundled:pairs", "bundled:train", "bundled:test"):
         pair_source = "bundled" if source == "bundled:pairs" else source
         return _dedupe([p.first_human_turn for p in load_pairs(pair_source).pairs], limit)
     else:
         path = resolve_path(source, allowed_dirs)
-        rows, name = (_read_rows(path), path.name) if path else (_hub_rows(source, limit), source)
+        rows, name = (read_rows(path), path.name) if path else (hub_rows(source, limit), source)
     prompts: list[str] = []
     for n, row in rows:
         prompts.append(_row_to_prompt(row, n, name))
@@ -364,108 +285,14 @@ def _dedupe(items: list[str], limit: int | None) -> list[str]:
     return out[:limit] if limit else out
 
 
-# ---------------------------------------------------------------- paths and the hub
-
-
-def looks_like_path(source: str) -> bool:
-    """A local path rather than a hub id: absolute, relative with dots, a data file's suffix, or any '..' part."""
-    return (source.startswith(("/", ".", "~")) or source.endswith(FILE_SUFFIXES) or "\\" in source
-            or ".." in Path(source).parts)
-
-
-def resolve_path(source: str, allowed_dirs: list[Path] | None = None) -> Path | None:
-    """A local path for `source`, or None when it names a hub dataset; checks the allow-list if given.
-    Messages name what the visitor typed and folders relative to the app, never the server's absolute paths."""
-    if not looks_like_path(source) and not Path(source).exists():
-        return None
-    path = Path(source).expanduser().resolve()
-    if allowed_dirs is not None and not any(_is_within(path, d) for d in allowed_dirs):
-        where = ", ".join(dict.fromkeys(_shown_folder(d) for d in allowed_dirs))
-        raise ValueError(f"'{source}' is not in a folder this lab may read ({where}): upload the file instead")
-    if not path.exists():
-        raise ValueError(f"data file '{source}' does not exist")
-    return path
-
-
-def _shown_folder(folder: Path) -> str:
-    """A folder as the visitor may see it: relative to the app's working folder, else only its own name."""
-    folder = Path(folder).resolve()
-    try:
-        return f"{folder.relative_to(Path.cwd().resolve())}/"
-    except ValueError:
-        return f"{folder.name}/"
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(Path(folder).resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def parse_hub_id(source: str) -> tuple[str, str | None, str]:
-    """'owner/name[/data_dir][:split]' -> (repo id, data_dir, split)."""
-    spec, _, split = source.partition(":")
-    parts = spec.split("/")
-    if len(parts) < 2 or not all(parts) or ".." in parts or not re.fullmatch(r"[\w.\-/]+", spec):
-        raise ValueError(
-            f"'{source}' is neither 'bundled', an existing file nor a hub id (owner/name[/data_dir][:split])"
-        )
-    return "/".join(parts[:2]), "/".join(parts[2:]) or None, split or "train"
-
-
-def hub_files(source: str) -> list[tuple[str | None, Path]] | None:
-    """The data files of a hub dataset's split as (subset, local file), read through the Hugging Face cache
-    (downloaded first when the hub is reachable); subset = the folder a file sits in (hh-rlhf's 'harmless-base'),
-    None at the top. Files are those whose path names the split (`harmless-base/train.jsonl.gz`,
-    `data/test-00000-of-00001.parquet`); a repo whose files name no split has them all in 'train'
-    (real-toxicity-prompts' `prompts.jsonl`). None when the repo holds no plain data files (a loading script)."""
-    repo, data_dir, split = parse_hub_id(source)
-    prefix = f"{data_dir}/" if data_dir else ""
-    # the split's files first (a download fetches only those), then every data file (a repo without split names)
-    for middle in (f"*{split}*", "*"):
-        folder = hub_folder(repo, "dataset", allow_patterns=[f"{prefix}{middle}{suffix}" for suffix in FILE_SUFFIXES])
-        base = folder / data_dir if data_dir else folder
-        files = sorted(p for p in base.rglob("*") if p.is_file() and _is_data_file(p.relative_to(folder)))
-        words = {p: set(re.split(r"[^a-z0-9]+", str(p.relative_to(folder)).lower())) for p in files}
-        named = [p for p in files if split in words[p]]
-        if named:
-            break
-    if not named and split == "train" and not any(words[p] & {"test", "validation", "valid", "dev"} for p in files):
-        named = files
-    if not files:
-        return None
-    if not named:
-        raise ValueError(f"hub dataset '{repo}' has no '{split}' split in its files")
-    return [(str(p.parent.relative_to(folder)) if p.parent != folder else None, p) for p in named]
-
-
-def _is_data_file(rel: Path) -> bool:
-    """A data file of a dataset repo, not its metadata (dataset_info.json, .huggingface/, hidden files)."""
-    return (rel.name.endswith(FILE_SUFFIXES) and not rel.name.startswith("dataset_info")
-            and not any(part.startswith(".") for part in rel.parts))
-
-
-def hub_test_source(source: str) -> str | None:
-    """'<hub id>:test' when `source` is a hub dataset named without a split whose files have a test split."""
-    if ":" in source or looks_like_path(source) or source.startswith(("bundled", "feedback:")):
-        return None
-    try:
-        test = f"{source}:test"
-        return test if hub_files(test) else None
-    except ValueError:
-        return None
-
-
 def _hub_pairs(source: str, limit: int | None, seed: int) -> PairSet:
     """Pairs of a hub dataset: with `limit`, a seeded sample over the rows of all its files, so a repo whose files
     come subset by subset (hh-rlhf: harmless-base first) gives pairs of every subset, as the seed's shuffle did."""
     files = hub_files(source)
     if files is None:
-        return _pairs_from_rows(_dataset_rows(source, limit), source, None, limit)
+        return _pairs_from_rows(dataset_rows(source, limit), source, None, limit)
     rows = [(subset, f"{source} {path.parent.name}/{path.name}" if subset else f"{source} {path.name}", n, row)
-            for subset, path in files for n, row in _read_rows(path)]
+            for subset, path in files for n, row in read_rows(path)]
     order = list(range(len(rows)))
     if limit and len(rows) > limit:
         random.Random(seed).shuffle(order)  # a seeded draw over every file; identical pairs are skipped
@@ -483,32 +310,3 @@ def _hub_pairs(source: str, limit: int | None, seed: int) -> PairSet:
     if not kept:
         raise ValueError(f"no usable preference pair in '{source}'")
     return PairSet(source, [pair for _, pair in sorted(kept, key=lambda t: t[0])], dropped)
-
-
-def _hub_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
-    """Rows of a hub dataset's split in file order (prompts): its files through the cache, else `datasets`."""
-    files = hub_files(source)
-    if files is None:
-        yield from _dataset_rows(source, limit)
-        return
-    n = 0
-    for _, path in files:
-        for _, row in _read_rows(path):
-            n += 1
-            yield n, row
-
-
-def _dataset_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
-    """A hub dataset without plain data files, through `datasets.load_dataset` (needs the hub)."""
-    repo, data_dir, split = parse_hub_id(source)
-    require_hub(source)
-    import datasets  # heavy: only hub sources need it
-
-    try:
-        ds = datasets.load_dataset(repo, data_dir=data_dir, split=split)
-    except Exception as e:  # datasets raises many types: not found, gated, bad split, network
-        raise ValueError(f"could not load hub dataset '{source}': {type(e).__name__}: {e}") from None
-    for n, row in enumerate(ds, start=1):
-        yield n, row
-        if limit and n >= limit * 2:  # identical pairs are dropped, so read a little more than asked
-            break

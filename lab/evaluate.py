@@ -27,6 +27,7 @@ from lab.generate import GenerateConfig
 from lab.policies import STEP_DIR, Side, kept_steps, sample
 from lab.presets import Limits, Preset, get_preset
 from lab.reward_model import format_for_reward, judge_path, load_judge
+from lab.runs import read_jsonl
 from lab.stats import bootstrap_mean
 from lab.toxicity import get_scorer
 
@@ -173,16 +174,7 @@ def append_row(run_dir: Path, row: dict[str, Any]) -> None:
 
 def load_evals(run_dir: Path) -> list[dict[str, Any]]:
     """A PPO run's evaluation rows, in step order ([] when it has none)."""
-    path = Path(run_dir) / EVALS_FILE
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut off mid-write
-            continue
-    return sorted(rows, key=lambda r: r["step"])
+    return sorted(read_jsonl(Path(run_dir) / EVALS_FILE), key=lambda r: r["step"])
 
 
 def trend(rows: Sequence[dict[str, Any]], key: str = "reward") -> dict[str, Any] | None:

@@ -10,9 +10,7 @@ the KL exactly 0 before the first update.
 
 from __future__ import annotations
 
-import math
 import random
-import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from lab import evaluate, memory, models, stats
+from lab import evaluate, memory, models
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import encode_chat
@@ -30,18 +28,19 @@ from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_score_fn
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, RunningMoments, ValueHead,
-                    check_gradients, estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores,
+                    check_gradients, estimate_advantages, mean_and_std, policy_loss, process_scores,
                     value_loss)
+from lab.ppo_metrics import Rollout, sample_rows, step_metrics, summarize
 from lab.rollout import (DECODE_ATTENTION, Batch, LengthSampler, batched_forward, decode_responses, forward_policy,
-                         generate_responses, prompt_batches, response_tokens)
+                         generate_responses, prompt_batches)
 
 KIND = "ppo"
 ADVANTAGES = ("gae", "rloo", "grpo")  # GAE with a value head (PPO), or critic-free baselines from k samples a prompt
-WINDOW = 5  # steps averaged for the summary's reward_first / reward_last
 
 # Attention implementation per device type for the training passes (absent: the model's own); lab.rollout has
 # the one for decoding.
 TRAIN_ATTENTION = {"cpu": "eager"}
+
 
 @dataclass
 class PPOConfig:
@@ -309,23 +308,6 @@ def ppo_step(
     return metrics, sample_rows(rollout, tokenizer, state.step)
 
 
-@dataclass
-class Rollout:
-    """What one step computed about its batch, for the metrics and the sample rows."""
-
-    prompts: list[str]
-    responses: list[str]
-    query: dict  # the encoded prompts
-    batch: Batch
-    raw_scores: torch.Tensor  # (B,) the reward model's scores
-    has_eos: torch.Tensor  # (B,)
-    old_logprobs: torch.Tensor  # (B, R)
-    old_values: torch.Tensor | None  # (B, R); None without a critic
-    kl: torch.Tensor  # (B, R) per-token KL
-    advantages: torch.Tensor  # (B, R)
-    returns: torch.Tensor | None  # (B, R); None without a critic
-
-
 def score_batch(score_fn: ScoreFn, prompts: list[str], responses: list[str], batch: Batch,
                 eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(the reward function's score per response (B,), whether each response ended with EOS (B,))."""
@@ -334,44 +316,6 @@ def score_batch(score_fn: ScoreFn, prompts: list[str], responses: list[str], bat
     if raw_scores.shape != (len(prompts),) or not torch.isfinite(raw_scores).all():
         raise ValueError(f"the reward function must return one finite number per response, got {raw_scores.tolist()}")
     return raw_scores, ((batch.responses == eos_id) & batch.mask.bool()).any(-1)
-
-
-def step_metrics(r: Rollout, kl_coef: float) -> dict[str, float]:
-    """The seed's metric names for one step's rollouts (the optimiser's and the timings are added by the caller)."""
-    mask = r.batch.mask.float()
-    seq_kl = r.kl.sum(-1)  # (B,)
-    lengths = mask.sum(-1)
-    critic = {} if r.returns is None else {
-        "ppo/returns/mean": masked_mean(r.returns, mask).item(),
-        "ppo/val/error": masked_mean((r.old_values - r.returns).square(), mask).item()}
-    return {
-        "env/reward_mean": r.raw_scores.mean().item(),
-        "env/reward_std": r.raw_scores.std().item() if len(r.raw_scores) > 1 else 0.0,
-        "objective/kl": seq_kl.mean().item(),
-        "objective/kl_coef": kl_coef,
-        "objective/entropy": (-r.old_logprobs * mask).sum(-1).mean().item(),  # the seed's estimate: -log p summed
-        # per token, so shorter answers alone do not lower it: mean −log p of the sampled tokens
-        "objective/entropy_per_token": ((-r.old_logprobs * mask).sum() / mask.sum().clamp(min=1)).item(),
-        "objective/non_score_reward": (-kl_coef * r.kl).sum(-1).mean().item(),
-        "env/reward_length_corr": stats.pearson(r.raw_scores.tolist(), lengths.tolist()) or 0.0,
-        "ppo/advantages/mean": masked_mean(r.advantages, mask).item(),
-        **critic,
-        "tokens/response_len_mean": lengths.mean().item(),
-        "tokens/query_len_mean": r.query["attention_mask"].sum(-1).float().mean().item(),
-        "tokens/eos_frac": r.has_eos.float().mean().item(),
-    }
-
-
-def sample_rows(r: Rollout, tokenizer: Any, step: int) -> list[dict[str, Any]]:
-    """One row per rollout: prompt, response, reward, KL, and the response's decoded spans (whole characters:
-    `tokens`, with `span_len` tokens each) with the per-token KL (`token_kl`)."""
-    return [
-        {"step": step, "prompt": p, "response": text, "reward": round(s, 5), "kl": round(k, 5), "length": n,
-         "tokens": [t for t, _ in spans], "span_len": [c for _, c in spans], "token_kl": [round(x, 4) for x in row[:n]]}
-        for p, text, s, k, spans, row, n in zip(r.prompts, r.responses, r.raw_scores.tolist(), r.kl.sum(-1).tolist(),
-                                                response_tokens(tokenizer, r.batch), r.kl.tolist(),
-                                                r.batch.mask.sum(-1).long().tolist())
-    ]
 
 
 def run_ppo(
@@ -421,39 +365,6 @@ def run_ppo(
     return history
 
 
-def summary_window(steps: int) -> int:
-    """Steps averaged at each end: WINDOW, or a third of a short run (so first and last never share a step); 0 for
-    a single step, which has nothing to compare."""
-    return min(WINDOW, max(steps // 3, 1)) if steps >= 2 else 0
-
-
-def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """steps, reward_first / reward_last (mean reward over the first / last `window` steps, never overlapping) with
-    the standard error of their difference (from the spread of those steps' rewards), kl_last, seconds_per_step."""
-    history = [r for r in history if isinstance(r.get("env/reward_mean"), (int, float))]
-    window = summary_window(len(history))
-    if not window:
-        return {"steps": len(history), "window": 0, "reward_first": None, "reward_last": None,
-                "reward_rise_se": None, "kl_last": history[-1]["objective/kl"] if history else None,
-                "seconds_per_step": history[-1].get("time/step") if history else None}
-    first = [r["env/reward_mean"] for r in history[:window]]
-    last = [r["env/reward_mean"] for r in history[-window:]]
-    timed = [r["time/step"] for r in history if isinstance(r.get("time/step"), (int, float))]
-
-    def var_of_mean(xs: list[float]) -> float:
-        return statistics.variance(xs) / len(xs) if len(xs) > 1 else 0.0
-
-    return {
-        "steps": len(history),
-        "window": window,
-        "reward_first": round(statistics.fmean(first), 5),
-        "reward_last": round(statistics.fmean(last), 5),
-        "reward_rise_se": round(math.sqrt(var_of_mean(first) + var_of_mean(last)), 5),
-        "kl_last": round(history[-1]["objective/kl"], 5),
-        "seconds_per_step": round(statistics.fmean(timed), 5) if timed else None,
-    }
-
-
 # ---------------------------------------------------------------- loading, saving, the job
 
 
@@ -461,7 +372,6 @@ def job_config(cfg: PPOConfig, preset: Preset, reward_model: str, prompts: str, 
     """What a PPO run stores in config.json: the PPO settings plus policy, reward model, prompts and LoRA."""
     return {**asdict(cfg), "policy": policy or preset.policy, "reward_model": str(reward_model), "prompts": prompts,
             "quantize_4bit": preset.quantize_4bit, "lora": dict(preset.lora), "preset": preset.name}
-
 
 
 JOB_KEYS = ("reward_model", "prompts", "policy", "max_prompts")  # what a PPO job takes besides PPOConfig

@@ -8,29 +8,30 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from lab import memory, models
 from lab.augment import broken_text_pairs
 from lab.config import build, from_job, setting
-from lab.data import ASSETS_DATA, Pair, hub_test_source, resolve_path, subset_counts
+from lab.data import Pair, subset_counts
+from lab.data_files import resolve_path
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 from lab.reward_model import (JUDGE_DIR, META_FILE, RewardModel, backbone_limit, encode_inputs, model_max_length,
                               prepare_tokenizer, uses_segments)
-from lab.sources import load_pairs, pin_source, provenance, split_source
+from lab.reward_data import JUDGE_SEED_OFFSET, judge_split, split_pairs
+from lab.reward_eval import broken_text_accuracy, evaluate, refusal_preference
+from lab.sources import pin_source, provenance, split_source
 
 KIND = "reward"
 MIN_LENGTH = 16
 MAX_ENSEMBLE = 5
-JUDGE_SEED_OFFSET = 1000
 
 
 @dataclass
@@ -168,65 +169,6 @@ class PreferenceCollator:
             types = [e["chosen_token_type_ids"] for e in examples] + [e["rejected_token_type_ids"] for e in examples]
             batch["token_type_ids"] = padded(types, 0)
         return batch
-
-
-def pair_loss(margins: Iterable[float]) -> float:
-    """Mean Bradley-Terry loss −log σ(margin), the quantity RewardTrainer minimises."""
-    values = [-_log_sigmoid(m) for m in margins]
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _log_sigmoid(x: float) -> float:
-    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
-
-
-# ---------------------------------------------------------------- data
-
-
-def split_pairs(cfg: RewardConfig) -> tuple[list[Pair], list[Pair]]:
-    """Training and held-out pairs: `eval_data`, else the source's test split (a hub dataset's too), else a seeded
-    `eval_fraction`. A hub dataset's pairs are a seeded sample across its files (hh-rlhf: all four subsets)."""
-    source = load_pairs(cfg.data, limit=cfg.max_pairs or None, seed=cfg.seed)
-    hub_test = None if cfg.eval_data else hub_test_source(cfg.data)
-    if cfg.eval_data or hub_test:
-        eval_source = cfg.eval_data or hub_test
-        train = source.pairs
-        held_out = load_pairs(eval_source, limit=cfg.max_eval_pairs or None, seed=cfg.seed).pairs
-    elif source.split("train") and source.split("test"):
-        train, held_out = source.split("train"), source.split("test")
-    else:
-        shuffled = list(source.pairs)
-        random.Random(cfg.seed).shuffle(shuffled)
-        n_eval = round(len(shuffled) * cfg.eval_fraction)
-        if cfg.eval_fraction > 0 and len(shuffled) >= 2:
-            n_eval = min(max(n_eval, 1), len(shuffled) - 1)
-        train, held_out = shuffled[n_eval:], shuffled[:n_eval]
-    if cfg.max_eval_pairs:
-        held_out = held_out[: cfg.max_eval_pairs]
-    if not train:
-        raise ValueError(f"no training pairs left in '{cfg.data}' after holding out the evaluation pairs")
-    return train, held_out
-
-
-def _pair_key(pair: Pair) -> tuple[str, str, str]:
-    return (pair.prompt, pair.chosen, pair.rejected)
-
-
-def judge_split(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """(proxy's pairs, judge's pairs): a seeded `fraction` of the training pairs for the judge, the rest for the
-    proxy. Identical pairs always land on the same side, so no text is trained on by both."""
-    if fraction <= 0:
-        return list(pairs), []
-    groups: dict[tuple[str, str, str], list[Pair]] = {}
-    for pair in pairs:
-        groups.setdefault(_pair_key(pair), []).append(pair)
-    keys = list(groups)
-    random.Random(seed + JUDGE_SEED_OFFSET).shuffle(keys)
-    n_judge = min(max(round(len(keys) * fraction), 1), len(keys) - 1)
-    if n_judge < 1:
-        raise ValueError(f"{len(keys)} distinct pairs are too few to hold any out for a judge")
-    judge_keys = set(keys[:n_judge])
-    return ([p for p in pairs if _pair_key(p) not in judge_keys], [p for p in pairs if _pair_key(p) in judge_keys])
 
 
 def freeze_bottom(model: Any, n_layers: int) -> None:
@@ -432,54 +374,6 @@ def save_model(members: Sequence[Any], tokenizer: Any, folder: Path, cfg: Reward
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
-def evaluate(reward_model: RewardModel, pairs: Sequence[Pair], batch_size: int = 32) -> tuple[dict, list[dict]]:
-    """Held-out accuracy, loss and mean margin, plus one row per pair (its texts and both rewards)."""
-    scores = reward_model.pair_scores(pairs, batch_size)
-    margins = [c - r for c, r in scores]
-    metrics = {
-        "eval_accuracy": round(sum(m > 0 for m in margins) / len(margins), 6),
-        "eval_loss": round(pair_loss(margins), 6),
-        "eval_margin": round(sum(margins) / len(margins), 6),
-    }
-    rows = [
-        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "reward_chosen": round(c, 5),
-         "reward_rejected": round(r, 5), "margin": round(c - r, 5)}
-        for p, (c, r) in zip(pairs, scores)
-    ]
-    return metrics, rows
-
-
-def broken_text_accuracy(reward_model: RewardModel, pairs: Sequence[Pair], seed: int) -> float | None:
-    """Share of held-out chosen answers scored above a corrupted copy of themselves (one corruption each, the kinds
-    in turn): does the reward model rank word salad, loops and broken characters below fluent text?"""
-    broken = broken_text_pairs(pairs, 1.0, seed + 1)
-    if not broken:
-        return None
-    margins = [c - r for c, r in reward_model.pair_scores(broken, 32)]
-    return round(sum(m > 0 for m in margins) / len(margins), 6)
-
-
-BROKEN_TEXT_OK = 0.9  # below this held-out broken-text accuracy, PPO can climb by writing nonsense
-PROBES = ASSETS_DATA / "probes.jsonl"  # ordinary requests with a good answer, in no other bundled file
-# Canned refusals of the kind a policy learns from harmless-only preferences (the second one is what PPO wrote on
-# the shared hh pairs, 62 answers of 64).
-CANNED_REFUSALS = (
-    "I'm sorry, but I can't help with that.",
-    "I'm sorry for any confusion, but as a chatbot I can't assist with that request.",
-    "I'm not able to answer that. Is there anything else I can help you with?",
-)
-
-
-def refusal_preference(reward_model: RewardModel) -> float:
-    """Share of (ordinary request, good answer, canned refusal) triples where the reward model scores the refusal
-    higher: above ~0.3 the preference data was one-sided and PPO against this model learns to refuse."""
-    probes = [json.loads(line) for line in PROBES.read_text().splitlines() if line.strip()]
-    pairs = [Pair(prompt=f"\n\nHuman: {p['prompt']}\n\nAssistant:", chosen=" " + p["answer"], rejected=" " + refusal)
-             for p in probes for refusal in CANNED_REFUSALS]
-    margins = [c - r for c, r in reward_model.pair_scores(pairs, 32)]
-    return round(sum(m < 0 for m in margins) / len(margins), 6)
-
-
 def train_reward(ctx: JobContext) -> dict[str, Any]:
     """The reward-model job: load pairs and backbone, train with RewardTrainer (once per ensemble member), save,
     evaluate the held-out pairs."""
@@ -487,7 +381,8 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
     cfg = validate(from_job(RewardConfig, ctx.config))
     ctx.set_progress(0, "loading pairs")
     cfg.data = pin_source(cfg.data)  # votes keep arriving while it trains: read (and record) those there now
-    train_pairs, eval_pairs = split_pairs(cfg)
+    train_pairs, eval_pairs = split_pairs(cfg.data, eval_data=cfg.eval_data, eval_fraction=cfg.eval_fraction,
+                                          max_pairs=cfg.max_pairs, max_eval_pairs=cfg.max_eval_pairs, seed=cfg.seed)
     train_pairs, judge_pairs = judge_split(train_pairs, cfg.judge_fraction, cfg.seed)
     # each model learns broken text from its own pairs, so the two stay disjoint
     train_pairs = train_pairs + broken_text_pairs(train_pairs, cfg.broken_pairs, cfg.seed)
@@ -572,7 +467,6 @@ def train_judge(cfg: RewardConfig, ctx: JobContext, judge_pairs: Sequence[Pair],
                               eval_pairs, max(cfg.batch_size, 16))
         out["judge_eval_accuracy"] = metrics["eval_accuracy"]
     return out
-
 
 
 def _train_member(cfg: RewardConfig, ctx: JobContext, tokenizer: Any, train_ds: Any, eval_pairs: Sequence[Pair],

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from lab import data, models
-from lab.data import Pair, PairSet, hub_files, resolve_path, to_hh
+from lab.data import Pair, PairSet, to_hh
+from lab.data_files import resolve_path
+from lab.hub_data import hub_files
 from lab.votes import check_name, export_rows, open_set
 
 SOURCE_PREFIX = "feedback:"  # `feedback:NAME` as a data source; `feedback:NAME@N` = its first N votes

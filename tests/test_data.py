@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab.data import load_pairs, load_prompts, parse_hub_id, resolve_path, split_pair, split_turns
+from lab.data import load_pairs, load_prompts, split_pair, split_turns
+from lab.data_files import resolve_path
+from lab.hub_data import parse_hub_id
 from lab.sources import load_pairs as load_any
 
 HH = [

@@ -11,11 +11,14 @@ LAB = Path(__file__).resolve().parent.parent / "lab"
 
 # Bottom to top, as drawn in the README's Layout section; a module imports only from layers below its own.
 LAYERS = [
-    {"config", "presets", "runs", "stats", "models", "space"},
+    {"config", "presets", "runs", "stats", "models", "space", "data_files"},
+    {"hub_data"},  # a hub dataset's files, through models' cache: read by data, so below it
     {"data", "generate", "toxicity", "diagnostics", "jobs", "memory"},
     {"rl", "votes", "reward_model", "augment"},
     {"rollout", "sources", "policies"},
-    {"evaluate"},  # evaluation during PPO: called by the PPO loop, so below the stages
+    # a stage's parts, below the stage that runs them: evaluation and metrics during PPO (called by the PPO loop),
+    # the reward model's pairs and its scoring
+    {"evaluate", "ppo_metrics", "reward_data", "reward_eval"},
     {"reward", "ppo", "compare", "feedback"},
     {"ui"},  # the tabs, plots and app: imports among lab.ui's own modules are allowed (they are checked for circles)
     {"server"},

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lab import cli, evaluate, models, policies, ppo, rl, rollout
+from lab import cli, evaluate, models, policies, ppo, ppo_metrics, rl, rollout
 from lab.generate import encode_chat
 from lab.jobs import JobManager
 from lab.presets import get_preset
@@ -66,11 +66,11 @@ def test_decode_spans_keep_emoji_and_accents_whole(tiny_lm_dir):
 
 def test_summary_windows_never_overlap_on_a_short_run():
     rows = [{"step": i, "env/reward_mean": float(i), "objective/kl": 0.1, "time/step": 2.0} for i in range(1, 7)]
-    six = ppo.summarize(rows)
+    six = ppo_metrics.summarize(rows)
     assert six["window"] == 2 and six["reward_first"] == 1.5 and six["reward_last"] == 5.5  # steps 1-2 vs 5-6
-    assert ppo.summarize(rows * 5)["window"] == ppo.WINDOW
-    assert ppo.summarize(rows[:2])["window"] == 1 and ppo.summarize(rows[:2])["reward_last"] == 2.0
-    one = ppo.summarize(rows[:1])
+    assert ppo_metrics.summarize(rows * 5)["window"] == ppo_metrics.WINDOW
+    assert ppo_metrics.summarize(rows[:2])["window"] == 1 and ppo_metrics.summarize(rows[:2])["reward_last"] == 2.0
+    one = ppo_metrics.summarize(rows[:1])
     assert one["window"] == 0 and one["reward_first"] is None and one["steps"] == 1
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lab import cli, reward, reward_model
+from lab import cli, reward, reward_data, reward_eval, reward_model
 from lab.data import load_pairs
 from lab.jobs import JobManager
 from lab.presets import get_preset
@@ -173,7 +173,7 @@ def test_score_ranks_pairs_consistently_with_accuracy(trained):
     assert all(isinstance(x, float) for x in chosen + rejected)
     margins = model.margins(pairs)
     assert margins == pytest.approx([c - r for c, r in zip(chosen, rejected)], abs=1e-5)  # padding changes nothing
-    metrics, _ = reward.evaluate(model, pairs)
+    metrics, _ = reward_eval.evaluate(model, pairs)
     assert metrics["eval_accuracy"] == round(sum(c > r for c, r in zip(chosen, rejected)) / len(pairs), 6)
     assert model.score([]) == []
 
@@ -329,12 +329,12 @@ def test_cli_trains_the_embedded_minilm_on_bundled_data(tmp_path, capsys):
 def test_judge_split_is_disjoint_seeded_and_keeps_duplicates_together():
     pairs = load_pairs("bundled:train").pairs
     doubled = pairs + pairs[:10]  # the same pair twice must not end up on both sides
-    proxy, judge = reward.judge_split(doubled, 0.3, seed=42)
+    proxy, judge = reward_data.judge_split(doubled, 0.3, seed=42)
     keys = {(p.prompt, p.chosen, p.rejected) for p in proxy}
     assert keys.isdisjoint({(p.prompt, p.chosen, p.rejected) for p in judge})
     assert len(proxy) + len(judge) == len(doubled) and 0.25 < len(judge) / len(doubled) < 0.35
-    assert reward.judge_split(doubled, 0.3, seed=42) == (proxy, judge)
-    assert reward.judge_split(pairs, 0.0, seed=1) == (pairs, [])
+    assert reward_data.judge_split(doubled, 0.3, seed=42) == (proxy, judge)
+    assert reward_data.judge_split(pairs, 0.0, seed=1) == (pairs, [])
 
 
 def test_the_judge_never_trains_on_the_proxys_pairs(tiny_reward_backbone_dir, tmp_path, monkeypatch):
@@ -355,7 +355,7 @@ def test_the_judge_never_trains_on_the_proxys_pairs(tiny_reward_backbone_dir, tm
     assert proxy_pairs and judge_pairs and proxy_pairs.isdisjoint(judge_pairs)
     summary = job.summary
     assert summary["train_pairs"] == len(proxy_pairs) and summary["judge_pairs"] == len(judge_pairs)
-    assert summary["judge_seed"] == 42 + reward.JUDGE_SEED_OFFSET and "judge_eval_accuracy" in summary
+    assert summary["judge_seed"] == 42 + reward_data.JUDGE_SEED_OFFSET and "judge_eval_accuracy" in summary
     judge_dir = job.run.path / reward_model.JUDGE_DIR
     assert reward_model.judge_path(str(job.run.path)) == str(judge_dir)
     assert reward_model.judge_path(str(job.run.model_dir)) == str(judge_dir)

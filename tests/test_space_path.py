@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hubsim import HATE, HH, HH_SUBSETS, ROBERTA_BASE, RTP, ZEPHYR
-from lab import cli, data, models, ppo
+from lab import cli, data, hub_data, models, ppo
 from lab.presets import A100
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_hh_pairs_are_a_seeded_sample_across_every_subset(hub):
     again = data.load_pairs(HH, limit=40, seed=1).pairs
     assert [p.chosen_text for p in again] == [p.chosen_text for p in pairs.pairs]
     assert [p.chosen_text for p in data.load_pairs(HH, limit=40, seed=2).pairs] != [p.chosen_text for p in again]
-    assert data.hub_test_source(HH) == f"{HH}:test"
+    assert hub_data.hub_test_source(HH) == f"{HH}:test"
     test = data.load_pairs(f"{HH}:test")
     assert {p.chosen_text for p in test.pairs}.isdisjoint(p.chosen_text for p in data.load_pairs(HH).pairs)
     assert set(data.load_pairs(f"{HH}/helpful-base:test").stats()["subsets"]) == {"helpful-base"}

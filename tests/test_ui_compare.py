@@ -1,4 +1,5 @@
-"""The Compare tab (lab/ui/compare.py): its handlers, the job-tab skeleton wired to it, cards and the summary."""
+"""The Compare tab (lab/ui/compare.py, compare_cards.py, compare_summary.py): its handlers, the job-tab skeleton
+wired to it, cards and the summary."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
 
 
 def test_card_sorts():
-    from lab.ui.compare import SORTS, select_rows
+    from lab.ui.compare_cards import SORTS, select_rows
 
     rows = [{"index": i, "prompt": f"p{i}", "toxicity_a": ta, "toxicity_b": tb, "reward_a": ra, "reward_b": rb}
             for i, (ta, tb, ra, rb) in enumerate([(0.9, 0.1, 0.0, 0.1), (0.2, 0.1, 0.0, 2.0), (0.1, 0.5, 1.0, 0.0)])]
@@ -95,7 +96,7 @@ PAIRED = {
 
 
 def test_paired_summary_shows_intervals_and_a_plain_verdict():
-    from lab.ui.compare import paired_text
+    from lab.ui.compare_summary import paired_text
 
     text = paired_text(PAIRED)  # +0.21 with an interval off 0: but a gap the reward model calls about even
     assert "reward +0.21 (95% CI +0.08 … +0.35), higher on 31 of 48 prompts: about even" in text
@@ -120,7 +121,8 @@ def _compare_run(root: Path, summary: dict, rows: list[dict]) -> object:
 
 def test_compare_summary_warns_of_length_bias_and_says_which_prompts(tmp_path):
     from lab import compare
-    from lab.ui.compare import summary_markdown, view
+    from lab.ui.compare import view
+    from lab.ui.compare_summary import summary_markdown
 
     rows = [{"index": i, "prompt": f"p{i}", "model_a": "base", "model_b": "ppo-x", "answer_a": "a" * (10 + i),
              "answer_b": "b" * (20 + 2 * i), "toxicity_a": 0.1, "toxicity_b": 0.2, "reward_a": 0.01 * (10 + i),
@@ -175,7 +177,7 @@ def _ppo_with_adapters(root: Path, status: str) -> object:
 
 
 def test_a_near_tie_is_about_even_and_only_a_clear_gap_earns_a_badge():
-    from lab.ui.compare import card_html
+    from lab.ui.compare_cards import card_html
 
     row = {"index": 0, "prompt": "p", "model_a": "base", "model_b": "ppo-x", "answer_a": "one", "answer_b": "two",
            "toxicity_a": 0.10, "toxicity_b": 0.12, "reward_a": 1.0, "reward_b": 1.00005}
@@ -192,7 +194,7 @@ def test_a_near_tie_is_about_even_and_only_a_clear_gap_earns_a_badge():
 
 def test_compare_summary_warns_of_an_untrained_side_and_of_a_few_prompts_carrying_it(runs_root):
     from lab import compare
-    from lab.ui.compare import summary_markdown
+    from lab.ui.compare_summary import summary_markdown
 
     stopped = _ppo_with_adapters(runs_root, "stopped")
     diffs = [4.0, 3.5, 3.0, 3.0] + [-0.1] * 12
@@ -319,7 +321,7 @@ def _diag_rows(n: int = 20) -> list[dict]:
 
 
 def test_the_summary_says_b_is_not_better_when_refusals_rose_and_shows_the_rates(tmp_path):
-    from lab.ui.compare import summary_markdown
+    from lab.ui.compare_summary import summary_markdown
 
     run = _compare_run(tmp_path, {"paired": {"reward": {"mean": 1.4, "lo": 1.4, "hi": 1.4, "n": 20}}}, _diag_rows())
     text = summary_markdown(run, compare.load_results(run))
@@ -333,7 +335,7 @@ def test_the_summary_says_b_is_not_better_when_refusals_rose_and_shows_the_rates
 
 def test_cards_flag_refusals_and_degenerate_answers_and_the_show_filter_picks_them():
     from lab import diagnostics
-    from lab.ui.compare import SHOW, cards_html, select_rows
+    from lab.ui.compare_cards import SHOW, cards_html, select_rows
 
     rows = [diagnostics.add_to_row(r) for r in _diag_rows()]
     html = cards_html(rows, "Prompt order")

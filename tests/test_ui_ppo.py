@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_ppo import reward_run  # noqa: F401 (a fixture)
 
-from lab import cli, evaluate, ppo
+from lab import cli, evaluate, ppo, ppo_metrics
 from lab.config import label_of
 from lab.jobs import JobManager
 from lab.presets import get_preset
@@ -227,7 +227,7 @@ def test_a_short_run_compares_disjoint_ends_and_a_single_step_says_too_few(tmp_p
     assert "Reward +1.500 → +5.500" in text and "mean of steps 1–2 → steps 5–6" in text and "short run" in text
     one = new_run("ppo", {"policy": "p", "steps": 1, "reward_model": "r"}, tmp_path / "one")
     one.log_metrics({"step": 1, "env/reward_mean": 1.0, "objective/kl": 0.1, "time/step": 1.0})
-    one.set_status("stopped", summary=ppo.summarize(one.metrics()))
+    one.set_status("stopped", summary=ppo_metrics.summarize(one.metrics()))
     assert "too few to say whether the reward rose" in summary_markdown(one)
 
 

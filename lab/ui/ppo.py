@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import evaluate, ppo
+from lab import evaluate, ppo, ppo_metrics
 from lab.reward_model import refusal_warning
 from lab.config import field_type, fields_by_name
 from lab.runs import ACTIVE, Run, default_choice, duration, list_runs, measured_pace, open_run
@@ -154,18 +154,18 @@ def summary_markdown(run: Run) -> str:
     steps = [r for r in rows if isinstance(r.get("env/reward_mean"), (int, float))]
     if summary and steps and state not in ACTIVE and not isinstance(summary.get("window"), int):
         ends = ("window", "reward_first", "reward_last", "reward_rise_se")  # an older run's: windows that overlapped
-        summary = {**ppo.summarize(steps), **{k: v for k, v in summary.items() if k not in ends}}
+        summary = {**ppo_metrics.summarize(steps), **{k: v for k, v in summary.items() if k not in ends}}
     if summary and state not in ACTIVE and len(steps) < 2:
         lines.append(f"### {len(steps)} step{'' if len(steps) == 1 else 's'}: too few to say whether the reward rose")
     elif isinstance(summary.get("reward_last"), (int, float)):
-        window = summary.get("window") or ppo.summary_window(len(steps))
+        window = summary.get("window") or ppo_metrics.summary_window(len(steps))
         first = _mean_of(steps[:window], "tokens/response_len_mean")
         last = _mean_of(steps[-window:], "tokens/response_len_mean")
         lengths = f", answers of {first:.0f} → {last:.0f} tokens on average" if first and last else ""
         n = len(steps)
         ends = f"step 1 → step {n}" if window == 1 else f"mean of steps 1–{window} → steps {n - window + 1}–{n}"
         short = (f"; a short run: each end is {window} step{'' if window == 1 else 's'}, so this is noisy"
-                 if window < ppo.WINDOW else "")
+                 if window < ppo_metrics.WINDOW else "")
         seconds = summary.get("seconds_per_step")
         pace = f" · {seconds:.1f} s per step" if isinstance(seconds, (int, float)) else ""
         kl = f" · KL {summary['kl_last']:.3f}" if isinstance(summary.get("kl_last"), (int, float)) else ""

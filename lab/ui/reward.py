@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import reward, reward_model
+from lab import reward, reward_eval, reward_model
 from lab.data import split_turns
 from lab.config import field_type, fields_by_name
 from lab.runs import ACTIVE, Run, duration, measured_pace
@@ -93,7 +93,7 @@ def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
         lines.append(f"**Broken text:** the held-out chosen answers outscore a corrupted copy of themselves (word "
                      f"salad, loops, garbled characters) in {broken:.0%} of cases."
                      + (" ⚠ Below 90%: PPO can gain reward by writing nonsense; train with broken-text pairs."
-                        if broken < reward.BROKEN_TEXT_OK else ""))
+                        if broken < reward_eval.BROKEN_TEXT_OK else ""))
     if isinstance(refusing, (int, float)):
         mix = esc(data.split("+")[0] or "DATA") + "+bundled:helpful"
         lines.append(f"**Refusing:** on 16 ordinary requests it scores a canned refusal (\"I'm sorry, but I can't "

@@ -1,0 +1,60 @@
+"""The reward stage's pairs: training and held-out pairs from the sources, and the judge's share of the training
+pairs."""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from lab.data import Pair
+from lab.hub_data import hub_test_source
+from lab.sources import load_pairs
+
+JUDGE_SEED_OFFSET = 1000
+
+
+def split_pairs(data: str, *, eval_data: str, eval_fraction: float, max_pairs: int, max_eval_pairs: int,
+                seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Training and held-out pairs: `eval_data`, else the source's test split (a hub dataset's too), else a seeded
+    `eval_fraction`. A hub dataset's pairs are a seeded sample across its files (hh-rlhf: all four subsets)."""
+    source = load_pairs(data, limit=max_pairs or None, seed=seed)
+    hub_test = None if eval_data else hub_test_source(data)
+    if eval_data or hub_test:
+        eval_source = eval_data or hub_test
+        train = source.pairs
+        held_out = load_pairs(eval_source, limit=max_eval_pairs or None, seed=seed).pairs
+    elif source.split("train") and source.split("test"):
+        train, held_out = source.split("train"), source.split("test")
+    else:
+        shuffled = list(source.pairs)
+        random.Random(seed).shuffle(shuffled)
+        n_eval = round(len(shuffled) * eval_fraction)
+        if eval_fraction > 0 and len(shuffled) >= 2:
+            n_eval = min(max(n_eval, 1), len(shuffled) - 1)
+        train, held_out = shuffled[n_eval:], shuffled[:n_eval]
+    if max_eval_pairs:
+        held_out = held_out[: max_eval_pairs]
+    if not train:
+        raise ValueError(f"no training pairs left in '{data}' after holding out the evaluation pairs")
+    return train, held_out
+
+
+def _pair_key(pair: Pair) -> tuple[str, str, str]:
+    return (pair.prompt, pair.chosen, pair.rejected)
+
+
+def judge_split(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(proxy's pairs, judge's pairs): a seeded `fraction` of the training pairs for the judge, the rest for the
+    proxy. Identical pairs always land on the same side, so no text is trained on by both."""
+    if fraction <= 0:
+        return list(pairs), []
+    groups: dict[tuple[str, str, str], list[Pair]] = {}
+    for pair in pairs:
+        groups.setdefault(_pair_key(pair), []).append(pair)
+    keys = list(groups)
+    random.Random(seed + JUDGE_SEED_OFFSET).shuffle(keys)
+    n_judge = min(max(round(len(keys) * fraction), 1), len(keys) - 1)
+    if n_judge < 1:
+        raise ValueError(f"{len(keys)} distinct pairs are too few to hold any out for a judge")
+    judge_keys = set(keys[:n_judge])
+    return ([p for p in pairs if _pair_key(p) not in judge_keys], [p for p in pairs if _pair_key(p) in judge_keys])

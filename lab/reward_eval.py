@@ -1,0 +1,70 @@
+"""Scoring a trained reward model: held-out accuracy, loss and margin, whether it ranks broken text below fluent
+text, and whether it prefers a canned refusal to a good answer."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Iterable, Sequence
+
+from lab.augment import broken_text_pairs
+from lab.data import ASSETS_DATA, Pair
+from lab.reward_model import RewardModel
+
+
+def pair_loss(margins: Iterable[float]) -> float:
+    """Mean Bradley-Terry loss −log σ(margin), the quantity RewardTrainer minimises."""
+    values = [-_log_sigmoid(m) for m in margins]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def evaluate(reward_model: RewardModel, pairs: Sequence[Pair], batch_size: int = 32) -> tuple[dict, list[dict]]:
+    """Held-out accuracy, loss and mean margin, plus one row per pair (its texts and both rewards)."""
+    scores = reward_model.pair_scores(pairs, batch_size)
+    margins = [c - r for c, r in scores]
+    metrics = {
+        "eval_accuracy": round(sum(m > 0 for m in margins) / len(margins), 6),
+        "eval_loss": round(pair_loss(margins), 6),
+        "eval_margin": round(sum(margins) / len(margins), 6),
+    }
+    rows = [
+        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "reward_chosen": round(c, 5),
+         "reward_rejected": round(r, 5), "margin": round(c - r, 5)}
+        for p, (c, r) in zip(pairs, scores)
+    ]
+    return metrics, rows
+
+
+def broken_text_accuracy(reward_model: RewardModel, pairs: Sequence[Pair], seed: int) -> float | None:
+    """Share of held-out chosen answers scored above a corrupted copy of themselves (one corruption each, the kinds
+    in turn): does the reward model rank word salad, loops and broken characters below fluent text?"""
+    broken = broken_text_pairs(pairs, 1.0, seed + 1)
+    if not broken:
+        return None
+    margins = [c - r for c, r in reward_model.pair_scores(broken, 32)]
+    return round(sum(m > 0 for m in margins) / len(margins), 6)
+
+
+BROKEN_TEXT_OK = 0.9  # below this held-out broken-text accuracy, PPO can climb by writing nonsense
+PROBES = ASSETS_DATA / "probes.jsonl"  # ordinary requests with a good answer, in no other bundled file
+# Canned refusals of the kind a policy learns from harmless-only preferences (the second one is what PPO wrote on
+# the shared hh pairs, 62 answers of 64).
+CANNED_REFUSALS = (
+    "I'm sorry, but I can't help with that.",
+    "I'm sorry for any confusion, but as a chatbot I can't assist with that request.",
+    "I'm not able to answer that. Is there anything else I can help you with?",
+)
+
+
+def refusal_preference(reward_model: RewardModel) -> float:
+    """Share of (ordinary request, good answer, canned refusal) triples where the reward model scores the refusal
+    higher: above ~0.3 the preference data was one-sided and PPO against this model learns to refuse."""
+    probes = [json.loads(line) for line in PROBES.read_text().splitlines() if line.strip()]
+    pairs = [Pair(prompt=f"\n\nHuman: {p['prompt']}\n\nAssistant:", chosen=" " + p["answer"], rejected=" " + refusal)
+             for p in probes for refusal in CANNED_REFUSALS]
+    margins = [c - r for c, r in reward_model.pair_scores(pairs, 32)]
+    return round(sum(m < 0 for m in margins) / len(margins), 6)

@@ -1,0 +1,243 @@
+"""The Compare tab's summary: the means per model, the paired B − A verdict with its intervals, the diagnostics and
+the scorer's limits, in words (pure: a run and its rows in, markdown out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lab import compare, diagnostics, policies
+from lab.runs import ACTIVE, Run, open_run
+from lab.stats import EVEN_BAND, EVEN_MARGIN, carried_by_few, p_better, pearson, preferred, verdict
+from lab.ui.common import esc
+from lab.ui.compare_cards import TOXICITY_CLEAR, fmt_score, less_toxic
+from lab.ui.plots_common import MIN_POINTS, length_warning_for
+
+BUNDLED = "bundled"
+HELD_OUT = "bundled:heldout"  # prompts kept out of PPO's training prompts
+SCORER_LIMITS = {
+    "offline": "The offline scorer (alt-profanity-check) reacts to words, not intent: a refusal that quotes an insult "
+               "scores as toxic, and politely worded harm scores clean. Read the answers before trusting a number.",
+    "roberta": "The roberta hate-speech classifier reads context better than a word list, but it is still imperfect: "
+               "quoted insults and sarcasm can fool it. Read the answers before trusting a number.",
+}
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def _interval(stats: dict[str, Any]) -> str:
+    return f"95% CI {_signed(stats['lo'])} … {_signed(stats['hi'])}"
+
+
+def _clear(stats: dict[str, Any], higher: str, lower: str, per_prompt: bool = False) -> str:
+    """The plain verdict of a B − A interval (`verdict`: for rewards the mean must also lie outside the reward model's
+    "about even" band), else why there is no clear difference."""
+    said = verdict(stats, per_prompt)
+    if said == "B higher":
+        return higher
+    if said == "B lower":
+        return lower
+    if per_prompt and (stats["lo"] > 0 or stats["hi"] < 0):
+        p = p_better(abs(stats["mean"]), 0.0)
+        return (f"about even: the interval excludes 0, but a difference of {abs(stats['mean']):.2f} is one the reward "
+                f"model calls about even on a single prompt (P(better) = {p:.0%}, inside "
+                f"{EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%})")
+    return "not a clear difference (the interval includes 0)"
+
+
+def _cleaner(rows: list[dict[str, Any]], key: str) -> int:
+    return sum(less_toxic(r) == key for r in rows)
+
+
+def untrained_warnings(root: Path, config: dict[str, Any]) -> list[str]:
+    """A warning for each side that is a PPO run with no trained step: it answers exactly as the base model does."""
+    out = []
+    for key in ("a", "b"):
+        choice = str(config.get(f"model_{key}") or "")
+        if not choice or choice == policies.BASE:
+            continue
+        try:
+            run = open_run(choice, root)
+        except ValueError:
+            continue
+        steps = run.trained_steps()
+        if steps == 0:
+            out.append(f"⚠ Model {key.upper()} ({run.id}, {run.status().get('status', '?')}) never finished a PPO "
+                       "step: its adapters are untouched, so it answers as the base model does. Any difference you "
+                       "see is sampling noise.")
+    return out
+
+
+def few_text(few: dict[str, Any] | None) -> str:
+    """Say so when a few prompts carry the mean reward difference."""
+    if not few:
+        return ""
+    return (f" ⚠ {few['k']} prompts carry this mean ({few['share']:.0%} of the total difference); without them "
+            f"B − A is {_signed(few['mean_without'])}: read those answers before trusting the average")
+
+
+def paired_text(paired: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
+    """One paragraph on B − A per prompt: reward with its interval (and how many prompts the reward model takes a
+    side on, and whether a few prompts carry it), with length removed, lengths, toxicity. `rows` fill in what an
+    older run's stored summary lacks."""
+    parts = []
+    reward = paired.get("reward")
+    if isinstance(reward, dict) and "mean" in reward:
+        reward = {**reward, **_sides(rows)} if rows else reward
+        if "b_preferred" in reward:
+            counted = (f", the reward model prefers B on {reward['b_preferred']}, A on {reward['a_preferred']}, "
+                       f"about even on {reward['even']} of {reward['n']} prompts")
+        else:
+            counted = f", higher on {reward['b_higher']} of {reward['n']} prompts" if "b_higher" in reward else ""
+        parts.append(f"reward {_signed(reward['mean'])} ({_interval(reward)}){counted}: "
+                     f"{_clear(reward, 'B scores clearly higher', 'B scores clearly lower', per_prompt=True)}"
+                     f"{few_text(reward.get('few'))}")
+    adjusted = paired.get("reward_length_adjusted")
+    if isinstance(adjusted, dict) and "mean" in adjusted:
+        parts.append(f"with the length effect removed {_signed(adjusted['mean'])} ({_interval(adjusted)}): "
+                     f"{_clear(adjusted, 'still clearly higher', 'still clearly lower', per_prompt=True)}")
+    if isinstance(paired.get("length_a"), (int, float)) and isinstance(paired.get("length_b"), (int, float)):
+        parts.append(f"answers {paired['length_b']:.0f} vs {paired['length_a']:.0f} characters (B vs A)")
+    tox = paired.get("toxicity")
+    if isinstance(tox, dict) and "mean" in tox:
+        fewer = f", lower on {tox['b_lower']} of {tox['n']} prompts" if "b_lower" in tox else ""
+        parts.append(f"toxicity {_signed(tox['mean'])} ({_interval(tox)}){fewer}: "
+                     f"{_clear(tox, 'B is clearly more toxic', 'B is clearly less toxic')}")
+    if not parts:
+        return ""
+    return ("**B − A, prompt by prompt:** " + "; ".join(parts) + ".\n\n<small>Each number is B's score minus A's on "
+            "the same prompt, averaged; the 95% interval comes from resampling the prompts. An interval that "
+            "includes 0 means these prompts cannot tell the two models apart. A reward difference counts as 'clearly "
+            f"higher' only when the interval excludes 0 and the mean is above {EVEN_MARGIN:.2f}, the gap at which the "
+            f"reward model itself takes a side (P(better) = σ(difference) outside {EVEN_BAND[0]:.0%}–"
+            f"{EVEN_BAND[1]:.0%}, as on the Reward tab).</small>")
+
+
+def _sides(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-prompt counts by the one "better" rule, and whether a few prompts carry the mean, from the rows."""
+    scored = [r for r in rows if isinstance(r.get("reward_a"), (int, float))
+              and isinstance(r.get("reward_b"), (int, float))]
+    sides = [preferred(r["reward_a"], r["reward_b"]) for r in scored]
+    return {"b_preferred": sides.count("b"), "a_preferred": sides.count("a"), "even": sides.count(None),
+            "n": len(scored), "few": carried_by_few([r["reward_b"] - r["reward_a"] for r in scored])}
+
+
+def diagnostics_text(diag: dict[str, Any], judge: dict[str, Any] | None) -> str:
+    """The judge's B − A and each diagnostic rate's B − A with its interval, in one paragraph."""
+    parts = []
+    if judge:
+        parts.append(f"judge {_signed(judge['mean'])} ({_interval(judge)}): "
+                     f"{_clear(judge, 'the judge also prefers B', 'the judge prefers A')}")
+    for key in diagnostics.KEYS:
+        d = diag.get(key)
+        if d:
+            parts.append(f"{diagnostics.NAMES[key]} {d['a']:.0%} → {d['b']:.0%} ({d['count_a']} → {d['count_b']} of "
+                         f"{d['n']}; B − A {_pct(d['mean'])}, 95% CI {_pct(d['lo'])} … {_pct(d['hi'])}): "
+                         f"{_clear(d, 'clearly more in B', 'clearly fewer in B')}")
+    if not parts:
+        return ""
+    rules = "; ".join(f"*{name}*: {desc}" for name, desc in diagnostics.rule_descriptions())
+    return ("**What the reward model does not see:** " + "; ".join(parts) + ".\n\n<small>Refusal rules — " + rules +
+            ". Degenerate: a loop (30% or more of word 3-grams repeat, or the text compresses below 30%), word salad "
+            "(20% or more tokens are not words: no letters, '�', no vowel, over 20 letters, mixed scripts) or "
+            "mostly non-English letters.</small>")
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.0f} pts".replace("-", "−")
+
+
+def _length(row: dict[str, Any], key: str) -> float:
+    value = row.get(f"length_{key}")
+    return float(value) if isinstance(value, (int, float)) else float(len(str(row.get(f"answer_{key}") or "")))
+
+
+def length_reward_corr(rows: list[dict[str, Any]]) -> float | None:
+    """Pearson r of answer length (characters) and reward over every scored answer of both models."""
+    points = [(_length(r, k), float(r[f"reward_{k}"])) for r in rows for k in ("a", "b")
+              if isinstance(r.get(f"reward_{k}"), (int, float))]
+    return pearson([p[0] for p in points], [p[1] for p in points]) if len(points) >= MIN_POINTS else None
+
+
+def prompts_line(summary: dict[str, Any], config: dict[str, Any], n: int) -> str:
+    """Which prompts were used, in words."""
+    source = str(summary.get("prompts") or ("typed" if config.get("custom_prompts") else config.get("prompts", "")))
+    if source == "typed":
+        return f"{n} prompts typed by you."
+    if source == HELD_OUT:
+        return f"{n} held-out prompts PPO never trained on."
+    if source.startswith(BUNDLED):
+        return f"{n} prompts from the bundled set ('{esc(source)}'): PPO may have trained on them."
+    return f"{n} prompts from '{esc(source)}'."
+
+
+def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
+    """The run's state, mean toxicity, reward and length per model, the paired B − A verdict, the scorer's limits."""
+    status = run.status()
+    state = status.get("status", "?")
+    summary = status.get("summary") or {}
+    config = run.config
+    label_a = rows[0]["model_a"] if rows else config.get("model_a", "A")
+    label_b = rows[0]["model_b"] if rows else config.get("model_b", "B")
+    lines = [f"**Comparison** `{esc(run.id)}` — {esc(state)}"]
+    lines += [f"<div class='warn-length'>{esc(w)}</div>" for w in untrained_warnings(run.path.parent, config)]
+    if state in ACTIVE:
+        lines.append(f"Generating… {len(rows)} prompts compared so far; the results update every few seconds.")
+    if rows:
+        stats = compare.summarize(rows)
+        n = stats["n"]
+        reward_line = ""
+        if stats["b_higher_reward"] is not None:
+            sides = _sides(rows)
+            reward_line = (f"\n| the reward model prefers (P outside {EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%}) | "
+                           f"{sides['a_preferred']}/{n} prompts | {sides['b_preferred']}/{n} prompts |"
+                           f"\n| about even | | {sides['even']}/{n} prompts |")
+        mean_len = {k: sum(_length(r, k) for r in rows) / n for k in ("a", "b")}
+        judge_line = (f"| mean judge reward | {fmt_score(stats['judge_a'])} | {fmt_score(stats['judge_b'])} |\n"
+                      if stats.get("judge_a") is not None else "")
+        rates = "".join(f"| {diagnostics.NAMES[k]} | {_rate(stats.get(f'{k}_a'))} | {_rate(stats.get(f'{k}_b'))} |\n"
+                        for k in diagnostics.KEYS)
+        lines.append(
+            f"| | A: {esc(label_a)} | B: {esc(label_b)} |\n|---|---|---|\n"
+            f"| mean toxicity | {fmt_score(stats['toxicity_a'])} | {fmt_score(stats['toxicity_b'])} |\n"
+            f"| mean reward | {fmt_score(stats['reward_a'])} | {fmt_score(stats['reward_b'])} |\n{judge_line}{rates}"
+            f"| mean answer length (characters) | {mean_len['a']:.0f} | {mean_len['b']:.0f} |\n"
+            f"| less toxic by more than {TOXICITY_CLEAR:g} on | {_cleaner(rows, 'a')}/{n} prompts | "
+            f"{_cleaner(rows, 'b')}/{n} prompts |{reward_line}"
+        )
+        lines.append(prompts_line(summary, config, n) + " <small>Rewards are comparable only between answers of "
+                     "similar length: the reward model scores length as well as content, so these numbers are not on "
+                     "the PPO tab's scale (its rollouts are shorter).</small>")
+    paired = summary.get("paired")
+    if rows:
+        live = {**summary, "model_a": label_a, "diagnostics": summary.get("diagnostics") or
+                diagnostics.paired_rates(rows), "paired_judge": summary.get("paired_judge") or compare.paired_judge(rows)}
+        if isinstance(paired, dict) or live["diagnostics"]:
+            lines.insert(1, f"<div id='compare-verdict'><b>Verdict:</b> {esc(compare.verdict(live))}</div>")
+        text = diagnostics_text(live["diagnostics"], live["paired_judge"])
+        if text:
+            lines.append(text)
+    if isinstance(paired, dict) and paired_text(paired, rows):
+        lines.append(paired_text(paired, rows))
+    if rows:
+        corr = paired.get("length_reward_corr") if isinstance(paired, dict) else None
+        corr = corr if isinstance(corr, (int, float)) else length_reward_corr(rows)
+        warning = length_warning_for(corr, "the RLHF model")
+        if warning:
+            lines.append(f"<div class='warn-length'>{esc(warning)}</div>")
+    if summary.get("scorer_description"):
+        limits = SCORER_LIMITS.get(str(summary.get("scorer")), "")
+        lines.append(f"Toxicity: {esc(summary['scorer_description'])}. <small>{limits}</small>")
+    if rows and summary and not summary.get("reward_model"):
+        lines.append("No reward model was found for this run, so answers have no reward.")
+    if summary.get("seconds") is not None:
+        lines.append(f"{summary.get('n', len(rows))} prompts in {summary['seconds']} s.")
+    if status.get("error"):
+        lines.append(f"**Error:** {esc(status['error'])}")
+    return "\n\n".join(lines)
+
+
+def _rate(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, (int, float)) else "—"
