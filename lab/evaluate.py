@@ -24,7 +24,7 @@ from lab import diagnostics
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import GenerateConfig
-from lab.policies import STEP_DIR, Side, kept_steps, sample
+from lab.policies import STEP_DIR, Side, sample
 from lab.presets import Limits, Preset, get_preset
 from lab.reward_model import format_for_reward, judge_path, load_judge
 from lab.runs import read_jsonl
@@ -267,12 +267,10 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
             return sample(side, {policy: (model, tokenizer)}, batch, gen, seed)
 
     spec = ctx.config.get("judge") or judge_path(ctx.config.get("reward_model"), preset.judge)
-    judge = None
-    if spec:
-        judge_model = load_judge(spec)
+    judge_model = load_judge(spec) if spec else None
 
-        def judge(ps: list[str], answers: list[str]) -> list[float]:
-            return judge_model.score([format_for_reward(p, a) for p, a in zip(ps, answers)])
+    def judge(ps: list[str], answers: list[str]) -> list[float]:
+        return judge_model.score([format_for_reward(p, a) for p, a in zip(ps, answers)])
 
-    return Evaluator(cfg, prompts, answer, score_fn, judge, get_scorer(preset.toxicity), ctx.run.path,
-                     model.save_pretrained, last_step)
+    return Evaluator(cfg, prompts, answer, score_fn, judge if judge_model else None, get_scorer(preset.toxicity),
+                     ctx.run.path, model.save_pretrained, last_step)
