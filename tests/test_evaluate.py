@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from lab import compare, evaluate, ppo
+from lab import compare, evaluate, policies, ppo
 from lab.jobs import JobManager
 from lab.presets import get_preset
 
@@ -113,7 +113,7 @@ def test_a_ppo_job_evaluates_at_the_configured_steps_and_keeps_loadable_adapters
     assert [r["step"] for r in rows] == [0, 2, 3]
     assert all(len(r["answers"]) == 3 and r["eval/reward"] is not None for r in rows)
     assert all(r["eval/judge"] is None for r in rows)  # the stand-in reward model has no judge
-    assert evaluate.kept_steps(job.run.path) == [0, 2, 3]
+    assert policies.kept_steps(job.run.path) == [0, 2, 3]
     assert job.summary["evals"] == 3 and job.summary["eval_steps"] == [0, 2, 3]
     # step 0's adapters are the untrained ones (LoRA B = 0): Compare's model at step 0 answers like the base
     prompts = {"custom_prompts": ["Hi", "Name a fruit."], "max_new_tokens": 6, "batch_size": 2, "precision": "fp32"}
