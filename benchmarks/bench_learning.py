@@ -15,6 +15,7 @@ above (or below) zero.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import random
 import shlex
@@ -38,12 +39,12 @@ def run_cli(args: list[str]) -> tuple[list[dict], float]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], seconds
 
 
-def blind_inputs(compare_run: Path, seed: int, out: Path) -> dict:
+def blind_inputs(compare_csv: Path, seed: int, out: Path) -> dict:
     """The blind reading's inputs: each prompt with its two answers as "answer 1" and "answer 2", which side is
     base shuffled per prompt (seeded), in blind-SEED.jsonl; the key in key-SEED.json, a separate file the reader is
     not given. benchmarks/blind_tally.py unblinds a reader's verdicts against it."""
-    rows = [json.loads(line) for line in (compare_run / "samples.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "answer_a" in r and "answer_b" in r]
+    with compare_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
     rng = random.Random(1000 + seed)
     blind, key = [], {}
     for i, r in enumerate(rows):
@@ -52,7 +53,7 @@ def blind_inputs(compare_run: Path, seed: int, out: Path) -> dict:
         first, second = (r["answer_a"], r["answer_b"]) if base_first else (r["answer_b"], r["answer_a"])
         blind.append({"id": item, "prompt": r["prompt"], "answer_1": first, "answer_2": second})
         key[item] = {"answer_1": "base" if base_first else "rlhf", "answer_2": "rlhf" if base_first else "base",
-                     "prompt_index": r.get("index", i)}
+                     "prompt_index": int(r.get("index") or i)}
     rng.shuffle(blind)  # the reading order tells nothing either
     blind_file, key_file = out / f"blind-{seed}.jsonl", out / f"key-{seed}.json"
     blind_file.write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in blind))
@@ -82,11 +83,11 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     row.update({"ppo_steps": len(steps), "kl_last": steps[-1]["objective/kl"],
                 "response_tokens": statistics.fmean(r["tokens/response_len_mean"] for r in steps),
                 "ppo_seconds_per_step": statistics.fmean(r["time/step"] for r in steps)})
-    compare_run = out / f"compare-{seed}"
+    compare_csv = out / f"compare-{seed}.csv"
     lines, row["seconds_compare"] = run_cli(["compare", "--run", ppo_run, "--prompts", args.compare_prompts,
-                                             "--seed", str(seed), "--out", str(compare_run),
+                                             "--seed", str(seed), "--out", str(compare_csv),
                                              *shlex.split(args.compare_args)])
-    row["blind"] = blind_inputs(compare_run, seed, out)
+    row["blind"] = blind_inputs(compare_csv, seed, out)
     summary = lines[-1]
     paired = summary["paired"]
     row.update({"toxicity_base": summary["toxicity_base"], "toxicity_rlhf": summary["toxicity_rlhf"],
