@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -38,15 +39,14 @@ def app_runs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("browser-runs")
 
 
-@pytest.fixture(scope="module")
-def app_url(app_runs):
-    runs = app_runs
+def serve_app(runs: Path, preset: str, **env_extra: str) -> Iterator[str]:
+    """`app.py` on `preset` in a process of its own, its runs under `runs`, its log in runs/app.log: yields its URL
+    once the port answers, and stops it afterwards."""
     port = _free_port()
-    env = {**os.environ, "LAB_RUNS_DIR": str(runs), "GRADIO_SERVER_PORT": str(port), "LAB_PRESET": "cpu",
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LAB_RUNS_DIR": str(runs), "GRADIO_SERVER_PORT": str(port), "LAB_PRESET": preset,
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **env_extra}
     log = open(runs / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -56,10 +56,15 @@ def app_url(app_runs):
             assert proc.poll() is None, (runs / "app.log").read_text()
             time.sleep(0.3)
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}/"
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def app_url(app_runs):
+    yield from serve_app(app_runs, "cpu")
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,10 @@ classifier."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
-from test_browser import CHROMIUM, ROOT, _choose, _free_port, _open, _points, _set_number, _tab, _wait_text
+from test_browser import CHROMIUM, _choose, _open, _points, _set_number, _tab, _wait_text, serve_app
 from test_browser import browser, shots  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -23,25 +19,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
 @pytest.fixture(scope="module")
 def space_url(simulated_hub, tmp_path_factory):
     runs = tmp_path_factory.mktemp("browser-a100-runs")
-    port = _free_port()
-    env = {**os.environ, "LAB_RUNS_DIR": str(runs), "GRADIO_SERVER_PORT": str(port), "LAB_PRESET": "a100",
-           "HF_HOME": str(simulated_hub), "HF_HUB_CACHE": str(simulated_hub / "hub"), "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    log = open(runs / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, (runs / "app.log").read_text()
-            time.sleep(0.3)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    yield from serve_app(runs, "a100", HF_HOME=str(simulated_hub), HF_HUB_CACHE=str(simulated_hub / "hub"))
 
 
 def test_the_space_click_path_on_the_simulated_hub(browser, space_url, shots):  # noqa: F811
