@@ -226,9 +226,11 @@ def build_data_tab(ctx: UIContext) -> None:
         [pairs_state, indices_state, page_state, source_md, lengths, cards, page_md, ctx.data_source],
         api_name="data_load",
     )
+    # always_last: a search typed while the previous one is still running is run after it (gradio's default for a
+    # submit ignores it, and the page kept showing the old matches)
     for trigger in (search.submit, split.change):
         trigger(refilter, [pairs_state, search, split], [indices_state, page_state, cards, page_md],
-                api_name="data_filter" if trigger == search.submit else False)
+                api_name="data_filter" if trigger == search.submit else False, trigger_mode="always_last")
     prev_btn.click(lambda a, b, c: turn(a, b, c, -1), [pairs_state, indices_state, page_state], [page_state, cards, page_md])
     next_btn.click(lambda a, b, c: turn(a, b, c, 1), [pairs_state, indices_state, page_state], [page_state, cards, page_md])
     # Show the bundled data straight away, so the first view is never empty.
