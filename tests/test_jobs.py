@@ -141,10 +141,11 @@ def test_ctrl_c_stops_a_cli_job_cleanly_and_keeps_its_run(tmp_path):
         time.sleep(0.3)  # the main thread runs the handler before the job may end and put the default one back
         both_sent.set()
 
+    before = signal.getsignal(signal.SIGINT)
     sender = threading.Thread(target=interrupt, daemon=True)
     sender.start()
     job = JobManager(root=tmp_path, mark_interrupted=False).run_sync("demo", work, {})
     sender.join()
     assert job.status == "stopped"
     assert job.summary["steps"] > 1 and job.run.metrics()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back

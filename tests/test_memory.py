@@ -92,7 +92,7 @@ def test_an_oversize_batch_is_refused_at_prepare_before_anything_loads(tmp_path,
     (reward / "config.json").write_text("{}")
     monkeypatch.setattr(memory, "device_memory", lambda: (16 * GB, "this GPU has"))
     values = {"reward_model": str(reward), "policy": str(policy), "prompts": "bundled", "batch_size": 64,
-              "mini_batch_size": 64, "output_max_length": 256}
+              "mini_batch_size": 64, "output_max_length": 256, "eval_prompts": "bundled:heldout"}  # no hub here
     monkeypatch.setattr("lab.models.has_cuda", lambda: True)
     with pytest.raises(ValueError, match=r"needs ~\d+ GB even with gradient checkpointing, this GPU has 16 GB: "
                                          r"lower the mini-batch to \d+"):
