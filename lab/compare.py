@@ -23,7 +23,7 @@ from lab.generate import GenerateConfig, auto_batch_size, generate_settings, pla
 from lab.jobs import JobContext
 from lab.policies import BASE, Side, load_policies, resolve_sides, sample, side_choice
 from lab.presets import Limits, Preset
-from lab.reward_model import find_reward_model, judge_path, load_judge, load_reward_model, reward_texts
+from lab.reward_model import find_reward_model, judge_or_none, judge_path, load_reward_model, reward_texts
 from lab.runs import Run
 from lab.sources import check_prompt_source
 from lab.stats import bootstrap_mean, paired_summary
@@ -231,7 +231,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     scorer = get_scorer(cfg.toxicity)
     reward_path = reward_model_path(cfg, sides, ctx.run.path.parent)
     reward_model = load_reward_model(reward_path) if reward_path else None
-    judge_model = load_judge(cfg.judge) if cfg.judge else None
+    judge_model = judge_or_none(cfg.judge, ctx.set_progress)
     model, tokenizer = policies[sides[0].policy]
     size = gen.batch_size or auto_batch_size(model, gen.max_new_tokens + 256, cfg.max_batch_size)
     batches = plan_batches(tokenizer, prompts, size)

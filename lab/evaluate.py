@@ -26,7 +26,7 @@ from lab.data import load_prompts
 from lab.generate import GenerateConfig
 from lab.policies import STEP_DIR, Side, sample
 from lab.presets import Limits, Preset, get_preset
-from lab.reward_model import format_for_reward, judge_path, load_judge
+from lab.reward_model import format_for_reward, judge_or_none, judge_path
 from lab.runs import read_jsonl
 from lab.stats import bootstrap_mean
 from lab.toxicity import get_scorer
@@ -267,7 +267,7 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
             return sample(side, {policy: (model, tokenizer)}, batch, gen, seed)
 
     spec = ctx.config.get("judge") or judge_path(ctx.config.get("reward_model"), preset.judge)
-    judge_model = load_judge(spec) if spec else None
+    judge_model = judge_or_none(spec, ctx.set_progress)
 
     def judge(ps: list[str], answers: list[str]) -> list[float]:
         return judge_model.score([format_for_reward(p, a) for p, a in zip(ps, answers)])

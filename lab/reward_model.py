@@ -7,6 +7,7 @@ oldest turns and keeps the final answers, which are all that differ within a pai
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
@@ -22,6 +23,8 @@ ANSWER_MARK = "\n\nAssistant:"
 JUDGE_DIR = "judge"  # in a reward run folder: the second reward model, trained on pairs the proxy never saw
 
 ScoreFn = Callable[[list[str], list[str]], list[float]]
+
+logger = logging.getLogger(__name__)
 
 
 
@@ -190,6 +193,19 @@ def judge_path(reward_run: str | Path | None, preset_judge: str = "") -> str:
         if (folder / JUDGE_DIR / "config.json").exists():
             return str(folder / JUDGE_DIR)
     return preset_judge or ""
+
+
+def judge_or_none(spec: str, progress: Callable[[float, str], None]) -> RewardModel | None:
+    """The judge named by `spec`, or None when there is none or it cannot be loaded now (a public judge while the
+    hub is unreachable): Compare and PPO's evaluations go on without it and say so through `progress`."""
+    if not spec:
+        return None
+    try:
+        return load_judge(spec)
+    except (ValueError, OSError) as e:
+        logger.warning("going on without the judge: %s", e)
+        progress(0, f"going on without the judge: '{spec}' could not be loaded")
+        return None
 
 
 def load_judge(spec: str) -> RewardModel:

@@ -204,7 +204,7 @@ class StandInJudge:
 
 def test_rows_carry_the_judge_and_the_diagnostics_and_the_summary_their_paired_rates(ppo_run, runs_root,
                                                                                    stand_in_reward, monkeypatch):
-    monkeypatch.setattr(compare, "load_judge", StandInJudge)
+    monkeypatch.setattr(compare, "judge_or_none", lambda spec, progress: StandInJudge(spec) if spec else None)
     job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare,
                                               job_config(ppo_run, judge="stand-in-judge"))
     assert job.status == "done", job.error
