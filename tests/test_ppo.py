@@ -411,7 +411,7 @@ def test_cli_runs_the_embedded_policy_on_the_cpu_preset(reward_run, tmp_path, ca
     rows = evaluate.load_evals(out)
     assert [r["step"] for r in rows] == [0, 2] and lines[-1]["eval_steps"] == [0, 2]
     assert len(rows[0]["answers"]) == evaluate.config_from(get_preset("cpu")).eval_n_prompts
-    assert all(a["answer"] for a in rows[0]["answers"]) and evaluate.kept_steps(out) == [0, 2]
+    assert all(a["answer"] for a in rows[0]["answers"]) and policies.kept_steps(out) == [0, 2]
     model, _ = _load_trained(out)
     assert type(model).__name__ == "PeftModelForCausalLM"
 
