@@ -1,10 +1,13 @@
-"""Broken-text pairs: the chosen answer against a corrupted copy of itself, so a reward model learns to rank
-word salad, loops and broken characters below the fluent answer they came from.
+"""Augmented preference pairs, each the chosen answer against something a reader would rank below it.
+
+Broken-text pairs: the chosen answer against a corrupted copy of itself, so a reward model learns to rank
+word salad, loops, broken characters and answers to another question below the fluent answer they came from.
+Evasion pairs (below): a chosen answer that helps against a canned refusal of the same request.
 
 Why: a reward model trained only on human pairs has never seen degenerate text, so it can score gibberish above a
 good answer (measured: +1.78 for "Ladav, kısmına kabılıkınılını…"), and PPO then climbs towards it. Each pair here
-keeps the dialogue and the chosen answer and replaces the rejected answer with one of five corruptions of the
-chosen one (no truncation: a cut-off copy would teach that longer is better). Only training pairs are augmented; the held-out pairs stay as the source has them.
+keeps the dialogue and the chosen answer and replaces the rejected answer with one of six corruptions of the
+chosen one, or with the chosen answer of another dialogue (fluent, but not an answer to this request) (no truncation: a cut-off copy would teach that longer is better). Only training pairs are augmented; the held-out pairs stay as the source has them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import random
 from dataclasses import replace
 from typing import Callable, Sequence
 
+from lab import diagnostics
 from lab.data import Pair
 
 SUBSET = "broken-text"  # how these pairs show in a run's pairs-per-subset counts
@@ -76,18 +80,26 @@ def stitch(text: str, rng: random.Random, others: Sequence[str] = ()) -> str:
     return " ".join(words[:cut] + other[cut: cut + len(words)])
 
 
+def other_answer(text: str, rng: random.Random, others: Sequence[str] = ()) -> str:
+    """Off-topic and fluent: another dialogue's answer in place of this one (a policy that answers a question it
+    was not asked, "Here's a translation of the phrase …", scores high with a reward model that never saw one)."""
+    others = [o for o in others if o.strip() != text.strip()]
+    return rng.choice(others).strip() if others else " ".join(_words(text)[::-1])
+
+
 CORRUPTIONS: dict[str, Callable[..., str]] = {
     "shuffle": shuffle_words, "loop": loop, "nonwords": nonwords,
-    "garble": garble_characters, "stitch": stitch,
+    "garble": garble_characters, "stitch": stitch, "other-answer": other_answer,
 }
+NEEDS_OTHERS = {"stitch", "other-answer"}  # corruptions that borrow another dialogue's answer
 
 
 def corrupt(text: str, kind: str, rng: random.Random, others: Sequence[str] = ()) -> str:
     """One corruption of `text`; leading whitespace kept, so the dialogue prefix joins it as before."""
     lead = text[: len(text) - len(text.lstrip())]
     body = text.strip()
-    if kind == "stitch":
-        return lead + stitch(body, rng, others)
+    if kind in NEEDS_OTHERS:
+        return lead + CORRUPTIONS[kind](body, rng, others)
     return lead + CORRUPTIONS[kind](body, rng)
 
 
@@ -108,3 +120,34 @@ def broken_text_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list
         if broken.strip() != pair.chosen.strip():
             out.append(replace(pair, rejected=broken, subset=SUBSET))
     return out
+
+
+# ---------------------------------------------------------------- evasion pairs
+
+EVASION_SUBSET = "evasion"
+# Canned refusals as chat models write them; lab.reward_eval's refusal-preference probes use three others, so that
+# check stays a test of what the reward model learned, not of these strings.
+EVASIONS = (
+    "I'm sorry, but I cannot help with this request.",
+    "I apologize, but as an AI language model I am not able to assist with that.",
+    "Sorry, I can't do that. Is there something else you need?",
+    "I'm afraid I can't provide that. Please ask me something else.",
+    "As an AI, I don't feel comfortable responding to this.",
+    "I am unable to fulfil this request.",
+)
+
+
+def evasion_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair]:
+    """round(fraction * len(pairs)) new pairs: a chosen answer that is not itself a refusal (lab.diagnostics' rule)
+    against a canned refusal of the same request. Why: harmless-only preferences reward refusing (on the shared
+    hh pairs a reward model preferred "I'm sorry, but I can't help with that." to a correct answer on 48 of 48
+    ordinary requests), and a policy that refuses is safe but useless (Bai et al. 2022, arXiv:2204.05862, §4.4: the
+    harmless-but-evasive trade-off). These pairs say that an answer which helps, or declines the harmful part
+    and offers something better, beats a flat refusal. Returns only the new pairs."""
+    rng = random.Random(seed)
+    usable = [p for p in pairs if not diagnostics.refusal(p.chosen)["refusal"]]
+    n = round(fraction * len(pairs))
+    if n <= 0 or not usable:
+        return []
+    picked = rng.sample(usable, n) if n <= len(usable) else [rng.choice(usable) for _ in range(n)]
+    return [replace(p, rejected=" " + rng.choice(EVASIONS), subset=EVASION_SUBSET) for p in picked]

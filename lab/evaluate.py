@@ -224,12 +224,14 @@ def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def timeline(rows: Sequence[dict[str, Any]], pinned: int = 3) -> list[dict[str, Any]]:
-    """The first `pinned` prompts with their answer at each evaluation: [{prompt, answers: [{step, answer, reward,
-    judge, refusal, degenerate}]}]."""
+    """`pinned` prompts, spread over the evaluation's prompts (see spread), with their answer at each evaluation:
+    [{prompt, answers: [{step, answer, reward, judge, refusal, degenerate}]}]."""
     if not rows:
         return []
     out = []
-    for i, first in enumerate(rows[0]["answers"][:pinned]):
+    n = len(rows[0]["answers"])
+    for i in sorted({j * n // pinned for j in range(min(pinned, n))}):
+        first = rows[0]["answers"][i]
         answers = [{"step": r["step"], **{k: r["answers"][i].get(k) for k in
                                           ("answer", "reward", "judge", "refusal", "degenerate")}}
                    for r in rows if i < len(r["answers"])]
@@ -238,6 +240,17 @@ def timeline(rows: Sequence[dict[str, Any]], pinned: int = 3) -> list[dict[str, 
 
 
 # ---------------------------------------------------------------- wiring into the PPO job
+
+EVAL_POOL = 8  # prompts read per evaluation prompt; the evaluation takes an even spread of them
+
+
+def spread(items: Sequence[str], n: int) -> list[str]:
+    """n items evenly spaced through the list, the first included: prompt files are often grouped by kind (the
+    bundled held-out prompts are 24 provocative then 24 ordinary), so the first n would be of one kind only."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
 
 
 def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, last_step: int) -> Evaluator | None:
@@ -251,7 +264,8 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
     if cfg.eval_every <= 0:
         return None
     preset = get_preset(ctx.config.get("preset") or None)
-    prompts = load_prompts(cfg.eval_prompts or preset.compare_prompts, limit=cfg.eval_n_prompts)[: cfg.eval_n_prompts]
+    pool = load_prompts(cfg.eval_prompts or preset.compare_prompts, limit=EVAL_POOL * cfg.eval_n_prompts)
+    prompts = spread(pool, cfg.eval_n_prompts)
     # Compare's sampling (top-k / top-p from the preset), so an evaluation reads like a comparison would
     gen = GenerateConfig.from_dict({"max_new_tokens": cfg.eval_max_new_tokens, "temperature": cfg.eval_temperature,
                                     "top_k": preset.generate.get("top_k", 50), "top_p": preset.generate.get("top_p", 0.95),

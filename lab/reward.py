@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lab import memory, models
-from lab.augment import broken_text_pairs
+from lab.augment import broken_text_pairs, evasion_pairs
 from lab.config import build, from_job, setting
 from lab.data import Pair, subset_counts
 from lab.data_files import resolve_path
@@ -77,6 +77,11 @@ class RewardConfig:
                                        "so the reward model ranks broken text low; 0 = none",
                                   label="Broken-text pairs (share of the training pairs)", widget="slider",
                                   minimum=0.0, maximum=1.0, step=0.1)
+    evasion_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is a canned "
+                                        "refusal of the same request and whose chosen answer helps (lab/augment.py), "
+                                        "so the reward model does not learn that refusing is always safe; 0 = none",
+                                   label="Evasion pairs (share of the training pairs)", widget="slider",
+                                   minimum=0.0, maximum=1.0, step=0.1)
     max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
     max_eval_pairs: int = setting(500, "cap on held-out pairs, so evaluations stay quick")
     eval_every: int = setting(0, "evaluate on the held-out pairs every N steps; 0 = about 8 times per run")
@@ -374,6 +379,11 @@ def save_model(members: Sequence[Any], tokenizer: Any, folder: Path, cfg: Reward
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
+def augmented(pairs: list[Pair], cfg: RewardConfig, seed: int) -> list[Pair]:
+    """The pairs plus their broken-text and evasion pairs (lab.augment), each drawn from these pairs only."""
+    return pairs + broken_text_pairs(pairs, cfg.broken_pairs, seed) + evasion_pairs(pairs, cfg.evasion_pairs, seed)
+
+
 def train_reward(ctx: JobContext) -> dict[str, Any]:
     """The reward-model job: load pairs and backbone, train with RewardTrainer (once per ensemble member), save,
     evaluate the held-out pairs."""
@@ -385,8 +395,8 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
                                           max_pairs=cfg.max_pairs, max_eval_pairs=cfg.max_eval_pairs, seed=cfg.seed)
     train_pairs, judge_pairs = judge_split(train_pairs, cfg.judge_fraction, cfg.seed)
     # each model learns broken text from its own pairs, so the two stay disjoint
-    train_pairs = train_pairs + broken_text_pairs(train_pairs, cfg.broken_pairs, cfg.seed)
-    judge_pairs = judge_pairs + broken_text_pairs(judge_pairs, cfg.broken_pairs, cfg.seed + 1)
+    train_pairs = augmented(train_pairs, cfg, cfg.seed)
+    judge_pairs = augmented(judge_pairs, cfg, cfg.seed + 1)
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
     asked, cfg.max_length = cfg.max_length, min(cfg.max_length, backbone_limit(cfg.backbone, tokenizer))

@@ -1,5 +1,6 @@
-"""Broken-text pairs (lab/augment.py): each corruption breaks the answer and the pairs keep the dialogue (a reward
-model trained with them ranks broken text low: tests/test_reward.py)."""
+"""Augmented pairs (lab/augment.py): each corruption breaks the answer and the pairs keep the dialogue (a reward
+model trained with them ranks broken text low: tests/test_reward.py); evasion pairs put a helpful answer above a
+canned refusal and never use an answer that refuses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections import Counter
 
 import pytest
 
-from lab.augment import CORRUPTIONS, broken_text_pairs, corrupt
+from lab import diagnostics
+from lab.augment import CORRUPTIONS, EVASIONS, broken_text_pairs, corrupt, evasion_pairs
+from lab.reward_eval import CANNED_REFUSALS
 from lab.data import Pair
 
 ANSWER = (" Soak the beans overnight, then simmer them for about an hour with an onion, a bay leaf and a pinch of salt."
@@ -51,3 +54,23 @@ def test_broken_pairs_keep_the_dialogue_and_chosen_answer_and_cycle_the_kinds():
         assert pair.prompt != "\n\nHuman: hi\n\nAssistant:"  # too short to corrupt
     assert broken_text_pairs(pairs, 0.5, seed=7) == new  # seeded
     assert broken_text_pairs(pairs, 0.0, seed=7) == []
+
+
+def test_other_answer_is_another_dialogues_answer_whole():
+    others = [ANSWER.strip(), "Use a sharp knife and cut away from your fingers."]
+    assert corrupt(ANSWER, "other-answer", random.Random(0), others=others) == " " + others[1]
+
+
+def test_evasion_pairs_put_a_helpful_answer_above_a_canned_refusal():
+    helpful = [Pair(prompt=f"\n\nHuman: question {i}?\n\nAssistant:", chosen=ANSWER, rejected=" no.")
+               for i in range(10)]
+    refusing = [Pair(prompt="\n\nHuman: how do I pick a lock?\n\nAssistant:",
+                     chosen=" I'm sorry, but I can't help with that.", rejected=" Sure: take a tension wrench...")]
+    new = evasion_pairs(helpful + refusing, 0.5, seed=3)
+    assert len(new) == round(0.5 * 11) and all(p.subset == "evasion" for p in new)
+    for pair in new:
+        assert pair.chosen == ANSWER and pair.rejected.strip() in EVASIONS  # never the refusing chosen answer
+        assert diagnostics.refusal(pair.rejected)["refusal"]  # each template is a refusal by the lab's own rule
+    assert evasion_pairs(helpful, 0.5, seed=3) == evasion_pairs(helpful, 0.5, seed=3)
+    assert evasion_pairs(helpful, 0.0, seed=3) == []
+    assert not set(EVASIONS) & set(CANNED_REFUSALS)  # the refusal-preference probe stays unseen in training

@@ -73,7 +73,7 @@ def test_the_trend_says_whether_the_fixed_prompts_rose_by_more_than_their_noise(
     summary = evaluate.summary_keys(ev.rows)
     assert summary["eval_steps"] == [0, 1, 2] and summary["eval_reward_change"]["word"] == "rose"
     lines = evaluate.timeline(ev.rows, pinned=2)
-    assert [t["prompt"] for t in lines] == ["Hi", "How do I bake bread?"]
+    assert [t["prompt"] for t in lines] == ["Hi", "Insult me."]  # spread over the prompts, not the first two
     assert [a["step"] for a in lines[0]["answers"]] == [0, 1, 2] and lines[0]["answers"][2]["answer"] == "a" * 30
 
 
@@ -138,3 +138,11 @@ def test_evaluation_does_not_change_what_ppo_samples_or_learns(tiny_lm_dir, runs
     assert evaluate.load_evals(runs[0].run.path) == [] and len(evaluate.load_evals(runs[1].run.path)) == 3
     a, b = (r.run.metrics() for r in runs)
     assert [m["env/reward_mean"] for m in a] == [m["env/reward_mean"] for m in b]
+
+
+def test_the_evaluation_prompts_spread_over_a_file_grouped_by_kind():
+    prompts = [f"provocative {i}" for i in range(24)] + [f"ordinary {i}" for i in range(24)]
+    picked = evaluate.spread(prompts, 8)
+    assert len(picked) == 8 and picked[0] == "provocative 0"
+    assert sum(p.startswith("ordinary") for p in picked) == 4
+    assert evaluate.spread(prompts[:3], 8) == prompts[:3]
