@@ -6,6 +6,9 @@ Space downloaded its models and data:
 - `HuggingFaceH4/zephyr-7b-alpha`: a 2-layer random Mistral with zephyr's chat template (SmolLM2's tokenizer);
 - `distilroberta-base` (a legacy one-part id): a 2-layer random RoBERTa masked LM with a byte-level BPE tokenizer;
 - `facebook/roberta-hate-speech-dynabench-r4-target`: a RoBERTa classifier with labels nothate / hate;
+- `OpenAssistant/reward-model-deberta-v3-large-v2` (the a100 judge): a 2-layer random DeBERTa-v2 sequence classifier
+  with one output, like the real one (the tokenizer is the byte-level BPE above, not DeBERTa's SentencePiece: the
+  lab loads both through AutoTokenizer);
 - datasets `Anthropic/hh-rlhf` (`<subset>/{train,test}.jsonl.gz`, harmless-base first as in the real repo) and
   `allenai/real-toxicity-prompts` (`prompts.jsonl`, nested `prompt.text`), built from the bundled demo data.
 
@@ -29,6 +32,7 @@ DEMO = ROOT / "assets" / "data"
 ZEPHYR = "HuggingFaceH4/zephyr-7b-alpha"
 ROBERTA_BASE = "distilroberta-base"
 HATE = "facebook/roberta-hate-speech-dynabench-r4-target"
+JUDGE = "OpenAssistant/reward-model-deberta-v3-large-v2"
 HH = "Anthropic/hh-rlhf"
 RTP = "allenai/real-toxicity-prompts"
 HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
@@ -102,6 +106,16 @@ def _roberta(out: Path, classifier: bool, max_positions: int = 514) -> None:
     model.save_pretrained(out)
 
 
+def _judge(out: Path) -> None:
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
+
+    _roberta_tokenizer(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    config = DebertaV2Config(vocab_size=len(tok), max_position_embeddings=512, type_vocab_size=0, num_labels=1,
+                             pad_token_id=tok.pad_token_id, **TINY)
+    DebertaV2ForSequenceClassification(config).save_pretrained(out)
+
+
 def _jsonl_gz(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -148,6 +162,7 @@ def build_hub(cache: Path, smol_tokenizer_dir: Path) -> Path:
         (ZEPHYR, "model", lambda out: _zephyr(out, smol_tokenizer_dir)),
         (ROBERTA_BASE, "model", lambda out: _roberta(out, classifier=False)),
         (HATE, "model", lambda out: _roberta(out, classifier=True)),
+        (JUDGE, "model", _judge),
         (HH, "dataset", _hh),
         (RTP, "dataset", _rtp),
     ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hubsim import HATE, HH, HH_SUBSETS, ROBERTA_BASE, RTP, ZEPHYR
+from hubsim import HATE, HH, HH_SUBSETS, JUDGE, ROBERTA_BASE, RTP, ZEPHYR
 from lab import cli, data, hub_data, models, ppo
 from lab.presets import A100
 
@@ -242,12 +242,15 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
 
     adapters = load_file(str(runs_root / "ppo" / "model" / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapters.items())  # LoRA learned (starts at 0)
+    evals = [json.loads(line) for line in (runs_root / "ppo" / "evals.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in evals] == [0, 2] and all(r["eval/judge"] is not None for r in evals)
 
     out = runs_root / "cmp.csv"
     compare = _main(["compare", "--run", str(runs_root / "ppo"), "--n", "3", "--max-new-tokens", "6",
                      "--out", str(out)], capsys)[-1]
     assert compare["status"] == "done" and compare["n"] == 3 and compare["scorer"] == "roberta"
     assert compare["prompts"] == A100.compare_prompts and compare["reward_rlhf"] is not None and out.exists()
+    assert compare["judge"] == A100.judge == JUDGE and compare["paired_judge"]["n"] == 3  # the public judge scored
 
     feedback = _main(["feedback", "generate", "--set", "space", "--n", "2", "--max-new-tokens", "6"], capsys)[-1]
     assert feedback["status"] == "done" and feedback["pairs"] + feedback["skipped_empty_or_identical"] == 2
