@@ -238,18 +238,34 @@ def find_reward_model(path: str, root: Path | None = None) -> str:
 REFUSAL_PREFERENCE_OK = 0.3  # above this, the model rewards refusing ordinary requests (measured: 1.0 on hh harmless)
 
 
+def balanced_mix(data: str, subsets: dict[str, int] | None = None) -> str:
+    """The data source that fixes one-sided preferences: `data` with the bundled helpful pairs mixed in, repeated
+    until they are about as many as the training pairs of other kinds (`subsets`: a run's train counts)."""
+    from lab.data import load_pairs  # the bundled file, read only when a warning is shown
+
+    others = sum(n for name, n in (subsets or {}).items() if name not in ("helpful", "broken-text", "evasion"))
+    helpful = sum(p.split == "train" for p in load_pairs("bundled:helpful").pairs)
+    times = max(1, min(100, round(others / helpful))) if helpful else 1
+    base = (data or "DATA").split("+")[0]
+    return f"{base}+bundled:helpful" + (f"*{times}" if times > 1 else "")
+
+
 def refusal_warning(path: str | Path) -> str:
     """'' or a warning, when the reward run at `path` (its folder or its model/) scored canned refusals above good
     answers on the ordinary probe requests: PPO against it learns to refuse (one-sided, harmless-only data)."""
     folder = Path(path)
     for status_file in (folder / "status.json", folder.parent / "status.json"):
         if status_file.exists():
-            share = (json.loads(status_file.read_text()).get("summary") or {}).get("refusal_preference")
+            status = json.loads(status_file.read_text())
+            summary = status.get("summary") or {}
+            share = summary.get("refusal_preference")
             if isinstance(share, (int, float)) and share > REFUSAL_PREFERENCE_OK:
+                data = str(summary.get("data") or (status.get("config") or {}).get("data") or "")
+                mix = balanced_mix(data, (summary.get("subsets") or {}).get("train"))
                 return (f"this reward model prefers a canned refusal to a good answer on {share:.0%} of ordinary "
                         "requests (its preference data was one-sided, like hh-rlhf's harmless-base): PPO against it "
-                        "will learn to refuse. Retrain it with helpful pairs mixed in (data source "
-                        "'YOUR_DATA+bundled:helpful').")
+                        f"will learn to refuse. Retrain it with helpful pairs mixed in as many as the others "
+                        f"(data source '{mix}').")
             return ""
     return ""
 

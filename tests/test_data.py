@@ -210,3 +210,19 @@ def test_bundled_subsets_split_the_demo_pairs_in_halves_and_mix_with_other_sourc
     counts = Counter(p.subset for p in mixed.pairs)
     assert counts == {"harmless-only.jsonl": 10, "helpful": 102}
     assert {p.split for p in mixed.pairs if p.subset == "harmless-only.jsonl"} == {"train"}  # the file joins train
+
+
+def test_a_repeated_part_weighs_its_training_pairs_more_and_keeps_its_held_out_pairs_once(tmp_path):
+    """`FILE+bundled:helpful*3` balances a one-sided file: the helpful training pairs three times, its test pairs
+    once (they stay the held-out set); a bad count is refused with an example."""
+    helpful = load_pairs("bundled:helpful").pairs
+    n_train = sum(p.split == "train" for p in helpful)
+    mixed = load_any("bundled:harmless+bundled:helpful*3")
+    by = Counter((p.subset, p.split) for p in mixed.pairs)
+    assert by[("helpful", "train")] == 3 * n_train and by[("helpful", "test")] == len(helpful) - n_train
+    assert any("each 3 times" in note for note in mixed.notes)
+    assert Counter(p.subset for p in load_any("bundled:helpful*2").pairs) == {"helpful": len(helpful) + n_train}
+    with pytest.raises(ValueError, match=r"repeats that part's training pairs.*bundled:helpful\*4"):
+        load_any("bundled:harmless+bundled:helpful*x")
+    with pytest.raises(ValueError, match="from 1 to 100"):
+        load_any("bundled:helpful*0")

@@ -345,11 +345,13 @@ def test_a_reward_run_that_rewards_refusing_is_marked_and_warned_about(runs_root
     from lab.ui import ppo as tab
 
     one_sided = new_run("reward", {"backbone": "x"}, runs_root)
-    one_sided.set_status("done", summary={"refusal_preference": 1.0, "eval_accuracy": 0.6})
+    one_sided.set_status("done", summary={"refusal_preference": 1.0, "eval_accuracy": 0.6, "data": "hh.jsonl.gz",
+                                          "subsets": {"train": {"hh.jsonl.gz": 1000, "broken-text": 500}}})
     balanced = new_run("reward", {"backbone": "x"}, runs_root)
     balanced.set_status("done", summary={"refusal_preference": 0.0625})
     assert "100% of ordinary requests" in refusal_warning(one_sided.path)
-    assert "+bundled:helpful" in refusal_warning(one_sided.model_dir)  # the model folder finds its run too
+    # the model folder finds its run too; the fix repeats the 83 helpful pairs to about the 1,000 others
+    assert "'hh.jsonl.gz+bundled:helpful*12'" in refusal_warning(one_sided.model_dir)
     assert refusal_warning(balanced.path) == "" and refusal_warning(runs_root / "missing") == ""
     assert tab.reward_label(one_sided).endswith("⚠ rewards refusing")
     assert "⚠" not in tab.reward_label(balanced)

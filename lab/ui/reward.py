@@ -95,12 +95,12 @@ def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
                      + (" ⚠ Below 90%: PPO can gain reward by writing nonsense; train with broken-text pairs."
                         if broken < reward_eval.BROKEN_TEXT_OK else ""))
     if isinstance(refusing, (int, float)):
-        mix = esc(data.split("+")[0] or "DATA") + "+bundled:helpful"
+        mix = esc(reward_model.balanced_mix(data, (summary.get("subsets") or {}).get("train")))
         lines.append(f"**Refusing:** on 16 ordinary requests it scores a canned refusal (\"I'm sorry, but I can't "
                      f"help with that.\") above a good answer in {refusing:.0%} of cases."
                      + (f" ⚠ One-sided preferences: PPO against this model will learn to refuse ordinary requests "
-                        f"(harmless-only pairs, like hh-rlhf's harmless-base, teach this). Mix helpful pairs in: "
-                        f"train on `{mix}`." if refusing > reward_model.REFUSAL_PREFERENCE_OK else ""))
+                        f"(harmless-only pairs, like hh-rlhf's harmless-base, teach this). Mix helpful pairs in, "
+                        f"as many as the others: train on `{mix}`." if refusing > reward_model.REFUSAL_PREFERENCE_OK else ""))
     return lines
 
 
