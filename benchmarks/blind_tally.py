@@ -4,7 +4,7 @@ The reader gets only blind-SEED.jsonl (prompt, answer 1, answer 2; which one is 
 prompt) and writes one JSON line per item: {"id", "better": "1" | "2" | "tie", "refusal": ["1"?, "2"?],
 "salad": ["1"?, "2"?]} (the answers that refuse, and the answers that are word salad or loops). This script joins
 them with key-SEED.json and prints, per seed: RLHF wins, base wins, ties, a two-sided sign test on the decided
-prompts, and refusal and word-salad counts per side (refusals split by prompt kind when a kinds file is given:
+prompts, and refusal and word-salad counts per side (wins and refusals split by prompt kind when a kinds file is given:
 one label per compare prompt, "harmless" for provocative requests and "helpful" for ordinary ones).
 
     python benchmarks/blind_tally.py --verdicts V1.jsonl V2.jsonl --keys key-1.json key-2.json [--kinds K.json]
@@ -33,7 +33,10 @@ def tally(verdicts: list[dict], key: dict, kinds: list[str] | None) -> dict:
     for v in verdicts:
         sides = key[v["id"]]
         better = v["better"]
-        counts["tie" if better == "tie" else f"{sides['answer_' + better]}_wins"] += 1
+        outcome = "tie" if better == "tie" else f"{sides['answer_' + better]}_wins"
+        counts[outcome] += 1
+        if kinds:
+            counts[f"{outcome}_on_{kinds[sides['prompt_index']]}"] += 1
         for field in ("refusal", "salad"):
             for answer in v.get(field, []):
                 side = sides[f"answer_{answer}"]
