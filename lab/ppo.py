@@ -32,7 +32,7 @@ from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, Runni
                     value_loss)
 from lab.ppo_metrics import Rollout, sample_rows, step_metrics, summarize
 from lab.rollout import (DECODE_ATTENTION, Batch, LengthSampler, batched_forward, decode_responses, forward_policy,
-                         generate_responses, prompt_batches)
+                         generate_responses, prompt_batches, with_trunk)
 
 KIND = "ppo"
 ADVANTAGES = ("gae", "rloo", "grpo")  # GAE with a value head (PPO), or critic-free baselines from k samples a prompt
@@ -278,6 +278,8 @@ def ppo_step(
     on_phase("log-probs of the policy and the reference")
     t = time.perf_counter()
     critic = value_head if cfg.advantage == "gae" else None
+    # blocks below the lowest LoRA layer run once here, for this pass, the reference and every pass of step 5 alike
+    batch = with_trunk(model, batch, cfg)
     old_logprobs, old_values = batched_forward(model, critic, batch, cfg)
     ref_logprobs, _ = batched_forward(model, None, batch, cfg, reference=True)
 

@@ -1,20 +1,22 @@
 """Rollouts for PPO: sample responses from the policy, then the log-probs (and values) of a batch of them.
 
 Every forward pass here uses the shapes and precision of the training passes, so the PPO ratio is exactly 1 and the
-KL exactly 0 before the first update (see `lab.ppo`).
+KL exactly 0 before the first update (see `lab.ppo`). With LoRA on the top blocks only, a batch carries the shared
+bottom blocks' output (`with_trunk`, lab.trunk), and every pass of the step runs only the blocks above it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
-from lab import models
+from lab import models, trunk
 from lab.rl import ValueHead, logprobs_from_logits, response_mask
+from lab.trunk import Trunk
 
 # Sample from the policy itself: a model's generation_config (repetition penalty, typical-p, ...) must not reshape
 # the distribution, or the rollouts stop being on-policy and the KL estimate is biased.
@@ -44,6 +46,7 @@ class Batch:
     input_ids: torch.Tensor  # (B, Q + R)
     attention_mask: torch.Tensor  # (B, Q + R)
     mask: torch.Tensor  # (B, R): 1 on real response tokens (EOS included)
+    trunk: Trunk | None = None  # the shared bottom blocks' output (with_trunk); None: every pass runs all blocks
 
     @property
     def response_length(self) -> int:
@@ -54,7 +57,12 @@ class Batch:
         return self.input_ids[:, -self.response_length :]  # (B, R)
 
     def select(self, idx: torch.Tensor) -> Batch:
-        return Batch(self.input_ids[idx], self.attention_mask[idx], self.mask[idx])
+        return Batch(self.input_ids[idx], self.attention_mask[idx], self.mask[idx],
+                     None if self.trunk is None else self.trunk.select(idx))
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, Q + R): left padding counts real tokens only
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -67,18 +75,37 @@ def forward_policy(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of the response tokens (B, R) and, with a value head, the value before each of them (B, R)."""
     r = batch.response_length
-    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
     with autocast(batch.input_ids.device, bf16):
-        out = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids,
-            logits_to_keep=r + 1,  # the lm_head only for positions that predict a response token
-            output_hidden_states=value_head is not None, use_cache=False,
-        )
-    logprobs = logprobs_from_logits(out.logits[:, :-1], batch.responses, temperature)  # (B, R)
+        if batch.trunk is not None:  # the bottom blocks ran once this step: only the blocks above them run here
+            logits, hidden = trunk.top(model, batch.trunk, batch.attention_mask, batch.position_ids, keep=r + 1)
+        else:
+            out = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                logits_to_keep=r + 1,  # the lm_head only for positions that predict a response token
+                output_hidden_states=value_head is not None, use_cache=False,
+            )
+            logits, hidden = out.logits, out.hidden_states[-1] if value_head is not None else None
+    logprobs = logprobs_from_logits(logits[:, :-1], batch.responses, temperature)  # (B, R)
     if value_head is None:
         return logprobs, None
-    hidden = out.hidden_states[-1][:, -r - 1 : -1]  # (B, R, H): the states whose logits predict each token
+    hidden = hidden[:, -r - 1 : -1]  # (B, R, H): the final-norm states whose logits predict each token
     return logprobs, value_head(hidden.float())
+
+
+@torch.no_grad()
+def with_trunk(model: nn.Module, batch: Batch, cfg: RolloutSettings) -> Batch:
+    """The batch with the output of the bottom blocks that no adapter touches (policy and reference share them, and
+    they never change within a step), computed once in chunks of mini_batch_size; unchanged where the model has no
+    such blocks (lab.trunk.shared_layers)."""
+    layers = trunk.shared_layers(model)
+    if layers == 0:
+        return batch
+    pieces = []
+    with autocast(batch.input_ids.device, cfg.bf16):
+        for idx in torch.arange(len(batch.input_ids)).split(cfg.mini_batch_size):
+            mb = batch.select(idx)
+            pieces.append(trunk.bottom(model, layers, mb.input_ids, mb.attention_mask, mb.position_ids).hidden)
+    return replace(batch, trunk=Trunk(torch.cat(pieces), layers))
 
 
 @torch.no_grad()
