@@ -125,8 +125,12 @@ CPU = Preset(
     # min_steps 60: the 166 bundled pairs give ~21 steps an epoch, too few for a reward model PPO can use.
     # broken_pairs: half as many again of the chosen answer against a corrupted copy (lab/augment.py): without them
     # the reward model ranked a held-out answer above its own word salad in 22 of 38 pairs, with them 38 of 38.
+    # evasion_pairs: a quarter as many again of a chosen answer that helps against a canned refusal, so the model
+    # does not learn that refusing is always safe (on the shared hh pairs it lowered the refusal preference from
+    # 1.00 to HHEV, README). judge_fraction: a quarter of the pairs train a second reward model, the judge, that
+    # PPO never optimises, so the PPO tab and Compare show whether a gain holds beyond the proxy.
     reward={"epochs": 1.5, "max_steps": 0, "min_steps": 60, "learning_rate": 1e-4, "batch_size": 8, "max_length": 128,
-            "broken_pairs": 0.5},
+            "broken_pairs": 0.5, "evasion_pairs": 0.25, "judge_fraction": 0.25},
     # RLOO sized for 2 CPU cores (README, "What a reader prefers"): 4 prompts x 4 answers a step, answers of 16-32
     # tokens sampled at Compare's temperature 0.7 (at 1.0 the 135M model writes word salad the reward model cannot
     # judge), the reward model's scores normalised on the starting policy's answers, lr 5e-4 for LoRA, 2 passes of one

@@ -277,8 +277,10 @@ def test_cli_trains_into_out_and_scores(tiny_reward_backbone_dir, tmp_path, caps
     assert any("loss" in row for row in lines[:-1])
     last = lines[-1]
     assert {"eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds"} <= set(last)
-    # bundled: eval on its test split; the cpu preset adds half as many broken-text pairs to the 166 training pairs
-    assert (last["train_pairs"], last["eval_pairs"], last["steps"]) == (166 + 83, 38, 2)
+    # bundled: eval on its test split; the cpu preset holds a quarter of the 166 training pairs out for the judge
+    # (42) and adds half as many broken-text pairs (62) and a quarter as many evasion pairs (31) to the other 124
+    assert (last["train_pairs"], last["eval_pairs"], last["steps"]) == (124 + 62 + 31, 38, 2)
+    assert last["judge_pairs"] == 42 + 21 + 10 and last["subsets"]["train"]["evasion"] == 31
     assert (out / "config.json").exists() and (out / "model" / "config.json").exists()
     assert cli.main(["score", "--reward-model", str(out / "model"), "bundled:test"]) == 0
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -375,7 +377,8 @@ def test_the_judge_never_trains_on_the_proxys_pairs(tiny_reward_backbone_dir, tm
 def test_bundled_reward_model_ranks_broken_text_and_canned_refusals_low(runs_root):
     """The embedded backbone on the bundled pairs with broken pairs added: held-out chosen answers outscore their
     corrupted copies, and on ordinary requests good answers outscore canned refusals (balanced data)."""
-    config = reward.prepare(get_preset("cpu"), {"data": "bundled", "max_steps": 40, "broken_pairs": 0.5, "seed": 1})
+    config = reward.prepare(get_preset("cpu"), {"data": "bundled", "max_steps": 40, "broken_pairs": 0.5,
+                                                "evasion_pairs": 0.0, "judge_fraction": 0.0, "seed": 1})
     job = JobManager(root=runs_root, mark_interrupted=False).run_sync(reward.KIND, reward.train_reward, config)
     assert job.status == "done", job.error
     assert job.summary["train_pairs"] == 166 + 83  # the broken pairs joined the bundled training pairs

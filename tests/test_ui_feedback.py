@@ -143,10 +143,11 @@ def test_votes_train_a_reward_model_that_records_them(runs_root, ctx, tiny_rewar
     for p in seeded:
         store.vote(fs, p["id"], "a", "alice")
     cfg = reward.config_from(get_preset("cpu"), data="feedback:class-1", backbone=str(tiny_reward_backbone_dir),
-                             max_steps=2, min_steps=0, batch_size=4, max_length=64, eval_fraction=0.25)
+                             max_steps=2, min_steps=0, batch_size=4, max_length=64, eval_fraction=0.25,
+                             judge_fraction=0.0, evasion_pairs=0.0)
     job = ctx.manager.run_sync(reward.KIND, reward.train_reward, asdict(cfg))
     assert job.status == "done", job.error
-    # the cpu preset adds half as many broken-text pairs to the 18 voted ones
+    # the cpu preset adds half as many broken-text pairs to the 18 voted ones (no judge, no evasion pairs here)
     assert job.summary["data"] == "feedback:class-1@24" and job.summary["train_pairs"] == 18 + 9
     assert job.summary["feedback_votes"] == sources.provenance("feedback:class-1@24")["feedback_votes"]
     assert job.run.config["data"] == "feedback:class-1"
