@@ -186,7 +186,11 @@ def verdict(summary: dict[str, Any]) -> str:
     if reward and judge and "reward" in higher and "judge" not in higher:
         return f"{head}: the proxy rose but the judge did not (reward hacking?)."
     if higher and not lower:
-        return f"{head}: B scores clearly higher."
+        # measured: a judge held out from the proxy's own data agreed with the proxy (+0.56, CI above 0) on a run a
+        # blind reader scored 17-23 against it (README, "What a reader prefers")
+        same_data = " (both reward models learned from the same kind of pairs: read a sample or vote blind)" \
+            if judge and Path(str(summary.get("judge") or "")).exists() else ""
+        return f"{head}: B scores clearly higher{same_data}."
     if lower and not higher:
         return f"{head}: B scores clearly lower."
     return f"{head}: no clear difference."

@@ -239,6 +239,15 @@ def test_the_verdict_stops_calling_b_better_when_refusals_rose():
     assert "the judge did not" in compare.verdict(summary)
 
 
+def test_a_gain_both_reward_models_agree_on_still_asks_for_a_reading_when_the_judge_shares_the_data(tmp_path):
+    summary = {"model_a": "base", "paired": {"reward": _ci(1.03, 0.71, 1.35)}, "paired_judge": _ci(0.56, 0.24, 0.87),
+               "judge": str(tmp_path)}  # a reward run's own judge/ folder: a share of the proxy's data
+    assert compare.verdict(summary).endswith("B scores clearly higher (both reward models learned from the same "
+                                             "kind of pairs: read a sample or vote blind).")
+    summary["judge"] = "OpenAssistant/reward-model-deberta-v3-large-v2"  # a public judge: other data
+    assert compare.verdict(summary).endswith("B scores clearly higher.")
+
+
 def test_a_run_compares_at_the_step_of_one_of_its_evaluations(ppo_run, runs_root, tiny_lm_dir, stand_in_reward):
     from peft import PeftModel
 
