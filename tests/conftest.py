@@ -27,22 +27,32 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_lm_dir(smol_tokenizer_dir, tmp_path_factory) -> Path:
-    """A 2-layer random Llama with SmolLM2's tokenizer: a stand-in policy that loads in a second."""
+def _random_llama(smol_tokenizer_dir: Path, out: Path, layers: int) -> Path:
+    """A random Llama of `layers` blocks with SmolLM2's tokenizer, saved in `out`."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id, pad_token_id=0, tie_word_embeddings=True,
     )
-    out = tmp_path_factory.mktemp("tiny-lm")
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(smol_tokenizer_dir, tmp_path_factory) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer: a stand-in policy that loads in a second."""
+    return _random_llama(smol_tokenizer_dir, tmp_path_factory.mktemp("tiny-lm"), layers=2)
+
+
+@pytest.fixture(scope="session")
+def deep_lm_dir(smol_tokenizer_dir, tmp_path_factory) -> Path:
+    """A 4-layer random Llama: LoRA on the top 2 leaves a shared trunk of 2 (tests/test_trunk.py)."""
+    return _random_llama(smol_tokenizer_dir, tmp_path_factory.mktemp("deep-lm"), layers=4)
 
 
 @pytest.fixture(scope="session")

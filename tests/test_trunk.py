@@ -11,24 +11,6 @@ from lab.generate import encode_chat
 PROMPTS = ["hello there", "how are you today, my friend?", "tell me a joke", "why is the sky blue?"]
 
 
-@pytest.fixture(scope="module")
-def deep_lm_dir(smol_tokenizer_dir, tmp_path_factory):
-    """A 4-layer random Llama (the conftest's has 2): LoRA on the top 2 leaves a trunk of 2."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=0, tie_word_embeddings=True,
-    )
-    out = tmp_path_factory.mktemp("deep-lm")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def _policy(folder, top_layers: int = 2):
     torch.manual_seed(0)
     lora = {"r": 4, "alpha": 8, "dropout": 0.05, "top_layers": top_layers,

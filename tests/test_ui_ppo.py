@@ -64,7 +64,8 @@ def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):
     assert out["run"] == run_id and "Reward" in out["results"] and "<table" in out["rollouts"]
     assert set(out) == {"run", "banner", "seen", *tab.VIEW, "runs"} and len(tab.VIEW) == 16
     assert [r["step"] for r in evaluate.load_evals(open_run(run_id, reward_run.parent).path)] == [0, 2]
-    assert len(out["eval_scores"].data) == 1  # the proxy: this reward run trained no judge
+    # the proxy and the judge the cpu preset's reward stage trains on its own quarter of the pairs
+    assert [t.name for t in out["eval_scores"].data] == ["proxy", "judge"]
     assert "From step 0 to step 2" in out["eval_note"] and out["timeline"].count("<table") == 3
     reward_fig, kl_fig = out["plot-0"], out["plot-1"]
     assert len(reward_fig.data) == 2 and len(reward_fig.data[1].x) == 2  # band + mean, two steps
