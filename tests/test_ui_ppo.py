@@ -140,6 +140,8 @@ def test_kl_weight_axis_starts_at_zero():
     fig = kl_coef_figure([{"step": 1, "objective/kl_coef": 0.2}, {"step": 2, "objective/kl_coef": 0.1994}])
     low, high = fig.layout.yaxis.range
     assert low == 0 and high >= 0.3 and "slowly" in fig.layout.title.text
+    fixed = kl_coef_figure([{"step": 1, "objective/kl_coef": 0.3}], adaptive=False)
+    assert "fixed" in fixed.layout.title.text and "slowly" not in fixed.layout.title.text
 
 
 def test_plots_without_a_value_head_say_so():

@@ -82,9 +82,11 @@ def kl_figure(rows: list[dict[str, Any]], target: float | None) -> go.Figure:
     return fig
 
 
-def kl_coef_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    """β from 0 up, so the controller's slow drift (a fraction of a percent a step) does not look like a plunge."""
-    fig = _lines(rows, {"objective/kl_coef": "β"}, "KL weight β (adapts slowly)", "β")
+def kl_coef_figure(rows: list[dict[str, Any]], adaptive: bool = True) -> go.Figure:
+    """β from 0 up, so the controller's slow drift (a fraction of a percent a step) does not look like a plunge; the
+    title says whether β adapts at all (the cpu preset's is fixed)."""
+    title = "KL weight β (adapts slowly)" if adaptive else "KL weight β (fixed: the adaptive controller is off)"
+    fig = _lines(rows, {"objective/kl_coef": "β"}, title, "β")
     _, y = _series(rows, "objective/kl_coef")
     if y:
         fig.update_yaxes(range=[0, max(abs(v) for v in y) * 1.5 or 1])
@@ -155,7 +157,8 @@ def time_figure(rows: list[dict[str, Any]]) -> go.Figure:
 
 def all_figures(rows: list[dict[str, Any]], target: float | None, estimator: str = "gae") -> list[go.Figure]:
     """The tab's figures, in display order; before the first step each says so instead of showing bare axes."""
-    figures = [reward_figure(rows), kl_figure(rows, target), kl_coef_figure(rows), loss_figure(rows, estimator),
+    figures = [reward_figure(rows), kl_figure(rows, target), kl_coef_figure(rows, adaptive=target is not None),
+               loss_figure(rows, estimator),
                clipfrac_figure(rows, estimator), entropy_figure(rows), length_figure(rows), time_figure(rows)]
     if not any("step" in r for r in rows):
         figures = [placeholder(f, "The curves appear after the first PPO step.") for f in figures]
