@@ -7,7 +7,8 @@ Evasion pairs (below): a chosen answer that helps against a canned refusal of th
 Why: a reward model trained only on human pairs has never seen degenerate text, so it can score gibberish above a
 good answer (measured: +1.78 for "Ladav, kısmına kabılıkınılını…"), and PPO then climbs towards it. Each pair here
 keeps the dialogue and the chosen answer and replaces the rejected answer with one of six corruptions of the
-chosen one, or with the chosen answer of another dialogue (fluent, but not an answer to this request) (no truncation: a cut-off copy would teach that longer is better). Only training pairs are augmented; the held-out pairs stay as the source has them.
+chosen one, the last another dialogue's chosen answer (fluent, but not an answer to this request). No truncation:
+a cut-off copy would teach that longer is better. Only training pairs are augmented; held-out pairs stay as they are.
 """
 
 from __future__ import annotations

@@ -252,7 +252,6 @@ def spread(items: Sequence[str], n: int) -> list[str]:
     return [items[i * len(items) // n] for i in range(n)]
 
 
-
 def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, last_step: int) -> Evaluator | None:
     """The Evaluator of a PPO job from its config's `evaluate` dict (None when evaluation is off): the fixed
     prompts, sampled through lab.policies (the training adapter on) with the fixed seed, the proxy PPO uses, the judge named for its reward

@@ -127,8 +127,9 @@ CPU = Preset(
     # the reward model ranked a held-out answer above its own word salad in 22 of 38 pairs, with them 38 of 38.
     # evasion_pairs: a quarter as many again of a chosen answer that helps against a canned refusal, so the model
     # does not learn that refusing is always safe (on the 1,000 shared hh pairs, 0.5 of them lowered the refusal
-    # preference from 1.00 to 0.42; with the helpful pairs mixed in as many, 0.08: README). judge_fraction: a quarter of the pairs train a second reward model, the judge, that
-    # PPO never optimises, so the PPO tab and Compare show whether a gain holds beyond the proxy.
+    # preference from 1.00 to 0.42; with the helpful pairs mixed in as many, 0.08: README). judge_fraction: a
+    # quarter of the pairs train a second reward model, the judge, that PPO never optimises, so the PPO tab and
+    # Compare show whether a gain holds beyond the proxy.
     reward={"epochs": 1.5, "max_steps": 0, "min_steps": 60, "learning_rate": 1e-4, "batch_size": 8, "max_length": 128,
             "broken_pairs": 0.5, "evasion_pairs": 0.25, "judge_fraction": 0.25},
     # RLOO sized for 2 CPU cores (README, "What a reader prefers"): 4 prompts x 4 answers a step, answers of 16-32

@@ -25,7 +25,7 @@ from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 from lab.reward_model import (JUDGE_DIR, META_FILE, RewardModel, backbone_limit, encode_inputs, model_max_length,
                               prepare_tokenizer, uses_segments)
-from lab.reward_data import JUDGE_SEED_OFFSET, judge_split, split_pairs
+from lab.reward_data import JUDGE_SEED_OFFSET, MIN_JUDGE_PAIRS, judge_split, split_pairs
 from lab.reward_eval import broken_text_accuracy, evaluate, refusal_preference
 from lab.sources import pin_source, provenance, split_source
 
@@ -433,6 +433,9 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         summary["max_length_note"] = f"max length {asked} cut to {cfg.max_length}, the most '{cfg.backbone}' accepts"
     if judge_pairs and not ctx.stopping:
         summary.update(train_judge(cfg, ctx, judge_pairs, eval_pairs))
+    elif cfg.judge_fraction > 0:
+        summary["judge_note"] = (f"no judge: {cfg.judge_fraction:.0%} of these pairs is fewer than "
+                                 f"{MIN_JUDGE_PAIRS} distinct pairs, so the proxy trained on all of them")
     summary.update({"data": cfg.data, **provenance(cfg.data)})
     if any(p.subset for p in train_pairs + eval_pairs):  # which parts of the source it learned from, and how much
         summary["subsets"] = {"train": subset_counts(train_pairs), "eval": subset_counts(eval_pairs)}

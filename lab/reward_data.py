@@ -43,9 +43,14 @@ def _pair_key(pair: Pair) -> tuple[str, str, str]:
     return (pair.prompt, pair.chosen, pair.rejected)
 
 
+MIN_JUDGE_PAIRS = 4  # distinct pairs; fewer train no judge worth reading, and the proxy keeps them all
+
+
 def judge_split(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """(proxy's pairs, judge's pairs): a seeded `fraction` of the training pairs for the judge, the rest for the
-    proxy. Identical pairs always land on the same side, so no text is trained on by both."""
+    proxy. Identical pairs always land on the same side, so no text is trained on by both. Where the fraction
+    comes to fewer than MIN_JUDGE_PAIRS distinct pairs (a few votes of a feedback set under the cpu preset's
+    default judge), there is no judge: (pairs, [])."""
     if fraction <= 0:
         return list(pairs), []
     groups: dict[tuple[str, str, str], list[Pair]] = {}
@@ -53,8 +58,8 @@ def judge_split(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list
         groups.setdefault(_pair_key(pair), []).append(pair)
     keys = list(groups)
     random.Random(seed + JUDGE_SEED_OFFSET).shuffle(keys)
-    n_judge = min(max(round(len(keys) * fraction), 1), len(keys) - 1)
-    if n_judge < 1:
-        raise ValueError(f"{len(keys)} distinct pairs are too few to hold any out for a judge")
+    n_judge = min(round(len(keys) * fraction), len(keys) - 1)
+    if n_judge < MIN_JUDGE_PAIRS:
+        return list(pairs), []
     judge_keys = set(keys[:n_judge])
     return ([p for p in pairs if _pair_key(p) not in judge_keys], [p for p in pairs if _pair_key(p) in judge_keys])

@@ -6,6 +6,7 @@ oldest turns and keeps the final answers, which are all that differ within a pai
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lab import models
-from lab.data import Pair, to_hh
+from lab.data import Pair, load_pairs, to_hh
 from lab.runs import runs_root
 
 META_FILE = "lab_reward.json"  # next to the weights: how texts were encoded, so a model folder reloads alone
@@ -238,13 +239,21 @@ def find_reward_model(path: str, root: Path | None = None) -> str:
 REFUSAL_PREFERENCE_OK = 0.3  # above this, the model rewards refusing ordinary requests (measured: 1.0 on hh harmless)
 
 
+# lab.augment's subsets (its SUBSET, EVASION_SUBSET; a later layer): pairs made from the others, not a kind of request
+AUGMENTED_SUBSETS = ("broken-text", "evasion")
+
+
+@functools.cache
+def _bundled_helpful_train_pairs() -> int:
+    """The bundled helpful training pairs (83), read once, and only when a warning is shown."""
+    return sum(p.split == "train" for p in load_pairs("bundled:helpful").pairs)
+
+
 def balanced_mix(data: str, subsets: dict[str, int] | None = None) -> str:
     """The data source that fixes one-sided preferences: `data` with the bundled helpful pairs mixed in, repeated
     until they are about as many as the training pairs of other kinds (`subsets`: a run's train counts)."""
-    from lab.data import load_pairs  # the bundled file, read only when a warning is shown
-
-    others = sum(n for name, n in (subsets or {}).items() if name not in ("helpful", "broken-text", "evasion"))
-    helpful = sum(p.split == "train" for p in load_pairs("bundled:helpful").pairs)
+    others = sum(n for name, n in (subsets or {}).items() if name not in ("helpful", *AUGMENTED_SUBSETS))
+    helpful = _bundled_helpful_train_pairs()
     times = max(1, min(100, round(others / helpful))) if helpful else 1
     base = (data or "DATA").split("+")[0]
     return f"{base}+bundled:helpful" + (f"*{times}" if times > 1 else "")

@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from lab import diagnostics
-from lab.augment import CORRUPTIONS, EVASIONS, broken_text_pairs, corrupt, evasion_pairs
+from lab.augment import CORRUPTIONS, EVASION_SUBSET, EVASIONS, SUBSET, broken_text_pairs, corrupt, evasion_pairs
+from lab.reward_model import AUGMENTED_SUBSETS
 from lab.reward_eval import CANNED_REFUSALS
 from lab.data import Pair
 
@@ -74,3 +75,4 @@ def test_evasion_pairs_put_a_helpful_answer_above_a_canned_refusal():
     assert evasion_pairs(helpful, 0.5, seed=3) == evasion_pairs(helpful, 0.5, seed=3)
     assert evasion_pairs(helpful, 0.0, seed=3) == []
     assert not set(EVASIONS) & set(CANNED_REFUSALS)  # the refusal-preference probe stays unseen in training
+    assert AUGMENTED_SUBSETS == (SUBSET, EVASION_SUBSET)  # the balanced-mix count leaves these pairs out

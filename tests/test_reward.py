@@ -337,6 +337,8 @@ def test_judge_split_is_disjoint_seeded_and_keeps_duplicates_together():
     assert len(proxy) + len(judge) == len(doubled) and 0.25 < len(judge) / len(doubled) < 0.35
     assert reward_data.judge_split(doubled, 0.3, seed=42) == (proxy, judge)
     assert reward_data.judge_split(pairs, 0.0, seed=1) == (pairs, [])
+    # a handful of votes under the cpu preset's default judge: no judge, the proxy keeps every pair
+    assert reward_data.judge_split(pairs[:6], 0.25, seed=1) == (pairs[:6], [])
 
 
 def test_the_judge_never_trains_on_the_proxys_pairs(tiny_reward_backbone_dir, tmp_path, monkeypatch):
