@@ -129,9 +129,11 @@ CPU = Preset(
     # does not learn that refusing is always safe (on the 1,000 shared hh pairs, 0.5 of them lowered the refusal
     # preference from 1.00 to 0.42; with the helpful pairs mixed in as many, 0.08: README). judge_fraction: a
     # quarter of the pairs train a second reward model, the judge, that PPO never optimises, so the PPO tab and
-    # Compare show whether a gain holds beyond the proxy.
+    # Compare show whether a gain holds beyond the proxy. judge_max_steps 30: its ~73 pairs are ~10 steps an epoch,
+    # so min_steps 60 ran it 6 epochs; at 30 steps its held-out accuracy was 0.947 / 0.974 / 1.00 (seeds 5-7)
+    # against 0.921 / 0.974 / 0.974 at 60, and the reward stage is ~30 s shorter.
     reward={"epochs": 1.5, "max_steps": 0, "min_steps": 60, "learning_rate": 1e-4, "batch_size": 8, "max_length": 128,
-            "broken_pairs": 0.5, "evasion_pairs": 0.25, "judge_fraction": 0.25},
+            "broken_pairs": 0.5, "evasion_pairs": 0.25, "judge_fraction": 0.25, "judge_max_steps": 30},
     # RLOO sized for 2 CPU cores (README, "What a reader prefers"): 4 prompts x 4 answers a step, answers of 16-32
     # tokens sampled at Compare's temperature 0.7 (at 1.0 the 135M model writes word salad the reward model cannot
     # judge), the reward model's scores normalised on the starting policy's answers, lr 5e-4 for LoRA, 2 passes of one

@@ -95,6 +95,8 @@ class RewardConfig:
                                     label="Judge: share of the pairs for a second reward model", widget="slider",
                                     minimum=0, maximum=0.5, step=0.05)
     judge_backbone: str = setting("", "backbone of the judge; empty = the proxy's")
+    judge_max_steps: int = setting(0, "at most this many optimizer steps for the judge (its share is small, so the "
+                                      "proxy's min_steps would run it for many epochs); 0 = the proxy's rule")
 
 
 def config_from(preset: Preset, **overrides: Any) -> RewardConfig:
@@ -471,6 +473,8 @@ def train_judge(cfg: RewardConfig, ctx: JobContext, judge_pairs: Sequence[Pair],
     judge_cfg.max_length = min(judge_cfg.max_length, backbone_limit(judge_cfg.backbone, tokenizer))
     train_ds = _dataset(tokenizer, judge_pairs, judge_cfg.max_length, uses_segments(tokenizer, cfg.answer_segment))
     steps = total_steps(judge_cfg, len(judge_pairs))
+    if cfg.judge_max_steps > 0:
+        steps = min(steps, cfg.judge_max_steps)
     model, done, _ = _train_member(judge_cfg, jctx, tokenizer, train_ds, eval_pairs, steps, 1)  # type: ignore[arg-type]
     save_model([model], tokenizer, ctx.run.path / JUDGE_DIR, judge_cfg)
     out: dict[str, Any] = {"judge_pairs": len(judge_pairs), "judge_steps": done, "judge_seed": judge_cfg.seed,

@@ -352,8 +352,10 @@ def test_the_judge_never_trains_on_the_proxys_pairs(tiny_reward_backbone_dir, tm
 
     monkeypatch.setattr(reward, "_dataset", spy)
     job = JobManager(root=tmp_path / "runs", mark_interrupted=False).run_sync(
-        reward.KIND, reward.train_reward, _config(tiny_reward_backbone_dir, data, max_steps=3, judge_fraction=0.25))
+        reward.KIND, reward.train_reward, _config(tiny_reward_backbone_dir, data, max_steps=3, judge_fraction=0.25,
+                                                 judge_max_steps=2))
     assert job.status == "done", job.error
+    assert job.summary["steps"] == 3 and job.summary["judge_steps"] == 2  # the judge's own cap
     assert len(seen) == 2  # the proxy's pairs, then the judge's
     proxy_pairs, judge_pairs = map(set, seen)
     assert proxy_pairs and judge_pairs and proxy_pairs.isdisjoint(judge_pairs)
