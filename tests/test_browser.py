@@ -174,9 +174,10 @@ def _wait_text(page, selector: str, words: tuple[str, ...], timeout_s: float, ne
 def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
     page = _open(browser, app_url)
 
-    # 2. Reward model: a few steps; the loss plot gains points while it trains.
+    # 2. Reward model: a few steps (each evaluated: a short run evaluates every step), proxy then judge; the loss
+    # plot gains points while it trains.
     _tab(page, "Reward model")
-    _set_number(page, "Max steps", 8, "reward")
+    _set_number(page, "Max steps", 4, "reward")
     _set_number(page, "Epochs", 1, "reward")
     page.locator("#reward-start").click()
     seen = []
