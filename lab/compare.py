@@ -180,6 +180,13 @@ def verdict(summary: dict[str, Any]) -> str:
     caveats = diagnostics.caveats(diag, str(summary.get("model_a") or "A"))
     if caveats:
         return f"{head}, but {' and '.join(caveats)}: B is not better."
+    watched = diagnostics.watch(diag, str(summary.get("model_a") or "A"))
+    line = _reward_verdict(summary, head, reward, judge)
+    return f"{line} Watch: {' and '.join(watched)}: read those answers." if watched else line
+
+
+def _reward_verdict(summary: dict[str, Any], head: str, reward: dict | None, judge: dict | None) -> str:
+    """The verdict's reward part: what the proxy and the judge say, and how far to trust them."""
     # lab.stats' one rule for "better": the interval excludes 0 and the mean is one the reward model takes a side on
     higher = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and stats_verdict(ci, True) == "B higher"]
     lower = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and stats_verdict(ci, True) == "B lower"]

@@ -223,6 +223,22 @@ def caveats(diag: dict[str, Any], label_a: str = "A") -> list[str]:
     return out
 
 
+WATCH_POINTS, WATCH_COUNT = 0.05, 3  # a rise this large (share and answers) is named even inside the noise
+
+
+def watch(diag: dict[str, Any], label_a: str = "A") -> list[str]:
+    """Rates that rose by at least 5 points and 3 answers but whose interval still includes 0, in words: measured,
+    the hh-harmless reward model without evasion pairs took refusals from 2 to 7 of 48 answers (4% -> 15%, interval
+    touching 0) while the verdict spoke only of the reward (README, "What a reader prefers")."""
+    out = []
+    for key in KEYS:
+        d = diag.get(key)
+        if d and d["lo"] <= 0 and d["b"] - d["a"] >= WATCH_POINTS and \
+                d.get("count_b", WATCH_COUNT) - d.get("count_a", 0) >= WATCH_COUNT:
+            out.append(f"{NAMES[key]} rose to {d['b']:.0%} ({label_a} {d['a']:.0%}; within noise)")
+    return out
+
+
 def rose(diag: dict[str, Any]) -> bool:
     """Whether refusals or degenerate answers rose clearly: then no reward gain makes B 'better'."""
     return bool(caveats(diag))

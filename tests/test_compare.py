@@ -237,6 +237,14 @@ def test_the_verdict_stops_calling_b_better_when_refusals_rose():
     assert compare.verdict(summary).endswith("B scores clearly higher.")
     summary["paired_judge"] = _ci(0.1, -0.06, 0.3)
     assert "the judge did not" in compare.verdict(summary)
+    # a rise inside the noise is named, not hidden (measured: 2 -> 7 refusals of 48, interval touching 0)
+    summary["diagnostics"]["refusal"] = {**_ci(0.104, -0.01, 0.21), "a": 0.042, "b": 0.146, "count_a": 2,
+                                         "count_b": 7}
+    line = compare.verdict(summary)
+    assert "the judge did not" in line and line.endswith("Watch: refusals rose to 15% (base 4%; within noise): "
+                                                         "read those answers.")
+    summary["diagnostics"]["refusal"].update(count_b=4, b=0.083)  # 2 more answers: noise, not named
+    assert "Watch" not in compare.verdict(summary)
 
 
 def test_a_gain_both_reward_models_agree_on_still_asks_for_a_reading_when_the_judge_shares_the_data(tmp_path):
