@@ -14,7 +14,9 @@ of S = prompt + response tokens, R of them response tokens, activations of `a` b
 - the rollout's KV cache: 2 · L · B · S · (kv heads · head dim) · a for a generation batch of B.
 
 `peak = weights + trainable + max(activations + logits, KV cache)`, plus a fixed 0.5 GB on CUDA (context, kernels).
-The factors 12, 4 and 10 were fitted to measured CPU peaks of tiny models (tests/test_memory.py).
+The factors 12, 4 and 10 were fitted to measured CPU peaks of tiny models (tests/test_memory.py); re-measured on
+2026-12-02 they are off by up to 1.31x (activation-bound shapes, underestimated) and 0.70x (long sequences, eager
+attention overestimated): a planning figure within 40%, due a refit.
 """
 
 from __future__ import annotations
