@@ -214,7 +214,11 @@ def eval_note(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
     first, last = rows[0], rows[-1]
     rates = [f"{name} {first.get(f'eval/{key}') or 0:.0%} → {last.get(f'eval/{key}') or 0:.0%}"
              for key, name in (("refusal", "refusals"), ("degenerate", "degenerate answers"))]
-    parts.append(f"From step {first['step']} to step {last['step']}: " + ", ".join(rates) + ".")
+    n = int(last.get("n") or 0)
+    # measured: refusals went 2 -> 7 of Compare's 48 answers while these 8 answers showed 0% -> 0% (README, hh alone)
+    few = (f" ({n} answers each: a change smaller than 1 in {n} may not show here; Compare's larger sample sees more)"
+           if 0 < n < 20 else "")
+    parts.append(f"From step {first['step']} to step {last['step']}: " + ", ".join(rates) + few + ".")
     if len(rows) == 1:
         parts.append("One evaluation so far: the curve needs a second to say whether anything moved.")
     return " ".join(p for p in parts if p)
