@@ -234,7 +234,7 @@ def watch(diag: dict[str, Any], label_a: str = "A") -> list[str]:
     for key in KEYS:
         d = diag.get(key)
         if d and d["lo"] <= 0 and d["b"] - d["a"] >= WATCH_POINTS and \
-                d.get("count_b", WATCH_COUNT) - d.get("count_a", 0) >= WATCH_COUNT:
+                d.get("count_b", 0) - d.get("count_a", 0) >= WATCH_COUNT:
             out.append(f"{NAMES[key]} rose to {d['b']:.0%} ({label_a} {d['a']:.0%}; within noise)")
     return out
 

@@ -124,6 +124,8 @@ def validate(cfg: RewardConfig, limits: Limits | None = None) -> RewardConfig:
         raise ValueError(f"ensemble {cfg.ensemble} must be between 1 (one model) and {MAX_ENSEMBLE}")
     if not 0 <= cfg.judge_fraction < 1:
         raise ValueError(f"judge fraction {cfg.judge_fraction} must be at least 0 (no judge) and below 1")
+    if cfg.judge_max_steps < 0:
+        raise ValueError(f"judge_max_steps {cfg.judge_max_steps} must be 0 (the proxy's rule) or more")
     if cfg.max_length < MIN_LENGTH:
         raise ValueError(f"max length {cfg.max_length} is too short: use at least {MIN_LENGTH} tokens")
     if limits is not None:

@@ -375,6 +375,8 @@ def test_the_judge_never_trains_on_the_proxys_pairs(tiny_reward_backbone_dir, tm
     assert max(r["step"] for r in rows if "loss" in r) == 3
     with pytest.raises(ValueError, match="judge fraction"):
         reward.validate(reward.RewardConfig(judge_fraction=1.0))
+    with pytest.raises(ValueError, match="judge_max_steps -1 must be 0"):
+        reward.validate(reward.RewardConfig(judge_max_steps=-1))
 
 
 @pytest.mark.slow
