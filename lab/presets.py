@@ -158,12 +158,15 @@ CPU = Preset(
         "bf16": True,
         "steps": 32,
     },
-    # Shorter completions on CPU; batches of 16, bf16 weights where the CPU has bf16 (benchmarks/bench_generate.py).
-    generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 16, "n_prompts": 48},
-    # Evaluation while PPO trains, cheap on 2 cores: 8 held-out prompts, 32 tokens, at steps 0, 16, 32, 48 and 64.
-    # One evaluation = 8 answers sampled in one batch (PPO's step samples 16 and then trains on them): measured 15 s
-    # on the 2 shared cores under load 9 (12 answers: 24-30 s), so about half a PPO step each, ~4% of the run.
-    evaluate={"n_prompts": 8, "max_new_tokens": 32, "eval_every": 16},
+    # Shorter completions on CPU; bf16 weights where the CPU has bf16 (benchmarks/bench_generate.py). Batches of 24:
+    # decoding 135M parameters is bound by reading the weights, so fewer, larger calls are cheaper: the 48 held-out
+    # prompts at 48 tokens took 20.5 s in 2 batches of 24 against 24.2 s in 3 of 16 (32 + 16: 20.8 s; AVX2, 2 cores).
+    generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 24, "n_prompts": 48},
+    # Evaluation while PPO trains, cheap on 2 cores: 24 held-out prompts (12 provocative, 12 ordinary), 32 tokens,
+    # at steps 0, 16 and 32, sampled in one batch. At 8 prompts a refusal rise that Compare saw (2 -> 7 of 48) showed
+    # as 0% -> 0%. Measured on an idle AVX2 machine: 8 answers 3.5-4.8 s, 24 answers 6.9-7.6 s, 48 answers 12.9 s, so
+    # 24 costs ~10 s more over a 32-step run (~2%) and sees three times as many answers.
+    evaluate={"n_prompts": 24, "max_new_tokens": 32, "eval_every": 16},
 )
 
 PRESETS = {p.name: p for p in (A100, CPU)}

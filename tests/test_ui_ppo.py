@@ -335,7 +335,7 @@ def test_eval_curves_overlay_two_runs_and_the_timeline_shows_each_evaluation(run
     assert html.count("<table") == 2 and "answer &lt;b&gt;0&lt;/b&gt; at 32" in html and "<b>0</b>" not in html
     assert "proxy reward rose by +0.50 from step 0 to step 32" in out["eval_note"]
     assert "refusals 10% → 10%" in out["eval_note"]
-    assert "(4 answers each: a change smaller than 1 in 4 may not show here" in out["eval_note"]  # says what it misses
+    assert "(4 answers each: a change of one or two answers may be noise" in out["eval_note"]  # says what it misses
     note = tab.eval_view(beta0, [], runs_root)["eval_note"]
     assert "judge reward fell" in note and "refusals 10% → 90%" in note
     empty = tab.eval_view(None, [], runs_root)

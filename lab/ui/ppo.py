@@ -215,9 +215,10 @@ def eval_note(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
     rates = [f"{name} {first.get(f'eval/{key}') or 0:.0%} → {last.get(f'eval/{key}') or 0:.0%}"
              for key, name in (("refusal", "refusals"), ("degenerate", "degenerate answers"))]
     n = int(last.get("n") or 0)
-    # measured: refusals went 2 -> 7 of Compare's 48 answers while these 8 answers showed 0% -> 0% (README, hh alone)
-    few = (f" ({n} answers each: a change smaller than 1 in {n} may not show here; Compare's larger sample sees more)"
-           if 0 < n < 20 else "")
+    # measured: refusals went 2 -> 7 of Compare's 48 answers while 8 evaluation answers showed 0% -> 0% (README, hh
+    # alone); a rate moved by one or two answers out of a few dozen is within sampling noise
+    few = (f" ({n} answers each: a change of one or two answers may be noise; Compare's larger sample sees more)"
+           if 0 < n < 40 else "")
     parts.append(f"From step {first['step']} to step {last['step']}: " + ", ".join(rates) + few + ".")
     if len(rows) == 1:
         parts.append("One evaluation so far: the curve needs a second to say whether anything moved.")
