@@ -191,6 +191,12 @@ def _reward_verdict(summary: dict[str, Any], head: str, reward: dict | None, jud
     higher = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and stats_verdict(ci, True) == "B higher"]
     lower = [name for name, ci in (("reward", reward), ("judge", judge)) if ci and stats_verdict(ci, True) == "B lower"]
     if reward and judge and "reward" in higher and "judge" not in higher:
+        if judge["lo"] > 0:
+            # measured: judge +0.25 (95% CI +0.11 … +0.39) beside proxy +0.96 was called "the judge did not" (README)
+            return (f"{head}: the proxy rose clearly; the judge rose too, but by less than a difference it takes a side "
+                    f"on for one answer: part of the gain may be the proxy's own taste (read a sample).")
+        if judge["hi"] < 0:
+            return f"{head}: the proxy rose but the judge fell (reward hacking?)."
         return f"{head}: the proxy rose but the judge did not (reward hacking?)."
     if higher and not lower:
         # measured: a judge held out from the proxy's own data agreed with the proxy (+0.56, CI above 0) on a run a

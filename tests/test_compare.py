@@ -237,6 +237,13 @@ def test_the_verdict_stops_calling_b_better_when_refusals_rose():
     assert compare.verdict(summary).endswith("B scores clearly higher.")
     summary["paired_judge"] = _ci(0.1, -0.06, 0.3)
     assert "the judge did not" in compare.verdict(summary)
+    summary["paired_judge"] = _ci(-0.3, -0.5, -0.1)
+    assert "the judge fell" in compare.verdict(summary)
+    # measured: proxy +0.96, judge +0.25 (CI +0.11 … +0.39) was called "the judge did not"; the judge did rise
+    summary["paired_judge"] = _ci(0.25, 0.11, 0.39)
+    line = compare.verdict(summary)
+    assert "the judge rose too, but by less" in line and "did not" not in line and "clearly higher" not in line
+    summary["paired_judge"] = _ci(0.1, -0.06, 0.3)
     # a rise inside the noise is named, not hidden (measured: 2 -> 7 refusals of 48, interval touching 0)
     summary["diagnostics"]["refusal"] = {**_ci(0.104, -0.01, 0.21), "a": 0.042, "b": 0.146, "count_a": 2,
                                          "count_b": 7}
