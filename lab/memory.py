@@ -6,17 +6,19 @@ of S = prompt + response tokens, R of them response tokens, activations of `a` b
 - weights: 4-bit NF4 linear layers 0.52 B/param (0.5 + double-quantised block scales), the rest (embeddings, norms,
   lm_head) 4 B after peft's `prepare_model_for_kbit_training`; unquantised: 4 B/param (float32 on CPU) or 2 (CUDA);
 - LoRA adapters and value head: 16 B per trainable parameter (float32 weight, gradient, Adam's two moments);
-- activations kept for the backward pass: L · b·S · (12·H + 4·I) · a, plus with eager attention (the CPU's) the
-  S x S matrices of one layer at a time, 10 · b · heads · S² · a (measured: they do not grow with the layer count);
+- activations kept for the backward pass: L · b·S · (22·H + 4·I) · a, plus with eager attention (the CPU's) the
+  S x S matrices of one layer at a time, 8 · b · heads · S² · a (measured: they do not grow with the layer count);
   with gradient checkpointing only each layer's input (L · b·S·H · a) and one layer's activations;
 - logits of the response positions: b · (R + 1) · V · (12 + 2a, or 12 in float32) (the logits and their gradient,
   their float32 copy, log-softmax and its gradient);
 - the rollout's KV cache: 2 · L · B · S · (kv heads · head dim) · a for a generation batch of B.
 
 `peak = weights + trainable + max(activations + logits, KV cache)`, plus a fixed 0.5 GB on CUDA (context, kernels).
-The factors 12, 4 and 10 were fitted to measured CPU peaks of tiny models (tests/test_memory.py); re-measured on
-2026-12-02 they are off by up to 1.31x (activation-bound shapes, underestimated) and 0.70x (long sequences, eager
-attention overestimated): a planning figure within 40%, due a refit.
+The factors 22, 4 and 8 (ACT_HIDDEN, ACT_INTERMEDIATE, ACT_ATTENTION) were refitted on 2026-12-03 to measured CPU
+peaks of tiny Llamas (tests/test_memory.py's measurement, 12 shapes): the measured peak is 0.90-1.26x the estimate,
+where the old 12, 4 and 10 left activation-bound shapes at up to 1.40x. One run's peak can fall up to 40% below
+another's of the same shape (glibc's heap reuses or keeps freed memory differently from run to run), so the factors fit
+the highest of several runs: the memory a job may need, a planning figure.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights + an 8-bit scale per 
 TRAINABLE_BYTES = 16  # float32 weight + gradient + Adam's m and v
 CUDA_OVERHEAD = 0.5 * GB
 LORA_TARGETS = ("q_proj", "v_proj")  # peft's default targets for Llama / Mistral
+# Activations kept for the backward pass, in units of act_bytes: per token and layer, ACT_HIDDEN per hidden unit and
+# ACT_INTERMEDIATE per MLP unit; eager attention's S x S matrices, ACT_ATTENTION per (sequence, head, S²). Fitted on
+# 2026-12-03 (torch 2.13.0, transformers 5.24.0, CPU, float32, eager attention) by non-negative least squares on
+# relative error to the peak (highest of 7-12 runs) of a training pass on 8 tiny Llamas (hidden 64-512, 2-6 layers,
+# vocab 1000-49152, mini-batch 2-8, 96-640 tokens; fit 22.5, 3.7, 7.9): measured/estimated 0.91-1.26 on them,
+# 0.90-1.12 on 4 held-out shapes (the old 12, 4, 10: 0.85-1.40).
+ACT_HIDDEN = 22
+ACT_INTERMEDIATE = 4
+ACT_ATTENTION = 8
 
 
 @dataclass(frozen=True)
@@ -184,8 +195,8 @@ def estimate_ppo(shape: ModelShape, quantize_4bit: bool, lora_r: int, mini_batch
     lora = shape.layers * lora_r * (2 * h + h + shape.kv_dim)  # q_proj and v_proj: r x (in + out) each
     trainable = (lora + h + 1) * TRAINABLE_BYTES
     tokens = mini_batch * seq
-    per_layer = tokens * (12 * h + 4 * shape.intermediate) * act_bytes
-    attention = 10 * mini_batch * shape.heads * seq * seq * act_bytes if eager_attention else 0
+    per_layer = tokens * (ACT_HIDDEN * h + ACT_INTERMEDIATE * shape.intermediate) * act_bytes
+    attention = ACT_ATTENTION * mini_batch * shape.heads * seq * seq * act_bytes if eager_attention else 0
     if checkpointing:
         activations = shape.layers * tokens * h * act_bytes + per_layer + attention
     else:
@@ -201,7 +212,8 @@ def estimate_reward(shape: ModelShape, batch_size: int, max_length: int, act_byt
     """A reward model's training step: every weight trains (16 B/param with Adam), a batch of pairs is 2 x batch_size
     texts of up to max_length tokens through every layer; no logits to speak of (one output)."""
     tokens = 2 * batch_size * max_length
-    activations = shape.layers * tokens * (12 * shape.hidden + 4 * shape.intermediate) * act_bytes
+    per_token = ACT_HIDDEN * shape.hidden + ACT_INTERMEDIATE * shape.intermediate
+    activations = shape.layers * tokens * per_token * act_bytes
     return Estimate(0.0, shape.params * TRAINABLE_BYTES, activations, 0.0, 0.0, CUDA_OVERHEAD if cuda else 0.0)
 
 

@@ -61,17 +61,20 @@ def test_parameter_counts_from_config_json():
     (512, 2, 1536, 2000, 4, 256, 128),  # long sequences: eager attention's S x S
     (128, 3, 512, 8000, 6, 128, 96),  # a mix (not used to fit the factors)
     (384, 3, 1024, 3000, 2, 512, 64),  # longer still (not used to fit the factors)
+    (320, 5, 1280, 16000, 3, 32, 128),  # five layers, a mix (not used to fit the factors)
 ])
 def test_the_estimate_matches_measured_cpu_peaks(shape):
     out = subprocess.run([sys.executable, "-c", MEASURE, *map(str, shape)], capture_output=True, text=True,
                          cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     row = json.loads(out.stdout.splitlines()[-1])
-    # Measured when the factors were fitted: 0.91-1.15 x the estimate (the first three shapes fitted the factors 12, 4
-    # and 10, the last two did not). Measured again on 2026-12-02 (torch 2.13, transformers 5): 1.20-1.23 for the
-    # first shape (1.31 once in CI), 0.99-1.03 for the next three, 0.70 for the last: the fit has drifted to both
-    # edges and needs refitting (not done yet). A planning figure: within 40 % either way.
-    assert 0.6 <= row["measured"] / row["estimated"] <= 1.4, row
+    # Refitted on 2026-12-03 (torch 2.13, transformers 5.24; lab.memory.ACT_HIDDEN's comment): the first three shapes
+    # were among the 8 that fitted the factors 22, 4 and 8, the last three were held out. The highest of 7-12 runs
+    # per shape is 0.97, 1.01, 0.97, 1.01, 0.90 and 1.11 x the estimate (with the old 12, 4, 10: 1.23, 1.01, 1.13,
+    # 1.08, 1.03, 1.30). A single run can be far lower: glibc's heap reuses or keeps freed memory differently from run
+    # to run, so a run of the third shape measured 0.60-0.97, the fifth 0.67-0.90, the others within 13 % of their
+    # highest. Hence the low bound is loose and the high one (the estimate falling short) is tight.
+    assert 0.5 <= row["measured"] / row["estimated"] <= 1.25, row
 
 
 def test_the_preset_limits_fit_an_a100_with_gradient_checkpointing_and_not_without():
