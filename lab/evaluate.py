@@ -207,6 +207,34 @@ def trend_sentence(rows: Sequence[dict[str, Any]], key: str = "reward") -> str:
             f"{t['to_step']} ({interval}): it {t['word']}.")
 
 
+def rate_changes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Refusal and degeneration at the latest evaluation against the first, prompt by prompt (Compare's paired
+    rates, with the first evaluation as side A): each rate, the counts and B − A with a bootstrap interval."""
+    if len(rows) < 2:
+        return {}
+    pairs = [{f"{key}_{side}": answer.get(key) for key in diagnostics.KEYS for side, answer in (("a", a), ("b", b))}
+             for a, b in zip(rows[0]["answers"], rows[-1]["answers"])]
+    return diagnostics.paired_rates([p for p in pairs if all(v is not None for v in p.values())])
+
+
+def rate_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The rises a reader must not miss, in words, with Compare's two rules: beyond the noise ("refusals rose to 25%
+    of the 24 answers (step 0: 8%)"), or by at least 5 points and 3 answers inside it ("… within noise"). Measured:
+    the hh-harmless reward model without evasion pairs took these 24 answers from 2 to 6 refusals (README)."""
+    changes = rate_changes(rows)
+    if not changes:
+        return []
+    label = f"step {rows[0]['step']}"
+    n = len(rows[-1]["answers"])
+    out = []
+    for key, d in changes.items():
+        counts = f"{d['count_a']} → {d['count_b']} of {n}"
+        if d["lo"] > 0:
+            out.append(f"{diagnostics.NAMES[key]} rose to {d['b']:.0%} ({label} {d['a']:.0%}; {counts})")
+        out += [f"{w[:-1]}; {counts})" for w in diagnostics.watch({key: d}, label)]
+    return out
+
+
 def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """What a PPO run's summary says of its evaluations: first and last means, and the proxy's and the judge's
     change over the fixed prompts with its interval."""
@@ -220,6 +248,9 @@ def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if t is not None:
             out[f"eval_{key}_change"] = {k: t[k] for k in ("mean", "lo", "hi", "n", "word")}
     out["eval_sentence"] = trend_sentence(rows, "reward")
+    warnings = rate_warnings(rows)
+    if warnings:
+        out["eval_warnings"] = warnings
     return out
 
 

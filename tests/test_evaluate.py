@@ -146,3 +146,27 @@ def test_the_evaluation_prompts_spread_over_a_file_grouped_by_kind():
     assert len(picked) == 8 and picked[0] == "provocative 0"
     assert sum(p.startswith("ordinary") for p in picked) == 4
     assert evaluate.spread(prompts[:3], 8) == prompts[:3]
+
+
+def _eval_row(step: int, refusals: list[bool]) -> dict:
+    return evaluate.summarize(step, [{"prompt": f"p{i}", "answer": "a", "reward": 0.0, "judge": None, "toxicity": 0.0,
+                                      "refusal": r, "degenerate": False, "length": 1} for i, r in enumerate(refusals)])
+
+
+def test_a_refusal_rise_over_the_fixed_prompts_is_said_in_words():
+    from lab.ui.ppo import eval_note
+
+    first = _eval_row(0, [True, True] + [False] * 22)
+    # measured on the hh-only run without evasion pairs: 2 -> 6 refusals of 24 (interval above 0)
+    clear = _eval_row(32, [True, True, True, True, True, True] + [False] * 18)
+    assert evaluate.rate_warnings([first, clear]) == ["refusals rose to 25% (step 0 8%; 2 → 6 of 24)"]
+    assert "⚠ Watch: refusals rose to 25% (step 0 8%; 2 → 6 of 24)" in eval_note([first, clear], {})
+    assert evaluate.summary_keys([first, clear])["eval_warnings"] == evaluate.rate_warnings([first, clear])
+    # 3 more answers that flipped while 1 went back: inside the noise, named as such
+    noisy = _eval_row(32, [False, True, True, True, True, True] + [False] * 18)
+    (line,) = evaluate.rate_warnings([first, noisy])
+    assert line == "refusals rose to 21% (step 0 8%; within noise; 2 → 5 of 24)"
+    # two answers more: not named, and the note stays quiet
+    small = _eval_row(32, [True, True, True, True] + [False] * 20)
+    assert evaluate.rate_warnings([first, small]) == [] and "Watch" not in eval_note([first, small], {})
+    assert evaluate.rate_warnings([first]) == []  # one evaluation: nothing to compare

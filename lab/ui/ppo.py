@@ -220,6 +220,9 @@ def eval_note(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
     few = (f" ({n} answers each: a change of one or two answers may be noise; Compare's larger sample sees more)"
            if 0 < n < 40 else "")
     parts.append(f"From step {first['step']} to step {last['step']}: " + ", ".join(rates) + few + ".")
+    warnings = evaluate.rate_warnings(rows)
+    if warnings:
+        parts.append(f"⚠ Watch: {' and '.join(warnings)}: read the answers (timeline, Compare).")
     if len(rows) == 1:
         parts.append("One evaluation so far: the curve needs a second to say whether anything moved.")
     return " ".join(p for p in parts if p)
