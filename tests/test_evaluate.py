@@ -170,3 +170,6 @@ def test_a_refusal_rise_over_the_fixed_prompts_is_said_in_words():
     small = _eval_row(32, [True, True, True, True] + [False] * 20)
     assert evaluate.rate_warnings([first, small]) == [] and "Watch" not in eval_note([first, small], {})
     assert evaluate.rate_warnings([first]) == []  # one evaluation: nothing to compare
+    # degenerate answers are watched the same way
+    looping = evaluate.summarize(32, [{**a, "degenerate": i < 6} for i, a in enumerate(first["answers"])])
+    assert "degenerate answers rose to 25% (step 0 0%; 0 → 6 of 24)" in evaluate.rate_warnings([first, looping])
