@@ -215,28 +215,31 @@ def paired_rates(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def caveats(diag: dict[str, Any], label_a: str = "A") -> list[str]:
     """What a verdict must add: each rate that rose clearly (the interval of B − A above 0), in words:
     "62% of answers are refusals (base 12%)"."""
-    out = []
-    for key in KEYS:
-        d = diag.get(key)
-        if d and d["lo"] > 0:
-            out.append(f"{d['b']:.0%} of answers are {NAMES[key]} ({label_a} {d['a']:.0%})")
-    return out
+    return [f"{d['b']:.0%} of answers are {NAMES[key]} ({label_a} {d['a']:.0%})"
+            for key, d in diag.items() if key in KEYS and rise(d) == "clear"]
 
 
 WATCH_POINTS, WATCH_COUNT = 0.05, 3  # a rise this large (share and answers) is named even inside the noise
+
+
+def rise(d: dict[str, Any] | None) -> str | None:
+    """How one paired rate (paired_rates' entry) rose: "clear" (the interval of B − A above 0), "watch" (at least
+    WATCH_POINTS and WATCH_COUNT answers, the interval still touching 0), else None."""
+    if not d:
+        return None
+    if d["lo"] > 0:
+        return "clear"
+    if d["b"] - d["a"] >= WATCH_POINTS and d.get("count_b", 0) - d.get("count_a", 0) >= WATCH_COUNT:
+        return "watch"
+    return None
 
 
 def watch(diag: dict[str, Any], label_a: str = "A") -> list[str]:
     """Rates that rose by at least 5 points and 3 answers but whose interval still includes 0, in words: measured,
     the hh-harmless reward model without evasion pairs took refusals from 2 to 7 of 48 answers (4% -> 15%, interval
     touching 0) while the verdict spoke only of the reward (README, "What a reader prefers")."""
-    out = []
-    for key in KEYS:
-        d = diag.get(key)
-        if d and d["lo"] <= 0 and d["b"] - d["a"] >= WATCH_POINTS and \
-                d.get("count_b", 0) - d.get("count_a", 0) >= WATCH_COUNT:
-            out.append(f"{NAMES[key]} rose to {d['b']:.0%} ({label_a} {d['a']:.0%}; within noise)")
-    return out
+    return [f"{NAMES[key]} rose to {d['b']:.0%} ({label_a} {d['a']:.0%}; within noise)"
+            for key, d in diag.items() if key in KEYS and rise(d) == "watch"]
 
 
 def rose(diag: dict[str, Any]) -> bool:

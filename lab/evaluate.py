@@ -218,20 +218,19 @@ def rate_changes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def rate_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The rises a reader must not miss, in words, with Compare's two rules: beyond the noise ("refusals rose to 25%
-    of the 24 answers (step 0: 8%)"), or by at least 5 points and 3 answers inside it ("… within noise"). Measured:
-    the hh-harmless reward model without evasion pairs took these 24 answers from 2 to 6 refusals (README)."""
+    """The rises a reader must not miss, in words, with Compare's two rules (diagnostics.rise): beyond the noise
+    ("refusals rose to 25% (step 0 8%; 2 → 6 of 24)"), or by at least 5 points and 3 answers inside it ("… (step 0 8%;
+    within noise; 2 → 5 of 24)"). Measured: the hh-harmless reward model without evasion pairs took these 24 answers
+    from 2 to 6 refusals (README)."""
     changes = rate_changes(rows)
-    if not changes:
-        return []
-    label = f"step {rows[0]['step']}"
-    n = len(rows[-1]["answers"])
+    label, n = f"step {rows[0]['step']}" if rows else "", len(rows[-1]["answers"]) if rows else 0
     out = []
     for key, d in changes.items():
-        counts = f"{d['count_a']} → {d['count_b']} of {n}"
-        if d["lo"] > 0:
-            out.append(f"{diagnostics.NAMES[key]} rose to {d['b']:.0%} ({label} {d['a']:.0%}; {counts})")
-        out += [f"{w[:-1]}; {counts})" for w in diagnostics.watch({key: d}, label)]
+        how = diagnostics.rise(d)
+        if how:
+            noise = "; within noise" if how == "watch" else ""
+            out.append(f"{diagnostics.NAMES[key]} rose to {d['b']:.0%} ({label} {d['a']:.0%}{noise}; "
+                       f"{d['count_a']} → {d['count_b']} of {n})")
     return out
 
 
