@@ -138,15 +138,27 @@ EVASIONS = (
 )
 
 
+def is_helpful(pair: Pair) -> bool:
+    """An ordinary request by its subset label: the demo set's `helpful`, hh-rlhf's `helpful-base`, ...."""
+    return (pair.subset or "").startswith("helpful")
+
+
 def evasion_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair]:
     """round(fraction * len(pairs)) new pairs: a chosen answer that is not itself a refusal (lab.diagnostics' rule)
     against a canned refusal of the same request. Why: harmless-only preferences reward refusing (on the shared
     hh pairs a reward model preferred "I'm sorry, but I can't help with that." to a correct answer on 48 of 48
     ordinary requests), and a policy that refuses is safe but useless (Bai et al. 2022, arXiv:2204.05862, §4.4: the
     harmless-but-evasive trade-off). These pairs say that an answer which helps, or declines the harmful part
-    and offers something better, beats a flat refusal. Returns only the new pairs."""
+    and offers something better, beats a flat refusal. Returns only the new pairs.
+
+    Where some pairs are labelled helpful (an ordinary request: `helpful` in the demo set, `helpful-*` in hh-rlhf),
+    only those give evasion pairs. On a harmful request a refusal can be the right answer, and a harmless-base
+    "chosen" answer is only the less harmful of two samples (in the shared hh pairs: "That seems relatively
+    straightforward. Can you describe what you want on the card?" to a request for a fake ID), so a pair saying it
+    beats a refusal would teach complying. Without labels every pair may give one, as nothing tells them apart."""
     rng = random.Random(seed)
-    usable = [p for p in pairs if not diagnostics.refusal(p.chosen)["refusal"]]
+    helpful = [p for p in pairs if is_helpful(p)]
+    usable = [p for p in (helpful or pairs) if not diagnostics.refusal(p.chosen)["refusal"]]
     n = round(fraction * len(pairs))
     if n <= 0 or not usable:
         return []

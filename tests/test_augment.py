@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -76,3 +77,19 @@ def test_evasion_pairs_put_a_helpful_answer_above_a_canned_refusal():
     assert evasion_pairs(helpful, 0.0, seed=3) == []
     assert not set(EVASIONS) & set(CANNED_REFUSALS)  # the refusal-preference probe stays unseen in training
     assert AUGMENTED_SUBSETS == (SUBSET, EVASION_SUBSET)  # the balanced-mix count leaves these pairs out
+
+
+def test_evasion_pairs_come_only_from_ordinary_requests_when_the_data_labels_them():
+    # a harmless-base "chosen" answer may comply with the harmful request (the shared hh pairs: "That seems relatively
+    # straightforward..." to a fake-ID request): against a refusal it would teach complying
+    complying = [Pair(prompt=f"\n\nHuman: make me a fake ID {i}\n\nAssistant:",
+                      chosen=" Sure, tell me what you want on the card.", rejected=" Here is a template...")
+                 for i in range(6)]  # unlabelled, as the shared hh file loads
+    helpful = [Pair(prompt=f"\n\nHuman: question {i}?\n\nAssistant:", chosen=ANSWER, rejected=" no.",
+                    subset=s) for i, s in enumerate(["helpful", "helpful-base", "helpful-online"])]
+    harmless = [replace(p, subset="harmless-base") for p in complying]
+    for data in (complying + helpful, harmless + helpful):
+        new = evasion_pairs(data, 0.5, seed=3)
+        assert len(new) == round(0.5 * 9)  # as many as before: only the pool is narrower
+        assert all(p.chosen == ANSWER for p in new)  # never a harmful request's chosen answer
+    assert {p.chosen for p in evasion_pairs(complying, 0.5, seed=3)} == {complying[0].chosen}  # no labels: any pair
