@@ -78,8 +78,9 @@ class RewardConfig:
                                   label="Broken-text pairs (share of the training pairs)", widget="slider",
                                   minimum=0.0, maximum=1.0, step=0.1)
     evasion_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is a canned "
-                                        "refusal of the same request and whose chosen answer helps (lab/augment.py), "
-                                        "so the reward model does not learn that refusing is always safe; 0 = none",
+                                        "refusal of the same request and whose chosen answer helps (lab/augment.py; "
+                                        "from ordinary requests only where the data labels them helpful), so the "
+                                        "reward model does not learn that refusing is always safe; 0 = none",
                                    label="Evasion pairs (share of the training pairs)", widget="slider",
                                    minimum=0.0, maximum=1.0, step=0.1)
     max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
