@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from lab import diagnostics
-from lab.data import Pair
+from lab.data import Pair, is_helpful_subset
 
 SUBSET = "broken-text"  # how these pairs show in a run's pairs-per-subset counts
 _CONSONANTS = "bcdfghklmnprstvz"
@@ -138,11 +138,6 @@ EVASIONS = (
 )
 
 
-def is_helpful(pair: Pair) -> bool:
-    """An ordinary request by its subset label: the demo set's `helpful`, hh-rlhf's `helpful-base`, ...."""
-    return (pair.subset or "").startswith("helpful")
-
-
 def evasion_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair]:
     """round(fraction * len(pairs)) new pairs: a chosen answer that is not itself a refusal (lab.diagnostics' rule)
     against a canned refusal of the same request. Why: harmless-only preferences reward refusing (on the shared
@@ -157,7 +152,7 @@ def evasion_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pai
     straightforward. Can you describe what you want on the card?" to a request for a fake ID), so a pair saying it
     beats a refusal would teach complying. Without labels every pair may give one, as nothing tells them apart."""
     rng = random.Random(seed)
-    helpful = [p for p in pairs if is_helpful(p)]
+    helpful = [p for p in pairs if is_helpful_subset(p.subset)]
     usable = [p for p in (helpful or pairs) if not diagnostics.refusal(p.chosen)["refusal"]]
     n = round(fraction * len(pairs))
     if n <= 0 or not usable:

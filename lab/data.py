@@ -29,6 +29,12 @@ ASSISTANT_MARK = "\n\nAssistant:"
 _TURN_RE = re.compile(r"\n\n(Human|Assistant):")
 
 
+def is_helpful_subset(subset: str | None) -> bool:
+    """An ordinary request by its subset label: the demo set's `helpful`, hh-rlhf's `helpful-base`, `helpful-online`,
+    ...; `harmless`/`harmless-base`, no label, or an augmented subset is not."""
+    return (subset or "").startswith("helpful")
+
+
 @dataclass(frozen=True)
 class Pair:
     """One preference pair: the shared dialogue and the two final answers, exactly as in the source."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lab import models
-from lab.data import Pair, load_pairs, to_hh
+from lab.data import Pair, is_helpful_subset, load_pairs, to_hh
 from lab.runs import runs_root
 
 META_FILE = "lab_reward.json"  # next to the weights: how texts were encoded, so a model folder reloads alone
@@ -252,7 +252,8 @@ def _bundled_helpful_train_pairs() -> int:
 def balanced_mix(data: str, subsets: dict[str, int] | None = None) -> str:
     """The data source that fixes one-sided preferences: `data` with the bundled helpful pairs mixed in, repeated
     until they are about as many as the training pairs of other kinds (`subsets`: a run's train counts)."""
-    others = sum(n for name, n in (subsets or {}).items() if name not in ("helpful", *AUGMENTED_SUBSETS))
+    others = sum(n for name, n in (subsets or {}).items()
+                 if not is_helpful_subset(name) and name not in AUGMENTED_SUBSETS)
     helpful = _bundled_helpful_train_pairs()
     times = max(1, min(100, round(others / helpful))) if helpful else 1
     base = (data or "DATA").split("+")[0]

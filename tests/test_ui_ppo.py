@@ -357,5 +357,10 @@ def test_a_reward_run_that_rewards_refusing_is_marked_and_warned_about(runs_root
     # the model folder finds its run too; the fix repeats the 83 helpful pairs to about the 1,000 others
     assert "'hh.jsonl.gz+bundled:helpful*12'" in refusal_warning(one_sided.model_dir)
     assert refusal_warning(balanced.path) == "" and refusal_warning(runs_root / "missing") == ""
+    # hh-rlhf's own helpful subsets count as helpful, as lab.augment's evasion pairs count them: only the 1,000
+    # harmless-base pairs ask for a balance
+    from lab.reward_model import balanced_mix
+    hub = {"harmless-base": 1000, "helpful-base": 300, "helpful-online": 200, "evasion": 400}
+    assert balanced_mix("Anthropic/hh-rlhf", hub) == "Anthropic/hh-rlhf+bundled:helpful*12"
     assert tab.reward_label(one_sided).endswith("⚠ rewards refusing")
     assert "⚠" not in tab.reward_label(balanced)
