@@ -159,6 +159,36 @@ class _StopCriterion:
 
 
 @torch.no_grad()
+def shared_prompt_cache(model: nn.Module, query: dict) -> dict:
+    """{"past_key_values": the KV cache of every query row but its last token} with each distinct query computed
+    once (k answers per prompt repeat it k times: at 4 the prefill is a quarter of the work), or {} where no row
+    repeats or the model's cache cannot be indexed by row. generate then runs the last token and decodes on."""
+    ids, attention = query["input_ids"], query["attention_mask"]
+    unique, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    if len(unique) == len(ids) or ids.shape[1] < 2:
+        return {}
+    first = torch.zeros(len(unique), dtype=torch.long, device=ids.device)
+    first.scatter_(0, inverse.flip(0), torch.arange(len(ids) - 1, -1, -1, device=ids.device))  # a row of each query
+    head = attention[first, :-1]
+    out = model(input_ids=ids[first, :-1], attention_mask=head, use_cache=True, logits_to_keep=1,
+                position_ids=(head.cumsum(-1) - 1).clamp(min=0))  # generate's positions: left padding not counted
+    name = _cache_name()
+    cache = out.get(name)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return {}
+    cache.batch_select_indices(inverse)  # (distinct queries, ...) -> (rows, ...)
+    return {name: cache}
+
+
+def _cache_name() -> str:
+    """The KV cache's keyword and output field: `cache` from transformers 5.2x (`past_key_values` is deprecated there
+    and goes in 5.40), `past_key_values` before."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+@torch.no_grad()
 def generate_responses(
     model: nn.Module, tokenizer: Any, query: dict, lengths: list[int], cfg: RolloutSettings,
     should_stop: Callable[[], bool] = lambda: False,
@@ -177,7 +207,8 @@ def generate_responses(
         # every log-prob PPO compares comes from the training passes, so the switch keeps the ratio exact
         with autocast(device, cfg.bf16), models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
             out = model.generate(
-                **part, **UNSHAPED_SAMPLING, top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
+                **part, **shared_prompt_cache(model, part), **UNSHAPED_SAMPLING,
+                top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
                 max_new_tokens=max(lengths[start : start + chunk]), min_new_tokens=cfg.output_min_length,
                 eos_token_id=eos, pad_token_id=pad, stopping_criteria=stop,
             )

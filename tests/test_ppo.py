@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import gc
 import json
 import weakref
@@ -156,6 +157,49 @@ def test_kl_is_zero_and_the_ratio_is_one_before_any_update(tiny_lm_dir, bf16, bf
     with torch.enable_grad():
         new_logprobs, _ = rollout.forward_policy(model, value_head, batch.select(idx), cfg.temperature, cfg.bf16)
     assert torch.equal(new_logprobs.detach(), old_logprobs[idx])
+
+
+def test_a_prompt_asked_k_times_is_prefilled_once_and_samples_the_same_tokens(tiny_lm_dir, monkeypatch):
+    model, _, tokenizer = _policy(tiny_lm_dir)
+    model.eval()
+    cfg = ppo.PPOConfig(batch_size=6, mini_batch_size=6, output_min_length=4, output_max_length=8)
+    prompts = [p for p in PROMPTS[:2] for _ in range(3)] + [PROMPTS[5]]  # 3 + 3 + 1 rows, 3 distinct queries
+    query = encode_chat(tokenizer, prompts, torch.device("cpu"), cfg.max_prompt_length)
+    rows = []
+    hook = model.get_base_model().model.embed_tokens.register_forward_hook(lambda m, i, o: rows.append(o.shape[0]))
+    torch.manual_seed(5)
+    shared = rollout.generate_responses(model, tokenizer, query, [8] * 7, cfg)
+    hook.remove()
+    assert rows[0] == 3 and set(rows[1:]) == {7}  # the prefill once per distinct query, then every row decodes
+    monkeypatch.setattr(rollout, "shared_prompt_cache", lambda model, query: {})
+    torch.manual_seed(5)
+    alone = rollout.generate_responses(model, tokenizer, query, [8] * 7, cfg)
+    assert torch.equal(shared.input_ids, alone.input_ids) and torch.equal(shared.mask, alone.mask)
+    distinct = encode_chat(tokenizer, PROMPTS[:3], torch.device("cpu"), cfg.max_prompt_length)
+    assert rollout.shared_prompt_cache(model, distinct) == {}  # nothing repeats: generate prefills as usual
+
+
+@pytest.mark.parametrize("advantage", ["rloo", "gae"])
+def test_the_fused_first_pass_updates_exactly_as_a_separate_forward_does(tiny_lm_dir, monkeypatch, advantage):
+    cfg = ppo.PPOConfig(steps=2, batch_size=4, mini_batch_size=4, ppo_epochs=2, output_min_length=3,
+                        output_max_length=6, learning_rate=1e-2, advantage=advantage, samples_per_prompt=2)
+    assert ppo.fuses_first_pass(cfg, 4) and not ppo.fuses_first_pass(replace(cfg, mini_batch_size=2), 4)
+    after, history = [], []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(ppo, "fuses_first_pass", lambda cfg, n: False)
+        model, value_head, tokenizer = _policy(tiny_lm_dir)
+        passes = []  # training-shape passes (logits for every response position; decoding keeps one)
+        model.get_base_model().lm_head.register_forward_hook(
+            lambda m, i, o: passes.append(1) if o.shape[1] > 1 else None)
+        history.append(ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [float(len(x)) for x in r],
+                                   cfg))
+        assert len(passes) == 2 * (3 if fused else 4)  # a step: old (fused: one with epoch 1), reference, 2 epochs
+        after.append([p.detach().clone() for p in [*model.parameters(), *value_head.parameters()] if p.requires_grad])
+    assert history[0][0]["ppo/policy/ratio"] == pytest.approx(history[1][0]["ppo/policy/ratio"], rel=1e-5)
+    assert history[0][1]["objective/kl"] != 0.0  # the second step sampled from an updated policy
+    for a, b in zip(*after):  # the same update: only the summation order of one pass differs
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_bf16_autocast_log_probs_stay_close_to_float32(tiny_lm_dir):
