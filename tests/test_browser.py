@@ -214,7 +214,8 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
     refusal.wait_for(timeout=20_000)
     assert "training steps (steps)" in refusal.inner_text() and "Value 999" not in page.content()
     for label, value in (("steps", 2), ("batch_size", 4), ("mini_batch_size", 2), ("ppo_epochs", 1),
-                         ("output_min_length", 6), ("output_max_length", 6)):
+                         ("output_min_length", 6), ("output_max_length", 6),
+                         ("eval_n_prompts", 4), ("eval_max_new_tokens", 8)):  # the evaluations at steps 0 and 2
         _set_number(page, label, value, "ppo")
     page.locator("#ppo-start").click()
     other = _open(browser, app_url, ready="#ppo-banner")  # a fresh page while PPO runs opens on the PPO tab

@@ -48,7 +48,8 @@ def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):
     assert [run_id for _, run_id in tab.reward_choices(ctx)] == [reward_run.name]
     cfg = ppo.PPOConfig(steps=2, batch_size=4, mini_batch_size=2, output_min_length=3, output_max_length=5,
                         learning_rate=1e-3)
-    form = {"reward_run": reward_run.name, "prompts": "bundled", "policy": str(tiny_lm_dir), **cfg.__dict__}
+    evals = evaluate.config_from(get_preset("cpu")).__dict__  # the form's evaluation settings, as it shows them
+    form = {"reward_run": reward_run.name, "prompts": "bundled", "policy": str(tiny_lm_dir), **cfg.__dict__, **evals}
     assert set(form) == set(tab.FORM)
     with pytest.raises(ValueError, match="not divisible"):
         tab.start(ctx, "v1", {**form, "mini_batch_size": 3})
@@ -201,6 +202,13 @@ def test_ppo_refusals_name_settings_as_the_form_shows_them(runs_root):
     assert "(gradient_accumulation_steps), under Advanced settings'" in str(e.value)
     with pytest.raises(ValueError, match=r"'training steps \(steps\)' 999 is above this machine's limit of 200"):
         tab.build_config(ctx, {"reward_run": reward.id, "prompts": "bundled", "policy": "", **cfg.__dict__, "steps": 999})
+    # the evaluation settings are in the form too: they reach the job, and a bad one is named where it is
+    form = {"reward_run": reward.id, "prompts": "bundled", "policy": "", **cfg.__dict__}
+    config = tab.build_config(ctx, {**form, "eval_n_prompts": 4, "eval_every": 8})
+    assert config["evaluate"]["eval_n_prompts"] == 4 and config["evaluate"]["eval_every"] == 8
+    assert "eval_n_prompts" not in config and set(tab.EVAL_FIELDS) <= set(tab.FORM)
+    with pytest.raises(ValueError, match=r"\(eval_every\), under Evaluation while training'"):
+        tab.build_config(ctx, {**form, "eval_every": -1})
 
 
 def test_emoji_rollouts_are_shaded_by_whole_characters():

@@ -32,8 +32,10 @@ ESTIMATORS = {
     "grpo": "GRPO (k={k} answers per prompt, each against its group's mean and spread: no value head)",
 }
 PPO_FIELDS = fields_by_name(ppo.PPOConfig)
-FORM = ("reward_run", "prompts", "policy", *PPO_FIELDS)  # the form's inputs, passed to `start` by name
+EVAL_FIELDS = fields_by_name(evaluate.EvalConfig)  # folded away under "Evaluation while training"
+FORM = ("reward_run", "prompts", "policy", *PPO_FIELDS, *EVAL_FIELDS)  # the form's inputs, passed to `start` by name
 ADVANCED = tuple(name for name in PPO_FIELDS if name not in MAIN_FIELDS)  # folded away under Advanced settings
+EVAL_TITLE = "Evaluation while training"
 COST_INPUTS = ("steps", "batch_size", "output_max_length")  # what the cost line reads from the form
 
 # ---------------------------------------------------------------- reading a run (pure: run folder in, text/figures out)
@@ -279,13 +281,14 @@ def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
     if not values.get("reward_run"):
         raise ValueError("pick a reward-model run first (train one on the Reward model tab)")
     form = {"reward_model": values["reward_run"], **{k: v for k, v in values.items() if k != "reward_run"}}
-    require_numbers({k: v for k, v in values.items() if k in PPO_FIELDS and field_type(PPO_FIELDS[k]) in (int, float)},
-                    form_labels(PPO_FIELDS, list(PPO_FIELDS), ADVANCED, "under Advanced settings"))
+    fields = {**PPO_FIELDS, **EVAL_FIELDS}
+    labels = {**form_labels(PPO_FIELDS, list(PPO_FIELDS), ADVANCED, "under Advanced settings"),
+              **form_labels(EVAL_FIELDS, list(EVAL_FIELDS), list(EVAL_FIELDS), f"under {EVAL_TITLE}")}
+    require_numbers({k: v for k, v in values.items() if k in fields and field_type(fields[k]) in (int, float)}, labels)
     try:
         return ppo.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
     except ValueError as e:  # name the settings as the form shows them
-        raise ValueError(plain_names(str(e), form_labels(PPO_FIELDS, list(PPO_FIELDS), ADVANCED,
-                                                         "under Advanced settings"))) from None
+        raise ValueError(plain_names(str(e), labels)) from None
 
 
 def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any) -> str:
@@ -438,3 +441,11 @@ def _form(jt: JobTab) -> None:
         jt.add("policy", gr.Textbox(ctx.preset.policy, label="policy", info="the model to fine-tune (LoRA adapters)"))
         for name in ADVANCED:
             add(name)
+    evals = evaluate.config_from(ctx.preset)
+    with gr.Accordion(EVAL_TITLE, open=False, elem_id="ppo-eval-settings"):
+        gr.Markdown("<small>Fixed held-out prompts answered with a fixed seed at step 0 and every N steps: the curves "
+                    "and the timeline below. Each evaluation costs about as much as a step or two; fewer prompts "
+                    "are cheaper and noisier.</small>")
+        for name in EVAL_FIELDS:
+            jt.add(name, field_input(EVAL_FIELDS[name], getattr(evals, name),
+                                     f"at most {limits.max_prompts}" if name == "eval_n_prompts" else ""))
