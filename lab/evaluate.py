@@ -47,15 +47,20 @@ MEASURES = {  # key in an evaluation row -> what it is, for plots and words
 class EvalConfig:
     """Evaluation during PPO; `lab.presets` supplies each machine's defaults (cheap on a CPU)."""
 
-    eval_every: int = setting(16, "evaluate on fixed held-out prompts every N PPO steps (and at step 0); 0 = never")
+    eval_every: int = setting(16, "evaluate on fixed held-out prompts every N PPO steps (and at step 0); 0 = never",
+                              label="evaluate every N steps")
     eval_prompts: str = setting("", "prompt source for the evaluations; empty = the preset's Compare prompts "
-                                    "(held out from PPO)")
-    eval_n_prompts: int = setting(12, "prompts answered at each evaluation")
-    eval_max_new_tokens: int = setting(32, "most new tokens per evaluation answer")
-    eval_temperature: float = setting(0.7, "sampling temperature of the evaluation answers")
-    eval_seed: int = setting(1234, "sampling seed of every evaluation: the same prompts are answered the same way")
-    eval_pinned: int = setting(3, "prompts whose answers the PPO tab's timeline shows at each evaluation")
-    eval_save_adapters: bool = setting(True, "keep the adapters at each evaluation (model/step-N/) for Compare")
+                                    "(held out from PPO)", label="evaluation prompts")
+    eval_n_prompts: int = setting(12, "prompts answered at each evaluation", label="prompts per evaluation")
+    eval_max_new_tokens: int = setting(32, "most new tokens per evaluation answer", label="answer length, tokens")
+    eval_temperature: float = setting(0.7, "sampling temperature of the evaluation answers",
+                                      label="sampling temperature")
+    eval_seed: int = setting(1234, "sampling seed of every evaluation: the same prompts are answered the same way",
+                             label="sampling seed")
+    eval_pinned: int = setting(3, "prompts whose answers the PPO tab's timeline shows at each evaluation",
+                               label="prompts on the timeline")
+    eval_save_adapters: bool = setting(True, "keep the adapters at each evaluation (model/step-N/) for Compare",
+                                       label="keep the adapters at each evaluation")
 
 
 def config_from(preset: Preset, **overrides: Any) -> EvalConfig:

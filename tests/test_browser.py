@@ -213,6 +213,8 @@ def test_stages_click_through_with_a_second_visitor(browser, app_url, shots):
     refusal = page.locator(".toast-body", has_text="above this machine's limit").last
     refusal.wait_for(timeout=20_000)
     assert "training steps (steps)" in refusal.inner_text() and "Value 999" not in page.content()
+    page.locator("#ppo-eval-settings").get_by_text("Evaluation while training").first.click()  # unfold it
+    page.wait_for_timeout(500)
     for label, value in (("steps", 2), ("batch_size", 4), ("mini_batch_size", 2), ("ppo_epochs", 1),
                          ("output_min_length", 6), ("output_max_length", 6),
                          ("eval_n_prompts", 4), ("eval_max_new_tokens", 8)):  # the evaluations at steps 0 and 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from lab import compare, feedback, ppo, reward
+from lab import compare, evaluate, feedback, ppo, reward
 from lab.config import label_of
 from lab.generate import GenerateConfig
 from lab.jobs import JobManager
@@ -25,7 +25,7 @@ LAB = Path(__file__).resolve().parent.parent / "lab"
 CONFIGS = (ppo.PPOConfig, reward.RewardConfig, compare.CompareConfig, feedback.FeedbackConfig, GenerateConfig)
 # tab -> (its builder, its fields by form input name: inputs named like a field, plus those named otherwise)
 TABS = {
-    "ppo": (ppo_tab.build_ppo_tab, ppo_tab.PPO_FIELDS),
+    "ppo": (ppo_tab.build_ppo_tab, {**ppo_tab.PPO_FIELDS, **ppo_tab.EVAL_FIELDS}),
     "reward": (reward_tab.build_reward_tab, reward_tab.REWARD_FIELDS),
     "compare": (compare_tab.build_compare_tab, {**compare_tab.COMPARE_FIELDS,
                                                 "prompt_mode": compare_tab.COMPARE_FIELDS["prompts"],
@@ -66,8 +66,9 @@ def test_every_input_bound_to_a_config_field_shows_its_metadata(tab, runs_root):
             assert component.info == f.metadata["help"], name
 
 
-def test_the_ppo_form_shows_every_ppo_setting():
-    assert set(ppo_tab.FORM) == {"reward_run", "prompts", "policy", *(f.name for f in fields(ppo.PPOConfig))}
+def test_the_ppo_form_shows_every_ppo_and_evaluation_setting():
+    assert set(ppo_tab.FORM) == {"reward_run", "prompts", "policy", *(f.name for f in fields(ppo.PPOConfig)),
+                                 *(f.name for f in fields(evaluate.EvalConfig))}
 
 
 def _string_constants(path: Path) -> set[str]:
