@@ -420,13 +420,20 @@ def test_two_visitors_vote_at_once_and_a_reward_model_trains_on_the_votes(browse
         page.wait_for_timeout(300)
     assert source.input_value() == "feedback:workshop"
     _set_number(page, "Max steps", 4, "reward")
+    from lab.runs import list_runs
+
+    before = {run.id for run in list_runs(kind="reward", root=app_runs)}  # an earlier test's run must not pass for it
     page.locator("#reward-start").click()
-    _wait_text(page, "#reward-banner", ("done", "failed"), 240, needs="reward job")
+    deadline, new = time.time() + 30, []
+    while not new and time.time() < deadline:
+        new = [run.id for run in list_runs(kind="reward", root=app_runs) if run.id not in before]
+        page.wait_for_timeout(300)
+    assert new, "no reward run started"
+    _wait_text(page, "#reward-banner", ("done", "failed"), 240, needs=new[0])
     assert "failed" not in page.locator("#reward-banner").inner_text()
-    _wait_text(page, "#reward-results", ("accuracy",), 60)
+    _wait_text(page, "#reward-results", ("accuracy",), 60, needs=new[0])
     assert "votes of set 'workshop'" in page.locator("#reward-results").inner_text()
     page.screenshot(path=str(shots / "screenshot-reward-feedback.png"), full_page=True)
-    from lab.runs import list_runs
 
     summary = list_runs(kind="reward", root=app_runs)[0].summary()
     assert summary["data"].startswith("feedback:workshop@") and summary["train_pairs"] >= 20
