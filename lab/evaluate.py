@@ -79,7 +79,7 @@ def validate(cfg: EvalConfig, limits: Limits | None = None) -> EvalConfig:
     if cfg.eval_temperature <= 0:
         raise ValueError(f"eval_temperature {cfg.eval_temperature} must be above 0")
     if limits is not None:
-        limits.check({"max_new_tokens": cfg.eval_max_new_tokens, "n_prompts": cfg.eval_n_prompts})
+        limits.check({"eval_max_new_tokens": cfg.eval_max_new_tokens, "eval_n_prompts": cfg.eval_n_prompts})
     return cfg
 
 

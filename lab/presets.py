@@ -25,6 +25,7 @@ class Limits:
             "steps": self.max_steps, "max_steps": self.max_steps, "batch_size": self.max_batch_size,
             "mini_batch_size": self.max_batch_size, "max_new_tokens": self.max_new_tokens,
             "output_max_length": self.max_new_tokens, "n_prompts": self.max_prompts, "n_pairs": self.max_prompts,
+            "eval_n_prompts": self.max_prompts, "eval_max_new_tokens": self.max_new_tokens,
         }
         for key, limit in bounds.items():
             value = config.get(key)

@@ -160,17 +160,16 @@ class _StopCriterion:
 
 @torch.no_grad()
 def shared_prompt_cache(model: nn.Module, query: dict) -> dict:
-    """{"past_key_values": the KV cache of every query row but its last token} with each distinct query computed
-    once (k answers per prompt repeat it k times: at 4 the prefill is a quarter of the work), or {} where no row
-    repeats or the model's cache cannot be indexed by row. generate then runs the last token and decodes on."""
-    ids, attention = query["input_ids"], query["attention_mask"]
-    unique, inverse = torch.unique(ids, dim=0, return_inverse=True)
-    if len(unique) == len(ids) or ids.shape[1] < 2:
+    """{cache keyword: the KV cache of every query row but its last token}, each distinct query (ids and mask)
+    computed once (k answers per prompt repeat it k times: at 4 the prefill is a quarter of the work), or {} where no
+    row repeats or the model's cache cannot be indexed by row. generate then runs the last token and decodes on."""
+    rows = torch.cat([query["input_ids"], query["attention_mask"]], dim=1)
+    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    width = query["input_ids"].shape[1]
+    if len(unique) == len(rows) or width < 2:
         return {}
-    first = torch.zeros(len(unique), dtype=torch.long, device=ids.device)
-    first.scatter_(0, inverse.flip(0), torch.arange(len(ids) - 1, -1, -1, device=ids.device))  # a row of each query
-    head = attention[first, :-1]
-    out = model(input_ids=ids[first, :-1], attention_mask=head, use_cache=True, logits_to_keep=1,
+    ids, head = unique[:, : width - 1], unique[:, width : 2 * width - 1]
+    out = model(input_ids=ids, attention_mask=head, use_cache=True, logits_to_keep=1,
                 position_ids=(head.cumsum(-1) - 1).clamp(min=0))  # generate's positions: left padding not counted
     name = _cache_name()
     cache = out.get(name)

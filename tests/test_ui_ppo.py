@@ -209,6 +209,9 @@ def test_ppo_refusals_name_settings_as_the_form_shows_them(runs_root):
     assert "eval_n_prompts" not in config and set(tab.EVAL_FIELDS) <= set(tab.FORM)
     with pytest.raises(ValueError, match=r"\(eval_every\), under Evaluation while training'"):
         tab.build_config(ctx, {**form, "eval_every": -1})
+    with pytest.raises(ValueError, match=r"\(eval_n_prompts\), under Evaluation while training' 500 is above this "
+                                         r"machine's limit of 100"):
+        tab.build_config(ctx, {**form, "eval_n_prompts": 500})
 
 
 def test_emoji_rollouts_are_shaded_by_whole_characters():
