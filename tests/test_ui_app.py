@@ -1,5 +1,5 @@
-"""The app's tab wiring: the five tabs in order, each built by its module, its Start wired by name, and a reload
-reopening the tab of the running job."""
+"""The app's tab wiring: the five tabs in order, each built by its module, its Start wired by name, a reload
+reopening the tab of the running job, and only the tab on screen ticking."""
 
 from __future__ import annotations
 
@@ -46,12 +46,52 @@ def test_start_gets_the_form_by_name(runs_root):
     assert labels[4] == "training steps (steps), at most 200"  # the first PPOConfig field, its label from metadata
 
 
-def test_a_reload_reopens_the_tab_of_the_running_job(runs_root, monkeypatch):
-    manager, _ = _build(runs_root)
-    assert app._reopen_tab(manager) == gr.skip()
+def _timers(demo) -> dict[int, gr.Timer]:
+    return {b._id: b for b in demo.blocks.values() if isinstance(b, gr.Timer)}
+
+
+def test_a_reload_reopens_the_tab_of_the_running_job_and_only_it_ticks(runs_root, monkeypatch):
+    manager, demo = _build(runs_root)
+    tabs = next(b for b in demo.blocks.values() if isinstance(b, gr.Tabs))
+    timers = {name: [t] for name, t in zip(("feedback", "reward", "ppo", "compare"), _timers(demo).values())}
+    idle = app._reopen_tab(manager, tabs, timers)
+    assert tabs not in idle and all(update.active is False for update in idle.values())  # the first tab: no timer
 
     class Running:
         kind = "ppo"
 
     monkeypatch.setattr(manager, "active", lambda: Running())
-    assert app._reopen_tab(manager).selected == "ppo"
+    shown = app._reopen_tab(manager, tabs, timers)
+    assert shown.pop(tabs).selected == "ppo"
+    assert {t: u.active for t, u in shown.items()} == {ts[0]: name == "ppo" for name, ts in timers.items()}
+
+
+def test_every_timer_starts_paused_and_opening_a_tab_lets_only_its_own_tick(runs_root):
+    """Each tick makes the browser copy the page's whole state, so hidden tabs must not tick (they kept a 2-core
+    visitor's browser busy most of a core)."""
+    _, demo = _build(runs_root)
+    timers = _timers(demo)
+    assert len(timers) == 4 and not any(t.active for t in timers.values())
+    tab_of = {b._id: b.id for b in demo.blocks.values() if isinstance(b, gr.Tab)}
+    switches = {tab_of[fn.targets[0][0]]: fn for fn in demo.fns.values()
+                if fn.targets and fn.targets[0][1] == "select" and fn.targets[0][0] in tab_of
+                and fn.outputs and all(isinstance(o, gr.Timer) for o in fn.outputs)}
+    assert set(switches) == {"data", "feedback", "reward", "ppo", "compare"}
+    ticking = {}
+    for name, fn in switches.items():
+        assert {o._id for o in fn.outputs} == set(timers)  # each switch sets every timer
+        ticking[name] = [t for t, u in fn.fn().items() if u.active]
+    assert ticking["data"] == []
+    owner = {}  # the timer each job tab's own tick handler listens to
+    for fn in demo.fns.values():
+        for block_id, event in fn.targets:
+            if event == "tick":
+                owner.setdefault(block_id, set()).add(fn)
+    for name in ("feedback", "reward", "ppo", "compare"):
+        (timer,) = ticking[name]
+        assert timer._id in owner  # something listens to it
+        # the tab's select event also refreshes it at once (the same handlers as its tick)
+        tab_id = next(i for i, n in tab_of.items() if n == name)
+        on_select = {fn.fn for fn in demo.fns.values() if (tab_id, "select") in fn.targets} - {switches[name].fn}
+        assert len(on_select) == len(owner[timer._id])
+    assert len({ticking[n][0]._id for n in ("feedback", "reward", "ppo", "compare")}) == 4

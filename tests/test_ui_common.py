@@ -10,7 +10,7 @@ import pytest
 
 from lab.jobs import JobManager
 from lab.presets import get_preset
-from lab.ui.common import JobTab, UIContext, guard, job_banner, run_signature, running_tab
+from lab.ui.common import TICK_BUSY, TICK_IDLE, JobTab, UIContext, guard, job_banner, run_signature, running_tab
 
 
 def _ctx(root, demo=None) -> UIContext:
@@ -74,11 +74,13 @@ def test_tick_draws_once_per_change_and_follows_a_started_run(runs_root):
     assert followed["run"] == job.id and followed["text"] == f"{job.id} hi" and "another visitor" in followed["banner"]
     assert followed["runs"]["value"] == job.id and followed["seen"] == run_signature(job.run)
     assert "run" not in JobTab(ctx, "ppo", _view, ("text",)).tick("v1", None, "")  # a tab that does not follow
+    assert jt.pace(TICK_IDLE)["pace"] == TICK_BUSY and jt.pace(TICK_BUSY) == {}  # a job runs: tick often
     with pytest.raises(ValueError, match="only the visitor who started"):
         jt.stop("v1")
     assert "Stopping" in jt.stop("v2")["banner"]
     release.set()
     ctx.manager.wait(10)
+    assert jt.pace(TICK_BUSY)["pace"] == TICK_IDLE and jt.pace(TICK_IDLE) == {}  # none runs: rest
     assert jt.load("v1", "yo")["run"] == job.id and jt.load("v1", "yo")["text"] == f"{job.id} yo"  # reattaches
     picked = []
     jt.selected = picked.append

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import gradio as gr
 
 from lab.jobs import JobManager
 from lab.presets import Preset
-from lab.ui.common import PROJECT_ROOT, UIContext, new_visitor_id, running_tab
+from lab.ui.common import PROJECT_ROOT, UIContext, new_visitor_id, running_tab, timer_updates
 from lab.ui.compare import build_compare_tab
 from lab.ui.data import build_data_tab
 from lab.ui.feedback import build_feedback_tab
@@ -37,18 +38,31 @@ def build_app(manager: JobManager, preset: Preset, allowed_dirs: list[Path] | No
             f"Preset **{preset.name}**: {preset.description}",
             elem_id="lab-header",
         )
+        built = {}
         with gr.Tabs() as tabs:
             for label, name, build_tab in TABS:
-                with gr.Tab(label, id=name, elem_id=f"tab-{name}"):
+                with gr.Tab(label, id=name, elem_id=f"tab-{name}") as ctx.tab:
+                    ctx.tab_name = name
                     build_tab(ctx)
+                    built[name] = ctx.tab
+        ctx.tab, ctx.tab_name = None, ""
+        for name, tab in built.items():  # only the tab on screen ticks
+            tab.select(functools.partial(timer_updates, ctx.timers, name), None, _all(ctx.timers),
+                       show_progress="hidden", api_visibility="private")
         demo.load(new_visitor_id, inputs=ctx.visitor, outputs=ctx.visitor)
-        demo.load(lambda: _reopen_tab(manager), outputs=tabs, show_progress="hidden")  # a reload shows the job
+        demo.load(lambda: _reopen_tab(manager, tabs, ctx.timers), outputs=[tabs, *_all(ctx.timers)],
+                  show_progress="hidden")  # a reload shows the job
     return demo
 
 
-def _reopen_tab(manager: JobManager) -> gr.Tabs | dict:
+def _all(timers: dict[str, list]) -> list:
+    return [t for ts in timers.values() for t in ts]
+
+
+def _reopen_tab(manager: JobManager, tabs: gr.Tabs, timers: dict[str, list]) -> dict:
+    """The running job's tab, ticking (a page opens on the first tab, which has no timer, when nothing runs)."""
     tab = running_tab(manager, [name for _, name, _ in TABS])
-    return gr.Tabs(selected=tab) if tab else gr.skip()
+    return {**timer_updates(timers, tab), **({tabs: gr.Tabs(selected=tab)} if tab else {})}
 
 
 def launch_kwargs() -> dict:

@@ -20,6 +20,7 @@ from lab.presets import Preset
 from lab.runs import list_runs, open_run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TICK_BUSY, TICK_IDLE = 1.5, 5.0  # seconds between a shown tab's refreshes while a job runs, and while none does
 WARNING_SECONDS = 8  # a refusal fades after this, so it never lingers on a tab the visitor moves to
 
 
@@ -40,6 +41,26 @@ class UIContext:
     vote_set: Any = None  # gr.State: a feedback set Compare filled with its answers (the Feedback tab opens it)
     allowed_dirs: list[Path] = field(default_factory=list)
     upload_dir: Path | None = None
+    tab: Any = None  # the gr.Tab being built (its select event refreshes it at once)
+    tab_name: str = ""
+    timers: dict[str, list[Any]] = field(default_factory=dict)  # tab name -> its gr.Timers (ticking only when shown)
+
+    def timer(self, seconds: float) -> Any:
+        """A gr.Timer of the tab being built. It starts paused: only the tab on screen ticks (`timer_updates`),
+        because every tick makes the browser copy the whole page's state (a hidden tab's ticks kept a 2-core
+        visitor's browser busy most of a core)."""
+        t = gr.Timer(seconds, active=False)
+        self.timers.setdefault(self.tab_name, []).append(t)
+        return t
+
+    def ticks(self, timer: Any) -> list[Any]:
+        """The events that refresh the tab being built: its timer, and the visitor opening the tab."""
+        return [timer.tick, *([self.tab.select] if self.tab is not None else [])]
+
+
+def timer_updates(timers: dict[str, list[Any]], shown: str | None) -> dict[Any, Any]:
+    """Timer updates that let the tab `shown` tick and pause every other."""
+    return {t: gr.Timer(active=name == shown) for name, ts in timers.items() for t in ts}
 
 
 def new_visitor_id(current: str | None) -> str:
@@ -304,24 +325,40 @@ class JobTab:
 
         event(guard(by_component), [c[n] for n in inputs], [c[n] for n in outputs], **kwargs)
 
+    def pace(self, current: float | None) -> dict[str, Any]:
+        """Tick every TICK_BUSY seconds while a job runs, TICK_IDLE otherwise: the timer update only on a change."""
+        wanted = TICK_BUSY if self.ctx.manager.active() is not None else TICK_IDLE
+        return {} if wanted == current else {"timer": gr.Timer(value=wanted), "pace": wanted}
+
     def wire(self, start: Callable[[UIContext, str | None, dict[str, Any]], str], form: Sequence[str],
-             timer: float = 1.5) -> gr.Timer:
+             also: tuple[Callable[..., dict[str, Any]], Sequence[str], Sequence[str]] | None = None) -> gr.Timer:
         """Start (`start(ctx, visitor, {input name: value})`), Stop, the tick, the dropdown, Refresh and the page
-        load; returns the timer for the tab's own ticks."""
+        load; returns the tab's timer. `also` = (fn, inputs, outputs) runs in the same tick event: each event makes
+        the browser copy the page's whole state, so a tab ticks once, not once per handler."""
         quiet = {"show_progress": "hidden", "api_visibility": "private"}
         view, drawn = list(self.view_inputs), ["seen", *self.view_names]
-        self.add("timer", gr.Timer(timer))
+        self.add("timer", self.ctx.timer(TICK_IDLE))
+        self.add("pace", gr.State(TICK_IDLE))
 
         def started(visitor: str | None, *values: Any) -> dict[str, Any]:  # the form's values go on by name
             self.ctx.manager.check_free(visitor or "")  # busy: say so first, whatever the form holds
-            return {"run": start(self.ctx, visitor, dict(zip(form, values))), "seen": ""}
+            run_id = start(self.ctx, visitor, dict(zip(form, values)))
+            return {"run": run_id, "seen": "", "timer": gr.Timer(value=TICK_BUSY), "pace": TICK_BUSY}
 
-        self.on(self.components["start"].click, started, ["visitor", *form], ["run", "seen"],
+        also_fn, also_in, also_out = also or (lambda: {}, (), ())
+        tick_in = ["visitor", "run", "seen", *view]
+
+        def ticked(*args: Any) -> dict[str, Any]:
+            n = len(tick_in)
+            return {**self.tick(*args[:n]), **also_fn(*args[n:-1]), **self.pace(args[-1])}
+
+        self.on(self.components["start"].click, started, ["visitor", *form], ["run", "seen", "timer", "pace"],
                 api_name=f"{self.kind}_start")
         self.on(self.components["stop"].click, self.stop, ["visitor"], ["banner"], api_name=f"{self.kind}_stop",
                 show_progress="hidden")
-        self.on(self.components["timer"].tick, self.tick, ["visitor", "run", "seen", *view],
-                ["banner", "run", *drawn, "runs"], **quiet)
+        for event in self.ctx.ticks(self.components["timer"]):
+            self.on(event, ticked, [*tick_in, *also_in, "pace"],
+                    ["banner", "run", *drawn, "runs", *also_out, "timer", "pace"], **quiet)
         self.on(self.components["runs"].input, self.select, ["runs", *view], ["run", *drawn],
                 api_name=f"{self.kind}_select")
         if "refresh" in self.components:

@@ -196,9 +196,8 @@ def build_compare_tab(ctx: UIContext) -> None:
         jt.add("query", gr.Textbox(label="Filter (text in the prompt or answers)", scale=2))
     jt.add("cards", gr.HTML(elem_id="compare-cards"))
     jt.add("ppo_seen", gr.State(None))  # the finished PPO job last offered as Model B
-    timer = jt.wire(start, FORM)
     models = ["model_a", "model_b"]
-    jt.on(timer.tick, lambda seen: follow_ppo(ctx, seen), ["ppo_seen"], ["ppo_seen", *models], show_progress="hidden")
+    jt.wire(start, FORM, also=(lambda seen: follow_ppo(ctx, seen), ["ppo_seen"], ["ppo_seen", *models]))
     for event in (jt.components["sort"].change, jt.components["query"].submit, jt.components["show"].change):
         jt.on(event, lambda r, o, q, w: filtered_cards(ctx, r, o, q, w), ["run", "sort", "query", "show"], ["cards"])
     if ctx.vote_set is not None:  # the Feedback tab follows it; the click then opens that tab

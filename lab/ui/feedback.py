@@ -186,8 +186,9 @@ def build_feedback_tab(ctx: UIContext) -> None:
           api_name="feedback_show")
     jt.on(jt.components["generate"].click, lambda v, *values: start(ctx, v, dict(zip(FORM, values))),
           ["visitor", *FORM], ["name"], api_name="feedback_generate")
-    jt.on(gr.Timer(2).tick, lambda n, v, p, s: tick(ctx, n, v, p, s), ["name", "visitor", "pair_id", "seen"],
-          ["banner", "seen", "tallies", "pair_id", "pair"], show_progress="hidden", api_visibility="private")
+    for event in ctx.ticks(ctx.timer(2)):
+        jt.on(event, lambda n, v, p, s: tick(ctx, n, v, p, s), ["name", "visitor", "pair_id", "seen"],
+              ["banner", "seen", "tallies", "pair_id", "pair"], show_progress="hidden", api_visibility="private")
     jt.on(jt.components["export"].click, lambda n: {"files": gr.update(value=export_files(ctx, n), visible=True)},
           ["name"], ["files"], api_name="feedback_export")
     jt.add("data_source", ctx.data_source)  # the Reward tab's training pairs follow it
