@@ -21,7 +21,7 @@ from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import GenerateConfig, auto_batch_size, generate_settings, plan_batches
 from lab.jobs import JobContext
-from lab.policies import BASE, Side, load_policies, resolve_sides, sample, side_choice
+from lab.policies import BASE, Side, load_policies, reference_nll, resolve_sides, sample, side_choice
 from lab.presets import Limits, Preset
 from lab.reward_model import find_reward_model, judge_or_none, judge_path, load_reward_model, reward_texts
 from lab.runs import Run
@@ -33,9 +33,9 @@ from lab.toxicity import get_scorer
 KIND = "compare"
 RESULTS_FILE = "results.csv"
 CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a", "judge_a", "refusal_a",
-               "refusal_rule_a", "degenerate_a", "length_a",
+               "refusal_rule_a", "degenerate_a", "nll_a", "length_a",
                "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
-               "degenerate_b", "length_b", "toxicity_drop", "reward_gain"]
+               "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain"]
 
 
 @dataclass
@@ -294,11 +294,12 @@ def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]
     for side in sides:
         say(f"Model {side.key.upper()} ({side.label}) is answering")
         answers = sample(side, policies, prompts, gen, seed)
+        implausible = reference_nll(side, policies, prompts, answers)  # for the degeneration rule
         toxicity = scorer.score(answers)
         rewards = reward_model.score(reward_texts(prompts, answers)) if reward_model else [None] * len(answers)
         judged = judge_model.score(reward_texts(prompts, answers)) if judge_model else [None] * len(answers)
-        for row, answer, tox, rew, jud in zip(rows, answers, toxicity, rewards, judged):
-            row.update({f"answer_{side.key}": answer, f"length_{side.key}": len(answer),
+        for row, answer, tox, rew, jud, nll in zip(rows, answers, toxicity, rewards, judged, implausible):
+            row.update({f"answer_{side.key}": answer, f"length_{side.key}": len(answer), f"nll_{side.key}": nll,
                         f"toxicity_{side.key}": float(tox), f"reward_{side.key}": None if rew is None else float(rew),
                         f"judge_{side.key}": None if jud is None else float(jud)})
     return [diagnostics.add_to_row(row) for row in rows]

@@ -85,7 +85,16 @@ MIN_CHARS_FOR_COMPRESSION = 120  # zlib's header outweighs the text below this
 LONG_TOKEN = 20  # letters; "internationalization" is 20, "RocheramakaramaanAleemmaa" 25
 # Thresholds, from the hand-written answers in tests/test_diagnostics.py: fluent answers of 20-200 words reach at
 # most ~0.1 repeated 3-grams, a compression ratio above ~0.45 and ~5% non-words.
-THRESHOLDS = {"repeat_fraction": 0.3, "compression_ratio": 0.3, "nonword_fraction": 0.2, "foreign_letters": 0.15}
+THRESHOLDS = {"repeat_fraction": 0.3, "compression_ratio": 0.3, "nonword_fraction": 0.2, "foreign_letters": 0.15,
+              "number_fraction": 0.4, "nll": 2.2}
+MIN_TOKENS_FOR_NUMBERS = 6  # "Call 911." is not a list
+# The reference model's mean negative log-likelihood (nats a token) of the answer after its prompt. Chosen on the
+# 20 blind-reading sets of earlier sessions (1,566 answers, 201 called word salad or nonsense by their reader): the text rules
+# alone flag 14% of those at precision 1.00; adding "nll >= 2.2 on 8 words or more", a threshold picked on half of
+# the 20 reading sets, flags 16-19% on the other half at precision 0.66-0.80. Short answers are implausible often
+# without being nonsense ("Pretty standard fare."), so they are exempt.
+MIN_WORDS_FOR_NLL = 8
+_NUMBER = re.compile(r"^[(\[]?(?:\d+|[ivx]+|[a-z])[.):\]]?$", re.I)
 VOWELS = set("aeiouyàáâãäåèéêëìíîïòóôõöùúûüýÿæœ")
 _TOKEN = re.compile(r"\S+")
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
@@ -140,9 +149,10 @@ def compression_ratio(text: str) -> float:
     return len(zlib.compress(raw, 9)) / len(raw) if raw else 1.0
 
 
-def degeneration(answer: str, prompt: str | None = None) -> dict[str, Any]:
-    """The components (repeat_fraction, compression_ratio, nonword_fraction, foreign_letters, examples of
-    non-words), 'degenerate' and the 'reasons' that made it so. An empty answer is degenerate."""
+def degeneration(answer: str, prompt: str | None = None, nll: float | None = None) -> dict[str, Any]:
+    """The components (repeat_fraction, compression_ratio, nonword_fraction, foreign_letters, number_fraction, nll,
+    examples of non-words), 'degenerate' and the 'reasons' that made it so. An empty answer is degenerate. `nll`:
+    the reference model's mean negative log-likelihood of the answer (nats a token), when the caller has it."""
     text = (answer or "").strip()
     tokens = _TOKEN.findall(text)
     words = [w for w in (_EDGE.sub("", t) for t in tokens) if w]
@@ -154,6 +164,10 @@ def degeneration(answer: str, prompt: str | None = None) -> dict[str, Any]:
         "nonword_fraction": round(len(bad) / len(tokens), 4) if tokens else 0.0,
         # another script is word salad only when the prompt was not written in it
         "foreign_letters": 0.0 if prompt and _foreign_share(prompt) > 0.05 else round(_foreign_share(text), 4),
+        # "1. 1. 2. 2. 3. 3." counts up without saying anything: no 3-gram repeats, too short to compress
+        "number_fraction": round(sum(bool(_NUMBER.match(t)) and t.lower() not in ("a", "i") for t in tokens)
+                                 / len(tokens), 4) if len(tokens) >= MIN_TOKENS_FOR_NUMBERS else 0.0,
+        "nll": None if nll is None else round(float(nll), 4),
         "nonwords": [f"{t[:30]} ({r})" for t, r in bad[:5]],
     }
     reasons = []
@@ -167,16 +181,21 @@ def degeneration(answer: str, prompt: str | None = None) -> dict[str, Any]:
         reasons.append(f"{out['nonword_fraction']:.0%} of tokens are not words")
     if out["foreign_letters"] >= THRESHOLDS["foreign_letters"]:
         reasons.append(f"{out['foreign_letters']:.0%} of letters are not English")
+    if out["number_fraction"] >= THRESHOLDS["number_fraction"]:
+        reasons.append(f"{out['number_fraction']:.0%} of tokens are bare numbers or list marks")
+    if nll is not None and len(words) >= MIN_WORDS_FOR_NLL and nll >= THRESHOLDS["nll"]:
+        reasons.append(f"the base model finds it implausible ({nll:.1f} nats a token)")
     return {"degenerate": bool(reasons), "reasons": reasons, **out}
 
 
-def diagnose(answer: str, prompt: str | None = None) -> dict[str, Any]:
+def diagnose(answer: str, prompt: str | None = None, nll: float | None = None) -> dict[str, Any]:
     """Both diagnostics of one answer, flat: refusal, refusal_rule, refusal_match, degenerate, degenerate_reasons
     and the degeneration components."""
-    ref, deg = refusal(answer), degeneration(answer, prompt)
+    ref, deg = refusal(answer), degeneration(answer, prompt, nll)
     return {"refusal": ref["refusal"], "refusal_rule": ref["rule"], "refusal_match": ref["match"],
             "degenerate": deg["degenerate"], "degenerate_reasons": deg["reasons"],
-            **{k: deg[k] for k in ("repeat_fraction", "compression_ratio", "nonword_fraction", "foreign_letters")}}
+            **{k: deg[k] for k in ("repeat_fraction", "compression_ratio", "nonword_fraction", "foreign_letters",
+                                   "number_fraction", "nll")}}
 
 
 # ---------------------------------------------------------------- per run
@@ -190,7 +209,7 @@ def add_to_row(row: dict[str, Any], sides: Sequence[str] = ("a", "b")) -> dict[s
     for side in sides:
         if f"answer_{side}" not in row:
             continue
-        found = diagnose(row.get(f"answer_{side}") or "", row.get("prompt"))
+        found = diagnose(row.get(f"answer_{side}") or "", row.get("prompt"), row.get(f"nll_{side}"))
         row.update({f"{k}_{side}": v for k, v in found.items()})
     return row
 

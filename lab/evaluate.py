@@ -24,7 +24,7 @@ from lab import diagnostics
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import GenerateConfig
-from lab.policies import STEP_DIR, Side, sample
+from lab.policies import STEP_DIR, Side, reference_nll, sample
 from lab.presets import Limits, Preset, get_preset
 from lab.reward_model import format_for_reward, judge_or_none, judge_path
 from lab.runs import read_jsonl
@@ -115,20 +115,22 @@ def _se(values: Sequence[Any]) -> float | None:
 
 
 def score_answers(prompts: Sequence[str], answers: Sequence[str], proxy: Callable | None, judge: Callable | None,
-                  toxicity: Any) -> list[dict[str, Any]]:
-    """One row per answer: prompt, answer, reward, judge, toxicity, refusal (and its rule), degenerate, length."""
+                  toxicity: Any, nll: Callable | None = None) -> list[dict[str, Any]]:
+    """One row per answer: prompt, answer, reward, judge, toxicity, refusal (and its rule), degenerate (with the
+    reference model's nll when `nll` is given, as in Compare), length."""
     prompts, answers = list(prompts), list(answers)
     rewards = proxy(prompts, answers) if proxy else [None] * len(answers)
     judged = judge(prompts, answers) if judge else [None] * len(answers)
     tox = toxicity.score(answers) if toxicity is not None else [None] * len(answers)
+    nlls = nll(prompts, answers) if nll else [None] * len(answers)
     rows = []
-    for p, a, r, j, t in zip(prompts, answers, rewards, judged, tox):
-        d = diagnostics.diagnose(a, p)
+    for p, a, r, j, t, n in zip(prompts, answers, rewards, judged, tox, nlls):
+        d = diagnostics.diagnose(a, p, n)
         rows.append({"prompt": p, "answer": a, "reward": None if r is None else round(float(r), 5),
                      "judge": None if j is None else round(float(j), 5),
                      "toxicity": None if t is None else round(float(t), 5), "refusal": d["refusal"],
                      "refusal_rule": d["refusal_rule"], "degenerate": d["degenerate"],
-                     "degenerate_reasons": d["degenerate_reasons"], "length": len(a)})
+                     "degenerate_reasons": d["degenerate_reasons"], "nll": d["nll"], "length": len(a)})
     return rows
 
 
@@ -150,9 +152,9 @@ class Evaluator:
     def __init__(self, cfg: EvalConfig, prompts: Sequence[str], answer: Callable[[list[str], int], list[str]],
                  proxy: Callable | None, judge: Callable | None, toxicity: Any, run_dir: Path | None,
                  save_adapters: Callable[[Path], None] | None, last_step: int,
-                 on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> None:
+                 on_row: Callable[[dict[str, Any]], None] = lambda row: None, nll: Callable | None = None) -> None:
         self.cfg, self.prompts, self.answer = cfg, list(prompts), answer
-        self.proxy, self.judge, self.toxicity = proxy, judge, toxicity
+        self.proxy, self.judge, self.toxicity, self.nll = proxy, judge, toxicity, nll
         self.run_dir, self.save_adapters, self.last_step, self.on_row = run_dir, save_adapters, last_step, on_row
         self.rows: list[dict[str, Any]] = []
 
@@ -162,7 +164,8 @@ class Evaluator:
         if any(r["step"] == step for r in self.rows):  # the last step may also be a multiple of eval_every
             return None
         answers = self.answer(self.prompts, self.cfg.eval_seed)
-        row = summarize(step, score_answers(self.prompts, answers, self.proxy, self.judge, self.toxicity))
+        row = summarize(step, score_answers(self.prompts, answers, self.proxy, self.judge, self.toxicity,
+                                                 self.nll))
         if self.run_dir is not None:
             if self.cfg.eval_save_adapters and self.save_adapters is not None:
                 self.save_adapters(self.run_dir / "model" / STEP_DIR.format(step))
@@ -320,5 +323,8 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
     def judge(ps: list[str], answers: list[str]) -> list[float]:
         return judge_model.score([format_for_reward(p, a) for p, a in zip(ps, answers)])
 
+    def nll(ps: list[str], answers: list[str]) -> list[float | None]:  # the reference PPO is held to: adapters off
+        return reference_nll(side, {policy: (model, tokenizer)}, ps, answers)
+
     return Evaluator(cfg, prompts, answer, score_fn, judge if judge_model else None, get_scorer(preset.toxicity),
-                     ctx.run.path, model.save_pretrained, last_step)
+                     ctx.run.path, model.save_pretrained, last_step, nll=nll)

@@ -168,6 +168,39 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
     return decode_completions(tokenizer, tokens[:, enc["input_ids"].shape[1] :], _stop_ids(model, tokenizer), cut_mark)
 
 
+def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
+               batch_size: int = 8) -> list[float | None]:
+    """Each answer's mean negative log-likelihood in nats a token, after its prompt in the chat template, under
+    `model` as it is (choose the weights with adapter_mode: the base for "how plausible the reference finds it").
+    None for an empty answer. Left-padded, with generate's positions, so padding changes nothing."""
+    device = model_device(model)
+    queries = [tokenizer(t, add_special_tokens=False).input_ids for t in chat_texts(tokenizer, list(prompts))]
+    replies = [tokenizer(a, add_special_tokens=False).input_ids for a in answers]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float | None] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(queries), batch_size):
+                rows = [q + r for q, r in zip(queries[i:i + batch_size], replies[i:i + batch_size])]
+                width = max(len(r) for r in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for j, row in enumerate(rows):
+                    ids[j, width - len(row):], mask[j, width - len(row):] = torch.tensor(row, dtype=torch.long), 1
+                ids, mask = ids.to(device), mask.to(device)
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                               use_cache=False).logits
+                logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+                for j, reply in enumerate(replies[i:i + batch_size]):
+                    # column k of logp scores token k+1: the answer's tokens are the last len(reply) columns
+                    out.append(round(float(-logp[j, width - 1 - len(reply):].mean()), 4) if reply else None)
+    finally:
+        model.train(was_training)
+    return out
+
+
 # ---------------------------------------------------------------- one copy of the weights, two models
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lab import models
-from lab.generate import GenerateConfig, adapter_mode, generate_batch, load_dtype
+from lab.generate import GenerateConfig, adapter_mode, answer_nll, generate_batch, load_dtype
 from lab.rl import ValueHead
 from lab.runs import ACTIVE, Run, list_runs, open_run
 
@@ -141,6 +141,15 @@ def sample(side: Side, policies: dict[str, tuple[Any, Any]], prompts: list[str],
     model, tokenizer = policies[side.policy]
     with adapter_mode(model, side.key if side.adapter_dir else None):
         return generate_batch(model, tokenizer, prompts, gen, seed, cut_mark)
+
+
+def reference_nll(side: Side, policies: dict[str, tuple[Any, Any]], prompts: list[str],
+                  answers: list[str]) -> list[float | None]:
+    """How implausible `side`'s policy with every adapter off (the reference PPO was held to) finds each answer:
+    mean negative log-likelihood, nats a token."""
+    model, tokenizer = policies[side.policy]
+    with adapter_mode(model, None):
+        return answer_nll(model, tokenizer, prompts, answers)
 
 
 # ---------------------------------------------------------------- the policy PPO trains

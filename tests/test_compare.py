@@ -212,6 +212,7 @@ def test_rows_carry_the_judge_and_the_diagnostics_and_the_summary_their_paired_r
     for r in rows:
         assert r["judge_a"] == pytest.approx(-len(format_for_reward(r["prompt"], r["answer_a"])) / 100)
         assert isinstance(r["refusal_b"], bool) and isinstance(r["degenerate_b"], bool)
+        assert all(isinstance(r[f"nll_{k}"], float) and r[f"nll_{k}"] > 0 for k in "ab" if r[f"answer_{k}"])
     s = job.summary
     assert s["judge"] == "stand-in-judge" and s["paired_judge"]["n"] == len(PROMPTS)
     # the judge is the proxy's mirror image: B − A of one is minus the other
@@ -219,7 +220,7 @@ def test_rows_carry_the_judge_and_the_diagnostics_and_the_summary_their_paired_r
     assert set(s["diagnostics"]) == {"refusal", "degenerate"} and "degenerate_b" in s and s["verdict"]
     with open(job.run.path / compare.RESULTS_FILE, newline="") as fh:
         table = list(csv.DictReader(fh))
-    assert {"judge_a", "refusal_b", "refusal_rule_b", "degenerate_a"} <= set(table[0])
+    assert {"judge_a", "refusal_b", "refusal_rule_b", "degenerate_a", "nll_a", "nll_b"} <= set(table[0])
 
 
 def _ci(mean, lo, hi):

@@ -51,6 +51,7 @@ FLUENT = [
     "The French phrase « je ne sais quoi » describes a quality that is hard to name; café and naïve keep accents too.",
     "Yes. Paris is the capital of France, and its population is about 2.1 million (2023).",
     "Step 1: open Settings. Step 2: choose Network. Step 3: tap Wi-Fi and pick your network from the list.",
+    "Three ideas: 1. a picnic in the park 2. a film at home 3. a walk by the river at dusk.",
 ]
 
 DEGENERATE = [
@@ -62,6 +63,7 @@ DEGENERATE = [
     "\ufffd \ufffd \ufffd \ufffd \ufffd \ufffd",
     "xkcdqwrtz bmmhhgrrrr plzkt sdfgjkl qwrtypsdf zxcvbnm!!!",
     "",
+    "The team that beat us at trivia night: 1. 1. 2. 2. 3. 3. 4. 4. 5. 5. 6. 6. 7.",  # read blind as salad
 ]
 
 
@@ -123,3 +125,26 @@ def test_no_caveat_when_the_rates_did_not_rise_clearly():
             for i in range(12)]
     assert dg.caveats(dg.paired_rates(rows)) == [] and not dg.rose(dg.paired_rates(rows))
     assert [name for name, _ in dg.rule_descriptions()] == list(dg.REFUSAL_RULES)
+
+
+def test_the_reference_models_nll_flags_implausible_answers_of_eight_words_or_more():
+    """Fluent-looking nonsense passes every text rule; the base model's surprise at it is the one signal left
+    (read blind: answers called nonsense averaged 1.44 nats a token, the others 1.20)."""
+    nonsense = ("They've been talking about our favorite childhood recipes with the Lamb's Doneness and the Miracle "
+                "Whip, that one only has one ingredient")  # a reader's "word salad"; its nll was 2.39
+    assert not dg.degeneration(nonsense)["degenerate"]  # the text rules see nothing
+    found = dg.degeneration(nonsense, nll=2.39)
+    assert found["degenerate"] and found["nll"] == 2.39
+    assert found["reasons"] == ["the base model finds it implausible (2.4 nats a token)"]
+    assert not dg.degeneration(nonsense, nll=1.2)["degenerate"]  # plausible: fine
+    assert not dg.degeneration("Pretty standard fare.", nll=2.8)["degenerate"]  # short answers are exempt
+    row = dg.add_to_row({"prompt": "Recipes?", "answer_a": nonsense, "nll_a": 2.5, "answer_b": nonsense})
+    assert row["degenerate_a"] and not row["degenerate_b"] and row["nll_b"] is None  # no nll: the text rules only
+
+
+def test_a_count_with_nothing_in_it_is_degenerate_and_a_list_with_items_is_not():
+    count = dg.degeneration(DEGENERATE[-1])
+    assert count["number_fraction"] >= 0.4 and count["repeat_fraction"] == 0  # no 3-gram repeats: numbers count up
+    assert count["reasons"] == [f"{count['number_fraction']:.0%} of tokens are bare numbers or list marks"]
+    assert dg.degeneration(FLUENT[-1])["number_fraction"] < 0.2
+    assert not dg.degeneration("Call 911 now.")["degenerate"]  # too short to be a list

@@ -56,6 +56,22 @@ def test_rows_at_step_zero_every_n_steps_and_the_last(tmp_path):
     assert not evaluate.due(17, 16, 64) and not evaluate.due(0, 0, 64)
 
 
+def test_an_evaluation_asks_the_reference_model_how_plausible_each_answer_is():
+    prompts = ["How do I bake bread?", "Hi"]
+    answers = ["Doneness whip the lamb's miracle recipe only ingredient childhood, one talking", "Hello!"]
+    asked = []
+
+    def nll(ps, ans):
+        asked.append(list(ans))
+        return [3.0, 3.0]
+
+    rows = evaluate.score_answers(prompts, answers, None, None, Toxicity(), nll)
+    assert asked == [answers] and [r["nll"] for r in rows] == [3.0, 3.0]
+    assert rows[0]["degenerate"] and "implausible" in rows[0]["degenerate_reasons"][0]
+    assert not rows[1]["degenerate"]  # two words: too short for the nll rule
+    assert not evaluate.score_answers(prompts, answers, None, None, Toxicity())[0]["degenerate"]  # text rules only
+
+
 def test_the_trend_says_whether_the_fixed_prompts_rose_by_more_than_their_noise(tmp_path):
     short = ["a", "b", "c", "d"]
     longer = ["a" * 30, "b" * 31, "c" * 29, "d" * 32]

@@ -10,12 +10,13 @@ from lab.generate import (
     GenerateConfig,
     encode_chat,
     adapter_mode,
+    answer_nll,
     auto_batch_size,
     decode_completions,
     generate_batch,
     plan_batches,
 )
-from lab.models import add_lora, load_causal_lm, load_tokenizer
+from lab.models import add_lora, chat_prompt, load_causal_lm, load_tokenizer
 
 PROMPTS = ["Zebra quantum pineapple?", "Tell me a joke about cats and their owners.", "Hi", "What is two plus two?"]
 SPECIAL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
@@ -173,3 +174,25 @@ def test_config_checks_and_preset_dicts(lm):
     with pytest.raises(ValueError, match="min_new_tokens"):
         GenerateConfig(max_new_tokens=4, min_new_tokens=5).validate()
     assert auto_batch_size(lm[0], 300, cap=8) == min(8, CPU_BATCH_SIZE)
+
+
+def _nll_alone(model, tok, prompt: str, answer: str) -> float:
+    """The definition, one unpadded sequence: -mean log p(answer token | everything before it)."""
+    q = tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids
+    a = tok(answer, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([q + a])).logits[0, len(q) - 1:-1]
+    return float(-torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(a)[:, None]).mean())
+
+
+def test_answer_nll_is_the_mean_token_surprise_whatever_the_padding(lm, lora_lm):
+    model, tok = lm
+    answers = ["Paris.", "A cat sat on the mat and then it slept for a very long time indeed.", "", "Four"]
+    got = answer_nll(model, tok, PROMPTS, answers, batch_size=4)  # one batch: rows padded to the longest
+    assert got[2] is None  # an empty answer has no tokens to score
+    for i in (0, 1, 3):
+        assert got[i] == pytest.approx(_nll_alone(model, tok, PROMPTS[i], answers[i]), abs=1e-3)
+    assert answer_nll(model, tok, PROMPTS[:1], answers[:1]) == pytest.approx(got[:1], abs=1e-4)
+    with adapter_mode(lora_lm, None):  # the reference: adapters off gives the base model's numbers
+        assert answer_nll(lora_lm, tok, PROMPTS, answers, batch_size=4) == pytest.approx(got, abs=1e-3)
+    assert answer_nll(lora_lm, tok, PROMPTS[:2], answers[:2]) != pytest.approx(got[:2], abs=1e-3)  # adapters on
