@@ -93,6 +93,10 @@ class PPOConfig:
                                 label="normalise the reward model's scores")
     missing_eos_penalty: float = setting(0.0, "subtract this from the score of a response that never ends (no EOS)",
                                          label="penalty for an answer that never ends")
+    plausibility_coef: float = setting(0.0, "subtract this times the reference model's mean negative log-likelihood of "
+                                       "the response (nats a token) from its score: pays answers the base model finds "
+                                       "plausible, against the slips sampling brings in; 0 = off",
+                                       label="weight of the base model's plausibility")
     # the rollouts: answer lengths and sampling (keep them unshaped)
     output_min_length: int = setting(16, "fewest new tokens (EOS is blocked before)", label="shortest answer, tokens")
     output_max_length: int = setting(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)",
@@ -304,6 +308,10 @@ def ppo_step(
     else:
         old_logprobs, old_values = batched_forward(model, critic, batch, cfg)
     ref_logprobs, _ = batched_forward(model, None, batch, cfg, reference=True)
+    mask = batch.mask.float()
+    ref_nll = -(ref_logprobs * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,) nats a token, as Compare's nll
+    if cfg.plausibility_coef:
+        scores = scores - cfg.plausibility_coef * ref_nll
 
     # 4. advantages (and returns, with a critic) from the scores and the per-token KL
     kl, advantages, returns = estimate_advantages(
@@ -327,7 +335,8 @@ def ppo_step(
     state.step += 1
     rollout = Rollout(prompts, responses, query, batch, raw_scores, has_eos, old_logprobs, old_values, kl,
                       advantages, returns)
-    metrics = {"step": state.step, **step_metrics(rollout, kl_coef), **train_stats, **timings,
+    metrics = {"step": state.step, **step_metrics(rollout, kl_coef), "env/ref_nll": ref_nll.mean().item(),
+               **train_stats, **timings,
                "time/step": time.perf_counter() - started}
     return metrics, sample_rows(rollout, tokenizer, state.step)
 

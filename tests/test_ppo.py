@@ -230,6 +230,31 @@ def test_bf16_weights_give_exactly_the_autocast_log_probs(tiny_lm_dir):
 
 
 
+def test_the_plausibility_weight_subtracts_the_reference_nll_from_each_score(tiny_lm_dir, monkeypatch):
+    """plausibility_coef λ: score − λ × the reference's mean nll of the response (nats a token, over its real
+    tokens), the same quantity logged as env/ref_nll and Compare's nll; 0 leaves the scores alone."""
+    seen = []
+    original = ppo.estimate_advantages
+
+    def spy(scores, old_logprobs, ref_logprobs, *args):
+        mask = args[1]
+        seen.append((scores.clone(), -(ref_logprobs * mask).sum(-1) / mask.sum(-1)))
+        return original(scores, old_logprobs, ref_logprobs, *args)
+
+    monkeypatch.setattr(ppo, "estimate_advantages", spy)
+    logged = []
+    for coef in (0.0, 2.0):
+        model, value_head, tokenizer = _policy(tiny_lm_dir)
+        cfg = ppo.PPOConfig(steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
+                            output_max_length=6, samples_per_prompt=2, plausibility_coef=coef)
+        logged += ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [1.0] * len(r), cfg)
+    (plain, nll), (shaped, nll_again) = seen
+    torch.testing.assert_close(nll, nll_again)  # the same seed: the same answers
+    assert (nll > 0).all() and logged[0]["env/ref_nll"] == pytest.approx(nll.mean().item(), rel=1e-5)
+    torch.testing.assert_close(plain, torch.ones(4))
+    torch.testing.assert_close(shaped, plain - 2.0 * nll)
+
+
 @pytest.mark.parametrize("advantage", ppo.ADVANTAGES)
 def test_ppo_learns_a_computable_reward_and_keeps_kl_finite(tiny_lm_dir, advantage):
     """Temperature 0.05 makes the random model's choices peaked: it repeats tokens. Rewarding distinct tokens
