@@ -190,12 +190,15 @@ def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequ
                 for j, row in enumerate(rows):
                     ids[j, width - len(row):], mask[j, width - len(row):] = torch.tensor(row, dtype=torch.long), 1
                 ids, mask = ids.to(device), mask.to(device)
+                # only the positions that predict an answer token need the vocabulary head (a fifth of the
+                # 135M model's work a token): the answers end every row, so the last `keep` positions hold them
+                keep = max(len(r) for r in replies[i:i + batch_size]) + 1
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                               use_cache=False).logits
-                logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+                               use_cache=False, logits_to_keep=keep).logits  # (B, keep, V): positions width-keep..
+                logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, width - keep + 1:, None])[..., 0]
                 for j, reply in enumerate(replies[i:i + batch_size]):
-                    # column k of logp scores token k+1: the answer's tokens are the last len(reply) columns
-                    out.append(round(float(-logp[j, width - 1 - len(reply):].mean()), 4) if reply else None)
+                    # column k of logp scores token width-keep+1+k: the answer's tokens are the last len(reply)
+                    out.append(round(float(-logp[j, keep - 1 - len(reply):].mean()), 4) if reply else None)
     finally:
         model.train(was_training)
     return out
