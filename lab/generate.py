@@ -10,6 +10,7 @@ import torch
 
 from lab.config import coerced, from_job, given, setting
 from lab.models import bf16_native, chat_prompt, has_cuda
+from lab.rl import logprobs_from_logits
 
 # Bytes of KV cache per token per layer are 2 (K and V) x kv_heads x head_dim x element size; keep this share of
 # free GPU memory for the cache so activations and the toxicity/reward models still fit.
@@ -170,11 +171,10 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
 
 def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
                batch_size: int = 8) -> list[float | None]:
-    """Each answer's mean negative log-likelihood in nats a token, after its prompt in the chat template, under
-    `model` as it is (choose the weights with adapter_mode: the base for "how plausible the reference finds it").
-    None for an empty answer. Left-padded, with generate's positions, so padding changes nothing."""
+    """Each answer's mean negative log-likelihood in nats a token, after its prompt encoded as generation encodes
+    it (`encode_chat`), under `model` as it is (choose the weights with adapter_mode: the base for "how plausible
+    the reference finds it"). None for an empty answer. Left-padded, with generate's positions."""
     device = model_device(model)
-    queries = [tokenizer(t, add_special_tokens=False).input_ids for t in chat_texts(tokenizer, list(prompts))]
     replies = [tokenizer(a, add_special_tokens=False).input_ids for a in answers]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[float | None] = []
@@ -182,8 +182,10 @@ def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequ
     model.eval()
     try:
         with torch.no_grad():
-            for i in range(0, len(queries), batch_size):
-                rows = [q + r for q, r in zip(queries[i:i + batch_size], replies[i:i + batch_size])]
+            for i in range(0, len(replies), batch_size):
+                enc = encode_chat(tokenizer, prompts[i:i + batch_size], "cpu")
+                queries = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+                rows = [q + r for q, r in zip(queries, replies[i:i + batch_size])]
                 width = max(len(r) for r in rows)
                 ids = torch.full((len(rows), width), pad, dtype=torch.long)
                 mask = torch.zeros_like(ids)
@@ -195,9 +197,8 @@ def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequ
                 keep = max(len(r) for r in replies[i:i + batch_size]) + 1
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                use_cache=False, logits_to_keep=keep).logits  # (B, keep, V): positions width-keep..
-                logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, width - keep + 1:, None])[..., 0]
-                for j, reply in enumerate(replies[i:i + batch_size]):
-                    # column k of logp scores token width-keep+1+k: the answer's tokens are the last len(reply)
+                logp = logprobs_from_logits(logits[:, :-1], ids[:, width - keep + 1:])  # scores tokens width-keep+1..
+                for j, reply in enumerate(replies[i:i + batch_size]):  # the answer: the last len(reply) columns
                     out.append(round(float(-logp[j, keep - 1 - len(reply):].mean()), 4) if reply else None)
     finally:
         model.train(was_training)

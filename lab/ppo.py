@@ -28,7 +28,7 @@ from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_score_fn
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, RunningMoments, ValueHead,
-                    check_gradients, estimate_advantages, mean_and_std, policy_loss, process_scores,
+                    check_gradients, estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores,
                     value_loss)
 from lab.ppo_metrics import Rollout, sample_rows, step_metrics, summarize
 from lab.rollout import (DECODE_ATTENTION, Batch, LengthSampler, batched_forward, decode_responses, forward_policy,
@@ -308,8 +308,7 @@ def ppo_step(
     else:
         old_logprobs, old_values = batched_forward(model, critic, batch, cfg)
     ref_logprobs, _ = batched_forward(model, None, batch, cfg, reference=True)
-    mask = batch.mask.float()
-    ref_nll = -(ref_logprobs * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,) nats a token, as Compare's nll
+    ref_nll = -masked_mean(ref_logprobs, batch.mask.float(), dim=-1)  # (B,) nats a token, as Compare's nll
     if cfg.plausibility_coef:
         scores = scores - cfg.plausibility_coef * ref_nll
 
