@@ -10,7 +10,6 @@ import torch
 
 from lab.config import coerced, from_job, given, setting
 from lab.models import bf16_native, chat_prompt, has_cuda
-from lab.rl import logprobs_from_logits
 
 # Bytes of KV cache per token per layer are 2 (K and V) x kv_heads x head_dim x element size; keep this share of
 # free GPU memory for the cache so activations and the toxicity/reward models still fit.
@@ -167,42 +166,6 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
     finally:
         model.train(was_training)
     return decode_completions(tokenizer, tokens[:, enc["input_ids"].shape[1] :], _stop_ids(model, tokenizer), cut_mark)
-
-
-def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
-               batch_size: int = 8) -> list[float | None]:
-    """Each answer's mean negative log-likelihood in nats a token, after its prompt encoded as generation encodes
-    it (`encode_chat`), under `model` as it is (choose the weights with adapter_mode: the base for "how plausible
-    the reference finds it"). None for an empty answer. Left-padded, with generate's positions."""
-    device = model_device(model)
-    replies = [tokenizer(a, add_special_tokens=False).input_ids for a in answers]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[float | None] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(replies), batch_size):
-                enc = encode_chat(tokenizer, prompts[i:i + batch_size], "cpu")
-                queries = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
-                rows = [q + r for q, r in zip(queries, replies[i:i + batch_size])]
-                width = max(len(r) for r in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for j, row in enumerate(rows):
-                    ids[j, width - len(row):], mask[j, width - len(row):] = torch.tensor(row, dtype=torch.long), 1
-                ids, mask = ids.to(device), mask.to(device)
-                # only the positions that predict an answer token need the vocabulary head (a fifth of the
-                # 135M model's work a token): the answers end every row, so the last `keep` positions hold them
-                keep = max(len(r) for r in replies[i:i + batch_size]) + 1
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                               use_cache=False, logits_to_keep=keep).logits  # (B, keep, V): positions width-keep..
-                logp = logprobs_from_logits(logits[:, :-1], ids[:, width - keep + 1:])  # scores tokens width-keep+1..
-                for j, reply in enumerate(replies[i:i + batch_size]):  # the answer: the last len(reply) columns
-                    out.append(round(float(-logp[j, keep - 1 - len(reply):].mean()), 4) if reply else None)
-    finally:
-        model.train(was_training)
-    return out
 
 
 # ---------------------------------------------------------------- one copy of the weights, two models

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from safetensors.torch import save_file
+import torch
 from torch import nn
 
 from lab import models
-from lab.generate import GenerateConfig, adapter_mode, answer_nll, generate_batch, load_dtype
-from lab.rl import ValueHead
+from lab.generate import GenerateConfig, adapter_mode, encode_chat, generate_batch, load_dtype, model_device
+from lab.rl import ValueHead, logprobs_from_logits
 from lab.runs import ACTIVE, Run, list_runs, open_run
 
 PPO_KIND = "ppo"
@@ -141,6 +142,42 @@ def sample(side: Side, policies: dict[str, tuple[Any, Any]], prompts: list[str],
     model, tokenizer = policies[side.policy]
     with adapter_mode(model, side.key if side.adapter_dir else None):
         return generate_batch(model, tokenizer, prompts, gen, seed, cut_mark)
+
+
+def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
+               batch_size: int = 8) -> list[float | None]:
+    """Each answer's mean negative log-likelihood in nats a token, after its prompt encoded as generation encodes
+    it (`encode_chat`), under `model` as it is (choose the weights with adapter_mode: the base for "how plausible
+    the reference finds it"). None for an empty answer. Left-padded, with generate's positions."""
+    device = model_device(model)
+    replies = [tokenizer(a, add_special_tokens=False).input_ids for a in answers]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float | None] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(replies), batch_size):
+                enc = encode_chat(tokenizer, prompts[i:i + batch_size], "cpu")
+                queries = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+                rows = [q + r for q, r in zip(queries, replies[i:i + batch_size])]
+                width = max(len(r) for r in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for j, row in enumerate(rows):
+                    ids[j, width - len(row):], mask[j, width - len(row):] = torch.tensor(row, dtype=torch.long), 1
+                ids, mask = ids.to(device), mask.to(device)
+                # only the positions that predict an answer token need the vocabulary head (a fifth of the
+                # 135M model's work a token): the answers end every row, so the last `keep` positions hold them
+                keep = max(len(r) for r in replies[i:i + batch_size]) + 1
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                               use_cache=False, logits_to_keep=keep).logits  # (B, keep, V): positions width-keep..
+                logp = logprobs_from_logits(logits[:, :-1], ids[:, width - keep + 1:])  # scores tokens width-keep+1..
+                for j, reply in enumerate(replies[i:i + batch_size]):  # the answer: the last len(reply) columns
+                    out.append(round(float(-logp[j, keep - 1 - len(reply):].mean()), 4) if reply else None)
+    finally:
+        model.train(was_training)
+    return out
 
 
 def reference_nll(side: Side, policies: dict[str, tuple[Any, Any]], prompts: list[str],

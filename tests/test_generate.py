@@ -10,13 +10,13 @@ from lab.generate import (
     GenerateConfig,
     encode_chat,
     adapter_mode,
-    answer_nll,
     auto_batch_size,
     decode_completions,
     generate_batch,
     plan_batches,
 )
 from lab.models import add_lora, chat_prompt, load_causal_lm, load_tokenizer
+from lab.policies import answer_nll  # scores answers with the encoding generate_batch uses
 
 PROMPTS = ["Zebra quantum pineapple?", "Tell me a joke about cats and their owners.", "Hi", "What is two plus two?"]
 SPECIAL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
