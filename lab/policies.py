@@ -155,8 +155,11 @@ def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequ
     out: list[float | None] = []
     was_training = model.training
     model.eval()
+    # PPO stores the frozen matmul weights in bf16 (models.cast_frozen_weights) and runs every pass under bf16
+    # autocast; so must this one, or an fp32 residual stream meets a bf16 weight (the cpu preset on AVX512-BF16)
+    mixed = any(p.dtype == torch.bfloat16 for p in model.parameters())
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
             for i in range(0, len(replies), batch_size):
                 enc = encode_chat(tokenizer, prompts[i:i + batch_size], "cpu")
                 queries = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
