@@ -10,6 +10,14 @@ import torch
 
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# bitsandbytes, on its first import on a CPU with AVX512-BF16, asks the hub for a kernel, fails offline and logs a
+# warning whose record holds the exception, its traceback and so every frame then on the stack. Imported inside a
+# job (peft imports it), pytest's log capture kept the job's frames, and with them the policy, for the rest of the
+# test: "the policy is still referenced after the job ended" on such CPUs only. Imported here, once, no test's
+# frames are on that stack.
+if importlib.util.find_spec("bitsandbytes"):
+    import bitsandbytes  # noqa: F401
+
 
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)

@@ -106,6 +106,7 @@ def test_config_defaults_are_the_seeds_and_presets_fit_their_limits():
     ({"advantage": "a2c"}, "advantage 'a2c' is not one of gae, rloo, grpo"),
     ({"advantage": "rloo", "samples_per_prompt": 1}, "set samples_per_prompt to 2 or more"),
     ({"batch_size": 8, "samples_per_prompt": 3}, "must be a multiple of samples_per_prompt 3"),
+    ({"kl_cap": -1.0}, "score_clip and kl_cap must be 0"),
 ])
 def test_validate_names_the_bad_value(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -255,6 +256,26 @@ def test_the_plausibility_weight_subtracts_the_reference_nll_from_each_score(tin
     torch.testing.assert_close(shaped, plain - 2.0 * nll)
 
 
+def test_a_kl_cap_doubles_the_logged_beta_after_each_step_over_it(tiny_lm_dir):
+    """Every logged β follows the rule from the KL logged the step before: x2 above the cap, /2 (to no less than
+    the initial β) under half of it; with this tiny cap and a large step the cap must act."""
+    model, value_head, tokenizer = _policy(tiny_lm_dir)
+    cap = 1e-3
+    cfg = ppo.PPOConfig(steps=5, batch_size=4, mini_batch_size=4, ppo_epochs=2, output_min_length=4,
+                        output_max_length=6, learning_rate=5e-3, init_kl_coef=0.1, adap_kl_ctrl=False, kl_cap=cap)
+    history = ppo.run_ppo(model, value_head, tokenizer, PROMPTS, distinct_tokens(tokenizer), cfg)
+    kl = [m["objective/kl"] for m in history]
+    beta = [m["objective/kl_coef"] for m in history]
+    assert beta[0] == 0.1 and kl[0] == pytest.approx(0.0, abs=1e-6)  # nothing moved yet: KL 0, β as set
+    for i in range(1, len(history)):
+        expected = beta[i - 1] * 2 if kl[i - 1] > cap else max(0.1, beta[i - 1] / 2) if kl[i - 1] < cap / 2 \
+            else beta[i - 1]
+        assert beta[i] == pytest.approx(expected), (kl, beta)
+    assert max(beta) > 0.1, (kl, beta)
+    assert "The KL cap acted" in ppo_metrics.kl_cap_note(history, cap)
+    assert ppo_metrics.kl_cap_note(history, 0.0) == "" and ppo_metrics.kl_cap_note(history, 1e9) == ""
+
+
 @pytest.mark.parametrize("advantage", ppo.ADVANTAGES)
 def test_ppo_learns_a_computable_reward_and_keeps_kl_finite(tiny_lm_dir, advantage):
     """Temperature 0.05 makes the random model's choices peaked: it repeats tokens. Rewarding distinct tokens
@@ -323,7 +344,8 @@ def _load_trained(run_dir):
     """A PPO run's policy with its saved adapters on, and its tokenizer."""
     run = policies.open_ppo_run(str(run_dir))
     side = policies.Side("b", run.id, run.config["policy"], run.model_dir, "")
-    return policies.load_policies((side,), quantize_4bit=False)[side.policy]
+    # fp32: "auto" loads bf16 weights on a CPU with native bf16, where merged and unmerged logits differ by ~1e-3
+    return policies.load_policies((side,), quantize_4bit=False, precision="fp32")[side.policy]
 
 
 def test_job_runs_logs_saves_and_reloads(tiny_lm_dir, runs_root, monkeypatch):
