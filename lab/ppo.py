@@ -27,7 +27,7 @@ from lab.jobs import JobContext
 from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_score_fn
-from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, RunningMoments, ValueHead,
+from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, KLCap, RunningMoments, ValueHead,
                     check_gradients, estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores,
                     value_loss)
 from lab.ppo_metrics import Rollout, sample_rows, step_metrics, summarize
@@ -61,6 +61,9 @@ class PPOConfig:
                                  label="adapt β towards the KL target")
     target: float = setting(6.0, "target KL (nats per response) of the adaptive controller", label="KL target")
     horizon: float = setting(10000.0, "the adaptive KL controller's horizon (rollouts)", label="KL adaptation horizon")
+    kl_cap: float = setting(0.0, "the most KL (nats per response) a step may reach before β acts: after a step over it "
+                            "β doubles, and once KL is back under half of it β halves again, never below its own "
+                            "value (Schulman et al. 2017's adaptive penalty, one-sided); 0 = off", label="KL cap")
     kl_penalty: str = setting("kl", "per-token KL estimator: kl (k1 = logp - logp_ref), abs, mse or k3",
                               label="KL estimator", choices=KL_PENALTIES)
     # the clipped losses
@@ -167,8 +170,8 @@ def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
         raise ValueError("top_k must be 0 or more and top_p in (0, 1]")
     if cfg.target <= 0 or cfg.horizon <= 0:
         raise ValueError("the KL target and horizon must be above 0")
-    if cfg.generation_batch_size < 0 or cfg.max_grad_norm < 0 or cfg.score_clip < 0:
-        raise ValueError("generation_batch_size, max_grad_norm and score_clip must be 0 (off) or more")
+    if cfg.generation_batch_size < 0 or cfg.max_grad_norm < 0 or cfg.score_clip < 0 or cfg.kl_cap < 0:
+        raise ValueError("generation_batch_size, max_grad_norm, score_clip and kl_cap must be 0 (off) or more")
     if limits is not None:
         limits.check(asdict(cfg))
     return cfg
@@ -181,7 +184,7 @@ def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
 class PPOState:
     """What carries over between steps."""
 
-    kl_ctl: AdaptiveKLController | FixedKLController
+    kl_ctl: AdaptiveKLController | FixedKLController | KLCap
     moments: RunningMoments
     generator: torch.Generator
     step: int = 0
@@ -195,6 +198,8 @@ def new_state(cfg: PPOConfig) -> PPOState:
         if cfg.adap_kl_ctrl
         else FixedKLController(cfg.init_kl_coef)
     )
+    if cfg.kl_cap > 0:
+        kl_ctl = KLCap(kl_ctl, cfg.kl_cap)
     return PPOState(kl_ctl, RunningMoments(), torch.Generator().manual_seed(cfg.seed))
 
 

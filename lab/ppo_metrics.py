@@ -103,3 +103,17 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
         "kl_last": round(history[-1]["objective/kl"], 5),
         "seconds_per_step": round(statistics.fmean(timed), 5) if timed else None,
     }
+
+
+def kl_cap_note(history: list[dict[str, float]], cap: float) -> str:
+    """In words, where the KL cap acted: the steps whose KL passed it and the highest β it led to; "" when it never
+    did (or there is no cap)."""
+    over = [int(r["step"]) for r in history if cap and isinstance(r.get("objective/kl"), (int, float))
+            and r["objective/kl"] > cap]
+    if not over:
+        return ""
+    betas = [r["objective/kl_coef"] for r in history if isinstance(r.get("objective/kl_coef"), (int, float))]
+    shown = ", ".join(map(str, over[:8])) + (f" and {len(over) - 8} more" if len(over) > 8 else "")
+    return (f"The KL cap acted: KL passed {cap:g} nats at step{'s' if len(over) > 1 else ''} {shown}; β went from "
+            f"{betas[0]:.3g} up to {max(betas):.3g} (it doubles after each such step and halves back once KL is "
+            f"under {cap / 2:g}).")

@@ -181,6 +181,29 @@ class FixedKLController:
         pass
 
 
+class KLCap:
+    """A ceiling on the KL over the inner controller's β: after a step whose KL passes `cap`, β doubles; once KL is
+    back under half the cap, it halves again, never below the inner controller's value. The doubling rule is the PPO
+    paper's adaptive KL penalty (Schulman et al. 2017, arXiv:1707.06347, sec. 4), made one-sided: it only ever adds
+    to the β the run chose, so a run that stays under the cap trains exactly as without it. β stops at `max_scale`
+    times the inner value: advantages are normalised per batch, so once the KL term outweighs the score, doubling
+    further changes only the logged number (unbounded, a run held at 3-4 nats took β from 0.3 to 39,000)."""
+
+    def __init__(self, inner: AdaptiveKLController | FixedKLController, cap: float, max_scale: float = 16.0) -> None:
+        self.inner, self.cap, self.max_scale, self.scale = inner, cap, max_scale, 1.0
+
+    @property
+    def value(self) -> float:
+        return self.inner.value * self.scale
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        self.inner.update(current_kl, n_steps)
+        if current_kl > self.cap:
+            self.scale = min(self.max_scale, self.scale * 2.0)
+        elif current_kl < self.cap / 2:
+            self.scale = max(1.0, self.scale / 2)
+
+
 class RunningMoments:
     """Running mean and std of scores for score scaling (Chan et al. parallel update, as in TRL)."""
 

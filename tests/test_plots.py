@@ -35,6 +35,10 @@ def test_kl_figure_draws_the_kl_and_the_target_line():
     assert names(fig) == ["KL(policy ‖ reference)"] and list(fig.data[0].y) == pytest.approx([0.2, 0.4, 0.6])
     assert [s.y0 for s in fig.layout.shapes] == [6.0]
     assert not plots_ppo.kl_figure(PPO_ROWS, target=None).layout.shapes
+    capped = plots_ppo.kl_figure(PPO_ROWS, target=None, cap=3.0)  # the cpu preset: no target, a cap
+    assert [s.y0 for s in capped.layout.shapes] == [3.0]
+    title = plots_ppo.kl_coef_figure(PPO_ROWS, adaptive=False, cap=3.0).layout.title.text
+    assert "doubles after a step above KL 3" in title
 
 
 def test_loss_clipfrac_entropy_length_and_time_figures():

@@ -105,6 +105,24 @@ def test_adaptive_kl_controller_moves_towards_the_target():
     assert fixed.value == 0.1
 
 
+def test_the_kl_cap_doubles_beta_above_it_and_halves_back_never_below_the_runs_own():
+    ctl = rl.KLCap(rl.FixedKLController(0.3), cap=3.0)
+    seen = []
+    for kl in (0.5, 2.9, 3.5, 4.0, 2.0, 1.4, 1.0, 0.2, 5.0):
+        ctl.update(kl, 16)
+        seen.append(ctl.value)
+    # under the cap: untouched; over it: x2 each step; between half the cap and the cap: held; under half: /2 to 0.3
+    assert seen == pytest.approx([0.3, 0.3, 0.6, 1.2, 1.2, 0.6, 0.3, 0.3, 0.6])
+    held = rl.KLCap(rl.FixedKLController(0.3), cap=3.0)
+    for _ in range(10):  # a run held above the cap: β stops at 16 x its own
+        held.update(4.0, 16)
+    assert held.value == pytest.approx(0.3 * 16)
+    adaptive = rl.KLCap(rl.AdaptiveKLController(0.2, target=6.0, horizon=100), cap=3.0)
+    adaptive.update(4.0, 10)  # the inner controller still moves (towards 6: down), the cap doubles on top
+    assert adaptive.inner.value == pytest.approx(0.2 * (1 - 0.2 * 10 / 100))  # error 4/6 - 1, clipped at -0.2
+    assert adaptive.value == pytest.approx(2 * adaptive.inner.value)
+
+
 def test_score_scaling_and_clipping():
     scores = torch.tensor([0.0, 10.0, 20.0, 30.0])
     moments = rl.RunningMoments()

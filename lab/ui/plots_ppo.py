@@ -19,9 +19,13 @@ NOTES = [
     "with other samples; the evaluation curve below, on fixed prompts, is the steadier measure. Healthy: drifting "
     "up. Rewards depend on answer length, so compare them only between answers of similar length.",
     "How far the policy has moved from the original model: KL in nats per answer, the batch mean. Healthy: above 0 and "
-    "below the dashed target. One answer's KL can be negative; the mean should not be.",
-    "The KL weight β: how much each nat of KL costs in the reward. The controller nudges it towards keeping KL near "
-    "the target, slowly (over thousands of answers), so small moves are normal.",
+    "below the dashed target or the dotted cap. One answer's KL can be negative; the mean should not be. A KL that "
+    "keeps climbing (past ~5 nats on the cpu preset) usually means the policy found a template the reward model "
+    "overrates: read the rollouts.",
+    "The KL weight β: how much each nat of KL costs in the reward. The adaptive controller nudges it towards keeping "
+    "KL near the target, slowly (over thousands of answers), so small moves are normal. With a KL cap, β doubles "
+    "after every step whose KL passed the cap and halves back once KL is under half of it: a staircase here means the "
+    "cap is holding the policy back.",
     "Policy loss (noisy; its sign means little) and value loss (how far the critic's predicted returns are off; "
     "healthy: falling). Critic-free estimators (RLOO, GRPO) have no value loss.",
     "Share of tokens whose probability ratio (new ÷ old policy) hit the clip range ε. Healthy: small, under ~0.2; "
@@ -74,18 +78,23 @@ def reward_figure(rows: list[dict[str, Any]]) -> go.Figure:
     return _layout(fig, "Reward of the rollouts (mean ± std)", "reward")
 
 
-def kl_figure(rows: list[dict[str, Any]], target: float | None) -> go.Figure:
-    """KL to the reference per response, with the adaptive controller's target."""
+def kl_figure(rows: list[dict[str, Any]], target: float | None, cap: float = 0.0) -> go.Figure:
+    """KL to the reference per response, with the adaptive controller's target and the KL cap, where set."""
     fig = _lines(rows, {"objective/kl": "KL(policy ‖ reference)"}, "KL to the reference (nats per response)", "KL")
     if target:
         fig.add_hline(y=target, line=dict(color=RED, dash="dash", width=1), annotation_text=f"target {target:g}")
+    if cap:
+        fig.add_hline(y=cap, line=dict(color=GREY, dash="dot", width=1),
+                      annotation_text=f"cap {cap:g}: β doubles above it", annotation_position="bottom right")
     return fig
 
 
-def kl_coef_figure(rows: list[dict[str, Any]], adaptive: bool = True) -> go.Figure:
+def kl_coef_figure(rows: list[dict[str, Any]], adaptive: bool = True, cap: float = 0.0) -> go.Figure:
     """β from 0 up, so the controller's slow drift (a fraction of a percent a step) does not look like a plunge; the
-    title says whether β adapts at all (the cpu preset's is fixed)."""
+    title says whether β adapts at all (the cpu preset's is fixed, but doubles above its KL cap)."""
     title = "KL weight β (adapts slowly)" if adaptive else "KL weight β (fixed: the adaptive controller is off)"
+    if cap:
+        title = f"KL weight β ({'adapts slowly' if adaptive else 'fixed'}; doubles after a step above KL {cap:g})"
     fig = _lines(rows, {"objective/kl_coef": "β"}, title, "β")
     _, y = _series(rows, "objective/kl_coef")
     if y:
@@ -155,9 +164,11 @@ def time_figure(rows: list[dict[str, Any]]) -> go.Figure:
     return _layout(fig, "Seconds per step", "seconds")
 
 
-def all_figures(rows: list[dict[str, Any]], target: float | None, estimator: str = "gae") -> list[go.Figure]:
+def all_figures(rows: list[dict[str, Any]], target: float | None, estimator: str = "gae",
+                kl_cap: float = 0.0) -> list[go.Figure]:
     """The tab's figures, in display order; before the first step each says so instead of showing bare axes."""
-    figures = [reward_figure(rows), kl_figure(rows, target), kl_coef_figure(rows, adaptive=target is not None),
+    figures = [reward_figure(rows), kl_figure(rows, target, kl_cap),
+               kl_coef_figure(rows, adaptive=target is not None, cap=kl_cap),
                loss_figure(rows, estimator),
                clipfrac_figure(rows, estimator), entropy_figure(rows), length_figure(rows), time_figure(rows)]
     if not any("step" in r for r in rows):

@@ -18,7 +18,7 @@ from lab.ui.plots_common import length_warning
 from lab.ui.plots_ppo import NOTES, all_figures, length_points, length_reward_figure
 
 MAIN_FIELDS = ("advantage", "samples_per_prompt", "steps", "learning_rate", "batch_size", "mini_batch_size",
-               "ppo_epochs", "init_kl_coef", "target", "output_min_length", "output_max_length")
+               "ppo_epochs", "init_kl_coef", "kl_cap", "target", "output_min_length", "output_max_length")
 ROLLOUTS_SHOWN = 16
 TEXT_CHARS = 400
 N_FIGURES = 8
@@ -178,6 +178,9 @@ def summary_markdown(run: Run) -> str:
             "length as well as content. The Compare tab's answers may be longer than these rollouts, so its "
             "rewards sit on another scale; compare base and RLHF there, on the same prompts and lengths.</small>"
         )
+    cap_note = ppo_metrics.kl_cap_note(steps, float(config.get("kl_cap") or 0.0))
+    if cap_note:
+        lines.append(esc(cap_note))
     if status.get("error"):
         lines.append(f"**Error:** {esc(status['error'])}")
     return "\n\n".join(lines)
@@ -262,7 +265,8 @@ def view(run: Run | None, overlay: list[str] | None = None, root: Path | None = 
     samples = run.samples()
     warning = length_warning(length_points(samples), "the policy")
     return dict(zip(VIEW, (summary_markdown(run), rollouts_html(samples),
-                           *all_figures(run.metrics(), target, str(config.get("advantage") or "gae").lower()),
+                           *all_figures(run.metrics(), target, str(config.get("advantage") or "gae").lower(),
+                                       float(config.get("kl_cap") or 0.0)),
                            length_reward_figure(samples),
                            f"<div class='warn-length'>{esc(warning)}</div>" if warning else "",
                            *eval_view(run, overlay, root).values())))
