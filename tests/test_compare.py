@@ -255,6 +255,28 @@ def test_the_verdict_stops_calling_b_better_when_refusals_rose():
     assert "Watch" not in compare.verdict(summary)
 
 
+def test_a_run_that_drifted_far_from_its_base_is_named_in_the_verdict(tmp_path):
+    """Measured on seed 15 (AVX512-BF16): KL 23.7, proxy +1.47 and judge +0.43 with intervals above 0, "B scores
+    clearly higher"; read blind 16-26, base preferred. The verdict now names the drift, from the run's own log."""
+    run = tmp_path / "ppo-1"
+    (run / "model" / "step-16").mkdir(parents=True)
+    kls = [0.5] * 16 + [8.0, 12.0, 20.0, 25.0, 30.0, 31.0, 40.0, 20.0]  # steps 1..24
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "objective/kl": k}) + "\n"
+                                               for i, k in enumerate(kls)))
+    final = policies.Side("b", "ppo-1", "p", run / "model", "")
+    early = policies.Side("b", "ppo-1 @ step 16", "p", run / "model" / "step-16", "")
+    assert compare.run_kl(final) == pytest.approx((25 + 30 + 31 + 40 + 20) / 5)  # the last 5 logged steps
+    assert compare.run_kl(early) == pytest.approx(0.5)  # the steps up to the adapters' evaluation
+    assert compare.run_kl(policies.Side("a", "base", "p", None, "")) is None
+    summary = {"model_a": "base", "paired": {"reward": _ci(1.47, 1.07, 1.89)}, "paired_judge": _ci(0.43, 0.31, 0.55),
+               "kl_a": None, "kl_b": compare.run_kl(final)}
+    line = compare.verdict(summary)
+    assert "clearly higher" in line and line.endswith("Watch: B ended 29.2 nats of KL from its base model (every run "
+                                                      "read blind past 10 lost to its base): read those answers.")
+    summary["kl_b"] = compare.run_kl(early)
+    assert "Watch" not in compare.verdict(summary)
+
+
 def test_a_gain_both_reward_models_agree_on_still_asks_for_a_reading_when_the_judge_shares_the_data(tmp_path):
     summary = {"model_a": "base", "paired": {"reward": _ci(1.03, 0.71, 1.35)}, "paired_judge": _ci(0.56, 0.24, 0.87),
                "judge": str(tmp_path)}  # a reward run's own judge/ folder: a share of the proxy's data
