@@ -302,6 +302,20 @@ def load_causal_lm(spec: str, quantize_4bit: bool = False, dtype: Any = None) ->
     model = _from_pretrained(AutoModelForCausalLM, spec, **kwargs)
     if has_cuda() and not quantize_4bit:
         model = model.to("cuda")
+    if quantize_4bit and not has_cuda():
+        skip_unpackable_4bit(model)
+    return model
+
+
+def skip_unpackable_4bit(model: Any) -> Any:
+    """Keep bitsandbytes from repacking a 4-bit layer narrower than its quantisation block on a CPU with AVX512-BF16:
+    its packed layout holds in_features // blocksize blocks a row, so a layer of 32 inputs (the simulated hub's tiny
+    models) raised "shape '[32, 0]' is invalid" at the first no-grad forward. Wider layers keep the fast path."""
+    for layer in four_bit_layers(model):
+        state = getattr(layer.weight, "quant_state", None)
+        blocksize = getattr(state, "blocksize", 64) or 64
+        if layer.in_features < blocksize or layer.in_features % blocksize:
+            layer.support_avx512bf16_for_cpu = False
     return model
 
 

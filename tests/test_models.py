@@ -68,6 +68,23 @@ def test_four_bit_nf4_loads_on_cpu_and_lora_keeps_a_backward_layout(tiny_lm_dir)
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_four_bit_layers_narrower_than_a_block_are_never_repacked_on_cpu(tiny_lm_dir):
+    """The tiny model's 32-input layers cannot take bitsandbytes' packed CPU layout (in_features // 64 = 0 blocks a
+    row): on a CPU with AVX512-BF16 its first no-grad forward raised, so Compare on the simulated hub failed there.
+    Loading marks them; a layer as wide as a block keeps the fast path."""
+    model = models.load_causal_lm(str(tiny_lm_dir), quantize_4bit=True)
+    layers = models.four_bit_layers(model)
+    narrow = [layer for layer in layers if layer.in_features < 64]
+    assert narrow and all(layer.support_avx512bf16_for_cpu is False for layer in narrow)
+    wide = [layer for layer in layers if layer.in_features % 64 == 0]
+    for layer in wide:
+        layer.support_avx512bf16_for_cpu = True
+    models.skip_unpackable_4bit(model)
+    assert all(layer.support_avx512bf16_for_cpu for layer in wide)
+    with torch.no_grad():  # the pass that repacked, and raised
+        model(input_ids=torch.tensor([[5, 6, 7, 8]]))
+
+
 @pytest.mark.slow
 def test_gguf_is_dequantised_once_then_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
