@@ -132,6 +132,10 @@ def test_compare_summary_warns_of_length_bias_and_says_which_prompts(tmp_path):
     assert "6 held-out prompts PPO never trained on" in text and "95% CI" in text
     assert "Reward rises with length (r = 0.71)" in text and "mean answer length (characters) | 12 | 25" in text
     assert "words, not intent" in text  # the offline scorer's limits beside its numbers
+    assert "KL from its base model" not in text  # a summary without the runs' KL: no row
+    drifted = _compare_run(tmp_path / "drifted", {"paired": PAIRED, "kl_a": None, "kl_b": 17.98}, rows)
+    assert "| KL from its base model (the run's last 5 steps, nats) | — | 18.0 |" in summary_markdown(
+        drifted, compare.load_results(drifted))
     old = _compare_run(tmp_path / "old", {}, rows)  # a run from before the paired summary: r from the rows
     text = summary_markdown(old, compare.load_results(old))
     assert "B − A, prompt by prompt" not in text and "Reward rises with length (r = 1.00)" in text
