@@ -114,6 +114,6 @@ def kl_cap_note(history: list[dict[str, float]], cap: float) -> str:
         return ""
     betas = [r["objective/kl_coef"] for r in history if isinstance(r.get("objective/kl_coef"), (int, float))]
     shown = ", ".join(map(str, over[:8])) + (f" and {len(over) - 8} more" if len(over) > 8 else "")
-    return (f"The KL cap acted: KL passed {cap:g} nats at step{'s' if len(over) > 1 else ''} {shown}; β went from "
-            f"{betas[0]:.3g} up to {max(betas):.3g} (it doubles after each such step and halves back once KL is "
-            f"under {cap / 2:g}).")
+    went = f"; β went from {betas[0]:.3g} up to {max(betas):.3g}" if betas else ""
+    return (f"The KL cap acted: KL passed {cap:g} nats at step{'s' if len(over) > 1 else ''} {shown}{went} (it "
+            f"doubles after each such step and halves back once KL is under {cap / 2:g}).")

@@ -20,8 +20,8 @@ NOTES = [
     "up. Rewards depend on answer length, so compare them only between answers of similar length.",
     "How far the policy has moved from the original model: KL in nats per answer, the batch mean. Healthy: above 0 and "
     "below the dashed target or the dotted cap. One answer's KL can be negative; the mean should not be. A KL that "
-    "keeps climbing (past ~5 nats on the cpu preset) usually means the policy found a template the reward model "
-    "overrates: read the rollouts.",
+    "keeps climbing often means the policy found a template the reward model overrates (every run read blind past 10 "
+    "nats lost to its base): read the rollouts.",
     "The KL weight β: how much each nat of KL costs in the reward. The adaptive controller nudges it towards keeping "
     "KL near the target, slowly (over thousands of answers), so small moves are normal. With a KL cap, β doubles "
     "after every step whose KL passed the cap and halves back once KL is under half of it: a staircase here means the "
