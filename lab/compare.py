@@ -21,7 +21,7 @@ from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import GenerateConfig, auto_batch_size, generate_settings, plan_batches
 from lab.jobs import JobContext
-from lab.policies import BASE, Side, load_policies, reference_nll, resolve_sides, sample, side_choice
+from lab.policies import BASE, Side, load_policies, reference_nll, resolve_sides, sample, side_choice, step_of
 from lab.presets import Limits, Preset
 from lab.reward_model import find_reward_model, judge_or_none, judge_path, load_reward_model, reward_texts
 from lab.runs import Run
@@ -177,9 +177,9 @@ def run_kl(side: Side, window: int = 5) -> float | None:
     step its adapters were saved at (None for the base, or a run without metrics)."""
     if side.adapter_dir is None:
         return None
-    folder, step = Path(side.adapter_dir), None
-    if folder.name.startswith("step-") and folder.name[5:].isdigit():
-        folder, step = folder.parent, int(folder.name[5:])
+    folder, step = Path(side.adapter_dir), step_of(side.adapter_dir)
+    if step is not None:
+        folder = folder.parent  # model/step-N/ -> model/
     path = folder.parent / "metrics.jsonl"
     if not path.is_file():
         return None

@@ -69,11 +69,18 @@ def split_step(choice: str) -> tuple[str, int | None]:
     return run.strip(), int(step)
 
 
+def step_of(adapter_dir: Path) -> int | None:
+    """The evaluation step an adapter folder was kept at (model/step-N/ -> N); None for any other folder."""
+    prefix = STEP_DIR.format("")
+    name = Path(adapter_dir).name
+    return int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
+
+
 def kept_steps(run_dir: Path) -> list[int]:
     """The steps whose adapters a PPO run kept at its evaluations (model/step-N/ with an adapter_config.json)."""
     model = Path(run_dir) / "model"
-    return sorted(int(p.name[5:]) for p in model.glob("step-*")
-                  if p.name[5:].isdigit() and (p / "adapter_config.json").exists())
+    return sorted(step for p in model.glob(STEP_DIR.format("*"))
+                  if (step := step_of(p)) is not None and (p / "adapter_config.json").exists())
 
 
 def step_adapter_dir(run: Run, step: int) -> Path:
@@ -155,11 +162,12 @@ def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequ
     out: list[float | None] = []
     was_training = model.training
     model.eval()
-    # PPO stores the frozen matmul weights in bf16 (models.cast_frozen_weights) and runs every pass under bf16
-    # autocast; so must this one, or an fp32 residual stream meets a bf16 weight (the cpu preset on AVX512-BF16)
-    mixed = any(p.dtype == torch.bfloat16 for p in model.parameters())
+    # PPO's rule: where the hardware has bf16 it stores the frozen matmul weights in bf16 (models.cast_frozen_weights)
+    # and runs every pass under bf16 autocast; so must this one, or an fp32 residual stream meets a bf16 weight (the
+    # cpu preset on AVX512-BF16). Elsewhere, and for a model kept in fp32, no autocast, as before.
+    bf16 = models.bf16_native(device) and any(p.dtype == torch.bfloat16 for p in model.parameters())
     try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for i in range(0, len(replies), batch_size):
                 enc = encode_chat(tokenizer, prompts[i:i + batch_size], "cpu")
                 queries = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]

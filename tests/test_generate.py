@@ -199,13 +199,14 @@ def test_answer_nll_is_the_mean_token_surprise_whatever_the_padding(lm, lora_lm)
     assert answer_nll(lora_lm, tok, PROMPTS[:2], answers[:2]) != pytest.approx(got[:2], abs=1e-3)  # adapters on
 
 
-def test_answer_nll_runs_on_the_mixed_precision_model_ppo_trains(tiny_lm_dir, lm):
+def test_answer_nll_runs_on_the_mixed_precision_model_ppo_trains(tiny_lm_dir, lm, monkeypatch):
     """PPO stores the frozen matmul weights in bf16 where the CPU has bf16 (the cpu preset on AVX512-BF16) and its
     evaluation asks the same model for each answer's nll: that must run (it raised a dtype error on such a CPU) and
     agree with the fp32 numbers to bf16's precision."""
     model, tok = lm
     answers = ["Paris.", "A cat sat on the mat and then it slept for a very long time indeed."]
     exact = answer_nll(model, tok, PROMPTS[:2], answers)
+    monkeypatch.setattr(models, "bf16_native", lambda device: True)  # as on such a CPU, whatever this one is
     mixed = models.cast_frozen_weights(add_lora(load_causal_lm(str(tiny_lm_dir)), r=4, alpha=8, dropout=0.0),
                                        torch.bfloat16)
     assert any(p.dtype == torch.bfloat16 for p in mixed.parameters())
