@@ -268,6 +268,10 @@ def test_a_run_that_drifted_far_from_its_base_is_named_in_the_verdict(tmp_path):
     assert compare.run_kl(final) == pytest.approx((25 + 30 + 31 + 40 + 20) / 5)  # the last 5 logged steps
     assert compare.run_kl(early) == pytest.approx(0.5)  # the steps up to the adapters' evaluation
     assert compare.run_kl(policies.Side("a", "base", "p", None, "")) is None
+    stopped = tmp_path / "ppo-2"  # stopped before its first step: an empty log, and a line cut off mid-write
+    (stopped / "model").mkdir(parents=True)
+    (stopped / "metrics.jsonl").write_text('{"step": 1, "objective/k')
+    assert compare.run_kl(policies.Side("b", "ppo-2", "p", stopped / "model", "")) is None
     summary = {"model_a": "base", "paired": {"reward": _ci(1.47, 1.07, 1.89)}, "paired_judge": _ci(0.43, 0.31, 0.55),
                "kl_a": None, "kl_b": compare.run_kl(final)}
     line = compare.verdict(summary)
