@@ -449,3 +449,48 @@ def chat_prompt(tokenizer: Any, prompt: str) -> str:
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
     return prompt
+
+
+@contextlib.contextmanager
+def merged_adapters(model: Any) -> Iterator[bool]:
+    """For sampling only: each LoRA layer's frozen weight swapped for a copy with the active adapter folded in
+    (W + B A s), the adapters switched off, and everything put back on exit; yields whether it merged.
+
+    One matmul a layer instead of the adapter's three small ones, a scale and an add on every decoded token (a
+    rollout of the cpu preset: 70 adapted layers x 32 tokens). The copies are in the frozen weight's own dtype, so
+    in bf16 the merged weight is rounded once more: the tokens are drawn from the policy up to that rounding, and
+    every log-prob PPO compares comes from the unmerged training passes (tests/test_sampling.py measures the gap).
+    Left as it is (yields False) where folding is not plain: a quantised base layer, DoRA, several active
+    adapters, an adapter that is not LoRA."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+    from torch import nn
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    plain = bool(layers) and hasattr(model, "disable_adapter")
+    for m in layers:
+        names = [a for a in m.active_adapters if a in m.lora_A]
+        base = m.get_base_layer()
+        plain = plain and len(names) == 1 and type(base) is nn.Linear and base.weight.is_floating_point() \
+            and not m.use_dora.get(names[0], False) and not getattr(m, "lora_variant", {}).get(names[0]) \
+            and type(m.lora_A[names[0]]) is nn.Linear and m.lora_B[names[0]].bias is None \
+            and not getattr(m, "fan_in_fan_out", False) and not m.merged and not m.disable_adapters
+        if not plain:
+            break
+    if not plain:
+        yield False
+        return
+    saved = []
+    try:
+        with torch.no_grad():
+            for m in layers:
+                name = m.active_adapters[0]
+                base = m.get_base_layer()
+                delta = (m.lora_B[name].weight.float() @ m.lora_A[name].weight.float()) * m.scaling[name]  # (out, in)
+                saved.append((base, base.weight))
+                base.weight = nn.Parameter((base.weight.float() + delta).to(base.weight.dtype), requires_grad=False)
+        with model.disable_adapter():
+            yield True
+    finally:
+        for base, weight in saved:
+            base.weight = weight

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from lab import models, trunk
 from lab.rl import ValueHead, logprobs_from_logits, response_mask
+from lab.sampling import sampling_kwargs
 from lab.trunk import Trunk
 
 # Sample from the policy itself: a model's generation_config (repetition penalty, typical-p, ...) must not reshape
 # the distribution, or the rollouts stop being on-policy and the KL estimate is biased.
-UNSHAPED_SAMPLING = {"do_sample": True, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "typical_p": 1.0,
+UNSHAPED_SAMPLING = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "typical_p": 1.0,
                      "min_p": 0.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
 
 # Attention implementation per device type for decoding (absent: the model's own); lab.ppo picks the training one.
@@ -199,19 +200,21 @@ def generate_responses(
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     stop = StoppingCriteriaList([_StopCriterion(should_stop)])
     pieces = []
-    for start in range(0, len(lengths), chunk):
-        part = {k: v[start : start + chunk] for k, v in query.items()}
-        device = part["input_ids"].device
-        # CPU: sdpa decodes faster, eager trains faster (benchmarks/bench_ppo.py); rollout log-probs are never used,
-        # every log-prob PPO compares comes from the training passes, so the switch keeps the ratio exact
-        with autocast(device, cfg.bf16), models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
-            out = model.generate(
-                **part, **shared_prompt_cache(model, part), **UNSHAPED_SAMPLING,
-                top_k=cfg.top_k, top_p=cfg.top_p, temperature=cfg.temperature,
-                max_new_tokens=max(lengths[start : start + chunk]), min_new_tokens=cfg.output_min_length,
-                eos_token_id=eos, pad_token_id=pad, stopping_criteria=stop,
-            )
-        pieces.append(out[:, part["input_ids"].shape[1] :])
+    # rollout log-probs are never used: every log-prob PPO compares comes from the training passes, so sampling may
+    # take faster paths that keep the ratio exact: the adapters folded into the weights (models.merged_adapters),
+    # sdpa attention on a CPU (it decodes faster, eager trains faster: benchmarks/bench_ppo.py), inverse-CDF draws
+    with models.merged_adapters(model):
+        for start in range(0, len(lengths), chunk):
+            part = {k: v[start : start + chunk] for k, v in query.items()}
+            device = part["input_ids"].device
+            with autocast(device, cfg.bf16), models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
+                out = model.generate(
+                    **part, **shared_prompt_cache(model, part), **UNSHAPED_SAMPLING,
+                    **sampling_kwargs(cfg.temperature, cfg.top_k, cfg.top_p),
+                    max_new_tokens=max(lengths[start : start + chunk]), min_new_tokens=cfg.output_min_length,
+                    eos_token_id=eos, pad_token_id=pad, stopping_criteria=stop,
+                )
+            pieces.append(out[:, part["input_ids"].shape[1] :])
     width = max(p.shape[1] for p in pieces)
     responses = torch.cat([nn.functional.pad(p, (0, width - p.shape[1]), value=pad) for p in pieces])  # (B, R)
     mask = response_mask(responses, lengths, eos)
