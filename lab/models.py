@@ -459,7 +459,7 @@ def merged_adapters(model: Any) -> Iterator[bool]:
     One matmul a layer instead of the adapter's three small ones, a scale and an add on every decoded token (a
     rollout of the cpu preset: 70 adapted layers x 32 tokens). The copies are in the frozen weight's own dtype, so
     in bf16 the merged weight is rounded once more: the tokens are drawn from the policy up to that rounding, and
-    every log-prob PPO compares comes from the unmerged training passes (tests/test_sampling.py measures the gap).
+    every log-prob PPO compares comes from the unmerged training passes (tests/test_sampling.py: fp32 logits agree).
     Left as it is (yields False) where folding is not plain: a quantised base layer, DoRA, several active
     adapters, an adapter that is not LoRA."""
     import torch
@@ -468,6 +468,7 @@ def merged_adapters(model: Any) -> Iterator[bool]:
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
     plain = bool(layers) and hasattr(model, "disable_adapter")
+    adapter = {}  # layer -> the one active adapter to fold
     for m in layers:
         names = [a for a in m.active_adapters if a in m.lora_A]
         base = m.get_base_layer()
@@ -477,14 +478,14 @@ def merged_adapters(model: Any) -> Iterator[bool]:
             and not getattr(m, "fan_in_fan_out", False) and not m.merged and not m.disable_adapters
         if not plain:
             break
+        adapter[m] = names[0]
     if not plain:
         yield False
         return
     saved = []
     try:
         with torch.no_grad():
-            for m in layers:
-                name = m.active_adapters[0]
+            for m, name in adapter.items():
                 base = m.get_base_layer()
                 delta = (m.lora_B[name].weight.float() @ m.lora_A[name].weight.float()) * m.scaling[name]  # (out, in)
                 saved.append((base, base.weight))
