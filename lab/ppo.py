@@ -204,11 +204,11 @@ def new_state(cfg: PPOConfig) -> PPOState:
 
 
 def fuses_first_pass(cfg: PPOConfig, batch_size: int) -> bool:
-    """Whether one mini-batch holds the whole batch (the cpu preset: 16 of 16). Then step 5's first pass is the same
-    forward as step 3's old log-probs (same weights, same rows, dropout off), so it runs once, with its graph, and the
-    old log-probs are its values detached: one forward of the adapted blocks less per step (12.5 -> 10.9 s with the
-    shared prompt cache, benchmarks/bench_ppo.py --cpu-preset). The ratio is exactly 1 either way."""
-    return cfg.ppo_epochs > 0 and cfg.mini_batch_size >= batch_size
+    """Whether step 3 runs step 5's first pass: the first mini-batch of epoch 1's order is forwarded once, with its
+    graph, for both its old log-probs and that pass (same weights, same rows, dropout off), so the old log-probs
+    cost one forward of the adapted blocks less per step (the cpu preset's one mini-batch of 16: 12.5 -> 10.9 s with
+    the shared prompt cache, benchmarks/bench_ppo.py --cpu-preset). The ratio is exactly 1 either way."""
+    return cfg.ppo_epochs > 0 and batch_size > 0
 
 
 def ppo_update(
@@ -216,22 +216,26 @@ def ppo_update(
     old_logprobs: torch.Tensor, old_values: torch.Tensor | None, advantages: torch.Tensor,
     returns: torch.Tensor | None, cfg: PPOConfig,
     generator: torch.Generator, should_stop: Callable[[], bool] = lambda: False,
-    first_pass: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    first_pass: tuple[torch.Tensor, torch.Tensor | None] | None = None, first_order: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """ppo_epochs passes over shuffled mini-batches, accumulating gradients over gradient_accumulation_steps.
-    `first_pass`: (log-probs, values) of the whole batch in its own order, with their graph (ppo_step's step 3 when
-    one mini-batch holds the batch): the first pass uses them instead of a forward of its own."""
+    `first_order`: epoch 1's order, drawn by the caller from `generator` (so the stream of orders is the same);
+    `first_pass`: (log-probs, values) of that order's first mini-batch, with their graph (ppo_step's step 3): the
+    first pass uses them instead of a forward of its own."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats: dict[str, list[torch.Tensor]] = {}
     per_update = cfg.mini_batch_size * cfg.gradient_accumulation_steps
     first = True
-    for _ in range(cfg.ppo_epochs):
-        order = torch.randperm(len(batch.input_ids), generator=generator)
+    for epoch in range(cfg.ppo_epochs):
+        if epoch == 0 and first_order is not None:
+            order = first_order
+        else:
+            order = torch.randperm(len(batch.input_ids), generator=generator)
         for start in range(0, len(order), per_update):
             optimizer.zero_grad(set_to_none=True)
             for micro in order[start : start + per_update].split(cfg.mini_batch_size):
-                if first_pass is not None:  # the whole batch, forwarded in step 3: same rows, their own order
-                    micro, mb = torch.arange(len(batch.input_ids)), batch
+                if first_pass is not None:  # forwarded in step 3: these rows, these weights, its graph kept
+                    mb = batch.select(micro)
                     (logprobs, vpreds), first_pass = first_pass, None
                 else:
                     mb = batch.select(micro)
@@ -304,15 +308,16 @@ def ppo_step(
     critic = value_head if cfg.advantage == "gae" else None
     # blocks below the lowest LoRA layer run once here, for this pass, the reference and every pass of step 5 alike
     batch = with_trunk(model, batch, cfg)
+    # epoch 1's order, drawn here from step 5's generator (the stream of orders is unchanged); old and reference
+    # log-probs run in its mini-batches, the first of them with its graph: step 5's first pass (fuses_first_pass)
+    order = torch.randperm(len(prompts), generator=state.generator) if cfg.ppo_epochs > 0 else None
     first_pass = None
     if fuses_first_pass(cfg, len(prompts)):
-        with torch.enable_grad():  # step 5's first pass, run once here with its graph (see fuses_first_pass)
-            first_pass = forward_policy(model, critic, batch, cfg.temperature, cfg.bf16)
-        old_logprobs = first_pass[0].detach()
-        old_values = None if first_pass[1] is None else first_pass[1].detach()
-    else:
-        old_logprobs, old_values = batched_forward(model, critic, batch, cfg)
-    ref_logprobs, _ = batched_forward(model, None, batch, cfg, reference=True)
+        with torch.enable_grad():
+            first_pass = forward_policy(model, critic, batch.select(order[: cfg.mini_batch_size]), cfg.temperature,
+                                        cfg.bf16)
+    old_logprobs, old_values = batched_forward(model, critic, batch, cfg, order=order, first=first_pass)
+    ref_logprobs, _ = batched_forward(model, None, batch, cfg, reference=True, order=order)
     ref_nll = -masked_mean(ref_logprobs, batch.mask.float(), dim=-1)  # (B,) nats a token, as Compare's nll
     if cfg.plausibility_coef:
         scores = scores - cfg.plausibility_coef * ref_nll
@@ -330,7 +335,7 @@ def ppo_step(
     t = time.perf_counter()
     with torch.enable_grad():  # the model stays in eval mode: dropout off (see step 1)
         train_stats = ppo_update(model, critic, optimizer, batch, old_logprobs, old_values, advantages, returns,
-                                 cfg, state.generator, should_stop, first_pass)
+                                 cfg, state.generator, should_stop, first_pass, order)
     timings["time/optimize"] = time.perf_counter() - t
 
     # 6. adapt the KL coefficient to this batch's KL, then report

@@ -77,7 +77,10 @@ def forward_policy(
     """Log-probs of the response tokens (B, R) and, with a value head, the value before each of them (B, R)."""
     r = batch.response_length
     with autocast(batch.input_ids.device, bf16):
-        if batch.trunk is not None:  # the bottom blocks ran once this step: only the blocks above them run here
+        split = trunk.split_prefix(batch.input_ids, batch.attention_mask, r + 1) if trunk.shares_prefix(model) else None
+        if split is not None:  # the rows' common opening (the chat template's system prompt) runs once, as one row
+            logits, hidden = trunk.top_with_prefix(model, split, batch.trunk, keep=r + 1)
+        elif batch.trunk is not None:  # the bottom blocks ran once this step: only the blocks above them run here
             logits, hidden = trunk.top(model, batch.trunk, batch.attention_mask, batch.position_ids, keep=r + 1)
         else:
             out = model(
@@ -111,17 +114,28 @@ def with_trunk(model: nn.Module, batch: Batch, cfg: RolloutSettings) -> Batch:
 
 @torch.no_grad()
 def batched_forward(
-    model: nn.Module, value_head: ValueHead | None, batch: Batch, cfg: RolloutSettings, reference: bool = False
+    model: nn.Module, value_head: ValueHead | None, batch: Batch, cfg: RolloutSettings, reference: bool = False,
+    order: torch.Tensor | None = None, first: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """forward_policy in chunks of mini_batch_size (the training shapes, so old and new log-probs agree exactly)."""
+    """forward_policy in chunks of mini_batch_size (the training shapes, so old and new log-probs agree exactly),
+    taken along `order` (default: the batch's own), results in the batch's order. `first`: the first chunk's
+    (log-probs, values), already computed (ppo_step's fused first pass): used detached, not recomputed."""
     head = None if reference else value_head
-    logprobs, values = [], []
+    rows = len(batch.input_ids)
+    order = torch.arange(rows, device=batch.input_ids.device) if order is None else order
+    device = batch.input_ids.device
+    logprobs = torch.empty(rows, batch.response_length, device=device)
+    values = None if head is None else torch.empty(rows, batch.response_length, device=device)
     with model.disable_adapter() if reference else contextlib.nullcontext():
-        for idx in torch.arange(len(batch.input_ids)).split(cfg.mini_batch_size):
-            lp, v = forward_policy(model, head, batch.select(idx), cfg.temperature, cfg.bf16)
-            logprobs.append(lp)
-            values.append(v)
-    return torch.cat(logprobs), None if head is None else torch.cat(values)
+        for i, idx in enumerate(order.split(cfg.mini_batch_size)):
+            if i == 0 and first is not None:
+                lp, v = first[0].detach(), None if first[1] is None else first[1].detach()
+            else:
+                lp, v = forward_policy(model, head, batch.select(idx), cfg.temperature, cfg.bf16)
+            logprobs[idx] = lp
+            if values is not None:
+                values[idx] = v
+    return logprobs, values
 
 
 # ---------------------------------------------------------------- rollouts

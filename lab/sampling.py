@@ -27,14 +27,18 @@ def _warpers(temperature: float, top_k: int | None, top_p: float | None) -> list
     return warpers
 
 
-def draw(probs: torch.Tensor) -> torch.Tensor:
-    """One index a row of `probs` (B, V), each with its row's probability (rows need not sum to exactly 1)."""
-    cdf = probs.float().cumsum(-1)  # (B, V)
-    u = torch.rand(probs.shape[0], 1, device=probs.device) * cdf[:, -1:]  # (B, 1), uniform on [0, total)
-    # the first index whose cumulative probability passes u: a zero-probability token never is, except where u
-    # rounds up to the total; then the row's last token with any probability
-    last = (probs > 0).cumsum(-1).argmax(-1)  # (B,): where the count of non-zero tokens first reaches its total
-    return torch.minimum(torch.searchsorted(cdf, u, right=True).squeeze(-1), last)  # (B,)
+def draw(weights: torch.Tensor) -> torch.Tensor:
+    """One index a row of `weights` (B, V), each with its row's share of the row's total (probabilities, or any
+    non-negative weights: rows need not sum to 1, so softmax's division is not needed)."""
+    cdf = weights.float().cumsum(-1)  # (B, V)
+    u = torch.rand(weights.shape[0], 1, device=weights.device) * cdf[:, -1:]  # (B, 1), uniform on [0, total)
+    # the first index whose cumulative weight passes u: a zero-weight token never is, except where u rounds up to the
+    # total (searchsorted then points past the end); those rows take their last token with any weight
+    idx = torch.searchsorted(cdf, u, right=True).clamp_(max=weights.shape[-1] - 1)  # (B, 1)
+    missed = weights.gather(1, idx) <= 0
+    if bool(missed.any()):  # rare: the count of non-zero weights first reaches its total at the last such token
+        idx = torch.where(missed, (weights > 0).cumsum(-1).argmax(-1, keepdim=True), idx)
+    return idx.squeeze(-1)  # (B,)
 
 
 class InverseCdfSampler:
@@ -45,13 +49,18 @@ class InverseCdfSampler:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 to sample (got {temperature})")
         self.warpers = _warpers(temperature, top_k, top_p)
+        self.temperature = temperature
+        self.temperature_only = not top_k and (top_p is None or top_p >= 1.0)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for warp in self.warpers:
-            scores = warp(input_ids, scores)
-        tokens = draw(torch.softmax(scores.float(), dim=-1))  # (B,)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(1, tokens[:, None], 0.0)
+        if self.temperature_only:  # rollouts (top_k 0, top_p 1): exp((s - max) / T) in place, no softmax division
+            weights = scores.float().sub_(scores.max(-1, keepdim=True).values).div_(self.temperature).exp_()
+        else:
+            for warp in self.warpers:
+                scores = warp(input_ids, scores)
+            weights = torch.softmax(scores.float(), dim=-1)
+        tokens = draw(weights)  # (B,)
+        return weights.fill_(float("-inf")).scatter_(1, tokens[:, None], 0.0)
 
 
 def sampling_kwargs(temperature: float, top_k: int | None = None, top_p: float | None = None) -> dict[str, Any]:

@@ -102,3 +102,120 @@ def top(model: nn.Module, trunk: Trunk, attention_mask: torch.Tensor, position_i
                      position_ids, inner)
     hidden = inner.norm(hidden[:, -keep:])  # per position: only the kept ones are needed
     return base.lm_head(hidden), hidden
+
+
+# ---------------------------------------------------------------- the shared prefix
+
+# tokens: a shorter common opening is left in the rows. The split saves (rows - 1) x its length tokens a pass and
+# costs one more, narrow pass; it was measured at the chat template's ~30-token system prompt (README, PPO speed),
+# not at a few tokens such as the seed's raw prompts' 9, which stay whole
+MIN_PREFIX = 16
+
+
+@dataclass
+class PrefixSplit:
+    """Rows that open with the same tokens (the chat template's system prompt: ~30 of a chat query's ~45 tokens),
+    split into that prefix, run once as one row, and each row's rest, run against the prefix's keys and values.
+    Causal attention makes this exact: the prefix attends only to itself, so its states are the same in every row."""
+
+    prefix_ids: torch.Tensor  # (1, P)
+    rest_ids: torch.Tensor  # (B, T - P): each row without its prefix, left padding kept (responses stay aligned)
+    rest_mask: torch.Tensor  # (B, T - P)
+    columns: torch.Tensor  # (B, T - P): where each rest column sits in the full row (to gather the trunk's states)
+    start: int  # row 0's first real column: its prefix is columns start .. start + P
+
+    @property
+    def length(self) -> int:
+        return self.prefix_ids.shape[1]
+
+    def full_mask(self) -> torch.Tensor:
+        """The attention mask over prefix + rest, (B, P + T - P): the prefix is real in every row."""
+        ones = torch.ones(len(self.rest_mask), self.length, dtype=self.rest_mask.dtype, device=self.rest_mask.device)
+        return torch.cat([ones, self.rest_mask], dim=1)
+
+    def rest_positions(self) -> torch.Tensor:
+        return self.length + (self.rest_mask.cumsum(-1) - 1).clamp(min=0)  # positions go on after the prefix
+
+
+def shares_prefix(model: nn.Module) -> bool:
+    """Whether passes may run a batch's common prefix once (top_with_prefix): a decoder loop known to be exact
+    (llama, mistral), full-precision weights, no gradient checkpointing; elsewhere every row runs whole."""
+    base = _base(model)
+    inner = getattr(base, "model", None)
+    if getattr(base.config, "model_type", None) not in SUPPORTED or not all(
+            hasattr(inner, name) for name in ("embed_tokens", "layers", "norm", "rotary_emb")):
+        return False
+    if getattr(base, "is_quantized", False) or getattr(base, "is_loaded_in_4bit", False):
+        return False
+    return not any(getattr(m, "gradient_checkpointing", False) for m in base.modules())
+
+
+def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int,
+                 min_length: int = MIN_PREFIX) -> PrefixSplit | None:
+    """The rows' longest common opening (left padding aside) and each row's rest, or None where it is shorter than
+    `min_length` or there is one row. The last `keep` columns (the query's last token and the response) always stay
+    in the rest: their logits are the ones read."""
+    rows, width = input_ids.shape
+    if rows < 2:
+        return None
+    query = attention_mask[:, : width - keep]
+    if not bool(((query.cumsum(-1) > 0) == query.bool()).all()):  # not left padding then real tokens: no split
+        return None
+    starts = (query.cumsum(-1) == 0).sum(-1)  # (B,) left padding per row
+    longest = int((width - keep - starts).min())  # real query tokens every row has before the kept columns
+    if longest < min_length:
+        return None
+    offsets = torch.arange(longest, device=input_ids.device)
+    aligned = input_ids.gather(1, starts[:, None] + offsets[None])  # (B, longest): each row's opening
+    same = (aligned == aligned[:1]).all(0)
+    length = int(same.long().cumprod(0).sum())
+    if length < min_length:
+        return None
+    cols = torch.arange(width - length, device=input_ids.device)[None].expand(rows, -1)
+    columns = torch.where(cols < starts[:, None], cols, cols + length)  # skip each row's prefix columns
+    return PrefixSplit(aligned[:1, :length], input_ids.gather(1, columns), attention_mask.gather(1, columns), columns,
+                       int(starts[0]))
+
+
+def _run(layers: nn.ModuleList, hidden: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+         inner: nn.Module, cache: object, layer_idx: int) -> torch.Tensor:
+    """The blocks against a KV cache: each block's keys and values are added to it (the prefix pass) or read from it
+    after the cached ones (the rest)."""
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    sliding = getattr(inner.config, "sliding_window", None) is not None
+    make_mask = create_sliding_window_causal_mask if sliding else create_causal_mask
+    mask = make_mask(config=inner.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache,
+                     position_ids=position_ids, layer_idx=layer_idx)
+    rotary = inner.rotary_emb(hidden, position_ids=position_ids)
+    for layer in layers:
+        hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=rotary,
+                       cache=cache, use_cache=True)
+    return hidden
+
+
+def top_with_prefix(model: nn.Module, split: PrefixSplit, trunk: Trunk | None,
+                    keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`top` (or the whole decoder where `trunk` is None) with the shared prefix run once: (logits (B, keep, V),
+    final-norm hidden states (B, keep, H)) of the last `keep` positions, as the unsplit pass gives them."""
+    from transformers.cache_utils import DynamicCache
+
+    base = _base(model)
+    inner = base.model
+    first = trunk.layers if trunk is not None else 0
+    layers = inner.layers[first : base.config.num_hidden_layers]
+    cache = DynamicCache(config=base.config)
+    rows, length = len(split.rest_ids), split.length
+    device = split.rest_ids.device
+    if trunk is None:
+        prefix_hidden, rest_hidden = inner.embed_tokens(split.prefix_ids), inner.embed_tokens(split.rest_ids)
+    else:  # the bottom blocks' output of row 0's prefix columns and of each row's rest
+        prefix_hidden = trunk.hidden[:1, split.start : split.start + length]
+        rest_hidden = trunk.hidden.gather(1, split.columns[..., None].expand(-1, -1, trunk.hidden.shape[-1]))
+    positions = torch.arange(length, device=device)[None]
+    ones = torch.ones(1, length, dtype=split.rest_mask.dtype, device=device)
+    _run(layers, prefix_hidden, ones, positions, inner, cache, first)
+    cache.batch_repeat_interleave(rows)
+    hidden = _run(layers, rest_hidden, split.full_mask(), split.rest_positions(), inner, cache, first)
+    hidden = inner.norm(hidden[:, -keep:])
+    return base.lm_head(hidden), hidden

@@ -181,10 +181,15 @@ def test_a_prompt_asked_k_times_is_prefilled_once_and_samples_the_same_tokens(ti
 
 
 @pytest.mark.parametrize("advantage", ["rloo", "gae"])
-def test_the_fused_first_pass_updates_exactly_as_a_separate_forward_does(tiny_lm_dir, monkeypatch, advantage):
-    cfg = ppo.PPOConfig(steps=2, batch_size=4, mini_batch_size=4, ppo_epochs=2, output_min_length=3,
+@pytest.mark.parametrize("mini_batch_size", [4, 2])
+def test_the_fused_first_pass_updates_exactly_as_a_separate_forward_does(tiny_lm_dir, monkeypatch, advantage,
+                                                                         mini_batch_size):
+    """Step 3 forwards epoch 1's first mini-batch once, with its graph, for its old log-probs and step 5's first pass;
+    with one mini-batch (the cpu preset) or several (the seed's 8 rows in mini-batches of 4)."""
+    cfg = ppo.PPOConfig(steps=2, batch_size=4, mini_batch_size=mini_batch_size, ppo_epochs=2, output_min_length=3,
                         output_max_length=6, learning_rate=1e-2, advantage=advantage, samples_per_prompt=2)
-    assert ppo.fuses_first_pass(cfg, 4) and not ppo.fuses_first_pass(replace(cfg, mini_batch_size=2), 4)
+    assert ppo.fuses_first_pass(cfg, 4) and not ppo.fuses_first_pass(replace(cfg, ppo_epochs=0), 4)
+    chunks = 4 // mini_batch_size
     after, history = [], []
     for fused in (True, False):
         if not fused:
@@ -195,7 +200,8 @@ def test_the_fused_first_pass_updates_exactly_as_a_separate_forward_does(tiny_lm
             lambda m, i, o: passes.append(1) if o.shape[1] > 1 else None)
         history.append(ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [float(len(x)) for x in r],
                                    cfg))
-        assert len(passes) == 2 * (3 if fused else 4)  # a step: old (fused: one with epoch 1), reference, 2 epochs
+        # a step: old, reference and 2 epochs, chunks each; fused, the first old chunk is epoch 1's first pass
+        assert len(passes) == 2 * (4 * chunks - (1 if fused else 0))
         after.append([p.detach().clone() for p in [*model.parameters(), *value_head.parameters()] if p.requires_grad])
     assert history[0][0]["ppo/policy/ratio"] == pytest.approx(history[1][0]["ppo/policy/ratio"], rel=1e-5)
     assert history[0][1]["objective/kl"] != 0.0  # the second step sampled from an updated policy

@@ -98,3 +98,19 @@ def test_a_rollout_is_fixed_by_the_seed_and_respects_lengths_and_min_length(deep
     torch.manual_seed(4)
     other = rollout.generate_responses(model, tokenizer, query, [6, 3, 5, 6], cfg)
     assert not torch.equal(other.input_ids, runs[0].input_ids)  # it samples: another seed, other answers
+
+
+def test_temperature_only_sampling_skips_softmax_and_draws_from_the_tempered_distribution():
+    """Rollouts (top_k 0, top_p 1) take exp((s - max) / T) in place: the same distribution as softmax(s / T), and a
+    token at -inf (min_new_tokens holding EOS back) is never drawn."""
+    torch.manual_seed(0)
+    logp = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    scores = torch.cat([logp, torch.tensor([float("-inf")])]).repeat(40_000, 1)
+    sampler = sampling.InverseCdfSampler(temperature=0.7, top_k=0, top_p=1.0)
+    assert sampler.temperature_only
+    out = sampler(torch.zeros(len(scores), 1, dtype=torch.long), scores.clone())
+    assert torch.isinf(out).sum(-1).eq(4).all() and out.max(-1).values.eq(0).all()  # one token a row kept
+    counts = torch.bincount(out.argmax(-1), minlength=5).float() / len(out)
+    expected = torch.softmax(torch.cat([logp / 0.7, torch.tensor([float("-inf")])]), -1)
+    assert counts[4] == 0
+    torch.testing.assert_close(counts, expected, atol=0.01, rtol=0)

@@ -115,3 +115,66 @@ def test_the_full_forward_is_used_where_the_split_does_not_apply(deep_lm_dir, ti
     cfg = ppo.PPOConfig(batch_size=2, mini_batch_size=2, output_min_length=2, output_max_length=3)
     batch = _batch(model, tokenizer, cfg, lengths=(3, 2))
     assert rollout.with_trunk(model, batch, cfg) is batch
+
+
+# ---------------------------------------------------------------- the shared prefix
+
+
+def test_split_prefix_finds_the_common_opening_behind_left_padding():
+    pad = 0
+    ids = torch.tensor([[pad, pad, 5, 6, 7, 8, 9, 1, 2],
+                        [5, 6, 7, 8, 9, 3, 4, 1, 2],
+                        [pad, 5, 6, 7, 8, 4, 4, 4, 2]])
+    mask = (ids != pad).long()
+    mask[0, 7:] = 1
+    split = trunk.split_prefix(ids, mask, keep=2, min_length=3)
+    assert split.prefix_ids.tolist() == [[5, 6, 7, 8]] and split.start == 2
+    # each row without its opening, left padding kept, so the kept columns (here the last 2) stay aligned
+    assert split.rest_ids.tolist() == [[pad, pad, 9, 1, 2], [9, 3, 4, 1, 2], [pad, 4, 4, 4, 2]]
+    assert split.rest_mask.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]
+    assert split.rest_positions()[:, -1].tolist() == [6, 8, 7]  # as in the full row: real tokens before, minus one
+    assert trunk.split_prefix(ids, mask, keep=2, min_length=5) is None  # the opening is shorter than asked
+    assert trunk.split_prefix(ids[:1], mask[:1], keep=2, min_length=1) is None  # one row: nothing to share
+    # the kept columns are never part of the prefix, even where every row has them in common
+    same = torch.tensor([[5, 6, 7, 8, 9]] * 2)
+    assert trunk.split_prefix(same, torch.ones_like(same), keep=3, min_length=1).prefix_ids.tolist() == [[5, 6]]
+
+
+@pytest.mark.parametrize("top_layers", [2, 0])
+def test_running_the_shared_prefix_once_changes_no_log_prob_value_or_gradient(deep_lm_dir, monkeypatch, top_layers):
+    """Chat queries open with the template's system prompt: run once as one row (with the trunk, or from the
+    embeddings where LoRA is on every block), the passes give the same log-probs, values and LoRA gradients."""
+    model, value_head, tokenizer = _policy(deep_lm_dir, top_layers=top_layers)
+    _nudge(model, value_head)
+    cfg = ppo.PPOConfig(batch_size=4, mini_batch_size=4, output_min_length=3, output_max_length=6)
+    batch = rollout.with_trunk(model, _batch(model, tokenizer, cfg), cfg)
+    assert batch.input_ids[:, 0].eq(tokenizer.pad_token_id).any()  # left padding is exercised
+    split = trunk.split_prefix(batch.input_ids, batch.attention_mask, batch.response_length + 1)
+    assert trunk.shares_prefix(model) and split is not None and split.length >= trunk.MIN_PREFIX
+    results = []
+    for shared in (True, False):
+        monkeypatch.setattr(trunk, "shares_prefix", lambda m, shared=shared: shared)
+        model.zero_grad()
+        with torch.enable_grad():
+            logprobs, values = rollout.forward_policy(model, value_head, batch, cfg.temperature, False)
+            (logprobs * batch.mask).sum().backward()
+        grads = [p.grad.clone() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None]
+        results.append((logprobs.detach(), values.detach(), grads))
+    (lp, v, g), (lp_full, v_full, g_full) = results
+    mask = batch.mask.bool()
+    torch.testing.assert_close(lp[mask], lp_full[mask], atol=1e-5, rtol=0)
+    torch.testing.assert_close(v[mask], v_full[mask], atol=1e-5, rtol=0)
+    assert len(g) == len(g_full) > 0 and any(x.abs().sum() > 0 for x in g_full)
+    for a, b in zip(g, g_full):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_the_prefix_is_not_shared_where_the_pass_is_not_known_to_be_exact(deep_lm_dir):
+    assert trunk.shares_prefix(_policy(deep_lm_dir)[0])
+    assert not trunk.shares_prefix(models.enable_checkpointing(_policy(deep_lm_dir)[0]))
+    unknown = _policy(deep_lm_dir)[0]
+    unknown.get_base_model().config.model_type = "gpt2"
+    assert not trunk.shares_prefix(unknown)
+    quantised = _policy(deep_lm_dir)[0]
+    quantised.get_base_model().is_loaded_in_4bit = True
+    assert not trunk.shares_prefix(quantised)
