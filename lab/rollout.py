@@ -26,6 +26,12 @@ UNSHAPED_SAMPLING = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "typi
 
 # Attention implementation per device type for decoding (absent: the model's own); lab.ppo picks the training one.
 DECODE_ATTENTION = {"cpu": "sdpa"}
+# KV cache per device type for decoding where no prompt repeats (absent: generate's growing one). A preallocated
+# cache writes each token in place instead of concatenating every layer's keys and values again: at the seed's
+# settings (8 rows, 46 + 32 tokens, bf16, AVX512-BF16 CPU) a rollout took 2.35 s against 2.58 (medians of 6, ABBA;
+# faster in 6 of 6). Its attention runs over the preallocated width, so bf16 rounding, and so the tokens drawn,
+# can differ from the growing cache's; every log-prob PPO compares comes from the training passes either way.
+DECODE_CACHE = {"cpu": "static"}
 
 
 class RolloutSettings(Protocol):
@@ -222,8 +228,11 @@ def generate_responses(
             part = {k: v[start : start + chunk] for k, v in query.items()}
             device = part["input_ids"].device
             with autocast(device, cfg.bf16), models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
+                cache = shared_prompt_cache(model, part)  # k answers a prompt: their prompts prefilled once
+                if not cache and DECODE_CACHE.get(device.type):
+                    cache = {"cache_implementation": DECODE_CACHE[device.type]}
                 out = model.generate(
-                    **part, **shared_prompt_cache(model, part), **UNSHAPED_SAMPLING,
+                    **part, **cache, **UNSHAPED_SAMPLING,
                     **sampling_kwargs(cfg.temperature, cfg.top_k, cfg.top_p),
                     max_new_tokens=max(lengths[start : start + chunk]), min_new_tokens=cfg.output_min_length,
                     eos_token_id=eos, pad_token_id=pad, stopping_criteria=stop,

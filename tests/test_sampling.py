@@ -84,10 +84,13 @@ def test_merged_adapters_leave_a_disabled_or_unadapted_model_alone(deep_lm_dir):
         assert not merged
 
 
-def test_a_rollout_is_fixed_by_the_seed_and_respects_lengths_and_min_length(deep_lm_dir):
+def test_a_rollout_is_fixed_by_the_seed_and_respects_lengths_and_min_length(deep_lm_dir, monkeypatch):
     model, tokenizer = _policy(deep_lm_dir)
     cfg = ppo.PPOConfig(batch_size=4, mini_batch_size=2, output_min_length=3, output_max_length=6, temperature=0.7)
     query = encode_chat(tokenizer, PROMPTS, torch.device("cpu"), cfg.max_prompt_length)
+    caches = []  # distinct prompts decode into a preallocated (static) KV cache on a CPU
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: caches.append(kw.get("cache_implementation")) or generate(**kw))
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
@@ -98,6 +101,11 @@ def test_a_rollout_is_fixed_by_the_seed_and_respects_lengths_and_min_length(deep
     torch.manual_seed(4)
     other = rollout.generate_responses(model, tokenizer, query, [6, 3, 5, 6], cfg)
     assert not torch.equal(other.input_ids, runs[0].input_ids)  # it samples: another seed, other answers
+    assert caches == ["static"] * 3
+    torch.manual_seed(3)
+    repeated = {k: v[[0, 0, 1, 1]] for k, v in query.items()}  # k answers a prompt: the shared prefill's cache instead
+    rollout.generate_responses(model, tokenizer, repeated, [6, 3, 5, 6], cfg)
+    assert caches[-1] is None
 
 
 def test_temperature_only_sampling_skips_softmax_and_draws_from_the_tempered_distribution():
