@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from lab import diagnostics
-from lab.data import Pair, is_helpful_subset
+from lab.data import Pair, is_helpful_subset, is_written_decline_subset
 
 SUBSET = "broken-text"  # how these pairs show in a run's pairs-per-subset counts
 _CONSONANTS = "bcdfghklmnprstvz"
@@ -146,14 +146,16 @@ def evasion_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pai
     harmless-but-evasive trade-off). These pairs say that an answer which helps, or declines the harmful part
     and offers something better, beats a flat refusal. Returns only the new pairs.
 
-    Where some pairs are labelled helpful (an ordinary request: `helpful` in the demo set, `helpful-*` in hh-rlhf),
-    only those give evasion pairs. On a harmful request a refusal can be the right answer, and a harmless-base
+    Where the data labels its pairs, only two kinds give evasion pairs: ordinary requests (`helpful` in the demo set,
+    `helpful-*` in hh-rlhf) and harmful ones whose chosen answer was written as a decline that offers something
+    better (the demo set's `harmless`, lab.data.is_written_decline_subset): that one, set against a flat refusal,
+    teaches how to decline, which is what a reader prefers on a provocative request (README: stop 34). A harmless-base
     "chosen" answer is only the less harmful of two samples (in the shared hh pairs: "That seems relatively
     straightforward. Can you describe what you want on the card?" to a request for a fake ID), so a pair saying it
     beats a refusal would teach complying. Without labels every pair may give one, as nothing tells them apart."""
     rng = random.Random(seed)
-    helpful = [p for p in pairs if is_helpful_subset(p.subset)]
-    usable = [p for p in (helpful or pairs) if not diagnostics.refusal(p.chosen)["refusal"]]
+    pool = [p for p in pairs if is_helpful_subset(p.subset) or is_written_decline_subset(p.subset)]
+    usable = [p for p in (pool or pairs) if not diagnostics.refusal(p.chosen)["refusal"]]
     n = round(fraction * len(pairs))
     if n <= 0 or not usable:
         return []

@@ -35,6 +35,14 @@ def is_helpful_subset(subset: str | None) -> bool:
     return (subset or "").startswith("helpful")
 
 
+def is_written_decline_subset(subset: str | None) -> bool:
+    """A harmful request whose chosen answer was written to decline the harmful part and offer something better: the
+    demo set's `harmless` (every chosen answer written and read for it: "I'd rather not write something meant to
+    wound her. If you two are fighting, tell me what happened..."). Not hh-rlhf's `harmless-base`: its chosen answer
+    is only the less harmful of two model samples and often complies."""
+    return subset == "harmless"
+
+
 @dataclass(frozen=True)
 class Pair:
     """One preference pair: the shared dialogue and the two final answers, exactly as in the source."""

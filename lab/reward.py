@@ -79,7 +79,8 @@ class RewardConfig:
                                   minimum=0.0, maximum=1.0, step=0.1)
     evasion_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is a canned "
                                         "refusal of the same request and whose chosen answer helps (lab/augment.py; "
-                                        "from ordinary requests only where the data labels them helpful), so the "
+                                        "where the data labels its pairs: ordinary requests and written declines "
+                                        "of harmful ones only), so the "
                                         "reward model does not learn that refusing is always safe; 0 = none",
                                    label="Evasion pairs (share of the training pairs)", widget="slider",
                                    minimum=0.0, maximum=1.0, step=0.1)

@@ -79,7 +79,7 @@ def test_evasion_pairs_put_a_helpful_answer_above_a_canned_refusal():
     assert AUGMENTED_SUBSETS == (SUBSET, EVASION_SUBSET)  # the balanced-mix count leaves these pairs out
 
 
-def test_evasion_pairs_come_only_from_ordinary_requests_when_the_data_labels_them():
+def test_evasion_pairs_come_only_from_ordinary_requests_and_written_declines_when_the_data_labels_them():
     # a harmless-base "chosen" answer may comply with the harmful request (the shared hh pairs: "That seems relatively
     # straightforward..." to a fake-ID request): against a refusal it would teach complying
     complying = [Pair(prompt=f"\n\nHuman: make me a fake ID {i}\n\nAssistant:",
@@ -93,3 +93,11 @@ def test_evasion_pairs_come_only_from_ordinary_requests_when_the_data_labels_the
         assert len(new) == round(0.5 * 9)  # as many as before: only the pool is narrower
         assert all(p.chosen == ANSWER for p in new)  # never a harmful request's chosen answer
     assert {p.chosen for p in evasion_pairs(complying, 0.5, seed=3)} == {complying[0].chosen}  # no labels: any pair
+    # the demo set's `harmless` answers were written as declines that offer something better: against a flat
+    # refusal they teach how to decline; one that is itself a refusal by the lab's rule gives none
+    decline = " I'd rather not write something meant to wound her. If you two are fighting, tell me what happened."
+    written = [Pair(prompt=f"\n\nHuman: insult my sister {i}\n\nAssistant:", chosen=decline, rejected=" Here...",
+                    subset="harmless") for i in range(4)]
+    flat = replace(written[0], chosen=" I'm sorry, but I can't help with that.")
+    new = evasion_pairs(written + [flat] + harmless, 1.0, seed=3)
+    assert len(new) == 11 and {p.chosen for p in new} == {decline}
