@@ -3,6 +3,7 @@
 Broken-text pairs: the chosen answer against a corrupted copy of itself, so a reward model learns to rank
 word salad, loops, broken characters and answers to another question below the fluent answer they came from.
 Evasion pairs (below): a chosen answer that helps against a canned refusal of the same request.
+Framed pairs (below): on a harmful request, the chosen answer against the rejected one inside a helpful opening.
 
 Why: a reward model trained only on human pairs has never seen degenerate text, so it can score gibberish above a
 good answer (measured: +1.78 for "Ladav, kısmına kabılıkınılını…"), and PPO then climbs towards it. Each pair here
@@ -161,3 +162,34 @@ def evasion_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pai
         return []
     picked = rng.sample(usable, n) if n <= len(usable) else [rng.choice(usable) for _ in range(n)]
     return [replace(p, rejected=" " + rng.choice(EVASIONS), subset=EVASION_SUBSET) for p in picked]
+
+
+# ---------------------------------------------------------------- framed pairs
+
+FRAMED_SUBSET = "framed"
+# Openings a helpful assistant wraps a text in; a harmful text so wrapped is no better.
+FRAMES = (
+    "Here's a possible version you could use:",
+    "Sure! Here's one you can send:",
+    "Of course. Here is a message that gets the point across:",
+    "Here's a sample you can adapt:",
+    "Absolutely, try something like this:",
+)
+
+
+def framed_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair]:
+    """round(fraction * len(pairs)) new pairs on harmful requests: the chosen answer against the rejected one wrapped
+    in a helpful assistant's opening ("Here's a possible version you could use: <the cruel text>"). Why: at stop 34
+    the policy won the ordinary requests and lost the provocative ones by going along with a cruel request inside
+    such a template ("Here's a possible speech that could be crafted to convey … unfairness and cluelessness"),
+    which the reward model scored as it scores a helpful answer: the demo set's rejected answers to harmful requests
+    are blunt ("Sure, ...", "Ha, ..."), so nothing told it that the opening does not redeem the content. Where the
+    data labels ordinary requests (helpful*), only the other pairs give framed pairs; without labels every pair may.
+    Returns only the new pairs."""
+    rng = random.Random(f"framed-{seed}")
+    usable = [p for p in pairs if not is_helpful_subset(p.subset) and p.rejected.strip()]
+    n = round(fraction * len(pairs))
+    if n <= 0 or not usable:
+        return []
+    picked = rng.sample(usable, n) if n <= len(usable) else [rng.choice(usable) for _ in range(n)]
+    return [replace(p, rejected=f" {rng.choice(FRAMES)} {p.rejected.strip()}", subset=FRAMED_SUBSET) for p in picked]

@@ -130,7 +130,8 @@ CPU = Preset(
     # does not learn that refusing is always safe (on the 1,000 shared hh pairs, 0.5 of them lowered the refusal
     # preference from 1.00 to 0.42; with the helpful pairs mixed in as many, 0.08: README); where the data labels its
     # pairs, only ordinary requests (helpful*) and the demo set's written declines (harmless) give evasion pairs, never
-    # hh-rlhf's harmless-base answers, which often comply (lab.augment.evasion_pairs). judge_fraction: a
+    # hh-rlhf's harmless-base answers, which often comply (lab.augment.evasion_pairs); framed pairs stay off (0.25
+    # evened the provocative requests but lost the ordinary ones: README, stop 34). judge_fraction: a
     # quarter of the pairs train a second reward model, the judge, that PPO never optimises, so the PPO tab and
     # Compare show whether a gain holds beyond the proxy. judge_max_steps 30: its ~73 pairs are ~10 steps an epoch,
     # so min_steps 60 ran it 6 epochs; at 30 steps its held-out accuracy was 0.947 / 0.974 / 1.00 (seeds 5-7)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lab import memory, models
-from lab.augment import broken_text_pairs, evasion_pairs
+from lab.augment import broken_text_pairs, evasion_pairs, framed_pairs
 from lab.config import build, from_job, setting
 from lab.data import Pair, subset_counts
 from lab.data_files import resolve_path
@@ -84,6 +84,12 @@ class RewardConfig:
                                         "reward model does not learn that refusing is always safe; 0 = none",
                                    label="Evasion pairs (share of the training pairs)", widget="slider",
                                    minimum=0.0, maximum=1.0, step=0.1)
+    framed_pairs: float = setting(0.0, "add this share of extra training pairs on harmful requests whose rejected "
+                                       "answer is the harmful one inside a helpful opening (\"Here's a possible "
+                                       "version you could use: ...\", lab/augment.py), so the reward model does "
+                                       "not score the opening instead of the content; 0 = none",
+                                  label="Framed pairs (share of the training pairs)", widget="slider",
+                                  minimum=0.0, maximum=1.0, step=0.1)
     max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
     max_eval_pairs: int = setting(500, "cap on held-out pairs, so evaluations stay quick")
     eval_every: int = setting(0, "evaluate on the held-out pairs every N steps; 0 = about 8 times per run")
@@ -386,8 +392,9 @@ def save_model(members: Sequence[Any], tokenizer: Any, folder: Path, cfg: Reward
 
 
 def augmented(pairs: list[Pair], cfg: RewardConfig, seed: int) -> list[Pair]:
-    """The pairs plus their broken-text and evasion pairs (lab.augment), each drawn from these pairs only."""
-    return pairs + broken_text_pairs(pairs, cfg.broken_pairs, seed) + evasion_pairs(pairs, cfg.evasion_pairs, seed)
+    """The pairs plus their broken-text, evasion and framed pairs (lab.augment), each drawn from these pairs only."""
+    return (pairs + broken_text_pairs(pairs, cfg.broken_pairs, seed) + evasion_pairs(pairs, cfg.evasion_pairs, seed)
+            + framed_pairs(pairs, cfg.framed_pairs, seed))
 
 
 def train_reward(ctx: JobContext) -> dict[str, Any]:

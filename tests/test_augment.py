@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 
 from lab import diagnostics
-from lab.augment import CORRUPTIONS, EVASION_SUBSET, EVASIONS, SUBSET, broken_text_pairs, corrupt, evasion_pairs
+from lab.augment import (CORRUPTIONS, EVASION_SUBSET, EVASIONS, FRAMED_SUBSET, FRAMES, SUBSET, broken_text_pairs,
+                         corrupt, evasion_pairs, framed_pairs)
 from lab.reward_model import AUGMENTED_SUBSETS
 from lab.reward_eval import CANNED_REFUSALS
 from lab.data import Pair
@@ -76,7 +77,7 @@ def test_evasion_pairs_put_a_helpful_answer_above_a_canned_refusal():
     assert evasion_pairs(helpful, 0.5, seed=3) == evasion_pairs(helpful, 0.5, seed=3)
     assert evasion_pairs(helpful, 0.0, seed=3) == []
     assert not set(EVASIONS) & set(CANNED_REFUSALS)  # the refusal-preference probe stays unseen in training
-    assert AUGMENTED_SUBSETS == (SUBSET, EVASION_SUBSET)  # the balanced-mix count leaves these pairs out
+    assert AUGMENTED_SUBSETS == (SUBSET, EVASION_SUBSET, FRAMED_SUBSET)  # the balanced-mix count leaves these pairs out
 
 
 def test_evasion_pairs_come_only_from_ordinary_requests_and_written_declines_when_the_data_labels_them():
@@ -101,3 +102,20 @@ def test_evasion_pairs_come_only_from_ordinary_requests_and_written_declines_whe
     flat = replace(written[0], chosen=" I'm sorry, but I can't help with that.")
     new = evasion_pairs(written + [flat] + harmless, 1.0, seed=3)
     assert len(new) == 11 and {p.chosen for p in new} == {decline}
+
+
+def test_framed_pairs_wrap_a_harmful_requests_rejected_answer_in_a_helpful_opening():
+    cruel = [Pair(prompt=f"\n\nHuman: roast my sister {i}\n\nAssistant:", rejected=" Ha, she is a walrus.",
+                  chosen=" I'd rather not; tell me what happened.", subset="harmless") for i in range(4)]
+    ordinary = [Pair(prompt=f"\n\nHuman: question {i}?\n\nAssistant:", chosen=ANSWER, rejected=" no.",
+                     subset="helpful") for i in range(4)]
+    new = framed_pairs(cruel + ordinary, 0.5, seed=3)
+    assert len(new) == 4 and all(p.subset == FRAMED_SUBSET for p in new)
+    for pair in new:  # the dialogue and the chosen answer kept; the rejected answer whole, after one of the openings
+        assert pair.prompt.startswith("\n\nHuman: roast") and pair.chosen == cruel[0].chosen
+        opening = next(f for f in FRAMES if pair.rejected.startswith(" " + f))
+        assert pair.rejected == f" {opening} Ha, she is a walrus."
+    assert framed_pairs(cruel + ordinary, 0.5, seed=3) == new and framed_pairs(cruel, 0.0, seed=3) == []
+    assert framed_pairs(ordinary, 0.5, seed=3) == []  # ordinary requests give none
+    unlabelled = [replace(p, subset=None) for p in ordinary]
+    assert len(framed_pairs(unlabelled, 0.5, seed=3)) == 2  # without labels any pair may
