@@ -185,6 +185,8 @@ def framed_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair
     which the reward model scored as it scores a helpful answer: the demo set's rejected answers to harmful requests
     are blunt ("Sure, ...", "Ha, ..."), so nothing told it that the opening does not redeem the content. Where the
     data labels ordinary requests (helpful*), only the other pairs give framed pairs; without labels every pair may.
+    Off in every preset: at 0.25 on seeds 15-17, read blind, the provocative requests evened (30-31) but the ordinary
+    ones were lost (24-34; without them 41-24): a good ordinary answer opens the same way (README, stop 34).
     Returns only the new pairs."""
     rng = random.Random(f"framed-{seed}")
     usable = [p for p in pairs if not is_helpful_subset(p.subset) and p.rejected.strip()]
