@@ -157,11 +157,15 @@ def evasion_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pai
     rng = random.Random(seed)
     pool = [p for p in pairs if is_helpful_subset(p.subset) or is_written_decline_subset(p.subset)]
     usable = [p for p in (pool or pairs) if not diagnostics.refusal(p.chosen)["refusal"]]
-    n = round(fraction * len(pairs))
+    picked = _pick(usable, round(fraction * len(pairs)), rng)
+    return [replace(p, rejected=" " + rng.choice(EVASIONS), subset=EVASION_SUBSET) for p in picked]
+
+
+def _pick(usable: Sequence[Pair], n: int, rng: random.Random) -> list[Pair]:
+    """n of the usable pairs, each at most once while there are enough ([] where n <= 0 or none is usable)."""
     if n <= 0 or not usable:
         return []
-    picked = rng.sample(usable, n) if n <= len(usable) else [rng.choice(usable) for _ in range(n)]
-    return [replace(p, rejected=" " + rng.choice(EVASIONS), subset=EVASION_SUBSET) for p in picked]
+    return rng.sample(list(usable), n) if n <= len(usable) else [rng.choice(usable) for _ in range(n)]
 
 
 # ---------------------------------------------------------------- framed pairs
@@ -190,8 +194,5 @@ def framed_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair
     Returns only the new pairs."""
     rng = random.Random(f"framed-{seed}")
     usable = [p for p in pairs if not is_helpful_subset(p.subset) and p.rejected.strip()]
-    n = round(fraction * len(pairs))
-    if n <= 0 or not usable:
-        return []
-    picked = rng.sample(usable, n) if n <= len(usable) else [rng.choice(usable) for _ in range(n)]
+    picked = _pick(usable, round(fraction * len(pairs)), rng)
     return [replace(p, rejected=f" {rng.choice(FRAMES)} {p.rejected.strip()}", subset=FRAMED_SUBSET) for p in picked]

@@ -234,11 +234,10 @@ def ppo_update(
         for start in range(0, len(order), per_update):
             optimizer.zero_grad(set_to_none=True)
             for micro in order[start : start + per_update].split(cfg.mini_batch_size):
+                mb = batch.select(micro)
                 if first_pass is not None:  # forwarded in step 3: these rows, these weights, its graph kept
-                    mb = batch.select(micro)
                     (logprobs, vpreds), first_pass = first_pass, None
                 else:
-                    mb = batch.select(micro)
                     logprobs, vpreds = forward_policy(model, value_head, mb, cfg.temperature, cfg.bf16)
                 pg_loss, pg_stats = policy_loss(logprobs, old_logprobs[micro], advantages[micro], mb.mask,
                                                 cfg.cliprange)

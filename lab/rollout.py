@@ -127,9 +127,8 @@ def batched_forward(
     taken along `order` (default: the batch's own), results in the batch's order. `first`: the first chunk's
     (log-probs, values), already computed (ppo_step's fused first pass): used detached, not recomputed."""
     head = None if reference else value_head
-    rows = len(batch.input_ids)
-    order = torch.arange(rows, device=batch.input_ids.device) if order is None else order
-    device = batch.input_ids.device
+    rows, device = len(batch.input_ids), batch.input_ids.device
+    order = torch.arange(rows, device=device) if order is None else order
     logprobs = torch.empty(rows, batch.response_length, device=device)
     values = None if head is None else torch.empty(rows, batch.response_length, device=device)
     with model.disable_adapter() if reference else contextlib.nullcontext():

@@ -43,18 +43,26 @@ def _untouched(module: nn.Module) -> bool:
         p.requires_grad for p in module.parameters())
 
 
+def _loop_is_exact(base: nn.Module) -> bool:
+    """Whether this module's decoder loop may run in pieces: an architecture it reproduces, full-precision weights
+    (bitsandbytes layers switch layouts between no-grad and grad passes: models.keep_4bit_trainable), no gradient
+    checkpointing (it trades compute for memory per layer; keep its one code path)."""
+    inner = getattr(base, "model", None)
+    if getattr(base.config, "model_type", None) not in SUPPORTED or not all(
+            hasattr(inner, name) for name in ("embed_tokens", "layers", "norm", "rotary_emb")):
+        return False
+    if getattr(base, "is_quantized", False) or getattr(base, "is_loaded_in_4bit", False):
+        return False
+    return not any(getattr(m, "gradient_checkpointing", False) for m in base.modules())
+
+
 def shared_layers(model: nn.Module) -> int:
     """How many bottom decoder blocks the policy and its reference share and never train: 0 = no split, run the full
     forward (LoRA on the lowest block, gradient checkpointing, a quantised or unknown architecture)."""
     base = _base(model)
-    inner = getattr(base, "model", None)
-    if getattr(base.config, "model_type", None) not in SUPPORTED or not all(
-            hasattr(inner, name) for name in ("embed_tokens", "layers", "norm", "rotary_emb")):
+    if not _loop_is_exact(base):
         return 0
-    if getattr(base, "is_quantized", False) or getattr(base, "is_loaded_in_4bit", False):
-        return 0  # bitsandbytes layers switch layouts between no-grad and grad passes (models.keep_4bit_trainable)
-    if any(getattr(m, "gradient_checkpointing", False) for m in base.modules()):
-        return 0  # checkpointing trades compute for memory per layer; keep its one code path
+    inner = base.model
     if not _untouched(inner.embed_tokens):
         return 0
     layers = inner.layers[: base.config.num_hidden_layers]
@@ -65,22 +73,29 @@ def shared_layers(model: nn.Module) -> int:
 
 
 def _mask_and_rotary(inner: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
-                     position_ids: torch.Tensor) -> tuple[object, tuple[torch.Tensor, torch.Tensor]]:
-    """The causal mask (left padding included) and rotary (cos, sin), as the model's own forward builds them."""
+                     position_ids: torch.Tensor, cache: object = None,
+                     layer_idx: int = 0) -> tuple[object, tuple[torch.Tensor, torch.Tensor]]:
+    """The causal mask (left padding included; after the cached positions where there is a cache) and rotary
+    (cos, sin), as the model's own forward builds them."""
     from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
     sliding = getattr(inner.config, "sliding_window", None) is not None  # Mistral's choice; Llama has no window
     make_mask = create_sliding_window_causal_mask if sliding else create_causal_mask
-    mask = make_mask(config=inner.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=None,
-                     position_ids=position_ids)
+    at = {} if cache is None else {"layer_idx": layer_idx}  # the cache's first layer here: the blocks' first
+    mask = make_mask(config=inner.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache,
+                     position_ids=position_ids, **at)
     return mask, inner.rotary_emb(hidden, position_ids=position_ids)
 
 
 def _blocks(layers: nn.ModuleList, hidden: torch.Tensor, attention_mask: torch.Tensor,
-            position_ids: torch.Tensor, inner: nn.Module) -> torch.Tensor:
-    mask, rotary = _mask_and_rotary(inner, hidden, attention_mask, position_ids)
+            position_ids: torch.Tensor, inner: nn.Module, cache: object = None, layer_idx: int = 0) -> torch.Tensor:
+    """The blocks in order; with a KV cache each block adds its keys and values to it (the shared prefix's pass) or
+    attends after the cached ones (the rows' rest)."""
+    mask, rotary = _mask_and_rotary(inner, hidden, attention_mask, position_ids, cache, layer_idx)
+    with_cache = {} if cache is None else {"cache": cache, "use_cache": True}
     for layer in layers:
-        hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=rotary)
+        hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=rotary,
+                       **with_cache)
     return hidden
 
 
@@ -138,16 +153,9 @@ class PrefixSplit:
 
 
 def shares_prefix(model: nn.Module) -> bool:
-    """Whether passes may run a batch's common prefix once (top_with_prefix): a decoder loop known to be exact
-    (llama, mistral), full-precision weights, no gradient checkpointing; elsewhere every row runs whole."""
-    base = _base(model)
-    inner = getattr(base, "model", None)
-    if getattr(base.config, "model_type", None) not in SUPPORTED or not all(
-            hasattr(inner, name) for name in ("embed_tokens", "layers", "norm", "rotary_emb")):
-        return False
-    if getattr(base, "is_quantized", False) or getattr(base, "is_loaded_in_4bit", False):
-        return False
-    return not any(getattr(m, "gradient_checkpointing", False) for m in base.modules())
+    """Whether passes may run a batch's common prefix once (top_with_prefix): where the decoder loop may run in
+    pieces at all (_loop_is_exact); elsewhere every row runs whole."""
+    return _loop_is_exact(_base(model))
 
 
 def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int,
@@ -177,23 +185,6 @@ def split_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: in
                        int(starts[0]))
 
 
-def _run(layers: nn.ModuleList, hidden: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-         inner: nn.Module, cache: object, layer_idx: int) -> torch.Tensor:
-    """The blocks against a KV cache: each block's keys and values are added to it (the prefix pass) or read from it
-    after the cached ones (the rest)."""
-    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-
-    sliding = getattr(inner.config, "sliding_window", None) is not None
-    make_mask = create_sliding_window_causal_mask if sliding else create_causal_mask
-    mask = make_mask(config=inner.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache,
-                     position_ids=position_ids, layer_idx=layer_idx)
-    rotary = inner.rotary_emb(hidden, position_ids=position_ids)
-    for layer in layers:
-        hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=rotary,
-                       cache=cache, use_cache=True)
-    return hidden
-
-
 def top_with_prefix(model: nn.Module, split: PrefixSplit, trunk: Trunk | None,
                     keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`top` (or the whole decoder where `trunk` is None) with the shared prefix run once: (logits (B, keep, V),
@@ -214,8 +205,8 @@ def top_with_prefix(model: nn.Module, split: PrefixSplit, trunk: Trunk | None,
         rest_hidden = trunk.hidden.gather(1, split.columns[..., None].expand(-1, -1, trunk.hidden.shape[-1]))
     positions = torch.arange(length, device=device)[None]
     ones = torch.ones(1, length, dtype=split.rest_mask.dtype, device=device)
-    _run(layers, prefix_hidden, ones, positions, inner, cache, first)
+    _blocks(layers, prefix_hidden, ones, positions, inner, cache, first)
     cache.batch_repeat_interleave(rows)
-    hidden = _run(layers, rest_hidden, split.full_mask(), split.rest_positions(), inner, cache, first)
+    hidden = _blocks(layers, rest_hidden, split.full_mask(), split.rest_positions(), inner, cache, first)
     hidden = inner.norm(hidden[:, -keep:])
     return base.lm_head(hidden), hidden
