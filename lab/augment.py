@@ -4,6 +4,8 @@ Broken-text pairs: the chosen answer against a corrupted copy of itself, so a re
 word salad, loops, broken characters and answers to another question below the fluent answer they came from.
 Evasion pairs (below): a chosen answer that helps against a canned refusal of the same request.
 Framed pairs (below): on a harmful request, the chosen answer against the rejected one inside a helpful opening.
+Policy-answer pairs (below): a written chosen answer against the policy's own answer to the same dialogue.
+Refusal-over-harm pairs (below): on a harmful request, a canned refusal against the harmful answer.
 
 Why: a reward model trained only on human pairs has never seen degenerate text, so it can score gibberish above a
 good answer (measured: +1.78 for "Ladav, kısmına kabılıkınılını…"), and PPO then climbs towards it. Each pair here
@@ -196,3 +198,76 @@ def framed_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair
     usable = [p for p in pairs if not is_helpful_subset(p.subset) and p.rejected.strip()]
     picked = _pick(usable, round(fraction * len(pairs)), rng)
     return [replace(p, rejected=f" {rng.choice(FRAMES)} {p.rejected.strip()}", subset=FRAMED_SUBSET) for p in picked]
+
+
+# ---------------------------------------------------------------- policy-answer pairs
+
+POLICY_SUBSET = "policy-answer"
+
+
+def cut_words(text: str, n_words: int) -> str:
+    """The first n_words words of text (its leading whitespace kept), or text as it is when it is no longer."""
+    words = text.split()
+    if len(words) <= n_words:
+        return text
+    return text[: len(text) - len(text.lstrip())] + " ".join(words[:n_words])
+
+
+def policy_answer_pairs(pairs: Sequence[Pair], fraction: float, seed: int,
+                        answer: Callable[[list[str]], list[tuple[str, bool]]]) -> list[Pair]:
+    """round(fraction * len(pairs)) new pairs: a written chosen answer against the policy's own answer to the same
+    dialogue (`answer`: prompts -> (answer, cut at the token limit) each, sampled from the policy PPO will train).
+
+    Why: the human pairs' rejected answers are blunt, written by people ("Sure thing, go for the weight ..."); the
+    policy's are not, so the reward model never saw what PPO will make it score. At stop 34 the policy won the
+    ordinary requests and lost the provocative ones by going along with a cruel request inside a polite template
+    ("Here's a possible speech that could be crafted to convey ..."), which the reward model scored as it scores a
+    helpful answer. These pairs show it the policy's own answers, on both kinds of request, each below the answer a
+    person wrote for that dialogue, so what it learns is the gap PPO has to close, not one opening (framed pairs,
+    which marked one opening down, lost the ordinary requests). Where the policy's answer was cut at the token
+    limit the chosen answer is cut to as many words, so being cut off says nothing.
+
+    Only chosen answers a reader would prefer to any policy answer are used: where the data labels its pairs,
+    ordinary requests (helpful*) and written declines (the demo set's harmless); a harmless-base "chosen" answer
+    is only the less harmful of two samples and often complies (lab.augment.evasion_pairs). Without labels every
+    pair may. Returns only the new pairs."""
+    rng = random.Random(f"policy-{seed}")
+    pool = [p for p in pairs if is_helpful_subset(p.subset) or is_written_decline_subset(p.subset)]
+    usable = [p for p in (pool or pairs) if p.chosen.strip()]
+    picked = _pick(usable, round(fraction * len(pairs)), rng)
+    if not picked:
+        return []
+    out = []
+    for pair, (text, cut) in zip(picked, answer([p.prompt for p in picked])):
+        text = text.strip()
+        if not text:
+            continue
+        chosen = cut_words(pair.chosen, len(text.split())) if cut else pair.chosen
+        if chosen.strip() != text:
+            out.append(replace(pair, chosen=chosen, rejected=" " + text, subset=POLICY_SUBSET))
+    return out
+
+
+# ---------------------------------------------------------------- refusal-over-harm pairs
+
+REFUSAL_OVER_HARM_SUBSET = "refusal-over-harm"
+
+
+def is_harmful_subset(subset: str | None) -> bool:
+    """A harmful or edgy request by its label: the demo set's `harmless`, hh-rlhf's `harmless-base`."""
+    return (subset or "").startswith("harmless")
+
+
+def refusal_over_harm_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair]:
+    """round(fraction * len(pairs)) new pairs on harmful requests: a canned refusal (chosen) against the pair's
+    harmful answer (rejected), so the reward model's order on such a request is written decline > flat refusal >
+    harmful answer. Why: evasion pairs show canned refusals only as the rejected side, so nothing placed a refusal
+    above a cruel answer, and a reward model may rank refusing below complying; a reader does not (read blind on
+    hh pairs, a refusing model won the harmful requests 24-5). Only labelled harmful requests (harmless*) give
+    these pairs: without labels nothing tells a harmful request from an ordinary one, where a refusal is worse
+    than a poor answer. Rejected answers that are themselves refusals are skipped. Returns only the new pairs."""
+    rng = random.Random(f"refusal-over-harm-{seed}")
+    usable = [p for p in pairs if is_harmful_subset(p.subset) and p.rejected.strip()
+              and not diagnostics.refusal(p.rejected)["refusal"]]
+    picked = _pick(usable, round(fraction * len(pairs)), rng)
+    return [replace(p, chosen=" " + rng.choice(EVASIONS), subset=REFUSAL_OVER_HARM_SUBSET) for p in picked]

@@ -105,8 +105,8 @@ def _prepare_reward(args: argparse.Namespace) -> dict[str, Any]:
 
 def _finish_reward(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     job = run_job(reward.KIND, reward.train_reward, config, args.out)
-    keys = ("eval_accuracy", "eval_loss", "eval_broken_accuracy", "refusal_preference", "train_pairs", "eval_pairs",
-            "steps", "seconds", "members", "subsets", "judge_pairs", "judge_eval_accuracy")
+    keys = ("eval_accuracy", "eval_loss", "eval_broken_accuracy", "eval_policy_accuracy", "refusal_preference",
+            "train_pairs", "eval_pairs", "steps", "seconds", "members", "subsets", "judge_pairs", "judge_eval_accuracy")
     emit({**{k: job.summary.get(k) for k in keys}, "status": job.status, "run": str(job.run.path)})
     return job
 

@@ -6,6 +6,7 @@ dialogue loses its oldest turns and keeps the final answers, which are all that 
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import tempfile
@@ -17,7 +18,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lab import memory, models
-from lab.augment import broken_text_pairs, evasion_pairs, framed_pairs
+from lab.augment import (broken_text_pairs, evasion_pairs, framed_pairs, policy_answer_pairs,
+                         refusal_over_harm_pairs)
 from lab.config import build, from_job, setting
 from lab.data import Pair, subset_counts
 from lab.data_files import resolve_path
@@ -26,7 +28,7 @@ from lab.presets import Limits, Preset
 from lab.reward_model import (JUDGE_DIR, META_FILE, RewardModel, backbone_limit, encode_inputs, model_max_length,
                               prepare_tokenizer, uses_segments)
 from lab.reward_data import JUDGE_SEED_OFFSET, MIN_JUDGE_PAIRS, judge_split, split_pairs
-from lab.reward_eval import broken_text_accuracy, evaluate, refusal_preference
+from lab.reward_eval import broken_text_accuracy, evaluate, policy_answer_accuracy, refusal_preference
 from lab.sources import pin_source, provenance, split_source
 
 KIND = "reward"
@@ -90,6 +92,18 @@ class RewardConfig:
                                        "not score the opening instead of the content; 0 = none",
                                   label="Framed pairs (share of the training pairs)", widget="slider",
                                   minimum=0.0, maximum=1.0, step=0.1)
+    refusal_over_harm_pairs: float = setting(0.0, "add this share of extra training pairs on harmful requests "
+                                                  "(labelled harmless*) whose chosen answer is a canned refusal and "
+                                                  "whose rejected one is the harmful answer (lab/augment.py), so "
+                                                  "refusing ranks above complying there; 0 = none")
+    policy_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is the policy's "
+                                       "own answer to the dialogue (sampled before training; lab/augment.py), so "
+                                       "the reward model has seen what PPO will make it score; 0 = none",
+                                  label="Policy-answer pairs (share of the training pairs)", widget="slider",
+                                  minimum=0.0, maximum=1.0, step=0.1)
+    policy: str = setting("", "model spec of the policy whose answers make the policy-answer pairs (the preset's)")
+    policy_tokens: int = setting(32, "new tokens of each policy answer (PPO's rollout length)")
+    policy_4bit: bool = setting(False, "load that policy in 4-bit (the preset's)", cli=False)
     max_pairs: int = setting(0, "read at most this many pairs from `data`; 0 = all")
     max_eval_pairs: int = setting(500, "cap on held-out pairs, so evaluations stay quick")
     eval_every: int = setting(0, "evaluate on the held-out pairs every N steps; 0 = about 8 times per run")
@@ -109,7 +123,8 @@ class RewardConfig:
 
 def config_from(preset: Preset, **overrides: Any) -> RewardConfig:
     """The preset's defaults for this stage, then every override that is given."""
-    defaults = {"data": preset.pairs, "backbone": preset.reward_backbone, **preset.reward,
+    defaults = {"data": preset.pairs, "backbone": preset.reward_backbone, "policy": preset.policy,
+                "policy_4bit": preset.quantize_4bit, **preset.reward,
                 "step_cap": preset.limits.max_steps}
     return build(RewardConfig, defaults, overrides, "reward")
 
@@ -134,6 +149,11 @@ def validate(cfg: RewardConfig, limits: Limits | None = None) -> RewardConfig:
         raise ValueError(f"judge fraction {cfg.judge_fraction} must be at least 0 (no judge) and below 1")
     if cfg.judge_max_steps < 0:
         raise ValueError(f"judge_max_steps {cfg.judge_max_steps} must be 0 (the proxy's rule) or more")
+    for name in ("broken_pairs", "evasion_pairs", "framed_pairs", "refusal_over_harm_pairs", "policy_pairs"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} {getattr(cfg, name)} must be 0 (none) or more")
+    if cfg.policy_pairs > 0 and not (cfg.policy.strip() and cfg.policy_tokens >= 1):
+        raise ValueError("policy-answer pairs need a policy and policy_tokens of at least 1")
     if cfg.max_length < MIN_LENGTH:
         raise ValueError(f"max length {cfg.max_length} is too short: use at least {MIN_LENGTH} tokens")
     if limits is not None:
@@ -152,6 +172,8 @@ def check_sources(cfg: RewardConfig, allowed_dirs: list[Path] | None = None, roo
     models.check_available(cfg.backbone)
     if cfg.judge_fraction > 0 and cfg.judge_backbone:
         models.check_available(cfg.judge_backbone)
+    if cfg.policy_pairs > 0:
+        models.check_available(cfg.policy)
 
 
 def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | None = None,
@@ -391,10 +413,50 @@ def save_model(members: Sequence[Any], tokenizer: Any, folder: Path, cfg: Reward
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
-def augmented(pairs: list[Pair], cfg: RewardConfig, seed: int) -> list[Pair]:
-    """The pairs plus their broken-text, evasion and framed pairs (lab.augment), each drawn from these pairs only."""
+CUT = "\u2063"  # ends a policy answer that hit the token limit (an invisible separator: never in a sampled answer)
+POLICY_BATCH = 24  # prompts a generate call: decoding is bound by reading the weights, so larger calls are cheaper
+
+
+class PolicyAnswers:
+    """prompts -> (answer, cut at the token limit) each, from cfg.policy without adapters, at Compare's sampling
+    settings (temperature 0.7, top-k 50, top-p 0.95) and cfg.policy_tokens new tokens (the cpu preset's rollout
+    length); the model loads at the first call and is dropped by close()."""
+
+    def __init__(self, cfg: RewardConfig) -> None:
+        from lab.generate import GenerateConfig
+
+        self.cfg, self.calls, self.loaded = cfg, 0, None
+        self.gen = GenerateConfig(max_new_tokens=cfg.policy_tokens)
+
+    def __call__(self, prompts: list[str]) -> list[tuple[str, bool]]:
+        from lab.generate import generate_batch, load_dtype
+
+        if self.loaded is None:
+            model = models.load_causal_lm(self.cfg.policy, quantize_4bit=self.cfg.policy_4bit,
+                                          dtype=load_dtype(self.gen.precision))
+            self.loaded = (model.eval(), models.load_tokenizer(self.cfg.policy))
+        model, tokenizer = self.loaded
+        out: list[tuple[str, bool]] = []
+        for start in range(0, len(prompts), POLICY_BATCH):
+            self.calls += 1
+            texts = generate_batch(model, tokenizer, prompts[start: start + POLICY_BATCH], self.gen,
+                                   self.cfg.seed * 1000 + self.calls, cut_mark=CUT)
+            out += [(t.removesuffix(CUT), t.endswith(CUT)) for t in texts]
+        return out
+
+    def close(self) -> None:
+        self.loaded = None
+        gc.collect()
+
+
+def augmented(pairs: list[Pair], cfg: RewardConfig, seed: int,
+              answer: Callable[[list[str]], list[tuple[str, bool]]] | None = None) -> list[Pair]:
+    """The pairs plus their broken-text, evasion, framed, refusal-over-harm and policy-answer pairs (lab.augment),
+    each drawn from these pairs only (`answer`: the policy's answers, needed where cfg.policy_pairs > 0)."""
+    policy = policy_answer_pairs(pairs, cfg.policy_pairs, seed, answer) if answer and cfg.policy_pairs > 0 else []
     return (pairs + broken_text_pairs(pairs, cfg.broken_pairs, seed) + evasion_pairs(pairs, cfg.evasion_pairs, seed)
-            + framed_pairs(pairs, cfg.framed_pairs, seed))
+            + framed_pairs(pairs, cfg.framed_pairs, seed)
+            + refusal_over_harm_pairs(pairs, cfg.refusal_over_harm_pairs, seed) + policy)
 
 
 def train_reward(ctx: JobContext) -> dict[str, Any]:
@@ -408,8 +470,15 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
                                           max_pairs=cfg.max_pairs, max_eval_pairs=cfg.max_eval_pairs, seed=cfg.seed)
     train_pairs, judge_pairs = judge_split(train_pairs, cfg.judge_fraction, cfg.seed)
     # each model learns broken text from its own pairs, so the two stay disjoint
-    train_pairs = augmented(train_pairs, cfg, cfg.seed)
-    judge_pairs = augmented(judge_pairs, cfg, cfg.seed + 1)
+    answers = None
+    if cfg.policy_pairs > 0:
+        ctx.set_progress(0, "sampling the policy's answers for policy-answer pairs")
+        answers = PolicyAnswers(cfg)
+    train_pairs = augmented(train_pairs, cfg, cfg.seed, answers)
+    judge_pairs = augmented(judge_pairs, cfg, cfg.seed + 1, answers)
+    held_out = policy_answer_pairs(eval_pairs, 1.0, cfg.seed + 2, answers) if answers and eval_pairs else []
+    if answers is not None:
+        answers.close()
     ctx.set_progress(0, "loading the backbone")
     tokenizer = prepare_tokenizer(models.load_tokenizer(cfg.backbone, padding_side="right"))
     asked, cfg.max_length = cfg.max_length, min(cfg.max_length, backbone_limit(cfg.backbone, tokenizer))
@@ -438,6 +507,8 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         metrics, rows = evaluate(scorer, eval_pairs, max(cfg.batch_size, 16))
         metrics["eval_broken_accuracy"] = broken_text_accuracy(scorer, eval_pairs, cfg.seed)
         metrics["refusal_preference"] = refusal_preference(scorer)
+        if held_out:  # the policy's answers to the held-out dialogues, sampled before training
+            metrics["eval_policy_accuracy"] = policy_answer_accuracy(scorer, held_out)
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})
         ctx.log_samples(rows)
         summary.update(metrics)

@@ -42,10 +42,22 @@ def evaluate(reward_model: RewardModel, pairs: Sequence[Pair], batch_size: int =
 def broken_text_accuracy(reward_model: RewardModel, pairs: Sequence[Pair], seed: int) -> float | None:
     """Share of held-out chosen answers scored above a corrupted copy of themselves (one corruption each, the kinds
     in turn): does the reward model rank word salad, loops and broken characters below fluent text?"""
-    broken = broken_text_pairs(pairs, 1.0, seed + 1)
-    if not broken:
+    return _share_above(reward_model, broken_text_pairs(pairs, 1.0, seed + 1))
+
+
+def policy_answer_accuracy(reward_model: RewardModel, made: Sequence[Pair]) -> float | None:
+    """Share of held-out dialogues whose written chosen answer the reward model scores above the policy's own answer
+    (`made`: lab.augment.policy_answer_pairs of the held-out pairs, sampled before training): does it rank what PPO
+    will write below what a person wrote? The cpu default's reward model without policy-answer pairs (seed 15)
+    managed 21 of 38 on the bundled held-out harmful requests (two answers to each of 19): a coin."""
+    return _share_above(reward_model, made)
+
+
+def _share_above(reward_model: RewardModel, pairs: Sequence[Pair]) -> float | None:
+    """Share of pairs whose chosen side the reward model scores higher (None for no pairs)."""
+    if not pairs:
         return None
-    margins = [c - r for c, r in reward_model.pair_scores(broken, 32)]
+    margins = [c - r for c, r in reward_model.pair_scores(pairs, 32)]
     return round(sum(m > 0 for m in margins) / len(margins), 6)
 
 

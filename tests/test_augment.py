@@ -11,8 +11,9 @@ from dataclasses import replace
 import pytest
 
 from lab import diagnostics
-from lab.augment import (CORRUPTIONS, EVASION_SUBSET, EVASIONS, FRAMED_SUBSET, FRAMES, SUBSET, broken_text_pairs,
-                         corrupt, evasion_pairs, framed_pairs)
+from lab.augment import (CORRUPTIONS, EVASION_SUBSET, EVASIONS, FRAMED_SUBSET, FRAMES, POLICY_SUBSET,
+                         REFUSAL_OVER_HARM_SUBSET, SUBSET, broken_text_pairs, corrupt, cut_words, evasion_pairs,
+                         framed_pairs, policy_answer_pairs, refusal_over_harm_pairs)
 from lab.reward_model import AUGMENTED_SUBSETS
 from lab.reward_eval import CANNED_REFUSALS
 from lab.data import Pair
@@ -77,7 +78,8 @@ def test_evasion_pairs_put_a_helpful_answer_above_a_canned_refusal():
     assert evasion_pairs(helpful, 0.5, seed=3) == evasion_pairs(helpful, 0.5, seed=3)
     assert evasion_pairs(helpful, 0.0, seed=3) == []
     assert not set(EVASIONS) & set(CANNED_REFUSALS)  # the refusal-preference probe stays unseen in training
-    assert AUGMENTED_SUBSETS == (SUBSET, EVASION_SUBSET, FRAMED_SUBSET)  # the balanced-mix count leaves these pairs out
+    assert AUGMENTED_SUBSETS == (SUBSET, EVASION_SUBSET, FRAMED_SUBSET, POLICY_SUBSET,
+                                 REFUSAL_OVER_HARM_SUBSET)  # the balanced-mix count leaves these pairs out
 
 
 def test_evasion_pairs_come_only_from_ordinary_requests_and_written_declines_when_the_data_labels_them():
@@ -119,3 +121,49 @@ def test_framed_pairs_wrap_a_harmful_requests_rejected_answer_in_a_helpful_openi
     assert framed_pairs(ordinary, 0.5, seed=3) == []  # ordinary requests give none
     unlabelled = [replace(p, subset=None) for p in ordinary]
     assert len(framed_pairs(unlabelled, 0.5, seed=3)) == 2  # without labels any pair may
+
+
+def test_policy_answer_pairs_put_the_written_answer_above_the_policys_own():
+    asked: list[list[str]] = []
+
+    def policy(prompts):  # a stand-in policy: the first two answers cut at the token limit, the third finished
+        asked.append(prompts)
+        return [("Here is a possible speech that mocks", True), ("I think so", False), ("", True)][: len(prompts)]
+
+    written = [Pair(prompt=f"\n\nHuman: roast my sister {i}\n\nAssistant:", chosen=ANSWER,
+                    rejected=" Ha.", subset="harmless") for i in range(2)]
+    ordinary = [Pair(prompt="\n\nHuman: beans?\n\nAssistant:", chosen=ANSWER, rejected=" no.",
+                     subset="helpful")]
+    hh = [Pair(prompt="\n\nHuman: fake id?\n\nAssistant:", chosen=" Sure, describe the card.", rejected=" No.",
+               subset="harmless-base")]
+    new = policy_answer_pairs(written + ordinary + hh, 0.75, seed=3, answer=policy)
+    assert len(asked) == 1 and len(asked[0]) == 3  # one call, 3 of the 4 pairs
+    assert "\n\nHuman: fake id?\n\nAssistant:" not in asked[0]  # a harmless-base "chosen" answer may comply
+    assert len(new) == 2 and all(p.subset == POLICY_SUBSET for p in new)  # the empty answer gave none
+    cut, finished = new
+    assert cut.rejected == " Here is a possible speech that mocks"
+    assert cut.chosen == " " + " ".join(ANSWER.split()[:7])  # cut to as many words: being cut off says nothing
+    assert finished.rejected == " I think so" and finished.chosen == ANSWER  # a finished answer: chosen whole
+    assert [p.prompt for p in new] == asked[0][:2]  # each answer joins the dialogue it was asked for
+    assert policy_answer_pairs(written, 0.0, seed=3, answer=policy) == [] and len(asked) == 1  # no call for none
+    unlabelled = [replace(p, subset=None) for p in hh]
+    assert len(policy_answer_pairs(unlabelled, 1.0, seed=3, answer=policy)) == 1  # without labels any pair may
+    assert cut_words(" one two three", 5) == " one two three" and cut_words(" one two three", 2) == " one two"
+
+
+def test_refusal_over_harm_pairs_rank_a_canned_refusal_above_a_harmful_answer_on_harmful_requests_only():
+    cruel = [Pair(prompt=f"\n\nHuman: roast my sister {i}\n\nAssistant:", rejected=" Ha, she is a walrus.",
+                  chosen=" I'd rather not; tell me what happened.", subset=subset)
+             for i, subset in enumerate(["harmless", "harmless", "harmless-base", "harmless-base"])]
+    refused = replace(cruel[0], prompt="\n\nHuman: x?\n\nAssistant:", rejected=" I'm sorry, but I can't help.")
+    ordinary = [Pair(prompt=f"\n\nHuman: question {i}?\n\nAssistant:", chosen=ANSWER, rejected=" no.",
+                     subset="helpful") for i in range(4)]
+    new = refusal_over_harm_pairs(cruel + [refused] + ordinary, 0.4, seed=3)
+    assert len(new) == 4 and all(p.subset == REFUSAL_OVER_HARM_SUBSET for p in new)
+    for pair in new:  # the dialogue and the harmful answer kept; a canned refusal above it
+        assert pair.prompt.startswith("\n\nHuman: roast") and pair.rejected == " Ha, she is a walrus."
+        assert pair.chosen.strip() in EVASIONS and diagnostics.refusal(pair.chosen)["refusal"]
+    assert refusal_over_harm_pairs(cruel, 0.5, seed=3) == refusal_over_harm_pairs(cruel, 0.5, seed=3)
+    assert refusal_over_harm_pairs(cruel, 0.0, seed=3) == []
+    assert refusal_over_harm_pairs(ordinary + [refused], 1.0, seed=3) == []  # ordinary requests, a refusing answer
+    assert refusal_over_harm_pairs([replace(p, subset=None) for p in cruel], 1.0, seed=3) == []  # no labels: none

@@ -148,3 +148,20 @@ def test_a_count_with_nothing_in_it_is_degenerate_and_a_list_with_items_is_not()
     assert count["reasons"] == [f"{count['number_fraction']:.0%} of tokens are bare numbers or list marks"]
     assert dg.degeneration(FLUENT[-1])["number_fraction"] < 0.2
     assert not dg.degeneration("Call 911 now.")["degenerate"]  # too short to be a list
+
+
+def test_a_phrase_of_seven_words_said_twice_is_a_loop_and_a_repeated_short_phrase_is_not():
+    # read blind as a loop: the 3-gram share (0.2) and the compression stay under their thresholds
+    loop = ("Here's a possible response to the teacher's criticism: Here's a possible response to the teacher's "
+            "criticism: To make a positive impact, I believe that every single")
+    found = dg.degeneration(loop)
+    assert found["repeat_fraction"] < dg.THRESHOLDS["repeat_fraction"]
+    assert found["degenerate"] and found["reasons"] == [
+        "a 7-word phrase repeats (\"Here's a possible response to the teacher's\")"]
+    refrain = ("Preheat the oven to 200 degrees. Slice the potatoes thinly and toss them with oil. Preheat the oven "
+               "light so you can watch them, and bake until golden.")  # 4 words again: a refrain, not a loop
+    assert dg.repeated_phrase(refrain.split()) is None and not dg.degeneration(refrain)["degenerate"]
+    assert dg.repeated_phrase("a b c d e f g a b c d e f g".split()) == "a b c d e f g"
+    assert dg.repeated_phrase(["a"] * 14) == "a a a a a a a"  # two copies side by side
+    assert dg.repeated_phrase(["a"] * 13) is None  # 13 words: a second copy would overlap the first
+    assert not any(dg.degeneration(a)["repeated_phrase"] for a in FLUENT)

@@ -379,6 +379,38 @@ def test_the_judge_never_trains_on_the_proxys_pairs(tiny_reward_backbone_dir, tm
         reward.validate(reward.RewardConfig(judge_max_steps=-1))
 
 
+def test_policy_answer_pairs_sample_the_policy_once_and_join_the_proxys_training(tiny_reward_backbone_dir,
+                                                                                 tiny_lm_dir, tmp_path, monkeypatch):
+    """With policy_pairs on, the reward stage samples the policy (the tiny random Llama) before training: its answers
+    become the rejected side of extra pairs in the proxy's and the judge's training, and the held-out dialogues give
+    the policy-answer accuracy; the model is loaded once."""
+    data = _write_pairs(tmp_path / "pairs.jsonl", n=32)
+    seen: list[list] = []
+    real_dataset, real_load = reward._dataset, reward.models.load_causal_lm
+    loads: list[str] = []
+    monkeypatch.setattr(reward, "_dataset",
+                        lambda tok, pairs, *a: seen.append(list(pairs)) or real_dataset(tok, pairs, *a))
+    monkeypatch.setattr(reward.models, "load_causal_lm", lambda spec, **kw: loads.append(spec) or real_load(spec, **kw))
+    config = _config(tiny_reward_backbone_dir, data, max_steps=2, judge_fraction=0.25, judge_max_steps=1,
+                     policy_pairs=0.5, policy=str(tiny_lm_dir), policy_tokens=6)
+    job = JobManager(root=tmp_path / "runs", mark_interrupted=False).run_sync(reward.KIND, reward.train_reward, config)
+    assert job.status == "done", job.error
+    assert loads == [str(tiny_lm_dir)]
+    proxy, judge = seen
+    made = [p for p in proxy if p.subset == "policy-answer"]
+    originals = {p.prompt: p for p in proxy if p.subset is None}
+    assert len(made) == round(0.5 * len(originals)) and job.summary["subsets"]["train"]["policy-answer"] == len(made)
+    for pair in made:  # the written answer kept (cut to the sample's words when the sample was cut), the sample below
+        assert pair.prompt in originals and pair.rejected.strip() and pair.rejected != originals[pair.prompt].rejected
+        assert originals[pair.prompt].chosen.startswith(pair.chosen)
+    assert any(p.subset == "policy-answer" for p in judge)
+    assert {p.prompt for p in judge}.isdisjoint(originals)  # the judge's dialogues stay its own
+    assert 0 <= job.summary["eval_policy_accuracy"] <= 1
+    with pytest.raises(ValueError, match="policy_pairs -0.5 must be 0"):
+        reward.validate(reward.RewardConfig(policy_pairs=-0.5))
+    assert reward.config_from(get_preset("cpu")).policy == get_preset("cpu").policy
+
+
 @pytest.mark.slow
 def test_bundled_reward_model_ranks_broken_text_and_canned_refusals_low(runs_root):
     """The embedded backbone on the bundled pairs with broken pairs added: held-out chosen answers outscore their
@@ -390,3 +422,16 @@ def test_bundled_reward_model_ranks_broken_text_and_canned_refusals_low(runs_roo
     assert job.summary["train_pairs"] == 166 + 83  # the broken pairs joined the bundled training pairs
     assert job.summary["eval_broken_accuracy"] >= 0.8
     assert job.summary["refusal_preference"] <= 0.2
+
+
+def test_augmented_adds_each_kind_of_pair_its_setting_asks_for():
+    pairs = load_pairs("bundled").split("train")
+    counts = lambda made: {s: sum(p.subset == s for p in made) for s in {p.subset for p in made}}
+    plain = reward.augmented(pairs, reward.RewardConfig(), seed=1)
+    assert plain == pairs  # every share 0: the pairs as they are
+    cfg = reward.RewardConfig(broken_pairs=0.5, evasion_pairs=0.25, refusal_over_harm_pairs=0.25)
+    made = counts(reward.augmented(pairs, cfg, seed=1))
+    assert made["broken-text"] == 83 and made["evasion"] == 42 and made["refusal-over-harm"] == 42
+    assert "policy-answer" not in made  # policy-answer pairs need the policy's answers
+    with pytest.raises(ValueError, match="refusal_over_harm_pairs -1 must be 0"):
+        reward.validate(reward.RewardConfig(refusal_over_harm_pairs=-1))

@@ -194,3 +194,13 @@ def test_the_summary_names_the_judge_and_its_accuracy(tmp_path):
     text = _summary_markdown(run, "done", summary, None)
     assert "Judge: a second model on 50 other pairs (seed 1042), held-out accuracy 66.0%" in text
     assert "Judge" not in _summary_markdown(run, "done", {"eval_accuracy": 0.7}, None)
+
+
+def test_the_summary_says_how_the_policys_own_answers_rank_only_when_measured(tmp_path):
+    from lab.runs import new_run
+    from lab.ui.reward import _summary_markdown
+
+    run = new_run("reward", {"data": "bundled"}, tmp_path)
+    text = _summary_markdown(run, "done", {"eval_accuracy": 0.9, "eval_policy_accuracy": 0.55}, None)
+    assert "outscore the policy's answer to the same dialogue (sampled before training) in 55% of cases" in text
+    assert "policy's answer" not in _summary_markdown(run, "done", {"eval_accuracy": 0.9}, None)

@@ -140,7 +140,8 @@ def diagnostics_text(diag: dict[str, Any], judge: dict[str, Any] | None) -> str:
         return ""
     rules = "; ".join(f"*{name}*: {desc}" for name, desc in diagnostics.rule_descriptions())
     return ("**What the reward model does not see:** " + "; ".join(parts) + ".\n\n<small>Refusal rules — " + rules +
-            ". Degenerate: a loop (30% or more of word 3-grams repeat, or the text compresses below 30%), word salad "
+            ". Degenerate: a loop (30% or more of word 3-grams repeat, a phrase of 7 words said twice, or the text "
+            "compresses below 30%), word salad "
             "(20% or more tokens are not words: no letters, '�', no vowel, over 20 letters, mixed scripts), "
             "mostly non-English letters, a count with nothing in it (40% or more tokens are bare numbers), or an "
             "answer of 8 words or more the base model finds implausible (2.2 nats a token or more: it catches some "

@@ -85,15 +85,21 @@ def _summary_markdown(run: Run, state: str, summary: dict[str, Any], error: str 
 
 
 def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
-    """Two checks of what PPO will learn from this model: does it rank broken text low, and does it reward refusing
-    ordinary requests (the mark of one-sided, harmless-only preference data)?"""
+    """Checks of what PPO will learn from this model: does it rank broken text low, the policy's own answers below
+    written ones (where it trained with policy-answer pairs), and does it reward refusing ordinary requests (the
+    mark of one-sided, harmless-only preference data)?"""
     lines = []
     broken, refusing = summary.get("eval_broken_accuracy"), summary.get("refusal_preference")
+    policy = summary.get("eval_policy_accuracy")
     if isinstance(broken, (int, float)):
         lines.append(f"**Broken text:** the held-out chosen answers outscore a corrupted copy of themselves (word "
                      f"salad, loops, garbled characters) in {broken:.0%} of cases."
                      + (" ⚠ Below 90%: PPO can gain reward by writing nonsense; train with broken-text pairs."
                         if broken < reward_eval.BROKEN_TEXT_OK else ""))
+    if isinstance(policy, (int, float)):
+        lines.append(f"**The policy's own answers:** the held-out chosen answers outscore the policy's answer to the "
+                     f"same dialogue (sampled before training) in {policy:.0%} of cases. Near 50%, the model cannot "
+                     f"tell what PPO will write from what a person wrote.")
     if isinstance(refusing, (int, float)):
         mix = esc(reward_model.balanced_mix(data, (summary.get("subsets") or {}).get("train")))
         lines.append(f"**Refusing:** on 16 ordinary requests it scores a canned refusal (\"I'm sorry, but I can't "
