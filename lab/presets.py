@@ -131,13 +131,19 @@ CPU = Preset(
     # preference from 1.00 to 0.42; with the helpful pairs mixed in as many, 0.08: README); where the data labels its
     # pairs, only ordinary requests (helpful*) and the demo set's written declines (harmless) give evasion pairs, never
     # hh-rlhf's harmless-base answers, which often comply (lab.augment.evasion_pairs); framed pairs stay off (0.25
-    # evened the provocative requests but lost the ordinary ones: README, stop 34). judge_fraction: a
+    # evened the provocative requests but lost the ordinary ones: README, stop 34), and so do policy-answer pairs
+    # (base preferred 67-51, stop 36). refusal_over_harm_pairs: a quarter as many again of a canned refusal above the
+    # harmful answer on harmful requests, so the order there is written decline > refusal > harm (evasion pairs show
+    # refusals only as rejected: a default reward model ranked "I'm sorry, but I can't help with that." above the
+    # harmful answer on 7 of 19 held-out harmful requests); read blind on seeds 15-17 the provocative requests went
+    # to RLHF 33-21 (23-30 without) and word salad fell to 7 against base's 20 (README, stop 36). judge_fraction: a
     # quarter of the pairs train a second reward model, the judge, that PPO never optimises, so the PPO tab and
     # Compare show whether a gain holds beyond the proxy. judge_max_steps 30: its ~73 pairs are ~10 steps an epoch,
     # so min_steps 60 ran it 6 epochs; at 30 steps its held-out accuracy was 0.947 / 0.974 / 1.00 (seeds 5-7)
     # against 0.921 / 0.974 / 0.974 at 60, and the reward stage is ~30 s shorter.
     reward={"epochs": 1.5, "max_steps": 0, "min_steps": 60, "learning_rate": 1e-4, "batch_size": 8, "max_length": 128,
-            "broken_pairs": 0.5, "evasion_pairs": 0.25, "judge_fraction": 0.25, "judge_max_steps": 30},
+            "broken_pairs": 0.5, "evasion_pairs": 0.25, "refusal_over_harm_pairs": 0.25, "judge_fraction": 0.25,
+            "judge_max_steps": 30},
     # RLOO sized for 2 CPU cores (README, "What a reader prefers"): 4 prompts x 4 answers a step, answers of 16-32
     # tokens sampled at Compare's temperature 0.7 (at 1.0 the 135M model writes word salad the reward model cannot
     # judge), the reward model's scores normalised on the starting policy's answers, lr 5e-4 for LoRA, 2 passes of one

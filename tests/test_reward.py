@@ -416,7 +416,8 @@ def test_bundled_reward_model_ranks_broken_text_and_canned_refusals_low(runs_roo
     """The embedded backbone on the bundled pairs with broken pairs added: held-out chosen answers outscore their
     corrupted copies, and on ordinary requests good answers outscore canned refusals (balanced data)."""
     config = reward.prepare(get_preset("cpu"), {"data": "bundled", "max_steps": 40, "broken_pairs": 0.5,
-                                                "evasion_pairs": 0.0, "judge_fraction": 0.0, "seed": 1})
+                                                "evasion_pairs": 0.0, "refusal_over_harm_pairs": 0.0,
+                                                "judge_fraction": 0.0, "seed": 1})
     job = JobManager(root=runs_root, mark_interrupted=False).run_sync(reward.KIND, reward.train_reward, config)
     assert job.status == "done", job.error
     assert job.summary["train_pairs"] == 166 + 83  # the broken pairs joined the bundled training pairs
