@@ -23,6 +23,7 @@ from lab.augment import (broken_text_pairs, evasion_pairs, framed_pairs, policy_
 from lab.config import build, from_job, setting
 from lab.data import Pair, subset_counts
 from lab.data_files import resolve_path
+from lab.generate import GenerateConfig, generate_batch, load_dtype
 from lab.jobs import JobContext
 from lab.presets import Limits, Preset
 from lab.reward_model import (JUDGE_DIR, META_FILE, RewardModel, backbone_limit, encode_inputs, model_max_length,
@@ -423,14 +424,10 @@ class PolicyAnswers:
     length); the model loads at the first call and is dropped by close()."""
 
     def __init__(self, cfg: RewardConfig) -> None:
-        from lab.generate import GenerateConfig
-
         self.cfg, self.calls, self.loaded = cfg, 0, None
         self.gen = GenerateConfig(max_new_tokens=cfg.policy_tokens)
 
     def __call__(self, prompts: list[str]) -> list[tuple[str, bool]]:
-        from lab.generate import generate_batch, load_dtype
-
         if self.loaded is None:
             model = models.load_causal_lm(self.cfg.policy, quantize_4bit=self.cfg.policy_4bit,
                                           dtype=load_dtype(self.gen.precision))

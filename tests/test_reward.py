@@ -278,9 +278,11 @@ def test_cli_trains_into_out_and_scores(tiny_reward_backbone_dir, tmp_path, caps
     last = lines[-1]
     assert {"eval_accuracy", "eval_loss", "train_pairs", "eval_pairs", "steps", "seconds"} <= set(last)
     # bundled: eval on its test split; the cpu preset holds a quarter of the 166 training pairs out for the judge
-    # (42) and adds half as many broken-text pairs (62) and a quarter as many evasion pairs (31) to the other 124
-    assert (last["train_pairs"], last["eval_pairs"], last["steps"]) == (124 + 62 + 31, 38, 2)
-    assert last["judge_pairs"] == 42 + 21 + 10 and last["subsets"]["train"]["evasion"] == 31
+    # (42) and adds half as many broken-text pairs (62), a quarter as many evasion pairs (31) and a quarter as many
+    # refusal-over-harm pairs (31) to the other 124
+    assert (last["train_pairs"], last["eval_pairs"], last["steps"]) == (124 + 62 + 31 + 31, 38, 2)
+    assert last["judge_pairs"] == 42 + 21 + 10 + 10 and last["subsets"]["train"]["evasion"] == 31
+    assert last["subsets"]["train"]["refusal-over-harm"] == 31
     assert (out / "config.json").exists() and (out / "model" / "config.json").exists()
     assert cli.main(["score", "--reward-model", str(out / "model"), "bundled:test"]) == 0
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
