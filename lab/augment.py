@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from lab import diagnostics
-from lab.data import Pair, is_helpful_subset, is_written_decline_subset
+from lab.data import Pair, is_harmful_subset, is_helpful_subset, is_written_decline_subset
 
 SUBSET = "broken-text"  # how these pairs show in a run's pairs-per-subset counts
 _CONSONANTS = "bcdfghklmnprstvz"
@@ -251,11 +251,6 @@ def policy_answer_pairs(pairs: Sequence[Pair], fraction: float, seed: int,
 # ---------------------------------------------------------------- refusal-over-harm pairs
 
 REFUSAL_OVER_HARM_SUBSET = "refusal-over-harm"
-
-
-def is_harmful_subset(subset: str | None) -> bool:
-    """A harmful or edgy request by its label: the demo set's `harmless`, hh-rlhf's `harmless-base`."""
-    return (subset or "").startswith("harmless")
 
 
 def refusal_over_harm_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> list[Pair]:

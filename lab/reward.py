@@ -37,6 +37,13 @@ MIN_LENGTH = 16
 MAX_ENSEMBLE = 5
 
 
+def pair_share(what: str, name: str) -> Any:
+    """A setting for one kind of lab.augment pairs: the share of the training pairs added as extra pairs `what`
+    says, 0 = none, a slider from 0 to 1 in the form."""
+    return setting(0.0, f"add this share of extra training pairs {what} (lab/augment.py); 0 = none",
+                   label=f"{name} (share of the training pairs)", widget="slider", minimum=0.0, maximum=1.0, step=0.1)
+
+
 @dataclass
 class RewardConfig:
     """The reward-model job's settings; `lab.presets` overrides the defaults per machine."""
@@ -75,33 +82,22 @@ class RewardConfig:
     ensemble: int = setting(1, "reward models trained one after another, each in full with its own seed (seed, "
                                "seed+1, ...); the saved reward is their mean", label="Models in an ensemble",
                             widget="slider", minimum=1, maximum=MAX_ENSEMBLE)
-    broken_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is a corrupted "
-                                       "copy of the chosen one (word salad, loops, broken characters: lab/augment.py), "
-                                       "so the reward model ranks broken text low; 0 = none",
-                                  label="Broken-text pairs (share of the training pairs)", widget="slider",
-                                  minimum=0.0, maximum=1.0, step=0.1)
-    evasion_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is a canned "
-                                        "refusal of the same request and whose chosen answer helps (lab/augment.py; "
-                                        "where the data labels its pairs: ordinary requests and written declines "
-                                        "of harmful ones only), so the "
-                                        "reward model does not learn that refusing is always safe; 0 = none",
-                                   label="Evasion pairs (share of the training pairs)", widget="slider",
-                                   minimum=0.0, maximum=1.0, step=0.1)
-    framed_pairs: float = setting(0.0, "add this share of extra training pairs on harmful requests whose rejected "
-                                       "answer is the harmful one inside a helpful opening (\"Here's a possible "
-                                       "version you could use: ...\", lab/augment.py), so the reward model does "
-                                       "not score the opening instead of the content; 0 = none",
-                                  label="Framed pairs (share of the training pairs)", widget="slider",
-                                  minimum=0.0, maximum=1.0, step=0.1)
-    refusal_over_harm_pairs: float = setting(0.0, "add this share of extra training pairs on harmful requests "
-                                                  "(labelled harmless*) whose chosen answer is a canned refusal and "
-                                                  "whose rejected one is the harmful answer (lab/augment.py), so "
-                                                  "refusing ranks above complying there; 0 = none")
-    policy_pairs: float = setting(0.0, "add this share of extra training pairs whose rejected answer is the policy's "
-                                       "own answer to the dialogue (sampled before training; lab/augment.py), so "
-                                       "the reward model has seen what PPO will make it score; 0 = none",
-                                  label="Policy-answer pairs (share of the training pairs)", widget="slider",
-                                  minimum=0.0, maximum=1.0, step=0.1)
+    broken_pairs: float = pair_share("whose rejected answer is a corrupted copy of the chosen one (word salad, loops, "
+                                     "broken characters), so the reward model ranks broken text low",
+                                     "Broken-text pairs")
+    evasion_pairs: float = pair_share("whose rejected answer is a canned refusal of the same request and whose chosen "
+                                      "answer helps (where the data labels its pairs: ordinary requests and written "
+                                      "declines of harmful ones only), so the reward model does not learn that "
+                                      "refusing is always safe", "Evasion pairs")
+    framed_pairs: float = pair_share("on harmful requests whose rejected answer is the harmful one inside a helpful "
+                                     "opening (\"Here's a possible version you could use: ...\"), so the reward "
+                                     "model does not score the opening instead of the content", "Framed pairs")
+    refusal_over_harm_pairs: float = pair_share("on harmful requests (labelled harmless*) whose chosen answer is a "
+                                                "canned refusal and whose rejected one is the harmful answer, so "
+                                                "refusing ranks above complying there", "Refusal-over-harm pairs")
+    policy_pairs: float = pair_share("whose rejected answer is the policy's own answer to the dialogue (sampled "
+                                     "before training), so the reward model has seen what PPO will make it score",
+                                     "Policy-answer pairs")
     policy: str = setting("", "model spec of the policy whose answers make the policy-answer pairs (the preset's)")
     policy_tokens: int = setting(32, "new tokens of each policy answer (PPO's rollout length)")
     policy_4bit: bool = setting(False, "load that policy in 4-bit (the preset's)", cli=False)
