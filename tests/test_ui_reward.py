@@ -204,3 +204,15 @@ def test_the_summary_says_how_the_policys_own_answers_rank_only_when_measured(tm
     text = _summary_markdown(run, "done", {"eval_accuracy": 0.9, "eval_policy_accuracy": 0.55}, None)
     assert "outscore the policy's answer to the same dialogue (sampled before training) in 55% of cases" in text
     assert "policy's answer" not in _summary_markdown(run, "done", {"eval_accuracy": 0.9}, None)
+
+
+def test_the_broken_text_warning_asks_for_more_pairs_when_the_run_had_some(tmp_path):
+    from lab.runs import new_run
+    from lab.ui.reward import _summary_markdown
+
+    run = new_run("reward", {"data": "bundled"}, tmp_path)
+    without = _summary_markdown(run, "done", {"eval_broken_accuracy": 0.8}, None)
+    assert "train with broken-text pairs." in without
+    had = {"eval_broken_accuracy": 0.8, "subsets": {"train": {"broken-text": 62, "helpful": 64}}}
+    assert "train with more broken-text pairs." in _summary_markdown(run, "done", had, None)
+    assert "Below 90%" not in _summary_markdown(run, "done", {"eval_broken_accuracy": 0.95}, None)

@@ -94,8 +94,9 @@ def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
     if isinstance(broken, (int, float)):
         lines.append(f"**Broken text:** the held-out chosen answers outscore a corrupted copy of themselves (word "
                      f"salad, loops, garbled characters) in {broken:.0%} of cases."
-                     + (" ⚠ Below 90%: PPO can gain reward by writing nonsense; train with broken-text pairs."
-                        if broken < reward_eval.BROKEN_TEXT_OK else ""))
+                     + (" ⚠ Below 90%: PPO can gain reward by writing nonsense; train with "
+                        + ("more " if (summary.get("subsets") or {}).get("train", {}).get("broken-text") else "")
+                        + "broken-text pairs." if broken < reward_eval.BROKEN_TEXT_OK else ""))
     if isinstance(policy, (int, float)):
         lines.append(f"**The policy's own answers:** the held-out chosen answers outscore the policy's answer to the "
                      f"same dialogue (sampled before training) in {policy:.0%} of cases. Near 50%, the model cannot "
