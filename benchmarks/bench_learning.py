@@ -39,10 +39,11 @@ def run_cli(args: list[str]) -> tuple[list[dict], float]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], seconds
 
 
-def blind_inputs(compare_csv: Path, seed: int, out: Path) -> dict:
+def blind_inputs(compare_csv: Path, seed: int, out: Path, other: str = "rlhf") -> dict:
     """The blind reading's inputs: each prompt with its two answers as "answer 1" and "answer 2", which side is
     base shuffled per prompt (seeded), in blind-SEED.jsonl; the key in key-SEED.json, a separate file the reader is
-    not given. benchmarks/blind_tally.py unblinds a reader's verdicts against it."""
+    not given, names the sides "base" and `other` (answer_b's side). benchmarks/blind_tally.py unblinds a reader's
+    verdicts against it."""
     with compare_csv.open(newline="") as f:
         rows = list(csv.DictReader(f))
     rng = random.Random(1000 + seed)
@@ -52,7 +53,7 @@ def blind_inputs(compare_csv: Path, seed: int, out: Path) -> dict:
         base_first = rng.random() < 0.5
         first, second = (r["answer_a"], r["answer_b"]) if base_first else (r["answer_b"], r["answer_a"])
         blind.append({"id": item, "prompt": r["prompt"], "answer_1": first, "answer_2": second})
-        key[item] = {"answer_1": "base" if base_first else "rlhf", "answer_2": "rlhf" if base_first else "base",
+        key[item] = {"answer_1": "base" if base_first else other, "answer_2": other if base_first else "base",
                      "prompt_index": int(r.get("index") or i)}
     rng.shuffle(blind)  # the reading order tells nothing either
     blind_file, key_file = out / f"blind-{seed}.jsonl", out / f"key-{seed}.json"

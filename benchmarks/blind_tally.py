@@ -44,7 +44,9 @@ def tally(verdicts: list[dict], key: dict, kinds: list[str] | None) -> dict:
                 if kinds and field == "refusal":
                     counts[f"refusal_{side}_on_{kinds[sides['prompt_index']]}"] += 1
     out = {"n": len(verdicts), **{k: counts[k] for k in sorted(counts)}}
-    out["sign_test_p"] = round(sign_test(counts["rlhf_wins"], counts["base_wins"]), 4)
+    # the side against base: "rlhf" from bench_learning.py, "best_of_k" from bench_best_of_n.py
+    other = next((s for sides in key.values() for s in (sides["answer_1"], sides["answer_2"]) if s != "base"), "rlhf")
+    out["sign_test_p"] = round(sign_test(counts[f"{other}_wins"], counts["base_wins"]), 4)
     return out
 
 

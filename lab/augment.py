@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from lab import diagnostics
-from lab.data import Pair, is_harmful_subset, is_helpful_subset, is_written_decline_subset
+from lab.data import Pair, is_helpful_subset, is_written_decline_subset
 
 SUBSET = "broken-text"  # how these pairs show in a run's pairs-per-subset counts
 _CONSONANTS = "bcdfghklmnprstvz"
@@ -258,11 +258,16 @@ def refusal_over_harm_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -
     harmful answer (rejected), so the reward model's order on such a request is written decline > flat refusal >
     harmful answer. Why: evasion pairs show canned refusals only as the rejected side, so nothing placed a refusal
     above a cruel answer, and a reward model may rank refusing below complying; a reader does not (read blind on
-    hh pairs, a refusing model won the harmful requests 24-5). Only labelled harmful requests (harmless*) give
-    these pairs: without labels nothing tells a harmful request from an ordinary one, where a refusal is worse
-    than a poor answer. Rejected answers that are themselves refusals are skipped. Returns only the new pairs."""
+    hh pairs, a refusing model won the harmful requests 24-5). Only harmful requests whose chosen answer is a
+    written decline (the demo set's `harmless`, `is_written_decline_subset`) give these pairs: the written decline
+    is what keeps a refusal below the best answer. hh-rlhf's `harmless-base` chosen answers are the less harmful of
+    two samples, so there these pairs put a canned refusal at the top: on the shared hh pairs labelled harmless-base
+    and mixed with helpful pairs, readers counted 16 and 23 refusals of the 24 provocative requests against base's
+    5 and 5 (seeds 1 and 3, stop 37), and RLHF did not win them (README). Without labels nothing tells a harmful
+    request from an ordinary one, where a refusal is worse than a poor answer: none either. Rejected answers that
+    are themselves refusals are skipped. Returns only the new pairs."""
     rng = random.Random(f"refusal-over-harm-{seed}")
-    usable = [p for p in pairs if is_harmful_subset(p.subset) and p.rejected.strip()
+    usable = [p for p in pairs if is_written_decline_subset(p.subset) and p.rejected.strip()
               and not diagnostics.refusal(p.rejected)["refusal"]]
     picked = _pick(usable, round(fraction * len(pairs)), rng)
     return [replace(p, chosen=" " + rng.choice(EVASIONS), subset=REFUSAL_OVER_HARM_SUBSET) for p in picked]

@@ -35,11 +35,6 @@ def is_helpful_subset(subset: str | None) -> bool:
     return (subset or "").startswith("helpful")
 
 
-def is_harmful_subset(subset: str | None) -> bool:
-    """A harmful or edgy request by its subset label: the demo set's `harmless`, hh-rlhf's `harmless-base`."""
-    return (subset or "").startswith("harmless")
-
-
 def is_written_decline_subset(subset: str | None) -> bool:
     """A harmful request whose chosen answer was written to decline the harmful part and offer something better: the
     demo set's `harmless` (every chosen answer written and read for it: "I'd rather not write something meant to

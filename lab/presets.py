@@ -133,10 +133,12 @@ CPU = Preset(
     # hh-rlhf's harmless-base answers, which often comply (lab.augment.evasion_pairs); framed pairs stay off (0.25
     # evened the provocative requests but lost the ordinary ones: README, stop 34), and so do policy-answer pairs
     # (base preferred 67-51, stop 36). refusal_over_harm_pairs: a quarter as many again of a canned refusal above the
-    # harmful answer on harmful requests, so the order there is written decline > refusal > harm (evasion pairs show
-    # refusals only as rejected: a default reward model ranked "I'm sorry, but I can't help with that." above the
-    # harmful answer on 7 of 19 held-out harmful requests); read blind on seeds 15-17 the provocative requests went
-    # to RLHF 33-21 (23-30 without) and word salad fell to 7 against base's 20 (README, stop 36). judge_fraction: a
+    # harmful answer on harmful requests that have a written decline (the demo set's harmless pairs; not hh-rlhf's
+    # harmless-base, where readers then counted 40 refusals of 72 provocative requests, stop 37), so the order there
+    # is written decline > refusal > harm (evasion pairs show refusals only as rejected: a default reward model
+    # ranked "I'm sorry, but I can't help with that." above the harmful answer on 7 of 19 held-out harmful requests);
+    # read blind on seeds 15-17 the provocative requests went to RLHF 33-21 (23-30 without) and word salad fell to 7
+    # against base's 20 (README, stop 36). judge_fraction: a
     # quarter of the pairs train a second reward model, the judge, that PPO never optimises, so the PPO tab and
     # Compare show whether a gain holds beyond the proxy. judge_max_steps 30: its ~73 pairs are ~10 steps an epoch,
     # so min_steps 60 ran it 6 epochs; at 30 steps its held-out accuracy was 0.947 / 0.974 / 1.00 (seeds 5-7)

@@ -92,9 +92,9 @@ class RewardConfig:
     framed_pairs: float = pair_share("on harmful requests whose rejected answer is the harmful one inside a helpful "
                                      "opening (\"Here's a possible version you could use: ...\"), so the reward "
                                      "model does not score the opening instead of the content", "Framed pairs")
-    refusal_over_harm_pairs: float = pair_share("on harmful requests (labelled harmless*) whose chosen answer is a "
-                                                "canned refusal and whose rejected one is the harmful answer, so "
-                                                "refusing ranks above complying there", "Refusal-over-harm pairs")
+    refusal_over_harm_pairs: float = pair_share("on harmful requests that have a written decline (the demo set's "
+                                                "harmless pairs): a canned refusal above the harmful answer, so the "
+                                                "order there is decline > refusal > harm", "Refusal-over-harm pairs")
     policy_pairs: float = pair_share("whose rejected answer is the policy's own answer to the dialogue (sampled "
                                      "before training), so the reward model has seen what PPO will make it score",
                                      "Policy-answer pairs")

@@ -151,7 +151,7 @@ def test_policy_answer_pairs_put_the_written_answer_above_the_policys_own():
     assert cut_words(" one two three", 5) == " one two three" and cut_words(" one two three", 2) == " one two"
 
 
-def test_refusal_over_harm_pairs_rank_a_canned_refusal_above_a_harmful_answer_on_harmful_requests_only():
+def test_refusal_over_harm_pairs_rank_a_canned_refusal_above_a_harmful_answer_where_a_written_decline_exists():
     cruel = [Pair(prompt=f"\n\nHuman: roast my sister {i}\n\nAssistant:", rejected=" Ha, she is a walrus.",
                   chosen=" I'd rather not; tell me what happened.", subset=subset)
              for i, subset in enumerate(["harmless", "harmless", "harmless-base", "harmless-base"])]
@@ -159,11 +159,14 @@ def test_refusal_over_harm_pairs_rank_a_canned_refusal_above_a_harmful_answer_on
     ordinary = [Pair(prompt=f"\n\nHuman: question {i}?\n\nAssistant:", chosen=ANSWER, rejected=" no.",
                      subset="helpful") for i in range(4)]
     new = refusal_over_harm_pairs(cruel + [refused] + ordinary, 0.4, seed=3)
-    assert len(new) == 4 and all(p.subset == REFUSAL_OVER_HARM_SUBSET for p in new)
+    assert len(new) == 4 and all(p.subset == REFUSAL_OVER_HARM_SUBSET for p in new)  # 0.4 x 9 pairs
     for pair in new:  # the dialogue and the harmful answer kept; a canned refusal above it
         assert pair.prompt.startswith("\n\nHuman: roast") and pair.rejected == " Ha, she is a walrus."
+        assert pair.prompt in (cruel[0].prompt, cruel[1].prompt)  # only where the data has a written decline
         assert pair.chosen.strip() in EVASIONS and diagnostics.refusal(pair.chosen)["refusal"]
     assert refusal_over_harm_pairs(cruel, 0.5, seed=3) == refusal_over_harm_pairs(cruel, 0.5, seed=3)
     assert refusal_over_harm_pairs(cruel, 0.0, seed=3) == []
     assert refusal_over_harm_pairs(ordinary + [refused], 1.0, seed=3) == []  # ordinary requests, a refusing answer
     assert refusal_over_harm_pairs([replace(p, subset=None) for p in cruel], 1.0, seed=3) == []  # no labels: none
+    # hh-rlhf's harmless-base: its chosen answer is no written decline, so a refusal would top the order there
+    assert refusal_over_harm_pairs(cruel[2:], 1.0, seed=3) == []
