@@ -21,7 +21,8 @@ from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import GenerateConfig, auto_batch_size, generate_settings, plan_batches
 from lab.jobs import JobContext
-from lab.policies import BASE, Side, load_policies, reference_nll, resolve_sides, sample, side_choice, step_of
+from lab.policies import (BASE, Side, best_of, best_of_kl, load_policies, reference_nll, resolve_sides, sample,
+                          side_choice, step_of)
 from lab.presets import Limits, Preset
 from lab.reward_model import find_reward_model, judge_or_none, judge_path, load_reward_model, reward_texts
 from lab.runs import Run
@@ -42,9 +43,11 @@ CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a
 class CompareConfig:
     """The compare job's settings; `lab.presets` supplies the machine's defaults."""
 
-    model_a: str = setting(BASE, "'base' (the policy with its LoRA adapters off) or another PPO run (folder or id)",
+    model_a: str = setting(BASE, "'base' (the policy with its LoRA adapters off), 'base best-of-N' (the base's best "
+                                 "of N answers by the reward model) or another PPO run (folder or id)",
                            label="Model A", widget="dropdown")
-    model_b: str = setting("", "a PPO run (folder or id), or 'base'", label="Model B", widget="dropdown")
+    model_b: str = setting("", "a PPO run (folder or id), 'base' or 'base best-of-N'", label="Model B",
+                           widget="dropdown")
     prompts: str = setting("bundled", "prompt source: 'bundled', a .jsonl/.csv file, or a hub id (ignored when "
                                       "custom_prompts is given); hh-rlhf sources give each dialogue's first human turn",
                            label="Prompts", widget="radio")
@@ -91,7 +94,7 @@ def validate(cfg: CompareConfig, limits: Limits | None = None) -> CompareConfig:
         limits.check({"n_prompts": cfg.n_prompts, **asdict(gen)})
     if not (cfg.model_a or "").strip() or not (cfg.model_b or "").strip():
         raise ValueError("choose two models: 'base' and/or PPO runs")
-    if cfg.model_a.strip() == BASE and cfg.model_b.strip() == BASE:
+    if all(c.strip() == BASE or best_of(c) for c in (cfg.model_a, cfg.model_b)):
         raise ValueError("both models are 'base': choose a PPO run for Model A or Model B")
     return cfg
 
@@ -105,6 +108,10 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
         check_prompt_source(cfg.prompts, allowed_dirs)
     sides = resolve_sides(cfg.model_a, cfg.model_b, root)
     cfg.reward_model = reward_model_path(cfg, sides, root)
+    for side in sides:
+        if side.best_of > 1 and not cfg.reward_model:
+            raise ValueError(f"Model {side.key.upper()} '{side.label}' is picked by a reward model, and there is none: "
+                             "choose one (reward_model) or a PPO run that trained against one")
     cfg.judge = judge_spec(cfg.judge, cfg.reward_model, preset.judge)
     cfg.model_a, cfg.model_b = (side_choice(s) for s in sides)
     return asdict(cfg)
@@ -174,7 +181,9 @@ FAR_KL = 10.0
 
 def run_kl(side: Side, window: int = 5) -> float | None:
     """The mean KL to the reference over the last `window` logged PPO steps of `side`'s run, up to the evaluation
-    step its adapters were saved at (None for the base, or a run without metrics)."""
+    step its adapters were saved at (None for the base, or a run without metrics; best-of-N: log N - (N - 1) / N)."""
+    if side.best_of > 1:
+        return round(best_of_kl(side.best_of), 3)
     if side.adapter_dir is None:
         return None
     folder, step = Path(side.adapter_dir), step_of(side.adapter_dir)
@@ -327,16 +336,30 @@ def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]
             for i, p in zip(indices, prompts)]
     for side in sides:
         say(f"Model {side.key.upper()} ({side.label}) is answering")
-        answers = sample(side, policies, prompts, gen, seed)
+        if side.best_of > 1:
+            answers, rewards = best_answers(side, policies, prompts, gen, seed, reward_model)
+        else:
+            answers = sample(side, policies, prompts, gen, seed)
+            rewards = reward_model.score(reward_texts(prompts, answers)) if reward_model else [None] * len(answers)
         implausible = reference_nll(side, policies, prompts, answers)  # for the degeneration rule
         toxicity = scorer.score(answers)
-        rewards = reward_model.score(reward_texts(prompts, answers)) if reward_model else [None] * len(answers)
         judged = judge_model.score(reward_texts(prompts, answers)) if judge_model else [None] * len(answers)
         for row, answer, tox, rew, jud, nll in zip(rows, answers, toxicity, rewards, judged, implausible):
             row.update({f"answer_{side.key}": answer, f"length_{side.key}": len(answer), f"nll_{side.key}": nll,
                         f"toxicity_{side.key}": float(tox), f"reward_{side.key}": None if rew is None else float(rew),
                         f"judge_{side.key}": None if jud is None else float(jud)})
     return [diagnostics.add_to_row(row) for row in rows]
+
+
+def best_answers(side: Side, policies: dict[str, tuple[Any, Any]], prompts: list[str], gen: GenerateConfig, seed: int,
+                 reward_model: Any) -> tuple[list[str], list[float]]:
+    """`base best-of-N`: N answers per prompt from the base, and the one the reward model scores highest, with its
+    score. The candidates are drawn with other seeds than a plain side's (seed + 7919 x (j + 1)), so a base on the
+    other side answers independently rather than offering its own answer as a candidate."""
+    drawn = [sample(side, policies, prompts, gen, seed + 7919 * (j + 1)) for j in range(side.best_of)]
+    scores = [reward_model.score(reward_texts(prompts, answers)) for answers in drawn]
+    best = [max(range(side.best_of), key=lambda j: scores[j][i]) for i in range(len(prompts))]
+    return [drawn[j][i] for i, j in enumerate(best)], [float(scores[j][i]) for i, j in enumerate(best)]
 
 
 # ---------------------------------------------------------------- reading a finished comparison

@@ -3,6 +3,7 @@ policy, and the one sampling loop Compare, Feedback and PPO's evaluation share."
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,8 @@ BASE = "base"
 VALUE_HEAD_FILE = "value_head.safetensors"  # next to a PPO run's adapters
 STEP_MARK = "@"  # "ppo-3@32": run ppo-3's adapters as saved at its evaluation of step 32
 STEP_DIR = "step-{}"  # under a PPO run's model/ folder: the adapters kept at each evaluation
+BEST_OF = "best-of-"  # "base best-of-4": the base model's best of 4 answers by the comparison's reward model
+MAX_BEST_OF = 8
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Side:
     policy: str  # model spec
     adapter_dir: Path | None
     reward_model: str  # the reward model its run trained against ("" for the base)
+    best_of: int = 1  # > 1: each answer is the reward model's pick of this many (the base only; `base best-of-N`)
 
 
 def ppo_runs(root: Path | None = None) -> list[Run]:
@@ -93,8 +97,31 @@ def step_adapter_dir(run: Run, step: int) -> Path:
     return folder
 
 
+def best_of(choice: str) -> int | None:
+    """'base best-of-4' -> 4; any other choice -> None. ValueError outside 2..MAX_BEST_OF."""
+    head, mark, n = choice.strip().partition(BEST_OF)
+    if not mark or head.strip() != BASE:
+        return None
+    if not n.strip().isdigit() or not 2 <= int(n) <= MAX_BEST_OF:
+        raise ValueError(f"'{choice}': best-of-N takes N from 2 to {MAX_BEST_OF}, e.g. {BASE} {BEST_OF}4")
+    return int(n)
+
+
+def best_of_label(n: int) -> str:
+    return f"{BASE} {BEST_OF}{n}"
+
+
+def best_of_kl(n: int) -> float:
+    """The KL from the base of picking the best of n samples: log n - (n - 1) / n nats (Stiennon et al. 2020, an
+    upper bound that is exact for distinct samples)."""
+    return math.log(n) - (n - 1) / n
+
+
 def side_choice(side: Side) -> str:
-    """How a prepared config names a side: 'base', or the run folder (with @STEP for an evaluation's adapters)."""
+    """How a prepared config names a side: 'base' (or 'base best-of-N'), or the run folder (with @STEP for an
+    evaluation's adapters)."""
+    if side.best_of > 1:
+        return best_of_label(side.best_of)
     if side.adapter_dir is None:
         return BASE
     if side.adapter_dir.name.startswith("step-"):
@@ -104,16 +131,19 @@ def side_choice(side: Side) -> str:
 
 def resolve_sides(model_a: str, model_b: str, root: Path | None = None) -> tuple[Side, Side]:
     """Model A and Model B, each 'base' or a PPO run (id or folder); 'base' means the policy of the other side's run
-    with its adapters disabled; 'run@N' the run's adapters as saved at its evaluation of step N."""
+    with its adapters disabled; 'base best-of-N' the base's best of N answers by the comparison's reward model; 'run@N'
+    the run's adapters as saved at its evaluation of step N."""
     choices = {"a": model_a.strip(), "b": model_b.strip()}
+    picks = {k: best_of(c) for k, c in choices.items()}
     steps = {k: split_step(c) for k, c in choices.items()}
-    runs = {k: None if c == BASE else open_ppo_run(steps[k][0], root) for k, c in choices.items()}
+    runs = {k: None if c == BASE or picks[k] else open_ppo_run(steps[k][0], root) for k, c in choices.items()}
     policy_of = {k: r.config["policy"] for k, r in runs.items() if r is not None}
     sides = []
     for key, run in runs.items():
         if run is None:
             other = policy_of["b" if key == "a" else "a"]
-            sides.append(Side(key, BASE, other, None, ""))
+            n = picks[key] or 1
+            sides.append(Side(key, best_of_label(n) if n > 1 else BASE, other, None, "", n))
             continue
         reward = str(run.config.get("reward_model") or "")
         step = steps[key][1]

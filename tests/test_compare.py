@@ -149,6 +149,52 @@ def test_bad_choices_are_refused(ppo_run, runs_root, tmp_path):
     assert [r.id for r in policies.ppo_runs(runs_root)] == [ppo_run.id]
 
 
+def test_best_answers_are_the_reward_models_pick_of_n_independent_draws(monkeypatch):
+    side = policies.Side("a", "base best-of-3", "policy", None, "", best_of=3)
+    drawn = []
+
+    def fake_sample(side, policies, prompts, gen, seed, cut_mark=""):
+        drawn.append(seed)
+        return [f"{p} " + "x" * ((seed + i) % 5) for i, p in enumerate(prompts)]
+
+    monkeypatch.setattr(compare, "sample", fake_sample)
+    answers, rewards = compare.best_answers(side, {}, ["p", "q"], None, 10, StandInReward(""))
+    assert len(drawn) == 3 and 10 not in drawn  # three draws, none with a plain side's seed
+    for i, prompt in enumerate(["p", "q"]):
+        candidates = [f"{prompt} " + "x" * ((seed + i) % 5) for seed in drawn]
+        assert answers[i] == max(candidates, key=lambda a: len(format_for_reward(prompt, a)))  # the longest wins
+        assert rewards[i] == pytest.approx(len(format_for_reward(prompt, answers[i])) / 100)
+
+
+def test_a_run_against_the_bases_best_of_n(ppo_run, runs_root, stand_in_reward):
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare,
+                                              job_config(ppo_run, model_a="base best-of-2"))
+    assert job.status == "done", job.error
+    rows = compare.load_results(job.run)
+    assert rows[0]["model_a"] == "base best-of-2" and rows[0]["model_b"] == ppo_run.id
+    for r in rows:  # each answer carries the score it was picked by
+        assert r["reward_a"] == pytest.approx(len(format_for_reward(r["prompt"], r["answer_a"])) / 100)
+    assert job.summary["kl_a"] == pytest.approx(0.193, abs=1e-3)  # log 2 - 1/2: how far picking moves from the base
+    assert "toxicity_base" not in job.summary  # no headline base-vs-RLHF numbers
+
+
+def test_best_of_n_choices_are_checked(ppo_run, runs_root):
+    preset = get_preset("cpu")
+    assert policies.best_of("base best-of-4") == 4 and policies.best_of("ppo-3") is None
+    for bad in ("base best-of-1", "base best-of-9", "base best-of-x"):
+        with pytest.raises(ValueError, match="best-of-N takes N from 2 to 8"):
+            policies.best_of(bad)
+    with pytest.raises(ValueError, match="both models are 'base'"):
+        compare.validate(compare.config_from(preset, model_a="base", model_b="base best-of-4"))
+    unrewarded = make_ppo_run(runs_root, ppo_run.config["policy"], seed=3, reward_model="")
+    with pytest.raises(ValueError, match="picked by a reward model, and there is none"):
+        compare.prepare(preset, {"model_a": "base best-of-4", "model_b": unrewarded.id, "custom_prompts": ["hi"]},
+                        root=runs_root)
+    prepared = compare.prepare(preset, {"model_a": "base best-of-4", "model_b": ppo_run.id, "custom_prompts": ["hi"]},
+                               root=runs_root)
+    assert prepared["model_a"] == "base best-of-4" and prepared["reward_model"]
+
+
 # ---------------------------------------------------------------- CLI
 
 

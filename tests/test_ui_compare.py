@@ -42,7 +42,7 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     with gr.Blocks() as demo:
         ctx = UIContext(manager=manager, preset=get_preset("cpu"), demo=demo, visitor=gr.BrowserState(None))
         tab.build_compare_tab(ctx)
-    assert tab.model_choices(ctx)[1][1] == ppo_run.id
+    assert tab.model_choices(ctx)[2][1] == ppo_run.id  # after base and base best-of-4
     jt = tab.job_tab(ctx)
     first = jt.tick("visitor-1", None, "", "Prompt order", "")  # a fresh page
     assert "No comparison yet" in first["summary"] and "appear" in first["plot"].layout.annotations[-1].text
@@ -363,7 +363,7 @@ def test_model_choices_offer_each_kept_evaluation_step(runs_root, ppo_run):
         (ppo_run.model_dir / f"step-{step}" / "adapter_config.json").write_text("{}")
     ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
     values = [v for _, v in tab.model_choices(ctx)]
-    assert values == ["base", ppo_run.id, f"{ppo_run.id}@0", f"{ppo_run.id}@16"]
+    assert values == ["base", "base best-of-4", ppo_run.id, f"{ppo_run.id}@0", f"{ppo_run.id}@16"]
     assert tab.default_b(ctx, tab.model_choices(ctx)) == ppo_run.id  # the run itself, not one of its steps
 
 

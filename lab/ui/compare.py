@@ -22,6 +22,7 @@ ROWS_LOG = "samples.jsonl"  # a comparison's rows land here as batches finish: t
 TYPED = "Type your own (one per line)"
 VIEW = ("summary", "plot", "cards", "download", "paired")  # the components a run's view draws
 COMPARE_FIELDS = fields_by_name(compare.CompareConfig, GenerateConfig)
+BEST_OF_CHOICE = 4  # "base best-of-4": 0.64 nats from the base, about where the default PPO run ends
 
 
 def models_note(ctx: UIContext, model_a: str | None, model_b: str | None) -> str:
@@ -57,10 +58,14 @@ def view(run: Run | None, sort: str, query: str, show: str = ALL) -> dict[str, A
 
 
 def model_choices(ctx: UIContext) -> list[tuple[str, str]]:
-    """'base' and the finished PPO runs that saved adapters, newest first, each followed by the steps whose
-    adapters it kept at its evaluations ("ppo-3 @ step 32")."""
+    """'base', the base's best of 4 answers by the reward model (what PPO approximates at its best, no training), and
+    the finished PPO runs that saved adapters, newest first, each followed by the steps whose adapters it kept at its
+    evaluations ("ppo-3 @ step 32")."""
     out = [("base (no PPO)", policies.BASE)]
-    for run in policies.ppo_runs(ctx.manager.root):
+    runs = policies.ppo_runs(ctx.manager.root)
+    if runs:  # it needs a run on the other side: that run's policy, and the reward model it trained against
+        out.append(("base, best of 4 by the reward model (no PPO)", policies.best_of_label(BEST_OF_CHOICE)))
+    for run in runs:
         out.append((run.label(), run.id))
         out += [(f"{run.id} @ step {step}", f"{run.id}{policies.STEP_MARK}{step}")
                 for step in policies.kept_steps(run.path)]
