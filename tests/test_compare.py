@@ -208,6 +208,8 @@ def test_cli_compares_and_prints_one_json_line(ppo_run, runs_root, tmp_path, sta
     row = json.loads(lines[0])
     assert {"n", "toxicity_base", "toxicity_rlhf", "reward_base", "reward_rlhf", "scorer", "seconds"} <= set(row)
     assert row["n"] == 3 and row["scorer"] == "offline"
+    assert row["model_a"] == "base" and row["model_b"] == ppo_run.id  # which models "base" and "rlhf" were
+    assert row["kl_a"] is None  # the base: no KL; a run without metrics: none either
     assert {"verdict", "refusal_rlhf", "degenerate_base", "diagnostics", "judge"} <= set(row) and row["verdict"]
     assert out.read_text().count("\n") == 4
 
