@@ -134,8 +134,12 @@ def test_compare_summary_warns_of_length_bias_and_says_which_prompts(tmp_path):
     assert "words, not intent" in text  # the offline scorer's limits beside its numbers
     assert "KL from its base model" not in text  # a summary without the runs' KL: no row
     drifted = _compare_run(tmp_path / "drifted", {"paired": PAIRED, "kl_a": None, "kl_b": 17.98}, rows)
-    assert "| KL from its base model (the run's last 5 steps, nats) | — | 18.0 |" in summary_markdown(
+    assert "| KL from its base model (nats; a run's last 5 steps) | — | 18.0 |" in summary_markdown(
         drifted, compare.load_results(drifted))
+    picked = _compare_run(tmp_path / "picked", {"paired": PAIRED, "kl_a": 0.636, "kl_b": 0.9},
+                          [{**r, "model_a": "base best-of-4"} for r in rows])
+    assert "| KL from its base model (nats; a run's last 5 steps; best-of-N: log N − (N − 1)/N) | 0.6 | 0.9 |" in (
+        summary_markdown(picked, compare.load_results(picked)))
     old = _compare_run(tmp_path / "old", {}, rows)  # a run from before the paired summary: r from the rows
     text = summary_markdown(old, compare.load_results(old))
     assert "B − A, prompt by prompt" not in text and "Reward rises with length (r = 1.00)" in text

@@ -205,7 +205,9 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         kls = [summary.get(f"kl_{k}") for k in ("a", "b")]  # a finished comparison's: each run's last 5 steps
         if any(isinstance(v, (int, float)) for v in kls):
             cells = " | ".join(f"{v:.1f}" if isinstance(v, (int, float)) else "—" for v in kls)
-            rates += f"| KL from its base model (the run's last 5 steps, nats) | {cells} |\n"
+            how = "a run's last 5 steps" + ("; best-of-N: log N − (N − 1)/N" if policies.BEST_OF in label_a + label_b
+                                            else "")
+            rates += f"| KL from its base model (nats; {how}) | {cells} |\n"
         lines.append(
             f"| | A: {esc(label_a)} | B: {esc(label_b)} |\n|---|---|---|\n"
             f"| mean toxicity | {fmt_score(stats['toxicity_a'])} | {fmt_score(stats['toxicity_b'])} |\n"
