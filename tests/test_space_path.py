@@ -251,6 +251,11 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     assert compare["status"] == "done" and compare["n"] == 3 and compare["scorer"] == "roberta"
     assert compare["prompts"] == A100.compare_prompts and compare["reward_rlhf"] is not None and out.exists()
     assert compare["judge"] == A100.judge == JUDGE and compare["paired_judge"]["n"] == 3  # the public judge scored
+    # the base's best of 2 by the reward model, against the run: the 4-bit policy with its adapters off, sampled twice
+    picked = _main(["compare", "--against", "base best-of-2", "--run", str(runs_root / "ppo"), "--n", "2",
+                    "--max-new-tokens", "6"], capsys)[-1]
+    assert picked["status"] == "done" and picked["model_a"] == "base best-of-2" and picked["n"] == 2
+    assert picked["kl_a"] == pytest.approx(0.193, abs=1e-3) and picked["reward_base"] is not None
 
     feedback = _main(["feedback", "generate", "--set", "space", "--n", "2", "--max-new-tokens", "6"], capsys)[-1]
     assert feedback["status"] == "done" and feedback["pairs"] + feedback["skipped_empty_or_identical"] == 2
