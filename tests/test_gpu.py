@@ -1,12 +1,16 @@
-"""The CUDA path: the embedded policy through 4-bit NF4 + LoRA, and a few PPO steps on it. Skipped without a GPU."""
+"""The CUDA path: the embedded policy through 4-bit NF4 + LoRA, and a few PPO steps on it. Skipped without a GPU.
+LAB_GPU_POLICY names another policy of the same kind (benchmarks/bench_space_gpu.py --make-policy writes a random one
+of SmolLM2-135M's shape, for a GPU machine without the embedded wheel)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-POLICY = "embedded:smollm2-135m-instruct"
+POLICY = os.environ.get("LAB_GPU_POLICY", "embedded:smollm2-135m-instruct")
 
 
 def test_four_bit_nf4_base_with_lora_adapters():

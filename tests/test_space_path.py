@@ -265,7 +265,7 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
 
 def test_a_fresh_process_reads_the_simulated_hub_from_hf_home_alone(simulated_hub, tmp_path):
     env = {**os.environ, "HF_HOME": str(simulated_hub), "HF_HUB_OFFLINE": "1", "LAB_PRESET": "a100",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.pop("HF_HUB_CACHE", None)  # $HF_HOME/hub, as on a Space
     out = subprocess.run([sys.executable, "-m", "lab", "data", HH, "--limit", "8"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
