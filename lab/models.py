@@ -206,7 +206,7 @@ def _gguf_cache(ref: ModelRef) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(ref.path, gguf_file=ref.gguf_file, **NO_HUB_KERNELS)
     except Exception as e:  # gguf parsing raises assorted errors on a broken file
         raise ValueError(f"cannot read GGUF file '{src}': {type(e).__name__}: {e}") from None
     # The dequantised weights are plain float tensors: drop the GGUF marker so they can be saved.
@@ -237,8 +237,17 @@ def local_path(spec: str) -> str:
     return ref.path  # a folder, or a hub id that from_pretrained downloads (only the files it needs) and caches
 
 
+# transformers 5 swaps a model's layers for compiled kernels it fetches from the hub ("kernels-community/rotary", ...)
+# when the `kernels` package is installed, by default, on CUDA: code from the hub that asks for trust_remote_code, and
+# a download that fails offline (first seen on an H200: every 4-bit load of the a100 preset failed). The lab runs no
+# remote code, so every model it loads passes this.
+NO_HUB_KERNELS = {"use_kernels": False}
+
+
 def _from_pretrained(loader: Any, spec: str, **kwargs: Any) -> Any:
     path = local_path(spec)
+    if "Tokenizer" not in getattr(loader, "__name__", ""):
+        kwargs = {**NO_HUB_KERNELS, **kwargs}
     try:
         return loader.from_pretrained(path, trust_remote_code=False, **kwargs)
     except OSError as e:

@@ -99,3 +99,15 @@ def test_gguf_is_dequantised_once_then_cached(tmp_path, monkeypatch):
     ids = tok(models.chat_prompt(tok, "Name a colour."), return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_no_model_is_loaded_with_kernels_from_the_hub(tiny_lm_dir, tiny_reward_backbone_dir, simulated_hub):
+    """transformers 5 fetches layer kernels from the hub by default when `kernels` is installed: remote code, and a
+    download that failed every 4-bit load offline on an H200. Every loader of the lab turns that off."""
+    from hubsim import HATE, repo_folder
+    from lab.toxicity import ClassifierScorer
+
+    hate = next((repo_folder(simulated_hub / "hub", HATE) / "snapshots").iterdir())
+    loaded = [models.load_causal_lm(str(tiny_lm_dir)), models.load_causal_lm(str(tiny_lm_dir), quantize_4bit=True),
+              models.load_reward_backbone(str(tiny_reward_backbone_dir)), ClassifierScorer(str(hate)).model]
+    assert [m.use_kernels for m in loaded] == [False] * 4
