@@ -36,8 +36,8 @@ def test_ppo_steps_on_the_four_bit_policy(capsys):
     cfg = PPOConfig(steps=3, batch_size=8, mini_batch_size=4, output_min_length=16, output_max_length=16,
                     learning_rate=1e-4)
 
-    def score(prompts, responses):  # a reward we can compute: polite words
-        return [float(sum(w in r.lower() for w in ("please", "thank", "sorry"))) for r in responses]
+    def score(prompts, responses):  # a reward that differs between any two answers (a count of polite words was 0
+        return [len(r) / 10 for r in responses]  # for every answer of a random-weight stand-in: nothing to learn)
 
     history = run_ppo(model, head, tokenizer, ["Say something kind.", "Describe a cat.", "Greet me."] * 4, score, cfg)
     assert len(history) == 3

@@ -166,7 +166,7 @@ def test_a_ppo_update_without_gradients_is_refused(tiny_lm_dir, monkeypatch):
 
 def test_gradient_checkpointing_recomputes_layers_in_eval_mode(tiny_lm_dir):
     model, _ = ppo.load_trainable_policy(str(tiny_lm_dir), quantize_4bit=False, lora={"r": 4, "alpha": 8})
-    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    ids = torch.tensor([[5, 6, 7, 8, 9]], device=model.device)  # on CUDA the model is there
 
     def grads_and_calls() -> tuple[list[torch.Tensor], int]:
         calls = []
