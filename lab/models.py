@@ -338,8 +338,9 @@ def keep_4bit_trainable(model: Any) -> Any:
 
     On a CPU with AVX512-BF16, bitsandbytes 0.50's `Linear4bit.forward` repacks the weights at the first no-grad eval
     forward (`support_avx512bf16_for_cpu`, `_convert_weight_packed_for_cpu`) into a layout served by `gemv_4bit`,
-    which has no backward: LoRA then gets no gradient, silently (lora_B stays 0, the KL stays 0). PPO runs its rollouts and reference passes under no_grad in eval mode, so the switch is turned off on
-    every 4-bit layer of a model that trains (and layers already repacked are unpacked)."""
+    which has no backward: LoRA then gets no gradient, silently (lora_B stays 0, the KL stays 0). PPO runs its
+    rollouts and reference passes under no_grad in eval mode, so the switch is turned off on every 4-bit layer of a
+    model that trains (and layers already repacked are unpacked)."""
     for layer in four_bit_layers(model):
         layer.support_avx512bf16_for_cpu = False
         state = getattr(layer.weight, "quant_state", None)
