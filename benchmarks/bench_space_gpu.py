@@ -143,6 +143,17 @@ def cuda_peak_gb() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
 
 
+def timed_job(kind: str, fn, config: dict, out: Path):
+    """One stage's job through lab.cli.run_job, from a fresh CUDA peak: (job, wall seconds)."""
+    from lab.cli import run_job
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    job = run_job(kind, fn, config, out=str(out), on_metrics=None)
+    return job, round(time.perf_counter() - started, 1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="zephyr")
@@ -169,7 +180,6 @@ def main() -> int:
     huggingface_hub.constants.HF_HUB_CACHE = str(cache)
     from hubsim import ZEPHYR, build_hub
     from lab import compare, models, ppo, reward
-    from lab.cli import run_job
     from lab.presets import A100
 
     report: dict = {"shape": args.shape, "torch": torch.__version__}
@@ -184,20 +194,15 @@ def main() -> int:
     models.hub_reachable.cache_clear()
     emit({"stage": "hub", "seconds": round(time.perf_counter() - started, 1), **report["policy"]})
 
-    started = time.perf_counter()
     rw_config = reward.prepare(A100, {"max_steps": 4, "batch_size": 8, "max_pairs": 64, "max_eval_pairs": 16,
                                       "max_length": 128})
-    rw = run_job(reward.KIND, reward.train_reward, rw_config, out=str(work / "runs" / "rw"), on_metrics=None)
-    report["reward"] = {"status": rw.status, "seconds": round(time.perf_counter() - started, 1),
-                        "backbone": rw_config["backbone"]}
+    rw, seconds = timed_job(reward.KIND, reward.train_reward, rw_config, work / "runs" / "rw")
+    report["reward"] = {"status": rw.status, "seconds": seconds, "backbone": rw_config["backbone"]}
     emit({"stage": "reward", **report["reward"]})
 
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
     ppo_config = ppo.prepare(A100, {"reward_model": str(rw.run.path), "steps": args.steps,
                                     "eval_every": args.steps})
-    job = run_job(ppo.KIND, ppo.train_ppo, ppo_config, out=str(work / "runs" / "ppo"), on_metrics=None)
+    job, ppo_seconds = timed_job(ppo.KIND, ppo.train_ppo, ppo_config, work / "runs" / "ppo")
     rows = [json.loads(line) for line in (job.run.path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "time/step" in r]
     timed = steps[1:] or steps  # the first step warms kernels and caches
@@ -205,7 +210,7 @@ def main() -> int:
              for k in ("time/step", "time/rollout", "time/score", "time/forward", "time/optimize")}
     evals = job.run.path / "evals.jsonl"
     report["ppo"] = {
-        "status": job.status, "seconds": round(time.perf_counter() - started, 1), "steps": len(steps),
+        "status": job.status, "seconds": ppo_seconds, "steps": len(steps),
         "s_per_step_after_first": split.pop("time/step"), "split_s": split,
         "first_step_s": round(steps[0]["time/step"], 2) if steps else None,
         "peak_gb": cuda_peak_gb(), "estimate_gb": ppo_config["memory_gb"],
@@ -217,13 +222,10 @@ def main() -> int:
     }
     emit({"stage": "ppo", **report["ppo"]})
 
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
     cmp_config = compare.prepare(A100, {"model_b": str(job.run.path), "n_prompts": args.compare_n,
                                         "max_new_tokens": args.max_new_tokens})
-    cmp = run_job(compare.KIND, compare.run_compare, cmp_config, out=str(work / "runs" / "cmp"), on_metrics=None)
-    report["compare"] = {"status": cmp.status, "seconds": round(time.perf_counter() - started, 1),
+    cmp, seconds = timed_job(compare.KIND, compare.run_compare, cmp_config, work / "runs" / "cmp")
+    report["compare"] = {"status": cmp.status, "seconds": seconds,
                          "n": cmp.summary.get("n"), "max_new_tokens": args.max_new_tokens,
                          "peak_gb": cuda_peak_gb(), "scorer": cmp.summary.get("scorer"),
                          "judge": cmp.summary.get("judge")}
