@@ -240,14 +240,12 @@ def local_path(spec: str) -> str:
 # transformers 5 swaps a model's layers for compiled kernels it fetches from the hub ("kernels-community/rotary", ...)
 # when the `kernels` package is installed, by default, on CUDA: code from the hub that asks for trust_remote_code, and
 # a download that fails offline (first seen on an H200: every 4-bit load of the a100 preset failed). The lab runs no
-# remote code, so every model it loads passes this.
+# remote code, so every model loader passes this (never the tokenizers: they have no such argument).
 NO_HUB_KERNELS = {"use_kernels": False}
 
 
 def _from_pretrained(loader: Any, spec: str, **kwargs: Any) -> Any:
     path = local_path(spec)
-    if "Tokenizer" not in getattr(loader, "__name__", ""):
-        kwargs = {**NO_HUB_KERNELS, **kwargs}
     try:
         return loader.from_pretrained(path, trust_remote_code=False, **kwargs)
     except OSError as e:
@@ -299,7 +297,7 @@ def load_causal_lm(spec: str, quantize_4bit: bool = False, dtype: Any = None) ->
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(NO_HUB_KERNELS)
     if quantize_4bit:
         if not has_cuda():
             logger.warning("'%s' in 4-bit NF4 on the CPU (bitsandbytes' CPU kernels): correct but slow", spec)
@@ -356,7 +354,7 @@ def load_reward_backbone(spec: str, num_labels: int = 1) -> Any:
     """A sequence classifier with one scalar output, for the reward model."""
     from transformers import AutoModelForSequenceClassification
 
-    return _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=num_labels)
+    return _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=num_labels, **NO_HUB_KERNELS)
 
 
 def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: Any = None,
