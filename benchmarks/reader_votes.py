@@ -47,11 +47,14 @@ def cast(out: Path) -> dict:
     clock = 1_000_000.0  # votes a second apart per reader: the set's reading-speed check sees a person
     for verdicts in sorted(out.glob("v*/verdicts.jsonl")):
         reader = "reader" + verdicts.parent.name[1:]
-        for line in verdicts.read_text().splitlines():
+        for number, line in enumerate(verdicts.read_text().splitlines(), 1):
             if not line.strip():
                 continue
-            v = json.loads(line)
-            name, pair_id = v["id"].split(":", 1)
+            try:
+                v = json.loads(line)
+                name, pair_id = v["id"].split(":", 1)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:  # nothing recorded from this line
+                raise SystemExit(f"{verdicts}:{number}: not a verdict line with an id 'SET:PAIR' ({e})") from None
             fs = votes.open_set(name)
             if any(x["pair_id"] == pair_id and x["visitor"] == reader for x in fs.votes()):
                 counts["already"] += 1
@@ -74,7 +77,11 @@ def main() -> int:
     done.add_argument("--out", required=True)
     args = ap.parse_args()
     out = Path(args.out)
-    result = write_items(args.sets, args.readers, out) if args.action == "items" else cast(out)
+    try:
+        result = write_items(args.sets, args.readers, out) if args.action == "items" else cast(out)
+    except ValueError as e:  # a missing set or pair: the votes cast before it stay, a rerun skips them
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(result))
     return 0
 
