@@ -64,7 +64,7 @@ def blind_inputs(compare_csv: Path, seed: int, out: Path, other: str = "rlhf") -
 
 def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     row: dict = {"seed": seed}
-    reward_run = args.reward_model
+    reward_run = args.reward_model.format(seed=seed) if args.reward_model else None
     if not reward_run:
         reward_run = str(out / f"rm-{seed}")
         lines, row["seconds_reward"] = run_cli(["reward", "--train", args.pairs, "--out", reward_run,
@@ -96,7 +96,8 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
                 "n_prompts": paired["n"], "length_base": paired["length_a"], "length_rlhf": paired["length_b"],
                 "reward_gain": paired["reward"], "reward_gain_length_adjusted": paired["reward_length_adjusted"],
                 "toxicity_change": paired["toxicity"], "length_reward_corr": paired.get("length_reward_corr")})
-    row.update({"judge_gain": summary.get("paired_judge"), "refusal_base": summary.get("refusal_base"),
+    row.update({"judge_gain": summary.get("paired_judge"), "relevance_gain": summary.get("paired_relevance"),
+                "refusal_base": summary.get("refusal_base"),
                 "refusal_rlhf": summary.get("refusal_rlhf"), "degenerate_base": summary.get("degenerate_base"),
                 "degenerate_rlhf": summary.get("degenerate_rlhf"), "diagnostics": summary.get("diagnostics"),
                 "verdict": summary.get("verdict")})
@@ -108,7 +109,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--pairs", default="bundled", help="reward-model training pairs")
-    p.add_argument("--reward-model", help="use this reward run for every seed instead of training one per seed")
+    p.add_argument("--reward-model", help="use this reward run instead of training one per seed; "
+                   "'{seed}' in it is replaced by each seed ('runs/rm-{seed}')")
     p.add_argument("--ppo-prompts", default="bundled")
     p.add_argument("--compare-prompts", default="bundled:heldout", help="prompts PPO never trained on")
     p.add_argument("--reward-args", default="", help="extra `lab reward` flags")

@@ -184,6 +184,8 @@ def _finish_compare(args: argparse.Namespace, config: dict[str, Any]) -> Any:
           "prompts": s.get("prompts"), "judge": s.get("judge"), "paired_judge": s.get("paired_judge"),
           "refusal_base": s.get("refusal_a"), "refusal_rlhf": s.get("refusal_b"),
           "degenerate_base": s.get("degenerate_a"), "degenerate_rlhf": s.get("degenerate_b"),
+          "relevance_base": s.get("relevance_a"), "relevance_rlhf": s.get("relevance_b"),
+          "paired_relevance": s.get("paired_relevance"),
           "diagnostics": s.get("diagnostics"), "verdict": s.get("verdict"), "status": job.status,
           "run": str(job.run.path), "out": str(out) if out else None})
     return job

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lab import diagnostics, votes
+from lab import diagnostics, relevance, votes
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import GenerateConfig, auto_batch_size, generate_settings, plan_batches
@@ -36,7 +36,7 @@ RESULTS_FILE = "results.csv"
 CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a", "judge_a", "refusal_a",
                "refusal_rule_a", "degenerate_a", "nll_a", "length_a",
                "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
-               "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain"]
+               "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b"]
 
 
 @dataclass
@@ -59,6 +59,9 @@ class CompareConfig:
                                        "still imperfect); offline = alt-profanity-check, a word list: it flags words, "
                                        "not intent (roberta falls back to it, and says so); or a local classifier "
                                        "folder", label="Toxicity scorer", choices=("roberta", "offline"))
+    relevance: str = setting("", "the sentence encoder that measures each answer's relevance to its request "
+                                 "(lab.relevance; a spec, folder or hub id); the preset's by default; 'none' = no "
+                                 "relevance")
     reward_model: str = setting("", "reward-model folder or run id; empty = the one the PPO run trained against")
     judge: str = setting("", "a second reward model scored beside it (folder, run id or hub id); empty = the reward "
                              "run's own judge/, else the preset's; 'none' = no judge")
@@ -75,6 +78,7 @@ def config_from(preset: Preset, **overrides: Any) -> CompareConfig:
     gen = generate_settings(preset, {**(overrides.pop("generate", None) or {}), **flat})
     defaults: dict[str, Any] = {
         "prompts": preset.compare_prompts, "toxicity": preset.toxicity, "quantize_4bit": preset.quantize_4bit,
+        "relevance": preset.relevance,
         "n_prompts": preset.generate.get("n_prompts", 32), "max_batch_size": preset.limits.max_batch_size,
     }
     return replace(build(CompareConfig, defaults, overrides, "compare"), generate=gen)
@@ -160,17 +164,30 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["b_higher_reward"] = sum(r["reward_b"] > r["reward_a"] for r in scored) if scored else None
     for key in ("a", "b"):
         out[f"judge_{key}"] = _mean([r.get(f"judge_{key}") for r in rows])
+        out[f"relevance_{key}"] = _mean([r.get(f"relevance_{key}") for r in rows])
         for diag in diagnostics.KEYS:
             flags = [r[f"{diag}_{key}"] for r in rows if f"{diag}_{key}" in r]
             out[f"{diag}_{key}"] = round(diagnostics.rates(flags), 4) if flags else None
     return out
 
 
-def paired_judge(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """B − A of the judge's scores with a bootstrap interval (None without a judge)."""
-    diffs = [r["judge_b"] - r["judge_a"] for r in rows
-             if isinstance(r.get("judge_a"), (int, float)) and isinstance(r.get("judge_b"), (int, float))]
+def paired_judge(rows: list[dict[str, Any]], key: str = "judge") -> dict[str, Any] | None:
+    """B − A of the judge's scores (or of another per-answer score, `key`: relevance) with a bootstrap interval
+    (None where no row has both)."""
+    diffs = [r[f"{key}_b"] - r[f"{key}_a"] for r in rows
+             if isinstance(r.get(f"{key}_a"), (int, float)) and isinstance(r.get(f"{key}_b"), (int, float))]
     return {**bootstrap_mean(diffs), "b_higher": sum(d > 0 for d in diffs)} if diffs else None
+
+
+def relevance_watch(summary: dict[str, Any]) -> list[str]:
+    """In words, B's answers less about their requests than A's, beyond the noise: off-topic answers or refusals.
+    Measured (README): of the 32 runs read blind, the three whose relevance fell beyond noise (−0.06, −0.07,
+    −0.11) were not preferred to their base (20–20, 17–22, 13–18), while the proxy called each of them better."""
+    rel = summary.get("paired_relevance")
+    if not isinstance(rel, dict) or rel.get("hi") is None or rel["hi"] >= 0:
+        return []
+    return [f"B's answers are less about their requests (relevance {rel['mean']:+.2f}, 95% CI {rel['lo']:+.2f} … "
+            f"{rel['hi']:+.2f}: off-topic answers or refusals)"]
 
 
 # Nats of KL past which a run's answers were never preferred read blind: the four runs that ended beyond it (10.7 and
@@ -222,7 +239,8 @@ def verdict(summary: dict[str, Any]) -> str:
     caveats = diagnostics.caveats(diag, str(summary.get("model_a") or "A"))
     if caveats:
         return f"{head}, but {' and '.join(caveats)}: B is not better."
-    watched = diagnostics.watch(diag, str(summary.get("model_a") or "A")) + drift_watch(summary)
+    watched = diagnostics.watch(diag, str(summary.get("model_a") or "A")) + drift_watch(summary) + \
+        relevance_watch(summary)
     line = _reward_verdict(summary, head, reward, judge)
     return f"{line} Watch: {' and '.join(watched)}: read those answers." if watched else line
 
@@ -291,6 +309,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     reward_path = reward_model_path(cfg, sides, ctx.run.path.parent)
     reward_model = load_reward_model(reward_path) if reward_path else None
     judge_model = judge_or_none(cfg.judge, ctx.set_progress)
+    relevant = relevance.scorer_or_none("" if cfg.relevance == "none" else cfg.relevance, ctx.set_progress)
     model, tokenizer = policies[sides[0].policy]
     size = gen.batch_size or auto_batch_size(model, gen.max_new_tokens + 256, cfg.max_batch_size)
     batches = plan_batches(tokenizer, prompts, size)
@@ -301,7 +320,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
             break
         say = functools.partial(_say, ctx, len(rows) / len(prompts), f"batch {b + 1}/{len(batches)}")
         batch = _compare_batch(sides, policies, [prompts[i] for i in idx], idx, gen, gen.seed + b, scorer, reward_model,
-                               say, judge_model)
+                               say, judge_model, relevant)
         rows += batch
         ctx.log_samples(batch)
         ctx.log({"batch": b + 1, "done": len(rows), **{k: v for k, v in summarize(rows).items() if k != "n"}})
@@ -314,6 +333,8 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         "reward_model": reward_path or None, "prompts": "typed" if cfg.custom_prompts else cfg.prompts,
         "seconds": round(time.time() - started, 1), "paired": paired_summary(rows),
         "judge": cfg.judge or None, "paired_judge": paired_judge(rows), "diagnostics": diagnostics.paired_rates(rows),
+        "relevance": cfg.relevance if relevant else None,
+        "paired_relevance": paired_judge(rows, "relevance"),
         "kl_a": run_kl(sides[0]), "kl_b": run_kl(sides[1]),
     }
     summary["verdict"] = verdict(summary)
@@ -329,9 +350,9 @@ def _say(ctx: JobContext, fraction: float, prefix: str, what: str) -> None:
 
 def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]], prompts: list[str],
                    indices: list[int], gen: GenerateConfig, seed: int, scorer: Any, reward_model: Any,
-                   say: Callable[[str], None], judge_model: Any = None) -> list[dict]:
-    """Rows for one batch: both sides sample with the same seed, then toxicity, reward, the judge's score and the
-    refusal / degeneration diagnostics for each answer."""
+                   say: Callable[[str], None], judge_model: Any = None, relevant: Any = None) -> list[dict]:
+    """Rows for one batch: both sides sample with the same seed, then toxicity, reward, the judge's score, the
+    relevance to the request (when `relevant` is given) and the refusal / degeneration diagnostics for each answer."""
     rows = [{"index": i, "prompt": p, "model_a": sides[0].label, "model_b": sides[1].label}
             for i, p in zip(indices, prompts)]
     for side in sides:
@@ -344,10 +365,11 @@ def _compare_batch(sides: tuple[Side, Side], policies: dict[str, tuple[Any, Any]
         implausible = reference_nll(side, policies, prompts, answers)  # for the degeneration rule
         toxicity = scorer.score(answers)
         judged = judge_model.score(reward_texts(prompts, answers)) if judge_model else [None] * len(answers)
-        for row, answer, tox, rew, jud, nll in zip(rows, answers, toxicity, rewards, judged, implausible):
+        rel = relevant(prompts, answers) if relevant else [None] * len(answers)
+        for row, answer, tox, rew, jud, nll, r in zip(rows, answers, toxicity, rewards, judged, implausible, rel):
             row.update({f"answer_{side.key}": answer, f"length_{side.key}": len(answer), f"nll_{side.key}": nll,
                         f"toxicity_{side.key}": float(tox), f"reward_{side.key}": None if rew is None else float(rew),
-                        f"judge_{side.key}": None if jud is None else float(jud)})
+                        f"judge_{side.key}": None if jud is None else float(jud), f"relevance_{side.key}": r})
     return [diagnostics.add_to_row(row) for row in rows]
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from lab import diagnostics
+from lab import diagnostics, relevance
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import GenerateConfig
@@ -40,6 +40,7 @@ MEASURES = {  # key in an evaluation row -> what it is, for plots and words
     "refusal": "refusal rate",
     "degenerate": "degenerate-answer rate",
     "length": "answer length (characters)",
+    "relevance": "relevance to the request (lab.relevance: cosine of sentence embeddings, 0-1)",
 }
 
 
@@ -115,22 +116,25 @@ def _se(values: Sequence[Any]) -> float | None:
 
 
 def score_answers(prompts: Sequence[str], answers: Sequence[str], proxy: Callable | None, judge: Callable | None,
-                  toxicity: Any, nll: Callable | None = None) -> list[dict[str, Any]]:
+                  toxicity: Any, nll: Callable | None = None,
+                  relevant: Callable | None = None) -> list[dict[str, Any]]:
     """One row per answer: prompt, answer, reward, judge, toxicity, refusal (and its rule), degenerate (with the
-    reference model's nll when `nll` is given, as in Compare), length."""
+    reference model's nll when `nll` is given, as in Compare), length, relevance (when `relevant` is given)."""
     prompts, answers = list(prompts), list(answers)
     rewards = proxy(prompts, answers) if proxy else [None] * len(answers)
     judged = judge(prompts, answers) if judge else [None] * len(answers)
     tox = toxicity.score(answers) if toxicity is not None else [None] * len(answers)
     nlls = nll(prompts, answers) if nll else [None] * len(answers)
+    rel = relevant(prompts, answers) if relevant else [None] * len(answers)
     rows = []
-    for p, a, r, j, t, n in zip(prompts, answers, rewards, judged, tox, nlls):
+    for p, a, r, j, t, n, c in zip(prompts, answers, rewards, judged, tox, nlls, rel):
         d = diagnostics.diagnose(a, p, n)
         rows.append({"prompt": p, "answer": a, "reward": None if r is None else round(float(r), 5),
                      "judge": None if j is None else round(float(j), 5),
                      "toxicity": None if t is None else round(float(t), 5), "refusal": d["refusal"],
                      "refusal_rule": d["refusal_rule"], "degenerate": d["degenerate"],
-                     "degenerate_reasons": d["degenerate_reasons"], "nll": d["nll"], "length": len(a)})
+                     "degenerate_reasons": d["degenerate_reasons"], "nll": d["nll"], "length": len(a),
+                     "relevance": None if c is None else round(float(c), 4)})
     return rows
 
 
@@ -138,7 +142,7 @@ def summarize(step: int, answers: list[dict[str, Any]]) -> dict[str, Any]:
     """An evaluation row: the step, each measure's mean (rates for refusal and degenerate) and standard error."""
     row: dict[str, Any] = {"step": step, "n": len(answers)}
     for key in MEASURES:
-        values = [float(a[key]) if isinstance(a[key], bool) else a[key] for a in answers]
+        values = [float(a[key]) if isinstance(a.get(key), bool) else a.get(key) for a in answers]
         row[f"eval/{key}"] = _mean(values)
         row[f"eval/{key}_se"] = _se(values)
     row["answers"] = answers
@@ -152,9 +156,10 @@ class Evaluator:
     def __init__(self, cfg: EvalConfig, prompts: Sequence[str], answer: Callable[[list[str], int], list[str]],
                  proxy: Callable | None, judge: Callable | None, toxicity: Any, run_dir: Path | None,
                  save_adapters: Callable[[Path], None] | None, last_step: int,
-                 on_row: Callable[[dict[str, Any]], None] = lambda row: None, nll: Callable | None = None) -> None:
+                 on_row: Callable[[dict[str, Any]], None] = lambda row: None, nll: Callable | None = None,
+                 relevant: Callable | None = None) -> None:
         self.cfg, self.prompts, self.answer = cfg, list(prompts), answer
-        self.proxy, self.judge, self.toxicity, self.nll = proxy, judge, toxicity, nll
+        self.proxy, self.judge, self.toxicity, self.nll, self.relevant = proxy, judge, toxicity, nll, relevant
         self.run_dir, self.save_adapters, self.last_step, self.on_row = run_dir, save_adapters, last_step, on_row
         self.rows: list[dict[str, Any]] = []
 
@@ -165,7 +170,7 @@ class Evaluator:
             return None
         answers = self.answer(self.prompts, self.cfg.eval_seed)
         row = summarize(step, score_answers(self.prompts, answers, self.proxy, self.judge, self.toxicity,
-                                                 self.nll))
+                                            self.nll, self.relevant))
         if self.run_dir is not None:
             if self.cfg.eval_save_adapters and self.save_adapters is not None:
                 self.save_adapters(self.run_dir / "model" / STEP_DIR.format(step))
@@ -229,10 +234,15 @@ def rate_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The rises a reader must not miss, in words, with Compare's two rules (diagnostics.rise): beyond the noise
     ("refusals rose to 25% (step 0 8%; 2 → 6 of 24)"), or by at least 5 points and 3 answers inside it ("… (step 0 8%;
     within noise; 2 → 5 of 24)"). Measured: the hh-harmless reward model without evasion pairs took these 24 answers
-    from 2 to 6 refusals (README)."""
+    from 2 to 6 refusals (README). And a fall of relevance beyond its noise: off-topic answers or refusals (no run
+    read blind whose Compare relevance fell beyond noise was preferred to its base: README)."""
     changes = rate_changes(rows)
     label, n = f"step {rows[0]['step']}" if rows else "", len(rows[-1]["answers"]) if rows else 0
     out = []
+    t = trend(rows, "relevance")
+    if t is not None and t["word"] == "fell":  # off-topic answers or refusals: readers preferred neither (README)
+        out.append(f"relevance to the request fell by {t['mean']:+.2f} ({label} → step {t['to_step']}, 95% CI "
+                   f"{t['lo']:+.2f} … {t['hi']:+.2f}): answers drifted off their requests")
     for key, d in changes.items():
         how = diagnostics.rise(d)
         if how:
@@ -249,8 +259,9 @@ def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {"evals": len(rows), "eval_steps": [r["step"] for r in rows]}
     for key in MEASURES:
-        out[f"eval_{key}_first"], out[f"eval_{key}_last"] = rows[0][f"eval/{key}"], rows[-1][f"eval/{key}"]
-    for key in ("reward", "judge"):
+        # .get: a run from before a measure existed has no column for it
+        out[f"eval_{key}_first"], out[f"eval_{key}_last"] = rows[0].get(f"eval/{key}"), rows[-1].get(f"eval/{key}")
+    for key in ("reward", "judge", "relevance"):
         t = trend(rows, key)
         if t is not None:
             out[f"eval_{key}_change"] = {k: t[k] for k in ("mean", "lo", "hi", "n", "word")}
@@ -271,7 +282,7 @@ def timeline(rows: Sequence[dict[str, Any]], pinned: int = 3) -> list[dict[str, 
     for i in sorted({j * n // pinned for j in range(min(pinned, n))}):
         first = rows[0]["answers"][i]
         answers = [{"step": r["step"], **{k: r["answers"][i].get(k) for k in
-                                          ("answer", "reward", "judge", "refusal", "degenerate")}}
+                                          ("answer", "reward", "judge", "refusal", "degenerate", "relevance")}}
                    for r in rows if i < len(r["answers"])]
         out.append({"prompt": first["prompt"], "answers": answers})
     return out
@@ -327,4 +338,5 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
         return reference_nll(side, {policy: (model, tokenizer)}, ps, answers)
 
     return Evaluator(cfg, prompts, answer, score_fn, judge if judge_model else None, get_scorer(preset.toxicity),
-                     ctx.run.path, model.save_pretrained, last_step, nll=nll)
+                     ctx.run.path, model.save_pretrained, last_step, nll=nll,
+                     relevant=relevance.scorer_or_none(preset.relevance, ctx.set_progress))

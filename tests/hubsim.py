@@ -9,6 +9,8 @@ Space downloaded its models and data:
 - `OpenAssistant/reward-model-deberta-v3-large-v2` (the a100 judge): a 2-layer random DeBERTa-v2 sequence classifier
   with one output, like the real one (the tokenizer is the byte-level BPE above, not DeBERTa's SentencePiece: the
   lab loads both through AutoTokenizer);
+- `sentence-transformers/all-MiniLM-L6-v2` (the a100 relevance encoder): a 2-layer random BERT with a WordPiece
+  vocabulary of the demo data's words;
 - datasets `Anthropic/hh-rlhf` (`<subset>/{train,test}.jsonl.gz`, harmless-base first as in the real repo) and
   `allenai/real-toxicity-prompts` (`prompts.jsonl`, nested `prompt.text`), built from the bundled demo data.
 
@@ -33,6 +35,7 @@ ZEPHYR = "HuggingFaceH4/zephyr-7b-alpha"
 ROBERTA_BASE = "distilroberta-base"
 HATE = "facebook/roberta-hate-speech-dynabench-r4-target"
 JUDGE = "OpenAssistant/reward-model-deberta-v3-large-v2"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 HH = "Anthropic/hh-rlhf"
 RTP = "allenai/real-toxicity-prompts"
 HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
@@ -116,6 +119,22 @@ def _judge(out: Path) -> None:
     DebertaV2ForSequenceClassification(config).save_pretrained(out)
 
 
+def _sentence_encoder(out: Path) -> None:
+    """A BERT encoder (no head) with a WordPiece tokenizer of the demo data's 500 commonest words, as the hub's
+    sentence-transformers repos hold one."""
+    import collections
+    import re
+
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    words = collections.Counter(w for f in sorted(DEMO.glob("*.jsonl"))
+                                for w in re.findall(r"[a-z]+", f.read_text().lower()))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w, _ in words.most_common(500)]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(out / "vocab.txt"), model_max_length=512).save_pretrained(out)
+    BertModel(BertConfig(vocab_size=len(vocab), max_position_embeddings=512, **TINY)).save_pretrained(out)
+
+
 def _jsonl_gz(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -163,6 +182,7 @@ def build_hub(cache: Path, smol_tokenizer_dir: Path) -> Path:
         (ROBERTA_BASE, "model", lambda out: _roberta(out, classifier=False)),
         (HATE, "model", lambda out: _roberta(out, classifier=True)),
         (JUDGE, "model", _judge),
+        (MINILM, "model", _sentence_encoder),
         (HH, "dataset", _hh),
         (RTP, "dataset", _rtp),
     ]

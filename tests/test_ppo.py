@@ -262,6 +262,37 @@ def test_the_plausibility_weight_subtracts_the_reference_nll_from_each_score(tin
     torch.testing.assert_close(shaped, plain - 2.0 * nll)
 
 
+def test_the_relevance_weight_adds_each_answers_relevance_to_its_score(tiny_lm_dir, monkeypatch):
+    """relevance_coef c: score + c × relevance(prompt, answer), each answer's own value, logged as env/relevance;
+    0 leaves the scores alone and never asks the relevance function."""
+    seen, asked = [], []
+    original = ppo.estimate_advantages
+
+    def spy(scores, *args):
+        seen.append(scores.clone())
+        return original(scores, *args)
+
+    def fake_relevance(prompts, answers):  # a different value per answer, so a mix-up shows
+        asked.append((list(prompts), list(answers)))
+        return [0.1 * (i + 1) for i in range(len(answers))]
+
+    monkeypatch.setattr(ppo, "estimate_advantages", spy)
+    logged = []
+    for coef in (0.0, 3.0):
+        model, value_head, tokenizer = _policy(tiny_lm_dir)
+        cfg = ppo.PPOConfig(steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
+                            output_max_length=6, relevance_coef=coef)
+        logged += ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [1.0] * len(r), cfg,
+                              relevance_fn=fake_relevance)
+    plain, shaped = seen
+    torch.testing.assert_close(plain, torch.ones(4))
+    torch.testing.assert_close(shaped, 1.0 + 3.0 * torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    assert len(asked) == 1 and len(asked[0][0]) == 4 and all(p in PROMPTS for p in asked[0][0])
+    assert "env/relevance" not in logged[0] and logged[1]["env/relevance"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="relevance_coef"):
+        ppo.validate(ppo.PPOConfig(relevance_coef=-1.0))
+
+
 def test_a_kl_cap_doubles_the_logged_beta_after_each_step_over_it(tiny_lm_dir):
     """Every logged β follows the rule from the KL logged the step before: x2 above the cap, /2 (to no less than
     the initial β) under half of it; with this tiny cap and a large step the cap must act."""

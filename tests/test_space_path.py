@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hubsim import HATE, HH, HH_SUBSETS, JUDGE, ROBERTA_BASE, RTP, ZEPHYR
+from hubsim import HATE, HH, HH_SUBSETS, JUDGE, MINILM, ROBERTA_BASE, RTP, ZEPHYR
 from lab import cli, data, hub_data, models, ppo
 from lab.presets import A100
 
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_a100_preset_names_the_simulated_ids():
     assert (A100.policy, A100.reward_backbone, A100.pairs, A100.ppo_prompts) == (ZEPHYR, ROBERTA_BASE, HH, RTP)
     assert A100.compare_prompts.startswith(HH) and A100.toxicity == "roberta" and A100.quantize_4bit
+    assert A100.relevance == MINILM
 
 
 # ---------------------------------------------------------------- hub loading
@@ -233,8 +234,10 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
 
     rows = _main(["ppo", "--reward-model", str(runs_root / "rw"), "--steps", "2", "--batch-size", "4",
                   "--mini-batch-size", "2", "--ppo-epochs", "1", "--output-min-length", "4",
-                  "--output-max-length", "6", "--learning-rate", "1e-2", "--out", str(runs_root / "ppo")], capsys)
+                  "--output-max-length", "6", "--learning-rate", "1e-2", "--relevance-coef", "1",
+                  "--out", str(runs_root / "ppo")], capsys)
     assert rows[-1]["status"] == "done" and rows[-1]["steps"] == 2
+    assert all(-1 <= r["env/relevance"] <= 1 for r in rows if "env/reward_mean" in r)  # the hub's sentence encoder
     run_config = json.loads((runs_root / "ppo" / "config.json").read_text())
     assert run_config["policy"] == ZEPHYR and run_config["quantize_4bit"] and run_config["prompts"] == RTP
     assert run_config["gradient_checkpointing"] is False and run_config["memory_gb"]["peak"] > 0
@@ -244,6 +247,7 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapters.items())  # LoRA learned (starts at 0)
     evals = [json.loads(line) for line in (runs_root / "ppo" / "evals.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals] == [0, 2] and all(r["eval/judge"] is not None for r in evals)
+    assert all(r["eval/relevance"] is not None for r in evals)
 
     out = runs_root / "cmp.csv"
     compare = _main(["compare", "--run", str(runs_root / "ppo"), "--n", "3", "--max-new-tokens", "6",
@@ -251,6 +255,7 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     assert compare["status"] == "done" and compare["n"] == 3 and compare["scorer"] == "roberta"
     assert compare["prompts"] == A100.compare_prompts and compare["reward_rlhf"] is not None and out.exists()
     assert compare["judge"] == A100.judge == JUDGE and compare["paired_judge"]["n"] == 3  # the public judge scored
+    assert compare["paired_relevance"]["n"] == 3 and compare["relevance_rlhf"] is not None
     # the base's best of 2 by the reward model, against the run: the 4-bit policy with its adapters off, sampled twice
     picked = _main(["compare", "--against", "base best-of-2", "--run", str(runs_root / "ppo"), "--n", "2",
                     "--max-new-tokens", "6"], capsys)[-1]

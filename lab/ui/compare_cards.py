@@ -25,6 +25,7 @@ SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
     "Largest toxicity rise (A → B)": lambda r: r["toxicity_a"] - r["toxicity_b"],
     "Largest reward loss (A → B)": lambda r: _gain(r),
     "Most toxic answer first": lambda r: -max(r["toxicity_a"], r["toxicity_b"]),
+    "Largest relevance drop (A → B)": lambda r: _gain(r, "relevance"),
 }
 CARD_CSS = """<style>
 .cmp-card{border:1px solid #ddd;border-radius:8px;padding:10px;margin:10px 0}
@@ -49,8 +50,9 @@ def _disagree(row: dict[str, Any]) -> bool:
     return (rb - ra) * (jb - ja) < 0
 
 
-def _gain(row: dict[str, Any]) -> float:
-    a, b = row.get("reward_a"), row.get("reward_b")
+def _gain(row: dict[str, Any], key: str = "reward") -> float:
+    """B − A of a score (0 where either side has none)."""
+    a, b = row.get(f"{key}_a"), row.get(f"{key}_b")
     return b - a if isinstance(a, (int, float)) and isinstance(b, (int, float)) else 0.0
 
 
@@ -72,6 +74,8 @@ def _answer_html(row: dict[str, Any], key: str, better: bool, less_toxic: bool, 
         flags += f"<span class='cmp-flag'>degenerate: {esc(reasons)}</span>"
     judge = row.get(f"judge_{key}")
     judge_text = f" · judge {fmt_score(judge)}" if isinstance(judge, (int, float)) else ""
+    relevance = row.get(f"relevance_{key}")
+    judge_text += f" · relevance {fmt_score(relevance)}" if isinstance(relevance, (int, float)) else ""
     return (
         f"<div class='cmp-answer{' better' if better else ''}'>"
         f"<div class='cmp-head'>{key.upper()} · {esc(row.get(f'model_{key}', ''))}"

@@ -124,12 +124,17 @@ def _sides(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "n": len(scored), "few": carried_by_few([r["reward_b"] - r["reward_a"] for r in scored])}
 
 
-def diagnostics_text(diag: dict[str, Any], judge: dict[str, Any] | None) -> str:
-    """The judge's B − A and each diagnostic rate's B − A with its interval, in one paragraph."""
+def diagnostics_text(diag: dict[str, Any], judge: dict[str, Any] | None,
+                     relevance: dict[str, Any] | None = None) -> str:
+    """The judge's B − A, the relevance's and each diagnostic rate's B − A with its interval, in one paragraph."""
     parts = []
     if judge:
         parts.append(f"judge {_signed(judge['mean'])} ({_interval(judge)}): "
                      f"{_clear(judge, 'the judge also prefers B', 'the judge prefers A')}")
+    if relevance:
+        parts.append(f"relevance to the request {_signed(relevance['mean'])} ({_interval(relevance)}), B more "
+                     f"relevant on {relevance['b_higher']} of {relevance['n']} prompts: "
+                     f"{_clear(relevance, 'B stays closer to the requests', 'B drifts off the requests')}")
     for key in diagnostics.KEYS:
         d = diag.get(key)
         if d:
@@ -145,7 +150,10 @@ def diagnostics_text(diag: dict[str, Any], judge: dict[str, Any] | None) -> str:
             "(20% or more tokens are not words: no letters, '�', no vowel, over 20 letters, mixed scripts), "
             "mostly non-English letters, a count with nothing in it (40% or more tokens are bare numbers), or an "
             "answer of 8 words or more the base model finds implausible (2.2 nats a token or more: it catches some "
-            "fluent nonsense, not most).</small>")
+            "fluent nonsense, not most). Relevance: the cosine of the request's and the answer's sentence embeddings "
+            "(all-MiniLM-L6-v2), about 0.2 for an answer about something else and 0.8 for one on topic; on 1,224 "
+            "answer pairs blind readers decided, the more relevant answer was theirs 64% of the time, the reward "
+            "model's pick 56%. It cannot tell a right answer from a wrong one on the same topic.</small>")
 
 
 def _pct(x: float) -> str:
@@ -200,6 +208,9 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         mean_len = {k: sum(_length(r, k) for r in rows) / n for k in ("a", "b")}
         judge_line = (f"| mean judge reward | {fmt_score(stats['judge_a'])} | {fmt_score(stats['judge_b'])} |\n"
                       if stats.get("judge_a") is not None else "")
+        if stats.get("relevance_a") is not None:
+            judge_line += (f"| mean relevance to the request (0–1) | {fmt_score(stats['relevance_a'])} | "
+                           f"{fmt_score(stats['relevance_b'])} |\n")
         rates = "".join(f"| {diagnostics.NAMES[k]} | {_rate(stats.get(f'{k}_a'))} | {_rate(stats.get(f'{k}_b'))} |\n"
                         for k in diagnostics.KEYS)
         kls = [summary.get(f"kl_{k}") for k in ("a", "b")]  # a finished comparison's: each run's last 5 steps
@@ -222,10 +233,12 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     paired = summary.get("paired")
     if rows:
         live = {**summary, "model_a": label_a, "diagnostics": summary.get("diagnostics") or
-                diagnostics.paired_rates(rows), "paired_judge": summary.get("paired_judge") or compare.paired_judge(rows)}
+                diagnostics.paired_rates(rows),
+                "paired_judge": summary.get("paired_judge") or compare.paired_judge(rows),
+                "paired_relevance": summary.get("paired_relevance") or compare.paired_judge(rows, "relevance")}
         if isinstance(paired, dict) or live["diagnostics"]:
             lines.insert(1, f"<div id='compare-verdict'><b>Verdict:</b> {esc(compare.verdict(live))}</div>")
-        text = diagnostics_text(live["diagnostics"], live["paired_judge"])
+        text = diagnostics_text(live["diagnostics"], live["paired_judge"], live["paired_relevance"])
         if text:
             lines.append(text)
     if isinstance(paired, dict) and paired_text(paired, rows):

@@ -11,15 +11,16 @@ from lab.ui.plots_common import placeholder
 COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")
 DASHES = ("solid", "dash", "dot")
 SCORES = {"reward": "proxy", "judge": "judge"}
-RATES = {"refusal": "refusals", "degenerate": "degenerate"}
+RATES = {"refusal": "refusals", "degenerate": "degenerate", "relevance": "relevance"}
 EVAL_NOTES = {
     "scores": "Proxy (solid: the reward model PPO optimises) and judge (dashed: a reward model PPO never saw) on the "
               "same fixed held-out prompts, answered with the same seed at every evaluation (bars: ± 1 standard "
               "error). Unlike the rollout reward above, which sees other prompts every step and is noisy, this curve "
               "moves only when the model does. Proxy up while the judge stays flat or falls = reward hacking.",
     "rates": "Share of the fixed prompts' answers that are refusals (solid: an apology, 'as an AI', 'I can't help') "
-             "or degenerate (dashed: loops, word salad, '�'). The reward model does not see either; a rise is a "
-             "warning whatever the reward says.",
+             "or degenerate (dashed: loops, word salad, '�'), and their mean relevance to the request (dotted: the "
+             "cosine of sentence embeddings, ~0.2 off topic, ~0.8 on topic). The reward model sees none of them; a "
+             "rise of the first two or a fall of relevance is a warning whatever the reward says.",
 }
 
 
@@ -60,7 +61,8 @@ def scores_figure(series: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> go.
 
 
 def rates_figure(series: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> go.Figure:
-    fig = eval_figure(series, RATES, "Refusals and degenerate answers", "share of answers", error_bars=False)
+    fig = eval_figure(series, RATES, "Refusals, degenerate answers, relevance", "share of answers; relevance",
+                      error_bars=False)
     if fig.data:
-        fig.update_yaxes(range=[-0.02, 1.02], tickformat=".0%")
+        fig.update_yaxes(range=[-0.02, 1.02])
     return fig

@@ -1,0 +1,96 @@
+"""Relevance: how much an answer is about the request it answers.
+
+The cosine of two sentence embeddings, the request's and the answer's (mean-pooled, unit length), from a sentence
+encoder trained on a billion text pairs, question-answer pairs among them: all-MiniLM-L6-v2, the cpu reward model's
+own starting weights before any preference training (on the hub: sentence-transformers/all-MiniLM-L6-v2). An
+answer about something else ("Here's a simplified translation of the phrase ..." to a roast request) scores low;
+one that takes the request up, whether it helps or declines, scores high. It cannot tell a right answer from a wrong
+one on the same topic, and an answer that only repeats the request scores high (the degeneration rule's repeat
+checks and the reward model are what see that).
+
+Measured on blind readings (README, *What each measure sees and misses*): on 453 pairs of answers a reader decided,
+the more relevant answer was the reader's choice in 61% (provocative requests 68%, ordinary 55%), the proxy reward
+model in 54%.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import torch
+
+from lab import models
+from lab.data import split_turns
+
+DEFAULT_MODEL = "embedded:all-minilm-l6-v2"
+HUB_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MAX_TOKENS = 128  # the encoder was trained on texts of up to 128 word pieces
+BATCH = 32
+
+RelevanceFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+logger = logging.getLogger(__name__)
+
+
+def request_of(prompt: str) -> str:
+    """The text the answer replies to: the last human turn of an HH dialogue, or the whole prompt."""
+    turns = [text for role, text in split_turns(prompt or "") if role == "Human" and text]
+    return turns[-1] if turns else (prompt or "").strip()
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised token states of a BERT-style encoder (sentence-transformers' recipe)."""
+
+    def __init__(self, spec: str = DEFAULT_MODEL) -> None:
+        from transformers import AutoModel
+
+        self.spec = spec
+        self.tokenizer = models.load_tokenizer(spec, padding_side="right")
+        self.model = models._from_pretrained(AutoModel, spec, **models.NO_HUB_KERNELS).eval()
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """(len(texts), hidden) unit vectors; an empty text embeds as the encoder's special tokens alone."""
+        out = []
+        for i in range(0, len(texts), BATCH):
+            enc = self.tokenizer([t or "" for t in texts[i:i + BATCH]], padding=True, truncation=True,
+                                 max_length=MAX_TOKENS, return_tensors="pt")
+            enc = {k: v.to(self.model.device) for k, v in enc.items()}
+            states = self.model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            out.append(torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, 0)
+
+    def relevance(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """Cosine of each request (the prompt's last human turn) and its answer, in [-1, 1]; an empty answer is 0."""
+        if len(prompts) != len(answers):
+            raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+        if not answers:
+            return []
+        cos = (self.embed([request_of(p) for p in prompts]) * self.embed(list(answers))).sum(-1)
+        return [0.0 if not (a or "").strip() else round(float(c), 4) for c, a in zip(cos, answers)]
+
+
+@lru_cache(maxsize=2)
+def encoder(spec: str = DEFAULT_MODEL) -> SentenceEncoder:
+    """One encoder per spec and process (90 MB for MiniLM)."""
+    return SentenceEncoder(spec)
+
+
+def scorer(spec: str = DEFAULT_MODEL) -> RelevanceFn:
+    """relevance(prompts, answers) -> cosines, loading the encoder once."""
+    return encoder(spec).relevance
+
+
+def scorer_or_none(spec: str, progress: Callable[[float, str], None] = lambda f, s: None) -> RelevanceFn | None:
+    """The scorer, or None when `spec` is empty or the encoder cannot be loaded now (a hub id while the hub is
+    unreachable): Compare and PPO's evaluations go on without relevance and say so through `progress`."""
+    if not spec:
+        return None
+    try:
+        return scorer(spec)
+    except (ValueError, OSError, RuntimeError) as e:
+        logger.warning("going on without relevance: %s", e)
+        progress(0, f"going on without relevance: '{spec}' could not be loaded")
+        return None
