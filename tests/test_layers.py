@@ -14,7 +14,7 @@ LAYERS = [
     {"config", "presets", "runs", "stats", "models", "space", "data_files"},
     {"hub_data"},  # a hub dataset's files, through models' cache: read by data, so below it
     {"data", "generate", "toxicity", "diagnostics", "jobs", "memory"},
-    {"rl", "votes", "reward_model", "augment", "trunk", "sampling"},
+    {"rl", "votes", "reward_model", "augment", "trunk", "sampling", "relevance"},
     {"rollout", "sources", "policies"},
     # a stage's parts, below the stage that runs them: evaluation and metrics during PPO (called by the PPO loop),
     # the reward model's pairs and its scoring

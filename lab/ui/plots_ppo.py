@@ -17,7 +17,9 @@ LENGTH_STEPS = 10  # the reward-vs-length scatter shows the rollouts of the late
 NOTES = [
     "Mean reward of each batch of answers (band: ± 1 standard deviation). Noisy: every step answers other prompts "
     "with other samples; the evaluation curve below, on fixed prompts, is the steadier measure. Healthy: drifting "
-    "up. Rewards depend on answer length, so compare them only between answers of similar length.",
+    "up. Rewards depend on answer length, so compare them only between answers of similar length. With a relevance "
+    "weight (the cpu preset's 5), PPO maximises the reward model's score plus that weight times each answer's "
+    "relevance to its request (dotted, 0–1: the cosine of sentence embeddings, ~0.2 off topic, ~0.8 on topic).",
     "How far the policy has moved from the original model: KL in nats per answer, the batch mean. Healthy: above 0 and "
     "below the dashed target or the dotted cap. One answer's KL can be negative; the mean should not be. A KL that "
     "keeps climbing often means the policy found a template the reward model overrates (every run read blind past 10 "
@@ -75,6 +77,10 @@ def reward_figure(rows: list[dict[str, Any]]) -> go.Figure:
                              hoverinfo="skip"))
     fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name="mean reward", line=dict(color=BLUE),
                              marker=dict(size=4)))
+    rx, relevance = _series(rows, "env/relevance")  # relevance_coef > 0: a part of the score PPO maximises
+    if rx:
+        fig.add_trace(go.Scatter(x=rx, y=relevance, mode="lines", name="mean relevance (0–1, part of the score)",
+                                 line=dict(color=GREEN, dash="dot")))
     return _layout(fig, "Reward of the rollouts (mean ± std)", "reward")
 
 
