@@ -304,7 +304,8 @@ def spread(items: Sequence[str], n: int) -> list[str]:
 def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, last_step: int) -> Evaluator | None:
     """The Evaluator of a PPO job from its config's `evaluate` dict (None when evaluation is off): the fixed
     prompts, sampled through lab.policies (the training adapter on) with the fixed seed, the proxy PPO uses, the judge named for its reward
-    model (its judge/ folder, else the preset's), the preset's toxicity scorer."""
+    model (its judge/ folder, else the preset's), the preset's toxicity scorer, and relevance by the run's own
+    encoder (its relevance_model, else the preset's)."""
     values = ctx.config.get("evaluate")
     if not values:
         return None
@@ -339,4 +340,5 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
 
     return Evaluator(cfg, prompts, answer, score_fn, judge if judge_model else None, get_scorer(preset.toxicity),
                      ctx.run.path, model.save_pretrained, last_step, nll=nll,
-                     relevant=relevance.scorer_or_none(preset.relevance, ctx.set_progress))
+                     relevant=relevance.scorer_or_none(ctx.config.get("relevance_model") or preset.relevance,
+                                                       ctx.set_progress))

@@ -94,3 +94,23 @@ def test_evaluation_rows_carry_relevance_and_a_fall_is_a_warning():
     assert keys["eval_relevance_change"]["word"] == "fell" and keys["eval_relevance_last"] == pytest.approx(0.505)
     assert not any("relevance" in w for w in evaluate.rate_warnings([first, rows_at(16, 0.7)]))
     assert evaluate.timeline([first, last], pinned=1)[0]["answers"][1]["relevance"] == pytest.approx(0.5)
+
+
+def test_the_evaluations_measure_relevance_with_the_runs_own_encoder(monkeypatch, tmp_path):
+    """A PPO run's evaluations score relevance with the encoder its score used (relevance_model), else the preset's."""
+    from types import SimpleNamespace
+
+    asked = []
+    def fake(spec, progress=None):
+        asked.append(spec)
+        return lambda p, a: []
+
+    monkeypatch.setattr(relevance, "scorer_or_none", fake)
+    for spec, expected in (("my/encoder", "my/encoder"), ("", "embedded:all-minilm-l6-v2")):
+        run = SimpleNamespace(path=tmp_path, model_dir=tmp_path / "model")
+        ctx = SimpleNamespace(config={"evaluate": {"eval_every": 4, "eval_n_prompts": 2}, "preset": "cpu",
+                                      "relevance_model": spec, "reward_model": ""},
+                              set_progress=lambda *a: None, progress=0.0, run=run)
+        evaluator = evaluate.evaluator_for_job(ctx, model=SimpleNamespace(save_pretrained=None), tokenizer=None,
+                                               score_fn=lambda p, a: [], last_step=8)
+        assert evaluator.relevant is not None and asked[-1] == expected
