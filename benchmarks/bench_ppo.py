@@ -84,7 +84,7 @@ def lab_child(steps: int, template: bool, recipe: bool = False) -> None:
         cfg = ppo.config_from(preset, steps=steps, batch_size=BATCH, mini_batch_size=4, gradient_accumulation_steps=1,
                               ppo_epochs=4, output_min_length=NEW_TOKENS, output_max_length=NEW_TOKENS,
                               learning_rate=1.4e-5, init_kl_coef=0.2, advantage="gae", samples_per_prompt=1,
-                              chat_template=template, reward_norm=False)
+                              chat_template=template, reward_norm=False, relevance_coef=0.0)  # the seed's score
         lora, prompts = {"r": 16, "alpha": 32, "dropout": 0.05}, seed_prompts()
     torch.manual_seed(0)
     model, tokenizer = policies.load_trainable_policy(preset.policy, False, lora)

@@ -171,12 +171,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def paired_judge(rows: list[dict[str, Any]], key: str = "judge") -> dict[str, Any] | None:
-    """B − A of the judge's scores (or of another per-answer score, `key`: relevance) with a bootstrap interval
-    (None where no row has both)."""
+def paired_score(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """B − A of a per-answer score (`key`_a, `key`_b: judge, relevance) with a bootstrap interval and how often B is
+    higher (None where no row has both)."""
     diffs = [r[f"{key}_b"] - r[f"{key}_a"] for r in rows
              if isinstance(r.get(f"{key}_a"), (int, float)) and isinstance(r.get(f"{key}_b"), (int, float))]
     return {**bootstrap_mean(diffs), "b_higher": sum(d > 0 for d in diffs)} if diffs else None
+
+
+def paired_judge(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """B − A of the judge's scores with a bootstrap interval (None without a judge)."""
+    return paired_score(rows, "judge")
 
 
 def relevance_watch(summary: dict[str, Any]) -> list[str]:
@@ -334,7 +339,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         "seconds": round(time.time() - started, 1), "paired": paired_summary(rows),
         "judge": cfg.judge or None, "paired_judge": paired_judge(rows), "diagnostics": diagnostics.paired_rates(rows),
         "relevance": cfg.relevance if relevant else None,
-        "paired_relevance": paired_judge(rows, "relevance"),
+        "paired_relevance": paired_score(rows, "relevance"),
         "kl_a": run_kl(sides[0]), "kl_b": run_kl(sides[1]),
     }
     summary["verdict"] = verdict(summary)

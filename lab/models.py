@@ -357,6 +357,13 @@ def load_reward_backbone(spec: str, num_labels: int = 1) -> Any:
     return _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=num_labels, **NO_HUB_KERNELS)
 
 
+def load_encoder(spec: str) -> Any:
+    """A bare encoder (no head), for sentence embeddings (lab.relevance)."""
+    from transformers import AutoModel
+
+    return _from_pretrained(AutoModel, spec, **NO_HUB_KERNELS)
+
+
 def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: Any = None,
              top_layers: int = 0) -> Any:
     """Wrap a causal LM in LoRA adapters (the seed's r=16, alpha=32, dropout=0.05); `top_layers` > 0 puts them in

@@ -111,3 +111,4 @@ def test_no_model_is_loaded_with_kernels_from_the_hub(tiny_lm_dir, tiny_reward_b
     loaded = [models.load_causal_lm(str(tiny_lm_dir)), models.load_causal_lm(str(tiny_lm_dir), quantize_4bit=True),
               models.load_reward_backbone(str(tiny_reward_backbone_dir)), ClassifierScorer(str(hate)).model]
     assert [m.use_kernels for m in loaded] == [False] * 4
+    assert models.load_encoder(str(tiny_reward_backbone_dir)).use_kernels is False  # lab.relevance's encoder

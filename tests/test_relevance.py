@@ -67,14 +67,14 @@ def test_compare_rows_and_summary_carry_relevance_and_the_verdict_watches_a_fall
             for i in range(30)]
     stats = compare.summarize([{**r, "toxicity_a": 0.0, "toxicity_b": 0.0} for r in rows])
     assert stats["relevance_a"] == pytest.approx(0.7) and stats["relevance_b"] == pytest.approx(0.6)
-    fell = compare.paired_judge(rows, "relevance")
+    fell = compare.paired_score(rows, "relevance")
     assert fell["mean"] == pytest.approx(-0.1) and fell["hi"] < 0 and fell["b_higher"] == 0
     said = compare.verdict({"paired": {}, "paired_relevance": fell})
     assert "less about their requests" in said and "Watch" in said
-    flat = compare.paired_judge([{**r, "relevance_b": r["relevance_a"] + 0.01 * (1 if i % 2 else -1)}
+    flat = compare.paired_score([{**r, "relevance_b": r["relevance_a"] + 0.01 * (1 if i % 2 else -1)}
                                  for i, r in enumerate(rows)], "relevance")
     assert "requests" not in compare.verdict({"paired": {}, "paired_relevance": flat})
-    assert compare.paired_judge([{"relevance_a": None, "relevance_b": 0.5}], "relevance") is None
+    assert compare.paired_score([{"relevance_a": None, "relevance_b": 0.5}], "relevance") is None
     assert "relevance_a" in compare.CSV_COLUMNS and "relevance_b" in compare.CSV_COLUMNS
 
 

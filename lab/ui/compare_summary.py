@@ -235,7 +235,7 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         live = {**summary, "model_a": label_a, "diagnostics": summary.get("diagnostics") or
                 diagnostics.paired_rates(rows),
                 "paired_judge": summary.get("paired_judge") or compare.paired_judge(rows),
-                "paired_relevance": summary.get("paired_relevance") or compare.paired_judge(rows, "relevance")}
+                "paired_relevance": summary.get("paired_relevance") or compare.paired_score(rows, "relevance")}
         if isinstance(paired, dict) or live["diagnostics"]:
             lines.insert(1, f"<div id='compare-verdict'><b>Verdict:</b> {esc(compare.verdict(live))}</div>")
         text = diagnostics_text(live["diagnostics"], live["paired_judge"], live["paired_relevance"])
