@@ -375,3 +375,26 @@ def test_a_reward_run_that_rewards_refusing_is_marked_and_warned_about(runs_root
     assert balanced_mix("Anthropic/hh-rlhf", hub) == "Anthropic/hh-rlhf+bundled:helpful*12"
     assert tab.reward_label(one_sided).endswith("⚠ rewards refusing")
     assert "⚠" not in tab.reward_label(balanced)
+
+
+def test_a_balanced_reward_run_that_rewards_refusing_is_not_blamed_on_its_data(runs_root):
+    """Seed 17 of the cpu defaults on the bundled pairs (83 ordinary-request pairs beside 83 harmful ones) gave a
+    reward model that preferred a canned refusal on 42% of the ordinary probes (stop 40). The data was balanced, so
+    the warning must not call it one-sided or offer a mix: it names the balance and the fixes that worked (another
+    seed; more evasion pairs). The Reward tab's check says the same."""
+    from lab.reward_model import refusal_warning
+    from lab.ui.reward import checks_lines
+
+    train = {"harmless": 83, "helpful": 83, "broken-text": 83, "evasion": 42, "refusal-over-harm": 42}
+    run = new_run("reward", {"backbone": "x"}, runs_root)
+    run.set_status("done", summary={"refusal_preference": 0.42, "data": "bundled", "subsets": {"train": train}})
+    warning = refusal_warning(run.path)
+    assert "42% of ordinary requests" in warning
+    assert "not one-sided (83 ordinary-request pairs beside 83 others)" in warning
+    assert "another seed" in warning and "evasion_pairs 0.5" in warning
+    assert "harmless-base" not in warning and "bundled:helpful" not in warning
+    line = checks_lines({"refusal_preference": 0.42, "subsets": {"train": train}}, "bundled")[0]
+    assert "⚠" in line and "not one-sided" in line and "bundled:helpful" not in line
+    # one-sided data still gets the mix, in the tab as in the warning
+    hh = checks_lines({"refusal_preference": 1.0, "subsets": {"train": {"hh.jsonl.gz": 1000}}}, "hh.jsonl.gz")[0]
+    assert "one-sided" in hh and "hh.jsonl.gz+bundled:helpful*12" in hh

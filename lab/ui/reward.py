@@ -102,12 +102,11 @@ def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
                      f"same dialogue (sampled before training) in {policy:.0%} of cases. Near 50%, the model cannot "
                      f"tell what PPO will write from what a person wrote.")
     if isinstance(refusing, (int, float)):
-        mix = esc(reward_model.balanced_mix(data, (summary.get("subsets") or {}).get("train")))
+        advice = esc(reward_model.refusal_advice(data, (summary.get("subsets") or {}).get("train"), quote="`"))
         lines.append(f"**Refusing:** on 16 ordinary requests it scores a canned refusal (\"I'm sorry, but I can't "
                      f"help with that.\") above a good answer in {refusing:.0%} of cases."
-                     + (f" ⚠ One-sided preferences: PPO against this model will learn to refuse ordinary requests "
-                        f"(harmless-only pairs, like hh-rlhf's harmless-base, teach this). Mix helpful pairs in, "
-                        f"as many as the others: train on `{mix}`." if refusing > reward_model.REFUSAL_PREFERENCE_OK else ""))
+                     + (f" ⚠ PPO against this model will learn to refuse ordinary requests. {advice}"
+                        if refusing > reward_model.REFUSAL_PREFERENCE_OK else ""))
     return lines
 
 
