@@ -276,16 +276,17 @@ def refusal_advice(data: str, subsets: dict[str, int] | None = None, quote: str 
     the others, e.g. hh-rlhf's harmless-base alone): mix helpful pairs in. Balanced data (the bundled pairs: 83 and
     83) is not the cause: at stop 40 one default reward model of five (seed 17) preferred a canned refusal on 42% of
     the ordinary probes, from the refusal-over-harm pairs' canned refusals on the chosen side; another seed, or
-    evasion pairs 0.5, gave 0%. `quote` marks the data source and setting (a backtick where Markdown shows it)."""
+    evasion pairs 0.5, gave 0% (its PPO run did not refuse more than base: 1 of 48 against 3, with the relevance term;
+    README, stop 40). `quote` marks the data source and setting (a backtick where Markdown shows it)."""
     balance = request_balance(subsets)
     if balance and balance[0] >= balance[1] / 2:
         helpful, others = balance
-        return (f"Its data is not one-sided ({helpful} ordinary-request pairs beside {others} others): this "
-                "seed's model learned it, likely from the refusal-over-harm pairs, which rank a canned refusal above a "
-                "harmful answer. Train it again with another seed, or with more evasion pairs "
-                f"({quote}evasion_pairs 0.5{quote}).")
-    return (f"Its preference data was one-sided, like hh-rlhf's harmless-base: mix helpful pairs in, as many as the "
-            f"others (data source {quote}{balanced_mix(data, subsets)}{quote}).")
+        return (f"PPO against it may learn to refuse. Its data is not one-sided ({helpful} ordinary-request pairs "
+                f"beside {others} others): this seed's model learned it, likely from the refusal-over-harm pairs, "
+                "which rank a canned refusal above a harmful answer. Train it again with another seed, or with more "
+                f"evasion pairs ({quote}evasion_pairs 0.5{quote}).")
+    return (f"PPO against it will learn to refuse: its preference data was one-sided, like hh-rlhf's harmless-base. "
+            f"Mix helpful pairs in, as many as the others (data source {quote}{balanced_mix(data, subsets)}{quote}).")
 
 
 def refusal_warning(path: str | Path) -> str:
@@ -301,7 +302,7 @@ def refusal_warning(path: str | Path) -> str:
                 data = str(summary.get("data") or (status.get("config") or {}).get("data") or "")
                 advice = refusal_advice(data, (summary.get("subsets") or {}).get("train"))
                 return (f"this reward model prefers a canned refusal to a good answer on {share:.0%} of ordinary "
-                        f"requests: PPO against it will learn to refuse. {advice}")
+                        f"requests. {advice}")
             return ""
     return ""
 
