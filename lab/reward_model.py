@@ -253,8 +253,7 @@ def _bundled_helpful_train_pairs() -> int:
 def balanced_mix(data: str, subsets: dict[str, int] | None = None) -> str:
     """The data source that fixes one-sided preferences: `data` with the bundled helpful pairs mixed in, repeated
     until they are about as many as the training pairs of other kinds (`subsets`: a run's train counts)."""
-    others = sum(n for name, n in (subsets or {}).items()
-                 if not is_helpful_subset(name) and name not in AUGMENTED_SUBSETS)
+    others = (request_balance(subsets) or (0, 0))[1]
     helpful = _bundled_helpful_train_pairs()
     times = max(1, min(100, round(others / helpful))) if helpful else 1
     base = (data or "DATA").split("+")[0]
@@ -281,10 +280,11 @@ def refusal_advice(data: str, subsets: dict[str, int] | None = None, quote: str 
     balance = request_balance(subsets)
     if balance and balance[0] >= balance[1] / 2:
         helpful, others = balance
+        cause = (", likely from the refusal-over-harm pairs, which rank a canned refusal above a harmful answer"
+                 if (subsets or {}).get("refusal-over-harm") else "")
         return (f"PPO against it may learn to refuse. Its data is not one-sided ({helpful} ordinary-request pairs "
-                f"beside {others} others): this seed's model learned it, likely from the refusal-over-harm pairs, "
-                "which rank a canned refusal above a harmful answer. Train it again with another seed, or with more "
-                f"evasion pairs ({quote}evasion_pairs 0.5{quote}).")
+                f"beside {others} others): this seed's model learned it{cause}. Train it again with another seed, or "
+                f"with more evasion pairs ({quote}evasion_pairs 0.5{quote}).")
     return (f"PPO against it will learn to refuse: its preference data was one-sided, like hh-rlhf's harmless-base. "
             f"Mix helpful pairs in, as many as the others (data source {quote}{balanced_mix(data, subsets)}{quote}).")
 
@@ -295,7 +295,10 @@ def refusal_warning(path: str | Path) -> str:
     folder = Path(path)
     for status_file in (folder / "status.json", folder.parent / "status.json"):
         if status_file.exists():
-            status = json.loads(status_file.read_text())
+            try:
+                status = json.loads(status_file.read_text())
+            except (json.JSONDecodeError, OSError):  # a status cut off mid-write: no check to report, PPO may go on
+                return ""
             summary = status.get("summary") or {}
             share = summary.get("refusal_preference")
             if isinstance(share, (int, float)) and share > REFUSAL_PREFERENCE_OK:

@@ -395,6 +395,13 @@ def test_a_balanced_reward_run_that_rewards_refusing_is_not_blamed_on_its_data(r
     assert "harmless-base" not in warning and "bundled:helpful" not in warning
     line = checks_lines({"refusal_preference": 0.42, "subsets": {"train": train}}, "bundled")[0]
     assert "⚠" in line and "not one-sided" in line and "bundled:helpful" not in line
+    assert "refusal-over-harm pairs" in warning  # the run had them: the likely cause is named
+    helpful_only = checks_lines({"refusal_preference": 0.5, "subsets": {"train": {"helpful": 80}}}, "bundled:helpful")
+    assert "not one-sided" in helpful_only[0] and "refusal-over-harm" not in helpful_only[0]  # no such pairs: no blame
+    broken = runs_root / "broken-status"
+    broken.mkdir()
+    (broken / "status.json").write_text("{cut off")
+    assert refusal_warning(broken) == ""  # an unreadable status: no warning, and no crash before PPO
     # one-sided data still gets the mix, in the tab as in the warning
     hh = checks_lines({"refusal_preference": 1.0, "subsets": {"train": {"hh.jsonl.gz": 1000}}}, "hh.jsonl.gz")[0]
     assert "one-sided" in hh and "hh.jsonl.gz+bundled:helpful*12" in hh

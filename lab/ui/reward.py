@@ -105,8 +105,7 @@ def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
         advice = esc(reward_model.refusal_advice(data, (summary.get("subsets") or {}).get("train"), quote="`"))
         lines.append(f"**Refusing:** on 16 ordinary requests it scores a canned refusal (\"I'm sorry, but I can't "
                      f"help with that.\") above a good answer in {refusing:.0%} of cases."
-                     + (f" ⚠ {advice}"
-                        if refusing > reward_model.REFUSAL_PREFERENCE_OK else ""))
+                     + (f" ⚠ {advice}" if refusing > reward_model.REFUSAL_PREFERENCE_OK else ""))
     return lines
 
 
