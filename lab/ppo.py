@@ -105,6 +105,10 @@ class PPOConfig:
                                     "of two sentence embeddings, about 0.2 for an answer about something else, 0.8 "
                                     "for one on topic) to its score: pays answers that take the request up; 0 = off",
                                     label="weight of the answer's relevance")
+    reward_model_coef: float = setting(1.0, "weight of the reward model's (normalised) score in each answer's score; "
+                                       "0 = the reward model is ignored and only the other terms (relevance, "
+                                       "plausibility) are optimised: an ablation that shows what the reward model "
+                                       "adds", label="weight of the reward model")
     relevance_model: str = setting("", "the sentence encoder relevance is measured with: empty = the preset's "
                                    "(embedded:all-minilm-l6-v2 on cpu, sentence-transformers/all-MiniLM-L6-v2 on "
                                    "a100), a local folder or a hub id", label="relevance encoder")
@@ -180,6 +184,12 @@ def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
         raise ValueError("the KL target and horizon must be above 0")
     if cfg.generation_batch_size < 0 or cfg.max_grad_norm < 0 or cfg.score_clip < 0 or cfg.kl_cap < 0:
         raise ValueError("generation_batch_size, max_grad_norm, score_clip and kl_cap must be 0 (off) or more")
+    if cfg.reward_model_coef < 0:
+        raise ValueError(f"reward_model_coef {cfg.reward_model_coef} must be 0 or more: a negative weight pays the "
+                         f"answers the reward model ranks lowest")
+    if cfg.reward_model_coef == 0 and cfg.relevance_coef == 0 and cfg.plausibility_coef == 0:
+        raise ValueError("reward_model_coef 0 with relevance_coef 0 and plausibility_coef 0 leaves nothing to "
+                         "optimise: give one of them a weight")
     if cfg.relevance_coef < 0:
         raise ValueError(f"relevance_coef {cfg.relevance_coef} must be 0 (off) or more: a negative weight pays "
                          f"answers for being about something else")
@@ -311,6 +321,8 @@ def ppo_step(
     if cfg.use_score_scaling:
         state.moments.update(scores)
     scores = process_scores(scores, state.moments, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip)
+    if cfg.reward_model_coef != 1:
+        scores = cfg.reward_model_coef * scores
     timings["time/score"] = time.perf_counter() - t
 
     # 3. forward: old log-probs (and values, with a critic) of the policy, log-probs of the reference (adapters off)

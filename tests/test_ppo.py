@@ -293,6 +293,25 @@ def test_the_relevance_weight_adds_each_answers_relevance_to_its_score(tiny_lm_d
         ppo.validate(ppo.PPOConfig(relevance_coef=-1.0))
 
 
+def test_a_zero_reward_model_weight_leaves_only_relevance_in_the_score(tiny_lm_dir, monkeypatch):
+    """reward_model_coef 0 (the ablation): the score is relevance_coef × relevance alone, whatever the reward model
+    says; 0 with nothing else to optimise, or a negative weight, is refused before anything loads."""
+    seen = []
+    original = ppo.estimate_advantages
+    monkeypatch.setattr(ppo, "estimate_advantages", lambda scores, *a: (seen.append(scores.clone()),
+                                                                        original(scores, *a))[1])
+    model, value_head, tokenizer = _policy(tiny_lm_dir)
+    cfg = ppo.PPOConfig(steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
+                        output_max_length=6, relevance_coef=2.0, reward_model_coef=0.0)
+    ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [5.0 + i for i in range(len(r))], cfg,
+                relevance_fn=lambda prompts, answers: [0.1 * (i + 1) for i in range(len(answers))])
+    torch.testing.assert_close(seen[0], 2.0 * torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    with pytest.raises(ValueError, match="nothing to optimise"):
+        ppo.validate(ppo.PPOConfig(reward_model_coef=0.0))
+    with pytest.raises(ValueError, match="reward_model_coef"):
+        ppo.validate(ppo.PPOConfig(reward_model_coef=-1.0, relevance_coef=1.0))
+
+
 def test_a_kl_cap_doubles_the_logged_beta_after_each_step_over_it(tiny_lm_dir):
     """Every logged β follows the rule from the KL logged the step before: x2 above the cap, /2 (to no less than
     the initial β) under half of it; with this tiny cap and a large step the cap must act."""

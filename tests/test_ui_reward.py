@@ -175,13 +175,23 @@ def test_an_emptied_number_is_refused_by_name_and_the_cost_is_shown(runs_root):
         tab.build_config(ctx, dict(zip(tab.FORM, ("bundled", "bundled", "", 0.1, "x", 1.0, None, 1e-3, 4.0, 64.0, 1.0))))
     assert ctx.manager.job is None
     assert "no measurement yet on this machine" in tab.cost_text(ctx, 100, 8, 1)
-    run = new_run("reward", {"batch_size": 8}, runs_root)
+    run = new_run("reward", {"batch_size": 8, "backbone": "embedded:all-minilm-l6-v2"}, runs_root)
     with open(run.path / "metrics.jsonl", "w") as fh:
         fh.writelines(f'{{"time": {s * 0.5}, "step": {s}}}\n' for s in range(1, 11))
     run.set_status("done")
     text = tab.cost_text(ctx, 120, 8, 2)
     assert "about **2 min**" in text and "120 steps × 2 models × 0.50 s per step" in text
     assert "the epochs set the step count" in tab.cost_text(ctx, 0, 8, 1)
+    # Another backbone: the 22M model's pace would promise a 135M model's run ~5x too soon, so it is named, not used.
+    other = tab.cost_text(ctx, 120, 8, 1, "embedded:smollm2-135m-instruct")
+    assert "no measurement yet on this machine with backbone `embedded:smollm2-135m-instruct`" in other
+    assert "0.50 s per step on `embedded:all-minilm-l6-v2`" in other and "about" not in other
+    big = new_run("reward", {"batch_size": 8, "backbone": "embedded:smollm2-135m-instruct"}, runs_root)
+    with open(big.path / "metrics.jsonl", "w") as fh:
+        fh.writelines(f'{{"time": {s * 2.5}, "step": {s}}}\n' for s in range(1, 11))
+    big.set_status("done")
+    assert "120 steps × 2.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "embedded:smollm2-135m-instruct")
+    assert "120 steps × 0.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "embedded:all-minilm-l6-v2")
 
 
 def test_the_summary_names_the_judge_and_its_accuracy(tmp_path):

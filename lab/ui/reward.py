@@ -237,11 +237,17 @@ def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
     return reward.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root, checked=checked)
 
 
-def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any) -> str:
+def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any, backbone: Any = None) -> str:
     """What a run will cost before it starts: max steps × models × the seconds per step measured on this machine (by
-    the newest reward run here), scaled by batch size; says so when nothing was measured yet."""
-    pace = measured_pace(reward.KIND, ctx.manager.root)
+    the newest reward run here on the same backbone), scaled by batch size; says so when nothing was measured yet."""
+    backbone = str(backbone or reward.config_from(ctx.preset).backbone).strip()
+    pace = measured_pace(reward.KIND, ctx.manager.root, same={"backbone": backbone})
     if pace is None:
+        other = measured_pace(reward.KIND, ctx.manager.root)
+        if other is not None:  # a pace on another backbone would mislead by several times: name it, don't use it
+            return (f"<small>Cost: no measurement yet on this machine with backbone `{esc(backbone)}` (run "
+                    f"`{esc(other['run'])}` took {other['seconds_per_step']:.2f} s per step on "
+                    f"`{esc(str(other['config'].get('backbone', '?')))}`; a bigger backbone takes longer).</small>")
         return ("<small>Cost: no measurement yet on this machine (no reward run has logged steps here).</small>")
     cfg = pace["config"]
     try:
@@ -341,7 +347,7 @@ def build_reward_tab(ctx: UIContext) -> None:
         ctx.demo.load(*source, api_visibility="private", show_progress="hidden")
 
 
-COST_INPUTS = ("max_steps", "batch_size", "ensemble")  # what the cost line reads from the form
+COST_INPUTS = ("max_steps", "batch_size", "ensemble", "backbone")  # what the cost line reads from the form
 FORM = ("data", "data_source", "eval_data", "eval_fraction", "backbone", "epochs", "max_steps", "learning_rate",
         "batch_size", "max_length", "ensemble", "judge_fraction", "broken_pairs")  # the form's inputs, by name
 
@@ -370,7 +376,8 @@ def _form(jt: JobTab) -> None:
     field("ensemble", elem_id="reward-ensemble")
     field("judge_fraction", elem_id="reward-judge")
     field("broken_pairs", elem_id="reward-broken-pairs")
-    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.max_steps, defaults.batch_size, defaults.ensemble),
+    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.max_steps, defaults.batch_size, defaults.ensemble,
+                                         defaults.backbone),
                                elem_id="reward-cost"))
     gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
 
