@@ -202,7 +202,7 @@ def seconds_per_step(rows: list[dict[str, Any]]) -> tuple[float, int] | None:
 def measured_pace(kind: str, root: Path | None = None, same: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The newest run of `kind` on this machine with at least two timed steps: {"run", "seconds_per_step", "steps",
     "config"}; None when this machine has measured nothing yet (runs from elsewhere do not count). `same`: config
-    values the run must share (a reward run on a 135M backbone takes ~5x the steps of one on a 22M backbone, so its
+    values the run must share (a reward step on a 135M backbone takes ~9x one on a 22M backbone, so its
     pace says nothing about the other's)."""
     for run in list_runs(kind=kind, root=root):
         try:

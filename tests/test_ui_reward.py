@@ -182,7 +182,7 @@ def test_an_emptied_number_is_refused_by_name_and_the_cost_is_shown(runs_root):
     text = tab.cost_text(ctx, 120, 8, 2)
     assert "about **2 min**" in text and "120 steps × 2 models × 0.50 s per step" in text
     assert "the epochs set the step count" in tab.cost_text(ctx, 0, 8, 1)
-    # Another backbone: the 22M model's pace would promise a 135M model's run ~5x too soon, so it is named, not used.
+    # Another backbone: the 22M model's pace would promise a 135M model's run ~9x too soon, so it is named, not used.
     other = tab.cost_text(ctx, 120, 8, 1, "embedded:smollm2-135m-instruct")
     assert "no measurement yet on this machine with backbone `embedded:smollm2-135m-instruct`" in other
     assert "0.50 s per step on `embedded:all-minilm-l6-v2`" in other and "about" not in other
