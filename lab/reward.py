@@ -56,7 +56,10 @@ class RewardConfig:
                                         "eval_data and no test split", label="Held-out share", widget="slider",
                                    minimum=0, maximum=0.5, step=0.05)
     backbone: str = setting("embedded:all-minilm-l6-v2", "model spec of the sequence-classifier backbone: "
-                                                         "embedded:all-minilm-l6-v2, a local folder or a hub id",
+                                                         "embedded:all-minilm-l6-v2, embedded:smollm2-135m-instruct "
+                                                         "(the policy's own, InstructGPT's choice: ~9x slower a step "
+                                                         "on a CPU, and read blind no better, README stop 41), a "
+                                                         "local folder or a hub id",
                             label="Backbone, a one-output sequence classifier")
     epochs: float = setting(2.0, "passes over the training pairs (ignored when max_steps > 0)", label="Epochs")
     max_steps: int = setting(0, "optimizer steps; 0 = derived from epochs", label="Max steps, 0 = by epochs")
