@@ -321,8 +321,7 @@ def ppo_step(
     if cfg.use_score_scaling:
         state.moments.update(scores)
     scores = process_scores(scores, state.moments, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip)
-    if cfg.reward_model_coef != 1:
-        scores = cfg.reward_model_coef * scores
+    scores = cfg.reward_model_coef * scores  # 1 (the default) leaves them exactly as they are
     timings["time/score"] = time.perf_counter() - t
 
     # 3. forward: old log-probs (and values, with a critic) of the policy, log-probs of the reference (adapters off)
