@@ -192,6 +192,7 @@ def test_an_emptied_number_is_refused_by_name_and_the_cost_is_shown(runs_root):
     big.set_status("done")
     assert "120 steps × 2.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "embedded:smollm2-135m-instruct")
     assert "120 steps × 0.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "embedded:all-minilm-l6-v2")
+    assert "120 steps × 0.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "   ")  # blank: the preset's backbone
 
 
 def test_the_summary_names_the_judge_and_its_accuracy(tmp_path):

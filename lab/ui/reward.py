@@ -240,14 +240,15 @@ def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
 def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any, backbone: Any = None) -> str:
     """What a run will cost before it starts: max steps × models × the seconds per step measured on this machine (by
     the newest reward run here on the same backbone), scaled by batch size; says so when nothing was measured yet."""
-    backbone = str(backbone or reward.config_from(ctx.preset).backbone).strip()
+    backbone = str(backbone or "").strip() or reward.config_from(ctx.preset).backbone  # blank: the preset's
     pace = measured_pace(reward.KIND, ctx.manager.root, same={"backbone": backbone})
     if pace is None:
         other = measured_pace(reward.KIND, ctx.manager.root)
         if other is not None:  # a pace on another backbone would mislead by several times: name it, don't use it
             return (f"<small>Cost: no measurement yet on this machine with backbone `{esc(backbone)}` (run "
                     f"`{esc(other['run'])}` took {other['seconds_per_step']:.2f} s per step on "
-                    f"`{esc(str(other['config'].get('backbone', '?')))}`; a bigger backbone takes longer).</small>")
+                    f"`{esc(str(other['config'].get('backbone', '?')))}`; a step's time grows with the backbone's "
+                    f"size).</small>")
         return ("<small>Cost: no measurement yet on this machine (no reward run has logged steps here).</small>")
     cfg = pace["config"]
     try:
