@@ -236,6 +236,23 @@ def find_reward_model(path: str, root: Path | None = None) -> str:
     return str(candidate.resolve())
 
 
+def reward_backbone(path: str | Path | None, root: Path | None = None) -> str | None:
+    """The backbone a reward run trained (its config's `backbone`), given as in `find_reward_model`; None when it
+    cannot be told (no such folder, a bare model folder, a hub id)."""
+    try:
+        folder = Path(find_reward_model(str(path), root)) if path else None
+    except ValueError:
+        return None
+    if folder is None:
+        return None
+    folder = folder.parent if folder.name == "model" else folder
+    try:
+        backbone = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("backbone")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return backbone if isinstance(backbone, str) else None
+
+
 REFUSAL_PREFERENCE_OK = 0.3  # above this, the model rewards refusing ordinary requests (measured: 1.0 on hh harmless)
 
 

@@ -8,6 +8,7 @@ import platform
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,17 +200,18 @@ def seconds_per_step(rows: list[dict[str, Any]]) -> tuple[float, int] | None:
     return (seconds / steps, int(steps)) if steps else None
 
 
-def measured_pace(kind: str, root: Path | None = None, same: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def measured_pace(kind: str, root: Path | None = None, same: dict[str, Any] | None = None,
+                  where: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
     """The newest run of `kind` on this machine with at least two timed steps: {"run", "seconds_per_step", "steps",
     "config"}; None when this machine has measured nothing yet (runs from elsewhere do not count). `same`: config
     values the run must share (a reward step on a 135M backbone takes ~9x one on a 22M backbone, so its
-    pace says nothing about the other's)."""
+    pace says nothing about the other's); `where`: a test on the run's config for what a value cannot say."""
     for run in list_runs(kind=kind, root=root):
         try:
             config = run.config
             if config.get("host") != HOST or run.status().get("status") in ACTIVE:
                 continue
-            if any(config.get(k) != v for k, v in (same or {}).items()):
+            if any(config.get(k) != v for k, v in (same or {}).items()) or (where and not where(config)):
                 continue
             pace = seconds_per_step(run.metrics())
         except (json.JSONDecodeError, OSError):
