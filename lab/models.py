@@ -28,6 +28,28 @@ HUB_HOST = ("huggingface.co", 443)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
 
 
+# transformers 5's from_pretrained is not thread-safe: while one model loads it swaps process-wide globals (it makes
+# PreTrainedModel.tie_weights a no-op, sets torch's default dtype, patches torch.linspace), so a model loading at the
+# same time in another thread keeps its tied lm_head on the meta device ("Cannot copy out of meta tensor; no data!"),
+# and a first lazy `from transformers import X` racing another can fail ("cannot import name 'AutoModelForCausalLM'").
+# Both happened in the app (a visitor picked a reward run, which the Reward tab loads for scoring, while a Compare
+# job loaded its policy) and both reproduce with two threads. Every load in the lab holds this lock (re-entrant: a
+# loader calls others).
+LOAD_LOCK = threading.RLock()
+
+
+def serialised(fn: Any) -> Any:
+    """Run `fn` holding LOAD_LOCK: one model load at a time in this process."""
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with LOAD_LOCK:
+            return fn(*args, **kwargs)
+
+    locked.__name__, locked.__qualname__, locked.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    locked.__wrapped__ = fn
+    return locked
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """Where a model lives once its spec is resolved."""
@@ -192,6 +214,7 @@ def check_available(spec: str) -> ModelRef:
     return ref
 
 
+@serialised
 def _gguf_cache(ref: ModelRef) -> Path:
     """Dequantise a GGUF file once into a safetensors folder; later loads read that (well under 5 s)."""
     src = Path(ref.path) / ref.gguf_file
@@ -269,6 +292,7 @@ def fix_pad_token(tokenizer: Any) -> Any:
     raise ValueError("tokenizer has no token usable for padding apart from EOS")
 
 
+@serialised
 def load_tokenizer(spec: str, padding_side: str = "left") -> Any:
     """Tokenizer with a pad token distinct from EOS; left padding for generation by default."""
     from transformers import AutoTokenizer
@@ -278,6 +302,7 @@ def load_tokenizer(spec: str, padding_side: str = "left") -> Any:
     return fix_pad_token(tokenizer)
 
 
+@serialised
 def quantization_config() -> Any:
     """The seed's 4-bit NF4, double quantisation, bf16 compute."""
     import torch
@@ -291,6 +316,7 @@ def quantization_config() -> Any:
     )
 
 
+@serialised
 def load_causal_lm(spec: str, quantize_4bit: bool = False, dtype: Any = None) -> Any:
     """A causal LM; with `quantize_4bit`, NF4 weights through bitsandbytes on CUDA, or on CPU where there is none
     (bitsandbytes >= 0.49 quantises on CPU: slow, but the Space's 4-bit + LoRA path runs the same code in tests)."""
@@ -350,6 +376,7 @@ def keep_4bit_trainable(model: Any) -> Any:
     return model
 
 
+@serialised
 def load_reward_backbone(spec: str, num_labels: int = 1) -> Any:
     """A sequence classifier with one scalar output, for the reward model."""
     from transformers import AutoModelForSequenceClassification
@@ -357,6 +384,7 @@ def load_reward_backbone(spec: str, num_labels: int = 1) -> Any:
     return _from_pretrained(AutoModelForSequenceClassification, spec, num_labels=num_labels, **NO_HUB_KERNELS)
 
 
+@serialised
 def load_encoder(spec: str) -> Any:
     """A bare encoder (no head), for sentence embeddings (lab.relevance)."""
     from transformers import AutoModel
@@ -364,6 +392,7 @@ def load_encoder(spec: str) -> Any:
     return _from_pretrained(AutoModel, spec, **NO_HUB_KERNELS)
 
 
+@serialised
 def add_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: Any = None,
              top_layers: int = 0) -> Any:
     """Wrap a causal LM in LoRA adapters (the seed's r=16, alpha=32, dropout=0.05); `top_layers` > 0 puts them in

@@ -157,18 +157,19 @@ def resolve_sides(model_a: str, model_b: str, root: Path | None = None) -> tuple
 
 def load_policies(sides: tuple[Side, Side], quantize_4bit: bool, precision: str = "auto") -> dict[str, tuple[Any, Any]]:
     """One model per distinct policy, carrying the adapters of every run that uses it (named by side key)."""
-    from peft import PeftModel  # heavy: imported when models load, not when the app starts
+    with models.LOAD_LOCK:  # one model load at a time in the process (transformers' loads share globals)
+        from peft import PeftModel  # heavy: imported when models load, not when the app starts
 
-    loaded: dict[str, tuple[Any, Any]] = {}
-    for policy in dict.fromkeys(s.policy for s in sides):
-        model = models.load_causal_lm(policy, quantize_4bit=quantize_4bit, dtype=load_dtype(precision))
-        for side in (s for s in sides if s.policy == policy and s.adapter_dir is not None):
-            if isinstance(model, PeftModel):
-                model.load_adapter(str(side.adapter_dir), adapter_name=side.key, is_trainable=False)
-            else:
-                model = PeftModel.from_pretrained(model, str(side.adapter_dir), adapter_name=side.key)
-        loaded[policy] = (model.eval(), models.load_tokenizer(policy))
-    return loaded
+        loaded: dict[str, tuple[Any, Any]] = {}
+        for policy in dict.fromkeys(s.policy for s in sides):
+            model = models.load_causal_lm(policy, quantize_4bit=quantize_4bit, dtype=load_dtype(precision))
+            for side in (s for s in sides if s.policy == policy and s.adapter_dir is not None):
+                if isinstance(model, PeftModel):
+                    model.load_adapter(str(side.adapter_dir), adapter_name=side.key, is_trainable=False)
+                else:
+                    model = PeftModel.from_pretrained(model, str(side.adapter_dir), adapter_name=side.key)
+            loaded[policy] = (model.eval(), models.load_tokenizer(policy))
+        return loaded
 
 
 

@@ -72,6 +72,11 @@ CANNED_REFUSALS = (
 )
 
 
+def probe_count() -> int:
+    """The ordinary requests `refusal_preference` asks about (16)."""
+    return sum(1 for line in PROBES.read_text().splitlines() if line.strip())
+
+
 def refusal_preference(reward_model: RewardModel) -> float:
     """Share of (ordinary request, good answer, canned refusal) triples where the reward model scores the refusal
     higher: above ~0.3 the preference data was one-sided and PPO against this model learns to refuse."""

@@ -97,9 +97,10 @@ def model_max_length(model: Any, tokenizer: Any) -> int:
 
 def backbone_limit(spec: str, tokenizer: Any) -> int:
     """`model_max_length` of a backbone from its config alone (before its weights load)."""
-    from transformers import AutoConfig  # heavy: only a reward job reads a backbone's config
+    with models.LOAD_LOCK:  # a first lazy import of transformers races other loads
+        from transformers import AutoConfig  # heavy: only a reward job reads a backbone's config
 
-    config = AutoConfig.from_pretrained(models.local_path(spec), trust_remote_code=False)
+        config = AutoConfig.from_pretrained(models.local_path(spec), trust_remote_code=False)
     return model_max_length(SimpleNamespace(config=config), tokenizer)
 
 
@@ -321,8 +322,8 @@ def refusal_warning(path: str | Path) -> str:
             if isinstance(share, (int, float)) and share > REFUSAL_PREFERENCE_OK:
                 data = str(summary.get("data") or (status.get("config") or {}).get("data") or "")
                 advice = refusal_advice(data, (summary.get("subsets") or {}).get("train"))
-                return (f"this reward model prefers a canned refusal to a good answer on {share:.0%} of ordinary "
-                        f"requests. {advice}")
+                return (f"this reward model prefers a canned refusal to a good answer in {share:.0%} of its "
+                        f"comparisons on ordinary requests. {advice}")
             return ""
     return ""
 

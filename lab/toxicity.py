@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from lab.models import NO_HUB_KERNELS, cached_snapshot, has_cuda, hub_reachable, local_path
+from lab.models import LOAD_LOCK, NO_HUB_KERNELS, cached_snapshot, has_cuda, hub_reachable, local_path
 
 ROBERTA_ID = "facebook/roberta-hate-speech-dynabench-r4-target"
 TOXIC_LABEL = "hate"  # evaluate's toxicity measurement: toxic_label="hate"
@@ -55,12 +55,13 @@ class ClassifierScorer:
     def __init__(
         self, model: str = ROBERTA_ID, label: str = TOXIC_LABEL, batch_size: int = 32, max_length: int = 512
     ) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        with LOAD_LOCK:  # one model load at a time (lab.models.LOAD_LOCK)
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        path = model if Path(model).expanduser().exists() else local_path(model)  # a hub id: cached or downloaded
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=False,
-                                                                        **NO_HUB_KERNELS).eval()
+            path = model if Path(model).expanduser().exists() else local_path(model)  # a hub id: cached or downloaded
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=False,
+                                                                            **NO_HUB_KERNELS).eval()
         if has_cuda():
             self.model.to("cuda")
         self.label_index = _label_index(self.model.config.id2label, label, model)

@@ -112,3 +112,43 @@ def test_no_model_is_loaded_with_kernels_from_the_hub(tiny_lm_dir, tiny_reward_b
               models.load_reward_backbone(str(tiny_reward_backbone_dir)), ClassifierScorer(str(hate)).model]
     assert [m.use_kernels for m in loaded] == [False] * 4
     assert models.load_encoder(str(tiny_reward_backbone_dir)).use_kernels is False  # lab.relevance's encoder
+
+
+def test_two_threads_loading_at_once_both_get_whole_models_one_load_at_a_time(tiny_lm_dir, tiny_reward_backbone_dir):
+    """transformers 5's from_pretrained swaps process-wide globals while it loads (tie_weights made a no-op, the
+    default dtype), so a policy loading while the Reward tab loaded a reward model kept its tied lm_head on the meta
+    device and the Compare job failed ("Cannot copy out of meta tensor"). Loads now wait for each other."""
+    import threading
+
+    held, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with models.LOAD_LOCK:
+            held.set()
+            release.wait(30)
+
+    threading.Thread(target=holder, daemon=True).start()
+    assert held.wait(10)
+    threading.Thread(target=lambda: (models.load_tokenizer(str(tiny_reward_backbone_dir)), done.set()),
+                     daemon=True).start()
+    assert not done.wait(1.0)  # a load started while another runs waits for it
+    release.set()
+    assert done.wait(60)
+
+    errors, metas = [], []
+
+    def load(spec: str, loader, times: int) -> None:
+        for _ in range(times):
+            try:
+                model = loader(spec)
+                metas.extend(n for n, p in model.named_parameters() if p.is_meta)
+            except Exception as e:  # noqa: BLE001 (any failure is the finding)
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=load, args=(str(tiny_lm_dir), models.load_causal_lm, 6)),
+               threading.Thread(target=load, args=(str(tiny_reward_backbone_dir), models.load_reward_backbone, 6))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and metas == []

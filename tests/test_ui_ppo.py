@@ -238,7 +238,13 @@ def test_a_short_run_compares_disjoint_ends_and_a_single_step_says_too_few(tmp_p
     old_summary = {"steps": 6, "reward_first": 3.0, "reward_last": 4.0, "kl_last": 0.1, "seconds_per_step": 1.0}
     run.set_status("done", summary=old_summary)  # an older run's summary: windows of 5 that overlapped
     text = summary_markdown(run)
-    assert "Reward +1.500 → +5.500" in text and "mean of steps 1–2 → steps 5–6" in text and "short run" in text
+    assert "Rollout reward +1.500 → +5.500" in text and "mean of steps 1–2 → steps 5–6" in text and "short run" in text
+    assert "a change of +4.00 against ±1.41 of noise: beyond its noise" in text  # ends' means ± 2 standard errors
+    flat = new_run("ppo", {"policy": "p", "steps": 6, "reward_model": "r"}, tmp_path / "flat")
+    for step, reward in enumerate((0.2, -0.9, 1.1, 0.4, -0.6, 0.9), 1):  # a wobble, not a rise
+        flat.log_metrics({"step": step, "env/reward_mean": reward, "objective/kl": 0.1, "time/step": 1.0})
+    flat.set_status("done", summary=ppo_metrics.summarize(flat.metrics()))
+    assert "within its noise" in summary_markdown(flat)
     one = new_run("ppo", {"policy": "p", "steps": 1, "reward_model": "r"}, tmp_path / "one")
     one.log_metrics({"step": 1, "env/reward_mean": 1.0, "objective/kl": 0.1, "time/step": 1.0})
     one.set_status("stopped", summary=ppo_metrics.summarize(one.metrics()))
@@ -399,7 +405,7 @@ def test_a_reward_run_that_rewards_refusing_is_marked_and_warned_about(runs_root
                                           "subsets": {"train": {"hh.jsonl.gz": 1000, "broken-text": 500}}})
     balanced = new_run("reward", {"backbone": "x"}, runs_root)
     balanced.set_status("done", summary={"refusal_preference": 0.0625})
-    assert "100% of ordinary requests" in refusal_warning(one_sided.path)
+    assert "100% of its comparisons on ordinary requests" in refusal_warning(one_sided.path)
     # the model folder finds its run too; the fix repeats the 83 helpful pairs to about the 1,000 others
     assert "'hh.jsonl.gz+bundled:helpful*12'" in refusal_warning(one_sided.model_dir)
     assert refusal_warning(balanced.path) == "" and refusal_warning(runs_root / "missing") == ""
@@ -424,12 +430,13 @@ def test_a_balanced_reward_run_that_rewards_refusing_is_not_blamed_on_its_data(r
     run = new_run("reward", {"backbone": "x"}, runs_root)
     run.set_status("done", summary={"refusal_preference": 0.42, "data": "bundled", "subsets": {"train": train}})
     warning = refusal_warning(run.path)
-    assert "42% of ordinary requests" in warning
+    assert "42% of its comparisons on ordinary requests" in warning
     assert "not one-sided (83 ordinary-request pairs beside 83 others)" in warning
     assert "another seed" in warning and "evasion_pairs 0.5" in warning
     assert "harmless-base" not in warning and "bundled:helpful" not in warning
     line = checks_lines({"refusal_preference": 0.42, "subsets": {"train": train}}, "bundled")[0]
     assert "⚠" in line and "not one-sided" in line and "bundled:helpful" not in line
+    assert "in **20 of 48** comparisons (42%)" in line  # a count, not a percent of 16 requests it cannot be
     assert "refusal-over-harm pairs" in warning  # the run had them: the likely cause is named
     helpful_only = checks_lines({"refusal_preference": 0.5, "subsets": {"train": {"helpful": 80}}}, "bundled:helpful")
     assert "not one-sided" in helpful_only[0] and "refusal-over-harm" not in helpful_only[0]  # no such pairs: no blame

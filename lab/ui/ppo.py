@@ -171,9 +171,15 @@ def summary_markdown(run: Run) -> str:
         seconds = summary.get("seconds_per_step")
         pace = f" · {seconds:.1f} s per step" if isinstance(seconds, (int, float)) else ""
         kl = f" · KL {summary['kl_last']:.3f}" if isinstance(summary.get("kl_last"), (int, float)) else ""
+        rise, se = summary["reward_last"] - summary["reward_first"], summary.get("reward_rise_se")
+        noise = ""
+        if isinstance(se, (int, float)) and se > 0:  # each step's prompts are new: the ends carry sampling noise
+            where = "beyond" if abs(rise) > 2 * se else "within"
+            noise = (f" · a change of {rise:+.2f} against ±{2 * se:.2f} of noise: {where} its noise (the evaluation "
+                     f"on fixed prompts below is the steadier measure)")
         lines.append(
-            f"### Reward {summary['reward_first']:+.3f} → {summary['reward_last']:+.3f}\n"
-            f"({ends}{lengths}{short}){kl} · {summary.get('steps', n)} steps{pace}\n\n"
+            f"### Rollout reward {summary['reward_first']:+.3f} → {summary['reward_last']:+.3f}\n"
+            f"({ends}{lengths}{short}){kl} · {summary.get('steps', n)} steps{pace}{noise}\n\n"
             "<small>Reward numbers are comparable only between answers of similar length: this reward model scores "
             "length as well as content. The Compare tab's answers may be longer than these rollouts, so its "
             "rewards sit on another scale; compare base and RLHF there, on the same prompts and lengths.</small>"

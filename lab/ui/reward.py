@@ -103,8 +103,12 @@ def checks_lines(summary: dict[str, Any], data: str) -> list[str]:
                      f"tell what PPO will write from what a person wrote.")
     if isinstance(refusing, (int, float)):
         advice = esc(reward_model.refusal_advice(data, (summary.get("subsets") or {}).get("train"), quote="`"))
-        lines.append(f"**Refusing:** on 16 ordinary requests it scores a canned refusal (\"I'm sorry, but I can't "
-                     f"help with that.\") above a good answer in {refusing:.0%} of cases."
+        k = reward_eval.probe_count()
+        n = len(reward_eval.CANNED_REFUSALS) * k  # each of 16 good answers against 3 refusals
+        lines.append(f"**Refusing:** on {k} ordinary requests, each good answer against "
+                     f"{len(reward_eval.CANNED_REFUSALS)} canned refusals (\"I'm sorry, but I can't help with that.\", "
+                     f"...), it scores the refusal higher in **{round(refusing * n)} of {n}** comparisons "
+                     f"({refusing:.0%})."
                      + (f" ⚠ {advice}" if refusing > reward_model.REFUSAL_PREFERENCE_OK else ""))
     return lines
 
