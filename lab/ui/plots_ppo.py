@@ -21,11 +21,13 @@ NOTES = [
     "weight (the cpu preset's 5), PPO maximises the reward model's score plus that weight times each answer's "
     "relevance to its request (dotted, 0–1: the cosine of sentence embeddings, ~0.2 off topic, ~0.8 on topic).",
     "How far the policy has moved from the original model: KL in nats per answer, the batch mean. Healthy: above 0 and "
-    "below the dashed target or the dotted cap. One answer's KL can be negative; the mean should not be. A KL that "
+    "below the dashed target (drawn when the adaptive controller is on) or the dotted cap (when one is set). One "
+    "answer's KL can be negative; the mean should not be. A KL that "
     "keeps climbing often means the policy found a template the reward model overrates (every run read blind past 10 "
     "nats lost to its base): read the rollouts.",
-    "The KL weight β: how much each nat of KL costs in the reward. The adaptive controller nudges it towards keeping "
-    "KL near the target, slowly (over thousands of answers), so small moves are normal. With a KL cap, β doubles "
+    "The KL weight β: how much each nat of KL costs in the reward. A fixed β (the cpu preset's 0.3) is a flat line; "
+    "the adaptive controller, when on, nudges it towards keeping KL near the target, slowly (over thousands of "
+    "answers), so small moves are normal. With a KL cap, β doubles "
     "after every step whose KL passed the cap and halves back once KL is under half of it: a staircase here means the "
     "cap is holding the policy back.",
     "Policy loss (noisy; its sign means little) and value loss (how far the critic's predicted returns are off; "
