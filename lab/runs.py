@@ -132,10 +132,22 @@ class Run:
             after = "" if steps is None else f" after {steps} step{'' if steps == 1 else 's'}"
             state = f"{state.upper()}{after} (not finished)"
         bits = [self.id, state]
-        for key, name in (("eval_accuracy", "accuracy"), ("reward_last", "reward"), ("toxicity_rlhf", "toxicity")):
+        headline = (("eval_accuracy", "accuracy"), ("reward_last", "rollout reward"), ("toxicity_rlhf", "toxicity"))
+        for key, name in headline:
             if isinstance(summary.get(key), (int, float)):
-                bits.append(f"{name} {summary[key]:.3f}")
+                bits.append(f"{name} {summary[key]:.3f}" + (self._scored_by() if key == "reward_last" else ""))
         return " · ".join(bits)
+
+    def _scored_by(self) -> str:
+        """' by RM': whose scale a PPO run's reward is on (two runs' rewards from different reward models do not
+        compare)."""
+        try:
+            spec = str(self.config.get("reward_model") or "")
+        except (json.JSONDecodeError, OSError):
+            return ""
+        path = Path(spec)
+        name = path.parent.name if path.name == "model" else path.name
+        return f" by {name}" if name else ""
 
 
 def new_run(kind: str, config: dict[str, Any], root: Path | None = None, path: Path | None = None) -> Run:

@@ -26,9 +26,11 @@ def test_new_run_writes_config_and_queued_status(runs_root):
 def test_runs_listing_and_labels(runs_root):
     a = runs.new_run("reward", {"lr": 1}, runs_root)
     a.set_status("done", summary={"eval_accuracy": 0.71})
-    runs.new_run("ppo", {}, runs_root)
+    ppo = runs.new_run("ppo", {"reward_model": str(a.path / "model")}, runs_root)
     assert [r.id for r in runs.list_runs(kind="reward", root=runs_root)] == [a.id]
     assert "accuracy 0.710" in a.label()
+    ppo.set_status("done", summary={"reward_last": 0.4991})  # on its reward model's scale: named beside it
+    assert f"rollout reward 0.499 by {a.id}" in ppo.label()
     with pytest.raises(ValueError, match="not a run folder"):
         runs.open_run("nope", runs_root)
     (a.path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo')  # a line cut off by a crash
