@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -41,12 +42,11 @@ LOAD_LOCK = threading.RLock()
 def serialised(fn: Any) -> Any:
     """Run `fn` holding LOAD_LOCK: one model load at a time in this process."""
 
+    @functools.wraps(fn)
     def locked(*args: Any, **kwargs: Any) -> Any:
         with LOAD_LOCK:
             return fn(*args, **kwargs)
 
-    locked.__name__, locked.__qualname__, locked.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-    locked.__wrapped__ = fn
     return locked
 
 
@@ -302,7 +302,6 @@ def load_tokenizer(spec: str, padding_side: str = "left") -> Any:
     return fix_pad_token(tokenizer)
 
 
-@serialised
 def quantization_config() -> Any:
     """The seed's 4-bit NF4, double quantisation, bf16 compute."""
     import torch

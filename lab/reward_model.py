@@ -240,11 +240,11 @@ def find_reward_model(path: str, root: Path | None = None) -> str:
 def reward_backbone(path: str | Path | None, root: Path | None = None) -> str | None:
     """The backbone a reward run trained (its config's `backbone`), given as in `find_reward_model`; None when it
     cannot be told (no such folder, a bare model folder, a hub id)."""
-    try:
-        folder = Path(find_reward_model(str(path), root)) if path else None
-    except ValueError:
+    if not path:
         return None
-    if folder is None:
+    try:
+        folder = Path(find_reward_model(str(path), root))
+    except ValueError:
         return None
     folder = folder.parent if folder.name == "model" else folder
     try:

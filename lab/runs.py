@@ -142,12 +142,17 @@ class Run:
         """' by RM': whose scale a PPO run's reward is on (two runs' rewards from different reward models do not
         compare)."""
         try:
-            spec = str(self.config.get("reward_model") or "")
+            spec = self.config.get("reward_model")
         except (json.JSONDecodeError, OSError):
             return ""
-        path = Path(spec)
-        name = path.parent.name if path.name == "model" else path.name
-        return f" by {name}" if name else ""
+        return f" by {reward_model_name(spec)}" if spec else ""
+
+
+def reward_model_name(path: Any) -> str:
+    """A reward model as the visitor knows it: its run id (the folder above `model/`), never the server's path."""
+    text = str(path or "?")
+    parts = Path(text).parts
+    return parts[-2] if len(parts) >= 2 and parts[-1] == "model" else Path(text).name or text
 
 
 def new_run(kind: str, config: dict[str, Any], root: Path | None = None, path: Path | None = None) -> Run:

@@ -10,7 +10,8 @@ import gradio as gr
 from lab import evaluate, ppo, ppo_metrics
 from lab.reward_model import refusal_warning, reward_backbone
 from lab.config import field_type, fields_by_name
-from lab.runs import ACTIVE, Run, default_choice, duration, list_runs, measured_pace, open_run
+from lab.runs import (ACTIVE, Run, default_choice, duration, list_runs, measured_pace, open_run,
+                      reward_model_name)
 from lab.ui.common import (JobTab, UIContext, esc, field_input, find_run, form_labels, plain_names, require_numbers,
                            start_job)
 from lab.ui.plots_eval import EVAL_NOTES, rates_figure, scores_figure
@@ -132,13 +133,6 @@ def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
 def estimator_text(config: dict[str, Any]) -> str:
     name = str(config.get("advantage") or "gae").lower()
     return ESTIMATORS.get(name, name).format(k=config.get("samples_per_prompt", "?"))
-
-
-def reward_model_name(path: Any) -> str:
-    """The reward model as the visitor knows it: its run id, never the server's folder."""
-    text = str(path or "?")
-    parts = Path(text).parts
-    return parts[-2] if len(parts) >= 2 and parts[-1] == "model" else Path(text).name or text
 
 
 def summary_markdown(run: Run) -> str:
