@@ -136,7 +136,29 @@ class Run:
         for key, name in headline:
             if isinstance(summary.get(key), (int, float)):
                 bits.append(f"{name} {summary[key]:.3f}" + (self._scored_by() if key == "reward_last" else ""))
-        return " · ".join(bits)
+        if self.kind == "reward":
+            bits.append(self._trained_on(summary))
+        return " · ".join(b for b in bits if b)
+
+    def _trained_on(self, summary: dict[str, Any]) -> str:
+        """'all-minilm-l6-v2 × 2 on bundled, 248 pairs': what a reward run was trained from, so two runs of equal
+        accuracy read apart in a dropdown (the backbone, an ensemble's size, the data and its training pairs)."""
+        try:
+            cfg = self.config
+        except (json.JSONDecodeError, OSError):
+            return ""
+        backbone = str(cfg.get("backbone") or "").split(":")[-1].rstrip("/").split("/")[-1]
+        members = summary.get("members") or cfg.get("ensemble") or 1
+        data = str(summary.get("data") or cfg.get("data") or "")
+        data = "+".join(Path(part).name if Path(part).is_absolute() or part.startswith(".") else part
+                        for part in data.split("+"))  # a file by its name, never the server's path; hub ids whole
+        pairs = summary.get("train_pairs")
+        text = backbone + (f" × {members}" if isinstance(members, int) and members > 1 else "")
+        if data:
+            text += f" on {data[:40] + '…' if len(data) > 41 else data}"
+        if isinstance(pairs, int):
+            text += f", {pairs} pairs"
+        return text.strip()
 
     def _scored_by(self) -> str:
         """' by RM': whose scale a PPO run's reward is on (two runs' rewards from different reward models do not
@@ -220,8 +242,9 @@ def seconds_per_step(rows: list[dict[str, Any]]) -> tuple[float, int] | None:
 def measured_pace(kind: str, root: Path | None = None, same: dict[str, Any] | None = None,
                   where: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
     """The newest run of `kind` on this machine with at least two timed steps: {"run", "seconds_per_step", "steps",
-    "config"}; None when this machine has measured nothing yet (runs from elsewhere do not count). `same`: config
-    values the run must share (a reward step on a 135M backbone takes ~9x one on a 22M backbone, so its
+    "config", "summary", "seconds" (its whole wall-clock time, loading included)}; None when this machine has measured
+    nothing yet (runs from elsewhere do not count).
+    `same`: config values the run must share (a reward step on a 135M backbone takes ~9x one on a 22M backbone, so its
     pace says nothing about the other's); `where`: a test on the run's config for what a value cannot say."""
     for run in list_runs(kind=kind, root=root):
         try:
@@ -234,7 +257,9 @@ def measured_pace(kind: str, root: Path | None = None, same: dict[str, Any] | No
         except (json.JSONDecodeError, OSError):
             continue
         if pace is not None:
-            return {"run": run.id, "seconds_per_step": pace[0], "steps": pace[1], "config": config}
+            status = run.status()
+            return {"run": run.id, "seconds_per_step": pace[0], "steps": pace[1], "config": config,
+                    "summary": status.get("summary") or {}, "seconds": status.get("seconds")}
     return None
 
 

@@ -37,6 +37,21 @@ def test_runs_listing_and_labels(runs_root):
     assert a.metrics() == [{"step": 1}]
 
 
+def test_reward_runs_of_equal_accuracy_read_apart_by_what_they_were_trained_on(runs_root):
+    small = runs.new_run("reward", {"backbone": "embedded:all-minilm-l6-v2", "data": "bundled", "ensemble": 1},
+                         runs_root)
+    small.set_status("done", summary={"eval_accuracy": 0.974, "train_pairs": 248, "members": 1, "data": "bundled"})
+    upload = str(runs_root / "uploads" / "mine.jsonl")  # an uploaded file: its name, never the server's path
+    big = runs.new_run("reward", {"backbone": "distilroberta-base", "data": f"{upload}+bundled", "ensemble": 2},
+                       runs_root)
+    big.set_status("done", summary={"eval_accuracy": 0.974, "train_pairs": 547, "members": 2})
+    hub = runs.new_run("reward", {"backbone": "distilroberta-base", "data": "Anthropic/hh-rlhf"}, runs_root)
+    assert small.label().endswith("accuracy 0.974 · all-minilm-l6-v2 on bundled, 248 pairs")
+    assert big.label().endswith("accuracy 0.974 · distilroberta-base × 2 on mine.jsonl+bundled, 547 pairs")
+    assert str(runs_root) not in big.label()
+    assert hub.label().endswith("queued · distilroberta-base on Anthropic/hh-rlhf")  # no summary yet: its config
+
+
 def test_status_writes_from_two_threads_never_collide_and_done_is_final(runs_root):
     run = runs.new_run("demo", {}, runs_root)
     errors = []

@@ -310,6 +310,13 @@ def test_the_form_says_what_a_run_will_cost_from_this_machines_pace(runs_root):
     assert "about **16 min**" in text and "64 steps × 15.0 s per step" in text and run.id in text
     assert "scaled ×2.00" in tab.cost_text(ctx, 64, 16, 32)  # twice the rollouts: a rough guess, said so
     assert "type the training steps" in tab.cost_text(ctx, None, 8, 32)
+    # a run that says how long it took in all: what it spent outside its steps (loading) is added, and named
+    timed = new_run("ppo", {"batch_size": 8, "output_max_length": 32}, runs_root)
+    with open(timed.path / "metrics.jsonl", "w") as fh:
+        fh.writelines(f'{{"time": {100 + 6 * s}, "step": {s}}}\n' for s in range(1, 33))
+    timed.set_status("done", summary={"steps": 32}, seconds=32 * 6 + 21)
+    text = tab.cost_text(ctx, 32, 8, 32)
+    assert "32 steps × 6.0 s per step + 21 s loading the models and saving" in text and "about **4 min**" in text
 
 
 def test_the_cost_line_uses_a_pace_measured_against_a_reward_model_on_the_chosen_ones_backbone(runs_root):

@@ -179,9 +179,11 @@ def test_an_emptied_number_is_refused_by_name_and_the_cost_is_shown(runs_root):
     with open(run.path / "metrics.jsonl", "w") as fh:
         fh.writelines(f'{{"time": {s * 0.5}, "step": {s}}}\n' for s in range(1, 11))
     run.set_status("done")
-    text = tab.cost_text(ctx, 120, 8, 2)
+    text = tab.cost_text(ctx, 120, 8, 2, judge_fraction=0)
     assert "about **2 min**" in text and "120 steps × 2 models × 0.50 s per step" in text
-    assert "the epochs set the step count" in tab.cost_text(ctx, 0, 8, 1)
+    text = tab.cost_text(ctx, 120, 8, 2)  # the preset's judge: its steps too (the preset's cap, nothing measured)
+    assert "(120 steps × 2 models + 30 judge steps) × 0.50 s per step" in text
+    assert "no total" in tab.cost_text(ctx, 0, 8, 1)  # epochs decide and no run here counted this data's pairs
     # Another backbone: the 22M model's pace would promise a 135M model's run ~9x too soon, so it is named, not used.
     other = tab.cost_text(ctx, 120, 8, 1, "embedded:smollm2-135m-instruct")
     assert "no measurement yet on this machine with backbone `embedded:smollm2-135m-instruct`" in other
@@ -190,9 +192,37 @@ def test_an_emptied_number_is_refused_by_name_and_the_cost_is_shown(runs_root):
     with open(big.path / "metrics.jsonl", "w") as fh:
         fh.writelines(f'{{"time": {s * 2.5}, "step": {s}}}\n' for s in range(1, 11))
     big.set_status("done")
-    assert "120 steps × 2.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "embedded:smollm2-135m-instruct")
-    assert "120 steps × 0.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "embedded:all-minilm-l6-v2")
-    assert "120 steps × 0.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "   ")  # blank: the preset's backbone
+    alone = {"judge_fraction": 0}
+    assert "120 steps × 2.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "embedded:smollm2-135m-instruct", **alone)
+    assert "120 steps × 0.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "embedded:all-minilm-l6-v2", **alone)
+    assert "120 steps × 0.50 s per step" in tab.cost_text(ctx, 120, 8, 1, "   ", **alone)  # blank: the preset's
+
+
+def test_the_reward_cost_line_gives_a_total_when_the_epochs_decide_with_loading_and_the_judge_counted(runs_root):
+    """The cpu preset's form has max steps 0: the total comes from a finished run's count of training pairs on the
+    same data and split, and the time that run spent outside its steps (loading, evaluation) is added."""
+    from lab.runs import new_run
+    from lab.ui import reward as tab
+    from lab.ui.common import UIContext
+
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    split = {"data": "bundled", "eval_data": "", "eval_fraction": 0.1, "judge_fraction": 0.25, "broken_pairs": 0.5}
+    run = new_run("reward", {"batch_size": 8, "backbone": "embedded:all-minilm-l6-v2", **split}, runs_root)
+    with open(run.path / "metrics.jsonl", "w") as fh:  # 60 proxy steps at 0.8 s; judge rows are not proxy steps
+        fh.writelines(f'{{"time": {s * 0.8}, "step": {s}}}\n' for s in range(1, 61))
+    run.set_status("done", summary={"train_pairs": 248, "steps": 60, "judge_steps": 30, "seconds": 92.0})
+    form = dict(max_steps=0, batch_size=8, ensemble=1, backbone="embedded:all-minilm-l6-v2", epochs=1.5,
+                data="bundled", eval_data="", eval_fraction="0.1", judge_fraction=0.25, broken_pairs=0.5)
+    text = tab.cost_text(ctx, *(form[k] for k in tab.COST_INPUTS))
+    # 248 pairs / batch 8 = 31 batches × 1.5 epochs = 47, below the preset's 60: 60 steps; the run spent
+    # 92 - 90 × 0.8 = 20 s outside its steps, so (60 + 30) × 0.8 + 20 = 92 s: "2 min".
+    assert "about **2 min**" in text and "(60 steps + 30 judge steps) × 0.80 s per step + 20 s loading" in text
+    assert f"248 training pairs as run `{run.id}` had them, 1.5 epochs, at least 60" in text
+    text = tab.cost_text(ctx, *({**form, "epochs": 4}[k] for k in tab.COST_INPUTS))  # 124 steps: more than 60
+    assert "(124 steps + 30 judge steps) × 0.80 s per step" in text and "4 epochs" in text
+    # another data source or split: its pairs were not counted here, so no total, and it says why
+    text = tab.cost_text(ctx, *({**form, "data": "Anthropic/hh-rlhf"}[k] for k in tab.COST_INPUTS))
+    assert "no finished run here used this data and split yet, so there is no total" in text
 
 
 def test_the_summary_names_the_judge_and_its_accuracy(tmp_path):

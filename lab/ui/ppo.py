@@ -325,8 +325,13 @@ def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any, rewa
     if other:  # the reward model scores every rollout: its size is part of the step
         scaled += (f"; its reward model was on `{esc(other)}`, yours is on `{esc(backbone)}`: every rollout is "
                    "scored, so a step's time grows with the reward model's size")
-    return (f"<small>Cost: about **{duration(steps * per_step)}** of this machine's only job slot "
-            f"({steps} steps × {per_step:.1f} s per step, plus loading the models). Measured on this machine by run "
+    timed = pace["summary"].get("steps")
+    overhead = (max(float(pace["seconds"]) - int(timed) * pace["seconds_per_step"], 0.0)
+                if pace["seconds"] and isinstance(timed, int) and timed > 0 else 0.0)  # loading, the last save
+    extra = (f" + {overhead:.0f} s loading the models and saving, as run `{esc(pace['run'])}` spent them"
+             if overhead >= 1 else ", plus loading the models")
+    return (f"<small>Cost: about **{duration(steps * per_step + overhead)}** of this machine's only job slot "
+            f"({steps} steps × {per_step:.1f} s per step{extra}). Measured on this machine by run "
             f"`{esc(pace['run'])}`: {pace['seconds_per_step']:.1f} s per step with {cfg.get('batch_size', '?')} "
             f"rollouts of up to {cfg.get('output_max_length', '?')} tokens{scaled}.</small>")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -10,7 +12,7 @@ import gradio as gr
 from lab import reward, reward_eval, reward_model
 from lab.data import split_turns
 from lab.config import field_type, fields_by_name
-from lab.runs import ACTIVE, Run, duration, measured_pace
+from lab.runs import ACTIVE, Run, duration, list_runs, measured_pace
 from lab.ui.common import JobTab, UIContext, esc, field_input, find_run, form_labels, require_numbers, start_job
 from lab.stats import EVEN_BAND, p_better, pearson
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
@@ -241,10 +243,16 @@ def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
     return reward.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root, checked=checked)
 
 
-def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any, backbone: Any = None) -> str:
-    """What a run will cost before it starts: max steps × models × the seconds per step measured on this machine (by
-    the newest reward run here on the same backbone), scaled by batch size; says so when nothing was measured yet."""
-    backbone = str(backbone or "").strip() or reward.config_from(ctx.preset).backbone  # blank: the preset's
+def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any, backbone: Any = None,
+              epochs: Any = None, data: Any = None, eval_data: Any = None, eval_fraction: Any = None,
+              judge_fraction: Any = None, broken_pairs: Any = None) -> str:
+    """What a run will cost before it starts, in wall-clock time: its steps × models (and the judge's steps) × the
+    seconds per step measured on this machine by the newest reward run here on the same backbone, scaled by batch
+    size, plus what that run spent outside its steps (loading, held-out evaluation, the checks). With max steps 0 the
+    epochs set the count: the training pairs are taken from the newest finished run here on the same data and split,
+    or the line says it cannot count them yet. Says so when nothing was measured yet."""
+    defaults = reward.config_from(ctx.preset)
+    backbone = str(backbone or "").strip() or defaults.backbone  # blank: the preset's
     pace = measured_pace(reward.KIND, ctx.manager.root, same={"backbone": backbone})
     if pace is None:
         other = measured_pace(reward.KIND, ctx.manager.root)
@@ -256,21 +264,71 @@ def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any, ba
         return ("<small>Cost: no measurement yet on this machine (no reward run has logged steps here).</small>")
     cfg = pace["config"]
     try:
-        steps, batch, members = int(float(max_steps)), float(batch_size), int(float(ensemble or 1))
+        steps, batch, members = int(float(max_steps)), float(batch_size), max(int(float(ensemble or 1)), 1)
+        epochs = float(defaults.epochs if epochs in (None, "") else epochs)
     except (TypeError, ValueError):
-        return "<small>Cost: type the max steps and batch size to see it.</small>"
+        return "<small>Cost: type the max steps, epochs and batch size to see it.</small>"
     scale = batch / float(cfg.get("batch_size") or batch)
     per_step = pace["seconds_per_step"] * scale
     measured = (f"measured on this machine by run `{esc(pace['run'])}`: {pace['seconds_per_step']:.2f} s per step "
                 f"with batches of {cfg.get('batch_size', '?')} pairs"
                 + ("" if abs(scale - 1) < 0.05 else f", scaled ×{scale:.2f} for {batch:.0f} (a rough guess)"))
-    if steps <= 0:
-        return (f"<small>Cost: {per_step:.2f} s per step; with max steps 0 the epochs set the step count, which "
-                f"depends on the number of pairs ({measured}).</small>")
-    total = steps * max(members, 1) * per_step
+    counted = ""
+    if steps <= 0:  # the epochs decide: count the pairs as a finished run on the same data and split had them
+        split = {"data": data, "eval_data": eval_data, "eval_fraction": eval_fraction,
+                 "judge_fraction": judge_fraction, "broken_pairs": broken_pairs}
+        like = _same_pairs_run(ctx, {k: v for k, v in split.items() if v is not None})
+        if like is None:
+            return (f"<small>Cost: {per_step:.2f} s per step; with max steps 0 the epochs set the step count, which "
+                    f"depends on the number of training pairs: no finished run here used this data and split yet, "
+                    f"so there is no total ({measured}).</small>")
+        n_train = int(like.summary()["train_pairs"])
+        steps = reward.total_steps(replace(defaults, max_steps=0, epochs=epochs, batch_size=max(int(batch), 1)),
+                                   n_train)
+        counted = (f"; {n_train} training pairs as run `{esc(like.id)}` had them, {epochs:g} epochs"
+                   + (f", at least {defaults.min_steps}" if defaults.min_steps else ""))
+    judge = 0
+    if _number(judge_fraction, defaults.judge_fraction) > 0:
+        judge = int(pace["summary"].get("judge_steps") or defaults.judge_max_steps or steps)
+    timed = (int(pace["summary"].get("steps") or 0) + int(pace["summary"].get("judge_steps") or 0))
+    seconds = pace["seconds"] or pace["summary"].get("seconds")
+    overhead = max(float(seconds) - timed * pace["seconds_per_step"], 0.0) if seconds and timed else 0.0
+    total = (steps * members + judge) * per_step + overhead
     models = f" × {members} models" if members > 1 else ""
-    return (f"<small>Cost: about **{duration(total)}** of this machine's only job slot ({steps} steps{models} × "
-            f"{per_step:.2f} s per step, plus loading; {measured}).</small>")
+    parts = f"({steps} steps{models} + {judge} judge steps)" if judge else f"{steps} steps{models}"
+    extra = (f" + {overhead:.0f} s loading and checks, as run `{esc(pace['run'])}` spent them" if overhead
+             else ", plus loading")
+    return (f"<small>Cost: about **{duration(total)}** of this machine's only job slot: {parts} × "
+            f"{per_step:.2f} s per step{extra}{counted} ({measured}).</small>")
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(default if value in (None, "") else value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _same_pairs_run(ctx: UIContext, split: dict[str, Any]) -> Run | None:
+    """The newest finished reward run here whose training pairs were made as the form would make them (same data,
+    held-out split, judge share and broken-text share), with its count of training pairs; None when there is none."""
+    for run in list_runs(kind=reward.KIND, root=ctx.manager.root, status=("done",)):
+        try:
+            cfg, summary = run.config, run.summary()
+        except (json.JSONDecodeError, OSError):
+            continue
+        same = all(_alike(cfg.get(k), v) for k, v in split.items())
+        if same and isinstance(summary.get("train_pairs"), int):
+            return run
+    return None
+
+
+def _alike(a: Any, b: Any) -> bool:
+    """Form values against a saved config: numbers by value (the form sends 0.25 or "0.25"), text stripped."""
+    try:
+        return abs(float(a) - float(b)) < 1e-9
+    except (TypeError, ValueError):
+        return str(a or "").strip() == str(b or "").strip()
 
 
 def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
@@ -352,7 +410,8 @@ def build_reward_tab(ctx: UIContext) -> None:
         ctx.demo.load(*source, api_visibility="private", show_progress="hidden")
 
 
-COST_INPUTS = ("max_steps", "batch_size", "ensemble", "backbone")  # what the cost line reads from the form
+COST_INPUTS = ("max_steps", "batch_size", "ensemble", "backbone", "epochs", "data", "eval_data", "eval_fraction",
+               "judge_fraction", "broken_pairs")  # what the cost line reads from the form, in cost_text's order
 FORM = ("data", "data_source", "eval_data", "eval_fraction", "backbone", "epochs", "max_steps", "learning_rate",
         "batch_size", "max_length", "ensemble", "judge_fraction", "broken_pairs")  # the form's inputs, by name
 
@@ -381,8 +440,7 @@ def _form(jt: JobTab) -> None:
     field("ensemble", elem_id="reward-ensemble")
     field("judge_fraction", elem_id="reward-judge")
     field("broken_pairs", elem_id="reward-broken-pairs")
-    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.max_steps, defaults.batch_size, defaults.ensemble,
-                                         defaults.backbone),
+    jt.add("cost", gr.Markdown(cost_text(ctx, *(getattr(defaults, name) for name in COST_INPUTS)),
                                elem_id="reward-cost"))
     gr.Markdown(recipe_note(defaults, ctx.preset.name), elem_id="reward-recipe")
 
