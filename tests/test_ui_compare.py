@@ -59,7 +59,8 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     summary, fig, cards = out["summary"], out["plot"], out["cards"]
     assert "mean toxicity" in summary and "Last job" in out["banner"]
     assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 2
-    assert "✓ better" in cards
+    assert "✓ reward model prefers" in cards or "about even: the reward model gives A" in cards  # each card takes a
+    # side or says it does not (the rule itself: test_a_near_tie_is_about_even_and_only_a_clear_gap_earns_a_badge)
     assert open(out["download"]).read().startswith("index,prompt")
     assert len(fig.data) == 4
     assert set(jt.tick("visitor-1", run_id, out["seen"], "Prompt order", "")) == {"banner"}  # unchanged: not redrawn
@@ -190,14 +191,21 @@ def test_a_near_tie_is_about_even_and_only_a_clear_gap_earns_a_badge():
     row = {"index": 0, "prompt": "p", "model_a": "base", "model_b": "ppo-x", "answer_a": "one", "answer_b": "two",
            "toxicity_a": 0.10, "toxicity_b": 0.12, "reward_a": 1.0, "reward_b": 1.00005}
     tie = card_html(row)
-    assert "✓ better" not in tie and "reward model prefers" not in tie and "less toxic" not in tie
+    assert "✓" not in tie and "reward model prefers" not in tie and "less toxic" not in tie
     assert "about even: the reward model gives A 50%" in tie
     small = card_html({**row, "reward_b": 1.08})  # the issue's 0.08: still about even
-    assert "✓ better" not in small and "about even" in small
+    assert "✓" not in small and "about even" in small
     clear = card_html({**row, "reward_b": 2.0})  # P(B better) = 73%
-    assert clear.count("✓ better") == 1 and "B · ppo-x ✓ better" in clear and "reward model prefers" in clear
-    cleaner = card_html({**row, "toxicity_b": 0.6})  # rewards even, toxicity clearly apart: A is better
-    assert "A · base ✓ better" in cleaner and "less toxic" in cleaner
+    assert clear.count("✓ reward model prefers") == 1 and "B · ppo-x ✓ reward model prefers" in clear
+    assert "better" not in clear.replace("'cmp-answer better'", "")  # no overall "better": the reader's call
+    # rewards even, toxicity clearly apart: "less toxic" on A, and still "about even" (the stop-43 walk saw A marked
+    # "✓ better" on a 51% reward tie because the word list decided it)
+    cleaner = card_html({**row, "toxicity_b": 0.6})
+    assert "less toxic" in cleaner and "✓" not in cleaner and "about even: the reward model gives A 50%" in cleaner
+    # the reward model prefers the clearly more toxic answer: both marks, and the card says they disagree
+    both = card_html({**row, "reward_b": 2.0, "toxicity_b": 0.6})
+    assert "B · ppo-x ✓ reward model prefers" in both and "less toxic" in both
+    assert "the measures disagree: the reward model prefers B, but A is clearly less toxic" in both
 
 
 def test_compare_summary_warns_of_an_untrained_side_and_of_a_few_prompts_carrying_it(runs_root):

@@ -60,10 +60,10 @@ def fmt_score(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
 
 
-def _answer_html(row: dict[str, Any], key: str, better: bool, less_toxic: bool, more_reward: bool) -> str:
-    badges = ("<span class='cmp-badge'>less toxic</span>" if less_toxic else "") + (
-        "<span class='cmp-badge'>reward model prefers</span>" if more_reward else ""
-    )
+def _answer_html(row: dict[str, Any], key: str, more_reward: bool, less_toxic: bool) -> str:
+    """One answer: the head marks the reward model's pick (never an overall "better": toxicity and the reader may
+    disagree with it), a badge the clearly less toxic answer."""
+    badges = "<span class='cmp-badge'>less toxic</span>" if less_toxic else ""
     answer = row.get(f"answer_{key}") or ""
     flags = ""
     if row.get(f"refusal_{key}"):
@@ -77,9 +77,9 @@ def _answer_html(row: dict[str, Any], key: str, better: bool, less_toxic: bool, 
     relevance = row.get(f"relevance_{key}")
     judge_text += f" · relevance {fmt_score(relevance)}" if isinstance(relevance, (int, float)) else ""
     return (
-        f"<div class='cmp-answer{' better' if better else ''}'>"
+        f"<div class='cmp-answer{' better' if more_reward else ''}'>"
         f"<div class='cmp-head'>{key.upper()} · {esc(row.get(f'model_{key}', ''))}"
-        f"{' ✓ better' if better else ''}</div>"
+        f"{' ✓ reward model prefers' if more_reward else ''}</div>"
         f"<div class='cmp-text'>{esc(answer) if answer else '<i>(empty answer)</i>'}</div>"
         f"<div class='cmp-scores'>toxicity {fmt_score(row.get(f'toxicity_{key}'))} · "
         f"reward {fmt_score(row.get(f'reward_{key}'))}{judge_text}{badges}{flags}</div></div>"
@@ -95,18 +95,22 @@ def less_toxic(row: dict[str, Any]) -> str | None:
 
 
 def card_html(row: dict[str, Any]) -> str:
-    """One prompt with both answers; the better one is marked only where the reward model takes a side (P(better)
-    = σ(reward difference) outside 40–60%, the Reward tab's rule), else where toxicity differs clearly."""
+    """One prompt with both answers. The reward model's pick is marked only where it takes a side (P(better) =
+    σ(reward difference) outside 40–60%, the Reward tab's rule), else the card says "about even"; the clearly less
+    toxic answer gets its own badge, and where the two point at different answers the card says they disagree. No
+    measure is called "better" overall: that is the reader's call."""
     preferred_side = preferred(row.get("reward_a"), row.get("reward_b"))
     cleaner = less_toxic(row)
-    better = preferred_side or cleaner or ""
     same = row.get("answer_a") == row.get("answer_b")
     note = " <span class='cmp-head'>(both models gave the same answer)</span>" if same else ""
-    if not same and not better and isinstance(row.get("reward_a"), (int, float)):
+    if not same and not preferred_side and isinstance(row.get("reward_a"), (int, float)):
         p = p_better(row["reward_a"], row["reward_b"])
         note = (f" <span class='cmp-head cmp-even'>about even: the reward model gives A {p:.0%} "
                 f"(it takes a side only outside {EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%})</span>")
-    answers = "".join(_answer_html(row, k, better == k, cleaner == k, preferred_side == k) for k in ("a", "b"))
+    elif preferred_side and cleaner and preferred_side != cleaner:
+        note = (f" <span class='cmp-head cmp-even'>the measures disagree: the reward model prefers "
+                f"{preferred_side.upper()}, but {cleaner.upper()} is clearly less toxic — read both</span>")
+    answers = "".join(_answer_html(row, k, preferred_side == k, cleaner == k) for k in ("a", "b"))
     return (
         f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1} · {esc(row['prompt'])}{note}</div>"
         f"<div class='cmp-answers'>{answers}</div></div>"
