@@ -400,3 +400,29 @@ def test_compare_to_vote_queues_the_same_answers_blind_once(runs_root):
     assert len(votes.open_set(name, runs_root).pairs()) == 6
     with pytest.raises(ValueError, match="run a comparison first"):
         tab.to_vote(ctx, None)
+
+
+def test_an_emptied_slider_box_and_a_typed_model_id_are_refused_by_name_not_replaced(runs_root):
+    """A student's walk (stop 43): emptying the prompts slider's box gave Gradio's own "TypeError: '<' not supported
+    between instances of 'NoneType' and 'int'", and a model id typed into Model A ran as "base" without a word."""
+    import gradio as gr
+
+    from lab.ui import compare as tab
+    from lab.ui.common import Slider, UIContext
+
+    assert Slider(1, 100, value=48).preprocess(None) is None  # handed on to the handler, which names the field
+    assert Slider(1, 100, value=48).preprocess(12) == 12
+    assert Slider(1, 100).get_block_name() == "slider"  # drawn by the ordinary slider
+    ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"))
+    values = dict(zip(tab.FORM, ("base", "ppo-x", "bundled:heldout", "", None, 48, 0.7, 50, 0.95, 0, "offline")))
+    with pytest.raises(ValueError, match=r"is empty: type a number"):
+        tab.build_config(ctx, values)
+    assert tab.cost_text(ctx, None, 48).startswith("<small>Cost:")  # the cost line draws, no traceback
+    with pytest.raises(ValueError, match="'nonsense/model-xyz' is not a run folder"):
+        tab.build_config(ctx, {**values, "n_prompts": 8, "model_a": "nonsense/model-xyz"})
+    assert ctx.manager.job is None
+    with gr.Blocks() as demo:
+        ui = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
+        tab.build_compare_tab(ui)
+    models = [b for b in demo.blocks.values() if getattr(b, "elem_id", "") in ("compare-model-a", "compare-model-b")]
+    assert len(models) == 2 and all(d.allow_custom_value for d in models)  # a typed id reaches the check above

@@ -258,9 +258,11 @@ def _form(jt: JobTab) -> None:
         return jt.add(name, field_input(COMPARE_FIELDS[name], value, note, **kwargs))
 
     choices = model_choices(ctx)
-    field("model_a", policies.BASE, choices=choices, elem_id="compare-model-a")
+    # typed values pass (the help offers "a PPO run (folder or id)") and are checked at Run, refused by name: a
+    # dropdown without custom values put its old value back on blur, so a typed id ran as "base" unsaid (stop 43)
+    field("model_a", policies.BASE, choices=choices, elem_id="compare-model-a", allow_custom_value=True)
     field("model_b", default_b(ctx, choices), "the newest finished PPO run unless you pick", choices=choices,
-          elem_id="compare-model-b")
+          elem_id="compare-model-b", allow_custom_value=True)
     jt.add("refresh_models", gr.Button("Refresh PPO runs", size="sm"))
     jt.add("models_note", gr.HTML(elem_id="compare-models-note"))
     jt.add("prompt_mode", field_input(COMPARE_FIELDS["prompts"], ctx.preset.compare_prompts,

@@ -229,8 +229,9 @@ def _generate_form(jt: JobTab) -> None:
 
     field("name", sets[0], choices=sets, allow_custom_value=True, elem_id="feedback-set")
     choices = model_choices(ctx)
-    field("model_a", policies.BASE, choices=choices, elem_id="feedback-model-a")
-    field("model_b", default_model_b(ctx, choices), choices=choices, elem_id="feedback-model-b")
+    field("model_a", policies.BASE, choices=choices, elem_id="feedback-model-a", allow_custom_value=True)  # checked
+    field("model_b", default_model_b(ctx, choices), choices=choices, elem_id="feedback-model-b",  # at Start
+          allow_custom_value=True)
     field("prompts", ctx.preset.compare_prompts, choices=list(dict.fromkeys([ctx.preset.compare_prompts, "bundled"])),
           allow_custom_value=True)
     field("n_pairs", FEEDBACK_FIELDS["n_pairs"].default, maximum=limits.max_prompts)
