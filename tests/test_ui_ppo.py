@@ -400,6 +400,26 @@ def test_eval_curves_overlay_two_runs_and_the_timeline_shows_each_evaluation(run
     assert "judge reward fell" in note and "refusals 10% → 90%" in note
     empty = tab.eval_view(None, [], runs_root)
     assert not empty["eval_scores"].data and empty["timeline"] == ""
+    assert "Different reward models" not in out["eval_note"]  # both scored by the same (here: none named)
+
+
+def test_an_overlay_of_a_run_scored_by_another_reward_model_says_its_curves_are_on_another_scale(runs_root):
+    """Stop 43's walk: ppo-16 overlaid on ppo-15 read as better from step 0 on, where only its reward model (rm-16
+    against rm-15) differed."""
+    from lab.ui import ppo as tab
+
+    rm_a, rm_b = new_run("reward", {}, runs_root), new_run("reward", {}, runs_root)
+    mine = new_run("ppo", {"reward_model": str(rm_a.model_dir)}, runs_root)
+    same = new_run("ppo", {"reward_model": str(rm_a.model_dir)}, runs_root)
+    other = new_run("ppo", {"reward_model": str(rm_b.model_dir)}, runs_root)
+    for run in (mine, same, other):
+        for row in _eval_rows([0, 16], [0.0, 0.3], [0.0, 0.1], [0.1, 0.1]):
+            evaluate.append_row(run.path, row)
+    assert "Different reward models" not in tab.eval_view(mine, [same.id], runs_root)["eval_note"]
+    note = tab.eval_view(mine, [same.id, other.id], runs_root)["eval_note"]
+    assert f"this run trained against {rm_a.id}, {other.id} against {rm_b.id}" in note
+    assert same.id not in note.split("Different reward models")[1] and "on different scales" in note
+    assert str(runs_root) not in note  # run ids, never the server's paths
 
 
 def test_a_reward_run_that_rewards_refusing_is_marked_and_warned_about(runs_root):
@@ -455,3 +475,14 @@ def test_a_balanced_reward_run_that_rewards_refusing_is_not_blamed_on_its_data(r
     # one-sided data still gets the mix, in the tab as in the warning
     hh = checks_lines({"refusal_preference": 1.0, "subsets": {"train": {"hh.jsonl.gz": 1000}}}, "hh.jsonl.gz")[0]
     assert "one-sided" in hh and "hh.jsonl.gz+bundled:helpful*12" in hh
+
+
+def test_the_summary_line_names_what_ppo_maximised_besides_the_reward_model(runs_root):
+    from lab.ui import ppo as tab
+
+    plain = new_run("ppo", {"policy": "p"}, runs_root)
+    heavy = new_run("ppo", {"policy": "p", "relevance_coef": 10.0}, runs_root)
+    alone = new_run("ppo", {"policy": "p", "reward_model_coef": 0.0, "relevance_coef": 5.0}, runs_root)
+    assert "score:" not in tab.summary_markdown(plain)  # the reward model alone: nothing to add
+    assert "score: reward model + 10 × relevance" in tab.summary_markdown(heavy)
+    assert "score: 5 × relevance" in tab.summary_markdown(alone)

@@ -18,8 +18,9 @@ NOTES = [
     "Mean reward of each batch of answers (band: ± 1 standard deviation). Noisy: every step answers other prompts "
     "with other samples; the evaluation curve below, on fixed prompts, is the steadier measure. Healthy: drifting "
     "up. Rewards depend on answer length, so compare them only between answers of similar length. With a relevance "
-    "weight (the cpu preset's 5), PPO maximises the reward model's score plus that weight times each answer's "
-    "relevance to its request (dotted, 0–1: the cosine of sentence embeddings, ~0.2 off topic, ~0.8 on topic).",
+    "weight (the run's is in its summary line; the cpu preset's is 5), PPO maximises the reward model's score plus "
+    "that weight times each answer's relevance to its request (dotted, 0–1: the cosine of sentence embeddings, ~0.2 "
+    "off topic, ~0.8 on topic).",
     "How far the policy has moved from the original model: KL in nats per answer, the batch mean. Healthy: above 0 and "
     "below the dashed target (drawn when the adaptive controller is on) or the dotted cap (when one is set). One "
     "answer's KL can be negative; the mean should not be. A KL that "

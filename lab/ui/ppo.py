@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,18 @@ def estimator_text(config: dict[str, Any]) -> str:
     return ESTIMATORS.get(name, name).format(k=config.get("samples_per_prompt", "?"))
 
 
+def score_terms(config: dict[str, Any]) -> str:
+    """' · score: reward model + 10 × relevance': what PPO maximised besides the reward model, so two runs that differ
+    only there read apart (stop 43's walk could not tell a relevance-10 run from the default's)."""
+    terms = []
+    for key, name in (("reward_model_coef", "reward model"), ("relevance_coef", "relevance"),
+                      ("plausibility_coef", "plausibility")):
+        value = config.get(key, 1.0 if key == "reward_model_coef" else 0.0)
+        if isinstance(value, (int, float)) and value:
+            terms.append(name if key == "reward_model_coef" and value == 1 else f"{value:g} × {name}")
+    return f" · score: {' + '.join(terms)}" if terms and terms != ["reward model"] else ""
+
+
 def summary_markdown(run: Run) -> str:
     status = run.status()
     state = status.get("status", "?")
@@ -142,7 +155,7 @@ def summary_markdown(run: Run) -> str:
     config = run.config
     lines = [f"**Run** `{esc(run.id)}` — {esc(state)} · policy `{esc(config.get('policy', '?'))}` · "
              f"reward model `{esc(reward_model_name(config.get('reward_model')))}` · "
-             f"estimator: {esc(estimator_text(config))}"]
+             f"estimator: {esc(estimator_text(config))}" + score_terms(config)]
     rows = run.metrics()
     if state in ACTIVE:
         step = rows[-1]["step"] if rows else 0
@@ -242,9 +255,31 @@ def eval_view(run: Run | None, overlay: list[str] | None = None, root: Path | No
             series.append((found.id, evaluate.load_evals(found.path)))
     rows = series[0][1] if run is not None else []
     pinned = int((run.config.get("evaluate") or {}).get("eval_pinned", 3)) if run is not None else 3
-    return {"eval_scores": scores_figure(series), "eval_rates": rates_figure(series),
-            "eval_note": eval_note(rows, run.config) if run is not None else "",
+    note = eval_note(rows, run.config) if run is not None else ""
+    if run is not None:
+        note = " ".join(p for p in (note, scales_warning(run, [other for other, _ in series[1:]], root)) if p)
+    return {"eval_scores": scores_figure(series), "eval_rates": rates_figure(series), "eval_note": note,
             "timeline": timeline_html(rows, pinned)}
+
+
+def scales_warning(run: Run, others: list[str], root: Path | None) -> str:
+    """Overlaid runs scored by other reward models: their proxy and judge curves are on other scales (a student read
+    ppo-16 as better from step 0 on, where only its reward model differed: stop 43's walk)."""
+    def scored_by(r: Run) -> str:
+        try:
+            return reward_model_name(r.config.get("reward_model"))
+        except (json.JSONDecodeError, OSError):
+            return "?"
+
+    mine = scored_by(run)
+    apart = [(o, scored_by(found)) for o in others if (found := find_run_at(o, root)) is not None]
+    apart = [(o, rm) for o, rm in apart if rm != mine]
+    if not apart:
+        return ""
+    names = ", ".join(f"{esc(o)} against {esc(rm)}" for o, rm in apart)
+    return (f"⚠ Different reward models: this run trained against {esc(mine)}, {names}. Each run's proxy and judge "
+            "are its own reward run's, so those curves are on different scales (even at step 0, the same base "
+            "model): compare their refusal and degeneration rates here, or the runs' answers in Compare.")
 
 
 def find_run_at(run_id: str, root: Path | None) -> Run | None:
