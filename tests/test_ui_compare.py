@@ -408,11 +408,13 @@ def test_an_emptied_slider_box_and_a_typed_model_id_are_refused_by_name_not_repl
     import gradio as gr
 
     from lab.ui import compare as tab
-    from lab.ui.common import Slider, UIContext
+    from lab.ui.common import UIContext, slider
 
-    assert Slider(1, 100, value=48).preprocess(None) is None  # handed on to the handler, which names the field
-    assert Slider(1, 100, value=48).preprocess(12) == 12
-    assert Slider(1, 100).get_block_name() == "slider"  # drawn by the ordinary slider
+    assert slider(1, 100, value=48).preprocess(None) is None  # handed on to the handler, which names the field
+    assert slider(1, 100, value=48).preprocess(12) == 12
+    with pytest.raises(gr.Error, match="greater than maximum"):  # out of range: still Gradio's own clear refusal
+        slider(1, 100).preprocess(500)
+    assert not Path(tab.__file__).with_name("common.pyi").exists()  # no stub written beside the package's code
     ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"))
     values = dict(zip(tab.FORM, ("base", "ppo-x", "bundled:heldout", "", None, 48, 0.7, 50, 0.95, 0, "offline")))
     with pytest.raises(ValueError, match=r"is empty: type a number"):

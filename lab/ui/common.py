@@ -147,16 +147,16 @@ def require_numbers(values: dict[str, Any], labels: dict[str, str] | None = None
             raise ValueError(f"'{label}' is not a number: type a number (nothing was started)")
 
 
-class Slider(gr.Slider):
+def slider(*args: Any, **kwargs: Any) -> gr.Slider:
     """gr.Slider whose number box may be emptied: Gradio's own compares the empty value with the minimum and fails
     with "TypeError: '<' not supported between instances of 'NoneType' and 'int'" before any handler runs (a
-    student's walk at stop 43); this one hands None on, and the handlers refuse it by the field's label. Drawn by
-    the ordinary slider (a template of it)."""
-
-    is_template = True
-
-    def preprocess(self, payload: float | None) -> float | None:
-        return None if payload is None else super().preprocess(payload)
+    student's walk at stop 43); this one hands None on, and the handlers refuse it by the field's label. The
+    instance's preprocess is wrapped, not the class subclassed: Gradio writes a .pyi stub beside the module of every
+    component subclass it imports."""
+    component = gr.Slider(*args, **kwargs)
+    checked = component.preprocess
+    component.preprocess = lambda payload: None if payload is None else checked(payload)  # type: ignore[method-assign]
+    return component
 
 
 def field_input(f: Field, value: Any, note: str = "", maximum: float | None = None, **kwargs: Any) -> Any:
@@ -172,7 +172,7 @@ def field_input(f: Field, value: Any, note: str = "", maximum: float | None = No
         return (gr.Radio if widget == "radio" else gr.Dropdown)(choices, value=value, **common)
     if widget == "slider":
         top = meta["maximum"] if maximum is None else maximum
-        return Slider(meta["minimum"], top, value=value, step=meta["step"] or 1, **common)
+        return slider(meta["minimum"], top, value=value, step=meta["step"] or 1, **common)
     if widget == "text":
         return gr.Textbox(value, **common)
     return gr.Number(value, precision=0 if field_type(f) is int else None, **common)
