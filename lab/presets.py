@@ -149,8 +149,8 @@ CPU = Preset(
     reward={"epochs": 1.5, "max_steps": 0, "min_steps": 60, "learning_rate": 1e-4, "batch_size": 8, "max_length": 128,
             "broken_pairs": 0.5, "evasion_pairs": 0.25, "refusal_over_harm_pairs": 0.25, "judge_fraction": 0.25,
             "judge_max_steps": 30},
-    # Critic-free, sized for 2 CPU cores (README, "What a reader prefers"): 4 prompts x 4 answers a step, answers of 16-32
-    # tokens sampled at Compare's temperature 0.7 (at 1.0 the 135M model writes word salad the reward model cannot
+    # Critic-free, sized for 2 CPU cores (README, "What a reader prefers"): 4 prompts x 4 answers a step, answers of
+    # 16-32 tokens sampled at Compare's temperature 0.7 (at 1.0 the 135M model writes word salad the reward model cannot
     # judge), the reward model's scores normalised on the starting policy's answers, lr 5e-4 for LoRA, 2 passes of one
     # mini-batch over each batch. A fixed KL weight 0.3: the adaptive controller (horizon 10,000 rollouts) moves
     # beta by at most 0.03% a step at 16 rollouts a step, so KL ran to 10.7 nats; at 0.3 it stays near 0.6.
@@ -163,8 +163,9 @@ CPU = Preset(
     # (README, stop 39). advantage "grpo" (since stop 43): the same 4 x 4 batch, each answer's score against its
     # group's mean and divided by the group's spread (Shao et al. 2024), so every prompt weighs alike; on seeds
     # 15-17 with the same reward models, proxy and judge intervals above 0 in 6 of 6 Comparisons (RLOO 4 of 6),
-    # toxicity not beyond noise in 6 of 6 (RLOO up in 2), read blind against base 133-104 over two samplings (RLOO
-    # 136-106) and against the RLOO runs 69-56 (README, stop 43).
+    # toxicity not beyond noise in 6 of 6 (RLOO up in 1), read blind against base 133-104 over two samplings (RLOO
+    # 136-106) and against the RLOO runs 69-56; on the hh mix its harmful requests went 28-30 (RLOO 37-28) (README,
+    # stop 43).
     ppo={
         "advantage": "grpo",
         "samples_per_prompt": 4,

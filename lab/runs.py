@@ -248,8 +248,8 @@ def measured_pace(kind: str, root: Path | None = None, same: dict[str, Any] | No
     pace says nothing about the other's); `where`: a test on the run's config for what a value cannot say."""
     for run in list_runs(kind=kind, root=root):
         try:
-            config = run.config
-            if config.get("host") != HOST or run.status().get("status") in ACTIVE:
+            config, status = run.config, run.status()
+            if config.get("host") != HOST or status.get("status") in ACTIVE:
                 continue
             if any(config.get(k) != v for k, v in (same or {}).items()) or (where and not where(config)):
                 continue
@@ -257,10 +257,18 @@ def measured_pace(kind: str, root: Path | None = None, same: dict[str, Any] | No
         except (json.JSONDecodeError, OSError):
             continue
         if pace is not None:
-            status = run.status()
             return {"run": run.id, "seconds_per_step": pace[0], "steps": pace[1], "config": config,
                     "summary": status.get("summary") or {}, "seconds": status.get("seconds")}
     return None
+
+
+def seconds_outside_steps(pace: dict[str, Any], steps: Any) -> float:
+    """What the run behind `pace` (from `measured_pace`) spent outside its `steps` timed steps: loading, held-out
+    checks, the last save (its whole wall-clock time less steps × its pace); 0 when it cannot be told."""
+    seconds = pace.get("seconds") or (pace.get("summary") or {}).get("seconds")
+    if not isinstance(seconds, (int, float)) or not isinstance(steps, int) or steps <= 0:
+        return 0.0
+    return max(float(seconds) - steps * pace["seconds_per_step"], 0.0)
 
 
 def duration(seconds: float) -> str:

@@ -12,7 +12,7 @@ from lab import evaluate, ppo, ppo_metrics
 from lab.reward_model import refusal_warning, reward_backbone
 from lab.config import field_type, fields_by_name
 from lab.runs import (ACTIVE, Run, default_choice, duration, list_runs, measured_pace, open_run,
-                      reward_model_name)
+                      reward_model_name, seconds_outside_steps)
 from lab.ui.common import (JobTab, UIContext, esc, field_input, find_run, form_labels, plain_names, require_numbers,
                            start_job)
 from lab.ui.plots_eval import EVAL_NOTES, rates_figure, scores_figure
@@ -249,20 +249,19 @@ def eval_note(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
 def eval_view(run: Run | None, overlay: list[str] | None = None, root: Path | None = None) -> dict[str, Any]:
     """The evaluation curves of a run, with the runs in `overlay` drawn beside it, its note and its timeline."""
     series = [(run.id, evaluate.load_evals(run.path))] if run is not None else []
-    for other in overlay or []:
-        found = find_run_at(other, root)
-        if found is not None and (run is None or found.id != run.id):
-            series.append((found.id, evaluate.load_evals(found.path)))
+    overlaid = [found for other in overlay or [] if (found := find_run_at(other, root)) is not None
+                and (run is None or found.id != run.id)]
+    series += [(found.id, evaluate.load_evals(found.path)) for found in overlaid]
     rows = series[0][1] if run is not None else []
     pinned = int((run.config.get("evaluate") or {}).get("eval_pinned", 3)) if run is not None else 3
     note = eval_note(rows, run.config) if run is not None else ""
     if run is not None:
-        note = " ".join(p for p in (note, scales_warning(run, [other for other, _ in series[1:]], root)) if p)
+        note = " ".join(p for p in (note, scales_warning(run, overlaid)) if p)
     return {"eval_scores": scores_figure(series), "eval_rates": rates_figure(series), "eval_note": note,
             "timeline": timeline_html(rows, pinned)}
 
 
-def scales_warning(run: Run, others: list[str], root: Path | None) -> str:
+def scales_warning(run: Run, others: list[Run]) -> str:
     """Overlaid runs scored by other reward models: their proxy and judge curves are on other scales (a student read
     ppo-16 as better from step 0 on, where only its reward model differed: stop 43's walk)."""
     def scored_by(r: Run) -> str:
@@ -272,8 +271,7 @@ def scales_warning(run: Run, others: list[str], root: Path | None) -> str:
             return "?"
 
     mine = scored_by(run)
-    apart = [(o, scored_by(found)) for o in others if (found := find_run_at(o, root)) is not None]
-    apart = [(o, rm) for o, rm in apart if rm != mine]
+    apart = [(other.id, rm) for other in others if (rm := scored_by(other)) != mine]
     if not apart:
         return ""
     names = ", ".join(f"{esc(o)} against {esc(rm)}" for o, rm in apart)
@@ -360,9 +358,7 @@ def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any, rewa
     if other:  # the reward model scores every rollout: its size is part of the step
         scaled += (f"; its reward model was on `{esc(other)}`, yours is on `{esc(backbone)}`: every rollout is "
                    "scored, so a step's time grows with the reward model's size")
-    timed = pace["summary"].get("steps")
-    overhead = (max(float(pace["seconds"]) - int(timed) * pace["seconds_per_step"], 0.0)
-                if pace["seconds"] and isinstance(timed, int) and timed > 0 else 0.0)  # loading, the last save
+    overhead = seconds_outside_steps(pace, pace["summary"].get("steps"))  # loading, the last save
     extra = (f" + {overhead:.0f} s loading the models and saving, as run `{esc(pace['run'])}` spent them"
              if overhead >= 1 else ", plus loading the models")
     return (f"<small>Cost: about **{duration(steps * per_step + overhead)}** of this machine's only job slot "

@@ -12,7 +12,7 @@ import gradio as gr
 from lab import reward, reward_eval, reward_model
 from lab.data import split_turns
 from lab.config import field_type, fields_by_name
-from lab.runs import ACTIVE, Run, duration, list_runs, measured_pace
+from lab.runs import ACTIVE, Run, duration, list_runs, measured_pace, seconds_outside_steps
 from lab.ui.common import JobTab, UIContext, esc, field_input, find_run, form_labels, require_numbers, start_job
 from lab.stats import EVEN_BAND, p_better, pearson
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
@@ -290,9 +290,8 @@ def cost_text(ctx: UIContext, max_steps: Any, batch_size: Any, ensemble: Any, ba
     judge = 0
     if _number(judge_fraction, defaults.judge_fraction) > 0:
         judge = int(pace["summary"].get("judge_steps") or defaults.judge_max_steps or steps)
-    timed = (int(pace["summary"].get("steps") or 0) + int(pace["summary"].get("judge_steps") or 0))
-    seconds = pace["seconds"] or pace["summary"].get("seconds")
-    overhead = max(float(seconds) - timed * pace["seconds_per_step"], 0.0) if seconds and timed else 0.0
+    timed = int(pace["summary"].get("steps") or 0) + int(pace["summary"].get("judge_steps") or 0)  # judge rows too
+    overhead = seconds_outside_steps(pace, timed)
     total = (steps * members + judge) * per_step + overhead
     models = f" × {members} models" if members > 1 else ""
     parts = f"({steps} steps{models} + {judge} judge steps)" if judge else f"{steps} steps{models}"
