@@ -23,6 +23,7 @@ from lab.generate import GenerateConfig, auto_batch_size, generate_settings, pla
 from lab.jobs import JobContext
 from lab.policies import (BASE, Side, best_of, best_of_kl, load_policies, reference_nll, resolve_sides, sample,
                           side_choice, step_of)
+from lab.ppo_metrics import KL_WINDOW
 from lab.presets import Limits, Preset
 from lab.reward_model import find_reward_model, judge_or_none, judge_path, load_reward_model, reward_texts
 from lab.runs import Run
@@ -201,7 +202,7 @@ def relevance_watch(summary: dict[str, Any]) -> list[str]:
 FAR_KL = 10.0
 
 
-def run_kl(side: Side, window: int = 5) -> float | None:
+def run_kl(side: Side, window: int = KL_WINDOW) -> float | None:
     """The mean KL to the reference over the last `window` logged PPO steps of `side`'s run, up to the evaluation
     step its adapters were saved at (None for the base, or a run without metrics; best-of-N: log N - (N - 1) / N)."""
     if side.best_of > 1:

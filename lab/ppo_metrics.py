@@ -72,6 +72,9 @@ def sample_rows(r: Rollout, tokenizer: Any, step: int) -> list[dict[str, Any]]:
     ]
 
 
+KL_WINDOW = 5  # the steps whose mean KL a run reports (the PPO summary and Compare alike)
+
+
 def summary_window(steps: int) -> int:
     """Steps averaged at each end: WINDOW, or a third of a short run (so first and last never share a step); 0 for
     a single step, which has nothing to compare."""

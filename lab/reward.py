@@ -29,7 +29,8 @@ from lab.presets import Limits, Preset
 from lab.reward_model import (JUDGE_DIR, META_FILE, RewardModel, backbone_limit, encode_inputs, model_max_length,
                               prepare_tokenizer, uses_segments)
 from lab.reward_data import JUDGE_SEED_OFFSET, MIN_JUDGE_PAIRS, judge_split, split_pairs
-from lab.reward_eval import broken_text_accuracy, evaluate, policy_answer_accuracy, refusal_preference
+from lab.reward_eval import (broken_text_accuracy, evaluate, padding_gain, policy_answer_accuracy,
+                             refusal_preference)
 from lab.sources import pin_source, provenance, split_source
 
 KIND = "reward"
@@ -503,6 +504,7 @@ def train_reward(ctx: JobContext) -> dict[str, Any]:
         metrics, rows = evaluate(scorer, eval_pairs, max(cfg.batch_size, 16))
         metrics["eval_broken_accuracy"] = broken_text_accuracy(scorer, eval_pairs, cfg.seed)
         metrics["refusal_preference"] = refusal_preference(scorer)
+        metrics.update(padding_gain(scorer, eval_pairs) or {})
         if held_out:  # the policy's answers to the held-out dialogues, sampled before training
             metrics["eval_policy_accuracy"] = policy_answer_accuracy(scorer, held_out)
         ctx.log({"step": done, "averaged_steps": averaged, "members": len(members), **metrics})

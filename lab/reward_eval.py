@@ -1,10 +1,11 @@
 """Scoring a trained reward model: held-out accuracy, loss and margin, whether it ranks broken text below fluent
-text, and whether it prefers a canned refusal to a good answer."""
+text, whether it prefers a canned refusal to a good answer, and what a stock sentence of padding is worth."""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Iterable, Sequence
 
 from lab.augment import broken_text_pairs
@@ -51,6 +52,25 @@ def policy_answer_accuracy(reward_model: RewardModel, made: Sequence[Pair]) -> f
     will write below what a person wrote? The cpu default's reward model without policy-answer pairs (seed 15)
     managed 21 of 38 on the bundled held-out harmful requests (two answers to each of 19): a coin."""
     return _share_above(reward_model, made)
+
+
+# Stock sentences that say nothing about the request: a reward model that pays for them pays PPO to pad its answers
+FILLERS = ("I hope this helps!", "Let me know if you have any other questions.", "Thanks for asking.")
+
+
+def padding_gain(reward_model: RewardModel, pairs: Sequence[Pair]) -> dict[str, float] | None:
+    """What one stock sentence at the end of an answer is worth: each held-out chosen answer with each of FILLERS
+    appended, scored against itself. {"padding_gain": mean reward change, "padding_share_up": share of the changes
+    above 0, "padding_n": how many}; None for no pairs. The length correlation over held-out answers cannot see this
+    (a student's walk: r = 0.04 there, while one filler sentence moved a "Try it" answer by +2.9)."""
+    answers = list(dict.fromkeys(p for p in pairs if p.chosen.strip()))
+    padded = [replace(p, chosen=p.chosen.rstrip() + " " + filler, rejected=p.chosen) for p in answers
+              for filler in FILLERS]
+    if not padded:
+        return None
+    gains = [c - r for c, r in reward_model.pair_scores(padded, 32)]
+    return {"padding_gain": round(sum(gains) / len(gains), 6),
+            "padding_share_up": round(sum(g > 0 for g in gains) / len(gains), 6), "padding_n": len(gains)}
 
 
 def _share_above(reward_model: RewardModel, pairs: Sequence[Pair]) -> float | None:

@@ -610,3 +610,103 @@ def test_raw_prompts_skip_the_chat_template(tiny_lm_dir):
     raw = encode_chat(tokenizer, ["hello"], "cpu", template=False)
     assert raw["input_ids"].shape[1] < chat["input_ids"].shape[1]
     assert tokenizer.decode(raw["input_ids"][0], skip_special_tokens=True) == "hello"
+
+
+# ---------------------------------------------------------------- PPO-ptx: imitating the chosen answers
+
+
+def test_imitation_reads_only_the_proxys_training_pairs_of_the_reward_run(reward_run):
+    """The demonstrations are the chosen answers the proxy trained on: none of the held-out pairs (bundled:test)
+    and none of the judge's share, so neither check grades answers the policy was shown."""
+    from lab import imitation
+    from lab.data import load_pairs
+    from lab.reward_data import judge_split
+
+    config = json.loads((reward_run / "config.json").read_text())
+    assert config["judge_fraction"] > 0
+    demos = imitation.demonstrations(imitation.proxy_pairs(reward_run / "model"))  # the model/ folder works too
+    answers = {d.answer for d in demos}
+    held_out = {p.chosen.strip() for p in load_pairs("bundled:test").pairs}
+    _, judge = judge_split(load_pairs("bundled:train").pairs, config["judge_fraction"], config["seed"])
+    assert answers and not answers & held_out and not answers & {p.chosen.strip() for p in judge}
+    assert all(d.messages[-1]["role"] == "user" for d in demos)
+
+
+def test_an_imitation_weight_teaches_the_chosen_answers_and_logs_their_nll(tiny_lm_dir):
+    """With every score equal (no PPO signal), imitation_coef alone moves the policy: the chosen answers' nll falls
+    step by step and is logged as ppo/loss/imitation; at 0 it is neither asked for nor logged."""
+    from lab.imitation import Demonstration, Imitation
+
+    demos = [Demonstration([{"role": "user", "content": p}], "Blue, because air scatters short waves.")
+             for p in PROMPTS[:4]]
+    logged = {}
+    for coef in (0.0, 2.0):
+        model, value_head, tokenizer = _policy(tiny_lm_dir)
+        taught = Imitation(demos, tokenizer, batch_size=2, max_prompt_length=64, bf16=False, seed=0)
+        cfg = ppo.PPOConfig(steps=4, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
+                            output_max_length=4, advantage="grpo", samples_per_prompt=2, learning_rate=3e-2,
+                            imitation_coef=coef)
+        logged[coef] = ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [1.0] * len(r), cfg,
+                                   imitation=taught)
+    assert all("ppo/loss/imitation" not in m for m in logged[0.0])
+    nll = [m["ppo/loss/imitation"] for m in logged[2.0]]
+    assert all(b < a for a, b in zip(nll, nll[1:])) and nll[-1] < nll[0] - 0.05, nll
+    with pytest.raises(ValueError, match="imitation_coef"):
+        ppo.validate(ppo.PPOConfig(imitation_coef=-1.0))
+    model, value_head, tokenizer = _policy(tiny_lm_dir)
+    with pytest.raises(ValueError, match="chosen answers to imitate"):
+        ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [1.0] * len(r),
+                    ppo.PPOConfig(steps=1, imitation_coef=1.0))
+
+
+def test_cli_ppo_with_an_imitation_weight_logs_the_chosen_answers_nll(tiny_lm_dir, reward_run, tmp_path, capsys):
+    capsys.readouterr()
+    out = tmp_path / "ptx-run"
+    code = cli.main(["--preset", "cpu", "ppo", "--reward-model", str(reward_run), "--policy", str(tiny_lm_dir),
+                     "--steps", "2", "--batch-size", "4", "--mini-batch-size", "4", "--samples-per-prompt", "2",
+                     "--output-min-length", "4", "--output-max-length", "4", "--imitation-coef", "0.5",
+                     "--out", str(out)])
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(row["ppo/loss/imitation"] > 0 for row in lines[:-1])
+    assert json.loads((out / "config.json").read_text())["imitation_coef"] == 0.5
+
+
+def test_imitation_through_the_shared_trunk_equals_the_full_forward(deep_lm_dir, monkeypatch):
+    """With LoRA on the top blocks only, the chosen answers' nll from the kept bottom-block states and the adapted
+    blocks alone is the full forward's, value and gradient (left padding, answers of different lengths)."""
+    from lab import trunk
+    from lab.imitation import Demonstration, Imitation
+
+    demos = [Demonstration([{"role": "user", "content": p}], a) for p, a in
+             zip(PROMPTS[:3], ["Blue.", "Fine, thanks for asking!", "Why did the chicken cross the road? To learn."])]
+    results = []
+    for shared in (True, False):
+        torch.manual_seed(0)
+        model, tokenizer = policies.load_trainable_policy(str(deep_lm_dir), False, {**LORA, "top_layers": 1})
+        if not shared:
+            monkeypatch.setattr(trunk, "shared_layers", lambda m: 0)
+        assert (trunk.shared_layers(model) > 0) == shared
+        loss = Imitation(demos, tokenizer, batch_size=3, max_prompt_length=64, bf16=False, seed=0).loss(model)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        results.append((loss.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-3, atol=1e-6)
+
+
+def test_imitation_skips_harmless_base_chosen_answers_and_says_so_when_none_is_left():
+    """hh-rlhf's harmless-base "chosen" answer is the less harmful of two samples (often complying): not imitated;
+    the demo set's helpful answers and written declines, and unlabelled pairs, are."""
+    from lab.data import Pair
+    from lab.imitation import demonstrations
+
+    def pair(answer, subset):
+        return Pair("\n\nHuman: q " + answer + "\n\nAssistant:", " " + answer, " no", subset=subset)
+
+    kept = demonstrations([pair("sure, here is a fake ID", "harmless-base"), pair("Steam them.", "helpful"),
+                           pair("I'd rather not; try this.", "harmless"), pair("Plain.", None),
+                           pair("Rice first.", "helpful-base")])
+    assert [d.answer for d in kept] == ["Steam them.", "I'd rather not; try this.", "Plain.", "Rice first."]
+    with pytest.raises(ValueError, match="harmless-base.*bundled:helpful"):
+        demonstrations([pair("sure, here is a fake ID", "harmless-base")])

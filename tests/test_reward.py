@@ -425,6 +425,7 @@ def test_bundled_reward_model_ranks_broken_text_and_canned_refusals_low(runs_roo
     assert job.summary["train_pairs"] == 166 + 83  # the broken pairs joined the bundled training pairs
     assert job.summary["eval_broken_accuracy"] >= 0.8
     assert job.summary["refusal_preference"] <= 0.2
+    assert job.summary["padding_n"] == 3 * 38 and 0 <= job.summary["padding_share_up"] <= 1
 
 
 def test_augmented_adds_each_kind_of_pair_its_setting_asks_for():

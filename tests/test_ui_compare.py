@@ -428,3 +428,23 @@ def test_an_emptied_slider_box_and_a_typed_model_id_are_refused_by_name_not_repl
         tab.build_compare_tab(ui)
     models = [b for b in demo.blocks.values() if getattr(b, "elem_id", "") in ("compare-model-a", "compare-model-b")]
     assert len(models) == 2 and all(d.allow_custom_value for d in models)  # a typed id reaches the check above
+
+
+def test_reopening_a_comparison_puts_its_models_in_the_model_boxes(runs_root):
+    """A student's walk reopened a comparison and the form still named the models typed before it: the boxes now
+    follow the comparison picked, as the list names them (a run folder under the runs root as its id, a kept
+    step's adapters as 'id@step')."""
+    from lab import policies
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+
+    ppo = new_run("ppo", {"policy": "p"}, runs_root)
+    step = f"{ppo.path}{policies.STEP_MARK}16"
+    run = new_run("compare", {"model_a": "base", "model_b": str(ppo.path), "prompts": "bundled:heldout"}, runs_root)
+    other = new_run("compare", {"model_a": step, "model_b": "/elsewhere/ppo-9"}, runs_root)
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    picked = tab.reopened_models(ctx, run.id)
+    assert (picked["model_a"], picked["model_b"]) == ("base", ppo.id)
+    picked = tab.reopened_models(ctx, other.id)
+    assert (picked["model_a"], picked["model_b"]) == (f"{ppo.id}{policies.STEP_MARK}16", "/elsewhere/ppo-9")
+    assert tab.reopened_models(ctx, None) == {}

@@ -365,6 +365,23 @@ def test_a_summary_missing_numbers_still_draws(tmp_path):
     assert "step 1 → step 2" in text and "KL 0.010" in text
 
 
+def test_the_summary_reports_the_kl_compare_shows_the_mean_of_the_last_five_steps(tmp_path):
+    """A student read the summary's last-step KL beside Compare's mean of the last 5 steps as two figures for one run:
+    both tabs now give the same mean, and the last step beside it."""
+    from lab.compare import run_kl
+    from lab.policies import Side
+    from lab.ui.ppo import summary_markdown
+
+    run = new_run("ppo", {"policy": "p", "reward_model": "r"}, tmp_path)
+    for step, kl in enumerate([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0], start=1):
+        run.log_metrics({"step": step, "env/reward_mean": 0.1 * step, "objective/kl": kl})
+    run.set_status("done", summary={"steps": 7, "kl_last": 10.0})
+    text = summary_markdown(run)
+    assert "KL 4.800 nats (mean of the last 5 steps, the figure Compare shows; last step 10.000)" in text
+    (run.path / "model").mkdir()
+    assert run_kl(Side("b", run.id, "p", run.path / "model", "")) == 4.8
+
+
 def _eval_rows(steps, reward, judge, refusal):
     return [{"step": s, "n": 4, "eval/reward": r, "eval/reward_se": 0.05, "eval/judge": j, "eval/judge_se": 0.05,
              "eval/refusal": f, "eval/degenerate": 0.0,

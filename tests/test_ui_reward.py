@@ -257,3 +257,26 @@ def test_the_broken_text_warning_asks_for_more_pairs_when_the_run_had_some(tmp_p
     had = {"eval_broken_accuracy": 0.8, "subsets": {"train": {"broken-text": 62, "helpful": 64}}}
     assert "train with more broken-text pairs." in _summary_markdown(run, "done", had, None)
     assert "Below 90%" not in _summary_markdown(run, "done", {"eval_broken_accuracy": 0.95}, None)
+
+
+def test_the_padding_check_measures_a_stock_sentence_and_warns_when_it_pays():
+    """A student's walk saw r = 0.04 in the length line while one filler sentence moved a "Try it" answer by +2.9:
+    the padding check scores each held-out chosen answer with and without a stock sentence, and says so."""
+    from lab.data import Pair
+    from lab.reward_eval import FILLERS, padding_gain
+    from lab.ui.reward import length_bias_line, padding_line
+
+    class ByLength:  # a reward model that pays for characters
+        def pair_scores(self, pairs, batch_size):
+            return [(len(p.chosen) / 100, len(p.rejected) / 100) for p in pairs]
+
+    pairs = [Pair("\n\nHuman: q\n\nAssistant:", " An answer.", " no"), Pair("\n\nHuman: r\n\nAssistant:", " B.", " x")]
+    measured = padding_gain(ByLength(), pairs)
+    assert measured["padding_n"] == 2 * len(FILLERS) and measured["padding_share_up"] == 1.0
+    assert measured["padding_gain"] == pytest.approx(sum(len(f) + 1 for f in FILLERS) / len(FILLERS) / 100, abs=1e-5)
+    line = padding_line(measured)
+    assert "raises it in 100% of 6 cases" in line and "pays for padding" in line
+    fair = padding_line({"padding_gain": -0.1, "padding_share_up": 0.2, "padding_n": 6})
+    assert "−0.10" in fair.replace("-", "−") and "pays for padding" not in fair
+    assert padding_line({}) == "" and length_bias_line([], measured) == line  # an older run: no line; no samples
+    assert padding_gain(ByLength(), []) is None

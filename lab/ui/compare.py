@@ -31,6 +31,26 @@ def models_note(ctx: UIContext, model_a: str | None, model_b: str | None) -> str
     return "".join(f"<div class='warn-length'>{esc(w)}</div>" for w in warnings)
 
 
+def reopened_models(ctx: UIContext, run_id: str | None) -> dict[str, Any]:
+    """A comparison picked from the list: the model boxes show its two models, so the form never names other models
+    than the cards below it (a student's walk reopened one and read it as the form's pair). A run folder under the
+    runs root shows as its id, as the list offers it; anything else as stored."""
+    run = find_run(ctx, run_id)
+    if run is None:
+        return {}
+    root = Path(ctx.manager.root).resolve()
+    out = {}
+    for key in ("model_a", "model_b"):
+        value = str(run.config.get(key) or "")
+        folder, mark, step = value.partition(policies.STEP_MARK)
+        path = Path(folder)
+        if path.is_absolute() and path.parent.resolve() == root:  # the folder itself may be a link
+            value = path.name + mark + step
+        if value:
+            out[key] = value
+    return {**out, "models_note": models_note(ctx, out.get("model_a"), out.get("model_b"))}
+
+
 def export_path(run: Run) -> str | None:
     """A copy of the run's results.csv in the temp folder, which gradio may serve for download."""
     src = run.path / compare.RESULTS_FILE
@@ -212,6 +232,8 @@ def build_compare_tab(ctx: UIContext) -> None:
                                     ).success(None, js=OPEN_FEEDBACK)
     jt.components["prompt_mode"].change(lambda m: gr.update(visible=m == TYPED), jt.components["prompt_mode"],
                                         jt.components["typed"])
+    jt.on(jt.components["runs"].input, lambda r: reopened_models(ctx, r), ["runs"], [*models, "models_note"],
+          show_progress="hidden")
     jt.on(jt.components["refresh_models"].click, lambda a, b: refresh_models(ctx, a, b), models, models,
           show_progress="hidden")
     for name in models:  # say at once when a side never trained (a PPO run stopped at step 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,25 @@ def score_terms(config: dict[str, Any]) -> str:
         value = config.get(key, 1.0 if key == "reward_model_coef" else 0.0)
         if isinstance(value, (int, float)) and value:
             terms.append(name if key == "reward_model_coef" and value == 1 else f"{value:g} × {name}")
-    return f" · score: {' + '.join(terms)}" if terms and terms != ["reward model"] else ""
+    text = f" · score: {' + '.join(terms)}" if terms and terms != ["reward model"] else ""
+    imitation = config.get("imitation_coef")
+    if isinstance(imitation, (int, float)) and imitation > 0:  # not a score: a loss on the reward run's chosen answers
+        text += f" · imitating the chosen answers ({imitation:g} × their nll)"
+    return text
+
+
+def kl_words(steps: list[dict[str, Any]], kl_last: Any) -> str:
+    """' · KL 2.31 nats (mean of the last 5 steps, the figure Compare shows; last step 4.27)': the same window as
+    Compare's KL (lab.compare.run_kl), so the two tabs agree on one run (a student's walk read the last step here and
+    the last-5 mean there as two different KLs)."""
+    kls = [r["objective/kl"] for r in steps if isinstance(r.get("objective/kl"), (int, float))]
+    if not kls:
+        return f" · KL {kl_last:.3f}" if isinstance(kl_last, (int, float)) else ""
+    window = min(ppo_metrics.KL_WINDOW, len(kls))
+    if window == 1:
+        return f" · KL {kls[-1]:.3f} nats"
+    return (f" · KL {statistics.fmean(kls[-window:]):.3f} nats (mean of the last {window} steps, the figure Compare "
+            f"shows; last step {kls[-1]:.3f})")
 
 
 def summary_markdown(run: Run) -> str:
@@ -177,7 +196,7 @@ def summary_markdown(run: Run) -> str:
                  if window < ppo_metrics.WINDOW else "")
         seconds = summary.get("seconds_per_step")
         pace = f" · {seconds:.1f} s per step" if isinstance(seconds, (int, float)) else ""
-        kl = f" · KL {summary['kl_last']:.3f}" if isinstance(summary.get("kl_last"), (int, float)) else ""
+        kl = kl_words(steps, summary.get("kl_last"))
         rise, se = summary["reward_last"] - summary["reward_first"], summary.get("reward_rise_se")
         noise = ""
         if isinstance(se, (int, float)) and se > 0:  # each step's prompts are new: the ends carry sampling noise

@@ -43,7 +43,7 @@ def run_results(run: Run) -> tuple[str, list[float], str]:
     samples = run.samples()
     margins = [float(s["margin"]) for s in samples if isinstance(s.get("margin"), (int, float))]
     text = _summary_markdown(run, state, summary, status.get("error"))
-    bias = length_bias_line(samples)
+    bias = length_bias_line(samples, summary)
     return (text + "\n\n" + bias if bias else text), margins, worst_pairs_html(samples)
 
 
@@ -123,18 +123,41 @@ def accuracy_context(data: str) -> str:
             f"about {REAL_HH_ACCURACY:.0%} (measured over 3 seeds × 5 folds).{easy}</small>")
 
 
-def length_bias_line(samples: list[dict[str, Any]]) -> str:
-    """How much the reward follows answer length on the held-out answers (chosen and rejected alike)."""
+def length_bias_line(samples: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
+    """How much the reward follows answer length on the held-out answers (chosen and rejected alike), and what one
+    stock sentence added to an answer is worth (lab.reward_eval.padding_gain; runs since stop 44)."""
     points = [(len(str(s.get(side, "")).strip()), float(s[f"reward_{side}"])) for s in samples
               for side in ("chosen", "rejected") if isinstance(s.get(f"reward_{side}"), (int, float))]
     r = pearson([p[0] for p in points], [p[1] for p in points]) if len(points) >= MIN_POINTS else None
+    padding = padding_line(summary or {})
     if r is None:
-        return ""
+        return padding
     warning = length_warning_for(r, "PPO against this model")
     line = (f"<small>Length bias: over the {len(points)} held-out answers, reward and answer length correlate at "
             f"r = {r:.2f} (0 = length plays no part). Chosen answers are often longer, so some of this is fair; "
-            "the more of it, the more PPO can gain by writing more.</small>")
-    return line + (f"\n\n<div class='warn-length'>{esc(warning)}</div>" if warning else "")
+            "the more of it, the more PPO can gain by writing more. A correlation across different answers does "
+            "not say what padding one answer is worth: the padding check below does.</small>")
+    return line + (f"\n\n<div class='warn-length'>{esc(warning)}</div>" if warning else "") + \
+        (f"\n\n{padding}" if padding else "")
+
+
+PADDING_WARN = 0.75  # at this share of answers raised by a stock sentence, padding is a reliable way up for PPO
+
+
+def padding_line(summary: dict[str, Any]) -> str:
+    """In words: the mean reward change when a stock sentence ("I hope this helps!" and two others) ends each held-out
+    chosen answer, and a warning where most answers gain from it; "" for runs without the check."""
+    gain, share, n = (summary.get(k) for k in ("padding_gain", "padding_share_up", "padding_n"))
+    if not all(isinstance(v, (int, float)) for v in (gain, share, n)):
+        return ""
+    fillers = ", ".join(f"“{f}”" for f in reward_eval.FILLERS)
+    line = (f"<small>Padding: one stock sentence ({esc(fillers)}) added to each held-out chosen answer changes "
+            f"its reward by {gain:+.2f} on average and raises it in {share:.0%} of {n:.0f} cases.</small>")
+    if gain > 0 and share >= PADDING_WARN:
+        line += (f"\n\n<div class='warn-length'>This reward model pays for padding: a sentence that says nothing "
+                 f"raised the reward in {share:.0%} of cases, so PPO against it can climb by ending answers with "
+                 f"filler. Read the answers, not only the reward.</div>")
+    return line
 
 
 def held_out_note(data: str, eval_data: str) -> dict:
