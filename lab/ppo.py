@@ -23,7 +23,7 @@ from lab import evaluate, memory, models, relevance
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import encode_chat
-from lab.imitation import Imitation, for_run
+from lab.imitation import Imitation, demonstrations, for_run, proxy_pairs
 from lab.jobs import JobContext
 from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset, get_preset
@@ -484,6 +484,8 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     cfg = validate(config_from(preset, **ppo_values), preset.limits)
     reward_model = find_reward_model(str(extra["reward_model"]).strip(), root)
     model_folder(reward_model)  # raises when the run has no saved model
+    if cfg.imitation_coef > 0:  # the chosen answers to imitate exist and are usable, before any model loads
+        demonstrations(proxy_pairs(Path(reward_model)))
     source = (extra["prompts"] or "").strip() or preset.ppo_prompts
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
     policy = (extra["policy"] or "").strip() or preset.policy

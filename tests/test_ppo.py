@@ -710,3 +710,25 @@ def test_imitation_skips_harmless_base_chosen_answers_and_says_so_when_none_is_l
     assert [d.answer for d in kept] == ["Steam them.", "I'd rather not; try this.", "Plain.", "Rice first."]
     with pytest.raises(ValueError, match="harmless-base.*bundled:helpful"):
         demonstrations([pair("sure, here is a fake ID", "harmless-base")])
+
+
+def test_an_imitation_weight_on_a_harmless_base_only_reward_run_is_refused_before_any_model_loads(reward_run, tmp_path):
+    """prepare() reads the reward run's proxy pairs first: a run trained on harmless-base alone has no chosen answer
+    worth imitating, and the error says what to mix in."""
+    import shutil
+
+    rows = [{"chosen": f"\n\nHuman: q{i}\n\nAssistant: sure, here is how", "rejected": f"\n\nHuman: q{i}\n\n"
+             f"Assistant: no", "subset": "harmless-base"} for i in range(12)]
+    data = tmp_path / "hb.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "rm-hb"
+    shutil.copytree(reward_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "data": str(data), "eval_fraction": 0.25}))
+    status = json.loads((run / "status.json").read_text())
+    status["summary"]["data"] = str(data)
+    (run / "status.json").write_text(json.dumps(status))
+    values = {"reward_model": str(run), "imitation_coef": 1.0}
+    with pytest.raises(ValueError, match="harmless-base.*bundled:helpful"):
+        ppo.prepare(get_preset("cpu"), values, allowed_dirs=[tmp_path])
+    assert ppo.prepare(get_preset("cpu"), {**values, "reward_model": str(reward_run)})["imitation_coef"] == 1.0
