@@ -9,7 +9,6 @@ never the held-out pairs and never the judge's share, so neither check grades an
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from lab import trunk
 from lab.data import Pair, is_helpful_subset, is_written_decline_subset
 from lab.reward_data import judge_split, split_pairs
 from lab.rollout import autocast
+from lab.runs import Run
 
 MAX_ANSWER_TOKENS = 96  # the bundled answers are 1-3 sentences (median ~45 tokens); longer hh answers are cut
 
@@ -36,21 +36,18 @@ class Demonstration:
 def proxy_pairs(reward_dir: Path) -> list[Pair]:
     """The pairs a reward run's proxy trained on, before augmentation: the same split and judge share, from the
     run's config and the data it recorded (a feedback source as it was pinned when the run read it)."""
-    reward_dir = Path(reward_dir)
-    if not (reward_dir / "status.json").exists() and (reward_dir.parent / "status.json").exists():
-        reward_dir = reward_dir.parent  # given the run's model/ folder
-    config = json.loads((reward_dir / "config.json").read_text())
-    status_path = reward_dir / "status.json"
-    summary = json.loads(status_path.read_text()).get("summary") or {} if status_path.exists() else {}
-    data = summary.get("data") or config.get("data")
+    folder = Path(reward_dir)
+    run = Run(folder.parent if folder.name == "model" else folder)  # a run folder or its model/ folder
+    config = run.config
+    data = (run.status().get("summary") or {}).get("data") or config.get("data")
     if not data:
-        raise ValueError(f"the reward run '{reward_dir.name}' records no data source, so its chosen answers cannot "
-                         f"be imitated: set imitation_coef to 0")
+        raise ValueError(f"the reward run '{run.id}' records no data source, so its chosen answers cannot be "
+                         f"imitated: set imitation_coef to 0")
+    seed = config.get("seed", 42)
     train, _ = split_pairs(data, eval_data=config.get("eval_data", ""), eval_fraction=config.get("eval_fraction", 0.1),
                            max_pairs=config.get("max_pairs", 0), max_eval_pairs=config.get("max_eval_pairs", 0),
-                           seed=config.get("seed", 42))
-    proxy, _ = judge_split(train, config.get("judge_fraction", 0.0), config.get("seed", 42))
-    return proxy
+                           seed=seed)
+    return judge_split(train, config.get("judge_fraction", 0.0), seed)[0]
 
 
 def imitable(pair: Pair) -> bool:
@@ -116,29 +113,34 @@ class Imitation:
             picked.append(self.order.pop())
         return picked
 
+    def _left_padded(self, seqs: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask), every sequence ending in the last column."""
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), self.pad, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(seqs):
+            ids[row, width - len(seq) :] = torch.tensor(seq, device=device)
+            mask[row, width - len(seq) :] = 1
+        return ids, mask
+
     def loss(self, model: nn.Module) -> torch.Tensor:
         """Left-padded (every answer ends in the last column), so the lm_head runs on the answer columns only; where
         the policy's bottom blocks are frozen and shared (lab.trunk), their output is computed once per
-        demonstration and kept, and only the adapted blocks run here (cost: ~0.3 s an update on 2 cores)."""
+        demonstration and kept, and only the adapted blocks run here (~0.6 s a step on 2 cores, cpu preset)."""
         picked = self._next()
         rows = [self.rows[i] for i in picked]
-        length = max(len(c) + len(a) for c, a in rows)
-        answer_length = max(len(a) for _, a in rows)
         device = next(p for p in model.parameters()).device
-        ids = torch.full((len(rows), length), self.pad, dtype=torch.long, device=device)
+        ids, mask = self._left_padded([c + a for c, a in rows], device)
+        answer_length = max(len(a) for _, a in rows)
         labels = torch.full((len(rows), answer_length), -100, dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for i, (context, answer) in enumerate(rows):
-            seq = context + answer
-            ids[i, length - len(seq) :] = torch.tensor(seq, device=device)
+        for i, (_, answer) in enumerate(rows):
             labels[i, answer_length - len(answer) :] = torch.tensor(answer, device=device)
-            mask[i, length - len(seq) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = answer_length + 1  # the positions that predict an answer token
         layers = trunk.shared_layers(model)
         with autocast(device, self.bf16):
             if layers:
-                hidden = self._bottoms(model, layers, picked, length, device)
+                hidden = self._bottoms(model, layers, picked, ids.shape[1], device)
                 logits, _ = trunk.top(model, trunk.Trunk(hidden, layers), mask, positions, keep=keep)
             else:
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
@@ -154,17 +156,12 @@ class Imitation:
         if self._layers != layers:
             self._cache, self._layers = {}, layers
         missing = [i for i in dict.fromkeys(picked) if i not in self._cache]
-        if missing:  # one left-padded pass for the new ones; each row's real part is kept
+        if missing:  # each row's real part is kept
             seqs = [self.rows[i][0] + self.rows[i][1] for i in missing]
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), self.pad, dtype=torch.long, device=device)
-            mask = torch.zeros_like(ids)
-            for row, seq in enumerate(seqs):
-                ids[row, width - len(seq) :] = torch.tensor(seq, device=device)
-                mask[row, width - len(seq) :] = 1
+            ids, mask = self._left_padded(seqs, device)
             hidden = trunk.bottom(model, layers, ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)).hidden
             for row, (i, seq) in enumerate(zip(missing, seqs)):
-                self._cache[i] = hidden[row, width - len(seq) :].clone()
+                self._cache[i] = hidden[row, ids.shape[1] - len(seq) :].clone()
         states = [self._cache[i] for i in picked]
         out = states[0].new_zeros(len(picked), length, states[0].shape[-1])
         for row, state in enumerate(states):

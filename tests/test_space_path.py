@@ -248,6 +248,13 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     evals = [json.loads(line) for line in (runs_root / "ppo" / "evals.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals] == [0, 2] and all(r["eval/judge"] is not None for r in evals)
     assert all(r["eval/relevance"] is not None for r in evals)
+    # PPO-ptx on the 4-bit policy (the full forward: no shared trunk under quantisation), imitating the chosen
+    # answers of the hub pairs' helpful subsets the reward run's proxy trained on
+    ptx = _main(["ppo", "--reward-model", str(runs_root / "rw"), "--steps", "1", "--batch-size", "2",
+                 "--mini-batch-size", "2", "--ppo-epochs", "1", "--output-min-length", "4", "--output-max-length", "4",
+                 "--imitation-coef", "0.5", "--imitation-batch-size", "2", "--eval-every", "0",
+                 "--out", str(runs_root / "ptx")], capsys)
+    assert ptx[-1]["status"] == "done" and 0 < ptx[0]["ppo/loss/imitation"] < 50
 
     out = runs_root / "cmp.csv"
     compare = _main(["compare", "--run", str(runs_root / "ppo"), "--n", "3", "--max-new-tokens", "6",
