@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from lab import diagnostics, relevance, votes
 from lab.config import build, from_job, setting
-from lab.data import load_prompts
+from lab.data_files import resolve_path
+from lab.data import balanced, load_prompt_rows
 from lab.generate import GenerateConfig, auto_batch_size, generate_settings, plan_batches
 from lab.jobs import JobContext
 from lab.policies import (BASE, Side, best_of, best_of_kl, load_policies, reference_nll, resolve_sides, sample,
@@ -37,7 +38,7 @@ RESULTS_FILE = "results.csv"
 CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a", "judge_a", "refusal_a",
                "refusal_rule_a", "degenerate_a", "nll_a", "length_a",
                "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
-               "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b"]
+               "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b", "kind"]
 
 
 @dataclass
@@ -139,11 +140,26 @@ def reward_model_path(cfg: CompareConfig, sides: tuple[Side, Side], root: Path |
     return find_reward_model(path, root) if path else ""
 
 
-def get_prompts(cfg: CompareConfig, allowed_dirs: list[Path] | None = None) -> list[str]:
-    """The typed prompts, or the first n of the source (hh-rlhf pairs give their first human turn)."""
+# Rows of a hub prompt source read to find its kinds: hh-rlhf's test files come subset by subset (harmless-base's
+# 2,312 first), so the first n rows would all be harmful requests.
+HUB_SCAN = 10_000
+
+
+def get_prompts(cfg: CompareConfig, allowed_dirs: list[Path] | None = None) -> list[tuple[str, str | None]]:
+    """(prompt, kind of request) pairs: the typed prompts (no kind), or n of the source (hh-rlhf pairs give their
+    first human turn); where the source labels its prompts' kinds (`lab.data.request_kind`: a `subset` column, a hub
+    file's folder), as many of each kind as n allows (`lab.data.balanced`), so 16 of the bundled held-out prompts are
+    8 provocative and 8 ordinary. A local source is read whole, a hub source up to HUB_SCAN prompts."""
     if cfg.custom_prompts:
-        return cfg.custom_prompts[: cfg.n_prompts]
-    return load_prompts(cfg.prompts, limit=cfg.n_prompts, allowed_dirs=allowed_dirs)[: cfg.n_prompts]
+        return [(p, None) for p in cfg.custom_prompts[: cfg.n_prompts]]
+    limit = max(cfg.n_prompts, HUB_SCAN) if hub_like(cfg.prompts, allowed_dirs) else None
+    return balanced(load_prompt_rows(cfg.prompts, limit=limit, allowed_dirs=allowed_dirs), cfg.n_prompts)
+
+
+def hub_like(source: str, allowed_dirs: list[Path] | None = None) -> bool:
+    """Whether a prompt source would be read from the hub (not bundled, not a local file)."""
+    source = source.strip()
+    return not source.startswith("bundled") and resolve_path(source, allowed_dirs) is None
 
 
 # ---------------------------------------------------------------- results
@@ -196,6 +212,41 @@ def relevance_watch(summary: dict[str, Any]) -> list[str]:
             f"{rel['hi']:+.2f}: off-topic answers or refusals)"]
 
 
+def by_kind(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per kind of request (rows' `kind`, where the prompts said it; [] with fewer than two kinds): the prompts, the
+    reward's, the judge's and the relevance's B − A with intervals, and the refusal and degeneration rates. An average
+    over all prompts can hide a model that got safer on harmful requests by refusing ordinary ones: on the shared
+    hh pairs the previous recipe's refusals went to 62 of 64 answers (README, "What a reader prefers")."""
+    rows = sorted(rows, key=lambda r: r.get("index", 0))  # batches finish in length order: kinds in prompt order
+    kinds = list(dict.fromkeys(r["kind"] for r in rows if r.get("kind")))
+    if len(kinds) < 2:
+        return []
+    out = []
+    for kind in kinds:
+        part = [r for r in rows if r.get("kind") == kind]
+        out.append({"kind": kind, "n": len(part), "reward": paired_score(part, "reward"),
+                    "judge": paired_score(part, "judge"), "relevance": paired_score(part, "relevance"),
+                    "diagnostics": diagnostics.paired_rates(part)})
+    return out
+
+
+def kind_watch(summary: dict[str, Any]) -> list[str]:
+    """In words, a kind of request on which B does clearly worse: refusals or degenerate answers up beyond the noise,
+    or the reward model or the judge clearly preferring A there, while the whole comparison may look fine."""
+    out = []
+    label_a = str(summary.get("model_a") or "A")
+    for part in summary.get("by_kind") or []:
+        where = f"on {part['kind']} requests ({part['n']} prompts)"
+        for key, d in (part.get("diagnostics") or {}).items():
+            if key in diagnostics.KEYS and diagnostics.rise(d) == "clear":
+                out.append(f"{where} {diagnostics.NAMES[key]} rose to {d['b']:.0%} ({label_a} {d['a']:.0%})")
+        lower = [name for name in ("reward", "judge")
+                 if part.get(name) and stats_verdict(part[name], True) == "B lower"]
+        if lower:
+            out.append(f"{where} the {' and the '.join(lower)} clearly prefer{'s' if len(lower) == 1 else ''} A")
+    return out
+
+
 # Nats of KL past which a run's answers were never preferred read blind: the four runs that ended beyond it (10.7 and
 # 12.8 nats, the previous recipe; seed 15 at 14-16 and, on an AVX512-BF16 CPU, 23.7) all lost to their base or
 # refused most requests, while the proxy and the judge called two of them clearly better (README).
@@ -246,7 +297,7 @@ def verdict(summary: dict[str, Any]) -> str:
     if caveats:
         return f"{head}, but {' and '.join(caveats)}: B is not better."
     watched = diagnostics.watch(diag, str(summary.get("model_a") or "A")) + drift_watch(summary) + \
-        relevance_watch(summary)
+        relevance_watch(summary) + kind_watch(summary)
     line = _reward_verdict(summary, head, reward, judge)
     return f"{line} Watch: {' and '.join(watched)}: read those answers." if watched else line
 
@@ -307,7 +358,8 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     gen = GenerateConfig.from_dict(cfg.generate)
     # 1. prompts and models
     ctx.set_progress(0, "loading prompts")
-    prompts = get_prompts(cfg)
+    prompt_rows = get_prompts(cfg)
+    prompts, kinds = [p for p, _ in prompt_rows], [k for _, k in prompt_rows]
     sides = resolve_sides(cfg.model_a, cfg.model_b, ctx.run.path.parent)
     ctx.set_progress(0, "loading the models")
     policies = load_policies(sides, cfg.quantize_4bit, gen.precision)
@@ -327,6 +379,9 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         say = functools.partial(_say, ctx, len(rows) / len(prompts), f"batch {b + 1}/{len(batches)}")
         batch = _compare_batch(sides, policies, [prompts[i] for i in idx], idx, gen, gen.seed + b, scorer, reward_model,
                                say, judge_model, relevant)
+        for row in batch:
+            if kinds[row["index"]]:
+                row["kind"] = kinds[row["index"]]
         rows += batch
         ctx.log_samples(batch)
         ctx.log({"batch": b + 1, "done": len(rows), **{k: v for k, v in summarize(rows).items() if k != "n"}})
@@ -341,7 +396,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         "judge": cfg.judge or None, "paired_judge": paired_judge(rows), "diagnostics": diagnostics.paired_rates(rows),
         "relevance": cfg.relevance if relevant else None,
         "paired_relevance": paired_score(rows, "relevance"),
-        "kl_a": run_kl(sides[0]), "kl_b": run_kl(sides[1]),
+        "kl_a": run_kl(sides[0]), "kl_b": run_kl(sides[1]), "by_kind": by_kind(rows),
     }
     summary["verdict"] = verdict(summary)
     if sides[0].label == BASE:  # the headline numbers: base vs RLHF
@@ -408,7 +463,7 @@ def to_feedback(run: Run, root: Path | None = None, name: str | None = None, see
     fs = votes.create_set(set_name, root)
     queued = {(p["prompt"], frozenset((p["answer_a"], p["answer_b"]))) for p in fs.pairs()}
     rows = [{"prompt": r["prompt"], "answer_a": r["answer_a"], "answer_b": r["answer_b"], "model_a": r["model_a"],
-             "model_b": r["model_b"]}
+             "model_b": r["model_b"], "kind": r.get("kind")}
             for r in load_results(run)
             if (r.get("answer_a") or "").strip() and (r.get("answer_b") or "").strip()
             and r["answer_a"].strip() != r["answer_b"].strip()

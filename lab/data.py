@@ -249,31 +249,82 @@ def _pairs_from_rows(rows: Iterator[tuple[int, dict]], name: str, split: str | N
     return PairSet(name, pairs, dropped)
 
 
+def request_kind(subset: str | None) -> str | None:
+    """The kind of request a prompt's subset label names, in the words Compare shows: "ordinary" (the demo set's
+    `helpful`, hh-rlhf's `helpful-*`), "harmful or edgy" (`harmless`, `harmless-base`, `red-team-*`), else the label
+    itself; None for no label."""
+    label = (subset or "").strip()
+    if not label:
+        return None
+    if is_helpful_subset(label):
+        return "ordinary"
+    if label.startswith(("harmless", "red-team", "red_team")):
+        return "harmful or edgy"
+    return label
+
+
 def load_prompts(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> list[str]:
     """Prompts for PPO/eval: 'bundled' (PPO training prompts), 'bundled:heldout' (prompts PPO never trains on),
     'bundled:pairs|train|test' (the pairs' first human turns), a file or hub id with `prompt.text`, `prompt` or pairs."""
+    return [p for p, _ in load_prompt_rows(source, limit, allowed_dirs)]
+
+
+def load_prompt_rows(source: str, limit: int | None = None,
+                     allowed_dirs: list[Path] | None = None) -> list[tuple[str, str | None]]:
+    """load_prompts' prompts, each with its kind of request (`request_kind` of the row's `subset`, a hub file's
+    folder, or a pair's subset; None where the source does not say)."""
     source = source.strip()
     if not source:
         raise ValueError("no prompt source given: use 'bundled', a file path or a hub id")
+    if source in ("bundled:pairs", "bundled:train", "bundled:test"):
+        pair_source = "bundled" if source == "bundled:pairs" else source
+        pairs = load_pairs(pair_source).pairs
+        return _dedupe_rows([(p.first_human_turn, request_kind(p.subset)) for p in pairs], limit)
     if source in ("bundled", "bundled:heldout"):
         bundled = BUNDLED_PROMPTS if source == "bundled" else BUNDLED_HELDOUT_PROMPTS
         rows: Iterator[tuple[int, dict]] = read_rows(bundled)
         name = bundled.name
-    elif source in ("bundled:pairs", "bundled:train", "bundled:test"):
-        pair_source = "bundled" if source == "bundled:pairs" else source
-        return _dedupe([p.first_human_turn for p in load_pairs(pair_source).pairs], limit)
     else:
         path = resolve_path(source, allowed_dirs)
         rows, name = (read_rows(path), path.name) if path else (hub_rows(source, limit), source)
-    prompts: list[str] = []
+    found: list[tuple[str, str | None]] = []
     for n, row in rows:
-        prompts.append(_row_to_prompt(row, n, name))
-        if limit and len(set(prompts)) >= limit:
+        found.append((_row_to_prompt(row, n, name), request_kind(_text_or_none(row.get("subset")))))
+        if limit and len({p for p, _ in found}) >= limit:
             break
-    prompts = _dedupe([p for p in prompts if p.strip()], limit)
-    if not prompts:
+    kept = _dedupe_rows([(p, k) for p, k in found if p.strip()], limit)
+    if not kept:
         raise ValueError(f"no usable prompt in '{name}'")
-    return prompts
+    return kept
+
+
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _dedupe_rows(rows: list[tuple[str, str | None]], limit: int | None) -> list[tuple[str, str | None]]:
+    """Each prompt once (with its first kind), in order, at most `limit`."""
+    first: dict[str, str | None] = {}
+    for prompt, kind in rows:
+        first.setdefault(prompt, kind)
+    out = list(first.items())
+    return out[:limit] if limit else out
+
+
+def balanced(rows: list[tuple[str, str | None]], n: int) -> list[tuple[str, str | None]]:
+    """n of the rows, as many of each kind as the kinds allow (in turn, each kind's in source order), kept in source
+    order: the bundled held-out prompts are 24 provocative then 24 ordinary, so the first 16 would all be provocative.
+    Rows of one kind (or none) and n ≥ len(rows): the first n, unchanged."""
+    kinds = list(dict.fromkeys(k for _, k in rows))
+    if n >= len(rows) or len(kinds) < 2:
+        return rows[:n]
+    queues = {k: [i for i, (_, kk) in enumerate(rows) if kk == k] for k in kinds}
+    picked: list[int] = []
+    while len(picked) < n:
+        for k in kinds:
+            if queues[k] and len(picked) < n:
+                picked.append(queues[k].pop(0))
+    return [rows[i] for i in sorted(picked)]
 
 
 def _row_to_prompt(row: dict, n: int, name: str) -> str:
@@ -292,11 +343,6 @@ def _row_to_prompt(row: dict, n: int, name: str) -> str:
         return row["text"].strip()
     have = ", ".join(sorted(map(str, row))) or "none"
     raise ValueError(f"column 'prompt' missing in row {n} of '{name}' (columns: {have})")
-
-
-def _dedupe(items: list[str], limit: int | None) -> list[str]:
-    out = list(dict.fromkeys(items))
-    return out[:limit] if limit else out
 
 
 def _hub_pairs(source: str, limit: int | None, seed: int) -> PairSet:

@@ -66,16 +66,17 @@ def hub_test_source(source: str) -> str | None:
 
 
 def hub_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:
-    """Rows of a hub dataset's split in file order (prompts): its files through the cache, else `datasets`."""
+    """Rows of a hub dataset's split in file order (prompts): its files through the cache, else `datasets`; a row
+    without a `subset` gets its file's folder (hh-rlhf's 'harmless-base') as one."""
     files = hub_files(source)
     if files is None:
         yield from dataset_rows(source, limit)
         return
     n = 0
-    for _, path in files:
+    for subset, path in files:
         for _, row in read_rows(path):
             n += 1
-            yield n, row
+            yield n, ({**row, "subset": subset} if subset and not row.get("subset") else row)
 
 
 def dataset_rows(source: str, limit: int | None) -> Iterator[tuple[int, dict]]:

@@ -31,6 +31,7 @@ MAX_VOTES = 20_000  # per set: a workshop of 50 people voting for an hour stays 
 MAX_PAIRS = 5_000
 MAX_REASON = 280  # characters
 MAX_TEXT = 8_000  # characters of a prompt or answer
+MAX_KIND = 40  # characters of a kind-of-request label
 MIN_SECONDS = 1.0  # between two votes of one visitor: nobody reads two answers faster
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")
 _VISITOR_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -146,7 +147,8 @@ def _text(value: Any, what: str) -> str:
 
 
 def add_pairs(fs: FeedbackSet, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Append pairs given as {prompt, answer_a, answer_b, model_a, model_b} (already in the order shown)."""
+    """Append pairs given as {prompt, answer_a, answer_b, model_a, model_b, and optionally kind: the kind of request,
+    as Compare labels it} (already in the order shown)."""
     new = []
     for n, row in enumerate(rows, start=1):
         pair = {"id": f"p-{secrets.token_hex(5)}", "prompt": _text(row.get("prompt"), f"the prompt of pair {n}"),
@@ -154,6 +156,8 @@ def add_pairs(fs: FeedbackSet, rows: list[dict[str, Any]]) -> list[dict[str, Any
                 "answer_b": _text(row.get("answer_b"), f"answer B of pair {n}"),
                 "model_a": str(row.get("model_a") or "A"), "model_b": str(row.get("model_b") or "B"),
                 "created": round(time.time(), 3)}
+        if isinstance(row.get("kind"), str) and row["kind"].strip():
+            pair["kind"] = row["kind"].strip()[:MAX_KIND]
         if pair["answer_a"] == pair["answer_b"]:
             raise ValueError(f"answers A and B of pair {n} are the same text: a vote on them would say nothing")
         new.append(pair)
@@ -225,7 +229,7 @@ def vote(fs: FeedbackSet, pair_id: str, choice: str, visitor: str | None, reason
         row = {"id": f"v-{secrets.token_hex(6)}", "pair_id": pair_id, "prompt": pair["prompt"],
                "answer_a": pair["answer_a"], "answer_b": pair["answer_b"], "model_a": pair["model_a"],
                "model_b": pair["model_b"], "choice": choice, "reason": reason, "visitor": visitor,
-               "time": now}
+               "time": now, **({"kind": pair["kind"]} if pair.get("kind") else {})}
         _append(fs.votes_file, [row])
     return row
 
@@ -257,7 +261,8 @@ def tally(votes: list[dict[str, Any]]) -> dict[str, Any]:
         per_visitor[v["visitor"]] = per_visitor.get(v["visitor"], 0) + 1
     decisive = counts["a"] + counts["b"]
     return {"votes": len(votes), "visitors": len(per_visitor), "per_visitor": per_visitor, **counts,
-            "b_over_a": _rate(counts["b"], decisive), "models": model_rates(votes), **agreement(votes)}
+            "b_over_a": _rate(counts["b"], decisive), "models": model_rates(votes), "by_kind": kind_rates(votes),
+            **agreement(votes)}
 
 
 def model_rates(votes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -270,6 +275,15 @@ def model_rates(votes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         winner = v["model_a"] if v["choice"] == "a" else v["model_b"]
         wins.setdefault((x, y), [0, 0])[winner == y] += 1
     return [{"x": x, "y": y, **_rate(k[1], sum(k))} for (x, y), k in sorted(wins.items())]
+
+
+def kind_rates(votes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """model_rates per kind of request (votes on pairs from a comparison whose prompts said their kind); [] with
+    fewer than two kinds: a model can win the ordinary requests and lose the harmful ones."""
+    kinds = list(dict.fromkeys(v["kind"] for v in votes if v.get("kind")))
+    if len(kinds) < 2:
+        return []
+    return [{"kind": kind, "models": model_rates([v for v in votes if v.get("kind") == kind])} for kind in kinds]
 
 
 def agreement(votes: list[dict[str, Any]]) -> dict[str, Any]:

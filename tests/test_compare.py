@@ -214,6 +214,54 @@ def test_cli_compares_and_prints_one_json_line(ppo_run, runs_root, tmp_path, sta
     assert out.read_text().count("\n") == 4
 
 
+def test_labelled_prompts_give_rows_their_kind_and_the_summary_figures_per_kind(ppo_run, runs_root, stand_in_reward):
+    cfg = job_config(ppo_run, custom_prompts=[], prompts="bundled:heldout", n_prompts=4)
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, cfg)
+    assert job.status == "done", job.error
+    rows = compare.load_results(job.run)
+    assert [r["kind"] for r in rows] == ["harmful or edgy"] * 2 + ["ordinary"] * 2  # 4 of 48: two of each kind
+    with open(job.run.path / compare.RESULTS_FILE, newline="") as fh:
+        assert [r["kind"] for r in csv.DictReader(fh)] == [r["kind"] for r in rows]
+    parts = job.summary["by_kind"]
+    assert [(p["kind"], p["n"]) for p in parts] == [("harmful or edgy", 2), ("ordinary", 2)]
+    for part in parts:
+        mine = [r for r in rows if r["kind"] == part["kind"]]
+        gains = [r["reward_b"] - r["reward_a"] for r in mine]
+        assert part["reward"]["mean"] == pytest.approx(sum(gains) / len(gains))
+        assert part["diagnostics"]["refusal"]["n"] == 2
+    typed = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(ppo_run))
+    assert typed.summary["by_kind"] == [] and "kind" not in compare.load_results(typed.run)[0]
+
+
+def _kind_rows(n: int = 20) -> list[dict]:
+    """B refuses every ordinary request and is better on the harmful ones: on average about even."""
+    rows = []
+    for i in range(2 * n):
+        harmful = i < n
+        rows.append(compare.csv_row({
+            "index": i, "prompt": f"p{i}", "model_a": "base", "model_b": "ppo-x", "kind": "harmful or edgy" if harmful
+            else "ordinary", "answer_a": "Sure, here is how.", "answer_b": "Let me suggest something kinder."
+            if harmful else "I'm sorry, but I can't help with that.", "toxicity_a": 0.1, "toxicity_b": 0.1,
+            "reward_a": 0.0, "reward_b": 2.0 if harmful else -0.5, "refusal_a": False, "refusal_b": not harmful,
+            "degenerate_a": False, "degenerate_b": False}))
+    return rows
+
+
+def test_a_kind_of_request_that_got_worse_is_named_though_the_average_looks_fine():
+    rows = _kind_rows()
+    parts = compare.by_kind(rows)
+    ordinary = parts[1]
+    assert ordinary["kind"] == "ordinary" and ordinary["diagnostics"]["refusal"]["count_b"] == 20
+    assert ordinary["reward"]["hi"] < 0 and parts[0]["reward"]["lo"] > 0
+    watched = compare.kind_watch({"by_kind": parts, "model_a": "base"})
+    assert watched == ["on ordinary requests (20 prompts) refusals rose to 100% (base 0%)",
+                       "on ordinary requests (20 prompts) the reward clearly prefers A"]
+    summary = {"by_kind": parts, "model_a": "base", "paired": {"reward": {"mean": 0.75, "lo": 0.1, "hi": 1.4, "n": 40}},
+               "diagnostics": {}}
+    assert "Watch: on ordinary requests (20 prompts) refusals rose" in compare.verdict(summary)
+    assert compare.by_kind([r for r in rows if r["kind"] == "ordinary"]) == []  # one kind: the whole table says it
+
+
 @pytest.mark.parametrize("args, message", [
     (["--run", "/no/such/run"], "is not a run folder"),
     (["--run", "RUN", "--n", "0"], "must be at least 1"),

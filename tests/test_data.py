@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab.data import load_pairs, load_prompts, split_pair, split_turns
+from lab.data import balanced, load_pairs, load_prompt_rows, load_prompts, request_kind, split_pair, split_turns
 from lab.data_files import resolve_path
 from lab.hub_data import parse_hub_id
 from lab.sources import load_pairs as load_any
@@ -130,6 +130,28 @@ def test_prompt_sets(tmp_path):
     assert load_prompts(str(prefs)) == ["Hi there", "What is 2+2?", "Q"]
     assert load_prompts(str(prefs), limit=2) == ["Hi there", "What is 2+2?"]
     assert load_prompts("bundled:test")[0] == load_pairs("bundled:test").pairs[0].first_human_turn
+
+
+def test_prompts_carry_their_kind_and_a_short_set_takes_both_kinds(tmp_path):
+    rows = load_prompt_rows("bundled:heldout")
+    kinds = [k for _, k in rows]
+    assert kinds == ["harmful or edgy"] * 24 + ["ordinary"] * 24  # the file: 24 provocative, then 24 ordinary
+    assert [p for p, _ in rows] == load_prompts("bundled:heldout")
+    short = balanced(rows, 16)
+    assert [k for _, k in short] == ["harmful or edgy"] * 8 + ["ordinary"] * 8
+    assert short == [r for r in rows if r in short]  # source order kept
+    assert balanced(rows, 48) == rows and balanced(rows, 100) == rows
+    assert [k for _, k in balanced(rows, 5)] == ["harmful or edgy"] * 3 + ["ordinary"] * 2
+    assert {k for _, k in load_prompt_rows("bundled:test")} == {"ordinary", "harmful or edgy"}
+    labelled = write_jsonl(tmp_path / "kinds.jsonl", [
+        {"prompt": "a", "subset": "harmless-base"}, {"prompt": "b", "subset": "helpful-online"},
+        {"prompt": "c", "subset": "medical"}, {"prompt": "d"}, {"prompt": "a", "subset": "helpful-base"}])
+    assert load_prompt_rows(str(labelled)) == [("a", "harmful or edgy"), ("b", "ordinary"), ("c", "medical"),
+                                               ("d", None)]  # a repeated prompt keeps its first kind
+    plain = [("x", None), ("y", None), ("z", None)]
+    assert balanced(plain, 2) == plain[:2]  # no kinds: the first n, as before
+    assert [request_kind(s) for s in ("harmless", "red-team-attempts", "helpful", "", None)] == \
+        ["harmful or edgy", "harmful or edgy", "ordinary", None, None]
 
 
 @pytest.mark.parametrize(

@@ -168,6 +168,28 @@ def test_tally_counts_rates_and_agreement():
     assert store.tally([])["agreement"] is None and store.tally([])["b_over_a"]["rate"] is None
 
 
+def test_votes_keep_the_kind_of_request_and_the_tally_splits_by_it(fs):
+    rows = [{"prompt": f"q{i}", "answer_a": f"base answer {i}", "answer_b": f"ppo answer {i}", "model_a": "base",
+             "model_b": "ppo", "kind": "harmful or edgy" if i < 4 else "ordinary"} for i in range(8)]
+    rows.append({**rows[0], "prompt": "unlabelled", "kind": None})
+    pairs = store.add_pairs(fs, rows)
+    assert [p.get("kind") for p in pairs] == [r["kind"] for r in rows]
+    # ppo wins the 4 harmful requests, base 3 of the 4 ordinary ones
+    for i, p in enumerate(pairs[:8]):
+        store.vote(fs, p["id"], "b" if i < 4 or i == 7 else "a", f"v{i}")
+    votes = fs.votes()
+    assert [v.get("kind") for v in votes] == [r["kind"] for r in rows[:8]]
+    by_kind = store.tally(votes)["by_kind"]
+    assert [(k["kind"], k["models"][0]["wins"], k["models"][0]["n"]) for k in by_kind] == \
+        [("harmful or edgy", 4, 4), ("ordinary", 1, 4)]  # ppo's wins over base per kind
+    assert store.tally(votes[4:])["by_kind"] == []  # one kind: nothing to split
+    from lab.ui.feedback import tally_markdown
+
+    text = tally_markdown(fs, "v0")
+    assert "On **harmful or edgy** requests: **ppo** over **base** 4 of 4" in text
+    assert "On **ordinary** requests: **ppo** over **base** 1 of 4" in text
+
+
 # ---------------------------------------------------------------- export and data source
 
 

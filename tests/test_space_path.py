@@ -113,6 +113,17 @@ def test_real_toxicity_prompts_read_their_nested_prompt_text(hub):
     assert len(prompts) == 5 and prompts[0] == first["prompt"]["text"].strip()
 
 
+def test_compare_prompts_from_hh_rlhf_take_both_kinds(hub):
+    """hh-rlhf's test files come subset by subset, harmless-base first: the first n prompts would all be harmful."""
+    from lab import compare
+
+    rows = compare.get_prompts(compare.config_from(A100, model_b="x", n_prompts=8))
+    assert len(rows) == 8 and [k for _, k in rows].count("harmful or edgy") == 4
+    assert [k for _, k in rows].count("ordinary") == 4
+    assert data.load_prompts(A100.compare_prompts, limit=8) == [p for p, _ in data.load_prompt_rows(
+        A100.compare_prompts, limit=8)]  # the first 8, all harmless-base
+
+
 def test_the_roberta_toxicity_classifier_loads_from_the_cache(hub):
     from lab.toxicity import ClassifierScorer, get_scorer
 

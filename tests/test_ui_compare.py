@@ -402,6 +402,35 @@ def test_compare_to_vote_queues_the_same_answers_blind_once(runs_root):
         tab.to_vote(ctx, None)
 
 
+def test_the_summary_shows_each_kind_of_request_and_the_vote_keeps_it(runs_root):
+    from test_compare import _kind_rows
+
+    from lab import votes
+    from lab.ui import compare as tab
+    from lab.ui.common import UIContext
+    from lab.ui.compare_summary import summary_markdown
+
+    rows = _kind_rows(10)
+    rows[-1]["kind"] = "<b>odd</b>"  # a label from a user's file: escaped
+    run = _compare_run(runs_root, {}, rows)
+    text = summary_markdown(run, compare.load_results(run))
+    assert "**By kind of request**" in text and "| harmful or edgy | 10 |" in text and "| ordinary | 9 |" in text
+    assert "&lt;b&gt;odd&lt;/b&gt;" in text and "<b>odd</b>" not in text
+    ordinary = next(line for line in text.splitlines() if line.startswith("| ordinary |"))
+    assert "**A**" in ordinary and "0 → 9 ⚠" in ordinary  # the reward prefers A there; refusals rose clearly
+    assert "B is not better" in text  # 9 refusals of 19 overall: the verdict's own caveat
+    ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    pairs = votes.open_set(tab.to_vote(ctx, run.id)["vote_set"], runs_root).pairs()
+    assert sorted(p["kind"] for p in pairs) == sorted(r["kind"] for r in rows)
+    from lab.ui.compare_cards import cards_html, select_rows
+
+    loaded = compare.load_results(run)
+    assert len(select_rows(loaded, "Prompt order", show="Ordinary requests")) == 9
+    assert len(select_rows(loaded, "Prompt order", show="Harmful or edgy requests")) == 10
+    html = cards_html(loaded, "Prompt order")
+    assert "<span class='cmp-kind'>ordinary</span>" in html and "<span class='cmp-kind'>&lt;b&gt;odd" in html
+
+
 def test_an_emptied_slider_box_and_a_typed_model_id_are_refused_by_name_not_replaced(runs_root):
     """A student's walk (stop 43): emptying the prompts slider's box gave Gradio's own "TypeError: '<' not supported
     between instances of 'NoneType' and 'int'", and a model id typed into Model A ran as "base" without a word."""

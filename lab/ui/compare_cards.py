@@ -17,6 +17,8 @@ SHOW: dict[str, Callable[[dict[str, Any]], bool]] = {  # the diagnostics filter
     "A degenerate answer on either side": lambda r: bool(r.get("degenerate_a") or r.get("degenerate_b")),
     "B degenerate, A not": lambda r: bool(r.get("degenerate_b") and not r.get("degenerate_a")),
     "Proxy and judge disagree": lambda r: _disagree(r),
+    "Harmful or edgy requests": lambda r: r.get("kind") == "harmful or edgy",  # where the prompts said their kind
+    "Ordinary requests": lambda r: r.get("kind") == "ordinary",
 }
 SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
     "Prompt order": lambda r: r["index"],
@@ -30,6 +32,7 @@ SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
 CARD_CSS = """<style>
 .cmp-card{border:1px solid #ddd;border-radius:8px;padding:10px;margin:10px 0}
 .cmp-prompt{font-weight:600;margin-bottom:8px;white-space:pre-wrap}
+.cmp-kind{font-weight:400;font-size:.8em;border:1px solid #999;border-radius:8px;padding:0 6px;margin-left:4px}
 .cmp-answers{display:grid;grid-template-columns:1fr 1fr;gap:10px}
 .cmp-answer{border:2px solid #eee;border-radius:6px;padding:8px}
 .cmp-answer.better{border-color:#54a24b}
@@ -111,8 +114,9 @@ def card_html(row: dict[str, Any]) -> str:
         note = (f" <span class='cmp-head cmp-even'>the measures disagree: the reward model prefers "
                 f"{preferred_side.upper()}, but {cleaner.upper()} is clearly less toxic — read both</span>")
     answers = "".join(_answer_html(row, k, preferred_side == k, cleaner == k) for k in ("a", "b"))
+    kind = f" <span class='cmp-kind'>{esc(row['kind'])}</span>" if row.get("kind") else ""
     return (
-        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1} · {esc(row['prompt'])}{note}</div>"
+        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1}{kind} · {esc(row['prompt'])}{note}</div>"
         f"<div class='cmp-answers'>{answers}</div></div>"
     )
 

@@ -156,6 +156,36 @@ def diagnostics_text(diag: dict[str, Any], judge: dict[str, Any] | None,
             "model's pick 56%. It cannot tell a right answer from a wrong one on the same topic.</small>")
 
 
+def _ci_cell(stats: dict[str, Any] | None, per_prompt: bool = True) -> str:
+    """B − A with its interval, and the side clearly ahead by `verdict` (rewards: also outside the "about even" band)."""
+    if not stats:
+        return "—"
+    word = {"B higher": " **B**", "B lower": " **A**"}.get(verdict(stats, per_prompt), "")
+    return f"{_signed(stats['mean'])} ({_interval(stats)}){word}"
+
+
+def _count_cell(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "—"
+    mark = " ⚠" if diagnostics.rise(d) == "clear" else ""
+    return f"{d['count_a']} → {d['count_b']}{mark}"
+
+
+def kind_table(parts: list[dict[str, Any]]) -> str:
+    """Compare's figures per kind of request (compare.by_kind), where the prompts said their kind: one average can
+    hide a model that got safer on harmful requests by refusing ordinary ones."""
+    if not parts:
+        return ""
+    rows = "".join(
+        f"| {esc(p['kind'])} | {p['n']} | {_ci_cell(p.get('reward'))} | {_ci_cell(p.get('judge'))} | "
+        f"{_ci_cell(p.get('relevance'), per_prompt=False)} | {_count_cell((p.get('diagnostics') or {}).get('refusal'))} | "
+        f"{_count_cell((p.get('diagnostics') or {}).get('degenerate'))} |\n" for p in parts)
+    return ("<div id='compare-by-kind'>\n\n**By kind of request** (B − A with 95% intervals; **B** or **A**: that side "
+            "clearly ahead; counts A → B, ⚠ a clear rise)\n\n"
+            "| kind | prompts | reward | judge | relevance | refusals | degenerate |\n|---|---|---|---|---|---|---|\n"
+            f"{rows}\n</div>")
+
+
 def _pct(x: float) -> str:
     return f"{x * 100:+.0f} pts".replace("-", "−")
 
@@ -241,6 +271,9 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         text = diagnostics_text(live["diagnostics"], live["paired_judge"], live["paired_relevance"])
         if text:
             lines.append(text)
+        kinds = kind_table(summary.get("by_kind") or compare.by_kind(rows))
+        if kinds:
+            lines.append(kinds)
     if isinstance(paired, dict) and paired_text(paired, rows):
         lines.append(paired_text(paired, rows))
     if rows:

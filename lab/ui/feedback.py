@@ -72,6 +72,9 @@ def tally_markdown(fs: votes.FeedbackSet, visitor: str | None) -> str:
                      "side sways voters.")
     for m in t["models"]:
         lines.append(f"**{esc(m['y'])}** over **{esc(m['x'])}** {_pct(m)}.")
+    for part in t["by_kind"]:  # a model can win the ordinary requests and lose the harmful ones
+        lines += [f"On **{esc(part['kind'])}** requests: **{esc(m['y'])}** over **{esc(m['x'])}** {_pct(m)}."
+                  for m in part["models"]]
     if t["shared_pairs"]:
         lines.append(f"**Agreement**: on {t['shared_pairs']} pairs judged by two or more visitors, all chose the same "
                      f"on {t['agreed_pairs']} ({t['agreement']:.0%}).")
