@@ -161,7 +161,7 @@ def _ci_cell(stats: dict[str, Any] | None, per_prompt: bool = True) -> str:
     if not stats:
         return "—"
     word = {"B higher": " **B**", "B lower": " **A**"}.get(verdict(stats, per_prompt), "")
-    return f"{_signed(stats['mean'])} ({_interval(stats)}){word}"
+    return f"{_signed(stats['mean'])} ({_signed(stats['lo'])} … {_signed(stats['hi'])}){word}"
 
 
 def _count_cell(d: dict[str, Any] | None) -> str:
@@ -180,8 +180,8 @@ def kind_table(parts: list[dict[str, Any]]) -> str:
         f"| {esc(p['kind'])} | {p['n']} | {_ci_cell(p.get('reward'))} | {_ci_cell(p.get('judge'))} | "
         f"{_ci_cell(p.get('relevance'), per_prompt=False)} | {_count_cell((p.get('diagnostics') or {}).get('refusal'))} | "
         f"{_count_cell((p.get('diagnostics') or {}).get('degenerate'))} |\n" for p in parts)
-    return ("<div id='compare-by-kind'>\n\n**By kind of request** (B − A with 95% intervals; **B** or **A**: that side "
-            "clearly ahead; counts A → B, ⚠ a clear rise)\n\n"
+    return ("<div id='compare-by-kind'>\n\n**By kind of request**: B − A (95% interval), **B** or **A** where that "
+            "side is clearly ahead; refusals and degenerate answers counted A → B, ⚠ where they rose clearly\n\n"
             "| kind | prompts | reward | judge | relevance | refusals | degenerate |\n|---|---|---|---|---|---|---|\n"
             f"{rows}\n</div>")
 
@@ -260,6 +260,9 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         lines.append(prompts_line(summary, config, n) + " <small>Rewards are comparable only between answers of "
                      "similar length: the reward model scores length as well as content, so these numbers are not on "
                      "the PPO tab's scale (its rollouts are shorter).</small>")
+        kinds = kind_table(summary.get("by_kind") or compare.by_kind(rows))
+        if kinds:
+            lines.append(kinds)
     paired = summary.get("paired")
     if rows:
         live = {**summary, "model_a": label_a, "diagnostics": summary.get("diagnostics") or
@@ -271,9 +274,6 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         text = diagnostics_text(live["diagnostics"], live["paired_judge"], live["paired_relevance"])
         if text:
             lines.append(text)
-        kinds = kind_table(summary.get("by_kind") or compare.by_kind(rows))
-        if kinds:
-            lines.append(kinds)
     if isinstance(paired, dict) and paired_text(paired, rows):
         lines.append(paired_text(paired, rows))
     if rows:
