@@ -38,7 +38,8 @@ RESULTS_FILE = "results.csv"
 CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a", "judge_a", "refusal_a",
                "refusal_rule_a", "degenerate_a", "nll_a", "length_a",
                "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
-               "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b", "kind"]
+               "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b",
+               "kind"]
 
 
 @dataclass

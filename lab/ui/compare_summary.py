@@ -157,11 +157,16 @@ def diagnostics_text(diag: dict[str, Any], judge: dict[str, Any] | None,
 
 
 def _ci_cell(stats: dict[str, Any] | None, per_prompt: bool = True) -> str:
-    """B − A with its interval, and the side clearly ahead by `verdict` (rewards: also outside the "about even" band)."""
+    """B − A with its interval, and the side clearly ahead by `verdict` (rewards: also outside the "about even"
+    band)."""
     if not stats:
         return "—"
     word = {"B higher": " **B**", "B lower": " **A**"}.get(verdict(stats, per_prompt), "")
     return f"{_signed(stats['mean'])} ({_signed(stats['lo'])} … {_signed(stats['hi'])}){word}"
+
+
+def _rates(part: dict[str, Any]) -> dict[str, Any]:
+    return part.get("diagnostics") or {}
 
 
 def _count_cell(d: dict[str, Any] | None) -> str:
@@ -178,8 +183,8 @@ def kind_table(parts: list[dict[str, Any]]) -> str:
         return ""
     rows = "".join(
         f"| {esc(p['kind'])} | {p['n']} | {_ci_cell(p.get('reward'))} | {_ci_cell(p.get('judge'))} | "
-        f"{_ci_cell(p.get('relevance'), per_prompt=False)} | {_count_cell((p.get('diagnostics') or {}).get('refusal'))} | "
-        f"{_count_cell((p.get('diagnostics') or {}).get('degenerate'))} |\n" for p in parts)
+        f"{_ci_cell(p.get('relevance'), per_prompt=False)} | {_count_cell(_rates(p).get('refusal'))} | "
+        f"{_count_cell(_rates(p).get('degenerate'))} |\n" for p in parts)
     return ("<div id='compare-by-kind'>\n\n**By kind of request**: B − A (95% interval), **B** or **A** where that "
             "side is clearly ahead; refusals and degenerate answers counted A → B, ⚠ where they rose clearly\n\n"
             "| kind | prompts | reward | judge | relevance | refusals | degenerate |\n|---|---|---|---|---|---|---|\n"
