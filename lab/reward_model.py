@@ -263,19 +263,29 @@ AUGMENTED_SUBSETS = ("broken-text", "evasion", "framed", "policy-answer", "refus
 
 
 @functools.cache
-def _bundled_helpful_train_pairs() -> int:
-    """The bundled helpful training pairs (83), read once, and only when a warning is shown."""
-    return sum(p.split == "train" for p in load_pairs("bundled:helpful").pairs)
+def _bundled_train_pairs(part: str) -> int:
+    """The training pairs of a bundled part (83 helpful, 83 harmless), read once, and only when a warning is shown."""
+    return sum(p.split == "train" for p in load_pairs(part).pairs)
+
+
+# Written declines beside the others: a third as many. Read blind on the shared hh pairs (GRPO, seeds 4-6, stop
+# 45) the harmful requests went to RLHF 39-24 with `+bundled:harmless*4` (260 written declines beside 744 hh
+# harmless-base pairs), 29-26 without; RLOO on the same mix at stop 39: 37-27 (README).
+DECLINES_SHARE = 1 / 3
 
 
 def balanced_mix(data: str, subsets: dict[str, int] | None = None) -> str:
     """The data source that fixes one-sided preferences: `data` with the bundled helpful pairs mixed in, repeated
-    until they are about as many as the training pairs of other kinds (`subsets`: a run's train counts)."""
+    until they are about as many as the training pairs of other kinds (`subsets`: a run's train counts), and the demo
+    set's written declines (`bundled:harmless`: a harmful request declined kindly, with something better offered)
+    about a third as many as those, so the reward model also sees what a good answer to a harmful request is."""
     others = (request_balance(subsets) or (0, 0))[1]
-    helpful = _bundled_helpful_train_pairs()
+    helpful, declines = _bundled_train_pairs("bundled:helpful"), _bundled_train_pairs("bundled:harmless")
     times = max(1, min(100, round(others / helpful))) if helpful else 1
+    written = max(1, min(100, round(others * DECLINES_SHARE / declines))) if declines else 1
     base = (data or "DATA").split("+")[0]
-    return f"{base}+bundled:helpful" + (f"*{times}" if times > 1 else "")
+    return (f"{base}+bundled:helpful" + (f"*{times}" if times > 1 else "") + "+bundled:harmless"
+            + (f"*{written}" if written > 1 else ""))
 
 
 def request_balance(subsets: dict[str, int] | None) -> tuple[int, int] | None:
@@ -304,7 +314,8 @@ def refusal_advice(data: str, subsets: dict[str, int] | None = None, quote: str 
                 f"beside {others} others): this seed's model learned it{cause}. Train it again with another seed, or "
                 f"with more evasion pairs ({quote}evasion_pairs 0.5{quote}).")
     return (f"PPO against it will learn to refuse: its preference data was one-sided, like hh-rlhf's harmless-base. "
-            f"Mix helpful pairs in, as many as the others (data source {quote}{balanced_mix(data, subsets)}{quote}).")
+            f"Mix helpful pairs in, as many as the others, and written declines, a third as many (data source "
+            f"{quote}{balanced_mix(data, subsets)}{quote}).")
 
 
 def refusal_warning(path: str | Path) -> str:

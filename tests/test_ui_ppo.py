@@ -451,14 +451,17 @@ def test_a_reward_run_that_rewards_refusing_is_marked_and_warned_about(runs_root
     balanced = new_run("reward", {"backbone": "x"}, runs_root)
     balanced.set_status("done", summary={"refusal_preference": 0.0625})
     assert "100% of its comparisons on ordinary requests" in refusal_warning(one_sided.path)
-    # the model folder finds its run too; the fix repeats the 83 helpful pairs to about the 1,000 others
-    assert "'hh.jsonl.gz+bundled:helpful*12'" in refusal_warning(one_sided.model_dir)
+    # the model folder finds its run too; the fix repeats the 83 helpful pairs to about the 1,000 others, and the 83
+    # written declines to about a third of them
+    assert "'hh.jsonl.gz+bundled:helpful*12+bundled:harmless*4'" in refusal_warning(one_sided.model_dir)
     assert refusal_warning(balanced.path) == "" and refusal_warning(runs_root / "missing") == ""
     # hh-rlhf's own helpful subsets count as helpful, as lab.augment's evasion pairs count them: only the 1,000
     # harmless-base pairs ask for a balance
     from lab.reward_model import balanced_mix
     hub = {"harmless-base": 1000, "helpful-base": 300, "helpful-online": 200, "evasion": 400}
-    assert balanced_mix("Anthropic/hh-rlhf", hub) == "Anthropic/hh-rlhf+bundled:helpful*12"
+    assert balanced_mix("Anthropic/hh-rlhf", hub) == "Anthropic/hh-rlhf+bundled:helpful*12+bundled:harmless*4"
+    assert balanced_mix("hh.jsonl.gz", {"hh.jsonl.gz": 747}) == "hh.jsonl.gz+bundled:helpful*9+bundled:harmless*3"
+    assert balanced_mix("", None) == "DATA+bundled:helpful+bundled:harmless"
     assert tab.reward_label(one_sided).endswith("⚠ rewards refusing")
     assert "⚠" not in tab.reward_label(balanced)
 
@@ -491,7 +494,7 @@ def test_a_balanced_reward_run_that_rewards_refusing_is_not_blamed_on_its_data(r
     assert refusal_warning(broken) == ""  # an unreadable status: no warning, and no crash before PPO
     # one-sided data still gets the mix, in the tab as in the warning
     hh = checks_lines({"refusal_preference": 1.0, "subsets": {"train": {"hh.jsonl.gz": 1000}}}, "hh.jsonl.gz")[0]
-    assert "one-sided" in hh and "hh.jsonl.gz+bundled:helpful*12" in hh
+    assert "one-sided" in hh and "hh.jsonl.gz+bundled:helpful*12+bundled:harmless*4" in hh
 
 
 def test_the_summary_line_names_what_ppo_maximised_besides_the_reward_model(runs_root):
