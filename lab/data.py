@@ -18,8 +18,9 @@ BUNDLED_FILES = {
     "test": ASSETS_DATA / "pairs_test.jsonl",
 }
 # Half of the demo pairs are harmful or edgy requests (the chosen answer declines kindly), half ordinary ones (the
-# chosen answer is correct and polite); each row says which in its `subset`. `bundled:helpful` alone is what a
-# harmless-only set (hh-rlhf's harmless-base) needs mixed in: `FILE+bundled:helpful`.
+# chosen answer is correct and polite); each row says which in its `subset`. A harmless-only set (hh-rlhf's
+# harmless-base) needs `bundled:helpful` mixed in, and reads better with the written declines too:
+# `FILE+bundled:helpful*12+bundled:harmless*4` (lab.reward_model.balanced_mix).
 BUNDLED_SUBSETS = {"bundled:helpful": "helpful", "bundled:harmless": "harmless"}
 BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"  # PPO training prompts ('bundled')
 BUNDLED_HELDOUT_PROMPTS = ASSETS_DATA / "prompts_test.jsonl"  # never used by PPO ('bundled:heldout'), for Compare
