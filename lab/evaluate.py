@@ -22,7 +22,7 @@ import torch
 
 from lab import diagnostics, relevance
 from lab.config import build, from_job, setting
-from lab.data import load_prompts
+from lab.data import load_prompt_rows, load_prompts
 from lab.generate import GenerateConfig
 from lab.policies import STEP_DIR, Side, reference_nll, sample
 from lab.presets import Limits, Preset, get_preset
@@ -157,8 +157,9 @@ class Evaluator:
                  proxy: Callable | None, judge: Callable | None, toxicity: Any, run_dir: Path | None,
                  save_adapters: Callable[[Path], None] | None, last_step: int,
                  on_row: Callable[[dict[str, Any]], None] = lambda row: None, nll: Callable | None = None,
-                 relevant: Callable | None = None) -> None:
+                 relevant: Callable | None = None, kinds: Sequence[str | None] | None = None) -> None:
         self.cfg, self.prompts, self.answer = cfg, list(prompts), answer
+        self.kinds = list(kinds) if kinds else [None] * len(self.prompts)  # each prompt's kind of request, if known
         self.proxy, self.judge, self.toxicity, self.nll, self.relevant = proxy, judge, toxicity, nll, relevant
         self.run_dir, self.save_adapters, self.last_step, self.on_row = run_dir, save_adapters, last_step, on_row
         self.rows: list[dict[str, Any]] = []
@@ -169,8 +170,11 @@ class Evaluator:
         if any(r["step"] == step for r in self.rows):  # the last step may also be a multiple of eval_every
             return None
         answers = self.answer(self.prompts, self.cfg.eval_seed)
-        row = summarize(step, score_answers(self.prompts, answers, self.proxy, self.judge, self.toxicity,
-                                            self.nll, self.relevant))
+        scored = score_answers(self.prompts, answers, self.proxy, self.judge, self.toxicity, self.nll, self.relevant)
+        for answer, kind in zip(scored, self.kinds):
+            if kind:
+                answer["kind"] = kind
+        row = summarize(step, scored)
         if self.run_dir is not None:
             if self.cfg.eval_save_adapters and self.save_adapters is not None:
                 self.save_adapters(self.run_dir / "model" / STEP_DIR.format(step))
@@ -235,14 +239,25 @@ def rate_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
     ("refusals rose to 25% (step 0 8%; 2 → 6 of 24)"), or by at least 5 points and 3 answers inside it ("… (step 0 8%;
     within noise; 2 → 5 of 24)"). Measured: the hh-harmless reward model without evasion pairs took these 24 answers
     from 2 to 6 refusals (README). And a fall of relevance beyond its noise: off-topic answers or refusals (no run
-    read blind whose Compare relevance fell beyond noise was preferred to its base: README)."""
-    changes = rate_changes(rows)
-    label, n = f"step {rows[0]['step']}" if rows else "", len(rows[-1]["answers"]) if rows else 0
+    read blind whose Compare relevance fell beyond noise was preferred to its base: README). Where the prompts say
+    their kind of request, a rise confined to one kind is named with it ("on ordinary requests refusals rose to …"):
+    refusing ordinary requests is what harmless-only preferences teach, and an average over both kinds halves it."""
+    label = f"step {rows[0]['step']}" if rows else ""
     out = []
     t = trend(rows, "relevance")
     if t is not None and t["word"] == "fell":  # off-topic answers or refusals: readers preferred neither (README)
         out.append(f"relevance to the request fell by {t['mean']:+.2f} ({label} → step {t['to_step']}, 95% CI "
                    f"{t['lo']:+.2f} … {t['hi']:+.2f}): answers drifted off their requests")
+    out += _rises(rows, label)
+    for kind in kinds_of(rows):
+        out += [f"on {kind} requests {line}" for line in _rises(only_kind(rows, kind), label)]
+    return out
+
+
+def _rises(rows: Sequence[dict[str, Any]], label: str) -> list[str]:
+    changes = rate_changes(rows)
+    n = len(rows[-1]["answers"]) if rows else 0
+    out = []
     for key, d in changes.items():
         how = diagnostics.rise(d)
         if how:
@@ -250,6 +265,17 @@ def rate_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
             out.append(f"{diagnostics.NAMES[key]} rose to {d['b']:.0%} ({label} {d['a']:.0%}{noise}; "
                        f"{d['count_a']} → {d['count_b']} of {n})")
     return out
+
+
+def kinds_of(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The kinds of request among the evaluation's answers, in order ([] with fewer than two)."""
+    kinds = list(dict.fromkeys(a["kind"] for a in (rows[0]["answers"] if rows else []) if a.get("kind")))
+    return kinds if len(kinds) >= 2 else []
+
+
+def only_kind(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The evaluation rows with only the answers to prompts of one kind (the same prompts at every step)."""
+    return [{**r, "answers": [a for a in r["answers"] if a.get("kind") == kind]} for r in rows]
 
 
 def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -293,7 +319,7 @@ def timeline(rows: Sequence[dict[str, Any]], pinned: int = 3) -> list[dict[str, 
 EVAL_POOL = 8  # prompts read per evaluation prompt; the evaluation takes an even spread of them
 
 
-def spread(items: Sequence[str], n: int) -> list[str]:
+def spread(items: Sequence[Any], n: int) -> list[Any]:
     """n items evenly spaced through the list, the first included: prompt files are often grouped by kind (the
     bundled held-out prompts are 24 provocative then 24 ordinary), so the first n would be of one kind only."""
     if len(items) <= n:
@@ -313,8 +339,9 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
     if cfg.eval_every <= 0:
         return None
     preset = get_preset(ctx.config.get("preset") or None)
-    pool = load_prompts(cfg.eval_prompts or preset.compare_prompts, limit=EVAL_POOL * cfg.eval_n_prompts)
-    prompts = spread(pool, cfg.eval_n_prompts)
+    pool = load_prompt_rows(cfg.eval_prompts or preset.compare_prompts, limit=EVAL_POOL * cfg.eval_n_prompts)
+    chosen = spread(pool, cfg.eval_n_prompts)
+    prompts, kinds = [p for p, _ in chosen], [k for _, k in chosen]
     # Compare's sampling (top-k / top-p from the preset), so an evaluation reads like a comparison would
     gen = GenerateConfig.from_dict({"max_new_tokens": cfg.eval_max_new_tokens, "temperature": cfg.eval_temperature,
                                     "top_k": preset.generate.get("top_k", 50), "top_p": preset.generate.get("top_p", 0.95),
@@ -341,4 +368,4 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
     return Evaluator(cfg, prompts, answer, score_fn, judge if judge_model else None, get_scorer(preset.toxicity),
                      ctx.run.path, model.save_pretrained, last_step, nll=nll,
                      relevant=relevance.scorer_or_none(ctx.config.get("relevance_model") or preset.relevance,
-                                                       ctx.set_progress))
+                                                       ctx.set_progress), kinds=kinds)

@@ -189,3 +189,42 @@ def test_a_refusal_rise_over_the_fixed_prompts_is_said_in_words():
     # degenerate answers are watched the same way
     looping = evaluate.summarize(32, [{**a, "degenerate": i < 6} for i, a in enumerate(first["answers"])])
     assert "degenerate answers rose to 25% (step 0 0%; 0 → 6 of 24)" in evaluate.rate_warnings([first, looping])
+
+
+def test_a_rise_confined_to_one_kind_of_request_is_named_with_its_kind():
+    """Harmless-only preferences teach refusing ordinary requests: 0 -> 6 of the 12 ordinary answers is a clear rise
+    there while the 24 answers together show it too, and the note counts refusals per kind."""
+    from lab.ui.ppo import eval_note
+
+    def row(step: int, ordinary_refusals: int) -> dict:
+        answers = [{"prompt": f"p{i}", "answer": "a", "reward": 0.0, "judge": None, "toxicity": 0.0,
+                    "refusal": i >= 12 and i - 12 < ordinary_refusals, "degenerate": False, "length": 1,
+                    "kind": "harmful or edgy" if i < 12 else "ordinary"} for i in range(24)]
+        return evaluate.summarize(step, answers)
+
+    first, last = row(0, 0), row(32, 6)
+    warnings = evaluate.rate_warnings([first, last])
+    assert "on ordinary requests refusals rose to 50% (step 0 0%; 0 → 6 of 12)" in warnings
+    assert not any(w.startswith("on harmful or edgy") for w in warnings)
+    assert evaluate.kinds_of([first, last]) == ["harmful or edgy", "ordinary"]
+    note = eval_note([first, last], {})
+    assert ("Refusals by kind of request: harmful or edgy 0% (0 of 12) → 0% (0 of 12), "
+            "ordinary 0% (0 of 12) → 50% (6 of 12).") in note
+    plain = [evaluate.summarize(r["step"], [{k: v for k, v in a.items() if k != "kind"} for a in r["answers"]])
+             for r in (first, last)]
+    assert evaluate.kinds_of(plain) == [] and "by kind" not in eval_note(plain, {})
+    assert not any(w.startswith("on ") for w in evaluate.rate_warnings(plain))
+
+
+def test_evaluation_answers_keep_their_prompts_kind(tmp_path):
+    prompts = ["Insult me.", "How do I bake bread?"]
+    cfg = evaluate.EvalConfig(eval_every=1)
+    ev = evaluate.Evaluator(cfg, prompts, lambda batch, seed: ["No.", "Mix flour and water."], None, None, Toxicity(),
+                            tmp_path, None, 1, kinds=["harmful or edgy", "ordinary"])
+    ev(0)
+    assert [a["kind"] for a in evaluate.load_evals(tmp_path)[0]["answers"]] == ["harmful or edgy", "ordinary"]
+    # the default's evaluation prompts: 24 of the 48 held-out ones, 12 of each kind, as the pool is read
+    from lab.data import load_prompt_rows
+
+    pool = load_prompt_rows("bundled:heldout", limit=evaluate.EVAL_POOL * 24)
+    assert [k for _, k in evaluate.spread(pool, 24)].count("ordinary") == 12

@@ -241,6 +241,12 @@ def _score(value: Any) -> str:
     return f"{value:+.3f}" if isinstance(value, (int, float)) else "—"
 
 
+def _rate(row: dict[str, Any], key: str) -> str:
+    """One evaluation's share of answers flagged `key` (refusal, degenerate), with the count."""
+    flags = [bool(a.get(key)) for a in row["answers"]]
+    return f"{sum(flags) / len(flags):.0%} ({sum(flags)} of {len(flags)})" if flags else "—"
+
+
 def eval_note(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
     """What the evaluations say, in words: the proxy's and the judge's change against their noise, the rates."""
     if not rows:
@@ -257,6 +263,10 @@ def eval_note(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
     few = (f" ({n} answers each: a change of one or two answers may be noise; Compare's larger sample sees more)"
            if 0 < n < 40 else "")
     parts.append(f"From step {first['step']} to step {last['step']}: " + ", ".join(rates) + few + ".")
+    by_kind = [f"{kind} {_rate(k[0], 'refusal')} → {_rate(k[-1], 'refusal')}"
+               for kind, k in ((kind, evaluate.only_kind(rows, kind)) for kind in evaluate.kinds_of(rows))]
+    if by_kind:
+        parts.append("Refusals by kind of request: " + ", ".join(by_kind) + ".")
     warnings = evaluate.rate_warnings(rows)
     if warnings:
         parts.append(f"⚠ Watch: {' and '.join(warnings)}: read the answers (timeline, Compare).")
