@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from lab import diagnostics, relevance, votes
 from lab.config import build, from_job, setting
-from lab.data_files import resolve_path
 from lab.data import balanced, load_prompt_rows
+from lab.data_files import resolve_path
 from lab.generate import GenerateConfig, auto_batch_size, generate_settings, plan_batches
 from lab.jobs import JobContext
 from lab.policies import (BASE, Side, best_of, best_of_kl, load_policies, reference_nll, resolve_sides, sample,
