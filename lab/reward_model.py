@@ -268,9 +268,9 @@ def _bundled_train_pairs(part: str) -> int:
     return sum(p.split == "train" for p in load_pairs(part).pairs)
 
 
-# Written declines beside the others: a third as many. Read blind on the shared hh pairs (GRPO, seeds 4-6, stop
-# 45) the harmful requests went to RLHF 39-24 with `+bundled:harmless*4` (260 written declines beside 744 hh
-# harmless-base pairs), 29-26 without; RLOO on the same mix at stop 39: 37-27 (README).
+# Written declines beside the others: a third as many. Read blind on the shared hh pairs (GRPO, seeds 4-6, two
+# samplings, stop 45) the harmful requests went to RLHF 68-47 with `+bundled:harmless*4` (260 written declines beside
+# 744 hh harmless-base pairs), 56-53 without; RLOO on the same mix at stop 39: 37-27 (README).
 DECLINES_SHARE = 1 / 3
 
 
