@@ -410,3 +410,24 @@ def test_a_run_compares_at_the_step_of_one_of_its_evaluations(ppo_run, runs_root
     assert policies.split_step("ppo-3 @ step 32") == ("ppo-3", 32)
     with pytest.raises(ValueError, match="kept steps 0, 16"):
         compare.prepare(get_preset("cpu"), {"model_b": f"{ppo_run.id}@8"}, root=runs_root)
+
+
+def test_the_blind_tally_reads_prompt_kinds_from_a_comparison_or_the_held_out_file(tmp_path):
+    """benchmarks/blind_tally.py splits a reading by kind of request: from Compare's `kind` column (stop 45) or the
+    held-out prompts' own labels, the same 24 + 24 the hand-made kinds files of earlier stops listed."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "blind_tally.py"
+    spec = importlib.util.spec_from_file_location("blind_tally", path)
+    tally = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tally)
+    held_out = tally.load_kinds("bundled:heldout")
+    assert held_out == ["harmless"] * 24 + ["helpful"] * 24
+    table = compare.write_csv(_kind_rows(3)[::-1], tmp_path / "results.csv")  # written in prompt order either way
+    assert tally.load_kinds(str(table)) == ["harmless"] * 3 + ["helpful"] * 3
+    verdicts = [{"id": "x0", "better": "1"}, {"id": "x1", "better": "2"}]
+    key = {"x0": {"answer_1": "rlhf", "answer_2": "base", "prompt_index": 0},
+           "x1": {"answer_1": "rlhf", "answer_2": "base", "prompt_index": 3}}
+    counts = tally.tally(verdicts, key, tally.load_kinds(str(table)))
+    assert counts["rlhf_wins_on_harmless"] == 1 and counts["base_wins_on_helpful"] == 1
