@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from lab import diagnostics, relevance, votes
 from lab.config import build, from_job, setting
-from lab.data import balanced, load_prompt_rows
+from lab.data import balanced, kinds_in, load_prompt_rows
 from lab.data_files import resolve_path
 from lab.generate import GenerateConfig, auto_batch_size, generate_settings, plan_batches
 from lab.jobs import JobContext
@@ -219,11 +219,8 @@ def by_kind(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     over all prompts can hide a model that got safer on harmful requests by refusing ordinary ones: on the shared
     hh pairs the previous recipe's refusals went to 62 of 64 answers (README, "What a reader prefers")."""
     rows = sorted(rows, key=lambda r: r.get("index", 0))  # batches finish in length order: kinds in prompt order
-    kinds = list(dict.fromkeys(r["kind"] for r in rows if r.get("kind")))
-    if len(kinds) < 2:
-        return []
     out = []
-    for kind in kinds:
+    for kind in kinds_in(r.get("kind") for r in rows):
         part = [r for r in rows if r.get("kind") == kind]
         out.append({"kind": kind, "n": len(part), "reward": paired_score(part, "reward"),
                     "judge": paired_score(part, "judge"), "relevance": paired_score(part, "relevance"),

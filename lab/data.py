@@ -264,6 +264,13 @@ def request_kind(subset: str | None) -> str | None:
     return label
 
 
+def kinds_in(labels: Any) -> list[str]:
+    """The distinct kinds of request among `labels`, in order of first appearance; [] with fewer than two (one kind
+    is the whole, so nothing to split)."""
+    kinds = list(dict.fromkeys(k for k in labels if k))
+    return kinds if len(kinds) >= 2 else []
+
+
 def load_prompts(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None) -> list[str]:
     """Prompts for PPO/eval: 'bundled' (PPO training prompts), 'bundled:heldout' (prompts PPO never trains on),
     'bundled:pairs|train|test' (the pairs' first human turns), a file or hub id with `prompt.text`, `prompt` or pairs."""

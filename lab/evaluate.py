@@ -22,7 +22,7 @@ import torch
 
 from lab import diagnostics, relevance
 from lab.config import build, from_job, setting
-from lab.data import load_prompt_rows, load_prompts
+from lab.data import kinds_in, load_prompt_rows, load_prompts
 from lab.generate import GenerateConfig
 from lab.policies import STEP_DIR, Side, reference_nll, sample
 from lab.presets import Limits, Preset, get_preset
@@ -269,13 +269,13 @@ def _rises(rows: Sequence[dict[str, Any]], label: str) -> list[str]:
 
 def kinds_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The kinds of request among the evaluation's answers, in order ([] with fewer than two)."""
-    kinds = list(dict.fromkeys(a["kind"] for a in (rows[0]["answers"] if rows else []) if a.get("kind")))
-    return kinds if len(kinds) >= 2 else []
+    return kinds_in(a.get("kind") for a in (rows[0]["answers"] if rows else []))
 
 
 def only_kind(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """The evaluation rows with only the answers to prompts of one kind (the same prompts at every step)."""
-    return [{**r, "answers": [a for a in r["answers"] if a.get("kind") == kind]} for r in rows]
+    """The evaluation rows of the answers to one kind of prompt (the same prompts at every step), each summarised
+    again, so its rates and means are that kind's, not the whole evaluation's."""
+    return [summarize(r["step"], [a for a in r["answers"] if a.get("kind") == kind]) for r in rows]
 
 
 def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from lab.data import to_hh
+from lab.data import kinds_in, to_hh
 from lab.runs import read_jsonl, runs_root
 
 CHOICES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -280,10 +280,8 @@ def model_rates(votes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def kind_rates(votes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """model_rates per kind of request (votes on pairs from a comparison whose prompts said their kind); [] with
     fewer than two kinds: a model can win the ordinary requests and lose the harmful ones."""
-    kinds = list(dict.fromkeys(v["kind"] for v in votes if v.get("kind")))
-    if len(kinds) < 2:
-        return []
-    return [{"kind": kind, "models": model_rates([v for v in votes if v.get("kind") == kind])} for kind in kinds]
+    return [{"kind": kind, "models": model_rates([v for v in votes if v.get("kind") == kind])}
+            for kind in kinds_in(v.get("kind") for v in votes)]
 
 
 def agreement(votes: list[dict[str, Any]]) -> dict[str, Any]:

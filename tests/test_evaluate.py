@@ -207,6 +207,8 @@ def test_a_rise_confined_to_one_kind_of_request_is_named_with_its_kind():
     assert "on ordinary requests refusals rose to 50% (step 0 0%; 0 → 6 of 12)" in warnings
     assert not any(w.startswith("on harmful or edgy") for w in warnings)
     assert evaluate.kinds_of([first, last]) == ["harmful or edgy", "ordinary"]
+    ordinary = evaluate.only_kind([first, last], "ordinary")
+    assert (ordinary[-1]["n"], ordinary[-1]["eval/refusal"], last["eval/refusal"]) == (12, 0.5, 0.25)  # its own rate
     note = eval_note([first, last], {})
     assert ("Refusals by kind of request: harmful or edgy 0% (0 of 12) → 0% (0 of 12), "
             "ordinary 0% (0 of 12) → 50% (6 of 12).") in note

@@ -242,9 +242,9 @@ def _score(value: Any) -> str:
 
 
 def _rate(row: dict[str, Any], key: str) -> str:
-    """One evaluation's share of answers flagged `key` (refusal, degenerate), with the count."""
-    flags = [bool(a.get(key)) for a in row["answers"]]
-    return f"{sum(flags) / len(flags):.0%} ({sum(flags)} of {len(flags)})" if flags else "—"
+    """One evaluation's rate of `key` (refusal, degenerate), with the count: "8% (1 of 12)"."""
+    rate, n = row.get(f"eval/{key}"), int(row.get("n") or 0)
+    return f"{rate:.0%} ({round(rate * n)} of {n})" if isinstance(rate, (int, float)) and n else "—"
 
 
 def eval_note(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
