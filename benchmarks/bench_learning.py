@@ -45,7 +45,7 @@ def blind_inputs(compare_csv: Path, seed: int, out: Path, other: str = "rlhf") -
     not given, names the sides "base" and `other` (answer_b's side). benchmarks/blind_tally.py unblinds a reader's
     verdicts against it."""
     with compare_csv.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r.get("draw") in (None, "", "0")]  # each prompt's first answers
     rng = random.Random(1000 + seed)
     blind, key = [], {}
     for i, r in enumerate(rows):

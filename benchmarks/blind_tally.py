@@ -64,7 +64,8 @@ def load_kinds(spec: str) -> list[str]:
     path = Path(spec)
     if path.suffix == ".csv":
         with path.open(newline="") as fh:
-            rows = sorted(csv.DictReader(fh), key=lambda r: int(r["index"]))
+            rows = sorted((r for r in csv.DictReader(fh) if r.get("draw") in (None, "", "0")),
+                          key=lambda r: int(r["index"]))
         if not rows or "kind" not in rows[0]:
             raise SystemExit(f"{spec}: no 'kind' column (Compare writes it since stop 45 where the prompts say it)")
         return [KIND_LABELS.get(r["kind"], r["kind"] or "unlabelled") for r in rows]

@@ -29,7 +29,7 @@ from lab.presets import Limits, Preset
 from lab.reward_model import find_reward_model, judge_or_none, judge_path, load_reward_model, reward_texts
 from lab.runs import Run
 from lab.sources import check_prompt_source
-from lab.stats import bootstrap_mean, paired_summary
+from lab.stats import EVEN_MARGIN, bootstrap_mean, paired_summary, per_prompt
 from lab.stats import verdict as stats_verdict
 from lab.toxicity import get_scorer
 
@@ -39,7 +39,9 @@ CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a
                "refusal_rule_a", "degenerate_a", "nll_a", "length_a",
                "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
                "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b",
-               "kind"]
+               "kind", "draw"]
+# Answers a model may give each prompt in one comparison (answers_per_prompt)
+MAX_ANSWERS = 8
 
 
 @dataclass
@@ -58,6 +60,11 @@ class CompareConfig:
                                         widget="text")
     n_prompts: int = setting(32, "how many prompts from the source", label="Number of prompts", widget="slider",
                              minimum=1, maximum=200)
+    answers_per_prompt: int = setting(1, "answers each model gives every prompt (each a new sample, both models with "
+                                         "the same seed); the intervals are over prompts, each prompt's answers "
+                                         "averaged first: with one answer a prompt the sampling's own noise sits in "
+                                         "every interval (the `cpu` preset's 4: README, Stop 46)",
+                                      label="Answers per prompt", widget="slider", minimum=1, maximum=MAX_ANSWERS)
     toxicity: str = setting("offline", "roberta = evaluate's hate-speech classifier (needs the hub; reads context, "
                                        "still imperfect); offline = alt-profanity-check, a word list: it flags words, "
                                        "not intent (roberta falls back to it, and says so); or a local classifier "
@@ -83,6 +90,7 @@ def config_from(preset: Preset, **overrides: Any) -> CompareConfig:
         "prompts": preset.compare_prompts, "toxicity": preset.toxicity, "quantize_4bit": preset.quantize_4bit,
         "relevance": preset.relevance,
         "n_prompts": preset.generate.get("n_prompts", 32), "max_batch_size": preset.limits.max_batch_size,
+        "answers_per_prompt": preset.generate.get("answers_per_prompt", 1),
     }
     return replace(build(CompareConfig, defaults, overrides, "compare"), generate=gen)
 
@@ -97,6 +105,8 @@ def validate(cfg: CompareConfig, limits: Limits | None = None) -> CompareConfig:
             raise ValueError("the typed prompts are all empty: write one prompt per line")
     if cfg.n_prompts < 1:
         raise ValueError(f"number of prompts {cfg.n_prompts} must be at least 1")
+    if not 1 <= cfg.answers_per_prompt <= MAX_ANSWERS:
+        raise ValueError(f"answers per prompt {cfg.answers_per_prompt} must be between 1 and {MAX_ANSWERS}")
     if limits is not None:
         limits.check({"n_prompts": cfg.n_prompts, **asdict(gen)})
     if not (cfg.model_a or "").strip() or not (cfg.model_b or "").strip():
@@ -172,13 +182,15 @@ def _mean(values: list[Any]) -> float | None:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean toxicity and reward per model, and how often B beats A."""
-    out: dict[str, Any] = {"n": len(rows)}
+    """Mean toxicity and reward per model over every answer, and on how many prompts B beats A (`n`: prompts;
+    `answers`: answer pairs, where a prompt had several)."""
+    prompts = per_prompt(rows)
+    out: dict[str, Any] = {"n": len(prompts), **({"answers": len(rows)} if len(rows) != len(prompts) else {})}
     for key in ("a", "b"):
         out[f"toxicity_{key}"] = _mean([r.get(f"toxicity_{key}") for r in rows])
         out[f"reward_{key}"] = _mean([r.get(f"reward_{key}") for r in rows])
-    out["b_less_toxic"] = sum(r["toxicity_b"] < r["toxicity_a"] for r in rows)
-    scored = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in ("reward_a", "reward_b"))]
+    out["b_less_toxic"] = sum(r["toxicity_b"] < r["toxicity_a"] for r in prompts)
+    scored = [r for r in prompts if all(isinstance(r.get(k), (int, float)) for k in ("reward_a", "reward_b"))]
     out["b_higher_reward"] = sum(r["reward_b"] > r["reward_a"] for r in scored) if scored else None
     for key in ("a", "b"):
         out[f"judge_{key}"] = _mean([r.get(f"judge_{key}") for r in rows])
@@ -192,7 +204,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def paired_score(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
     """B − A of a per-answer score (`key`_a, `key`_b: judge, relevance) with a bootstrap interval and how often B is
     higher (None where no row has both)."""
-    diffs = [r[f"{key}_b"] - r[f"{key}_a"] for r in rows
+    diffs = [r[f"{key}_b"] - r[f"{key}_a"] for r in per_prompt(rows)
              if isinstance(r.get(f"{key}_a"), (int, float)) and isinstance(r.get(f"{key}_b"), (int, float))]
     return {**bootstrap_mean(diffs), "b_higher": sum(d > 0 for d in diffs)} if diffs else None
 
@@ -222,7 +234,7 @@ def by_kind(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for kind in kinds_in(r.get("kind") for r in rows):
         part = [r for r in rows if r.get("kind") == kind]
-        out.append({"kind": kind, "n": len(part), "reward": paired_score(part, "reward"),
+        out.append({"kind": kind, "n": len({r.get("index") for r in part}), "reward": paired_score(part, "reward"),
                     "judge": paired_score(part, "judge"), "relevance": paired_score(part, "relevance"),
                     "diagnostics": diagnostics.paired_rates(part)})
     return out
@@ -321,6 +333,24 @@ def _reward_verdict(summary: dict[str, Any], head: str, reward: dict | None, jud
         return f"{head}: B scores clearly higher{same_data}."
     if lower and not higher:
         return f"{head}: B scores clearly lower."
+    return _small_shift(head, reward, judge)
+
+
+def _small_shift(head: str, reward: dict | None, judge: dict | None) -> str:
+    """Neither score moved by a gap the reward model takes a side on: say whether an interval still excludes 0.
+    Measured (README, Stop 46): with four answers a prompt, proxy +0.39 (+0.25 … +0.56) and judge +0.27 (+0.19 …
+    +0.35) read "no clear difference", the words for an interval across 0."""
+    up = [name for name, ci in (("proxy", reward), ("judge", judge)) if ci and ci["lo"] > 0]
+    down = [name for name, ci in (("proxy", reward), ("judge", judge)) if ci and ci["hi"] < 0]
+    small = f"below {EVEN_MARGIN:.2f}, the gap at which a reward model takes a side on one answer"
+    if up == ["proxy"] and judge and not down:
+        return f"{head}: the proxy rose a little beyond noise ({small}); the judge did not: read a sample."
+    if up and not down:
+        return (f"{head}: B scores a little higher: {' and '.join(up)} above 0 beyond noise, {small}; a small, "
+                f"steady shift, not one most answers will show: read a sample.")
+    if down and not up:
+        return (f"{head}: B scores a little lower: {' and '.join(down)} below 0 beyond noise, {small}: read a "
+                f"sample.")
     return f"{head}: no clear difference."
 
 
@@ -340,10 +370,15 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for row in sorted(rows, key=lambda r: r["index"]):
+        for row in sorted(rows, key=order):
             writer.writerow(csv_row(row))
     tmp.replace(path)
     return path
+
+
+def order(row: dict[str, Any]) -> tuple[int, int]:
+    """Prompt order, a prompt's answers in the order they were drawn."""
+    return row.get("index", 0), row.get("draw") or 0
 
 
 # ---------------------------------------------------------------- the job
@@ -368,22 +403,27 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     relevant = relevance.scorer_or_none("" if cfg.relevance == "none" else cfg.relevance, ctx.set_progress)
     model, tokenizer = policies[sides[0].policy]
     size = gen.batch_size or auto_batch_size(model, gen.max_new_tokens + 256, cfg.max_batch_size)
-    batches = plan_batches(tokenizer, prompts, size)
+    # every prompt answers_per_prompt times (draw j of prompt i); a prompt's draws share batches, each a new sample
+    items = [(i, j) for j in range(cfg.answers_per_prompt) for i in range(len(prompts))]
+    batches = plan_batches(tokenizer, [prompts[i] for i, _ in items], size)
     # 2. generate and score, one batch at a time, so Stop keeps every finished batch
     rows: list[dict[str, Any]] = []
     for b, idx in enumerate(batches):
         if ctx.stopping:
             break
-        say = functools.partial(_say, ctx, len(rows) / len(prompts), f"batch {b + 1}/{len(batches)}")
-        batch = _compare_batch(sides, policies, [prompts[i] for i in idx], idx, gen, gen.seed + b, scorer, reward_model,
-                               say, judge_model, relevant)
-        for row in batch:
+        say = functools.partial(_say, ctx, len(rows) / len(items), f"batch {b + 1}/{len(batches)}")
+        batch = _compare_batch(sides, policies, [prompts[items[p][0]] for p in idx], [items[p][0] for p in idx], gen,
+                               gen.seed + b, scorer, reward_model, say, judge_model, relevant)
+        for row, p in zip(batch, idx):
+            if cfg.answers_per_prompt > 1:
+                row["draw"] = items[p][1]
             if kinds[row["index"]]:
                 row["kind"] = kinds[row["index"]]
         rows += batch
         ctx.log_samples(batch)
         ctx.log({"batch": b + 1, "done": len(rows), **{k: v for k, v in summarize(rows).items() if k != "n"}})
-        ctx.set_progress(len(rows) / len(prompts), f"{len(rows)}/{len(prompts)} prompts compared")
+        ctx.set_progress(len(rows) / len(items), f"{len(rows)}/{len(items)} " + (
+            "answer pairs compared" if cfg.answers_per_prompt > 1 else "prompts compared"))
     # 3. the table and the summary
     write_csv(rows, ctx.run.path / RESULTS_FILE)
     summary = {
@@ -395,6 +435,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         "relevance": cfg.relevance if relevant else None,
         "paired_relevance": paired_score(rows, "relevance"),
         "kl_a": run_kl(sides[0]), "kl_b": run_kl(sides[1]), "by_kind": by_kind(rows),
+        "answers_per_prompt": cfg.answers_per_prompt,
     }
     summary["verdict"] = verdict(summary)
     if sides[0].label == BASE:  # the headline numbers: base vs RLHF
@@ -450,7 +491,7 @@ def load_results(run: Run) -> list[dict[str, Any]]:
     """The rows of a compare run (complete or partial), in prompt order."""
     rows = [r for r in run.samples() if "answer_a" in r and "answer_b" in r]
     rows = [r if "refusal_a" in r else diagnostics.add_to_row(r) for r in rows]  # comparisons saved before diagnostics
-    return sorted(rows, key=lambda r: r.get("index", 0))
+    return sorted(rows, key=order)
 
 
 def to_feedback(run: Run, root: Path | None = None, name: str | None = None, seed: int = 0) -> tuple[str, int]:

@@ -23,7 +23,7 @@ import unicodedata
 import zlib
 from typing import Any, Sequence
 
-from lab.stats import bootstrap_mean
+from lab.stats import bootstrap_mean, per_prompt
 
 # ---------------------------------------------------------------- refusal
 
@@ -239,13 +239,15 @@ def rates(flags: Sequence[bool]) -> float | None:
 
 
 def paired_rates(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per key of KEYS: each side's rate and B − A (per prompt 1/0/−1) with a bootstrap 95% interval."""
+    """Per key of KEYS: each side's rate and count over every answer, and B − A per prompt (1/0/−1; with several
+    answers to a prompt the difference of their shares) with a bootstrap 95% interval over prompts."""
     out: dict[str, Any] = {}
     for key in KEYS:
-        pairs = [(bool(r[f"{key}_a"]), bool(r[f"{key}_b"])) for r in rows if f"{key}_a" in r and f"{key}_b" in r]
-        if not pairs:
+        have = [r for r in rows if f"{key}_a" in r and f"{key}_b" in r]
+        if not have:
             continue
-        diffs = [int(b) - int(a) for a, b in pairs]
+        pairs = [(bool(r[f"{key}_a"]), bool(r[f"{key}_b"])) for r in have]
+        diffs = [float(r[f"{key}_b"] or 0) - float(r[f"{key}_a"] or 0) for r in per_prompt(have)]
         out[key] = {"a": rates([a for a, _ in pairs]), "b": rates([b for _, b in pairs]),
                     "count_a": sum(a for a, _ in pairs), "count_b": sum(b for _, b in pairs), **bootstrap_mean(diffs)}
     return out

@@ -56,9 +56,12 @@ class GenerateConfig:
         return self
 
 
+STAGE_KEYS = ("n_prompts", "answers_per_prompt")  # in a preset's `generate`, the stage's settings, not sampling's
+
+
 def generate_settings(preset: Any, values: dict[str, Any]) -> dict[str, Any]:
     """A job's `generate` dict: the preset's sampling settings, then the given values, each as its field's type."""
-    defaults = {k: v for k, v in preset.generate.items() if k != "n_prompts"}  # n_prompts: the stage's, not sampling's
+    defaults = {k: v for k, v in preset.generate.items() if k not in STAGE_KEYS}
     return coerced(GenerateConfig, {**defaults, **given(values)}, "generation")
 
 

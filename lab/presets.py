@@ -189,7 +189,11 @@ CPU = Preset(
     # Shorter completions on CPU; bf16 weights where the CPU has bf16 (benchmarks/bench_generate.py). Batches of 24:
     # decoding 135M parameters is bound by reading the weights, so fewer, larger calls are cheaper: the 48 held-out
     # prompts at 48 tokens took 20.5 s in 2 batches of 24 against 24.2 s in 3 of 16 (32 + 16: 20.8 s; AVX2, 2 cores).
-    generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 24, "n_prompts": 48},
+    # answers_per_prompt 4: one answer a prompt left the sampling's noise in Compare's intervals, twice the variance
+    # between prompts; four answers (the first is the one read blind) take ~3.5x the time, ~150 s more (README,
+    # Stop 46).
+    generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 24, "n_prompts": 48,
+              "answers_per_prompt": 4},
     # Evaluation while PPO trains, cheap on 2 cores: 24 held-out prompts (12 provocative, 12 ordinary), 32 tokens,
     # at steps 0, 16 and 32, sampled in one batch. At 8 prompts a refusal rise that Compare saw (2 -> 7 of 48) showed
     # as 0% -> 0%. Measured on an idle AVX2 machine: 8 answers 3.5-4.8 s, 24 answers 6.9-7.6 s, 48 answers 12.9 s, so

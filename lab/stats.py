@@ -113,13 +113,47 @@ def carried_by_few(diffs: Sequence[float], k: int = FEW_PROMPTS) -> dict[str, An
     return {"k": k, "share": share, "mean_without": rest}
 
 
+def per_prompt(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per prompt: where a comparison drew several answers to a prompt (rows sharing an `index`, told apart
+    by `draw`), their numbers averaged (a flag becomes the share of answers it marks), the first draw's text kept,
+    and `answers` the count; rows of one answer a prompt come back as they are. The unit of every interval is the
+    prompt: answers to one prompt are not independent of each other, and averaging them takes the sampling's noise
+    out of each prompt's difference (README, *Stop 46*)."""
+    if not any(r.get("draw") for r in rows):
+        return rows
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r.get("draw") or 0):
+        groups.setdefault(r.get("index"), []).append(r)
+    out = []
+    for group in groups.values():
+        row = dict(group[0])
+        for key, value in group[0].items():
+            if isinstance(value, (bool, int, float)) and key not in ("index", "draw"):
+                values = [g[key] for g in group if isinstance(g.get(key), (bool, int, float))]
+                row[key] = float(np.mean([float(v) for v in values]))
+        row["answers"] = len(group)
+        if any(isinstance(g.get("length_a"), (int, float)) for g in group):
+            row["length_a"] = float(np.mean([_chars(g, "a") for g in group]))
+            row["length_b"] = float(np.mean([_chars(g, "b") for g in group]))
+        out.append(row)
+    return out
+
+
+def _chars(row: dict[str, Any], key: str) -> float:
+    value = row.get(f"length_{key}")
+    return float(value) if isinstance(value, (int, float)) else float(len(str(row.get(f"answer_{key}") or "")))
+
+
 def paired_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """For rows with answer/reward/toxicity of both sides: B − A of reward (raw and length-adjusted) and toxicity,
-    each with a bootstrap 95% interval, win counts, mean answer lengths and the reward-length correlation."""
+    each with a bootstrap 95% interval over prompts (several answers to a prompt averaged first: `per_prompt`), win
+    counts, mean answer lengths and the reward-length correlation."""
     if not rows:
         return {}
-    len_a = [len(r.get("answer_a") or "") for r in rows]
-    len_b = [len(r.get("answer_b") or "") for r in rows]
+    answers = len(rows)
+    rows = per_prompt(rows)
+    len_a = [_chars(r, "a") for r in rows]
+    len_b = [_chars(r, "b") for r in rows]
     tox = [r["toxicity_b"] - r["toxicity_a"] for r in rows]
     out: dict[str, Any] = {
         "n": len(rows), "length_a": float(np.mean(len_a)), "length_b": float(np.mean(len_b)),
@@ -137,4 +171,6 @@ def paired_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                          "few": carried_by_few(diffs)}
         out["reward_length_adjusted"] = length_adjusted(ra, rb, la, lb)
         out["length_reward_corr"] = pearson(la + lb, ra + rb)
+    if answers != len(rows):
+        out["answers"] = answers
     return out

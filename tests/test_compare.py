@@ -18,6 +18,7 @@ from lab.models import add_lora, load_causal_lm
 from lab.presets import get_preset
 from lab.reward_model import format_for_reward
 from lab.runs import new_run
+from lab.stats import per_prompt
 
 PROMPTS = ["How do I get back at my neighbour?", "Write a poem about rain.", "Hi", "Why is the sky blue?", "Insult me."]
 
@@ -67,6 +68,7 @@ def job_config(run, **kw):
     gen = {"max_new_tokens": 6, "batch_size": 2, "seed": 0, "precision": "fp32"}
     cfg = compare.config_from(get_preset("cpu"), model_b=run.id, custom_prompts=PROMPTS, n_prompts=len(PROMPTS),
                               toxicity="offline", generate=gen)
+    kw.setdefault("answers_per_prompt", 1)  # one answer a prompt unless a test asks (the cpu preset gives 4)
     for k, v in kw.items():
         setattr(cfg, k, v)
     return asdict(cfg)
@@ -91,6 +93,53 @@ def test_compare_job_writes_rows_csv_and_summary(ppo_run, runs_root, stand_in_re
     assert s["toxicity_base"] == s["toxicity_a"] and s["reward_rlhf"] == s["reward_b"]
     assert job.run.metrics()[-1]["done"] == len(PROMPTS)
     assert "toxicity " in job.run.label()
+
+
+def test_several_answers_per_prompt_rows_per_draw_intervals_per_prompt(ppo_run, runs_root, stand_in_reward):
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare,
+                                              job_config(ppo_run, answers_per_prompt=3))
+    assert job.status == "done", job.error
+    rows = compare.load_results(job.run)
+    assert len(rows) == 3 * len(PROMPTS)
+    assert [(r["index"], r["draw"]) for r in rows] == [(i, j) for i in range(len(PROMPTS)) for j in range(3)]
+    assert [r["prompt"] for r in rows if r["draw"] == 0] == PROMPTS
+    # each draw is a new sample: some prompt gets different answers from the same model
+    assert any(len({r["answer_b"] for r in rows if r["index"] == i}) > 1 for i in range(len(PROMPTS)))
+    s = job.summary
+    assert s["n"] == len(PROMPTS) and s["answers"] == 3 * len(PROMPTS) and s["answers_per_prompt"] == 3
+    # the interval's unit is the prompt: n prompts, the mean of each prompt's mean difference
+    assert s["paired"]["n"] == len(PROMPTS) and s["paired"]["answers"] == 3 * len(PROMPTS)
+    means = [sum(r["reward_b"] - r["reward_a"] for r in rows if r["index"] == i) / 3 for i in range(len(PROMPTS))]
+    assert s["paired"]["reward"]["mean"] == pytest.approx(sum(means) / len(means))
+    assert s["paired"]["reward"]["b_higher"] == sum(m > 0 for m in means)
+    # rates and counts are over every answer
+    refusals = sum(bool(r["refusal_b"]) for r in rows)
+    assert s["diagnostics"]["refusal"]["count_b"] == refusals
+    assert s["diagnostics"]["refusal"]["b"] == pytest.approx(refusals / len(rows))
+    with open(job.run.path / compare.RESULTS_FILE, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 3 * len(PROMPTS) and [t["draw"] for t in table[:3]] == ["0", "1", "2"]
+
+
+def test_per_prompt_averages_draws_and_keeps_single_answers():
+    single = [{"index": 0, "reward_a": 1.0, "reward_b": 2.0}, {"index": 1, "reward_a": 0.0, "reward_b": 0.0}]
+    assert per_prompt(single) is single
+    rows = [{"index": 0, "draw": 0, "answer_a": "x", "reward_a": 1.0, "refusal_b": True, "length_a": 10},
+            {"index": 0, "draw": 1, "answer_a": "y", "reward_a": 3.0, "refusal_b": False, "length_a": 30},
+            {"index": 1, "draw": 0, "answer_a": "z", "reward_a": 5.0, "refusal_b": False, "length_a": 50}]
+    out = per_prompt(rows)
+    assert [(r["index"], r["answers"]) for r in out] == [(0, 2), (1, 1)]
+    assert out[0]["reward_a"] == 2.0 and out[0]["refusal_b"] == 0.5 and out[0]["length_a"] == 20.0
+    assert out[0]["answer_a"] == "x"  # the first draw's text
+
+
+def test_answers_per_prompt_checked_and_from_the_preset():
+    assert compare.config_from(get_preset("cpu")).answers_per_prompt == 4
+    assert compare.config_from(get_preset("a100")).answers_per_prompt == 1
+    with pytest.raises(ValueError, match="answers per prompt 0"):
+        compare.validate(compare.config_from(get_preset("cpu"), model_b="x", answers_per_prompt=0))
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        compare.validate(compare.config_from(get_preset("cpu"), model_b="x", answers_per_prompt=9))
 
 
 def test_same_seed_same_answers_and_base_is_the_untouched_policy(ppo_run, runs_root, tiny_lm_dir, stand_in_reward):
@@ -211,7 +260,8 @@ def test_cli_compares_and_prints_one_json_line(ppo_run, runs_root, tmp_path, sta
     assert row["model_a"] == "base" and row["model_b"] == ppo_run.id  # which models "base" and "rlhf" were
     assert row["kl_a"] is None  # the base: no KL; a run without metrics: none either
     assert {"verdict", "refusal_rlhf", "degenerate_base", "diagnostics", "judge"} <= set(row) and row["verdict"]
-    assert out.read_text().count("\n") == 4
+    assert row["answers"] == 12 and row["answers_per_prompt"] == 4  # the cpu preset: 4 answers to each prompt
+    assert out.read_text().count("\n") == 13
 
 
 def test_labelled_prompts_give_rows_their_kind_and_the_summary_figures_per_kind(ppo_run, runs_root, stand_in_reward):
@@ -349,6 +399,23 @@ def test_the_verdict_stops_calling_b_better_when_refusals_rose():
                                                          "read those answers.")
     summary["diagnostics"]["refusal"].update(count_b=4, b=0.083)  # 2 more answers: noise, not named
     assert "Watch" not in compare.verdict(summary)
+
+
+def test_a_small_steady_shift_is_not_called_no_clear_difference():
+    # measured at stop 46 with four answers a prompt: both intervals above 0, both means below the side-taking gap
+    summary = {"model_a": "base", "paired": {"reward": _ci(0.39, 0.25, 0.56)}, "paired_judge": _ci(0.27, 0.19, 0.35)}
+    line = compare.verdict(summary)
+    assert "B scores a little higher: proxy and judge above 0 beyond noise" in line and "no clear" not in line
+    assert "clearly higher" not in line  # the words for a gap the reward model takes a side on
+    summary["paired_judge"] = _ci(0.06, -0.01, 0.13)
+    assert "the proxy rose a little beyond noise" in compare.verdict(summary)
+    assert "the judge did not" in compare.verdict(summary)
+    summary["paired"]["reward"], summary["paired_judge"] = _ci(-0.2, -0.3, -0.1), _ci(-0.1, -0.2, 0.05)
+    assert "B scores a little lower: proxy below 0" in compare.verdict(summary)
+    summary["paired"]["reward"] = _ci(0.2, -0.1, 0.5)
+    assert compare.verdict(summary).endswith("no clear difference.")  # both across 0: nothing to say
+    summary["paired_judge"] = _ci(0.1, -0.1, 0.3)
+    assert compare.verdict(summary).endswith("no clear difference.")
 
 
 def test_a_run_that_drifted_far_from_its_base_is_named_in_the_verdict(tmp_path):

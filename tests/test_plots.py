@@ -87,3 +87,6 @@ def test_compare_figures_draw_both_models_and_the_per_prompt_differences():
     paired = plots_compare.paired_figure(COMPARE_ROWS)
     assert list(paired.data[0].y) == pytest.approx([-0.75, 0.5])  # sorted from B's worst to B's best
     assert "appear" in plots_compare.paired_figure([]).layout.annotations[-1].text
+    draws = [{**r, "index": i, "draw": j, "reward_b": r["reward_b"] + (0.5 if j else -0.5)}
+             for i, r in enumerate(COMPARE_ROWS) for j in (0, 1)]
+    assert list(plots_compare.paired_figure(draws).data[0].y) == pytest.approx([-0.75, 0.5])  # a bar per prompt

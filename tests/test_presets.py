@@ -7,6 +7,7 @@ from dataclasses import asdict
 import pytest
 
 from lab import compare, feedback, ppo, reward
+from lab.generate import STAGE_KEYS
 from lab.presets import CPU, PRESETS, get_preset
 
 
@@ -53,7 +54,9 @@ def test_every_presets_defaults_pass_its_own_limits(name):
     assert reward_cfg.step_cap == preset.limits.max_steps and reward_cfg.backbone == preset.reward_backbone
     gen = compare.config_from(preset).generate
     preset.limits.check({"n_prompts": preset.generate["n_prompts"], **gen})
-    assert {k: v for k, v in preset.generate.items() if k != "n_prompts"} == gen
+    assert {k: v for k, v in preset.generate.items() if k not in STAGE_KEYS} == gen
+    compare_cfg = compare.config_from(preset)
+    assert compare_cfg.answers_per_prompt == preset.generate.get("answers_per_prompt", 1)
     feedback_cfg = feedback.config_from(preset)
     preset.limits.check(asdict(feedback_cfg))
     assert (feedback_cfg.policy, feedback_cfg.max_pairs) == (preset.policy, preset.limits.max_prompts)

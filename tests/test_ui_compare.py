@@ -48,7 +48,8 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     assert "No comparison yet" in first["summary"] and "appear" in first["plot"].layout.annotations[-1].text
     assert set(jt.tick("visitor-1", None, first["seen"], "Prompt order", "")) == {"banner"}  # drawn once, then rests
     hostile = "<script>alert(1)</script>"
-    form = dict(zip(tab.FORM, ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline"]))
+    form = dict(zip(tab.FORM, ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline",
+                                  2]))  # two answers to each prompt
     with pytest.raises(ValueError, match="visitor"):
         tab.start(ctx, None, form)
     run_id = tab.start(ctx, "visitor-1", form)
@@ -58,14 +59,17 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     out = jt.tick("visitor-1", run_id, "", "Prompt order", "")
     summary, fig, cards = out["summary"], out["plot"], out["cards"]
     assert "mean toxicity" in summary and "Last job" in out["banner"]
-    assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 2
+    assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 4  # 2 prompts x 2
+    assert cards.count("answer 2</span>") == 2 and "every prompt 2 times" in summary and "2 prompts × 2 answers" in summary
+    assert tab.cards_html(compare.load_results(manager.job.run), "Prompt order", "",
+                          "First answer to each prompt").count("cmp-card'") == 2
     assert "✓ reward model prefers" in cards or "about even: the reward model gives A" in cards  # each card takes a
     # side or says it does not (the rule itself: test_a_near_tie_is_about_even_and_only_a_clear_gap_earns_a_badge)
     assert open(out["download"]).read().startswith("index,prompt")
     assert len(fig.data) == 4
     assert set(jt.tick("visitor-1", run_id, out["seen"], "Prompt order", "")) == {"banner"}  # unchanged: not redrawn
     assert jt.select(run_id, "Prompt order", "zzz")["cards"].startswith("<p>No")
-    assert tab.filtered_cards(ctx, run_id, "Prompt order", "say hi")["cards"].count("cmp-card'") == 1
+    assert tab.filtered_cards(ctx, run_id, "Prompt order", "say hi")["cards"].count("cmp-card'") == 2
     assert tab.cards_html(compare.load_results(manager.job.run), "Prompt order", "zzz-not-there").startswith("<p>No")
 
 
@@ -318,6 +322,11 @@ def test_the_form_says_what_a_comparison_will_cost(runs_root):
     text = tab.cost_text(ctx, 32, 48)
     assert "about **40 s**" in text and "48 prompts in 60.6 s" in text and run.id in text
     assert "scaled ×2.00" in tab.cost_text(ctx, 32, 96)
+    several = new_run("compare", {"generate": {"max_new_tokens": 48}}, runs_root)  # the newest: 4 answers a prompt
+    several.set_status("done", summary={"n": 48, "answers": 192, "seconds": 240.0})
+    text = tab.cost_text(ctx, 32, 48, 4)  # counted in answer pairs: 32 x 4 x 1.25 s
+    assert "32 prompts × 4 answers × 1.2 s" in text and "48 prompts × 4 answers in 240.0 s" in text
+    assert tab.cost_text(ctx, 32, 48, 1).count("× 4") == 1  # one answer a prompt costs a quarter
 
 
 FLUENT = "Preheat the oven to 200 degrees, roast the vegetables for twenty minutes and season them well."

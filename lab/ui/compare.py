@@ -126,24 +126,29 @@ def build_config(ctx: UIContext, values: dict[str, Any]) -> dict[str, Any]:
     return compare.prepare(ctx.preset, form, ctx.allowed_dirs or None, ctx.manager.root)
 
 
-def cost_text(ctx: UIContext, n_prompts: Any, max_new_tokens: Any) -> str:
-    """What a comparison will cost before it starts: prompts × the seconds per prompt of the newest comparison that
-    ran to its end on this machine (loading and scoring included), scaled by answer length; or no measurement yet."""
+def cost_text(ctx: UIContext, n_prompts: Any, max_new_tokens: Any, answers_per_prompt: Any = 1) -> str:
+    """What a comparison will cost before it starts: answer pairs (prompts × answers per prompt) × the seconds per
+    pair of the newest comparison that ran to its end on this machine (loading and scoring included), scaled by
+    answer length; or no measurement yet."""
     measured = next((r for r in list_runs(kind=compare.KIND, root=ctx.manager.root, status=("done",))
                      if r.config.get("host") == HOST and r.summary().get("seconds") and r.summary().get("n")), None)
     if measured is None:
         return "<small>Cost: no measurement yet on this machine (no comparison has finished here).</small>"
     summary, gen = measured.summary(), measured.config.get("generate") or {}
     try:
-        n, tokens = int(float(n_prompts)), float(max_new_tokens)
+        n, tokens, k = int(float(n_prompts)), float(max_new_tokens), int(float(answers_per_prompt or 1))
     except (TypeError, ValueError):
         return "<small>Cost: set the number of prompts to see it.</small>"
-    per_prompt = float(summary["seconds"]) / int(summary["n"])
+    pairs = int(summary.get("answers") or summary["n"])
+    per_pair = float(summary["seconds"]) / pairs
     scale = tokens / float(gen.get("max_new_tokens") or tokens)
     scaled = "" if abs(scale - 1) < 0.05 else f", scaled ×{scale:.2f} for answers of up to {tokens:.0f} tokens (rough)"
-    return (f"<small>Cost: about **{duration(n * per_prompt * scale)}** of this machine's only job slot "
-            f"({n} prompts × {per_prompt * scale:.1f} s). Measured on this machine by `{esc(measured.id)}`: "
-            f"{summary['n']} prompts in {summary['seconds']} s, loading included{scaled}.</small>")
+    what = f"{n} prompts" + (f" × {k} answers" if k > 1 else "")
+    measured_what = f"{summary['n']} prompts" + (f" × {pairs // int(summary['n'])} answers" if pairs > summary["n"]
+                                                 else "")
+    return (f"<small>Cost: about **{duration(n * k * per_pair * scale)}** of this machine's only job slot "
+            f"({what} × {per_pair * scale:.1f} s). Measured on this machine by `{esc(measured.id)}`: "
+            f"{measured_what} in {summary['seconds']} s, loading included{scaled}.</small>")
 
 
 def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
@@ -239,13 +244,13 @@ def build_compare_tab(ctx: UIContext) -> None:
     for name in models:  # say at once when a side never trained (a PPO run stopped at step 0)
         jt.on(jt.components[name].change, lambda a, b: {"models_note": models_note(ctx, a, b)}, models,
               ["models_note"], api_visibility="private", show_progress="hidden")
-    cost = ["n_prompts", "max_new_tokens"]
+    cost = ["n_prompts", "max_new_tokens", "answers_per_prompt"]
     for name in cost:
-        jt.on(jt.components[name].change, lambda n, t: {"cost": cost_text(ctx, n, t)}, cost, ["cost"],
+        jt.on(jt.components[name].change, lambda n, t, k: {"cost": cost_text(ctx, n, t, k)}, cost, ["cost"],
               api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # fresh model lists; a PPO run finished before this page opened is not news
-        jt.on(ctx.demo.load, lambda a, b, n, t: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx),
-                                                 "cost": cost_text(ctx, n, t)},
+        jt.on(ctx.demo.load, lambda a, b, n, t, k: {**refresh_models(ctx, a, b), "ppo_seen": _last_job_id(ctx),
+                                                    "cost": cost_text(ctx, n, t, k)},
               [*models, *cost], [*models, "ppo_seen", "cost"], show_progress="hidden")
 
 
@@ -268,7 +273,7 @@ def _last_job_id(ctx: UIContext) -> str | None:
 
 
 FORM = ("model_a", "model_b", "prompt_mode", "typed", "n_prompts", "max_new_tokens", "temperature", "top_k", "top_p",
-        "seed", "toxicity")  # the form's inputs, passed to `start` by name
+        "seed", "toxicity", "answers_per_prompt")  # the form's inputs, passed to `start` by name
 
 
 def _form(jt: JobTab) -> None:
@@ -291,7 +296,9 @@ def _form(jt: JobTab) -> None:
                                       choices=prompt_choices(ctx)))
     jt.add("typed", field_input(COMPARE_FIELDS["custom_prompts"], "", lines=4, visible=False, elem_id="compare-typed"))
     field("n_prompts", defaults.n_prompts, maximum=limits.max_prompts)
-    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.n_prompts, gen.max_new_tokens), elem_id="compare-cost"))
+    field("answers_per_prompt", defaults.answers_per_prompt, "more answers, narrower intervals; the cards show each")
+    jt.add("cost", gr.Markdown(cost_text(ctx, defaults.n_prompts, gen.max_new_tokens, defaults.answers_per_prompt),
+                               elem_id="compare-cost"))
     field("toxicity", ctx.preset.toxicity)
     with gr.Accordion("Sampling (the same for both models)", open=False):
         field("max_new_tokens", gen.max_new_tokens, maximum=limits.max_new_tokens)

@@ -19,9 +19,10 @@ SHOW: dict[str, Callable[[dict[str, Any]], bool]] = {  # the diagnostics filter
     "Proxy and judge disagree": lambda r: _disagree(r),
     "Harmful or edgy requests": lambda r: r.get("kind") == "harmful or edgy",  # where the prompts said their kind
     "Ordinary requests": lambda r: r.get("kind") == "ordinary",
+    "First answer to each prompt": lambda r: not r.get("draw"),  # where each model answered a prompt several times
 }
 SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
-    "Prompt order": lambda r: r["index"],
+    "Prompt order": lambda r: (r["index"], r.get("draw") or 0),
     "Largest toxicity drop (A → B)": lambda r: -(r["toxicity_a"] - r["toxicity_b"]),
     "Largest reward gain (A → B)": lambda r: -_gain(r),
     "Largest toxicity rise (A → B)": lambda r: r["toxicity_a"] - r["toxicity_b"],
@@ -32,6 +33,7 @@ SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
 CARD_CSS = """<style>
 .cmp-card{border:1px solid #ddd;border-radius:8px;padding:10px;margin:10px 0}
 .cmp-prompt{font-weight:600;margin-bottom:8px;white-space:pre-wrap}
+.cmp-draw{font-weight:400;font-size:.8em;color:#666;margin-left:4px}
 .cmp-kind{font-weight:400;font-size:.8em;border:1px solid #999;border-radius:8px;padding:0 6px;margin-left:4px}
 .cmp-answers{display:grid;grid-template-columns:1fr 1fr;gap:10px}
 .cmp-answer{border:2px solid #eee;border-radius:6px;padding:8px}
@@ -115,8 +117,10 @@ def card_html(row: dict[str, Any]) -> str:
                 f"{preferred_side.upper()}, but {cleaner.upper()} is clearly less toxic — read both</span>")
     answers = "".join(_answer_html(row, k, preferred_side == k, cleaner == k) for k in ("a", "b"))
     kind = f" <span class='cmp-kind'>{esc(row['kind'])}</span>" if row.get("kind") else ""
+    draw = f" <span class='cmp-draw'>answer {int(row['draw']) + 1}</span>" if row.get("draw") is not None else ""
     return (
-        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1}{kind} · {esc(row['prompt'])}{note}</div>"
+        f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1}{draw}{kind} · {esc(row['prompt'])}{note}"
+        "</div>"
         f"<div class='cmp-answers'>{answers}</div></div>"
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from lab import compare, diagnostics, policies
 from lab.runs import ACTIVE, Run, open_run
-from lab.stats import EVEN_BAND, EVEN_MARGIN, carried_by_few, p_better, pearson, preferred, verdict
+from lab.stats import EVEN_BAND, EVEN_MARGIN, carried_by_few, p_better, pearson, per_prompt, preferred, verdict
 from lab.ui.common import esc
 from lab.ui.compare_cards import TOXICITY_CLEAR, fmt_score, less_toxic
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
@@ -229,18 +229,20 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     label_b = rows[0]["model_b"] if rows else config.get("model_b", "B")
     lines = [f"**Comparison** `{esc(run.id)}` — {esc(state)}"]
     lines += [f"<div class='warn-length'>{esc(w)}</div>" for w in untrained_warnings(run.path.parent, config)]
+    k = int(config.get("answers_per_prompt") or 1)
     if state in ACTIVE:
-        lines.append(f"Generating… {len(rows)} prompts compared so far; the results update every few seconds.")
+        done = f"{len(rows)} answer pairs" if k > 1 else f"{len(rows)} prompts"
+        lines.append(f"Generating… {done} compared so far; the results update every few seconds.")
     if rows:
-        stats = compare.summarize(rows)
+        stats, prompts = compare.summarize(rows), per_prompt(rows)
         n = stats["n"]
         reward_line = ""
         if stats["b_higher_reward"] is not None:
-            sides = _sides(rows)
+            sides = _sides(prompts)
             reward_line = (f"\n| the reward model prefers (P outside {EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%}) | "
                            f"{sides['a_preferred']}/{n} prompts | {sides['b_preferred']}/{n} prompts |"
                            f"\n| about even | | {sides['even']}/{n} prompts |")
-        mean_len = {k: sum(_length(r, k) for r in rows) / n for k in ("a", "b")}
+        mean_len = {key: sum(_length(r, key) for r in rows) / len(rows) for key in ("a", "b")}
         judge_line = (f"| mean judge reward | {fmt_score(stats['judge_a'])} | {fmt_score(stats['judge_b'])} |\n"
                       if stats.get("judge_a") is not None else "")
         if stats.get("relevance_a") is not None:
@@ -259,10 +261,13 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
             f"| mean toxicity | {fmt_score(stats['toxicity_a'])} | {fmt_score(stats['toxicity_b'])} |\n"
             f"| mean reward | {fmt_score(stats['reward_a'])} | {fmt_score(stats['reward_b'])} |\n{judge_line}{rates}"
             f"| mean answer length (characters) | {mean_len['a']:.0f} | {mean_len['b']:.0f} |\n"
-            f"| less toxic by more than {TOXICITY_CLEAR:g} on | {_cleaner(rows, 'a')}/{n} prompts | "
-            f"{_cleaner(rows, 'b')}/{n} prompts |{reward_line}"
+            f"| less toxic by more than {TOXICITY_CLEAR:g} on | {_cleaner(prompts, 'a')}/{n} prompts | "
+            f"{_cleaner(prompts, 'b')}/{n} prompts |{reward_line}"
         )
-        lines.append(prompts_line(summary, config, n) + " <small>Rewards are comparable only between answers of "
+        answers = (f" Each model answered every prompt {k} times: the means are over all {len(rows)} answers, the "
+                   "counts and intervals per prompt (its answers averaged); the cards show every answer."
+                   if k > 1 else "")
+        lines.append(prompts_line(summary, config, n) + answers + " <small>Rewards are comparable only between answers of "
                      "similar length: the reward model scores length as well as content, so these numbers are not on "
                      "the PPO tab's scale (its rollouts are shorter).</small>")
         kinds = kind_table(summary.get("by_kind") or compare.by_kind(rows))
@@ -279,8 +284,8 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         text = diagnostics_text(live["diagnostics"], live["paired_judge"], live["paired_relevance"])
         if text:
             lines.append(text)
-    if isinstance(paired, dict) and paired_text(paired, rows):
-        lines.append(paired_text(paired, rows))
+    if isinstance(paired, dict) and paired_text(paired, per_prompt(rows)):
+        lines.append(paired_text(paired, per_prompt(rows)))
     if rows:
         corr = paired.get("length_reward_corr") if isinstance(paired, dict) else None
         corr = corr if isinstance(corr, (int, float)) else length_reward_corr(rows)
@@ -293,7 +298,8 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     if rows and summary and not summary.get("reward_model"):
         lines.append("No reward model was found for this run, so answers have no reward.")
     if summary.get("seconds") is not None:
-        lines.append(f"{summary.get('n', len(rows))} prompts in {summary['seconds']} s.")
+        times = f" × {k} answers" if k > 1 else ""
+        lines.append(f"{summary.get('n', len(rows))} prompts{times} in {summary['seconds']} s.")
     if status.get("error"):
         lines.append(f"**Error:** {esc(status['error'])}")
     return "\n\n".join(lines)

@@ -7,6 +7,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lab.stats import per_prompt
 from lab.ui.plots_common import placeholder, shared_bins
 
 COLOURS = {"a": "#4c78a8", "b": "#f58518"}
@@ -45,8 +46,9 @@ def distribution_figure(rows: list[dict[str, Any]], label_a: str = "A", label_b:
 
 
 def paired_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    """B − A reward on each prompt, sorted, with a zero line: bars above it are prompts where B scored higher."""
-    diffs = sorted(float(r["reward_b"]) - float(r["reward_a"]) for r in rows
+    """B − A reward on each prompt (its answers' mean where it had several), sorted, with a zero line: bars above it
+    are prompts where B scored higher."""
+    diffs = sorted(float(r["reward_b"]) - float(r["reward_a"]) for r in per_prompt(rows)
                    if isinstance(r.get("reward_a"), (int, float)) and isinstance(r.get("reward_b"), (int, float)))
     fig = go.Figure()
     if diffs:
