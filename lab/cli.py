@@ -177,7 +177,8 @@ def _finish_compare(args: argparse.Namespace, config: dict[str, Any]) -> Any:
         compare.write_csv(compare.load_results(job.run), out)
     s = job.summary
     # "_base" / "_rlhf" are Model A / Model B (their usual roles); model_a / model_b say which models they were
-    emit({"n": s.get("n"), "model_a": s.get("model_a"), "model_b": s.get("model_b"), "kl_a": s.get("kl_a"),
+    emit({"n": s.get("n"), "answers": s.get("answers", s.get("n")), "answers_per_prompt": s.get("answers_per_prompt"),
+          "model_a": s.get("model_a"), "model_b": s.get("model_b"), "kl_a": s.get("kl_a"),
           "kl_b": s.get("kl_b"), "toxicity_base": s.get("toxicity_a"), "toxicity_rlhf": s.get("toxicity_b"),
           "reward_base": s.get("reward_a"), "reward_rlhf": s.get("reward_b"), "scorer": s.get("scorer"),
           "seconds": s.get("seconds"), "scorer_fallback": s.get("scorer_fallback"), "paired": s.get("paired"),

@@ -189,9 +189,9 @@ CPU = Preset(
     # Shorter completions on CPU; bf16 weights where the CPU has bf16 (benchmarks/bench_generate.py). Batches of 24:
     # decoding 135M parameters is bound by reading the weights, so fewer, larger calls are cheaper: the 48 held-out
     # prompts at 48 tokens took 20.5 s in 2 batches of 24 against 24.2 s in 3 of 16 (32 + 16: 20.8 s; AVX2, 2 cores).
-    # answers_per_prompt 4: one answer a prompt left the sampling's noise in Compare's intervals, twice the variance
-    # between prompts; four answers (the first is the one read blind) take ~3.5x the time, ~150 s more (README,
-    # Stop 46).
+    # answers_per_prompt 4: with one answer a prompt, Compare's intervals were mostly the sampling's noise (B - A
+    # varied 6-11x as much between two answers to a prompt as between prompts); four answers (the first is the one
+    # read blind) narrow them ~1.7x for ~140 s more (README, Stop 46).
     generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 24, "n_prompts": 48,
               "answers_per_prompt": 4},
     # Evaluation while PPO trains, cheap on 2 cores: 24 held-out prompts (12 provocative, 12 ordinary), 32 tokens,

@@ -151,6 +151,10 @@ def paired_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not rows:
         return {}
     answers = len(rows)
+    # the reward-length correlation over every answer, as the length warning's threshold was set: means of several
+    # answers average the noise away and would read higher
+    every = [(_chars(r, k), r[f"reward_{k}"]) for r in rows for k in ("a", "b")
+             if isinstance(r.get(f"reward_{k}"), (int, float))]
     rows = per_prompt(rows)
     len_a = [_chars(r, "a") for r in rows]
     len_b = [_chars(r, "b") for r in rows]
@@ -170,7 +174,7 @@ def paired_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                          "b_preferred": sides.count("b"), "a_preferred": sides.count("a"), "even": sides.count(None),
                          "few": carried_by_few(diffs)}
         out["reward_length_adjusted"] = length_adjusted(ra, rb, la, lb)
-        out["length_reward_corr"] = pearson(la + lb, ra + rb)
+        out["length_reward_corr"] = pearson([x for x, _ in every], [y for _, y in every])
     if answers != len(rows):
         out["answers"] = answers
     return out

@@ -143,5 +143,6 @@ def cards_html(rows: list[dict[str, Any]], sort: str, query: str = "", show: str
     if not shown:
         return "<p>No prompt matches the filter.</p>" if show and show != ALL else \
             "<p>No prompt or answer contains that text.</p>"
-    note = f"<p>Showing {min(len(shown), MAX_CARDS)} of {len(shown)} matching prompts ({len(rows)} compared).</p>"
+    what = "answer pairs" if any(r.get("draw") for r in rows) else "prompts"
+    note = f"<p>Showing {min(len(shown), MAX_CARDS)} of {len(shown)} matching {what} ({len(rows)} compared).</p>"
     return CARD_CSS + note + "".join(card_html(r) for r in shown[:MAX_CARDS])
