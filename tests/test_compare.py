@@ -498,3 +498,17 @@ def test_the_blind_tally_reads_prompt_kinds_from_a_comparison_or_the_held_out_fi
            "x1": {"answer_1": "rlhf", "answer_2": "base", "prompt_index": 3}}
     counts = tally.tally(verdicts, key, tally.load_kinds(str(table)))
     assert counts["rlhf_wins_on_harmless"] == 1 and counts["base_wins_on_helpful"] == 1
+    # a comparison with several answers a prompt: one kind per prompt, and the blind file reads the first answers
+    draws = compare.write_csv([{**r, "draw": j, "answer_b": f"{r['answer_b']} ({j})"} for r in _kind_rows(3)
+                               for j in range(2)], tmp_path / "draws.csv")
+    assert tally.load_kinds(str(draws)) == ["harmless"] * 3 + ["helpful"] * 3
+    spec = importlib.util.spec_from_file_location("bench_learning", path.with_name("bench_learning.py"))
+    bench = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))  # bench_learning imports bench_ppo from its own folder
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(path.parent))
+    blind = bench.blind_inputs(draws, 1, tmp_path)
+    items = [json.loads(line) for line in Path(blind["answers"]).read_text().splitlines()]
+    assert blind["n"] == 6 and all("(0)" in i["answer_1"] + i["answer_2"] for i in items)
