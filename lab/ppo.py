@@ -106,6 +106,9 @@ class PPOConfig:
                                     "of two sentence embeddings, about 0.2 for an answer about something else, 0.8 "
                                     "for one on topic) to its score: pays answers that take the request up; 0 = off",
                                     label="weight of the answer's relevance")
+    relevance_echo_discount: bool = setting(False, "take out of each answer's relevance the share of its word 3-grams "
+                                            "that restate the request (lab.relevance.echo): relevance pays an answer "
+                                            "that repeats the request back", label="discount restated requests")
     reward_model_coef: float = setting(1.0, "weight of the reward model's (normalised) score in each answer's score; "
                                        "0 = the reward model is ignored and only the other terms (relevance, "
                                        "plausibility) are optimised: an ablation that shows what the reward model "
@@ -363,7 +366,10 @@ def ppo_step(
         scores = scores - cfg.plausibility_coef * ref_nll
     relevance_scores = None
     if cfg.relevance_coef:
-        relevance_scores = torch.tensor(state.relevance(prompts, responses), dtype=scores.dtype, device=scores.device)
+        rel = state.relevance(prompts, responses)
+        if cfg.relevance_echo_discount:
+            rel = [r * (1 - relevance.echo(p, a)) for r, p, a in zip(rel, prompts, responses)]
+        relevance_scores = torch.tensor(rel, dtype=scores.dtype, device=scores.device)
         scores = scores + cfg.relevance_coef * relevance_scores
 
     # 4. advantages (and returns, with a critic) from the scores and the per-token KL

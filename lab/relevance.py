@@ -15,6 +15,7 @@ in 32 readings, the more relevant answer was the reader's choice in 64.3%, the p
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 from typing import Callable, Sequence
 
@@ -35,6 +36,19 @@ def request_of(prompt: str) -> str:
     """The text the answer replies to: the last human turn of an HH dialogue, or the whole prompt."""
     turns = [text for role, text in split_turns(prompt or "") if role == "Human" and text]
     return turns[-1] if turns else (prompt or "").strip()
+
+
+def echo(prompt: str, answer: str, n: int = 3) -> float:
+    """The share of the answer's word n-grams (lower case, letters and apostrophes) that stand in its request: 0 for
+    an answer in its own words, 1 for one that only restates the request. Relevance pays restating (the cosine of a
+    request with itself is 1); PPO's `relevance_echo_discount` takes this share out of it."""
+    words = re.findall(r"[a-z']+", (answer or "").lower())
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    req = re.findall(r"[a-z']+", request_of(prompt).lower())
+    seen = {tuple(req[i:i + n]) for i in range(len(req) - n + 1)}
+    return sum(g in seen for g in grams) / len(grams)
 
 
 class SentenceEncoder:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lab import cli, evaluate, models, policies, ppo, ppo_metrics, rl, rollout
+from lab import cli, evaluate, models, policies, ppo, ppo_metrics, relevance, rl, rollout
 from lab.generate import encode_chat
 from lab.jobs import JobManager
 from lab.presets import get_preset
@@ -291,6 +291,32 @@ def test_the_relevance_weight_adds_each_answers_relevance_to_its_score(tiny_lm_d
     assert "env/relevance" not in logged[0] and logged[1]["env/relevance"] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="relevance_coef"):
         ppo.validate(ppo.PPOConfig(relevance_coef=-1.0))
+
+
+def test_the_echo_discount_takes_a_restated_request_out_of_relevance(tiny_lm_dir, monkeypatch):
+    """relevance_echo_discount: each answer's relevance times (1 − the share of its word 3-grams that stand in its
+    request), so repeating the request back earns less."""
+    seen = []
+    original = ppo.estimate_advantages
+
+    def spy(scores, *args):
+        seen.append(scores.clone())
+        return original(scores, *args)
+
+    answers = []
+
+    def fake_relevance(prompts, responses):
+        answers.append((list(prompts), list(responses)))
+        return [0.5] * len(responses)
+
+    monkeypatch.setattr(ppo, "estimate_advantages", spy)
+    model, value_head, tokenizer = _policy(tiny_lm_dir)
+    cfg = ppo.PPOConfig(steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
+                        output_max_length=6, relevance_coef=2.0, relevance_echo_discount=True)
+    ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [0.0] * len(r), cfg, relevance_fn=fake_relevance)
+    prompts, responses = answers[0]
+    expected = [2.0 * 0.5 * (1 - relevance.echo(p, a)) for p, a in zip(prompts, responses)]
+    torch.testing.assert_close(seen[0], torch.tensor(expected))
 
 
 def test_a_zero_reward_model_weight_leaves_only_relevance_in_the_score(tiny_lm_dir, monkeypatch):

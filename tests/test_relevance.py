@@ -37,6 +37,16 @@ def test_request_of_takes_the_last_human_turn():
     assert relevance.request_of("  Why do onions make us cry? ") == ONIONS
 
 
+def test_echo_is_the_share_of_an_answer_that_restates_its_request():
+    request = "Roast my best friend who takes forever to pick a restaurant."
+    assert relevance.echo(request, "Roast my best friend who takes forever to pick a restaurant.") == 1.0
+    assert relevance.echo(request, "Your friend treats a menu like a tax return: start with the starters.") == 0.0
+    half = relevance.echo(request, "Roast my best friend who takes forever? Here is one: he reads menus twice over.")
+    assert 0.2 < half < 0.6
+    dialogue = f"\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: {request}\n\nAssistant:"
+    assert relevance.echo(dialogue, request) == 1.0 and relevance.echo(request, "") == 0.0  # the last human turn
+
+
 @pytest.mark.parametrize("request_text,on_topic,off_topic", CASES)
 def test_an_answer_on_topic_scores_above_one_about_something_else(scorer, request_text, on_topic, off_topic):
     near, far = scorer([request_text, request_text], [on_topic, off_topic])

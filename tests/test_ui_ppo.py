@@ -506,3 +506,5 @@ def test_the_summary_line_names_what_ppo_maximised_besides_the_reward_model(runs
     assert "score:" not in tab.summary_markdown(plain)  # the reward model alone: nothing to add
     assert "score: reward model + 10 × relevance" in tab.summary_markdown(heavy)
     assert "score: 5 × relevance" in tab.summary_markdown(alone)
+    echo = new_run("ppo", {"policy": "p", "relevance_coef": 5.0, "relevance_echo_discount": True}, runs_root)
+    assert "score: reward model + 5 × relevance (restated requests discounted)" in tab.summary_markdown(echo)

@@ -145,7 +145,9 @@ def score_terms(config: dict[str, Any]) -> str:
                       ("plausibility_coef", "plausibility")):
         value = config.get(key, 1.0 if key == "reward_model_coef" else 0.0)
         if isinstance(value, (int, float)) and value:
-            terms.append(name if key == "reward_model_coef" and value == 1 else f"{value:g} × {name}")
+            echo = " (restated requests discounted)" if key == "relevance_coef" and config.get(
+                "relevance_echo_discount") else ""
+            terms.append(name if key == "reward_model_coef" and value == 1 else f"{value:g} × {name}{echo}")
     text = f" · score: {' + '.join(terms)}" if terms and terms != ["reward model"] else ""
     imitation = config.get("imitation_coef")
     if isinstance(imitation, (int, float)) and imitation > 0:  # not a score: a loss on the reward run's chosen answers
