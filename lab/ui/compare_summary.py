@@ -267,7 +267,8 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         answers = (f" Each model answered every prompt {k} times: the means are over all {len(rows)} answers, the "
                    "counts and intervals per prompt (its answers averaged); the cards show every answer."
                    if k > 1 else "")
-        lines.append(prompts_line(summary, config, n) + answers + " <small>Rewards are comparable only between answers of "
+        lines.append(prompts_line(summary, config, n) + answers
+                     + " <small>Rewards are comparable only between answers of "
                      "similar length: the reward model scores length as well as content, so these numbers are not on "
                      "the PPO tab's scale (its rollouts are shorter).</small>")
         kinds = kind_table(summary.get("by_kind") or compare.by_kind(rows))
