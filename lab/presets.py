@@ -191,7 +191,7 @@ CPU = Preset(
     # prompts at 48 tokens took 20.5 s in 2 batches of 24 against 24.2 s in 3 of 16 (32 + 16: 20.8 s; AVX2, 2 cores).
     # answers_per_prompt 4: with one answer a prompt, Compare's intervals were mostly the sampling's noise (B - A
     # varied 6-11x as much between two answers to a prompt as between prompts); four answers (the first is the one
-    # read blind) narrow them ~1.7x for ~140 s more (README, Stop 46).
+    # read blind) narrowed them 1.6-2.5x for ~140 s more (README, Stop 46).
     generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 24, "n_prompts": 48,
               "answers_per_prompt": 4},
     # Evaluation while PPO trains, cheap on 2 cores: 24 held-out prompts (12 provocative, 12 ordinary), 32 tokens,

@@ -133,13 +133,15 @@ def per_prompt(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[key] = float(np.mean([float(v) for v in values]))
         row["answers"] = len(group)
         if any(isinstance(g.get("length_a"), (int, float)) for g in group):
-            row["length_a"] = float(np.mean([_chars(g, "a") for g in group]))
-            row["length_b"] = float(np.mean([_chars(g, "b") for g in group]))
+            row["length_a"] = float(np.mean([answer_chars(g, "a") for g in group]))
+            row["length_b"] = float(np.mean([answer_chars(g, "b") for g in group]))
         out.append(row)
     return out
 
 
-def _chars(row: dict[str, Any], key: str) -> float:
+def answer_chars(row: dict[str, Any], key: str) -> float:
+    """Side `key`'s answer length in characters: the row's `length_key` (a mean where several answers were
+    averaged), else the answer's own length."""
     value = row.get(f"length_{key}")
     return float(value) if isinstance(value, (int, float)) else float(len(str(row.get(f"answer_{key}") or "")))
 
@@ -153,11 +155,11 @@ def paired_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     answers = len(rows)
     # the reward-length correlation over every answer, as the length warning's threshold was set: means of several
     # answers average the noise away and would read higher
-    every = [(_chars(r, k), r[f"reward_{k}"]) for r in rows for k in ("a", "b")
+    every = [(answer_chars(r, k), r[f"reward_{k}"]) for r in rows for k in ("a", "b")
              if isinstance(r.get(f"reward_{k}"), (int, float))]
     rows = per_prompt(rows)
-    len_a = [_chars(r, "a") for r in rows]
-    len_b = [_chars(r, "b") for r in rows]
+    len_a = [answer_chars(r, "a") for r in rows]
+    len_b = [answer_chars(r, "b") for r in rows]
     tox = [r["toxicity_b"] - r["toxicity_a"] for r in rows]
     out: dict[str, Any] = {
         "n": len(rows), "length_a": float(np.mean(len_a)), "length_b": float(np.mean(len_b)),

@@ -275,9 +275,11 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     assert compare["judge"] == A100.judge == JUDGE and compare["paired_judge"]["n"] == 3  # the public judge scored
     assert compare["paired_relevance"]["n"] == 3 and compare["relevance_rlhf"] is not None
     # the base's best of 2 by the reward model, against the run: the 4-bit policy with its adapters off, sampled twice
+    # two answers a prompt (the a100 preset gives one): both sides draw twice on the 4-bit policy; intervals per prompt
     picked = _main(["compare", "--against", "base best-of-2", "--run", str(runs_root / "ppo"), "--n", "2",
-                    "--max-new-tokens", "6"], capsys)[-1]
+                    "--max-new-tokens", "6", "--answers-per-prompt", "2"], capsys)[-1]
     assert picked["status"] == "done" and picked["model_a"] == "base best-of-2" and picked["n"] == 2
+    assert picked["answers"] == 4 and picked["answers_per_prompt"] == 2 and picked["paired"]["n"] == 2
     assert picked["kl_a"] == pytest.approx(0.193, abs=1e-3) and picked["reward_base"] is not None
 
     feedback = _main(["feedback", "generate", "--set", "space", "--n", "2", "--max-new-tokens", "6"], capsys)[-1]

@@ -8,7 +8,8 @@ from typing import Any
 
 from lab import compare, diagnostics, policies
 from lab.runs import ACTIVE, Run, open_run
-from lab.stats import EVEN_BAND, EVEN_MARGIN, carried_by_few, p_better, pearson, per_prompt, preferred, verdict
+from lab.stats import (EVEN_BAND, EVEN_MARGIN, answer_chars, carried_by_few, p_better, pearson, per_prompt,
+                       preferred, verdict)
 from lab.ui.common import esc
 from lab.ui.compare_cards import TOXICITY_CLEAR, fmt_score, less_toxic
 from lab.ui.plots_common import MIN_POINTS, length_warning_for
@@ -195,14 +196,9 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.0f} pts".replace("-", "−")
 
 
-def _length(row: dict[str, Any], key: str) -> float:
-    value = row.get(f"length_{key}")
-    return float(value) if isinstance(value, (int, float)) else float(len(str(row.get(f"answer_{key}") or "")))
-
-
 def length_reward_corr(rows: list[dict[str, Any]]) -> float | None:
     """Pearson r of answer length (characters) and reward over every scored answer of both models."""
-    points = [(_length(r, k), float(r[f"reward_{k}"])) for r in rows for k in ("a", "b")
+    points = [(answer_chars(r, k), float(r[f"reward_{k}"])) for r in rows for k in ("a", "b")
               if isinstance(r.get(f"reward_{k}"), (int, float))]
     return pearson([p[0] for p in points], [p[1] for p in points]) if len(points) >= MIN_POINTS else None
 
@@ -230,11 +226,12 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     lines = [f"**Comparison** `{esc(run.id)}` — {esc(state)}"]
     lines += [f"<div class='warn-length'>{esc(w)}</div>" for w in untrained_warnings(run.path.parent, config)]
     k = int(config.get("answers_per_prompt") or 1)
+    prompts = per_prompt(rows)  # one row per prompt, its answers averaged (the counts' and intervals' unit)
     if state in ACTIVE:
         done = f"{len(rows)} answer pairs" if k > 1 else f"{len(rows)} prompts"
         lines.append(f"Generating… {done} compared so far; the results update every few seconds.")
     if rows:
-        stats, prompts = compare.summarize(rows), per_prompt(rows)
+        stats = compare.summarize(rows)
         n = stats["n"]
         reward_line = ""
         if stats["b_higher_reward"] is not None:
@@ -242,7 +239,7 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
             reward_line = (f"\n| the reward model prefers (P outside {EVEN_BAND[0]:.0%}–{EVEN_BAND[1]:.0%}) | "
                            f"{sides['a_preferred']}/{n} prompts | {sides['b_preferred']}/{n} prompts |"
                            f"\n| about even | | {sides['even']}/{n} prompts |")
-        mean_len = {key: sum(_length(r, key) for r in rows) / len(rows) for key in ("a", "b")}
+        mean_len = {key: sum(answer_chars(r, key) for r in rows) / len(rows) for key in ("a", "b")}
         judge_line = (f"| mean judge reward | {fmt_score(stats['judge_a'])} | {fmt_score(stats['judge_b'])} |\n"
                       if stats.get("judge_a") is not None else "")
         if stats.get("relevance_a") is not None:
@@ -285,8 +282,9 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         text = diagnostics_text(live["diagnostics"], live["paired_judge"], live["paired_relevance"])
         if text:
             lines.append(text)
-    if isinstance(paired, dict) and paired_text(paired, per_prompt(rows)):
-        lines.append(paired_text(paired, per_prompt(rows)))
+    text = paired_text(paired, prompts) if isinstance(paired, dict) else ""
+    if text:
+        lines.append(text)
     if rows:
         corr = paired.get("length_reward_corr") if isinstance(paired, dict) else None
         corr = corr if isinstance(corr, (int, float)) else length_reward_corr(rows)
