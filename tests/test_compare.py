@@ -172,6 +172,15 @@ def test_stop_keeps_finished_batches(ppo_run, runs_root, stand_in_reward):
     summary = compare.run_compare(ctx)
     assert summary["n"] == 2 and len(compare.load_results(run)) == 2
     assert (run.path / compare.RESULTS_FILE).read_text().count("\n") == 3
+    # two answers a prompt: a prompt's draws share a batch, so a stop keeps whole prompts, summarised per prompt
+    config = job_config(ppo_run, answers_per_prompt=2)
+    run = new_run(compare.KIND, config, runs_root)
+    ctx = JobContext(run=run, config=config)
+    ctx.listeners.append(lambda metrics: ctx.stop_event.set())
+    summary = compare.run_compare(ctx)
+    rows = compare.load_results(run)
+    assert len(rows) == 2 and rows[0]["index"] == rows[1]["index"] and [r["draw"] for r in rows] == [0, 1]
+    assert summary["n"] == 1 and summary["answers"] == 2 and summary["paired"]["n"] == 1
 
 
 def test_without_a_reward_model_answers_have_no_reward(runs_root, tiny_lm_dir):
