@@ -29,7 +29,7 @@ from lab.presets import Limits, Preset
 from lab.reward_model import find_reward_model, judge_or_none, judge_path, load_reward_model, reward_texts
 from lab.runs import Run
 from lab.sources import check_prompt_source
-from lab.stats import EVEN_MARGIN, bootstrap_mean, paired_summary, per_prompt
+from lab.stats import EVEN_MARGIN, MAX_ANSWERS, bootstrap_mean, paired_summary, per_prompt
 from lab.stats import verdict as stats_verdict
 from lab.toxicity import get_scorer
 
@@ -41,7 +41,6 @@ CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a
                "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b",
                "kind", "draw"]
 # Answers a model may give each prompt in one comparison (answers_per_prompt)
-MAX_ANSWERS = 8
 
 
 @dataclass

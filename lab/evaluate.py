@@ -28,7 +28,7 @@ from lab.policies import STEP_DIR, Side, reference_nll, sample
 from lab.presets import Limits, Preset, get_preset
 from lab.reward_model import format_for_reward, judge_or_none, judge_path
 from lab.runs import read_jsonl
-from lab.stats import bootstrap_mean
+from lab.stats import MAX_ANSWERS, bootstrap_mean, per_prompt
 from lab.toxicity import get_scorer
 
 EVALS_FILE = "evals.jsonl"
@@ -62,6 +62,10 @@ class EvalConfig:
                                label="prompts on the timeline")
     eval_save_adapters: bool = setting(True, "keep the adapters at each evaluation (model/step-N/) for Compare",
                                        label="keep the adapters at each evaluation")
+    eval_answers_per_prompt: int = setting(
+        1, "answers sampled to each prompt at each evaluation (in one batch), averaged per prompt before the proxy's "
+           "and the judge's change gets its interval: one answer a prompt leaves mostly the sampling's noise in it "
+           "(README, Stop 47)", label="answers per prompt", widget="slider", minimum=1, maximum=MAX_ANSWERS)
 
 
 def config_from(preset: Preset, **overrides: Any) -> EvalConfig:
@@ -79,6 +83,8 @@ def validate(cfg: EvalConfig, limits: Limits | None = None) -> EvalConfig:
         raise ValueError("eval_n_prompts and eval_max_new_tokens must be at least 1")
     if cfg.eval_temperature <= 0:
         raise ValueError(f"eval_temperature {cfg.eval_temperature} must be above 0")
+    if not 1 <= cfg.eval_answers_per_prompt <= MAX_ANSWERS:
+        raise ValueError(f"eval_answers_per_prompt {cfg.eval_answers_per_prompt} must be between 1 and {MAX_ANSWERS}")
     if limits is not None:
         limits.check({"eval_max_new_tokens": cfg.eval_max_new_tokens, "eval_n_prompts": cfg.eval_n_prompts})
     return cfg
@@ -139,14 +145,20 @@ def score_answers(prompts: Sequence[str], answers: Sequence[str], proxy: Callabl
 
 
 def summarize(step: int, answers: list[dict[str, Any]]) -> dict[str, Any]:
-    """An evaluation row: the step, each measure's mean (rates for refusal and degenerate) and standard error."""
-    row: dict[str, Any] = {"step": step, "n": len(answers)}
+    """An evaluation row: the step, the answers `n` and prompts, each measure's mean over every answer (rates for
+    refusal and degenerate) and its standard error over prompts (a prompt's answers averaged first: they are not
+    independent of each other)."""
+    row: dict[str, Any] = {"step": step, "n": len(answers), "prompts": len({a.get("index", i) for i, a in enumerate(answers)})}
+    averaged = per_prompt(answers)
     for key in MEASURES:
-        values = [float(a[key]) if isinstance(a.get(key), bool) else a.get(key) for a in answers]
-        row[f"eval/{key}"] = _mean(values)
-        row[f"eval/{key}_se"] = _se(values)
+        row[f"eval/{key}"] = _mean([_number(a.get(key)) for a in answers])
+        row[f"eval/{key}_se"] = _se([_number(a.get(key)) for a in averaged])
     row["answers"] = answers
     return row
+
+
+def _number(value: Any) -> Any:
+    return float(value) if isinstance(value, bool) else value
 
 
 class Evaluator:
@@ -169,11 +181,16 @@ class Evaluator:
             return None
         if any(r["step"] == step for r in self.rows):  # the last step may also be a multiple of eval_every
             return None
-        answers = self.answer(self.prompts, self.cfg.eval_seed)
-        scored = score_answers(self.prompts, answers, self.proxy, self.judge, self.toxicity, self.nll, self.relevant)
-        for answer, kind in zip(scored, self.kinds):
-            if kind:
-                answer["kind"] = kind
+        k, n = self.cfg.eval_answers_per_prompt, len(self.prompts)
+        batch = self.prompts * k  # the k answers to a prompt in one batch: draw d of prompt i is row d * n + i
+        answers = self.answer(batch, self.cfg.eval_seed)
+        scored = score_answers(batch, answers, self.proxy, self.judge, self.toxicity, self.nll, self.relevant)
+        for j, answer in enumerate(scored):
+            answer["index"] = j % n
+            if k > 1:
+                answer["draw"] = j // n
+            if self.kinds[j % n]:
+                answer["kind"] = self.kinds[j % n]
         row = summarize(step, scored)
         if self.run_dir is not None:
             if self.cfg.eval_save_adapters and self.save_adapters is not None:
@@ -195,18 +212,21 @@ def load_evals(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def trend(rows: Sequence[dict[str, Any]], key: str = "reward") -> dict[str, Any] | None:
-    """The latest evaluation against the first, prompt by prompt (same prompts, same seed): mean change with a
-    bootstrap 95% interval, and whether it rose or fell by more than its noise."""
+    """The latest evaluation against the first, prompt by prompt (same prompts, same seed; where each prompt was
+    answered several times, its answers' changes averaged): mean change with a bootstrap 95% interval over prompts,
+    and whether it rose or fell by more than its noise."""
     if len(rows) < 2:
         return None
     first, last = rows[0]["answers"], rows[-1]["answers"]
-    diffs = [float(b[key]) - float(a[key]) for a, b in zip(first, last)
-             if a.get(key) is not None and b.get(key) is not None]
+    changes = [{"index": a.get("index", i), "draw": a.get("draw"), "d": float(b[key]) - float(a[key])}
+               for i, (a, b) in enumerate(zip(first, last)) if a.get(key) is not None and b.get(key) is not None]
+    diffs = [c["d"] for c in per_prompt(changes)]
     if not diffs:
         return None
     ci = bootstrap_mean(diffs)
     word = "rose" if ci["lo"] > 0 else "fell" if ci["hi"] < 0 else "did not move by more than its noise"
-    return {**ci, "key": key, "from_step": rows[0]["step"], "to_step": rows[-1]["step"], "word": word}
+    return {**ci, "key": key, "from_step": rows[0]["step"], "to_step": rows[-1]["step"], "word": word,
+            "answers": round(len(changes) / len(diffs))}
 
 
 def trend_sentence(rows: Sequence[dict[str, Any]], key: str = "reward") -> str:
@@ -217,11 +237,12 @@ def trend_sentence(rows: Sequence[dict[str, Any]], key: str = "reward") -> str:
         return ""
     what = MEASURES[key].split(" (")[0]
     interval = f"95% CI {t['lo']:+.2f} … {t['hi']:+.2f}"
+    each = f" ({t['answers']} answers each)" if t.get("answers", 1) > 1 else ""
     if t["word"] in ("rose", "fell"):
-        return (f"On the {t['n']} fixed prompts the {what} {t['word']} by {t['mean']:+.2f} from step {t['from_step']} "
-                f"to step {t['to_step']} ({interval}): more than its noise.")
-    return (f"On the {t['n']} fixed prompts the {what} changed by {t['mean']:+.2f} from step {t['from_step']} to step "
-            f"{t['to_step']} ({interval}): it {t['word']}.")
+        return (f"On the {t['n']} fixed prompts{each} the {what} {t['word']} by {t['mean']:+.2f} from step "
+                f"{t['from_step']} to step {t['to_step']} ({interval}): more than its noise.")
+    return (f"On the {t['n']} fixed prompts{each} the {what} changed by {t['mean']:+.2f} from step {t['from_step']} "
+            f"to step {t['to_step']} ({interval}): it {t['word']}.")
 
 
 def rate_changes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -231,7 +252,9 @@ def rate_changes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {}
     pairs = [{f"{key}_{side}": answer.get(key) for key in diagnostics.KEYS for side, answer in (("a", a), ("b", b))}
              for a, b in zip(rows[0]["answers"], rows[-1]["answers"])]
-    return diagnostics.paired_rates([p for p in pairs if all(v is not None for v in p.values())])
+    pairs = [{**p, "index": a.get("index", i), "draw": a.get("draw")}  # several answers a prompt: intervals per prompt
+             for i, (p, a) in enumerate(zip(pairs, rows[0]["answers"])) if all(v is not None for v in p.values())]
+    return diagnostics.paired_rates(pairs)
 
 
 def rate_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -299,12 +322,12 @@ def summary_keys(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def timeline(rows: Sequence[dict[str, Any]], pinned: int = 3) -> list[dict[str, Any]]:
-    """`pinned` prompts, spread over the evaluation's prompts (see spread), with their answer at each evaluation:
-    [{prompt, answers: [{step, answer, reward, judge, refusal, degenerate}]}]."""
+    """`pinned` prompts, spread over the evaluation's prompts (see spread), with their (first) answer at each
+    evaluation: [{prompt, answers: [{step, answer, reward, judge, refusal, degenerate}]}]."""
     if not rows:
         return []
     out = []
-    n = len(rows[0]["answers"])
+    n = sum(not a.get("draw") for a in rows[0]["answers"])  # the first answers to each prompt come first
     for i in sorted({j * n // pinned for j in range(min(pinned, n))}):
         first = rows[0]["answers"][i]
         answers = [{"step": r["step"], **{k: r["answers"][i].get(k) for k in

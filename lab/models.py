@@ -336,7 +336,29 @@ def load_causal_lm(spec: str, quantize_4bit: bool = False, dtype: Any = None) ->
         model = model.to("cuda")
     if quantize_4bit and not has_cuda():
         skip_unpackable_4bit(model)
+    return contiguous_head_input(model)
+
+
+def contiguous_head_input(model: Any) -> Any:
+    """Hand the output layer (lm_head) a contiguous input. transformers slices the positions it keeps
+    (`hidden[:, -keep:]`: generate's first pass, `logits_to_keep`), and PyTorch's CPU matmul, given that strided
+    3-D view and a frozen weight (requires_grad False), does not fold it into one matrix product: it copies the
+    weight once per row into a batched product. Measured on SmolLM2-135M (49,152 × 576, bf16, 2 cores): 24 rows,
+    one position, 1.36 s against 0.01 s; generating 96 answers of 32 tokens 23-27 s against 14.6 s (README, Stop 47).
+    The values are the same; the copy of a contiguous tensor is free. Safe to call twice."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and not getattr(head, "_lab_contiguous_input", False):
+        head.register_forward_pre_hook(_contiguous_first_input)
+        head._lab_contiguous_input = True
     return model
+
+
+def _contiguous_first_input(module: Any, args: tuple) -> tuple | None:
+    import torch
+
+    if args and isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
+        return (args[0].contiguous(), *args[1:])
+    return None
 
 
 def skip_unpackable_4bit(model: Any) -> Any:

@@ -23,6 +23,7 @@ LEVEL = 0.95
 EVEN_BAND = (0.4, 0.6)
 EVEN_MARGIN = math.log(EVEN_BAND[1] / (1 - EVEN_BAND[1]))  # |r_A − r_B| below this (≈ 0.405) is "about even"
 FEW_PROMPTS = 4  # "a few prompts carry the mean": at most this many
+MAX_ANSWERS = 8  # the most answers to one prompt a comparison or an evaluation draws
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -103,12 +103,12 @@ def test_eval_settings_come_from_the_preset_and_are_checked():
         evaluate.prepare(get_preset("cpu"), {"eval_max_new_tokens": 10_000})
 
 
-def _job_config(tiny_lm_dir: Path, every: int, steps: int = 3, reward_model: str = "unused") -> dict:
+def _job_config(tiny_lm_dir: Path, every: int, steps: int = 3, reward_model: str = "unused", answers: int = 1) -> dict:
     cfg = ppo.PPOConfig(steps=steps, batch_size=4, mini_batch_size=2, output_min_length=4, output_max_length=6,
                         learning_rate=1e-2)
     config = ppo.job_config(cfg, get_preset("cpu"), reward_model, "bundled", policy=str(tiny_lm_dir)) | {"lora": LORA}
     config["evaluate"] = asdict(evaluate.EvalConfig(eval_every=every, eval_n_prompts=3, eval_max_new_tokens=5,
-                                                    eval_prompts="bundled:heldout"))
+                                                    eval_prompts="bundled:heldout", eval_answers_per_prompt=answers))
     return config
 
 
@@ -123,11 +123,12 @@ def test_a_ppo_job_evaluates_at_the_configured_steps_and_keeps_loadable_adapters
     monkeypatch.setattr(compare, "load_reward_model", lambda path: type("R", (), {"score": lambda self, t: [0.0] * len(t)})())
     manager = JobManager(runs_root)
     job = manager.run_sync(ppo.KIND, functools.partial(ppo.train_ppo, score_fn=_score),
-                           _job_config(tiny_lm_dir, 2, reward_model=str(stand_in)))
+                           _job_config(tiny_lm_dir, 2, reward_model=str(stand_in), answers=2))
     assert job.status == "done", job.error
     rows = evaluate.load_evals(job.run.path)
     assert [r["step"] for r in rows] == [0, 2, 3]
-    assert all(len(r["answers"]) == 3 and r["eval/reward"] is not None for r in rows)
+    assert all((len(r["answers"]), r["prompts"]) == (6, 3) and r["eval/reward"] is not None for r in rows)
+    assert [a["prompt"] for a in rows[0]["answers"][:3]] == [a["prompt"] for a in rows[0]["answers"][3:]]
     assert all(r["eval/judge"] is None for r in rows)  # the stand-in reward model has no judge
     assert policies.kept_steps(job.run.path) == [0, 2, 3]
     assert job.summary["evals"] == 3 and job.summary["eval_steps"] == [0, 2, 3]
@@ -230,3 +231,60 @@ def test_evaluation_answers_keep_their_prompts_kind(tmp_path):
 
     pool = load_prompt_rows("bundled:heldout", limit=evaluate.EVAL_POOL * 24)
     assert [k for _, k in evaluate.spread(pool, 24)].count("ordinary") == 12
+
+
+def test_several_answers_a_prompt_are_drawn_in_one_batch_and_averaged_per_prompt(tmp_path):
+    """With one answer a prompt the change between two evaluations was mostly the sampling's noise (stop 47: the
+    default's runs that readers preferred read "did not move"); k answers a prompt come in one batch (draw d of prompt
+    i is row d·n + i), every mean is over the answers, every interval over prompts with each prompt's answers
+    averaged, the rates count answers, and the timeline shows each pinned prompt's first answer."""
+    from lab.ui.ppo import eval_note
+
+    prompts = ["Hi", "How do I bake bread?", "Insult me.", "Tell me a joke."]
+    cfg = evaluate.EvalConfig(eval_every=1, eval_answers_per_prompt=3, eval_pinned=2)
+    asked = []
+    # step 0: every answer 1 character; step 1: draw d of prompt i has 10 + 10·d − i characters, and the first
+    # draw of the third prompt refuses
+    at = {0: ["x"] * 12, 1: [("I'm sorry, but I can't do that." if (d, i) == (0, 2) else "y" * (10 + 10 * d - i))
+                             for d in range(3) for i in range(4)]}
+
+    def answer(batch, seed):
+        asked.append((batch, seed))
+        return at[len(asked) - 1]
+
+    proxy = lambda ps, ans: [float(len(a)) for a in ans]  # noqa: E731
+    ev = evaluate.Evaluator(cfg, prompts, answer, proxy, None, Toxicity(), tmp_path, None, 1,
+                            kinds=["ordinary", "ordinary", "harmful or edgy", "ordinary"])
+    ev(0), ev(1)
+    assert asked == [(prompts * 3, cfg.eval_seed)] * 2
+    row = evaluate.load_evals(tmp_path)[1]
+    assert (row["n"], row["prompts"]) == (12, 4)
+    assert [(a["index"], a["draw"]) for a in row["answers"][:5]] == [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1)]
+    assert [a["kind"] for a in row["answers"][4:8]] == ["ordinary", "ordinary", "harmful or edgy", "ordinary"]
+    assert row["eval/reward"] == pytest.approx(sum(map(len, at[1])) / 12)  # the mean over every answer
+    t = evaluate.trend(ev.rows, "reward")
+    per_prompt = [sum(len(at[1][d * 4 + i]) - 1 for d in range(3)) / 3 for i in range(4)]
+    assert (t["n"], t["answers"]) == (4, 3) and t["mean"] == pytest.approx(sum(per_prompt) / 4)
+    assert "On the 4 fixed prompts (3 answers each) the proxy reward rose by" in evaluate.trend_sentence(ev.rows)
+    changes = evaluate.rate_changes(ev.rows)["refusal"]
+    assert (changes["count_a"], changes["count_b"], changes["n"]) == (0, 1, 4)  # counted per answer, paired per prompt
+    assert "refusals 0% → 8%" in eval_note(ev.rows, {})
+    lines = evaluate.timeline(ev.rows, pinned=2)
+    assert [line["prompt"] for line in lines] == ["Hi", "Insult me."]
+    assert lines[1]["answers"][1]["answer"].startswith("I'm sorry")  # the first draw
+    with pytest.raises(ValueError, match="eval_answers_per_prompt"):
+        evaluate.validate(evaluate.EvalConfig(eval_answers_per_prompt=0))
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        evaluate.validate(evaluate.EvalConfig(eval_answers_per_prompt=9))
+
+
+def test_per_prompt_standard_errors_leave_answers_to_one_prompt_unpooled():
+    """Three identical answers to each prompt carry no more information than one: the standard error over prompts
+    is the same with one answer a prompt or three."""
+    def answers(k: int) -> list[dict]:
+        return [{"prompt": f"p{i}", "answer": "a", "reward": float(i), "index": i, **({"draw": d} if k > 1 else {})}
+                for d in range(k) for i in range(6)]
+
+    one, three = evaluate.summarize(0, answers(1)), evaluate.summarize(0, answers(3))
+    assert three["eval/reward"] == one["eval/reward"] == pytest.approx(2.5)
+    assert three["eval/reward_se"] == pytest.approx(one["eval/reward_se"]) and (three["n"], three["prompts"]) == (18, 6)
