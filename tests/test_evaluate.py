@@ -272,6 +272,11 @@ def test_several_answers_a_prompt_are_drawn_in_one_batch_and_averaged_per_prompt
     lines = evaluate.timeline(ev.rows, pinned=2)
     assert [line["prompt"] for line in lines] == ["Hi", "Insult me."]
     assert lines[1]["answers"][1]["answer"].startswith("I'm sorry")  # the first draw
+    from lab.ui.ppo import timeline_html
+
+    assert "Shown: the first of each prompt's 3 answers." in timeline_html(ev.rows, 2)
+    older = [{k: v for k, v in r.items() if k != "prompts"} for r in ev.rows]  # a run from before the count
+    assert "Shown:" not in timeline_html(older, 2)
     with pytest.raises(ValueError, match="eval_answers_per_prompt"):
         evaluate.validate(evaluate.EvalConfig(eval_answers_per_prompt=0))
     with pytest.raises(ValueError, match="between 1 and 8"):

@@ -235,8 +235,11 @@ def timeline_html(rows: list[dict[str, Any]], pinned: int = 3) -> str:
         blocks.append(f"<div class='ppo-timeline-prompt'><b>{esc(_cut(line['prompt']))}</b><table class='ppo-rollouts'>"
                       f"<thead><tr><th>Step</th><th>Answer</th><th>Proxy</th><th>Judge</th><th>Flags</th></tr></thead>"
                       f"<tbody>{cells}</tbody></table></div>")
+    prompts = rows[0].get("prompts")  # rows from before stop 47 have one answer a prompt and no count
+    k = int(rows[0].get("n") or 0) // int(prompts) if prompts else 1
+    which = f" Shown: the first of each prompt's {k} answers." if k > 1 else ""
     return ("<h4>Timeline: the same prompts at each evaluation</h4><div class='kl-legend'>Each answer is sampled with "
-            "the same seed, so a change is the model's, not chance's.</div>" + "".join(blocks))
+            f"the same seed, so a change is the model's, not chance's.{which}</div>" + "".join(blocks))
 
 
 def _score(value: Any) -> str:
