@@ -530,7 +530,7 @@ def test_cli_runs_prints_a_line_per_step_and_a_summary(tiny_lm_dir, reward_run, 
     code = cli.main(["--preset", "cpu", "ppo", "--reward-model", str(reward_run), "--prompts", "bundled",
                      "--policy", str(tiny_lm_dir), "--steps", "2", "--batch-size", "4", "--mini-batch-size", "2",
                      "--gradient-accumulation-steps", "2", "--output-min-length", "5", "--output-max-length", "5",
-                     "--no-adap-kl-ctrl", "--out", str(out)])
+                     "--no-adap-kl-ctrl", "--eval-answers-per-prompt", "1", "--out", str(out)])
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["step"] for row in lines[:-1]] == [1, 2]
@@ -583,7 +583,9 @@ def test_cli_runs_the_embedded_policy_on_the_cpu_preset(reward_run, tmp_path, ca
     # the preset's evaluation: its held-out prompts at step 0 and at the last step, adapters kept for each
     rows = evaluate.load_evals(out)
     assert [r["step"] for r in rows] == [0, 2] and lines[-1]["eval_steps"] == [0, 2]
-    assert len(rows[0]["answers"]) == evaluate.config_from(get_preset("cpu")).eval_n_prompts
+    shipped = evaluate.config_from(get_preset("cpu"))
+    assert len(rows[0]["answers"]) == shipped.eval_n_prompts * shipped.eval_answers_per_prompt
+    assert rows[0]["prompts"] == shipped.eval_n_prompts and shipped.eval_answers_per_prompt == 4
     assert all(a["answer"] for a in rows[0]["answers"]) and policies.kept_steps(out) == [0, 2]
     model, _ = _load_trained(out)
     assert type(model).__name__ == "PeftModelForCausalLM"
@@ -691,7 +693,7 @@ def test_cli_ppo_with_an_imitation_weight_logs_the_chosen_answers_nll(tiny_lm_di
     code = cli.main(["--preset", "cpu", "ppo", "--reward-model", str(reward_run), "--policy", str(tiny_lm_dir),
                      "--steps", "2", "--batch-size", "4", "--mini-batch-size", "4", "--samples-per-prompt", "2",
                      "--output-min-length", "4", "--output-max-length", "4", "--imitation-coef", "0.5",
-                     "--out", str(out)])
+                     "--eval-answers-per-prompt", "1", "--out", str(out)])
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert all(row["ppo/loss/imitation"] > 0 for row in lines[:-1])
