@@ -148,7 +148,8 @@ def summarize(step: int, answers: list[dict[str, Any]]) -> dict[str, Any]:
     """An evaluation row: the step, the answers `n` and prompts, each measure's mean over every answer (rates for
     refusal and degenerate) and its standard error over prompts (a prompt's answers averaged first: they are not
     independent of each other)."""
-    row: dict[str, Any] = {"step": step, "n": len(answers), "prompts": len({a.get("index", i) for i, a in enumerate(answers)})}
+    prompts = {a.get("index", i) for i, a in enumerate(answers)}
+    row: dict[str, Any] = {"step": step, "n": len(answers), "prompts": len(prompts)}
     averaged = per_prompt(answers)
     for key in MEASURES:
         row[f"eval/{key}"] = _mean([_number(a.get(key)) for a in answers])

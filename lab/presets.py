@@ -198,10 +198,10 @@ CPU = Preset(
     # at steps 0, 16 and 32, sampled in one batch. At 8 prompts a refusal rise that Compare saw (2 -> 7 of 48) showed
     # as 0% -> 0%. Measured on an idle AVX2 machine: 8 answers 3.5-4.8 s, 24 answers 6.9-7.6 s, 48 answers 12.9 s, so
     # 24 costs ~10 s more over a 32-step run (~2%) and sees three times as many answers.
-    # answers_per_prompt 4 (stop 47): with one answer a prompt the proxy's change on the default's runs read "did not
-    # move by more than its noise" (+0.14 (-0.22 ... +0.50) and alike) on runs readers preferred; with four, averaged per
-    # prompt, the intervals were 1.8-2.6x narrower (proxy above 0 on 2 of 3). ~17 s more an evaluation (24 s for 96
-    # answers), paid for by the contiguous lm_head input (models.contiguous_head_input: Compare 197 -> 159 s).
+    # answers_per_prompt 4 (stop 47): with one answer a prompt the proxy's change read "did not move by more than its
+    # noise" (+0.14 (-0.22 ... +0.50) and alike) on runs readers preferred; with four, averaged per prompt, the
+    # intervals were 1.8-2.6x narrower (proxy above 0 on 2 of 3). ~17 s more an evaluation (24 s for 96 answers),
+    # paid for by the contiguous lm_head input (models.contiguous_head_input: Compare 197 -> 159 s).
     evaluate={"n_prompts": 24, "max_new_tokens": 32, "eval_every": 16, "answers_per_prompt": 4},
 )
 
