@@ -32,6 +32,9 @@ from lab.stats import MAX_ANSWERS, bootstrap_mean, per_prompt
 from lab.toxicity import get_scorer
 
 EVALS_FILE = "evals.jsonl"
+# rows sampled in one generate call: the cpu preset's 24 prompts x 4 answers in one (the fastest on 2 cores); more
+# prompts or answers go in chunks, so a 7B model's KV cache on the Space stays the size of one such batch
+MAX_ROWS = 96
 TRAINING = "default"  # the adapter PPO trains (peft's default name): evaluations sample with it on
 MEASURES = {  # key in an evaluation row -> what it is, for plots and words
     "reward": "proxy reward (the reward model PPO optimises)",
@@ -183,8 +186,10 @@ class Evaluator:
         if any(r["step"] == step for r in self.rows):  # the last step may also be a multiple of eval_every
             return None
         k, n = self.cfg.eval_answers_per_prompt, len(self.prompts)
-        batch = self.prompts * k  # the k answers to a prompt in one batch: draw d of prompt i is row d * n + i
-        answers = self.answer(batch, self.cfg.eval_seed)
+        batch = self.prompts * k  # the k answers to a prompt together: draw d of prompt i is row d * n + i
+        answers: list[str] = []
+        for c, start in enumerate(range(0, len(batch), MAX_ROWS)):  # each chunk its own seed: no draw repeats another
+            answers += self.answer(batch[start:start + MAX_ROWS], self.cfg.eval_seed + c)
         scored = score_answers(batch, answers, self.proxy, self.judge, self.toxicity, self.nll, self.relevant)
         for j, answer in enumerate(scored):
             answer["index"] = j % n

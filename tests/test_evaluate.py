@@ -293,3 +293,23 @@ def test_per_prompt_standard_errors_leave_answers_to_one_prompt_unpooled():
     one, three = evaluate.summarize(0, answers(1)), evaluate.summarize(0, answers(3))
     assert three["eval/reward"] == one["eval/reward"] == pytest.approx(2.5)
     assert three["eval/reward_se"] == pytest.approx(one["eval/reward_se"]) and (three["n"], three["prompts"]) == (18, 6)
+
+
+def test_many_answers_are_sampled_in_chunks_each_with_its_own_seed(tmp_path, monkeypatch):
+    """More rows than one generate call takes (MAX_ROWS) go in chunks, chunk c with the evaluation's seed + c: the same
+    seed again would repeat a prompt's earlier draw word for word."""
+    monkeypatch.setattr(evaluate, "MAX_ROWS", 5)
+    prompts = ["a", "b", "c"]
+    cfg = evaluate.EvalConfig(eval_every=1, eval_answers_per_prompt=4)
+    calls = []
+
+    def answer(batch, seed):
+        calls.append((list(batch), seed))
+        return [f"{p}-{seed}-{j}" for j, p in enumerate(batch)]
+
+    ev = evaluate.Evaluator(cfg, prompts, answer, None, None, Toxicity(), tmp_path, None, 1)
+    ev(0)
+    assert [len(b) for b, _ in calls] == [5, 5, 2] and [s for _, s in calls] == [cfg.eval_seed + c for c in range(3)]
+    answers = ev.rows[0]["answers"]
+    assert [a["prompt"] for a in answers] == prompts * 4 and len({a["answer"] for a in answers}) == 12
+    assert [(a["index"], a["draw"]) for a in answers[4:7]] == [(1, 1), (2, 1), (0, 2)]
