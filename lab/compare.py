@@ -40,7 +40,6 @@ CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a
                "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
                "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b",
                "kind", "draw"]
-# Answers a model may give each prompt in one comparison (answers_per_prompt)
 
 
 @dataclass

@@ -66,7 +66,7 @@ class EvalConfig:
     eval_save_adapters: bool = setting(True, "keep the adapters at each evaluation (model/step-N/) for Compare",
                                        label="keep the adapters at each evaluation")
     eval_answers_per_prompt: int = setting(
-        1, "answers sampled to each prompt at each evaluation (in one batch), averaged per prompt before the proxy's "
+        1, "answers sampled to each prompt at each evaluation (together), averaged per prompt before the proxy's "
            "and the judge's change gets its interval: one answer a prompt leaves mostly the sampling's noise in it "
            "(README, Stop 47)", label="answers per prompt", widget="slider", minimum=1, maximum=MAX_ANSWERS)
 
@@ -257,10 +257,11 @@ def rate_changes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if len(rows) < 2:
         return {}
     pairs = [{f"{key}_{side}": answer.get(key) for key in diagnostics.KEYS for side, answer in (("a", a), ("b", b))}
-             for a, b in zip(rows[0]["answers"], rows[-1]["answers"])]
-    pairs = [{**p, "index": a.get("index", i), "draw": a.get("draw")}  # several answers a prompt: intervals per prompt
-             for i, (p, a) in enumerate(zip(pairs, rows[0]["answers"])) if all(v is not None for v in p.values())]
-    return diagnostics.paired_rates(pairs)
+             # index and draw: with several answers a prompt the intervals are per prompt
+             | {"index": a.get("index", i), "draw": a.get("draw")}
+             for i, (a, b) in enumerate(zip(rows[0]["answers"], rows[-1]["answers"]))]
+    return diagnostics.paired_rates([p for p in pairs if all(p[f"{key}_{side}"] is not None for key in diagnostics.KEYS
+                                                             for side in "ab")])
 
 
 def rate_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:

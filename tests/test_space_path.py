@@ -246,7 +246,7 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     rows = _main(["ppo", "--reward-model", str(runs_root / "rw"), "--steps", "2", "--batch-size", "4",
                   "--mini-batch-size", "2", "--ppo-epochs", "1", "--output-min-length", "4",
                   "--output-max-length", "6", "--learning-rate", "1e-2", "--relevance-coef", "1",
-                  "--out", str(runs_root / "ppo")], capsys)
+                  "--eval-answers-per-prompt", "2", "--out", str(runs_root / "ppo")], capsys)
     assert rows[-1]["status"] == "done" and rows[-1]["steps"] == 2
     assert all(-1 <= r["env/relevance"] <= 1 for r in rows if "env/reward_mean" in r)  # the hub's sentence encoder
     run_config = json.loads((runs_root / "ppo" / "config.json").read_text())
@@ -259,6 +259,7 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     evals = [json.loads(line) for line in (runs_root / "ppo" / "evals.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals] == [0, 2] and all(r["eval/judge"] is not None for r in evals)
     assert all(r["eval/relevance"] is not None for r in evals)
+    assert all(r["n"] == 2 * r["prompts"] for r in evals)  # two answers to each prompt on the 4-bit policy too
     # PPO-ptx on the 4-bit policy (the full forward: no shared trunk under quantisation), imitating the chosen
     # answers of the hub pairs' helpful subsets the reward run's proxy trained on
     ptx = _main(["ppo", "--reward-model", str(runs_root / "rw"), "--steps", "1", "--batch-size", "2",
