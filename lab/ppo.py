@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from lab import evaluate, memory, models, relevance
+from lab import diagnostics, evaluate, memory, models, relevance
 from lab.config import build, from_job, setting
 from lab.data import load_prompts
 from lab.generate import encode_chat
@@ -109,6 +109,11 @@ class PPOConfig:
     relevance_echo_discount: bool = setting(False, "take out of each answer's relevance the share of its word 3-grams "
                                             "that restate the request (lab.relevance.echo): relevance pays an answer "
                                             "that repeats the request back", label="discount restated requests")
+    degenerate_penalty: float = setting(0.0, "subtract this from the score of an answer the lab's text rules call "
+                                        "degenerate (lab.diagnostics: a loop, a repeated phrase, word salad, an "
+                                        "empty answer, a bare count, another script), the answers readers call word "
+                                        "salad that the reward model may still pay; the share flagged is logged as "
+                                        "env/degenerate either way; 0 = off", label="penalty for a degenerate answer")
     reward_model_coef: float = setting(1.0, "weight of the reward model's (normalised) score in each answer's score; "
                                        "0 = the reward model is ignored and only the other terms (relevance, "
                                        "plausibility) are optimised: an ablation that shows what the reward model "
@@ -203,6 +208,9 @@ def validate(cfg: PPOConfig, limits: Limits | None = None) -> PPOConfig:
     if cfg.relevance_coef < 0:
         raise ValueError(f"relevance_coef {cfg.relevance_coef} must be 0 (off) or more: a negative weight pays "
                          f"answers for being about something else")
+    if cfg.degenerate_penalty < 0:
+        raise ValueError(f"degenerate_penalty {cfg.degenerate_penalty} must be 0 (off) or more: a negative penalty "
+                         f"pays loops and word salad")
     if cfg.imitation_coef < 0 or cfg.imitation_batch_size < 1:
         raise ValueError(f"imitation_coef {cfg.imitation_coef} must be 0 (off) or more and imitation_batch_size "
                          f"{cfg.imitation_batch_size} at least 1")
@@ -343,6 +351,10 @@ def ppo_step(
         state.moments.update(scores)
     scores = process_scores(scores, state.moments, cfg.use_score_scaling, cfg.use_score_norm, cfg.score_clip)
     scores = cfg.reward_model_coef * scores  # 1 (the default) leaves them exactly as they are
+    # the text rules only (no nll: the reference's log-probs here are at the sampling temperature, not Compare's)
+    degenerate = torch.tensor([diagnostics.degeneration(r, p)["degenerate"] for p, r in zip(prompts, responses)],
+                              dtype=scores.dtype, device=scores.device)
+    scores = scores - cfg.degenerate_penalty * degenerate
     timings["time/score"] = time.perf_counter() - t
 
     # 3. forward: old log-probs (and values, with a critic) of the policy, log-probs of the reference (adapters off)
@@ -395,6 +407,7 @@ def ppo_step(
     rollout = Rollout(prompts, responses, query, batch, raw_scores, has_eos, old_logprobs, old_values, kl,
                       advantages, returns)
     metrics = {"step": state.step, **step_metrics(rollout, kl_coef), "env/ref_nll": ref_nll.mean().item(),
+               "env/degenerate": degenerate.mean().item(),
                **({"env/relevance": relevance_scores.mean().item()} if relevance_scores is not None else {}),
                **train_stats, **timings,
                "time/step": time.perf_counter() - started}

@@ -293,6 +293,38 @@ def test_the_relevance_weight_adds_each_answers_relevance_to_its_score(tiny_lm_d
         ppo.validate(ppo.PPOConfig(relevance_coef=-1.0))
 
 
+def test_the_degenerate_penalty_lowers_the_score_of_answers_the_text_rules_flag(tiny_lm_dir, monkeypatch):
+    """degenerate_penalty d: score − d for each answer lab.diagnostics' text rules call degenerate (a loop here), the
+    others untouched; the share flagged is logged as env/degenerate with the penalty off as well."""
+    seen = []
+    original = ppo.estimate_advantages
+
+    def spy(scores, *args):
+        seen.append(scores.clone())
+        return original(scores, *args)
+
+    loop = "I can help. " * 12  # every word 3-gram repeats
+    fluent = "Start with a short walk each morning and add a few minutes every week."
+
+    def fake_decode(tokenizer, batch):  # the rollout's text: one loop among four answers
+        return [loop, fluent, fluent, fluent][: len(batch.responses)]
+
+    monkeypatch.setattr(ppo, "estimate_advantages", spy)
+    monkeypatch.setattr(ppo, "decode_responses", fake_decode)
+    logged = []
+    for penalty in (0.0, 2.0):
+        model, value_head, tokenizer = _policy(tiny_lm_dir)
+        cfg = ppo.PPOConfig(steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
+                            output_max_length=6, degenerate_penalty=penalty)
+        logged += ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [1.0] * len(r), cfg)
+    plain, shaped = seen
+    torch.testing.assert_close(plain, torch.ones(4))
+    torch.testing.assert_close(shaped, torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    assert logged[0]["env/degenerate"] == logged[1]["env/degenerate"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="degenerate_penalty"):
+        ppo.validate(ppo.PPOConfig(degenerate_penalty=-1.0))
+
+
 def test_the_echo_discount_takes_a_restated_request_out_of_relevance(tiny_lm_dir, monkeypatch):
     """relevance_echo_discount: each answer's relevance times (1 − the share of its word 3-grams that stand in its
     request), so repeating the request back earns less."""

@@ -84,6 +84,10 @@ def reward_figure(rows: list[dict[str, Any]]) -> go.Figure:
     if rx:
         fig.add_trace(go.Scatter(x=rx, y=relevance, mode="lines", name="mean relevance (0–1, part of the score)",
                                  line=dict(color=GREEN, dash="dot")))
+    dx, degenerate = _series(rows, "env/degenerate")  # the text rules' share, what degenerate_penalty acts on
+    if dx:
+        fig.add_trace(go.Scatter(x=dx, y=degenerate, mode="lines", name="share of degenerate answers (0–1)",
+                                 line=dict(color=RED, dash="dot")))
     return _layout(fig, "Reward of the rollouts (mean ± std)", "reward")
 
 

@@ -149,6 +149,9 @@ def score_terms(config: dict[str, Any]) -> str:
                 "relevance_echo_discount") else ""
             terms.append(name if key == "reward_model_coef" and value == 1 else f"{value:g} × {name}{echo}")
     text = f" · score: {' + '.join(terms)}" if terms and terms != ["reward model"] else ""
+    penalty = config.get("degenerate_penalty")
+    if isinstance(penalty, (int, float)) and penalty > 0:
+        text = (text or " · score: reward model") + f" − {penalty:g} for a degenerate answer"
     imitation = config.get("imitation_coef")
     if isinstance(imitation, (int, float)) and imitation > 0:  # not a score: a loss on the reward run's chosen answers
         text += f" · imitating the chosen answers ({imitation:g} × their nll)"
