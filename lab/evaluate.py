@@ -167,14 +167,17 @@ def _number(value: Any) -> Any:
 
 class Evaluator:
     """The PPO loop's evaluation hook: `evaluator(step)` answers the fixed prompts when `due`, scores them, appends
-    a row to evals.jsonl, keeps the adapters, and passes the row to `on_row`."""
+    a row to evals.jsonl, keeps the adapters, and passes the row to `on_row`. `should_stop` (the job's Stop) cuts an
+    evaluation short: generation ends at the next token and nothing is written, so a half-answered set never reads
+    as a measurement."""
 
     def __init__(self, cfg: EvalConfig, prompts: Sequence[str], answer: Callable[[list[str], int], list[str]],
                  proxy: Callable | None, judge: Callable | None, toxicity: Any, run_dir: Path | None,
                  save_adapters: Callable[[Path], None] | None, last_step: int,
                  on_row: Callable[[dict[str, Any]], None] = lambda row: None, nll: Callable | None = None,
-                 relevant: Callable | None = None, kinds: Sequence[str | None] | None = None) -> None:
-        self.cfg, self.prompts, self.answer = cfg, list(prompts), answer
+                 relevant: Callable | None = None, kinds: Sequence[str | None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
+        self.cfg, self.prompts, self.answer, self.should_stop = cfg, list(prompts), answer, should_stop
         self.kinds = list(kinds) if kinds else [None] * len(self.prompts)  # each prompt's kind of request, if known
         self.proxy, self.judge, self.toxicity, self.nll, self.relevant = proxy, judge, toxicity, nll, relevant
         self.run_dir, self.save_adapters, self.last_step, self.on_row = run_dir, save_adapters, last_step, on_row
@@ -189,7 +192,11 @@ class Evaluator:
         batch = self.prompts * k  # the k answers to a prompt together: draw d of prompt i is row d * n + i
         answers: list[str] = []
         for c, start in enumerate(range(0, len(batch), MAX_ROWS)):  # each chunk its own seed: no draw repeats another
+            if self.should_stop():
+                return None
             answers += self.answer(batch[start:start + MAX_ROWS], self.cfg.eval_seed + c)
+        if self.should_stop():  # answers cut at Stop are not the evaluation's: no row
+            return None
         scored = score_answers(batch, answers, self.proxy, self.judge, self.toxicity, self.nll, self.relevant)
         for j, answer in enumerate(scored):
             answer["index"] = j % n
@@ -384,7 +391,7 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
         ctx.set_progress(ctx.progress, "evaluating on the fixed prompts")
         # the evaluation's own seed, without moving PPO's random stream: its rollouts are those of a run without it
         with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-            return sample(side, {policy: (model, tokenizer)}, batch, gen, seed)
+            return sample(side, {policy: (model, tokenizer)}, batch, gen, seed, should_stop=lambda: ctx.stopping)
 
     spec = ctx.config.get("judge") or judge_path(ctx.config.get("reward_model"), preset.judge)
     judge_model = judge_or_none(spec, ctx.set_progress)
@@ -398,4 +405,5 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
     return Evaluator(cfg, prompts, answer, score_fn, judge if judge_model else None, get_scorer(preset.toxicity),
                      ctx.run.path, model.save_pretrained, last_step, nll=nll,
                      relevant=relevance.scorer_or_none(ctx.config.get("relevance_model") or preset.relevance,
-                                                       ctx.set_progress), kinds=kinds)
+                                                       ctx.set_progress), kinds=kinds,
+                     should_stop=lambda: ctx.stopping)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -143,11 +143,21 @@ def decode_completions(tokenizer: Any, tokens: torch.Tensor, stop_ids: set[int],
     return out
 
 
+class StopCriterion:
+    """Ends generation early when the job is asked to stop (a transformers StoppingCriteria)."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
+
+
 @torch.inference_mode()
 def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig, seed: int,
-                   cut_mark: str = "") -> list[str]:
+                   cut_mark: str = "", should_stop: Callable[[], bool] | None = None) -> list[str]:
     """Completions for one batch of prompts, sampled after `torch.manual_seed(seed)`; `cut_mark` ends those cut at
-    the token limit."""
+    the token limit; `should_stop` (a job's Stop) ends every answer at the next token once it says so."""
     device = model_device(model)
     enc = encode_chat(tokenizer, prompts, device)
     kwargs: dict[str, Any] = {
@@ -160,6 +170,10 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
         kwargs.update(temperature=config.temperature, top_k=config.top_k or None, top_p=config.top_p)
     else:  # greedy: clear the model's own sampling defaults so generate does not warn about them
         kwargs.update(temperature=None, top_k=None, top_p=None)
+    if should_stop is not None:
+        from transformers import StoppingCriteriaList  # heavy: imported when a job generates, not at app start
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([StopCriterion(should_stop)])
     torch.manual_seed(seed)
     was_training = model.training
     model.eval()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from safetensors.torch import save_file
 import torch
@@ -174,12 +174,12 @@ def load_policies(sides: tuple[Side, Side], quantize_4bit: bool, precision: str 
 
 
 def sample(side: Side, policies: dict[str, tuple[Any, Any]], prompts: list[str], gen: GenerateConfig,
-           seed: int, cut_mark: str = "") -> list[str]:
+           seed: int, cut_mark: str = "", should_stop: Callable[[], bool] | None = None) -> list[str]:
     """One answer per prompt from `side`: its policy with its adapters on (the base: all adapters off); `cut_mark`
-    ends an answer cut at the token limit."""
+    ends an answer cut at the token limit; `should_stop` ends generation early (a job's Stop)."""
     model, tokenizer = policies[side.policy]
     with adapter_mode(model, side.key if side.adapter_dir else None):
-        return generate_batch(model, tokenizer, prompts, gen, seed, cut_mark)
+        return generate_batch(model, tokenizer, prompts, gen, seed, cut_mark, should_stop)
 
 
 def answer_nll(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 from torch import nn
 from lab import models, trunk
+from lab.generate import StopCriterion
 from lab.rl import ValueHead, logprobs_from_logits, response_mask
 from lab.sampling import sampling_kwargs
 from lab.trunk import Trunk
@@ -168,16 +169,6 @@ def prompt_batches(prompts: Sequence[str], batch_size: int, rng: random.Random) 
         order = order[batch_size:]
 
 
-class _StopCriterion:
-    """Ends generation early when the job is asked to stop (a transformers StoppingCriteria)."""
-
-    def __init__(self, should_stop: Callable[[], bool]) -> None:
-        self.should_stop = should_stop
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
-
-
 @torch.no_grad()
 def shared_prompt_cache(model: nn.Module, query: dict) -> dict:
     """{cache keyword: the KV cache of every query row but its last token}, each distinct query (ids and mask)
@@ -217,7 +208,7 @@ def generate_responses(
 
     chunk = cfg.generation_batch_size or len(lengths)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    stop = StoppingCriteriaList([_StopCriterion(should_stop)])
+    stop = StoppingCriteriaList([StopCriterion(should_stop)])
     pieces = []
     # rollout log-probs are never used: every log-prob PPO compares comes from the training passes, so sampling may
     # take faster paths that keep the ratio exact: the adapters folded into the weights (models.merged_adapters),

@@ -56,6 +56,30 @@ def test_rows_at_step_zero_every_n_steps_and_the_last(tmp_path):
     assert not evaluate.due(17, 16, 64) and not evaluate.due(0, 0, 64)
 
 
+def test_a_stop_during_an_evaluation_cuts_it_short_and_writes_no_row(tmp_path):
+    """Stop pressed while the fixed prompts are answered: no scoring, no row in evals.jsonl, no adapters kept, so a
+    set of answers cut at Stop never reads as a measurement; before a chunk starts, nothing is even generated."""
+    prompts, asked, scored, saved = ["Hi", "How do I bake bread?"], [], [], []
+    stop = {"now": False}
+
+    def answer(batch, seed):
+        asked.append(seed)
+        stop["now"] = True  # Stop pressed while this chunk was being answered
+        return ["Hel", "Mix"]
+
+    proxy = lambda ps, ans: scored.append(ans) or [0.0] * len(ans)  # noqa: E731
+    cfg = evaluate.EvalConfig(eval_every=1)
+    ev = evaluate.Evaluator(cfg, prompts, answer, proxy, None, Toxicity(), tmp_path, saved.append, 2,
+                            should_stop=lambda: stop["now"])
+    assert ev(0) is None and asked == [cfg.eval_seed] and not scored and not saved
+    assert evaluate.load_evals(tmp_path) == [] and ev.rows == []
+    assert ev(1) is None and asked == [cfg.eval_seed]  # still stopping: the next one does not start
+    stop["now"] = False
+    asked.clear()
+    ev.answer = lambda batch, seed: asked.append(seed) or ["Hello!", "Mix flour and water."]
+    assert ev(2)["step"] == 2 and [r["step"] for r in evaluate.load_evals(tmp_path)] == [2]
+
+
 def test_an_evaluation_asks_the_reference_model_how_plausible_each_answer_is():
     prompts = ["How do I bake bread?", "Hi"]
     answers = ["Doneness whip the lamb's miracle recipe only ingredient childhood, one talking", "Hello!"]
@@ -143,6 +167,40 @@ def test_a_ppo_job_evaluates_at_the_configured_steps_and_keeps_loadable_adapters
     assert results[1][0]["model_b"] == f"{job.run.id} @ step 3"
     lines = [json.loads(line) for line in (job.run.path / evaluate.EVALS_FILE).read_text().splitlines()]
     assert len(lines) == 3
+
+
+def test_stop_during_an_evaluation_ends_the_job_at_the_next_token(tiny_lm_dir, runs_root, monkeypatch):
+    """Stop pressed while step 1's evaluation generates: generation ends at the next token, the job stops without
+    scoring that evaluation, evals.jsonl keeps step 0's row only, and the adapters are saved."""
+    from lab import generate
+
+    stand_in = runs_root / "reward-stand-in"
+    stand_in.mkdir(parents=True)
+    monkeypatch.setattr(compare, "load_reward_model", lambda path: type("R", (), {"score": lambda self, t: [0.0] * len(t)})())
+    manager = JobManager(runs_root)
+    evaluations, tokens = [], []
+    real_generate, real_call = policies.generate_batch, generate.StopCriterion.__call__
+
+    def counting_generate(*args, **kwargs):  # the evaluations' generate calls (rollouts do not come through here)
+        evaluations.append(len(evaluations))
+        return real_generate(*args, **kwargs)
+
+    def criterion(self, input_ids, scores, **kwargs):  # Stop after step 1's evaluation has drawn its 2nd token
+        if len(evaluations) == 2:
+            tokens.append(input_ids.shape[1])
+            if len(tokens) == 2:
+                manager.stop("alice")
+        return real_call(self, input_ids, scores, **kwargs)
+
+    monkeypatch.setattr(policies, "generate_batch", counting_generate)
+    monkeypatch.setattr(generate.StopCriterion, "__call__", criterion)
+    job = manager.start(ppo.KIND, functools.partial(ppo.train_ppo, score_fn=_score),
+                        _job_config(tiny_lm_dir, 1, steps=5, reward_model=str(stand_in)), "alice")
+    manager.wait(120)
+    assert job.status == "stopped", job.error
+    assert len(tokens) == 2 and len(evaluations) == 2  # no token after Stop, no evaluation after it
+    assert [r["step"] for r in evaluate.load_evals(job.run.path)] == [0]
+    assert len(job.run.metrics()) == 1 and (job.run.model_dir / "adapter_config.json").exists()
 
 
 def test_evaluation_does_not_change_what_ppo_samples_or_learns(tiny_lm_dir, runs_root):

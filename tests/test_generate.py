@@ -68,6 +68,16 @@ def test_each_batch_has_its_own_seed_whatever_ran_before(lm):
     assert generate_batch(model, tok, PROMPTS[:2], cfg(), seed=7) == alone
 
 
+def test_a_stop_ends_every_answer_at_the_next_token_and_none_leaves_them_alone(lm):
+    model, tok = lm
+    long = cfg(max_new_tokens=40, min_new_tokens=40)  # never ends by itself
+    whole = generate_batch(model, tok, PROMPTS[:2], long, seed=7, should_stop=lambda: False)
+    assert whole == generate_batch(model, tok, PROMPTS[:2], long, seed=7)  # never asked: the same answers
+    calls = iter(range(1000))
+    cut = generate_batch(model, tok, PROMPTS[:2], long, seed=7, should_stop=lambda: next(calls) >= 2)
+    assert all(len(tok(c).input_ids) < len(tok(w).input_ids) for c, w in zip(cut, whole))
+
+
 def test_batched_greedy_matches_one_prompt_at_a_time_in_prompt_order(lm):
     model, tok = lm
     greedy = cfg(do_sample=False, precision="fp32", batch_size=3)

@@ -497,7 +497,7 @@ def test_stop_ends_the_job_within_a_step_saves_and_frees_memory(tiny_lm_dir, run
     manager = JobManager(runs_root)
     calls = {"n": 0}
     if phase == "rollout":  # ask to stop while step 2 generates
-        real = rollout._StopCriterion.__call__
+        real = rollout.StopCriterion.__call__
 
         def criterion(self, input_ids, scores, **kwargs):
             calls["n"] += 1
@@ -505,7 +505,7 @@ def test_stop_ends_the_job_within_a_step_saves_and_frees_memory(tiny_lm_dir, run
                 manager.stop("alice")
             return real(self, input_ids, scores, **kwargs)
 
-        monkeypatch.setattr(rollout._StopCriterion, "__call__", criterion)
+        monkeypatch.setattr(rollout.StopCriterion, "__call__", criterion)
     else:  # ask to stop at the first optimiser update of step 1
         real_loss = rl.policy_loss
 
