@@ -69,7 +69,8 @@ def test_ppo_tab_builds_starts_a_run_and_shows_it(tiny_lm_dir, reward_run):
     assert [t.name for t in out["eval_scores"].data] == ["proxy", "judge"]
     assert "From step 0 to step 2" in out["eval_note"] and out["timeline"].count("<table") == 3
     reward_fig, kl_fig = out["plot-0"], out["plot-1"]
-    assert len(reward_fig.data) == 2 and len(reward_fig.data[1].x) == 2  # band + mean, two steps
+    assert len(reward_fig.data[1].x) == 2  # band + mean, two steps
+    assert [t.name for t in reward_fig.data][2:] == ["share of degenerate answers (0–1)"]  # logged every step
     assert kl_fig.layout.shapes  # the target line
     assert len(out["length_plot"].data[0].x) >= 8  # every rollout of both steps
     assert set(jt.tick("v1", run_id, out["seen"])) == {"banner"}  # unchanged: not redrawn
