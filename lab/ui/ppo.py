@@ -472,7 +472,8 @@ def build_ppo_tab(ctx: UIContext) -> None:
         gr.Markdown("Each point is one answer of the latest steps: its length against its reward. If the points "
                     "climb to the right, the reward model is paying for length, and PPO will learn to write more "
                     "rather than better.", elem_classes="explain")
-    with gr.Group(elem_id="ppo-eval"):
+    # the id on a Column inside the Group: Gradio 6 renders a Group's elem_id on two nested elements
+    with gr.Group(), gr.Column(elem_id="ppo-eval"):
         gr.Markdown("### Evaluation on fixed held-out prompts")
         jt.add("eval_note", gr.Markdown(elem_id="ppo-eval-note"))
         with gr.Row():
