@@ -20,7 +20,8 @@ NOTES = [
     "up. Rewards depend on answer length, so compare them only between answers of similar length. With a relevance "
     "weight (the run's is in its summary line; the cpu preset's is 5), PPO maximises the reward model's score plus "
     "that weight times each answer's relevance to its request (dotted, 0–1: the cosine of sentence embeddings, ~0.2 "
-    "off topic, ~0.8 on topic).",
+    "off topic, ~0.8 on topic). Red dotted: the share of the batch's answers the lab's text rules call degenerate "
+    "(loops, word salad); healthy: near 0 and not rising (a degenerate-answer penalty, where set, acts on these).",
     "How far the policy has moved from the original model: KL in nats per answer, the batch mean. Healthy: above 0 and "
     "below the dashed target (drawn when the adaptive controller is on) or the dotted cap (when one is set). One "
     "answer's KL can be negative; the mean should not be. A KL that "
