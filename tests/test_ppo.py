@@ -262,29 +262,36 @@ def test_the_plausibility_weight_subtracts_the_reference_nll_from_each_score(tin
     torch.testing.assert_close(shaped, plain - 2.0 * nll)
 
 
-def test_the_relevance_weight_adds_each_answers_relevance_to_its_score(tiny_lm_dir, monkeypatch):
-    """relevance_coef c: score + c × relevance(prompt, answer), each answer's own value, logged as env/relevance;
-    0 leaves the scores alone and never asks the relevance function."""
-    seen, asked = [], []
+def _scores_of_one_step(tiny_lm_dir, monkeypatch, setting: str, values: tuple, **run_kwargs):
+    """The scores the advantage estimator got in one 4-rollout step per value of `setting` (same seed each), and the
+    steps' logged metrics; the reward function scores every answer 1.0."""
+    seen, logged = [], []
     original = ppo.estimate_advantages
 
     def spy(scores, *args):
         seen.append(scores.clone())
         return original(scores, *args)
 
+    monkeypatch.setattr(ppo, "estimate_advantages", spy)
+    for value in values:
+        model, value_head, tokenizer = _policy(tiny_lm_dir)
+        cfg = ppo.PPOConfig(steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
+                            output_max_length=6, **{setting: value})
+        logged += ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [1.0] * len(r), cfg, **run_kwargs)
+    return seen, logged
+
+
+def test_the_relevance_weight_adds_each_answers_relevance_to_its_score(tiny_lm_dir, monkeypatch):
+    """relevance_coef c: score + c × relevance(prompt, answer), each answer's own value, logged as env/relevance;
+    0 leaves the scores alone and never asks the relevance function."""
+    asked = []
+
     def fake_relevance(prompts, answers):  # a different value per answer, so a mix-up shows
         asked.append((list(prompts), list(answers)))
         return [0.1 * (i + 1) for i in range(len(answers))]
 
-    monkeypatch.setattr(ppo, "estimate_advantages", spy)
-    logged = []
-    for coef in (0.0, 3.0):
-        model, value_head, tokenizer = _policy(tiny_lm_dir)
-        cfg = ppo.PPOConfig(steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
-                            output_max_length=6, relevance_coef=coef)
-        logged += ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [1.0] * len(r), cfg,
-                              relevance_fn=fake_relevance)
-    plain, shaped = seen
+    (plain, shaped), logged = _scores_of_one_step(tiny_lm_dir, monkeypatch, "relevance_coef", (0.0, 3.0),
+                                                  relevance_fn=fake_relevance)
     torch.testing.assert_close(plain, torch.ones(4))
     torch.testing.assert_close(shaped, 1.0 + 3.0 * torch.tensor([0.1, 0.2, 0.3, 0.4]))
     assert len(asked) == 1 and len(asked[0][0]) == 4 and all(p in PROMPTS for p in asked[0][0])
@@ -296,28 +303,14 @@ def test_the_relevance_weight_adds_each_answers_relevance_to_its_score(tiny_lm_d
 def test_the_degenerate_penalty_lowers_the_score_of_answers_the_text_rules_flag(tiny_lm_dir, monkeypatch):
     """degenerate_penalty d: score − d for each answer lab.diagnostics' text rules call degenerate (a loop here), the
     others untouched; the share flagged is logged as env/degenerate with the penalty off as well."""
-    seen = []
-    original = ppo.estimate_advantages
-
-    def spy(scores, *args):
-        seen.append(scores.clone())
-        return original(scores, *args)
-
     loop = "I can help. " * 12  # every word 3-gram repeats
     fluent = "Start with a short walk each morning and add a few minutes every week."
 
     def fake_decode(tokenizer, batch):  # the rollout's text: one loop among four answers
         return [loop, fluent, fluent, fluent][: len(batch.responses)]
 
-    monkeypatch.setattr(ppo, "estimate_advantages", spy)
     monkeypatch.setattr(ppo, "decode_responses", fake_decode)
-    logged = []
-    for penalty in (0.0, 2.0):
-        model, value_head, tokenizer = _policy(tiny_lm_dir)
-        cfg = ppo.PPOConfig(steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, output_min_length=3,
-                            output_max_length=6, degenerate_penalty=penalty)
-        logged += ppo.run_ppo(model, value_head, tokenizer, PROMPTS, lambda p, r: [1.0] * len(r), cfg)
-    plain, shaped = seen
+    (plain, shaped), logged = _scores_of_one_step(tiny_lm_dir, monkeypatch, "degenerate_penalty", (0.0, 2.0))
     torch.testing.assert_close(plain, torch.ones(4))
     torch.testing.assert_close(shaped, torch.tensor([-1.0, 1.0, 1.0, 1.0]))
     assert logged[0]["env/degenerate"] == logged[1]["env/degenerate"] == pytest.approx(0.25)
