@@ -83,7 +83,9 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
                                             "eval_degenerate_last")})
     row.update({"ppo_steps": len(steps), "kl_last": steps[-1]["objective/kl"],
                 "response_tokens": statistics.fmean(r["tokens/response_len_mean"] for r in steps),
-                "ppo_seconds_per_step": statistics.fmean(r["time/step"] for r in steps)})
+                "ppo_seconds_per_step": statistics.fmean(r["time/step"] for r in steps),
+                # the rollouts the text rules call degenerate (env/degenerate, logged since stop 48), all steps
+                "rollouts_degenerate": sum(r.get("env/degenerate", 0.0) for r in steps) / len(steps)})
     compare_csv = out / f"compare-{seed}.csv"
     lines, row["seconds_compare"] = run_cli(["compare", "--run", ppo_run, "--prompts", args.compare_prompts,
                                              "--seed", str(seed), "--out", str(compare_csv),
