@@ -153,6 +153,13 @@ class StopCriterion:
         return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
 
 
+def stopping_criteria(should_stop: Callable[[], bool]) -> Any:
+    """generate's `stopping_criteria` that ends every row at the next token once `should_stop()` says so."""
+    from transformers import StoppingCriteriaList  # heavy: the app imports this module at start, jobs use it
+
+    return StoppingCriteriaList([StopCriterion(should_stop)])
+
+
 @torch.inference_mode()
 def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: GenerateConfig, seed: int,
                    cut_mark: str = "", should_stop: Callable[[], bool] | None = None) -> list[str]:
@@ -171,9 +178,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
     else:  # greedy: clear the model's own sampling defaults so generate does not warn about them
         kwargs.update(temperature=None, top_k=None, top_p=None)
     if should_stop is not None:
-        from transformers import StoppingCriteriaList  # heavy: imported when a job generates, not at app start
-
-        kwargs["stopping_criteria"] = StoppingCriteriaList([StopCriterion(should_stop)])
+        kwargs["stopping_criteria"] = stopping_criteria(should_stop)
     torch.manual_seed(seed)
     was_training = model.training
     model.eval()

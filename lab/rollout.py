@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 from torch import nn
 from lab import models, trunk
-from lab.generate import StopCriterion
+from lab.generate import stopping_criteria
 from lab.rl import ValueHead, logprobs_from_logits, response_mask
 from lab.sampling import sampling_kwargs
 from lab.trunk import Trunk
@@ -204,11 +204,9 @@ def generate_responses(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Batch:
     """Sample responses with a KV cache (top_k=0, top_p=1), cut each at its drawn length or its EOS."""
-    from transformers import StoppingCriteriaList  # heavy: the app imports this module at start, jobs use it
-
     chunk = cfg.generation_batch_size or len(lengths)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    stop = StoppingCriteriaList([StopCriterion(should_stop)])
+    stop = stopping_criteria(should_stop)
     pieces = []
     # rollout log-probs are never used: every log-prob PPO compares comes from the training passes, so sampling may
     # take faster paths that keep the ratio exact: the adapters folded into the weights (models.merged_adapters),

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from lab import cli, evaluate, models, policies, ppo, ppo_metrics, relevance, rl, rollout
-from lab.generate import encode_chat
+from lab.generate import StopCriterion, encode_chat
 from lab.jobs import JobManager
 from lab.presets import get_preset
 
@@ -490,7 +490,7 @@ def test_stop_ends_the_job_within_a_step_saves_and_frees_memory(tiny_lm_dir, run
     manager = JobManager(runs_root)
     calls = {"n": 0}
     if phase == "rollout":  # ask to stop while step 2 generates
-        real = rollout.StopCriterion.__call__
+        real = StopCriterion.__call__
 
         def criterion(self, input_ids, scores, **kwargs):
             calls["n"] += 1
@@ -498,7 +498,7 @@ def test_stop_ends_the_job_within_a_step_saves_and_frees_memory(tiny_lm_dir, run
                 manager.stop("alice")
             return real(self, input_ids, scores, **kwargs)
 
-        monkeypatch.setattr(rollout.StopCriterion, "__call__", criterion)
+        monkeypatch.setattr(StopCriterion, "__call__", criterion)
     else:  # ask to stop at the first optimiser update of step 1
         real_loss = rl.policy_loss
 
@@ -656,7 +656,7 @@ def test_rollouts_decode_with_sdpa_and_train_with_eager_on_cpu(tiny_lm_dir):
 
 
 def test_raw_prompts_skip_the_chat_template(tiny_lm_dir):
-    from lab.generate import encode_chat
+    from lab.generate import StopCriterion, encode_chat
 
     _, tokenizer = policies.load_trainable_policy(str(tiny_lm_dir), False, LORA)[0], models.load_tokenizer(str(tiny_lm_dir))
     chat = encode_chat(tokenizer, ["hello"], "cpu")
