@@ -656,7 +656,7 @@ def test_rollouts_decode_with_sdpa_and_train_with_eager_on_cpu(tiny_lm_dir):
 
 
 def test_raw_prompts_skip_the_chat_template(tiny_lm_dir):
-    from lab.generate import StopCriterion, encode_chat
+    from lab.generate import encode_chat
 
     _, tokenizer = policies.load_trainable_policy(str(tiny_lm_dir), False, LORA)[0], models.load_tokenizer(str(tiny_lm_dir))
     chat = encode_chat(tokenizer, ["hello"], "cpu")
