@@ -39,27 +39,39 @@ def run_cli(args: list[str]) -> tuple[list[dict], float]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], seconds
 
 
-def blind_inputs(compare_csv: Path, seed: int, out: Path, other: str = "rlhf") -> dict:
+def blind_inputs(compare_csv: Path, seed: int, out: Path, other: str = "rlhf", draws: int = 1) -> dict:
     """The blind reading's inputs: each prompt with its two answers as "answer 1" and "answer 2", which side is
     base shuffled per prompt (seeded), in blind-SEED.jsonl; the key in key-SEED.json, a separate file the reader is
     not given, names the sides "base" and `other` (answer_b's side). benchmarks/blind_tally.py unblinds a reader's
-    verdicts against it."""
+    verdicts against it.
+
+    Where Compare answered each prompt several times, `draws` > 1 writes one more file per further answer,
+    blind-SEED-dD.jsonl (one item a prompt each, shuffled afresh, for a separate reader), all in the one key:
+    blind_tally.py --by-prompt then counts each prompt for the side its readers preferred more often."""
     with compare_csv.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("draw") in (None, "", "0")]  # each prompt's first answers
-    rng = random.Random(1000 + seed)
-    blind, key = [], {}
-    for i, r in enumerate(rows):
-        item = f"s{seed}-{i:03d}"
-        base_first = rng.random() < 0.5
-        first, second = (r["answer_a"], r["answer_b"]) if base_first else (r["answer_b"], r["answer_a"])
-        blind.append({"id": item, "prompt": r["prompt"], "answer_1": first, "answer_2": second})
-        key[item] = {"answer_1": "base" if base_first else other, "answer_2": other if base_first else "base",
-                     "prompt_index": int(r.get("index") or i)}
-    rng.shuffle(blind)  # the reading order tells nothing either
-    blind_file, key_file = out / f"blind-{seed}.jsonl", out / f"key-{seed}.json"
-    blind_file.write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in blind))
+        rows = list(csv.DictReader(f))
+    files = []
+    key: dict = {}
+    for d in range(draws):
+        mine = [r for r in rows if int(r.get("draw") or 0) == d]  # each prompt's d-th answers
+        if not mine:
+            break
+        rng = random.Random(1000 + seed + 7919 * d)  # draw 0 keeps the files of earlier stops
+        blind = []
+        for i, r in enumerate(mine):
+            item = f"s{seed}-{i:03d}" + (f"-d{d}" if d else "")
+            base_first = rng.random() < 0.5
+            first, second = (r["answer_a"], r["answer_b"]) if base_first else (r["answer_b"], r["answer_a"])
+            blind.append({"id": item, "prompt": r["prompt"], "answer_1": first, "answer_2": second})
+            key[item] = {"answer_1": "base" if base_first else other, "answer_2": other if base_first else "base",
+                         "prompt_index": int(r.get("index") or i), "draw": d}
+        rng.shuffle(blind)  # the reading order tells nothing either
+        files.append(out / (f"blind-{seed}.jsonl" if d == 0 else f"blind-{seed}-d{d}.jsonl"))
+        files[-1].write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in blind))
+    key_file = out / f"key-{seed}.json"
     key_file.write_text(json.dumps(key, indent=1))
-    return {"answers": str(blind_file), "key": str(key_file), "n": len(blind)}
+    return {"answers": str(files[0]), "more_answers": [str(f) for f in files[1:]], "key": str(key_file),
+            "n": sum(1 for k in key.values() if k["draw"] == 0)}
 
 
 def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
@@ -90,7 +102,7 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     lines, row["seconds_compare"] = run_cli(["compare", "--run", ppo_run, "--prompts", args.compare_prompts,
                                              "--seed", str(seed), "--out", str(compare_csv),
                                              *shlex.split(args.compare_args)])
-    row["blind"] = blind_inputs(compare_csv, seed, out)
+    row["blind"] = blind_inputs(compare_csv, seed, out, draws=args.blind_draws)
     summary = lines[-1]
     paired = summary["paired"]
     row.update({"toxicity_base": summary["toxicity_base"], "toxicity_rlhf": summary["toxicity_rlhf"],
@@ -118,6 +130,8 @@ def main() -> None:
     p.add_argument("--reward-args", default="", help="extra `lab reward` flags")
     p.add_argument("--ppo-args", default="", help="extra `lab ppo` flags")
     p.add_argument("--compare-args", default="", help="extra `lab compare` flags")
+    p.add_argument("--blind-draws", type=int, default=4, help="blind files per seed, one per answer Compare drew "
+                   "a prompt (the cpu preset draws 4): one reader each, tallied per prompt with --by-prompt")
     p.add_argument("--out", help="folder for the runs (default: a temporary one)")
     args = p.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-learning-"))

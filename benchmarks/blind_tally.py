@@ -10,6 +10,13 @@ a Compare CSV, whose `kind` column says it since stop 45; or `bundled:heldout`, 
 
     python benchmarks/blind_tally.py --verdicts V1.jsonl V2.jsonl --keys key-1.json key-2.json [--kinds K.json]
     python benchmarks/blind_tally.py --verdicts V.jsonl --keys key-19.json --kinds bundled:heldout
+
+Where Compare answered each prompt several times, bench_learning.py writes one blind file per answer (all in one
+key-SEED.json), each for its own reader. `--by-prompt` pools those readings (one key for all the verdict files)
+and, beside each file's line, prints the pooled items and each prompt counted once: for the side its readers
+preferred on more of its answers (even when they split evenly or tied), with a sign test over the prompts.
+
+    python benchmarks/blind_tally.py --by-prompt --verdicts V0 V1 V2 V3 --keys key-31.json --kinds bundled:heldout
 """
 
 from __future__ import annotations
@@ -72,17 +79,48 @@ def load_kinds(spec: str) -> list[str]:
     return json.loads(path.read_text())
 
 
+def by_prompt(verdicts: list[dict], key: dict, kinds: list[str] | None) -> dict:
+    """Every answer pair of every prompt pooled (several readers, one key), then each prompt counted once: for the
+    side that won more of its pairs, "even" when they won as many."""
+    pooled = tally(verdicts, key, kinds)
+    other = next((s for sides in key.values() for s in (sides["answer_1"], sides["answer_2"]) if s != "base"), "rlhf")
+    margin: Counter = Counter()
+    for v in verdicts:
+        sides = key[v["id"]]
+        margin[sides["prompt_index"]] += 0 if v["better"] == "tie" else (1 if sides["answer_" + v["better"]] != "base"
+                                                                           else -1)
+    prompts: Counter = Counter()
+    for index, m in margin.items():
+        outcome = f"{other}_wins" if m > 0 else "base_wins" if m < 0 else "even"
+        prompts[outcome] += 1
+        if kinds:
+            prompts[f"{outcome}_on_{kinds[index]}"] += 1
+    return {"items": pooled, "prompts": {"n": len(margin), **{k: prompts[k] for k in sorted(prompts)},
+                                          "sign_test_p": round(sign_test(prompts[f"{other}_wins"],
+                                                                         prompts["base_wins"]), 4)}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--verdicts", nargs="+", required=True)
     p.add_argument("--keys", nargs="+", required=True)
     p.add_argument("--kinds", help="one 'harmless' / 'helpful' label per compare prompt: a JSON list, a Compare CSV "
                                     "(its kind column) or 'bundled:heldout'")
+    p.add_argument("--by-prompt", action="store_true", help="one key for all the verdict files (readings of the "
+                   "same prompts' further answers): also print them pooled, each prompt counted once")
     args = p.parse_args()
+    if args.by_prompt and len(args.keys) != 1:
+        raise SystemExit("--by-prompt reads several readings of one seed's blind files: give its one key-SEED.json")
     kinds = load_kinds(args.kinds) if args.kinds else None
-    for verdict_file, key_file in zip(args.verdicts, args.keys):
+    keys = args.keys * len(args.verdicts) if args.by_prompt else args.keys
+    pooled: list[dict] = []
+    for verdict_file, key_file in zip(args.verdicts, keys):
         verdicts = [json.loads(line) for line in Path(verdict_file).read_text().splitlines() if line.strip()]
+        pooled += verdicts
         print(json.dumps({"verdicts": verdict_file, **tally(verdicts, json.loads(Path(key_file).read_text()), kinds)}))
+    if args.by_prompt:
+        print(json.dumps({"pooled": len(args.verdicts), **by_prompt(pooled, json.loads(Path(keys[0]).read_text()),
+                                                                      kinds)}))
 
 
 if __name__ == "__main__":

@@ -521,3 +521,24 @@ def test_the_blind_tally_reads_prompt_kinds_from_a_comparison_or_the_held_out_fi
     blind = bench.blind_inputs(draws, 1, tmp_path)
     items = [json.loads(line) for line in Path(blind["answers"]).read_text().splitlines()]
     assert blind["n"] == 6 and all("(0)" in i["answer_1"] + i["answer_2"] for i in items)
+    # every answer read (stop 49): one blind file per draw, one item a prompt each, one key with the draw
+    (tmp_path / "every").mkdir()
+    every = bench.blind_inputs(draws, 1, tmp_path / "every", draws=4)
+    assert every["answers"] == str(tmp_path / "every" / "blind-1.jsonl") and len(every["more_answers"]) == 1
+    later = [json.loads(line) for line in Path(every["more_answers"][0]).read_text().splitlines()]
+    assert len(later) == 6 and all("(1)" in i["answer_1"] + i["answer_2"] for i in later)
+    assert Path(every["answers"]).read_text() == Path(blind["answers"]).read_text()  # draw 0: the same file as before
+    key = json.loads(Path(every["key"]).read_text())
+    assert len(key) == 12 and {k["draw"] for k in key.values()} == {0, 1}
+    # per prompt: prompt 0 won by RLHF in one answer and tied in the other, prompt 1 split 1-1, prompt 2 lost twice
+    def pick(prompt, draw, side):  # the verdict that gives `side` the win on this prompt's answer `draw`
+        item = next(i for i, k in key.items() if k["prompt_index"] == prompt and k["draw"] == draw)
+        return {"id": item, "better": "tie" if side == "tie" else
+                next(a[-1] for a in ("answer_1", "answer_2") if key[item][a] == side)}
+    verdicts = [pick(0, 0, "rlhf"), pick(0, 1, "tie"), pick(1, 0, "rlhf"), pick(1, 1, "base"),
+                pick(2, 0, "base"), pick(2, 1, "base")]
+    counts = tally.by_prompt(verdicts, key, tally.load_kinds(str(draws)))
+    assert counts["items"]["rlhf_wins"] == 2 and counts["items"]["base_wins"] == 3 and counts["items"]["tie"] == 1
+    assert counts["prompts"] == {"n": 3, "rlhf_wins": 1, "rlhf_wins_on_harmless": 1, "even": 1,
+                                 "even_on_harmless": 1, "base_wins": 1, "base_wins_on_harmless": 1,
+                                 "sign_test_p": 1.0}
