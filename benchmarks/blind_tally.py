@@ -28,6 +28,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from lab.votes import prompt_rates  # the Feedback tab's per-prompt count
+
 
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact binomial p of `wins` against `losses` under p = 0.5 (ties dropped)."""
@@ -80,24 +82,25 @@ def load_kinds(spec: str) -> list[str]:
 
 
 def by_prompt(verdicts: list[dict], key: dict, kinds: list[str] | None) -> dict:
-    """Every answer pair of every prompt pooled (several readers, one key), then each prompt counted once: for the
-    side that won more of its pairs, "even" when they won as many."""
-    pooled = tally(verdicts, key, kinds)
+    """Every answer pair of every prompt pooled (several readers, one key), then each prompt counted once by the
+    Feedback tab's own rule (lab.votes.prompt_rates): for the side that won more of its pairs, "even" when they won
+    as many; per kind of request too."""
+    as_votes = [{"choice": {"1": "a", "2": "b"}.get(v["better"], "tie"), "model_a": key[v["id"]]["answer_1"],
+                 "model_b": key[v["id"]]["answer_2"], "prompt": key[v["id"]]["prompt_index"]} for v in verdicts]
     other = next((s for sides in key.values() for s in (sides["answer_1"], sides["answer_2"]) if s != "base"), "rlhf")
-    margin: Counter = Counter()
-    for v in verdicts:
-        sides = key[v["id"]]
-        margin[sides["prompt_index"]] += 0 if v["better"] == "tie" else (1 if sides["answer_" + v["better"]] != "base"
-                                                                           else -1)
-    prompts: Counter = Counter()
-    for index, m in margin.items():
-        outcome = f"{other}_wins" if m > 0 else "base_wins" if m < 0 else "even"
-        prompts[outcome] += 1
-        if kinds:
-            prompts[f"{outcome}_on_{kinds[index]}"] += 1
-    return {"items": pooled, "prompts": {"n": len(margin), **{k: prompts[k] for k in sorted(prompts)},
-                                          "sign_test_p": round(sign_test(prompts[f"{other}_wins"],
-                                                                         prompts["base_wins"]), 4)}}
+
+    def count(votes: list[dict], suffix: str = "") -> dict:
+        rates = prompt_rates(votes, min_votes=1)
+        m = rates[0] if rates else {"x": "base", "y_ahead": 0, "x_ahead": 0}
+        ours, theirs = (m["y_ahead"], m["x_ahead"]) if m["x"] == "base" else (m["x_ahead"], m["y_ahead"])
+        read = len({v["prompt"] for v in votes})  # prompts whose readers only tied are even too
+        return {f"{other}_wins{suffix}": ours, f"base_wins{suffix}": theirs, f"even{suffix}": read - ours - theirs}
+
+    prompts = {"n": len({v["prompt"] for v in as_votes}), **count(as_votes)}
+    for kind in sorted({kinds[v["prompt"]] for v in as_votes} if kinds else ()):
+        prompts.update(count([v for v in as_votes if kinds[v["prompt"]] == kind], f"_on_{kind}"))
+    prompts["sign_test_p"] = round(sign_test(prompts[f"{other}_wins"], prompts["base_wins"]), 4)
+    return {"items": tally(verdicts, key, kinds), "prompts": prompts}
 
 
 def main() -> None:

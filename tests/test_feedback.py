@@ -190,6 +190,31 @@ def test_votes_keep_the_kind_of_request_and_the_tally_splits_by_it(fs):
     assert "On **ordinary** requests: **ppo** over **base** 1 of 4" in text
 
 
+def test_the_tally_counts_each_prompt_once_where_it_has_several_votes(fs):
+    """Stop 49: a comparison drawing four answers a prompt queues four pairs a prompt; the tally then also counts
+    each prompt once, for the model that won more of its votes (one reading of 48 answers is mostly noise)."""
+    def votes_on(prompt: str, choices: str, flipped: bool = False) -> list[dict]:  # "b" = ppo wins when not flipped
+        return [{**_v(f"{prompt}-{i}", f"u{i}", c, *(("ppo", "base") if flipped else ("base", "ppo"))),
+                 "prompt": prompt} for i, c in enumerate(choices)]
+    votes = (votes_on("q1", "bba") + votes_on("q2", "aa", flipped=True) + votes_on("q3", "aa")  # ppo, ppo, base
+             + votes_on("q4", "ab") + votes_on("q5", "t") + votes_on("q6", "b", flipped=True))  # even, none, base
+    votes = [{**v, "choice": "tie" if v["choice"] == "t" else v["choice"]} for v in votes]
+    (m,) = store.tally(votes)["per_prompt"]
+    assert (m["x"], m["y"], m["prompts"], m["y_ahead"], m["x_ahead"], m["even"]) == ("base", "ppo", 5, 2, 2, 1)
+    assert m["rate"] == 0.5 and m["ci95"] == [round(x, 4) for x in store.wilson(2, 4)]
+    # one vote a prompt: nothing to add to the per-vote rate
+    assert store.tally([_v(f"p{i}", "u1", "b") | {"prompt": f"q{i}"} for i in range(3)])["per_prompt"] == []
+    rows = [{"prompt": f"q{i // 2}", "answer_a": f"base {i}", "answer_b": f"ppo {i}", "model_a": "base",
+             "model_b": "ppo<b>"} for i in range(4)]
+    for i, pair in enumerate(store.add_pairs(fs, rows)):
+        store.vote(fs, pair["id"], "b" if i != 3 else "a", f"v{i}")
+    from lab.ui.feedback import tally_markdown
+
+    text = tally_markdown(fs, "v0")  # q0: b, b -> ppo; q1: b, a -> even
+    assert "**Per prompt** (each of 2 prompts once" in text and "**ppo&lt;b&gt;** ahead on 1" in text
+    assert "**base** on 0, even on 1" in text
+
+
 # ---------------------------------------------------------------- export and data source
 
 
