@@ -280,10 +280,10 @@ def model_rates(votes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def prompt_rates(votes: list[dict[str, Any]], min_votes: int = 2) -> list[dict[str, Any]]:
     """Per pair of models (x, y): each prompt counted once, for the model that won more of its decisive votes
     ("even" when they won as many), with y's share of the prompts that were not even (Wilson 95%). [] where no
-    prompt has `min_votes` decisive votes between them (with one a prompt it says what model_rates says). Votes on several answers to
-    the same prompt (a comparison drawing four) or by several visitors pool there: one vote on one answer pair
-    is mostly the luck of that sampling and that reader (stop 49: four readings of one run's answers went
-    23-17, 27-13, 24-17 and 21-22)."""
+    prompt has `min_votes` decisive votes between them (with one a prompt it says what model_rates says).
+    Votes on several answers to the same prompt (a comparison drawing four) or by several visitors pool there:
+    one vote on one answer pair carries the luck of that sampling (stop 49: four readings of one run's answers
+    went 23-17, 27-13, 24-17 and 21-22; two readers of the same answers agreed on 89% of them)."""
     margins: dict[tuple[str, str], dict[str, list[int]]] = {}
     for v in votes:
         if v["choice"] not in ("a", "b"):

@@ -76,7 +76,7 @@ def tally_markdown(fs: votes.FeedbackSet, visitor: str | None) -> str:
         lines.append(f"**Per prompt** (each of {m['prompts']} prompts once, for the model that won more of its "
                      f"votes): **{esc(m['y'])}** ahead on {m['y_ahead']}, **{esc(m['x'])}** on {m['x_ahead']}, "
                      f"even on {m['even']}; **{esc(m['y'])}** {_pct(m)} of the prompts not even. One vote on one "
-                     "pair is mostly the luck of that answer and that reader: this count is the steadier one.")
+                     "pair carries the luck of that answer and that reader; a prompt's votes together carry less.")
     for part in t["by_kind"]:  # a model can win the ordinary requests and lose the harmful ones
         lines += [f"On **{esc(part['kind'])}** requests: **{esc(m['y'])}** over **{esc(m['x'])}** {_pct(m)}."
                   for m in part["models"]]
