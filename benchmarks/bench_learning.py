@@ -49,7 +49,12 @@ def blind_inputs(compare_csv: Path, seed: int, out: Path, other: str = "rlhf", d
     blind-SEED-dD.jsonl (one item a prompt each, shuffled afresh, for a separate reader), all in the one key:
     blind_tally.py --by-prompt then counts each prompt for the side its readers preferred more often."""
     with compare_csv.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        missing = {"prompt", "answer_a", "answer_b"} - set(reader.fieldnames or ())
+        rows = list(reader)
+    if missing or not rows:
+        raise ValueError(f"{compare_csv}: " + (f"no {', '.join(sorted(missing))} column" if missing else
+                                               "no answers") + ": not a finished Compare table, nothing to read blind")
     files = []
     key: dict = {}
     for d in range(draws):

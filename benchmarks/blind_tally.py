@@ -119,8 +119,13 @@ def main() -> None:
     pooled: list[dict] = []
     for verdict_file, key_file in zip(args.verdicts, keys):
         verdicts = [json.loads(line) for line in Path(verdict_file).read_text().splitlines() if line.strip()]
+        key = json.loads(Path(key_file).read_text())
+        bad = [v.get("id") for v in verdicts if v.get("id") not in key or v.get("better") not in ("1", "2", "tie")]
+        if bad:  # a reader's slip (an id from another file, a verdict spelt otherwise): say which, count nothing
+            raise SystemExit(f"{verdict_file}: {len(bad)} verdicts with an id not in {key_file} or 'better' not "
+                             f"1, 2 or tie (first: {bad[0]!r})")
         pooled += verdicts
-        print(json.dumps({"verdicts": verdict_file, **tally(verdicts, json.loads(Path(key_file).read_text()), kinds)}))
+        print(json.dumps({"verdicts": verdict_file, **tally(verdicts, key, kinds)}))
     if args.by_prompt:
         print(json.dumps({"pooled": len(args.verdicts), **by_prompt(pooled, json.loads(Path(keys[0]).read_text()),
                                                                       kinds)}))

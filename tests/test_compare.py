@@ -530,6 +530,12 @@ def test_the_blind_tally_reads_prompt_kinds_from_a_comparison_or_the_held_out_fi
     assert Path(every["answers"]).read_text() == Path(blind["answers"]).read_text()  # draw 0: the same file as before
     key = json.loads(Path(every["key"]).read_text())
     assert len(key) == 12 and {k["draw"] for k in key.values()} == {0, 1}
+    (tmp_path / "empty.csv").write_text("index,prompt,answer_a,answer_b,draw\n")  # a comparison that wrote nothing
+    with pytest.raises(ValueError, match="no answers"):
+        bench.blind_inputs(tmp_path / "empty.csv", 1, tmp_path / "every", draws=4)
+    (tmp_path / "odd.csv").write_text("index,prompt,answer_a\n0,q,a\n")
+    with pytest.raises(ValueError, match="no answer_b column"):
+        bench.blind_inputs(tmp_path / "odd.csv", 1, tmp_path / "every")
     # per prompt: prompt 0 won by RLHF in one answer and tied in the other, prompt 1 split 1-1, prompt 2 lost twice
     def pick(prompt, draw, side):  # the verdict that gives `side` the win on this prompt's answer `draw`
         item = next(i for i, k in key.items() if k["prompt_index"] == prompt and k["draw"] == draw)
