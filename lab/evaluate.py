@@ -379,9 +379,10 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
     pool = load_prompt_rows(cfg.eval_prompts or preset.compare_prompts, limit=EVAL_POOL * cfg.eval_n_prompts)
     chosen = spread(pool, cfg.eval_n_prompts)
     prompts, kinds = [p for p, _ in chosen], [k for _, k in chosen]
-    # Compare's sampling (top-k / top-p from the preset), so an evaluation reads like a comparison would
+    # Compare's sampling (top-k / top-p / repetition penalty from the preset), so an evaluation reads like a comparison
     gen = GenerateConfig.from_dict({"max_new_tokens": cfg.eval_max_new_tokens, "temperature": cfg.eval_temperature,
                                     "top_k": preset.generate.get("top_k", 50), "top_p": preset.generate.get("top_p", 0.95),
+                                    "repetition_penalty": preset.generate.get("repetition_penalty", 1.0),
                                     "batch_size": len(prompts)})
 
     policy = str(ctx.config.get("policy") or preset.policy)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
 from lab.config import coerced, from_job, given, setting
 from lab.models import bf16_native, chat_prompt, has_cuda
@@ -29,6 +30,9 @@ class GenerateConfig:
                          minimum=0, maximum=200)
     top_p: float = setting(0.95, "nucleus sampling mass", label="Top-p", widget="slider", minimum=0.1, maximum=1.0,
                            step=0.01)
+    repetition_penalty: float = setting(
+        1.0, "divide the logit of each token the answer already holds by this (CTRL's penalty; the prompt is not "
+        "counted; 1 = off)", label="Repetition penalty", widget="slider", minimum=1.0, maximum=2.0, step=0.05)
     batch_size: int = setting(0, "prompts per generate call; 0 = sized to the machine")
     seed: int = setting(0, "batch b is sampled after torch.manual_seed(seed + b)", label="Seed")
     min_new_tokens: int = setting(0, "force this many tokens (benchmarks: equal work per prompt)")
@@ -49,6 +53,8 @@ class GenerateConfig:
             raise ValueError(f"temperature must be above 0 when sampling (got {self.temperature})")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if not 1.0 <= self.repetition_penalty <= 2.0:
+            raise ValueError(f"repetition_penalty must be between 1 (off) and 2 (got {self.repetition_penalty})")
         if self.top_k < 0 or self.batch_size < 0:
             raise ValueError("top_k and batch_size cannot be negative")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -177,6 +183,9 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
         kwargs.update(temperature=config.temperature, top_k=config.top_k or None, top_p=config.top_p)
     else:  # greedy: clear the model's own sampling defaults so generate does not warn about them
         kwargs.update(temperature=None, top_k=None, top_p=None)
+    if config.repetition_penalty != 1.0:  # on the answer's own tokens only: a request's words may be answered with
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [RepetitionPenaltyLogitsProcessor(config.repetition_penalty, prompt_ignore_length=enc["input_ids"].shape[1])])
     if should_stop is not None:
         kwargs["stopping_criteria"] = stopping_criteria(should_stop)
     torch.manual_seed(seed)

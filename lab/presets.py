@@ -192,8 +192,11 @@ CPU = Preset(
     # answers_per_prompt 4: with one answer a prompt, Compare's intervals were mostly the sampling's noise (B - A
     # varied 6-11x as much between two answers to a prompt as between prompts); four answers (the first is the one
     # read blind) narrowed them 1.6-2.5x for ~140 s more (README, Stop 46).
-    generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "batch_size": 24, "n_prompts": 48,
-              "answers_per_prompt": 4},
+    # repetition_penalty 1.1 (CTRL's, on the answer's own tokens; llama.cpp's and Ollama's default for GGUF models):
+    # on the nine runs of stop 49, re-sampled with it, the lab's rule flagged 44 base and 52 RLHF answers of 1,728
+    # (57 and 90 without), most of the loops RLHF's answers run into past the 32 tokens PPO trains on (README, stop 50).
+    generate={"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.1,
+              "batch_size": 24, "n_prompts": 48, "answers_per_prompt": 4},
     # Evaluation while PPO trains, cheap on 2 cores: 24 held-out prompts (12 provocative, 12 ordinary), 32 tokens,
     # at steps 0, 16 and 32, sampled in one batch. At 8 prompts a refusal rise that Compare saw (2 -> 7 of 48) showed
     # as 0% -> 0%. Measured on an idle AVX2 machine: 8 answers 3.5-4.8 s, 24 answers 6.9-7.6 s, 48 answers 12.9 s, so

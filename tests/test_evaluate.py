@@ -182,7 +182,7 @@ def test_stop_during_an_evaluation_ends_the_job_at_the_next_token(tiny_lm_dir, r
     real_generate, real_call = policies.generate_batch, generate.StopCriterion.__call__
 
     def counting_generate(*args, **kwargs):  # the evaluations' generate calls (rollouts do not come through here)
-        evaluations.append(len(evaluations))
+        evaluations.append(args[3].repetition_penalty)  # sampled as Compare samples: the preset's penalty
         return real_generate(*args, **kwargs)
 
     def criterion(self, input_ids, scores, **kwargs):  # Stop after step 1's evaluation has drawn its 2nd token
@@ -199,6 +199,7 @@ def test_stop_during_an_evaluation_ends_the_job_at_the_next_token(tiny_lm_dir, r
     manager.wait(120)
     assert job.status == "stopped", job.error
     assert len(tokens) == 2 and len(evaluations) == 2  # no token after Stop, no evaluation after it
+    assert evaluations == [get_preset("cpu").generate["repetition_penalty"]] * 2 == [1.1] * 2
     assert [r["step"] for r in evaluate.load_evals(job.run.path)] == [0]
     assert len(job.run.metrics()) == 1 and (job.run.model_dir / "adapter_config.json").exists()
 

@@ -185,6 +185,27 @@ def test_config_checks_and_preset_dicts(lm):
     with pytest.raises(ValueError, match="min_new_tokens"):
         GenerateConfig(max_new_tokens=4, min_new_tokens=5).validate()
     assert auto_batch_size(lm[0], 300, cap=8) == min(8, CPU_BATCH_SIZE)
+    for bad in (0.9, 2.5):
+        with pytest.raises(ValueError, match="repetition_penalty"):
+            GenerateConfig(repetition_penalty=bad).validate()
+
+
+def test_repetition_penalty_counts_the_answer_not_the_prompt(lm):
+    """Greedy, so only the penalty changes the tokens: the first token (nothing of the answer yet) stays the same,
+    each answer repeats fewer of its own tokens."""
+    model, tok = lm
+    greedy = dict(do_sample=False, max_new_tokens=24, min_new_tokens=24)
+    plain = generate_batch(model, tok, PROMPTS, cfg(**greedy), seed=0)
+    penalised = generate_batch(model, tok, PROMPTS, cfg(**greedy, repetition_penalty=2.0), seed=0)
+    first = dict(do_sample=False, max_new_tokens=1, min_new_tokens=1)
+    assert generate_batch(model, tok, PROMPTS, cfg(**first), seed=0) == \
+        generate_batch(model, tok, PROMPTS, cfg(**first, repetition_penalty=2.0), seed=0)
+
+    def distinct(text: str) -> int:
+        return len(set(tok(text, add_special_tokens=False).input_ids))
+
+    # the random tiny model loops on one token (a newline, stripped); penalised, each answer moves on
+    assert min(map(distinct, penalised)) > max(map(distinct, plain))
 
 
 def _nll_alone(model, tok, prompt: str, answer: str) -> float:

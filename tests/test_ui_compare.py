@@ -22,13 +22,14 @@ def test_the_form_and_the_flags_prepare_the_same_job(ppo_run, runs_root):
 
     ctx = UIContext(manager=JobManager(root=runs_root, mark_interrupted=False), preset=get_preset("cpu"))
     form = tab.build_config(ctx, dict(zip(tab.FORM, ("base", ppo_run.id, "bundled", "", 3.0, 16.0, 0.7, 50.0, 0.95,
-                                                    0.0, "offline"))))
+                                                    1.2, 0.0, "offline"))))
     flags = cli.prepared(["--preset", "cpu", "compare", "--run", ppo_run.id, "--against", "base", "--prompts",
                           "bundled", "--n", "3", "--max-new-tokens", "16", "--temperature", "0.7", "--top-k", "50",
-                          "--top-p", "0.95", "--seed", "0", "--toxicity", "offline"])
+                          "--top-p", "0.95", "--repetition-penalty", "1.2", "--seed", "0", "--toxicity", "offline"])
     assert form == flags
     assert flags["model_b"] == str(ppo_run.path) and flags["reward_model"] == str(runs_root / "reward-stand-in")
     assert flags["generate"]["max_new_tokens"] == 16 and flags["n_prompts"] == 3
+    assert flags["generate"]["repetition_penalty"] == 1.2  # the Sampling slider and the flag
     assert type(form["generate"]["top_k"]) is int and type(form["n_prompts"]) is int  # the form's floats coerced
 
 
@@ -48,7 +49,7 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     assert "No comparison yet" in first["summary"] and "appear" in first["plot"].layout.annotations[-1].text
     assert set(jt.tick("visitor-1", None, first["seen"], "Prompt order", "")) == {"banner"}  # drawn once, then rests
     hostile = "<script>alert(1)</script>"
-    form = dict(zip(tab.FORM, ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 0, "offline",
+    form = dict(zip(tab.FORM, ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 1.1, 0, "offline",
                                   2]))  # two answers to each prompt
     with pytest.raises(ValueError, match="visitor"):
         tab.start(ctx, None, form)
@@ -268,7 +269,7 @@ def test_an_emptied_number_refuses_to_start(runs_root):
     with gr.Blocks():
         ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
     with pytest.raises(ValueError, match=r"'Seed \(seed\)' is empty"):
-        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "bundled", "", 2, 8, 0.7, 50, 0.95, None, "offline"))))
+        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "bundled", "", 2, 8, 0.7, 50, 0.95, 1.1, None, "offline"))))
     assert ctx.manager.job is None
 
 
@@ -282,7 +283,7 @@ def test_compare_prompt_source_refuses_a_dotted_path_like_a_path(runs_root):
         ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"),
                         allowed_dirs=[runs_root])
     with pytest.raises(ValueError, match="is not in a folder this lab may read") as e:
-        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 0,
+        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 1.1, 0,
                                                   "offline"))))
     assert "hub" not in str(e.value) and str(runs_root) not in str(e.value)
 
@@ -455,7 +456,7 @@ def test_an_emptied_slider_box_and_a_typed_model_id_are_refused_by_name_not_repl
         slider(1, 100).preprocess(500)
     assert not Path(tab.__file__).with_name("common.pyi").exists()  # no stub written beside the package's code
     ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"))
-    values = dict(zip(tab.FORM, ("base", "ppo-x", "bundled:heldout", "", None, 48, 0.7, 50, 0.95, 0, "offline")))
+    values = dict(zip(tab.FORM, ("base", "ppo-x", "bundled:heldout", "", None, 48, 0.7, 50, 0.95, 1.1, 0, "offline")))
     with pytest.raises(ValueError, match=r"is empty: type a number"):
         tab.build_config(ctx, values)
     assert tab.cost_text(ctx, None, 48).startswith("<small>Cost:")  # the cost line draws, no traceback

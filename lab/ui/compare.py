@@ -273,7 +273,7 @@ def _last_job_id(ctx: UIContext) -> str | None:
 
 
 FORM = ("model_a", "model_b", "prompt_mode", "typed", "n_prompts", "max_new_tokens", "temperature", "top_k", "top_p",
-        "seed", "toxicity", "answers_per_prompt")  # the form's inputs, passed to `start` by name
+        "repetition_penalty", "seed", "toxicity", "answers_per_prompt")  # the form's inputs, passed to `start` by name
 
 
 def _form(jt: JobTab) -> None:
@@ -302,5 +302,5 @@ def _form(jt: JobTab) -> None:
     field("toxicity", ctx.preset.toxicity)
     with gr.Accordion("Sampling (the same for both models)", open=False):
         field("max_new_tokens", gen.max_new_tokens, maximum=limits.max_new_tokens)
-        for name in ("temperature", "top_k", "top_p", "seed"):
+        for name in ("temperature", "top_k", "top_p", "repetition_penalty", "seed"):
             field(name, getattr(gen, name))
