@@ -184,8 +184,9 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
     else:  # greedy: clear the model's own sampling defaults so generate does not warn about them
         kwargs.update(temperature=None, top_k=None, top_p=None)
     if config.repetition_penalty != 1.0:  # on the answer's own tokens only: a request's words may be answered with
+        prompt_length = enc["input_ids"].shape[1]  # left padding: every row's answer starts here
         kwargs["logits_processor"] = LogitsProcessorList(
-            [RepetitionPenaltyLogitsProcessor(config.repetition_penalty, prompt_ignore_length=enc["input_ids"].shape[1])])
+            [RepetitionPenaltyLogitsProcessor(config.repetition_penalty, prompt_ignore_length=prompt_length)])
     if should_stop is not None:
         kwargs["stopping_criteria"] = stopping_criteria(should_stop)
     torch.manual_seed(seed)

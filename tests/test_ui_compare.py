@@ -49,8 +49,8 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     assert "No comparison yet" in first["summary"] and "appear" in first["plot"].layout.annotations[-1].text
     assert set(jt.tick("visitor-1", None, first["seen"], "Prompt order", "")) == {"banner"}  # drawn once, then rests
     hostile = "<script>alert(1)</script>"
-    form = dict(zip(tab.FORM, ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 1.1, 0, "offline",
-                                  2]))  # two answers to each prompt
+    form = dict(zip(tab.FORM, ["base", ppo_run.id, tab.TYPED, f"{hostile}\nSay hi", 2, 8, 0.7, 50, 0.95, 1.1, 0,
+                                  "offline", 2]))  # two answers to each prompt
     with pytest.raises(ValueError, match="visitor"):
         tab.start(ctx, None, form)
     run_id = tab.start(ctx, "visitor-1", form)
@@ -269,7 +269,8 @@ def test_an_emptied_number_refuses_to_start(runs_root):
     with gr.Blocks():
         ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"))
     with pytest.raises(ValueError, match=r"'Seed \(seed\)' is empty"):
-        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "bundled", "", 2, 8, 0.7, 50, 0.95, 1.1, None, "offline"))))
+        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "bundled", "", 2, 8, 0.7, 50, 0.95, 1.1, None,
+                                                  "offline"))))
     assert ctx.manager.job is None
 
 
@@ -283,8 +284,8 @@ def test_compare_prompt_source_refuses_a_dotted_path_like_a_path(runs_root):
         ctx = UIContext(manager=JobManager(runs_root), preset=get_preset("cpu"), visitor=gr.State("v"),
                         allowed_dirs=[runs_root])
     with pytest.raises(ValueError, match="is not in a folder this lab may read") as e:
-        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95, 1.1, 0,
-                                                  "offline"))))
+        tab.build_config(ctx, dict(zip(tab.FORM, ("base", "x", "runs/../../../etc/shadow", "", 2, 8, 0.7, 50, 0.95,
+                                                  1.1, 0, "offline"))))
     assert "hub" not in str(e.value) and str(runs_root) not in str(e.value)
 
 
