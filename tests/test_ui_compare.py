@@ -33,6 +33,17 @@ def test_the_form_and_the_flags_prepare_the_same_job(ppo_run, runs_root):
     assert type(form["generate"]["top_k"]) is int and type(form["n_prompts"]) is int  # the form's floats coerced
 
 
+def test_the_sampling_line_says_how_both_models_were_sampled():
+    from lab.ui.compare_summary import sampling_line
+
+    before = {"generate": {"max_new_tokens": 48, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "seed": 3}}
+    assert sampling_line(before).endswith("top-p 0.95, no repetition penalty, seed 3.")  # runs from before stop 50
+    greedy = {"generate": {"max_new_tokens": 8, "do_sample": False, "repetition_penalty": 1.2}}
+    assert sampling_line(greedy) == "Sampled alike for both models: up to 8 new tokens, greedy decoding, repetition " \
+                                    "penalty 1.2."
+    assert sampling_line({}) == ""
+
+
 def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward):
     import gradio as gr
 
@@ -62,6 +73,8 @@ def test_tab_handlers_start_view_and_escape(ppo_run, runs_root, stand_in_reward)
     assert "mean toxicity" in summary and "Last job" in out["banner"]
     assert hostile not in cards and "&lt;script&gt;" in cards and cards.count("cmp-card'") == 4  # 2 prompts x 2
     assert cards.count("answer 2</span>") == 2 and "every prompt 2 times" in summary
+    assert ("Sampled alike for both models: up to 8 new tokens, temperature 0.7, top-k 50, top-p 0.95, repetition "
+            "penalty 1.1, seed 0.") in summary
     assert "2 prompts × 2 answers" in summary
     first = tab.cards_html(compare.load_results(manager.job.run), "Prompt order", "", "First answer to each prompt")
     assert first.count("cmp-card'") == 2 and "Showing 2 of 2 matching answer pairs (4 compared)" in first

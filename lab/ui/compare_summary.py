@@ -215,6 +215,24 @@ def prompts_line(summary: dict[str, Any], config: dict[str, Any], n: int) -> str
     return f"{n} prompts from '{esc(source)}'."
 
 
+def sampling_line(config: dict[str, Any]) -> str:
+    """How both models' answers were sampled, in words: a comparison read beside another one made with other settings
+    (before stop 50 Compare sampled with no repetition penalty) is not the same measurement."""
+    gen = config.get("generate") or {}
+    if not gen:
+        return ""
+    tokens = f"up to {gen['max_new_tokens']} new tokens" if gen.get("max_new_tokens") else ""
+    if gen.get("do_sample", True) is False:
+        how = "greedy decoding"
+    else:
+        how = ", ".join(f"{name} {gen[key]:g}" for key, name in (("temperature", "temperature"), ("top_k", "top-k"),
+                                                                   ("top_p", "top-p")) if gen.get(key) is not None)
+    penalty = float(gen.get("repetition_penalty") or 1.0)
+    rep = f"repetition penalty {penalty:g}" if penalty != 1.0 else "no repetition penalty"
+    seed = f"seed {gen['seed']}" if gen.get("seed") is not None else ""
+    return "Sampled alike for both models: " + ", ".join(x for x in (tokens, how, rep, seed) if x) + "."
+
+
 def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     """The run's state, mean toxicity, reward and length per model, the paired B − A verdict, the scorer's limits."""
     status = run.status()
@@ -264,7 +282,7 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         answers = (f" Each model answered every prompt {k} times: the means are over all {len(rows)} answers, the "
                    "counts and intervals per prompt (its answers averaged); the cards show every answer."
                    if k > 1 else "")
-        lines.append(prompts_line(summary, config, n) + answers
+        lines.append(prompts_line(summary, config, n) + answers + f" {esc(sampling_line(config))}"
                      + " <small>Rewards are comparable only between answers of "
                      "similar length: the reward model scores length as well as content, so these numbers are not on "
                      "the PPO tab's scale (its rollouts are shorter).</small>")
