@@ -32,7 +32,8 @@ class GenerateConfig:
                            step=0.01)
     repetition_penalty: float = setting(
         1.0, "fewer loops: divide the logit of each token the answer already holds by this (CTRL's penalty; the "
-        "request's tokens do not count; 1 = off)", label="Repetition penalty", widget="slider", minimum=1.0, maximum=2.0, step=0.05)
+        "request's tokens do not count; 1 = off)", label="Repetition penalty", widget="slider", minimum=1.0,
+        maximum=2.0, step=0.05)
     batch_size: int = setting(0, "prompts per generate call; 0 = sized to the machine")
     seed: int = setting(0, "batch b is sampled after torch.manual_seed(seed + b)", label="Seed")
     min_new_tokens: int = setting(0, "force this many tokens (benchmarks: equal work per prompt)")
