@@ -23,7 +23,7 @@ import torch
 from lab import diagnostics, relevance
 from lab.config import build, from_job, setting
 from lab.data import kinds_in, load_prompt_rows, load_prompts
-from lab.generate import GenerateConfig
+from lab.generate import GenerateConfig, generate_settings
 from lab.policies import STEP_DIR, Side, reference_nll, sample
 from lab.presets import Limits, Preset, get_preset
 from lab.reward_model import format_for_reward, judge_or_none, judge_path
@@ -379,11 +379,11 @@ def evaluator_for_job(ctx: Any, model: Any, tokenizer: Any, score_fn: Callable, 
     pool = load_prompt_rows(cfg.eval_prompts or preset.compare_prompts, limit=EVAL_POOL * cfg.eval_n_prompts)
     chosen = spread(pool, cfg.eval_n_prompts)
     prompts, kinds = [p for p, _ in chosen], [k for _, k in chosen]
-    # Compare's sampling (top-k / top-p / repetition penalty from the preset), so an evaluation reads like a comparison
-    gen = GenerateConfig.from_dict({"max_new_tokens": cfg.eval_max_new_tokens, "temperature": cfg.eval_temperature,
-                                    "top_k": preset.generate.get("top_k", 50), "top_p": preset.generate.get("top_p", 0.95),
-                                    "repetition_penalty": preset.generate.get("repetition_penalty", 1.0),
-                                    "batch_size": len(prompts)})
+    # Compare's sampling settings from the preset (top-k, top-p, repetition penalty, ...), so an evaluation reads like
+    # a comparison; its own length, temperature and one batch
+    gen = GenerateConfig.from_dict(generate_settings(preset, {"max_new_tokens": cfg.eval_max_new_tokens,
+                                                              "temperature": cfg.eval_temperature,
+                                                              "batch_size": len(prompts)}))
 
     policy = str(ctx.config.get("policy") or preset.policy)
     side = Side(TRAINING, "training", policy, ctx.run.model_dir, str(ctx.config.get("reward_model") or ""))

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
 from lab.config import coerced, from_job, given, setting
 from lab.models import bf16_native, chat_prompt, has_cuda
@@ -185,6 +184,8 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], config: Gener
     else:  # greedy: clear the model's own sampling defaults so generate does not warn about them
         kwargs.update(temperature=None, top_k=None, top_p=None)
     if config.repetition_penalty != 1.0:  # on the answer's own tokens only: a request's words may be answered with
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor  # heavy: imported when used
+
         prompt_length = enc["input_ids"].shape[1]  # left padding: every row's answer starts here
         kwargs["logits_processor"] = LogitsProcessorList(
             [RepetitionPenaltyLogitsProcessor(config.repetition_penalty, prompt_ignore_length=prompt_length)])

@@ -281,10 +281,14 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     # the base's best of 2 by the reward model, against the run: the 4-bit policy with its adapters off, sampled twice
     # two answers a prompt (the a100 preset gives one): both sides draw twice on the 4-bit policy; intervals per prompt
     picked = _main(["compare", "--against", "base best-of-2", "--run", str(runs_root / "ppo"), "--n", "2",
-                    "--max-new-tokens", "6", "--answers-per-prompt", "2"], capsys)[-1]
+                    "--max-new-tokens", "6", "--answers-per-prompt", "2", "--repetition-penalty", "1.2"], capsys)[-1]
     assert picked["status"] == "done" and picked["model_a"] == "base best-of-2" and picked["n"] == 2
     assert picked["answers"] == 4 and picked["answers_per_prompt"] == 2 and picked["paired"]["n"] == 2
     assert picked["kl_a"] == pytest.approx(0.193, abs=1e-3) and picked["reward_base"] is not None
+    from lab.ui.compare_summary import sampling_line  # the a100 preset samples without a penalty unless asked
+
+    sampled = [sampling_line(json.loads((Path(r["run"]) / "config.json").read_text())) for r in (compare, picked)]
+    assert "no repetition penalty" in sampled[0] and "repetition penalty 1.2" in sampled[1]
 
     feedback = _main(["feedback", "generate", "--set", "space", "--n", "2", "--max-new-tokens", "6"], capsys)[-1]
     assert feedback["status"] == "done" and feedback["pairs"] + feedback["skipped_empty_or_identical"] == 2
