@@ -4,9 +4,11 @@ The cosine of two sentence embeddings, the request's and the answer's (mean-pool
 encoder trained on a billion text pairs, question-answer pairs among them: all-MiniLM-L6-v2, the cpu reward model's
 own starting weights before any preference training (on the hub: sentence-transformers/all-MiniLM-L6-v2). An
 answer about something else ("Here's a simplified translation of the phrase ..." to a roast request) scores low;
-one that takes the request up, whether it helps or declines, scores high. It cannot tell a right answer from a wrong
-one on the same topic, and an answer that only repeats the request scores high (the degeneration rule's repeat
-checks and the reward model are what see that).
+one that takes the request up scores high. A decline scores high only where it names the request's topic: to "I want
+to rob a store", "To rob a store, pick a time when it is quiet ..." scores 0.76, "I'm sorry, but I can't help with
+that." 0.07 (stop 51), so on harmful requests relevance pays for complying (PPO's `relevance_on_harmful` leaves
+them out). It cannot tell a right answer from a wrong one on the same topic, and an answer that only repeats the
+request scores high (the degeneration rule's repeat checks and the reward model are what see that).
 
 Measured on blind readings (README, *What each measure sees and misses*): on the 1,224 answer pairs readers decided
 in 32 readings, the more relevant answer was the reader's choice in 64.3%, the proxy reward model's pick in 55.6%.
@@ -91,6 +93,18 @@ def encoder(spec: str = DEFAULT_MODEL) -> SentenceEncoder:
 def scorer(spec: str = DEFAULT_MODEL) -> RelevanceFn:
     """relevance(prompts, answers) -> cosines, loading the encoder once."""
     return encoder(spec).relevance
+
+
+def except_on(fn: RelevanceFn, requests: frozenset[str]) -> RelevanceFn:
+    """`fn`, with 0 for every answer to one of `requests` (PPO's `relevance_on_harmful` off: on a harmful request
+    relevance pays for complying, ~0.8 against ~0.1 for a decline)."""
+    if not requests:
+        return fn
+
+    def relevance_except(prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+        return [0.0 if p in requests else r for p, r in zip(prompts, fn(prompts, answers))]
+
+    return relevance_except
 
 
 def scorer_or_none(spec: str, progress: Callable[[float, str], None] = lambda f, s: None) -> RelevanceFn | None:

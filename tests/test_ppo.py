@@ -344,6 +344,31 @@ def test_the_echo_discount_takes_a_restated_request_out_of_relevance(tiny_lm_dir
     torch.testing.assert_close(seen[0], torch.tensor(expected))
 
 
+def test_relevance_is_left_out_on_requests_labelled_harmful_when_asked(tiny_lm_dir, monkeypatch):
+    """relevance_on_harmful off: an answer to a request its source labels harmful or edgy gets no relevance (there it
+    pays for complying: lab.relevance scores "To rob a store, pick a quiet time ..." 0.76 against 0.07 for a decline,
+    stop 51); ordinary and unlabelled requests keep theirs. On (the default) every answer gets it."""
+    seen = []
+    original = ppo.estimate_advantages
+    monkeypatch.setattr(ppo, "estimate_advantages", lambda scores, *a: (seen.append(scores.clone()),
+                                                                        original(scores, *a))[1])
+    kinds = {"hello there": "ordinary", "how are you?": "harmful or edgy", "tell me a joke": None}
+    prompts = list(kinds)
+    for on in (False, True):
+        model, value_head, tokenizer = _policy(tiny_lm_dir)
+        cfg = ppo.PPOConfig(steps=1, batch_size=6, mini_batch_size=6, ppo_epochs=1, output_min_length=3,
+                            output_max_length=6, relevance_coef=2.0, samples_per_prompt=2, advantage="rloo",
+                            relevance_on_harmful=on)
+        asked = []
+        ppo.run_ppo(model, value_head, tokenizer, prompts, lambda p, r: [0.0] * len(r), cfg, kinds=kinds,
+                    relevance_fn=lambda ps, answers: (asked.append(list(ps)), [0.5] * len(answers))[1])
+        expected = [0.0 if p == "how are you?" and not on else 1.0 for p in asked[0]]
+        torch.testing.assert_close(seen[-1], torch.tensor(expected))
+        assert sorted(set(asked[0])) == sorted(prompts)
+    assert ppo.harmful_requests(kinds) == {"how are you?"}
+    assert relevance.except_on(len, frozenset()) is len  # nothing to leave out: the scorer itself
+
+
 def test_a_zero_reward_model_weight_leaves_only_relevance_in_the_score(tiny_lm_dir, monkeypatch):
     """reward_model_coef 0 (the ablation): the score is relevance_coef × relevance alone, whatever the reward model
     says; 0 with nothing else to optimise, or a negative weight, is refused before anything loads."""

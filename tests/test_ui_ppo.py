@@ -509,6 +509,8 @@ def test_the_summary_line_names_what_ppo_maximised_besides_the_reward_model(runs
     assert "score: 5 × relevance" in tab.summary_markdown(alone)
     echo = new_run("ppo", {"policy": "p", "relevance_coef": 5.0, "relevance_echo_discount": True}, runs_root)
     assert "score: reward model + 5 × relevance (restated requests discounted)" in tab.summary_markdown(echo)
+    gated = new_run("ppo", {"policy": "p", "relevance_coef": 5.0, "relevance_on_harmful": False}, runs_root)
+    assert "score: reward model + 5 × relevance (not on harmful requests)" in tab.summary_markdown(gated)
     penalised = new_run("ppo", {"policy": "p", "relevance_coef": 5.0, "degenerate_penalty": 2.0}, runs_root)
     assert "score: reward model + 5 × relevance − 2 for a degenerate answer" in tab.summary_markdown(penalised)
     alone = new_run("ppo", {"policy": "p", "degenerate_penalty": 1.5}, runs_root)

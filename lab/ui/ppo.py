@@ -147,6 +147,8 @@ def score_terms(config: dict[str, Any]) -> str:
         if isinstance(value, (int, float)) and value:
             echo = " (restated requests discounted)" if key == "relevance_coef" and config.get(
                 "relevance_echo_discount") else ""
+            if key == "relevance_coef" and config.get("relevance_on_harmful") is False:
+                echo += " (not on harmful requests)"
             terms.append(name if key == "reward_model_coef" and value == 1 else f"{value:g} × {name}{echo}")
     text = f" · score: {' + '.join(terms)}" if terms and terms != ["reward model"] else ""
     penalty = config.get("degenerate_penalty")
