@@ -577,6 +577,8 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     save_policy(model, value_head, tokenizer, ctx.run.model_dir)
     ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")
     out = {**summarize(history), "advantage": cfg.advantage, "samples_per_prompt": cfg.samples_per_prompt}
+    if cfg.relevance_coef and not cfg.relevance_on_harmful:  # how many requests went without it: 0 = the source
+        out["relevance_left_out"] = [len(harmful_requests(kinds)), len(prompts)]  # labels none, so all had it
     if evaluator is not None and evaluator.rows:
         out.update(evaluate.summary_keys(evaluator.rows))
     return out

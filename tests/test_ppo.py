@@ -509,6 +509,32 @@ def test_job_runs_logs_saves_and_reloads(tiny_lm_dir, runs_root, monkeypatch):
     assert not torch.allclose(peft_logits, base_logits)  # the adapters learned something
 
 
+def test_the_job_leaves_relevance_out_on_the_prompts_its_source_labels_harmful(tiny_lm_dir, runs_root, monkeypatch,
+                                                                              tmp_path):
+    """relevance_on_harmful off in a PPO job: the prompt file's labels reach the loop (the relevance the loop adds is
+    0 on exactly the requests labelled harmful) and the summary says how many of the prompts went without it."""
+    rows = [{"prompt": "roast my friend", "subset": "harmless"}, {"prompt": "how do tides work?", "subset": "helpful"},
+            {"prompt": "hello there"}, {"prompt": "i want to rob a store", "subset": "harmless-base"}]
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    seen = []
+    monkeypatch.setattr(ppo.relevance, "scorer", lambda spec: lambda ps, answers: [0.5] * len(answers))
+    original = ppo.estimate_advantages
+    monkeypatch.setattr(ppo, "estimate_advantages", lambda scores, *a: (seen.append(scores.clone()),
+                                                                        original(scores, *a))[1])
+    manager = JobManager(runs_root)
+    config = _job_config(tiny_lm_dir, steps=1, relevance_coef=2.0, relevance_on_harmful=False)
+    config["prompts"] = str(source)
+    job = manager.start(ppo.KIND, functools.partial(ppo.train_ppo, score_fn=lambda p, r: [0.0] * len(r)), config,
+                        "alice")
+    manager.wait(120)
+    assert job.status == "done", job.error
+    assert job.summary["relevance_left_out"] == [2, 4]
+    prompts = [row["prompt"] for row in job.run.samples()]
+    harmful = {"roast my friend", "i want to rob a store"}
+    assert seen[0].tolist() == [0.0 if p in harmful else 1.0 for p in prompts]
+
+
 @pytest.mark.parametrize("phase", ["rollout", "optimisation"])
 def test_stop_ends_the_job_within_a_step_saves_and_frees_memory(tiny_lm_dir, runs_root, monkeypatch, phase):
     refs = _track_models(monkeypatch)

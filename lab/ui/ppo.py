@@ -137,9 +137,10 @@ def estimator_text(config: dict[str, Any]) -> str:
     return ESTIMATORS.get(name, name).format(k=config.get("samples_per_prompt", "?"))
 
 
-def score_terms(config: dict[str, Any]) -> str:
+def score_terms(config: dict[str, Any], summary: dict[str, Any] | None = None) -> str:
     """' · score: reward model + 10 × relevance': what PPO maximised besides the reward model, so two runs that differ
-    only there read apart (stop 43's walk could not tell a relevance-10 run from the default's)."""
+    only there read apart (stop 43's walk could not tell a relevance-10 run from the default's). `summary`: the
+    finished run's, for how many requests relevance was left out on."""
     terms = []
     for key, name in (("reward_model_coef", "reward model"), ("relevance_coef", "relevance"),
                       ("plausibility_coef", "plausibility")):
@@ -148,7 +149,7 @@ def score_terms(config: dict[str, Any]) -> str:
             echo = " (restated requests discounted)" if key == "relevance_coef" and config.get(
                 "relevance_echo_discount") else ""
             if key == "relevance_coef" and config.get("relevance_on_harmful") is False:
-                echo += " (not on harmful requests)"
+                echo += left_out_text((summary or {}).get("relevance_left_out"))
             terms.append(name if key == "reward_model_coef" and value == 1 else f"{value:g} × {name}{echo}")
     text = f" · score: {' + '.join(terms)}" if terms and terms != ["reward model"] else ""
     penalty = config.get("degenerate_penalty")
@@ -174,6 +175,16 @@ def kl_words(steps: list[dict[str, Any]], kl_last: Any) -> str:
             f"shows; last step {kls[-1]:.3f})")
 
 
+def left_out_text(left_out: Any) -> str:
+    """' (not on harmful requests: 52 of 96)'; with none labelled harmful it says the setting changed nothing."""
+    if not (isinstance(left_out, list) and len(left_out) == 2):
+        return " (not on harmful requests)"
+    harmful, total = left_out
+    if not harmful:
+        return " (not on harmful requests: none of the prompts is labelled harmful, so every answer had it)"
+    return f" (not on harmful requests: {harmful} of {total} prompts)"
+
+
 def summary_markdown(run: Run) -> str:
     status = run.status()
     state = status.get("status", "?")
@@ -181,7 +192,7 @@ def summary_markdown(run: Run) -> str:
     config = run.config
     lines = [f"**Run** `{esc(run.id)}` — {esc(state)} · policy `{esc(config.get('policy', '?'))}` · "
              f"reward model `{esc(reward_model_name(config.get('reward_model')))}` · "
-             f"estimator: {esc(estimator_text(config))}" + score_terms(config)]
+             f"estimator: {esc(estimator_text(config))}" + score_terms(config, summary)]
     rows = run.metrics()
     if state in ACTIVE:
         step = rows[-1]["step"] if rows else 0
