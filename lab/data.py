@@ -250,6 +250,9 @@ def _pairs_from_rows(rows: Iterator[tuple[int, dict]], name: str, split: str | N
     return PairSet(name, pairs, dropped)
 
 
+HARMFUL_KIND, ORDINARY_KIND = "harmful or edgy", "ordinary"  # request_kind's words for the two kinds of request
+
+
 def request_kind(subset: str | None) -> str | None:
     """The kind of request a prompt's subset label names, in the words Compare shows: "ordinary" (the demo set's
     `helpful`, hh-rlhf's `helpful-*`), "harmful or edgy" (`harmless`, `harmless-base`, `red-team-*`), else the label
@@ -258,9 +261,9 @@ def request_kind(subset: str | None) -> str | None:
     if not label:
         return None
     if is_helpful_subset(label):
-        return "ordinary"
+        return ORDINARY_KIND
     if label.startswith(("harmless", "red-team", "red_team")):
-        return "harmful or edgy"
+        return HARMFUL_KIND
     return label
 
 

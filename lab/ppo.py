@@ -21,7 +21,7 @@ from torch import nn
 
 from lab import diagnostics, evaluate, memory, models, relevance
 from lab.config import build, from_job, setting
-from lab.data import load_prompt_rows, load_prompts
+from lab.data import HARMFUL_KIND, load_prompt_rows, load_prompts
 from lab.generate import encode_chat
 from lab.imitation import Imitation, demonstrations, for_run, proxy_pairs
 from lab.jobs import JobContext
@@ -529,7 +529,7 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
 
 def harmful_requests(kinds: dict[str, str | None]) -> frozenset[str]:
     """The prompts labelled harmful or edgy (lab.data.request_kind), where relevance pays for complying."""
-    return frozenset(p for p, kind in kinds.items() if kind == "harmful or edgy")
+    return frozenset(p for p, kind in kinds.items() if kind == HARMFUL_KIND)
 
 
 def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any]:

@@ -246,9 +246,11 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     rows = _main(["ppo", "--reward-model", str(runs_root / "rw"), "--steps", "2", "--batch-size", "4",
                   "--mini-batch-size", "2", "--ppo-epochs", "1", "--output-min-length", "4",
                   "--output-max-length", "6", "--learning-rate", "1e-2", "--relevance-coef", "1",
-                  "--eval-answers-per-prompt", "2", "--degenerate-penalty", "1", "--out", str(runs_root / "ppo")],
-                 capsys)
+                  "--no-relevance-on-harmful", "--eval-answers-per-prompt", "2", "--degenerate-penalty", "1",
+                  "--out", str(runs_root / "ppo")], capsys)
     assert rows[-1]["status"] == "done" and rows[-1]["steps"] == 2
+    # real-toxicity-prompts labels no request harmful: relevance was left out on none, and the summary says so
+    assert rows[-1]["relevance_left_out"][0] == 0 and rows[-1]["relevance_left_out"][1] > 0
     assert all(-1 <= r["env/relevance"] <= 1 for r in rows if "env/reward_mean" in r)  # the hub's sentence encoder
     assert all(0 <= r["env/degenerate"] <= 1 for r in rows if "env/reward_mean" in r)  # the text rules, every step
     run_config = json.loads((runs_root / "ppo" / "config.json").read_text())

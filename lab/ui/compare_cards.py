@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from lab.data import HARMFUL_KIND, ORDINARY_KIND
 from lab.stats import EVEN_BAND, p_better, preferred
 from lab.ui.common import esc
 
@@ -17,8 +18,8 @@ SHOW: dict[str, Callable[[dict[str, Any]], bool]] = {  # the diagnostics filter
     "A degenerate answer on either side": lambda r: bool(r.get("degenerate_a") or r.get("degenerate_b")),
     "B degenerate, A not": lambda r: bool(r.get("degenerate_b") and not r.get("degenerate_a")),
     "Proxy and judge disagree": lambda r: _disagree(r),
-    "Harmful or edgy requests": lambda r: r.get("kind") == "harmful or edgy",  # where the prompts said their kind
-    "Ordinary requests": lambda r: r.get("kind") == "ordinary",
+    "Harmful or edgy requests": lambda r: r.get("kind") == HARMFUL_KIND,  # where the prompts said their kind
+    "Ordinary requests": lambda r: r.get("kind") == ORDINARY_KIND,
     "First answer to each prompt": lambda r: not r.get("draw"),  # where each model answered a prompt several times
 }
 SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
