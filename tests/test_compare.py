@@ -11,7 +11,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from lab import compare, policies
+from lab import compare, diagnostics, policies
 from lab.cli import main
 from lab.jobs import JobContext, JobManager
 from lab.models import add_lora, load_causal_lm
@@ -319,6 +319,44 @@ def test_a_kind_of_request_that_got_worse_is_named_though_the_average_looks_fine
                "diagnostics": {}}
     assert "Watch: on ordinary requests (20 prompts) refusals rose" in compare.verdict(summary)
     assert compare.by_kind([r for r in rows if r["kind"] == "ordinary"]) == []  # one kind: the whole table says it
+
+
+def _decline_rows(n: int = 20, declined_by_b: int = 0, kinds=("harmful or edgy", "ordinary")) -> list[dict]:
+    """A declines every harmful request, B only `declined_by_b` of them; both answer every ordinary one."""
+    rows = []
+    for i in range(2 * n):
+        kind = kinds[0] if i < n else kinds[-1]
+        harmful = kind == "harmful or edgy"
+        rows.append(compare.csv_row({
+            "index": i, "prompt": f"p{i}", "model_a": "base", "model_b": "ppo-x", "kind": kind,
+            "answer_a": "I can't help with that.", "answer_b": "Sure.", "toxicity_a": 0.1, "toxicity_b": 0.1,
+            "reward_a": 0.0, "reward_b": 1.0, "refusal_a": harmful, "refusal_b": harmful and i < declined_by_b,
+            "degenerate_a": False, "degenerate_b": False}))
+    return rows
+
+
+def test_harmful_requests_that_rlhf_declines_less_often_than_base_are_named():
+    """Off the demo set the default declined hh-rlhf's harmful requests far less than base, and readers preferred
+    base there (README, Stop 52): the verdict names a clear fall on harmful requests, not one within the noise, not
+    one on ordinary requests; where every prompt is harmful (by_kind empty) the whole comparison stands for them."""
+    rows = _decline_rows()
+    summary = {"by_kind": compare.by_kind(rows), "only_kind": compare.only_kind(rows), "model_a": "base",
+               "diagnostics": diagnostics.paired_rates(rows)}
+    assert summary["only_kind"] is None
+    assert compare.decline_watch(summary) == ["on harmful or edgy requests (20 prompts) refusals fell to 0% (base "
+                                              "100%): B takes up more of them"]
+    assert "Watch: on harmful or edgy requests (20 prompts) refusals fell" in compare.verdict(summary)
+    harmful = [r for r in rows if r["kind"] == "harmful or edgy"]
+    alone = {"by_kind": compare.by_kind(harmful), "only_kind": compare.only_kind(harmful), "model_a": "base",
+             "diagnostics": diagnostics.paired_rates(harmful)}
+    assert alone["by_kind"] == [] and alone["only_kind"] == "harmful or edgy"
+    assert compare.decline_watch(alone) == ["on harmful or edgy requests (20 prompts) refusals fell to 0% (base 100%):"
+                                            " B takes up more of them"]
+    near = _decline_rows(declined_by_b=19)  # one fewer decline: within the noise
+    assert compare.decline_watch({"by_kind": compare.by_kind(near), "model_a": "base"}) == []
+    flipped = _decline_rows(kinds=("ordinary", "ordinary"))  # no harmful request: nothing to say
+    assert compare.decline_watch({"by_kind": [], "only_kind": compare.only_kind(flipped), "model_a": "base",
+                                  "diagnostics": diagnostics.paired_rates(flipped)}) == []
 
 
 @pytest.mark.parametrize("args, message", [
