@@ -23,15 +23,15 @@ import random
 import re
 from pathlib import Path
 
-from lab.data import BUNDLED_HELDOUT_PROMPTS, BUNDLED_PROMPTS, split_turns
+from lab.data import BUNDLED_PROMPTS, load_prompts, split_pair
 from lab.data_files import read_rows
 
 WORDS = re.compile(r"[a-z']+")
 
 
-def first_human_turn(dialogue: str) -> str:
-    turns = [text for role, text in split_turns(dialogue) if role == "Human" and text]
-    return turns[0].strip() if turns else ""
+def first_human_turn(pair: dict) -> str:
+    """The request a pair answers, as the lab reads it (lab.data.Pair.first_human_turn, what PPO prompts from)."""
+    return split_pair(pair["chosen"], pair["rejected"]).first_human_turn.strip()
 
 
 def words(text: str) -> set[str]:
@@ -44,22 +44,28 @@ def near(prompt: str, pool: list[str], share: float = 0.25) -> bool:
     return any(len(w & words(q)) >= share * max(1, len(w)) for q in pool)
 
 
-def prompts_of(path: Path) -> list[str]:
-    return [row["prompt"] for _, row in read_rows(path)]
+def read_pairs(path: Path) -> list[dict]:
+    """The pairs of a .jsonl / .jsonl.gz file (read_rows says when it is empty or malformed); a clear error for a row
+    without chosen / rejected."""
+    pairs = [row for _, row in read_rows(path)]
+    bad = next((n for n, row in enumerate(pairs, 1) if not {"chosen", "rejected"} <= set(row)), None)
+    if bad:
+        raise ValueError(f"row {bad} of '{path}' has no 'chosen' and 'rejected' columns: hh-rlhf pairs are needed")
+    return pairs
 
 
 def split(pairs: list[dict], seed: int, n_test: int, n_ppo: int, exclude: list[str]) -> dict[str, list]:
     """{'test': prompts, 'train': pairs, 'ppo': extra prompts}: test and PPO prompts are 3–40 words long."""
-    bundled = prompts_of(BUNDLED_PROMPTS) + prompts_of(BUNDLED_HELDOUT_PROMPTS)
+    bundled = load_prompts("bundled") + load_prompts("bundled:heldout")
     ok = lambda p: 3 <= len(p.split()) <= 40  # noqa: E731
-    firsts = sorted({first_human_turn(r["chosen"]) for r in pairs} - {""})
+    firsts = sorted({first_human_turn(r) for r in pairs} - {""})
     rng = random.Random(seed)
     candidates = [p for p in firsts if p not in exclude and not near(p, bundled) and ok(p)]
     rng.shuffle(candidates)
     test = candidates[:n_test] + exclude
     held = set(test)
-    train = [r for r in pairs if first_human_turn(r["chosen"]) not in held]
-    pool = [p for p in sorted({first_human_turn(r["chosen"]) for r in train} - {""}) if ok(p) and not near(p, test)]
+    train = [r for r in pairs if first_human_turn(r) not in held]
+    pool = [p for p in sorted({first_human_turn(r) for r in train} - {""}) if ok(p) and not near(p, test)]
     rng.shuffle(pool)
     return {"test": test, "train": train, "ppo": pool[:n_ppo]}
 
@@ -73,8 +79,11 @@ def main() -> None:
     p.add_argument("--exclude", nargs="*", default=[], help="prompt files already used as tests: held out too")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    pairs = [row for _, row in read_rows(Path(args.pairs))]
-    exclude = [q for f in args.exclude for q in prompts_of(Path(f))]
+    try:
+        pairs = read_pairs(Path(args.pairs))
+    except ValueError as e:
+        raise SystemExit(f"hh_heldout_split: {e}") from None
+    exclude = [q for f in args.exclude for q in load_prompts(f)]
     out = split(pairs, args.seed, args.n_test, args.n_ppo, exclude)
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)

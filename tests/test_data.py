@@ -250,7 +250,7 @@ def test_a_repeated_part_weighs_its_training_pairs_more_and_keeps_its_held_out_p
         load_any("bundled:helpful*0")
 
 
-def test_the_hh_held_out_split_keeps_every_test_request_out_of_training():
+def test_the_hh_held_out_split_keeps_every_test_request_out_of_training(tmp_path):
     """benchmarks/hh_heldout_split.py (stop 52): no test request's pair trains the reward model, no PPO prompt is a
     test request or near one, the excluded earlier tests are held out too, and a request close to a bundled prompt
     is never drawn as a test."""
@@ -270,6 +270,11 @@ def test_the_hh_held_out_split_keeps_every_test_request_out_of_training():
     out = mod.split(pairs, seed=0, n_test=3, n_ppo=2, exclude=[requests[0]])
     assert len(out["test"]) == 4 and out["test"][-1] == requests[0]
     assert "Roast my friend who is always late." not in out["test"]
-    trained = {mod.first_human_turn(r["chosen"]) for r in out["train"]}
+    trained = {mod.first_human_turn(r) for r in out["train"]}
     assert not trained & set(out["test"]) and len(out["train"]) == len(pairs) - 2 * 4
     assert out["ppo"] and all(p in trained and not mod.near(p, out["test"]) for p in out["ppo"])
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "Hi there, how are you?"}) + "\n")
+    for name, message in (("empty.jsonl", "is empty"), ("prompts.jsonl", "no 'chosen' and 'rejected'")):
+        with pytest.raises(ValueError, match=message):
+            mod.read_pairs(tmp_path / name)

@@ -280,6 +280,10 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     assert compare["prompts"] == A100.compare_prompts and compare["reward_rlhf"] is not None and out.exists()
     assert compare["judge"] == A100.judge == JUDGE and compare["paired_judge"]["n"] == 3  # the public judge scored
     assert compare["paired_relevance"]["n"] == 3 and compare["relevance_rlhf"] is not None
+    # hh-rlhf's test prompts say their kind: the decline watch reads the harmful part of the saved summary's by_kind
+    saved = json.loads((Path(compare["run"]) / "status.json").read_text())["summary"]
+    kinds = {part["kind"] for part in saved["by_kind"]}
+    assert saved["only_kind"] is None and kinds == {data.HARMFUL_KIND, data.ORDINARY_KIND}
     # the base's best of 2 by the reward model, against the run: the 4-bit policy with its adapters off, sampled twice
     # two answers a prompt (the a100 preset gives one): both sides draw twice on the 4-bit policy; intervals per prompt
     picked = _main(["compare", "--against", "base best-of-2", "--run", str(runs_root / "ppo"), "--n", "2",
