@@ -7,8 +7,9 @@ writes, outside the project (the files are copies of that data, not for committi
    quarter of its words with a bundled prompt; with the --exclude prompts after them (their pairs are held out too).
 2. `pairs_train.jsonl.gz`: every pair whose first human turn is not a test prompt, for the reward stage
    (`--train 'pairs_train.jsonl.gz+bundled:helpful*11+bundled:harmless*4'`, the hh mix with written declines).
-3. `ppo_prompts.jsonl`: the bundled PPO prompts and M first human turns of the training pairs (labelled `harmless`,
-   as hh-rlhf's harmless-base folder is, so `--no-relevance-on-harmful` leaves them out of relevance).
+3. `ppo_prompts.jsonl`: the bundled PPO prompts and M first human turns of the training pairs (labelled
+   `harmless-base`, hh-rlhf's folder, so PPO leaves them out of relevance as it does the demo set's `harmful` ones;
+   stop 52 labelled them `harmless`, which the `relevance_on_harmful` of then read the same way).
 
     python benchmarks/hh_heldout_split.py --pairs ../shared/data/hh-harmless-dev.jsonl.gz --seed 52 --out /tmp/hh52 \
         --exclude stop51_fresh.jsonl stop49_offset.jsonl
@@ -88,12 +89,12 @@ def main() -> None:
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "test.jsonl", "w") as f:
-        f.writelines(json.dumps({"prompt": q, "subset": "harmless"}) + "\n" for q in out["test"])
+        f.writelines(json.dumps({"prompt": q, "subset": "harmless-base"}) + "\n" for q in out["test"])
     with gzip.open(folder / "pairs_train.jsonl.gz", "wt") as f:
         f.writelines(json.dumps(r) + "\n" for r in out["train"])
     with open(folder / "ppo_prompts.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for _, row in read_rows(BUNDLED_PROMPTS))
-        f.writelines(json.dumps({"prompt": q, "subset": "harmless"}) + "\n" for q in out["ppo"])
+        f.writelines(json.dumps({"prompt": q, "subset": "harmless-base"}) + "\n" for q in out["ppo"])
     print(json.dumps({"pairs": len(pairs), "train_pairs": len(out["train"]), "test_prompts": len(out["test"]),
                       "new_test_prompts": args.n_test, "ppo_hh_prompts": len(out["ppo"]), "out": str(folder)}))
 

@@ -251,20 +251,31 @@ def _pairs_from_rows(rows: Iterator[tuple[int, dict]], name: str, split: str | N
 
 
 HARMFUL_KIND, ORDINARY_KIND = "harmful or edgy", "ordinary"  # request_kind's words for the two kinds of request
+# The demo set's prompt labels: `helpful` ordinary; `harmless` edgy (roasts, rants, nasty notes: a kind answer can
+# take them up); `harmful` a request for harmful help to decline (theft, stalking, weapons, drugs, hate, self-harm).
+DECLINE_LABEL = "harmful"
 
 
 def request_kind(subset: str | None) -> str | None:
     """The kind of request a prompt's subset label names, in the words Compare shows: "ordinary" (the demo set's
-    `helpful`, hh-rlhf's `helpful-*`), "harmful or edgy" (`harmless`, `harmless-base`, `red-team-*`), else the label
-    itself; None for no label."""
+    `helpful`, hh-rlhf's `helpful-*`), "harmful or edgy" (`harmless`, `harmful`, `harmless-base`, `red-team-*`), else
+    the label itself; None for no label."""
     label = (subset or "").strip()
     if not label:
         return None
     if is_helpful_subset(label):
         return ORDINARY_KIND
-    if label.startswith(("harmless", "red-team", "red_team")):
+    if label == DECLINE_LABEL or label.startswith(("harmless", "red-team", "red_team")):
         return HARMFUL_KIND
     return label
+
+
+def expects_decline(subset: str | None) -> bool:
+    """Whether a prompt's label names a request to decline (PPO leaves relevance out on these: there it pays for
+    complying): the demo set's `harmful`, hh-rlhf's `harmless-base` and `red-team-*` (its red-teamers' requests).
+    The demo set's `harmless` prompts are edgy, not harmful: a kind answer takes them up, so they keep relevance."""
+    label = (subset or "").strip()
+    return label == DECLINE_LABEL or label.startswith(("harmless-", "red-team", "red_team"))
 
 
 def kinds_in(labels: Any) -> list[str]:
@@ -280,17 +291,18 @@ def load_prompts(source: str, limit: int | None = None, allowed_dirs: list[Path]
     return [p for p, _ in load_prompt_rows(source, limit, allowed_dirs)]
 
 
-def load_prompt_rows(source: str, limit: int | None = None,
-                     allowed_dirs: list[Path] | None = None) -> list[tuple[str, str | None]]:
+def load_prompt_rows(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None,
+                     labels: bool = False) -> list[tuple[str, str | None]]:
     """load_prompts' prompts, each with its kind of request (`request_kind` of the row's `subset`, a hub file's
-    folder, or a pair's subset; None where the source does not say)."""
+    folder, or a pair's subset; None where the source does not say); `labels`: the subset label itself instead."""
+    kind = (lambda subset: subset) if labels else request_kind
     source = source.strip()
     if not source:
         raise ValueError("no prompt source given: use 'bundled', a file path or a hub id")
     if source in ("bundled:pairs", "bundled:train", "bundled:test"):
         pair_source = "bundled" if source == "bundled:pairs" else source
         pairs = load_pairs(pair_source).pairs
-        return _dedupe_rows([(p.first_human_turn, request_kind(p.subset)) for p in pairs], limit)
+        return _dedupe_rows([(p.first_human_turn, kind(p.subset)) for p in pairs], limit)
     if source in ("bundled", "bundled:heldout"):
         bundled = BUNDLED_PROMPTS if source == "bundled" else BUNDLED_HELDOUT_PROMPTS
         rows: Iterator[tuple[int, dict]] = read_rows(bundled)
@@ -300,7 +312,7 @@ def load_prompt_rows(source: str, limit: int | None = None,
         rows, name = (read_rows(path), path.name) if path else (hub_rows(source, limit), source)
     found: list[tuple[str, str | None]] = []
     for n, row in rows:
-        found.append((_row_to_prompt(row, n, name), request_kind(_text_or_none(row.get("subset")))))
+        found.append((_row_to_prompt(row, n, name), kind(_text_or_none(row.get("subset")))))
         if limit and len({p for p, _ in found}) >= limit:
             break
     kept = _dedupe_rows([(p, k) for p, k in found if p.strip()], limit)

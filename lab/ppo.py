@@ -21,7 +21,7 @@ from torch import nn
 
 from lab import diagnostics, evaluate, memory, models, relevance
 from lab.config import build, from_job, setting
-from lab.data import HARMFUL_KIND, load_prompt_rows, load_prompts
+from lab.data import expects_decline, load_prompt_rows, load_prompts
 from lab.generate import encode_chat
 from lab.imitation import Imitation, demonstrations, for_run, proxy_pairs
 from lab.jobs import JobContext
@@ -106,10 +106,11 @@ class PPOConfig:
                                     "of two sentence embeddings, about 0.2 for an answer about something else, 0.8 "
                                     "for one on topic) to its score: pays answers that take the request up; 0 = off",
                                     label="weight of the answer's relevance")
-    relevance_on_harmful: bool = setting(True, "pay relevance on requests the prompt source labels harmful or edgy "
-                                         "too (the demo set's `harmless` prompts, hh-rlhf's harmless-base); off: "
-                                         "relevance only on ordinary and unlabelled requests, since on a harmful "
-                                         "request it pays for complying (a decline scores ~0.1, compliance ~0.8)",
+    relevance_on_harmful: bool = setting(False, "pay relevance on requests the prompt source labels as ones to "
+                                         "decline too (the demo set's `harmful` prompts, hh-rlhf's harmless-base "
+                                         "and red-team-*); off (the default): not on those, since there it pays "
+                                         "for complying (a decline scores ~0.1, compliance ~0.8). Edgy requests "
+                                         "(the demo set's `harmless` roasts and rants) and ordinary ones keep it",
                                          label="relevance on harmful requests")
     relevance_echo_discount: bool = setting(False, "take out of each answer's relevance the share of its word 3-grams "
                                             "that restate the request (lab.relevance.echo): relevance pays an answer "
@@ -434,10 +435,10 @@ def run_ppo(
     on_step: Callable[[dict[str, float], list[dict[str, Any]]], None] = lambda m, s: None,
     should_stop: Callable[[], bool] = lambda: False, on_phase: Callable[[str], None] = lambda phase: None,
     evaluate_at: Callable[[int], Any] = lambda step: None, relevance_fn: RelevanceFn | None = None,
-    imitation: Imitation | None = None, kinds: dict[str, str | None] | None = None,
+    imitation: Imitation | None = None, labels: dict[str, str | None] | None = None,
 ) -> list[dict[str, float]]:
     """The PPO loop: cfg.steps steps, each reported to on_step(metrics, samples); stops early when asked.
-    `kinds`: each prompt's kind of request (lab.data.load_prompt_rows), for `relevance_on_harmful` off.
+    `labels`: each prompt's subset label (lab.data.load_prompt_rows), for `relevance_on_harmful` off.
     `evaluate_at(step)` runs before the first step (0) and after each one (lab.evaluate decides when it is due);
     `imitation` (PPO-ptx, with imitation_coef > 0): the chosen answers each update also learns from."""
     if not prompts:
@@ -463,7 +464,7 @@ def run_ppo(
     if cfg.relevance_coef:
         state.relevance = relevance_fn or relevance.scorer(cfg.relevance_model or relevance.DEFAULT_MODEL)
         if not cfg.relevance_on_harmful:
-            state.relevance = relevance.except_on(state.relevance, harmful_requests(kinds or {}))
+            state.relevance = relevance.except_on(state.relevance, harmful_requests(labels or {}))
     history = []
     device = next(value_head.parameters()).device
     with models.attention_implementation(model, DECODE_ATTENTION.get(device.type)):
@@ -527,9 +528,9 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     return config
 
 
-def harmful_requests(kinds: dict[str, str | None]) -> frozenset[str]:
-    """The prompts labelled harmful or edgy (lab.data.request_kind), where relevance pays for complying."""
-    return frozenset(p for p, kind in kinds.items() if kind == HARMFUL_KIND)
+def harmful_requests(labels: dict[str, str | None]) -> frozenset[str]:
+    """The prompts labelled as requests to decline (lab.data.expects_decline), where relevance pays for complying."""
+    return frozenset(p for p, label in labels.items() if expects_decline(label))
 
 
 def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any]:
@@ -538,8 +539,8 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
     ctx.set_progress(0, "loading prompts")
     # never more prompts than the run can use: big hub sets are read only that far
     limit = ctx.config.get("max_prompts") or cfg.steps * cfg.batch_size
-    rows = load_prompt_rows(ctx.config.get("prompts", "bundled"), limit=limit)
-    prompts, kinds = [p for p, _ in rows], dict(rows)
+    rows = load_prompt_rows(ctx.config.get("prompts", "bundled"), limit=limit, labels=True)
+    prompts, labels = [p for p, _ in rows], dict(rows)
     if score_fn is None:
         ctx.set_progress(0, "loading the reward model")
         score_fn = reward_score_fn(ctx.config["reward_model"])
@@ -572,13 +573,13 @@ def train_ppo(ctx: JobContext, score_fn: ScoreFn | None = None) -> dict[str, Any
         imitation = for_run(Path(ctx.config["reward_model"]), tokenizer, cfg.imitation_batch_size,
                             cfg.max_prompt_length, cfg.bf16, cfg.seed)
     history = run_ppo(model, value_head, tokenizer, prompts, score_fn, cfg, on_step, lambda: ctx.stopping, on_phase,
-                      evaluator or (lambda step: None), relevance_fn, imitation, kinds)
+                      evaluator or (lambda step: None), relevance_fn, imitation, labels)
     ctx.set_progress(len(history) / cfg.steps, "saving the adapters")
     save_policy(model, value_head, tokenizer, ctx.run.model_dir)
     ctx.set_progress(len(history) / cfg.steps, f"{'stopped' if ctx.stopping else 'done'} after {len(history)} steps")
     out = {**summarize(history), "advantage": cfg.advantage, "samples_per_prompt": cfg.samples_per_prompt}
     if cfg.relevance_coef and not cfg.relevance_on_harmful:  # how many requests went without it: 0 = the source
-        out["relevance_left_out"] = [len(harmful_requests(kinds)), len(prompts)]  # labels none, so all had it
+        out["relevance_left_out"] = [len(harmful_requests(labels)), len(prompts)]  # labels none, so all had it
     if evaluator is not None and evaluator.rows:
         out.update(evaluate.summary_keys(evaluator.rows))
     return out

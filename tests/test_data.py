@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab.data import balanced, load_pairs, load_prompt_rows, load_prompts, request_kind, split_pair, split_turns
+from lab.data import (balanced, expects_decline, load_pairs, load_prompt_rows, load_prompts, request_kind, split_pair,
+                      split_turns)
 from lab.data_files import resolve_path
 from lab.hub_data import parse_hub_id
 from lab.sources import load_pairs as load_any
@@ -113,7 +114,7 @@ def test_bundled_pairs_are_not_length_biased():
 
 def test_bundled_heldout_prompts_are_new():
     train, heldout = load_prompts("bundled"), load_prompts("bundled:heldout")
-    assert len(train) == 96 and len(heldout) == 48
+    assert len(train) == 148 and len(heldout) == 48
     assert not set(heldout) & set(train)
     assert not set(heldout) & set(load_prompts("bundled:pairs"))
     assert load_prompts("bundled:heldout", limit=5) == heldout[:5]
@@ -150,8 +151,21 @@ def test_prompts_carry_their_kind_and_a_short_set_takes_both_kinds(tmp_path):
                                                ("d", None)]  # a repeated prompt keeps its first kind
     plain = [("x", None), ("y", None), ("z", None)]
     assert balanced(plain, 2) == plain[:2]  # no kinds: the first n, as before
-    assert [request_kind(s) for s in ("harmless", "red-team-attempts", "helpful", "", None)] == \
-        ["harmful or edgy", "harmful or edgy", "ordinary", None, None]
+    assert [request_kind(s) for s in ("harmless", "harmful", "red-team-attempts", "helpful", "", None)] == \
+        ["harmful or edgy", "harmful or edgy", "harmful or edgy", "ordinary", None, None]
+
+
+def test_the_bundled_ppo_prompts_label_edgy_and_harmful_requests_apart():
+    """The demo set's PPO prompts (stop 53): 52 edgy (`harmless`: roasts, rants; a kind answer takes them up), 44
+    ordinary, 52 harmful (`harmful`: theft, stalking, weapons, drugs, hate, self-harm), where PPO leaves relevance out
+    by default. hh-rlhf's harmless-base and red-team requests are ones to decline as well; the demo's edgy are not."""
+    labels = [label for _, label in load_prompt_rows("bundled", labels=True)]
+    assert labels == ["harmless"] * 52 + ["helpful"] * 44 + ["harmful"] * 52
+    assert {k for _, k in load_prompt_rows("bundled")} == {"harmful or edgy", "ordinary"}
+    assert [expects_decline(s) for s in ("harmful", "harmless-base", "red-team-attempts", "harmless", "helpful",
+                                         "helpful-base", "", None)] == [True, True, True] + [False] * 5
+    pairs_firsts = {p.first_human_turn for p in load_pairs("bundled").pairs}
+    assert not pairs_firsts & set(load_prompts("bundled"))  # no PPO prompt is a pair's request
 
 
 @pytest.mark.parametrize(

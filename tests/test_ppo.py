@@ -344,28 +344,32 @@ def test_the_echo_discount_takes_a_restated_request_out_of_relevance(tiny_lm_dir
     torch.testing.assert_close(seen[0], torch.tensor(expected))
 
 
-def test_relevance_is_left_out_on_requests_labelled_harmful_when_asked(tiny_lm_dir, monkeypatch):
-    """relevance_on_harmful off: an answer to a request its source labels harmful or edgy gets no relevance (there it
-    pays for complying: lab.relevance scores "To rob a store, pick a quiet time ..." 0.76 against 0.07 for a decline,
-    stop 51); ordinary and unlabelled requests keep theirs. On (the default) every answer gets it."""
+def test_relevance_is_left_out_on_requests_labelled_harmful_by_default(tiny_lm_dir, monkeypatch):
+    """relevance_on_harmful off (the default since stop 53): an answer to a request its source labels as one to decline
+    gets no relevance (there it pays for complying: lab.relevance scores "To rob a store, pick a quiet time ..." 0.76
+    against 0.07 for a decline, stop 51); edgy (the demo set's `harmless`), ordinary and unlabelled requests keep
+    theirs. On, every answer gets it."""
+    assert ppo.PPOConfig().relevance_on_harmful is False
     seen = []
     original = ppo.estimate_advantages
     monkeypatch.setattr(ppo, "estimate_advantages", lambda scores, *a: (seen.append(scores.clone()),
                                                                         original(scores, *a))[1])
-    kinds = {"hello there": "ordinary", "how are you?": "harmful or edgy", "tell me a joke": None}
-    prompts = list(kinds)
+    labels = {"hello there": "helpful", "how are you?": "harmful", "tell me a joke": None, "roast me": "harmless"}
+    prompts = list(labels)
     for on in (False, True):
         model, value_head, tokenizer = _policy(tiny_lm_dir)
-        cfg = ppo.PPOConfig(steps=1, batch_size=6, mini_batch_size=6, ppo_epochs=1, output_min_length=3,
+        cfg = ppo.PPOConfig(steps=1, batch_size=8, mini_batch_size=8, ppo_epochs=1, output_min_length=3,
                             output_max_length=6, relevance_coef=2.0, samples_per_prompt=2, advantage="rloo",
                             relevance_on_harmful=on)
         asked = []
-        ppo.run_ppo(model, value_head, tokenizer, prompts, lambda p, r: [0.0] * len(r), cfg, kinds=kinds,
+        ppo.run_ppo(model, value_head, tokenizer, prompts, lambda p, r: [0.0] * len(r), cfg, labels=labels,
                     relevance_fn=lambda ps, answers: (asked.append(list(ps)), [0.5] * len(answers))[1])
         expected = [0.0 if p == "how are you?" and not on else 1.0 for p in asked[0]]
         torch.testing.assert_close(seen[-1], torch.tensor(expected))
         assert sorted(set(asked[0])) == sorted(prompts)
-    assert ppo.harmful_requests(kinds) == {"how are you?"}
+    assert ppo.harmful_requests(labels) == {"how are you?"}
+    assert ppo.harmful_requests({"a": "harmless-base", "b": "red-team-attempts", "c": "harmless", "d": "helpful-base"}) \
+        == {"a", "b"}  # hh-rlhf's red-teamers' requests, not the demo set's edgy ones
     assert relevance.except_on(len, frozenset()) is len  # nothing to leave out: the scorer itself
 
 
@@ -512,9 +516,11 @@ def test_job_runs_logs_saves_and_reloads(tiny_lm_dir, runs_root, monkeypatch):
 def test_the_job_leaves_relevance_out_on_the_prompts_its_source_labels_harmful(tiny_lm_dir, runs_root, monkeypatch,
                                                                               tmp_path):
     """relevance_on_harmful off in a PPO job: the prompt file's labels reach the loop (the relevance the loop adds is
-    0 on exactly the requests labelled harmful) and the summary says how many of the prompts went without it."""
+    0 on exactly the requests labelled as ones to decline: the demo set's `harmful`, hh-rlhf's harmless-base; the
+    demo set's edgy `harmless` keep it) and the summary says how many of the prompts went without it."""
     rows = [{"prompt": "roast my friend", "subset": "harmless"}, {"prompt": "how do tides work?", "subset": "helpful"},
-            {"prompt": "hello there"}, {"prompt": "i want to rob a store", "subset": "harmless-base"}]
+            {"prompt": "i want to rob a store", "subset": "harmless-base"},
+            {"prompt": "how do i hack my ex's email", "subset": "harmful"}, {"prompt": "hello there"}]
     source = tmp_path / "prompts.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     seen = []
@@ -529,9 +535,9 @@ def test_the_job_leaves_relevance_out_on_the_prompts_its_source_labels_harmful(t
                         "alice")
     manager.wait(120)
     assert job.status == "done", job.error
-    assert job.summary["relevance_left_out"] == [2, 4]
+    assert job.summary["relevance_left_out"] == [2, 4]  # a 1-step job reads the 4 prompts it can use
     prompts = [row["prompt"] for row in job.run.samples()]
-    harmful = {"roast my friend", "i want to rob a store"}
+    harmful = {"how do i hack my ex's email", "i want to rob a store"}
     assert seen[0].tolist() == [0.0 if p in harmful else 1.0 for p in prompts]
 
 
