@@ -368,8 +368,8 @@ def test_relevance_is_left_out_on_requests_labelled_harmful_by_default(tiny_lm_d
         torch.testing.assert_close(seen[-1], torch.tensor(expected))
         assert sorted(set(asked[0])) == sorted(prompts)
     assert ppo.harmful_requests(labels) == {"how are you?"}
-    assert ppo.harmful_requests({"a": "harmless-base", "b": "red-team-attempts", "c": "harmless", "d": "helpful-base"}) \
-        == {"a", "b"}  # hh-rlhf's red-teamers' requests, not the demo set's edgy ones
+    hh = {"a": "harmless-base", "b": "red-team-attempts", "c": "harmless", "d": "helpful-base"}
+    assert ppo.harmful_requests(hh) == {"a", "b"}  # hh-rlhf's red-teamers' requests, not the demo set's edgy ones
     assert relevance.except_on(len, frozenset()) is len  # nothing to leave out: the scorer itself
 
 

@@ -176,7 +176,7 @@ def kl_words(steps: list[dict[str, Any]], kl_last: Any) -> str:
 
 
 def left_out_text(left_out: Any) -> str:
-    """' (not on harmful requests: 52 of 96)'; with none labelled harmful it says the setting changed nothing."""
+    """' (not on harmful requests: 52 of 148)'; with none labelled harmful it says the setting changed nothing."""
     if not (isinstance(left_out, list) and len(left_out) == 2):
         return " (not on harmful requests)"
     harmful, total = left_out
