@@ -265,7 +265,7 @@ def request_kind(subset: str | None) -> str | None:
         return None
     if is_helpful_subset(label):
         return ORDINARY_KIND
-    if label == DECLINE_LABEL or label.startswith(("harmless", "red-team", "red_team")):
+    if label.startswith("harmless") or expects_decline(label):  # edgy or to decline: one kind for Compare
         return HARMFUL_KIND
     return label
 

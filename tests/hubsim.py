@@ -151,8 +151,8 @@ def _hh(out: Path) -> None:
     """The bundled pairs dealt round-robin into hh-rlhf's four subsets, train and test, plus red-team-attempts
     (which has no chosen/rejected and must never be read as pairs)."""
     for split, name in (("train", "pairs_train.jsonl"), ("test", "pairs_test.jsonl")):
-        rows = _read(name)
-        for k, subset in enumerate(HH_SUBSETS):
+        rows = [{"chosen": r["chosen"], "rejected": r["rejected"]} for r in _read(name)]  # hh-rlhf's own two columns:
+        for k, subset in enumerate(HH_SUBSETS):  # the folder is the only label, as on the hub
             _jsonl_gz(out / subset / f"{split}.jsonl.gz", rows[k :: len(HH_SUBSETS)])
     red = [{"transcript": r["chosen"], "min_harmlessness_score_transcript": 0.0, "rating": 1}
            for r in _read("pairs_train.jsonl")[:5]]

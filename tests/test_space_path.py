@@ -124,6 +124,17 @@ def test_compare_prompts_from_hh_rlhf_take_both_kinds(hub):
         A100.compare_prompts, limit=8)]  # the first 8, all harmless-base
 
 
+def test_hh_rlhf_folders_reach_ppo_as_labels_to_decline_or_not(hub):
+    """PPO on hh-rlhf's requests (stop 53): each hub file's folder arrives as its label, so relevance is left out on
+    harmless-base (red-teamers' requests, lab.data.expects_decline) and kept on the helpful folders."""
+    from lab import ppo
+
+    rows = data.load_prompt_rows(HH, labels=True)
+    assert {label for _, label in rows} == set(HH_SUBSETS)
+    left_out = ppo.harmful_requests(dict(rows))
+    assert left_out == {p for p, label in rows if label == "harmless-base"} and 0 < len(left_out) < len(rows)
+
+
 def test_the_roberta_toxicity_classifier_loads_from_the_cache(hub):
     from lab.toxicity import ClassifierScorer, get_scorer
 
