@@ -162,8 +162,8 @@ CPU = Preset(
     # seeds 15-17 against base 64-48 and 66-58 at two samplings, against the same runs without it 32-12 and 21-19
     # (README, stop 39); not on the prompts labelled `harmful` (PPOConfig.relevance_on_harmful, off since stop 53:
     # there it pays for complying). advantage "grpo" (since stop 43): the same 4 x 4 batch, each answer's score
-    # against its group's mean and divided by the group's spread (Shao et al. 2024), so every prompt weighs alike; on seeds
-    # 15-17 with the same reward models, proxy and judge intervals above 0 in 6 of 6 Comparisons (RLOO 4 of 6),
+    # against its group's mean and divided by the group's spread (Shao et al. 2024), so every prompt weighs alike; on
+    # seeds 15-17 with the same reward models, proxy and judge intervals above 0 in 6 of 6 Comparisons (RLOO 4 of 6),
     # toxicity not beyond noise in 6 of 6 (RLOO up in 1), read blind against base 133-104 over two samplings (RLOO
     # 136-106) and against the RLOO runs 69-56; on the hh mix its harmful requests went 28-30 (RLOO 37-28), head to
     # head with RLOO there 67-65 (README, stops 43-44). Three new seeds (19-21): ahead of base in all six readings,
