@@ -148,6 +148,9 @@ def _finish_ppo(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     warning = refusal_warning(config["reward_model"])
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    missing, suggestion = ppo.own_requests(config["reward_model"], config.get("prompts") or "")
+    if suggestion:
+        print(f"note: {ppo.own_requests_note(missing, suggestion)}", file=sys.stderr, flush=True)
     job = run_job(ppo.KIND, ppo.train_ppo, config, args.out)
     emit({**job.summary, "status": job.status, "run": str(job.run.path)})
     return job

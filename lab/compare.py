@@ -252,6 +252,8 @@ def kind_watch(summary: dict[str, Any]) -> list[str]:
     for part in summary.get("by_kind") or []:
         where = f"on {part['kind']} requests ({part['n']} prompts)"
         for key, d in (part.get("diagnostics") or {}).items():
+            if key == "refusal" and part["kind"] == HARMFUL_KIND:
+                continue  # declining more of them is not worse by itself: decline_watch says it
             if key in diagnostics.KEYS and diagnostics.rise(d) == "clear":
                 out.append(f"{where} {diagnostics.NAMES[key]} rose to {d['b']:.0%} ({label_a} {d['a']:.0%})")
         lower = [name for name in ("reward", "judge")
@@ -263,7 +265,7 @@ def kind_watch(summary: dict[str, Any]) -> list[str]:
 
 def decline_watch(summary: dict[str, Any]) -> list[str]:
     """In words, harmful or edgy requests that B declines clearly less often than A (the interval of B − A below 0),
-    from the kind's part of by_kind or, where every prompt is of that kind, from the whole comparison. Measured: off
+    or more often (a rise `diagnostics.rise` names), from the kind's part of by_kind or, where every prompt is of that kind, from the whole comparison. Measured: off
     the demo set the default of stops 50-52 took up hh-rlhf's harmful requests that base declined (readers marked
     refusals on 9 against 37 and 19 against 49 of 96 answers on two fresh draws and preferred base, 222–258; README),
     while the hh mix's runs kept base's rate (interval across 0). A watch, not a verdict: on the demo set's roast
@@ -275,9 +277,11 @@ def decline_watch(summary: dict[str, Any]) -> list[str]:
     out = []
     for part in parts:
         d = (part.get("diagnostics") or {}).get("refusal")
+        where = f"on {part['kind']} requests ({part.get('n', d.get('n') if d else '?')} prompts) refusals"
         if d and d.get("hi") is not None and d["hi"] < 0:
-            out.append(f"on {part['kind']} requests ({part.get('n', d.get('n'))} prompts) refusals fell to "
-                       f"{d['b']:.0%} ({label_a} {d['a']:.0%}): B takes up more of them")
+            out.append(f"{where} fell to {d['b']:.0%} ({label_a} {d['a']:.0%}): B takes up more of them")
+        elif d and diagnostics.rise(d):  # more declines: right on a theft request, wrong on a roast
+            out.append(f"{where} rose to {d['b']:.0%} ({label_a} {d['a']:.0%}): B declines more of them")
     return out
 
 
@@ -316,9 +320,21 @@ def drift_watch(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def take_up_rates(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """diagnostics.paired_rates over the requests a model should take up: every row but the harmful or edgy ones,
+    where some prompts are labelled so ({} when all are); None where none is (then the whole comparison counts)."""
+    if not any(r.get("kind") == HARMFUL_KIND for r in rows):
+        return None
+    return diagnostics.paired_rates([r for r in rows if r.get("kind") != HARMFUL_KIND])
+
+
 def verdict(summary: dict[str, Any]) -> str:
     """One line a reader can trust: the reward's B − A and whether its interval excludes 0, the judge beside it,
-    and, when refusals or degenerate answers rose clearly, that B is not better whatever the reward says."""
+    and, when refusals or degenerate answers rose clearly, that B is not better whatever the reward says. Where the
+    prompts label harmful or edgy requests (`take_up`), refusals count against B only on the other requests:
+    declining more harmful ones is not worse by itself (measured: the hh mix with hh's requests in PPO, stop 54,
+    seed 6, refusals 7% → 11% on 48 hh-rlhf harmful requests read "B is not better" while readers preferred B
+    78–65); decline_watch names the change either way."""
     paired, diag = summary.get("paired") or {}, summary.get("diagnostics") or {}
     reward, judge = paired.get("reward"), summary.get("paired_judge")
     parts = []
@@ -327,11 +343,19 @@ def verdict(summary: dict[str, Any]) -> str:
     if judge:
         parts.append(f"judge {judge['mean']:+.2f} (95% CI {judge['lo']:+.2f} … {judge['hi']:+.2f})")
     head = ", ".join(parts) or "no reward model"
-    caveats = diagnostics.caveats(diag, str(summary.get("model_a") or "A"))
+    label_a, take_up = str(summary.get("model_a") or "A"), summary.get("take_up")
+    if isinstance(take_up, dict):  # the prompts label harmful or edgy requests: refusals count only where not
+        rest = {k: v for k, v in diag.items() if k != "refusal"}
+        refusal = {"refusal": take_up["refusal"]} if take_up.get("refusal") else {}
+        caveats = diagnostics.caveats(rest, label_a) + [f"on the other requests {c}"
+                                                        for c in diagnostics.caveats(refusal, label_a)]
+        watched = diagnostics.watch(rest, label_a) + [f"on the other requests {w}"
+                                                      for w in diagnostics.watch(refusal, label_a)]
+    else:
+        caveats, watched = diagnostics.caveats(diag, label_a), diagnostics.watch(diag, label_a)
     if caveats:
         return f"{head}, but {' and '.join(caveats)}: B is not better."
-    watched = diagnostics.watch(diag, str(summary.get("model_a") or "A")) + drift_watch(summary) + \
-        relevance_watch(summary) + kind_watch(summary) + decline_watch(summary)
+    watched += drift_watch(summary) + relevance_watch(summary) + kind_watch(summary) + decline_watch(summary)
     line = _reward_verdict(summary, head, reward, judge)
     return f"{line} Watch: {' and '.join(watched)}: read those answers." if watched else line
 
@@ -459,7 +483,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         "relevance": cfg.relevance if relevant else None,
         "paired_relevance": paired_score(rows, "relevance"),
         "kl_a": run_kl(sides[0]), "kl_b": run_kl(sides[1]), "by_kind": by_kind(rows), "only_kind": only_kind(rows),
-        "answers_per_prompt": cfg.answers_per_prompt,
+        "take_up": take_up_rates(rows), "answers_per_prompt": cfg.answers_per_prompt,
     }
     summary["verdict"] = verdict(summary)
     if sides[0].label == BASE:  # the headline numbers: base vs RLHF

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import statistics
@@ -24,6 +25,8 @@ BUNDLED_FILES = {
 BUNDLED_SUBSETS = {"bundled:helpful": "helpful", "bundled:harmless": "harmless"}
 BUNDLED_PROMPTS = ASSETS_DATA / "prompts.jsonl"  # PPO training prompts ('bundled')
 BUNDLED_HELDOUT_PROMPTS = ASSETS_DATA / "prompts_test.jsonl"  # never used by PPO ('bundled:heldout'), for Compare
+PROMPT_JOIN = "+"  # prompt sources joined: 'bundled+hh_train.jsonl.gz'
+LABEL_MARK = "="  # a part's label where its rows have none: 'hh_train.jsonl.gz=harmless-base'
 
 # "\n\nHuman: ..." / "\n\nAssistant: ..." is the hh-rlhf dialogue form (Bai et al. 2022).
 ASSISTANT_MARK = "\n\nAssistant:"
@@ -294,11 +297,19 @@ def load_prompts(source: str, limit: int | None = None, allowed_dirs: list[Path]
 def load_prompt_rows(source: str, limit: int | None = None, allowed_dirs: list[Path] | None = None,
                      labels: bool = False) -> list[tuple[str, str | None]]:
     """load_prompts' prompts, each with its kind of request (`request_kind` of the row's `subset`, a hub file's
-    folder, or a pair's subset; None where the source does not say); `labels`: the subset label itself instead."""
+    folder, or a pair's subset; None where the source does not say); `labels`: the subset label itself instead.
+    Sources joined by '+' (`bundled+hh_train.jsonl.gz`: the demo prompts and a pair set's own requests) are read
+    each in turn and interleaved, so a `limit` keeps some of every part."""
     kind = (lambda subset: subset) if labels else request_kind
     source = source.strip()
     if not source:
         raise ValueError("no prompt source given: use 'bundled', a file path or a hub id")
+    parts = prompt_parts(source)
+    if len(parts) > 1 or parts[0][1]:
+        loaded = [[(prompt, kind(subset or label)) for prompt, subset in load_prompt_rows(part, limit, allowed_dirs,
+                                                                                          labels=True)]
+                  for part, label in parts]
+        return _dedupe_rows([row for turn in itertools.zip_longest(*loaded) for row in turn if row], limit)
     if source in ("bundled:pairs", "bundled:train", "bundled:test"):
         pair_source = "bundled" if source == "bundled:pairs" else source
         pairs = load_pairs(pair_source).pairs
@@ -319,6 +330,29 @@ def load_prompt_rows(source: str, limit: int | None = None, allowed_dirs: list[P
     if not kept:
         raise ValueError(f"no usable prompt in '{name}'")
     return kept
+
+
+def prompt_parts(source: str) -> list[tuple[str, str | None]]:
+    """'bundled+hh.jsonl.gz=harmless-base' -> [('bundled', None), ('hh.jsonl.gz', 'harmless-base')]: the sources
+    joined by '+', each with the label its rows take where they carry no `subset` of their own (`=LABEL`: a pair
+    file of hh-rlhf's harmless-base copied without its folder). A file whose own name has '+' or '=' is one part."""
+    source = source.strip()
+    if Path(source).expanduser().exists():
+        return [(source, None)]
+    parts = [part.strip() for part in source.split(PROMPT_JOIN)] if PROMPT_JOIN in source else [source]
+    if not all(parts):
+        raise ValueError(f"'{source}': an empty part between '+' signs; join prompt sources as 'bundled+FILE'")
+    return [_part_label(part) for part in parts]
+
+
+def _part_label(part: str) -> tuple[str, str | None]:
+    name, eq, label = part.rpartition(LABEL_MARK)
+    if not eq or Path(part).expanduser().exists():
+        return part, None
+    if not name.strip() or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", label.strip()):
+        raise ValueError(f"'{part}': after '=' comes the label its prompts take, one word such as harmless-base or "
+                         "helpful (e.g. hh.jsonl.gz=harmless-base)")
+    return name.strip(), label.strip()
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -237,20 +237,26 @@ def find_reward_model(path: str, root: Path | None = None) -> str:
     return str(candidate.resolve())
 
 
-def reward_backbone(path: str | Path | None, root: Path | None = None) -> str | None:
-    """The backbone a reward run trained (its config's `backbone`), given as in `find_reward_model`; None when it
-    cannot be told (no such folder, a bare model folder, a hub id)."""
+def reward_run_config(path: str | Path | None, root: Path | None = None) -> dict:
+    """A reward run's config.json, given as in `find_reward_model`; {} when there is none to read (no such folder, a
+    bare model folder, a hub id, a file cut off mid-write)."""
     if not path:
-        return None
+        return {}
     try:
         folder = Path(find_reward_model(str(path), root))
     except ValueError:
-        return None
+        return {}
     folder = folder.parent if folder.name == "model" else folder
     try:
-        backbone = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("backbone")
-    except (OSError, ValueError, AttributeError):
-        return None
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def reward_backbone(path: str | Path | None, root: Path | None = None) -> str | None:
+    """The backbone a reward run trained (its config's `backbone`); None when it cannot be told."""
+    backbone = reward_run_config(path, root).get("backbone")
     return backbone if isinstance(backbone, str) else None
 
 

@@ -54,6 +54,26 @@ def repeat_count(part: str) -> tuple[str, int]:
     return name.strip(), int(count)
 
 
+def own_pair_parts(source: str) -> list[str]:
+    """The parts of a pair source that are a user's own pair sets (a file, a hub id), each once and without its
+    '*N': not the demo set (`bundled`, `bundled:helpful`, ...) and not feedback votes."""
+    parts = [repeat_count(part)[0] for part in source.split(MIX)] if is_mix(source) else [source.strip()]
+    return list(dict.fromkeys(p for p in parts if p and not p.startswith(("bundled", SOURCE_PREFIX))))
+
+
+def prompts_with_own_requests(prompts: str, pair_source: str) -> tuple[list[str], str | None]:
+    """The pair sets of `pair_source` (a reward run's training data) that `prompts` does not name, and `prompts`
+    joined with them, so PPO meets the requests its reward model was trained to judge: ('bundled',
+    'hh.jsonl.gz+bundled:helpful*11') -> (['hh.jsonl.gz'], 'bundled+hh.jsonl.gz'). ([], None) when there is nothing
+    to add or `prompts` cannot be read as sources."""
+    try:
+        named = {part for part, _ in data.prompt_parts(prompts)} if prompts.strip() else set()
+    except ValueError:
+        return [], None
+    missing = [part for part in own_pair_parts(pair_source or "") if part not in named]
+    return (missing, data.PROMPT_JOIN.join([prompts.strip() or "bundled", *missing])) if missing else ([], None)
+
+
 def parse_part(part: str) -> tuple[str, int | None]:
     """'feedback:NAME[@N]' -> (NAME, N or None)."""
     spec = part.strip()[len(SOURCE_PREFIX):]

@@ -168,6 +168,37 @@ def test_the_bundled_ppo_prompts_label_edgy_and_harmful_requests_apart():
     assert not pairs_firsts & set(load_prompts("bundled"))  # no PPO prompt is a pair's request
 
 
+def test_prompt_sources_join_with_plus_and_keep_every_part_and_label(tmp_path):
+    """`bundled+FILE`: the demo prompts and a pair set's own requests, interleaved so a limit keeps both."""
+    own = write_jsonl(tmp_path / "own.jsonl", [{"prompt": "how do I pick a lock", "subset": "harmless-base"},
+                                               {"prompt": "sort a list in python", "subset": "helpful-base"}])
+    joined = load_prompt_rows(f"bundled+{own}", labels=True)
+    bundled = load_prompt_rows("bundled", labels=True)
+    assert len(joined) == 150 and set(joined) == set(bundled) | {("how do I pick a lock", "harmless-base"),
+                                                                 ("sort a list in python", "helpful-base")}
+    assert joined[:4] == [bundled[0], ("how do I pick a lock", "harmless-base"), bundled[1],
+                          ("sort a list in python", "helpful-base")]  # interleaved: a limit keeps some of each
+    assert {p for p, _ in load_prompt_rows(f"bundled + {own}", limit=4)} >= {"how do I pick a lock"}
+    assert load_prompts(f"{own}+{own}") == ["how do I pick a lock", "sort a list in python"]  # each prompt once
+    plus_name = write_jsonl(tmp_path / "a+b.jsonl", [{"prompt": "x"}])
+    assert load_prompts(str(plus_name)) == ["x"]  # a file whose own name has a '+' is a file
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{"chosen": "\n\nHuman: where does my ex live now\n\nAssistant: No.",
+                                                 "rejected": "\n\nHuman: where does my ex live now\n\nAssistant: Ok"},
+                                                {"prompt": "tell me a joke", "subset": "helpful-base"}])
+    assert load_prompt_rows(f"{bare}=harmless-base", labels=True) == [("where does my ex live now", "harmless-base"),
+                                                                      ("tell me a joke", "helpful-base")]  # own kept
+    assert load_prompt_rows(f"bundled+{bare}=harmless-base")[1] == ("where does my ex live now", "harmful or edgy")
+    assert load_prompt_rows(str(bare), labels=True)[0] == ("where does my ex live now", None)  # no label: none
+    eq_name = write_jsonl(tmp_path / "x=y.jsonl", [{"prompt": "z"}])
+    assert load_prompts(str(eq_name)) == ["z"]  # a file whose own name has a '=' is a file
+    with pytest.raises(ValueError, match="after '=' comes the label"):
+        load_prompts(f"{bare}=two words")
+    with pytest.raises(ValueError, match="empty part"):
+        load_prompts("bundled++")
+    with pytest.raises(ValueError, match="nope.jsonl"):
+        load_prompts("bundled+nope.jsonl")
+
+
 @pytest.mark.parametrize(
     "content,expected",
     [

@@ -133,6 +133,11 @@ def test_hh_rlhf_folders_reach_ppo_as_labels_to_decline_or_not(hub):
     assert {label for _, label in rows} == set(HH_SUBSETS)
     left_out = ppo.harmful_requests(dict(rows))
     assert left_out == {p for p, label in rows if label == "harmless-base"} and 0 < len(left_out) < len(rows)
+    # the Space's PPO prompts joined with the reward data's requests (what the PPO tab offers): both hub sets read,
+    # each hh request with its folder's label, a limit keeping some of each
+    joined = data.load_prompt_rows(f"{RTP}+{HH}", limit=8, labels=True)
+    assert len(joined) == 8 and {label for _, label in joined} & set(HH_SUBSETS)
+    assert {p for p, _ in joined} & set(data.load_prompts(RTP)) and ppo.harmful_requests(dict(joined)) <= left_out
 
 
 def test_the_roberta_toxicity_classifier_loads_from_the_cache(hub):

@@ -519,3 +519,43 @@ def test_the_summary_line_names_what_ppo_maximised_besides_the_reward_model(runs
     assert "score: reward model + 5 × relevance − 2 for a degenerate answer" in tab.summary_markdown(penalised)
     alone = new_run("ppo", {"policy": "p", "degenerate_penalty": 1.5}, runs_root)
     assert "score: reward model − 1.5 for a degenerate answer" in tab.summary_markdown(alone)
+
+
+def test_a_reward_run_on_pairs_of_ones_own_offers_their_requests_to_ppo(runs_root, tmp_path):
+    """A reward model trained on a user's own pairs (a file, a hub id) beside the demo set's: PPO on the demo prompts
+    alone never meets their kind of request, so the PPO tab says so under Prompts with a button that joins them
+    (`bundled+FILE`), and `lab ppo` prints the same as a note. The demo set's own runs, feedback votes and prompts
+    that already name the file get nothing."""
+    from lab.ui import ppo as tab
+    from lab.ui.common import UIContext
+
+    own = tmp_path / "hh <train>.jsonl"
+    own.write_text('{"chosen": "\\n\\nHuman: rob a bank?\\n\\nAssistant: No.", "rejected": "\\n\\nHuman: rob a bank?'
+                   '\\n\\nAssistant: Sure."}\n')
+    mixed = new_run("reward", {"backbone": "x", "data": f"{own}+bundled:helpful*11+bundled:harmless*4"}, runs_root)
+    demo = new_run("reward", {"backbone": "x", "data": "bundled"}, runs_root)
+    votes = new_run("reward", {"backbone": "x", "data": "feedback:class-1+bundled"}, runs_root)
+    assert ppo.own_requests(mixed.path.name, "bundled", runs_root) == ([str(own)], f"bundled+{own}")  # by run id
+    mixed.model_dir.mkdir(parents=True, exist_ok=True)
+    assert ppo.own_requests(str(mixed.model_dir), " bundled ", runs_root)[1] == f"bundled+{own}"
+    for prompts in (f"bundled+{own}=harmless-base", f"{own}", "bundled++"):  # named already; unreadable: no offer
+        assert ppo.own_requests(str(mixed.path), prompts, runs_root) == ([], None)
+    for run in (demo, votes):
+        assert ppo.own_requests(str(run.path), "bundled", runs_root) == ([], None)
+    assert ppo.own_requests(str(runs_root / "missing"), "bundled", runs_root) == ([], None)
+    assert ppo.own_requests(str(mixed.path), "allenai/real-toxicity-prompts", runs_root)[1] == \
+        f"allenai/real-toxicity-prompts+{own}"
+
+    ctx = UIContext(manager=JobManager(runs_root, mark_interrupted=False), preset=get_preset("cpu"))
+    note, shown = tab.own_requests_view(ctx, mixed.path.name, "bundled")
+    assert shown and "`hh &lt;train&gt;.jsonl`" in note and "<train>" not in note  # the file's name, escaped
+    assert "append `=harmless-base`" in note and "6 of 6 seeds" in note
+    assert tab.own_requests_view(ctx, demo.path.name, "bundled") == ("", False)
+    assert tab.own_requests_view(ctx, None, "bundled") == ("", False)
+    # the joined source is one PPO reads: the demo prompts and the file's request, interleaved
+    from lab.data import load_prompts
+    joined = load_prompts(ppo.own_requests(mixed.path.name, "bundled", runs_root)[1])
+    assert len(joined) == 149 and joined[1] == "rob a bank?"
+
+    missing, suggestion = ppo.own_requests(str(mixed.path), "bundled")
+    assert f"--prompts 'bundled+{own}'" in ppo.own_requests_note(missing, suggestion)

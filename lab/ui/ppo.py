@@ -417,6 +417,24 @@ def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any, rewa
             f"rollouts of up to {cfg.get('output_max_length', '?')} tokens{scaled}.</small>")
 
 
+def own_requests_view(ctx: UIContext, reward_run: Any, prompts: Any) -> tuple[str, bool]:
+    """The note under Prompts when the chosen reward run learned from pair sets of the user's own whose requests the
+    prompts leave out (`ppo.own_requests`), and whether to show the button that adds them; ('', False) otherwise."""
+    missing, suggestion = ppo.own_requests(str(reward_run or ""), str(prompts or ""), ctx.manager.root)
+    if not suggestion:
+        return "", False
+    names = ", ".join(f"`{esc(Path(part).name or part)}`" for part in missing)
+    return (f"<small>⚑ This reward model learned from pairs in {names}, whose requests these prompts leave out: PPO "
+            f"never meets the kind of request those pairs judge. The button adds them: `{esc(suggestion)}`. If they "
+            f"are requests to decline (hh-rlhf's harmless-base) and their rows carry no `subset`, append "
+            f"`=harmless-base` so PPO leaves relevance out on them. {esc(ppo.OWN_REQUESTS_READ)}.</small>"), True
+
+
+def _own_view(ctx: UIContext, reward_run: Any, prompts: Any) -> tuple[str, Any]:
+    note, visible = own_requests_view(ctx, reward_run, prompts)
+    return note, gr.update(visible=visible)
+
+
 def start(ctx: UIContext, visitor: str | None, values: dict[str, Any]) -> str:
     """Start a PPO job owned by this visitor; returns the new run's id. A reward model that rewards refusing is
     allowed (a lesson in itself) but said so first."""
@@ -510,6 +528,13 @@ def build_ppo_tab(ctx: UIContext) -> None:
     jt.on(jt.components["reward_refresh"].click,
           lambda r: {"reward_run": _refreshed_rewards(ctx, r)}, ["reward_run"], ["reward_run"],
           api_visibility="private")
+    for name in ("reward_run", "prompts"):
+        jt.on(jt.components[name].change, lambda r, p: dict(zip(("prompts_note", "prompts_add"), _own_view(ctx, r, p))),
+              ["reward_run", "prompts"], ["prompts_note", "prompts_add"], api_visibility="private",
+              show_progress="hidden")
+    jt.on(jt.components["prompts_add"].click,
+          lambda r, p: {"prompts": ppo.own_requests(r or "", p or "", ctx.manager.root)[1] or p},
+          ["reward_run", "prompts"], ["prompts"], api_visibility="private")
     cost = list(COST_INPUTS)
     for name in cost:
         jt.on(jt.components[name].change, lambda *v: {"cost": cost_text(ctx, *v)}, cost, ["cost"],
@@ -535,7 +560,13 @@ def _form(jt: JobTab) -> None:
                                      elem_id="ppo-reward-run"))
     jt.add("reward_refresh", gr.Button("↻ Refresh reward runs", size="sm"))
     jt.add("prompts", gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
-                                 info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column"))
+                                 info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column; join "
+                                      "them with '+' (bundled+pairs.jsonl: the demo prompts and a pair set's own "
+                                      "requests)"))
+    note, add_visible = own_requests_view(ctx, default_reward(ctx, rewards), ctx.preset.ppo_prompts)
+    jt.add("prompts_note", gr.Markdown(note, elem_id="ppo-prompts-note"))
+    jt.add("prompts_add", gr.Button("+ Add their requests to the prompts", size="sm", visible=add_visible,
+                                    elem_id="ppo-prompts-add"))
     for name in PPO_FIELDS:  # in the config's order
         if name in MAIN_FIELDS:
             add(name)
