@@ -264,12 +264,12 @@ def kind_watch(summary: dict[str, Any]) -> list[str]:
 
 
 def decline_watch(summary: dict[str, Any]) -> list[str]:
-    """In words, harmful or edgy requests that B declines clearly less often than A (the interval of B − A below 0),
-    or more often (a rise `diagnostics.rise` names), from the kind's part of by_kind or, where every prompt is of that kind, from the whole comparison. Measured: off
-    the demo set the default of stops 50-52 took up hh-rlhf's harmful requests that base declined (readers marked
-    refusals on 9 against 37 and 19 against 49 of 96 answers on two fresh draws and preferred base, 222–258; README),
-    while the hh mix's runs kept base's rate (interval across 0). A watch, not a verdict: on the demo set's roast
-    requests readers preferred the answers that took them up."""
+    """In words, harmful or edgy requests that B declines clearly less often than A (the interval of B − A below 0), or
+    more often (a rise `diagnostics.rise` names), from the kind's part of by_kind or, where every prompt is of that
+    kind, from the whole comparison. Measured: off the demo set the default of stops 50-52 took up hh-rlhf's harmful
+    requests that base declined (readers marked refusals on 9 against 37 and 19 against 49 of 96 answers on two fresh
+    draws and preferred base, 222–258; README), while the hh mix's runs kept base's rate (interval across 0). A
+    watch, not a verdict: on the demo set's roast requests readers preferred the answers that took them up."""
     label_a = str(summary.get("model_a") or "A")
     parts = [p for p in summary.get("by_kind") or [] if p.get("kind") == HARMFUL_KIND]
     if not summary.get("by_kind") and summary.get("only_kind") == HARMFUL_KIND:
