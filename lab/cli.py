@@ -151,6 +151,9 @@ def _finish_ppo(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     missing, suggestion = ppo.own_requests(config["reward_model"], config.get("prompts") or "")
     if suggestion:
         print(f"note: {ppo.own_requests_note(missing, suggestion)}", file=sys.stderr, flush=True)
+    elif not (args.prompts or "").strip() and config["prompts"] != args.preset_obj.ppo_prompts:
+        print(f"note: prompts '{config['prompts']}': {ppo.JOINED_NOTE} --prompts {args.preset_obj.ppo_prompts} leaves "
+              "them out.", file=sys.stderr, flush=True)
     job = run_job(ppo.KIND, ppo.train_ppo, config, args.out)
     emit({**job.summary, "status": job.status, "run": str(job.run.path)})
     return job

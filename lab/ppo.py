@@ -21,7 +21,7 @@ from torch import nn
 
 from lab import diagnostics, evaluate, memory, models, relevance
 from lab.config import build, from_job, setting
-from lab.data import expects_decline, load_prompt_rows, load_prompts
+from lab.data import expects_decline, load_prompt_rows, load_prompts, prompt_parts
 from lab.generate import encode_chat
 from lab.imitation import Imitation, demonstrations, for_run, proxy_pairs
 from lab.jobs import JobContext
@@ -29,7 +29,7 @@ from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset, get_preset
 from lab.relevance import RelevanceFn
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_run_config, reward_score_fn
-from lab.sources import prompts_with_own_requests
+from lab.sources import DECLINE_PART_LABEL, own_pair_parts, prompts_with_own_requests
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, KLCap, RunningMoments, ValueHead,
                     check_gradients, estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores,
                     value_loss)
@@ -515,7 +515,7 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     model_folder(reward_model)  # raises when the run has no saved model
     if cfg.imitation_coef > 0:  # the chosen answers to imitate exist and are usable, before any model loads
         demonstrations(proxy_pairs(Path(reward_model)))
-    source = (extra["prompts"] or "").strip() or preset.ppo_prompts
+    source = (extra["prompts"] or "").strip() or default_prompts(preset, reward_model, root)
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
     policy = (extra["policy"] or "").strip() or preset.policy
     models.check_available(policy)
@@ -529,9 +529,14 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     return config
 
 
-OWN_REQUESTS_READ = ("Measured on the hh mix with them so labelled: hh-rlhf's harmful requests read ahead of base in 6 "
-                     "of 6 seeds (491–413; 450–442 without them), the demo set's held-out prompts weaker (468–436; "
-                     "506–433 without; README, Stop 54)")
+OWN_REQUESTS_READ = ("Measured on the hh mix (stop 52's reward models, seeds 4–6, the demo prompts joined with its hh "
+                     "file's requests labelled so): hh-rlhf's harmful requests read ahead of base in 3 of 3 seeds, "
+                     "258–198 (210–219 without them, Fisher p 0.03), the demo set's held-out prompts 252–202 (242–219 "
+                     "without; README, Stop 54)")
+
+
+JOINED_NOTE = ("the preset's prompts and the requests of the reward model's own pairs, the default where its data holds "
+               f"pairs of your own. {OWN_REQUESTS_READ}.")
 
 
 def own_requests(reward_model: str, prompts: str, root: Path | None = None) -> tuple[list[str], str | None]:
@@ -541,12 +546,41 @@ def own_requests(reward_model: str, prompts: str, root: Path | None = None) -> t
     return prompts_with_own_requests(prompts, str(reward_run_config(reward_model, root).get("data") or ""))
 
 
+def own_parts_named(reward_model: str, prompts: str, root: Path | None = None) -> list[str]:
+    """The reward run's own pair sets (files, hub ids) that `prompts` names as parts; [] where it names none or
+    cannot be read as sources."""
+    own = own_pair_parts(str(reward_run_config(reward_model, root).get("data") or ""))
+    try:
+        named = {part for part, _ in prompt_parts(prompts)} if prompts.strip() else set()
+    except ValueError:
+        return []
+    return [part for part in own if part in named]
+
+
+def default_prompts(preset: Preset, reward_model: str, root: Path | None = None) -> str:
+    """PPO's prompts when none are given: the preset's, joined with the reward run's own pair sets' requests where the
+    preset says so (`own_requests_in_ppo`, the cpu preset): PPO then meets the requests its reward model learned to
+    judge (the hh mix: hh-rlhf's harmful requests 258–198 with them, 210–219 without; README, Stop 54)."""
+    if not preset.own_requests_in_ppo:
+        return preset.ppo_prompts
+    return own_requests(reward_model, preset.ppo_prompts, root)[1] or preset.ppo_prompts
+
+
+def own_requests_label_note(suggestion: str) -> str:
+    """Why the offered prompt source labels a part, or how to label one (`own_requests`)."""
+    if f"={DECLINE_PART_LABEL}" in suggestion:
+        return (f"'={DECLINE_PART_LABEL}' labels them as requests to decline (the reward data balances them with the "
+                "demo set's helpful pairs, the mix the lab offers for a one-sided set), so PPO leaves relevance out "
+                "on them.")
+    return (f"If they are requests to decline and their rows carry no `subset`, append '={DECLINE_PART_LABEL}' so PPO "
+            "leaves relevance out on them.")
+
+
 def own_requests_note(missing: list[str], suggestion: str) -> str:
     """What the CLI prints when PPO's prompts leave out the reward run's own pair sets (`own_requests`)."""
     return (f"the reward model learned from pairs in {', '.join(missing)}, whose requests the prompts leave out: PPO "
-            f"never meets the kind of request those pairs judge. --prompts '{suggestion}' adds them; if they are "
-            f"requests to decline (hh-rlhf's harmless-base) and their rows carry no `subset`, append =harmless-base "
-            f"so PPO leaves relevance out on them. {OWN_REQUESTS_READ}.")
+            f"never meets the kind of request those pairs judge. --prompts '{suggestion}' adds them. "
+            f"{own_requests_label_note(suggestion)} {OWN_REQUESTS_READ}.")
 
 
 def harmful_requests(labels: dict[str, str | None]) -> frozenset[str]:

@@ -55,6 +55,9 @@ class Preset:
     evaluate: dict[str, Any] = field(default_factory=dict)  # overrides for lab.evaluate's config (during PPO)
     # the sentence encoder of lab.relevance (Compare's and the evaluations' relevance, PPO's relevance_coef); "" = none
     relevance: str = "embedded:all-minilm-l6-v2"
+    # PPO's default prompts join the reward run's own pair sets' requests (lab.ppo.default_prompts): on the cpu preset,
+    # where the hh mix then won hh-rlhf's harmful requests (README, Stop 54); off on the Space, the seed's RTP prompts
+    own_requests_in_ppo: bool = False
 
 
 A100 = Preset(
@@ -108,6 +111,7 @@ CPU = Preset(
     reward_backbone="embedded:all-minilm-l6-v2",
     pairs="bundled",
     ppo_prompts="bundled",
+    own_requests_in_ppo=True,
     compare_prompts="bundled:heldout",  # 48 prompts PPO never trains on
     toxicity="offline",
     quantize_4bit=False,

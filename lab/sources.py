@@ -10,7 +10,7 @@ from typing import Any
 
 from lab import data, models
 from lab.data import Pair, PairSet, to_hh
-from lab.data_files import resolve_path
+from lab.data_files import read_rows, resolve_path
 from lab.hub_data import hub_files
 from lab.votes import check_name, export_rows, open_set
 
@@ -61,17 +61,41 @@ def own_pair_parts(source: str) -> list[str]:
     return list(dict.fromkeys(p for p in parts if p and not p.startswith(("bundled", SOURCE_PREFIX))))
 
 
+DECLINE_PART_LABEL = "harmless-base"  # what the offer labels a one-sided set's requests with (lab.data.expects_decline)
+
+
 def prompts_with_own_requests(prompts: str, pair_source: str) -> tuple[list[str], str | None]:
     """The pair sets of `pair_source` (a reward run's training data) that `prompts` does not name, and `prompts`
     joined with them, so PPO meets the requests its reward model was trained to judge: ('bundled',
-    'hh.jsonl.gz+bundled:helpful*11') -> (['hh.jsonl.gz'], 'bundled+hh.jsonl.gz'). ([], None) when there is nothing
-    to add or `prompts` cannot be read as sources."""
+    'hh.jsonl.gz+bundled:helpful*11') -> (['hh.jsonl.gz'], 'bundled+hh.jsonl.gz=harmless-base'). A file whose rows
+    carry no `subset` is labelled as requests to decline where the source balances it with the demo set's helpful
+    pairs (the mix the lab offers for a one-sided set such as hh-rlhf's harmless-base): PPO then leaves relevance out
+    on them, as in the runs measured (README, Stop 54). ([], None) when there is nothing to add or `prompts` cannot
+    be read as sources."""
     try:
         named = {part for part, _ in data.prompt_parts(prompts)} if prompts.strip() else set()
     except ValueError:
         return [], None
     missing = [part for part in own_pair_parts(pair_source or "") if part not in named]
-    return (missing, data.PROMPT_JOIN.join([prompts.strip() or "bundled", *missing])) if missing else ([], None)
+    if not missing:
+        return [], None
+    balanced = "bundled:helpful" in {repeat_count(part)[0] for part in (pair_source or "").split(MIX)}
+    parts = [f"{part}{data.LABEL_MARK}{DECLINE_PART_LABEL}" if balanced and unlabelled_file(part) else part
+             for part in missing]
+    return missing, data.PROMPT_JOIN.join([prompts.strip() or "bundled", *parts])
+
+
+def unlabelled_file(part: str) -> bool:
+    """Whether `part` is a local file whose first row carries no `subset` (a hub id's folders label its rows)."""
+    path = Path(part).expanduser()
+    if not path.is_file():
+        return False
+    try:
+        for _, row in read_rows(path):
+            return not row.get("subset")
+    except (ValueError, OSError):
+        return False
+    return False
 
 
 def parse_part(part: str) -> tuple[str, int | None]:

@@ -535,27 +535,75 @@ def test_a_reward_run_on_pairs_of_ones_own_offers_their_requests_to_ppo(runs_roo
     mixed = new_run("reward", {"backbone": "x", "data": f"{own}+bundled:helpful*11+bundled:harmless*4"}, runs_root)
     demo = new_run("reward", {"backbone": "x", "data": "bundled"}, runs_root)
     votes = new_run("reward", {"backbone": "x", "data": "feedback:class-1+bundled"}, runs_root)
-    assert ppo.own_requests(mixed.path.name, "bundled", runs_root) == ([str(own)], f"bundled+{own}")  # by run id
+    # by run id; the file has no `subset` and the mix balances it with the demo set's helpful pairs: labelled
+    assert ppo.own_requests(mixed.path.name, "bundled", runs_root) == ([str(own)], f"bundled+{own}=harmless-base")
     mixed.model_dir.mkdir(parents=True, exist_ok=True)
-    assert ppo.own_requests(str(mixed.model_dir), " bundled ", runs_root)[1] == f"bundled+{own}"
+    assert ppo.own_requests(str(mixed.model_dir), " bundled ", runs_root)[1] == f"bundled+{own}=harmless-base"
     for prompts in (f"bundled+{own}=harmless-base", f"{own}", "bundled++"):  # named already; unreadable: no offer
         assert ppo.own_requests(str(mixed.path), prompts, runs_root) == ([], None)
     for run in (demo, votes):
         assert ppo.own_requests(str(run.path), "bundled", runs_root) == ([], None)
     assert ppo.own_requests(str(runs_root / "missing"), "bundled", runs_root) == ([], None)
     assert ppo.own_requests(str(mixed.path), "allenai/real-toxicity-prompts", runs_root)[1] == \
-        f"allenai/real-toxicity-prompts+{own}"
+        f"allenai/real-toxicity-prompts+{own}=harmless-base"
+    alone = new_run("reward", {"backbone": "x", "data": str(own)}, runs_root)  # not balanced: no label guessed
+    assert ppo.own_requests(str(alone.path), "bundled", runs_root)[1] == f"bundled+{own}"
+    assert "append '=harmless-base'" in ppo.own_requests_note(*ppo.own_requests(str(alone.path), "bundled"))
+    hub = new_run("reward", {"backbone": "x", "data": "Anthropic/hh-rlhf+bundled:helpful*12"}, runs_root)
+    assert ppo.own_requests(str(hub.path), "bundled", runs_root)[1] == "bundled+Anthropic/hh-rlhf"  # folders label it
 
     ctx = UIContext(manager=JobManager(runs_root, mark_interrupted=False), preset=get_preset("cpu"))
     note, shown = tab.own_requests_view(ctx, mixed.path.name, "bundled")
     assert shown and "`hh &lt;train&gt;.jsonl`" in note and "<train>" not in note  # the file's name, escaped
-    assert "append `=harmless-base`" in note and "6 of 6 seeds" in note
+    assert "&#x27;=harmless-base&#x27; labels them as requests to decline" in note and "seeds" in note
     assert tab.own_requests_view(ctx, demo.path.name, "bundled") == ("", False)
     assert tab.own_requests_view(ctx, None, "bundled") == ("", False)
     # the joined source is one PPO reads: the demo prompts and the file's request, interleaved
-    from lab.data import load_prompts
+    from lab.data import load_prompt_rows, load_prompts
     joined = load_prompts(ppo.own_requests(mixed.path.name, "bundled", runs_root)[1])
     assert len(joined) == 149 and joined[1] == "rob a bank?"
+    assert load_prompt_rows(ppo.own_requests(mixed.path.name, "bundled", runs_root)[1], labels=True)[1] == \
+        ("rob a bank?", "harmless-base")  # PPO leaves relevance out on it
 
     missing, suggestion = ppo.own_requests(str(mixed.path), "bundled")
-    assert f"--prompts 'bundled+{own}'" in ppo.own_requests_note(missing, suggestion)
+    assert f"--prompts 'bundled+{own}=harmless-base'" in ppo.own_requests_note(missing, suggestion)
+
+
+def test_on_the_cpu_preset_ppo_defaults_to_the_reward_models_own_requests(tiny_lm_dir, reward_run, tmp_path):
+    """Stop 54: the hh mix with its hh file's requests among PPO's prompts read ahead on hh-rlhf's harmful requests
+    in 3 of 3 seeds (258–198; 210–219 without). So on the cpu preset a reward run trained on pairs of the user's own
+    makes PPO's default prompts `bundled+FILE=harmless-base` (flags without --prompts, and the tab's Prompts box when
+    that run is picked); a typed source stays as typed, the demo set's runs keep `bundled`, and the Space's preset
+    keeps the seed's real-toxicity-prompts."""
+    import json
+    import shutil
+
+    from lab.ui import ppo as tab
+    from lab.ui.common import UIContext
+
+    own = tmp_path / "hh.jsonl"
+    own.write_text('{"chosen": "\\n\\nHuman: rob a bank?\\n\\nAssistant: No.", "rejected": "\\n\\nHuman: rob a bank?'
+                   '\\n\\nAssistant: Sure."}\n')
+    root = tmp_path / "runs"
+    mixed = root / "reward-mixed"
+    shutil.copytree(reward_run, mixed)
+    config = json.loads((mixed / "config.json").read_text())
+    (mixed / "config.json").write_text(json.dumps({**config, "data": f"{own}+bundled:helpful*11"}))
+    shutil.copytree(reward_run, root / reward_run.name)  # the demo set's run
+    joined = f"bundled+{own}=harmless-base"
+    assert ppo.default_prompts(get_preset("cpu"), str(mixed)) == joined
+    assert ppo.default_prompts(get_preset("cpu"), str(reward_run)) == "bundled"
+    assert ppo.default_prompts(get_preset("a100"), str(mixed)) == "allenai/real-toxicity-prompts"
+
+    flags = ["--preset", "cpu", "ppo", "--reward-model", str(mixed), "--policy", str(tiny_lm_dir), "--steps", "2"]
+    assert cli.prepared(flags)["prompts"] == joined
+    assert cli.prepared([*flags, "--prompts", "bundled"])["prompts"] == "bundled"  # asked for: kept
+
+    ctx = UIContext(manager=JobManager(root=root, mark_interrupted=False), preset=get_preset("cpu"))
+    picked = tab.reward_picked(ctx, "reward-mixed", "bundled", "bundled")
+    assert picked["prompts"] == joined and picked["prompts_auto"] == joined
+    assert "these prompts hold the requests of this reward model's own pairs (`hh.jsonl`)" in picked["prompts_note"]
+    back = tab.reward_picked(ctx, reward_run.name, joined, joined)  # the demo run: back to the preset's
+    assert back["prompts"] == "bundled" and back["prompts_note"] == ""
+    typed = tab.reward_picked(ctx, "reward-mixed", "my_prompts.jsonl", "bundled")  # typed: kept, the join offered
+    assert typed["prompts"] == "my_prompts.jsonl" and "The button adds them" in typed["prompts_note"]

@@ -422,12 +422,28 @@ def own_requests_view(ctx: UIContext, reward_run: Any, prompts: Any) -> tuple[st
     prompts leave out (`ppo.own_requests`), and whether to show the button that adds them; ('', False) otherwise."""
     missing, suggestion = ppo.own_requests(str(reward_run or ""), str(prompts or ""), ctx.manager.root)
     if not suggestion:
-        return "", False
+        named = ppo.own_parts_named(str(reward_run or ""), str(prompts or ""), ctx.manager.root)
+        if not named:
+            return "", False
+        names = ", ".join(f"`{esc(Path(part).name or part)}`" for part in named)
+        return (f"<small>**Note:** these prompts hold the requests of this reward model's own pairs ({names}) "
+                f"beside the preset's, the default where a reward model learned from pairs of your own. "
+                f"{esc(ppo.OWN_REQUESTS_READ)}. Type `{esc(ctx.preset.ppo_prompts)}` to leave them out.</small>"), False
     names = ", ".join(f"`{esc(Path(part).name or part)}`" for part in missing)
     return (f"<small>⚑ This reward model learned from pairs in {names}, whose requests these prompts leave out: PPO "
-            f"never meets the kind of request those pairs judge. The button adds them: `{esc(suggestion)}`. If they "
-            f"are requests to decline (hh-rlhf's harmless-base) and their rows carry no `subset`, append "
-            f"`=harmless-base` so PPO leaves relevance out on them. {esc(ppo.OWN_REQUESTS_READ)}.</small>"), True
+            f"never meets the kind of request those pairs judge. The button adds them: `{esc(suggestion)}`. "
+            f"{esc(ppo.own_requests_label_note(suggestion))} {esc(ppo.OWN_REQUESTS_READ)}.</small>"), True
+
+
+def reward_picked(ctx: UIContext, reward_run: Any, prompts: Any, auto: Any) -> dict[str, Any]:
+    """A reward run picked: Prompts left as filled in (the preset's, or what the last pick filled in) take this run's
+    default (`ppo.default_prompts`: on the cpu preset the reward model's own requests joined); typed ones stay."""
+    fresh = ppo.default_prompts(ctx.preset, str(reward_run or ""), ctx.manager.root)
+    current = str(prompts or "").strip()
+    if current in (ctx.preset.ppo_prompts, str(auto or "").strip()):
+        current = fresh
+    note, visible = own_requests_view(ctx, reward_run, current)
+    return {"prompts": current, "prompts_auto": fresh, "prompts_note": note, "prompts_add": gr.update(visible=visible)}
 
 
 def _own_view(ctx: UIContext, reward_run: Any, prompts: Any) -> tuple[str, Any]:
@@ -528,10 +544,12 @@ def build_ppo_tab(ctx: UIContext) -> None:
     jt.on(jt.components["reward_refresh"].click,
           lambda r: {"reward_run": _refreshed_rewards(ctx, r)}, ["reward_run"], ["reward_run"],
           api_visibility="private")
-    for name in ("reward_run", "prompts"):
-        jt.on(jt.components[name].change, lambda r, p: dict(zip(("prompts_note", "prompts_add"), _own_view(ctx, r, p))),
-              ["reward_run", "prompts"], ["prompts_note", "prompts_add"], api_visibility="private",
-              show_progress="hidden")
+    jt.on(jt.components["reward_run"].change, lambda r, p, a: reward_picked(ctx, r, p, a),
+          ["reward_run", "prompts", "prompts_auto"], ["prompts", "prompts_auto", "prompts_note", "prompts_add"],
+          api_visibility="private", show_progress="hidden")
+    jt.on(jt.components["prompts"].change, lambda r, p: dict(zip(("prompts_note", "prompts_add"), _own_view(ctx, r, p))),
+          ["reward_run", "prompts"], ["prompts_note", "prompts_add"], api_visibility="private",
+          show_progress="hidden")
     jt.on(jt.components["prompts_add"].click,
           lambda r, p: {"prompts": ppo.own_requests(r or "", p or "", ctx.manager.root)[1] or p},
           ["reward_run", "prompts"], ["prompts"], api_visibility="private")
@@ -559,11 +577,13 @@ def _form(jt: JobTab) -> None:
                                      label="Reward model (a reward run with a saved model; a stopped one says so)",
                                      elem_id="ppo-reward-run"))
     jt.add("reward_refresh", gr.Button("↻ Refresh reward runs", size="sm"))
-    jt.add("prompts", gr.Textbox(ctx.preset.ppo_prompts, label="Prompts",
+    auto = ppo.default_prompts(ctx.preset, default_reward(ctx, rewards) or "", ctx.manager.root)
+    jt.add("prompts_auto", gr.State(auto))  # the prompts last filled in for a reward run, replaced on the next pick
+    jt.add("prompts", gr.Textbox(auto, label="Prompts",
                                  info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column; join "
                                       "them with '+' (bundled+pairs.jsonl: the demo prompts and a pair set's own "
                                       "requests)"))
-    note, add_visible = own_requests_view(ctx, default_reward(ctx, rewards), ctx.preset.ppo_prompts)
+    note, add_visible = own_requests_view(ctx, default_reward(ctx, rewards), auto)
     jt.add("prompts_note", gr.Markdown(note, elem_id="ppo-prompts-note"))
     jt.add("prompts_add", gr.Button("+ Add their requests to the prompts", size="sm", visible=add_visible,
                                     elem_id="ppo-prompts-add"))
