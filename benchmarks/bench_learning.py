@@ -88,7 +88,9 @@ def one_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
                                                 "--seed", str(seed), *shlex.split(args.reward_args)])
         row["reward_accuracy"] = lines[-1].get("eval_accuracy")
     ppo_run = str(out / f"ppo-{seed}")
-    lines, row["seconds_ppo"] = run_cli(["ppo", "--reward-model", reward_run, "--prompts", args.ppo_prompts,
+    prompts = ["--prompts", args.ppo_prompts] if args.ppo_prompts else []  # none: the lab's default (stop 54: the
+    # cpu preset joins a reward model's own pair sets' requests to the bundled prompts)
+    lines, row["seconds_ppo"] = run_cli(["ppo", "--reward-model", reward_run, *prompts,
                                          "--out", ppo_run, "--seed", str(seed), *shlex.split(args.ppo_args)])
     steps = [r for r in lines if "env/reward_mean" in r]
     summary = lines[-1]  # the PPO summary: first / last 5 steps' mean reward and the standard error of the rise
@@ -130,7 +132,7 @@ def main() -> None:
     p.add_argument("--pairs", default="bundled", help="reward-model training pairs")
     p.add_argument("--reward-model", help="use this reward run instead of training one per seed; "
                    "'{seed}' in it is replaced by each seed ('runs/rm-{seed}')")
-    p.add_argument("--ppo-prompts", default="bundled")
+    p.add_argument("--ppo-prompts", default="", help="PPO's prompt source (default: the lab's for the reward run)")
     p.add_argument("--compare-prompts", default="bundled:heldout", help="prompts PPO never trained on")
     p.add_argument("--reward-args", default="", help="extra `lab reward` flags")
     p.add_argument("--ppo-args", default="", help="extra `lab ppo` flags")

@@ -9,7 +9,9 @@ writes, outside the project (the files are copies of that data, not for committi
    (`--train 'pairs_train.jsonl.gz+bundled:helpful*11+bundled:harmless*4'`, the hh mix with written declines).
 3. `ppo_prompts.jsonl`: the bundled PPO prompts and M first human turns of the training pairs (labelled
    `harmless-base`, hh-rlhf's folder, so PPO leaves them out of relevance as it does the demo set's `harmful` ones;
-   stop 52 labelled them `harmless`, which PPO now reads as the demo set's edgy label and pays relevance on).
+   stop 52 labelled them `harmless`, which PPO now reads as the demo set's edgy label and pays relevance on). Since
+   stop 54 a reward run on the mix above gets every request of `pairs_train.jsonl.gz` joined to the bundled prompts
+   by default (`bundled+pairs_train.jsonl.gz=harmless-base`), so this file only reproduces stops 52–54's H2 and P.
 
     python benchmarks/hh_heldout_split.py --pairs ../shared/data/hh-harmless-dev.jsonl.gz --seed 52 --out /tmp/hh52 \
         --exclude stop51_fresh.jsonl stop49_offset.jsonl
