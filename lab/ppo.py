@@ -21,7 +21,7 @@ from torch import nn
 
 from lab import diagnostics, evaluate, memory, models, relevance
 from lab.config import build, from_job, setting
-from lab.data import expects_decline, load_prompt_rows, load_prompts, prompt_parts
+from lab.data import expects_decline, load_prompt_rows, load_prompts
 from lab.generate import encode_chat
 from lab.imitation import Imitation, demonstrations, for_run, proxy_pairs
 from lab.jobs import JobContext
@@ -29,7 +29,7 @@ from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset, get_preset
 from lab.relevance import RelevanceFn
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_run_config, reward_score_fn
-from lab.sources import DECLINE_PART_LABEL, own_pair_parts, prompts_with_own_requests
+from lab.sources import DECLINE_PART_LABEL, own_parts_in, prompts_with_own_requests
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, KLCap, RunningMoments, ValueHead,
                     check_gradients, estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores,
                     value_loss)
@@ -515,7 +515,7 @@ def prepare(preset: Preset, values: dict[str, Any], allowed_dirs: list[Path] | N
     model_folder(reward_model)  # raises when the run has no saved model
     if cfg.imitation_coef > 0:  # the chosen answers to imitate exist and are usable, before any model loads
         demonstrations(proxy_pairs(Path(reward_model)))
-    source = (extra["prompts"] or "").strip() or default_prompts(preset, reward_model, root)
+    source = (extra["prompts"] or "").strip() or default_prompts(preset, reward_model, root, allowed_dirs)
     load_prompts(source, limit=cfg.batch_size, allowed_dirs=allowed_dirs)  # fails on an empty set
     policy = (extra["policy"] or "").strip() or preset.policy
     models.check_available(policy)
@@ -539,31 +539,35 @@ JOINED_NOTE = ("the preset's prompts and the requests of the reward model's own 
                f"pairs of your own. {OWN_REQUESTS_READ}.")
 
 
-def own_requests(reward_model: str, prompts: str, root: Path | None = None) -> tuple[list[str], str | None]:
+def own_requests(reward_model: str, prompts: str, root: Path | None = None, allowed_dirs: list[Path] | None = None,
+                 files_only: bool = False) -> tuple[list[str], str | None]:
     """The pair sets of the user's own (files, hub ids) that the reward run at `reward_model` trained on and PPO's
     `prompts` leave out, and the prompt source that adds them (`bundled+hh.jsonl.gz`); ([], None) when none is
-    left out. PPO on the demo prompts alone never meets the kind of request those pairs judge."""
-    return prompts_with_own_requests(prompts, str(reward_run_config(reward_model, root).get("data") or ""))
+    left out (or none can be read here). PPO on the demo prompts alone never meets the kind of request those pairs
+    judge."""
+    return prompts_with_own_requests(prompts, _reward_data(reward_model, root), allowed_dirs, files_only)
 
 
 def own_parts_named(reward_model: str, prompts: str, root: Path | None = None) -> list[str]:
     """The reward run's own pair sets (files, hub ids) that `prompts` names as parts; [] where it names none or
     cannot be read as sources."""
-    own = own_pair_parts(str(reward_run_config(reward_model, root).get("data") or ""))
-    try:
-        named = {part for part, _ in prompt_parts(prompts)} if prompts.strip() else set()
-    except ValueError:
-        return []
-    return [part for part in own if part in named]
+    split = own_parts_in(prompts, _reward_data(reward_model, root))
+    return split[0] if split else []
 
 
-def default_prompts(preset: Preset, reward_model: str, root: Path | None = None) -> str:
-    """PPO's prompts when none are given: the preset's, joined with the reward run's own pair sets' requests where the
-    preset says so (`own_requests_in_ppo`, the cpu preset): PPO then meets the requests its reward model learned to
-    judge (the hh mix: hh-rlhf's harmful requests 258–198 with them, 210–219 without; README, Stop 54)."""
+def _reward_data(reward_model: str, root: Path | None) -> str:
+    return str(reward_run_config(reward_model, root).get("data") or "")
+
+
+def default_prompts(preset: Preset, reward_model: str, root: Path | None = None,
+                    allowed_dirs: list[Path] | None = None) -> str:
+    """PPO's prompts when none are given: the preset's, joined with the reward run's own pair files' requests where
+    the preset says so (`own_requests_in_ppo`, the cpu preset) and the files are still there to read: PPO then meets
+    the requests its reward model learned to judge (the hh mix: hh-rlhf's harmful requests 258–198 with them, 210–219
+    without; README, Stop 54). Hub ids are offered (the PPO tab's button), not joined unasked."""
     if not preset.own_requests_in_ppo:
         return preset.ppo_prompts
-    return own_requests(reward_model, preset.ppo_prompts, root)[1] or preset.ppo_prompts
+    return own_requests(reward_model, preset.ppo_prompts, root, allowed_dirs, files_only=True)[1] or preset.ppo_prompts
 
 
 def own_requests_label_note(suggestion: str) -> str:

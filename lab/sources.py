@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -57,32 +58,54 @@ def repeat_count(part: str) -> tuple[str, int]:
 def own_pair_parts(source: str) -> list[str]:
     """The parts of a pair source that are a user's own pair sets (a file, a hub id), each once and without its
     '*N': not the demo set (`bundled`, `bundled:helpful`, ...) and not feedback votes."""
-    parts = [repeat_count(part)[0] for part in source.split(MIX)] if is_mix(source) else [source.strip()]
-    return list(dict.fromkeys(p for p in parts if p and not p.startswith(("bundled", SOURCE_PREFIX))))
+    return list(dict.fromkeys(p for p in _part_names(source) if p and not p.startswith(("bundled", SOURCE_PREFIX))))
+
+
+def _part_names(source: str) -> list[str]:
+    return [repeat_count(part)[0] for part in source.split(MIX)] if is_mix(source) else [source.strip()]
 
 
 DECLINE_PART_LABEL = "harmless-base"  # what the offer labels a one-sided set's requests with (lab.data.expects_decline)
 
 
-def prompts_with_own_requests(prompts: str, pair_source: str) -> tuple[list[str], str | None]:
-    """The pair sets of `pair_source` (a reward run's training data) that `prompts` does not name, and `prompts`
-    joined with them, so PPO meets the requests its reward model was trained to judge: ('bundled',
-    'hh.jsonl.gz+bundled:helpful*11') -> (['hh.jsonl.gz'], 'bundled+hh.jsonl.gz=harmless-base'). A file whose rows
-    carry no `subset` is labelled as requests to decline where the source balances it with the demo set's helpful
-    pairs (the mix the lab offers for a one-sided set such as hh-rlhf's harmless-base): PPO then leaves relevance out
-    on them, as in the runs measured (README, Stop 54). ([], None) when there is nothing to add or `prompts` cannot
-    be read as sources."""
+def own_parts_in(prompts: str, pair_source: str) -> tuple[list[str], list[str]] | None:
+    """The pair sets of `pair_source` (a reward run's training data) that `prompts` names, and those it does not;
+    None where `prompts` cannot be read as sources."""
     try:
         named = {part for part, _ in data.prompt_parts(prompts)} if prompts.strip() else set()
     except ValueError:
-        return [], None
-    missing = [part for part in own_pair_parts(pair_source or "") if part not in named]
+        return None
+    own = own_pair_parts(pair_source or "")
+    return [p for p in own if p in named], [p for p in own if p not in named]
+
+
+def prompts_with_own_requests(prompts: str, pair_source: str, allowed_dirs: list[Path] | None = None,
+                              files_only: bool = False) -> tuple[list[str], str | None]:
+    """The pair sets of `pair_source` that `prompts` leaves out and that can be read here (`files_only`: local
+    files only, no hub id), and `prompts` joined with them, so PPO meets the requests its reward model was trained to
+    judge: ('bundled', 'hh.jsonl.gz+bundled:helpful*11') -> (['hh.jsonl.gz'], 'bundled+hh.jsonl.gz=harmless-base').
+    A file whose rows carry no `subset` is labelled as requests to decline where the source balances it with the
+    demo set's helpful pairs (the mix the lab offers for a one-sided set such as hh-rlhf's harmless-base): PPO then
+    leaves relevance out on them, as in the runs measured (README, Stop 54). ([], None) when there is nothing to add
+    or `prompts` cannot be read as sources."""
+    split = own_parts_in(prompts, pair_source)
+    missing = [p for p in (split[1] if split else []) if _readable(p, allowed_dirs, files_only)]
     if not missing:
         return [], None
-    balanced = "bundled:helpful" in {repeat_count(part)[0] for part in (pair_source or "").split(MIX)}
+    balanced = "bundled:helpful" in _part_names(pair_source)
     parts = [f"{part}{data.LABEL_MARK}{DECLINE_PART_LABEL}" if balanced and unlabelled_file(part) else part
              for part in missing]
     return missing, data.PROMPT_JOIN.join([prompts.strip() or "bundled", *parts])
+
+
+def _readable(part: str, allowed_dirs: list[Path] | None, files_only: bool) -> bool:
+    """A file that exists where this lab may read (`allowed_dirs`), or a hub id unless `files_only`: a reward run's
+    data moved or deleted since, or outside the app's folders, is not offered."""
+    try:
+        path = resolve_path(part, allowed_dirs)
+    except ValueError:
+        return False
+    return path.is_file() if path is not None else not files_only
 
 
 def unlabelled_file(part: str) -> bool:
@@ -90,8 +113,15 @@ def unlabelled_file(part: str) -> bool:
     path = Path(part).expanduser()
     if not path.is_file():
         return False
+    stat = path.stat()
+    return _first_row_unlabelled(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _first_row_unlabelled(path: str, mtime_ns: int, size: int) -> bool:
+    """Read once per version of the file: the PPO tab asks again at every edit of its Prompts box."""
     try:
-        for _, row in read_rows(path):
+        for _, row in read_rows(Path(path)):
             return not row.get("subset")
     except (ValueError, OSError):
         return False

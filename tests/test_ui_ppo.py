@@ -551,6 +551,13 @@ def test_a_reward_run_on_pairs_of_ones_own_offers_their_requests_to_ppo(runs_roo
     assert "append '=harmless-base'" in ppo.own_requests_note(*ppo.own_requests(str(alone.path), "bundled"))
     hub = new_run("reward", {"backbone": "x", "data": "Anthropic/hh-rlhf+bundled:helpful*12"}, runs_root)
     assert ppo.own_requests(str(hub.path), "bundled", runs_root)[1] == "bundled+Anthropic/hh-rlhf"  # folders label it
+    assert ppo.default_prompts(get_preset("cpu"), str(hub.path), runs_root) == "bundled"  # offered, not joined unasked
+    # a file outside the folders the app may read is neither offered nor joined (Start would refuse it)
+    assert ppo.own_requests(str(mixed.path), "bundled", runs_root, allowed_dirs=[runs_root]) == ([], None)
+    assert ppo.own_requests(str(mixed.path), "bundled", runs_root, allowed_dirs=[tmp_path])[0] == [str(own)]
+    gone = new_run("reward", {"backbone": "x", "data": f"{tmp_path / 'moved.jsonl'}+bundled:helpful"}, runs_root)
+    assert ppo.own_requests(str(gone.path), "bundled", runs_root) == ([], None)  # its data moved since: no offer
+    assert ppo.default_prompts(get_preset("cpu"), str(gone.path), runs_root) == "bundled"
 
     ctx = UIContext(manager=JobManager(runs_root, mark_interrupted=False), preset=get_preset("cpu"))
     note, shown = tab.own_requests_view(ctx, mixed.path.name, "bundled")

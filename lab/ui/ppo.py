@@ -420,7 +420,8 @@ def cost_text(ctx: UIContext, steps: Any, batch_size: Any, max_length: Any, rewa
 def own_requests_view(ctx: UIContext, reward_run: Any, prompts: Any) -> tuple[str, bool]:
     """The note under Prompts when the chosen reward run learned from pair sets of the user's own whose requests the
     prompts leave out (`ppo.own_requests`), and whether to show the button that adds them; ('', False) otherwise."""
-    missing, suggestion = ppo.own_requests(str(reward_run or ""), str(prompts or ""), ctx.manager.root)
+    missing, suggestion = ppo.own_requests(str(reward_run or ""), str(prompts or ""), ctx.manager.root,
+                                           ctx.allowed_dirs or None)
     if not suggestion:
         named = ppo.own_parts_named(str(reward_run or ""), str(prompts or ""), ctx.manager.root)
         if not named:
@@ -438,7 +439,7 @@ def own_requests_view(ctx: UIContext, reward_run: Any, prompts: Any) -> tuple[st
 def reward_picked(ctx: UIContext, reward_run: Any, prompts: Any, auto: Any) -> dict[str, Any]:
     """A reward run picked: Prompts left as filled in (the preset's, or what the last pick filled in) take this run's
     default (`ppo.default_prompts`: on the cpu preset the reward model's own requests joined); typed ones stay."""
-    fresh = ppo.default_prompts(ctx.preset, str(reward_run or ""), ctx.manager.root)
+    fresh = ppo.default_prompts(ctx.preset, str(reward_run or ""), ctx.manager.root, ctx.allowed_dirs or None)
     current = str(prompts or "").strip()
     if current in (ctx.preset.ppo_prompts, str(auto or "").strip()):
         current = fresh
@@ -551,7 +552,8 @@ def build_ppo_tab(ctx: UIContext) -> None:
           ["reward_run", "prompts"], ["prompts_note", "prompts_add"], api_visibility="private",
           show_progress="hidden")
     jt.on(jt.components["prompts_add"].click,
-          lambda r, p: {"prompts": ppo.own_requests(r or "", p or "", ctx.manager.root)[1] or p},
+          lambda r, p: {"prompts": ppo.own_requests(r or "", p or "", ctx.manager.root, ctx.allowed_dirs or None)[1]
+                        or p},
           ["reward_run", "prompts"], ["prompts"], api_visibility="private")
     cost = list(COST_INPUTS)
     for name in cost:
@@ -573,17 +575,18 @@ def _form(jt: JobTab) -> None:
                                  **({"elem_id": ids[name]} if name in ids else {})))
 
     rewards = reward_choices(ctx)
-    jt.add("reward_run", gr.Dropdown(rewards, value=default_reward(ctx, rewards),
+    chosen = default_reward(ctx, rewards)
+    jt.add("reward_run", gr.Dropdown(rewards, value=chosen,
                                      label="Reward model (a reward run with a saved model; a stopped one says so)",
                                      elem_id="ppo-reward-run"))
     jt.add("reward_refresh", gr.Button("↻ Refresh reward runs", size="sm"))
-    auto = ppo.default_prompts(ctx.preset, default_reward(ctx, rewards) or "", ctx.manager.root)
+    auto = ppo.default_prompts(ctx.preset, chosen or "", ctx.manager.root, ctx.allowed_dirs or None)
     jt.add("prompts_auto", gr.State(auto))  # the prompts last filled in for a reward run, replaced on the next pick
     jt.add("prompts", gr.Textbox(auto, label="Prompts",
                                  info="'bundled', a .jsonl/.csv/.parquet file, or a hub id with a prompt column; join "
                                       "them with '+' (bundled+pairs.jsonl: the demo prompts and a pair set's own "
                                       "requests)"))
-    note, add_visible = own_requests_view(ctx, default_reward(ctx, rewards), auto)
+    note, add_visible = own_requests_view(ctx, chosen, auto)
     jt.add("prompts_note", gr.Markdown(note, elem_id="ppo-prompts-note"))
     jt.add("prompts_add", gr.Button("+ Add their requests to the prompts", size="sm", visible=add_visible,
                                     elem_id="ppo-prompts-add"))
