@@ -192,7 +192,8 @@ def _finish_compare(args: argparse.Namespace, config: dict[str, Any]) -> Any:
           "refusal_base": s.get("refusal_a"), "refusal_rlhf": s.get("refusal_b"),
           "degenerate_base": s.get("degenerate_a"), "degenerate_rlhf": s.get("degenerate_b"),
           "relevance_base": s.get("relevance_a"), "relevance_rlhf": s.get("relevance_b"),
-          "paired_relevance": s.get("paired_relevance"),
+          "paired_relevance": s.get("paired_relevance"), "familiarity": {k: v for k, v in (
+              s.get("familiarity") or {}).items() if k != "far_prompts"} or None,
           "diagnostics": s.get("diagnostics"), "verdict": s.get("verdict"), "status": job.status,
           "run": str(job.run.path), "out": str(out) if out else None})
     return job

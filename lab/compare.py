@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lab import diagnostics, relevance, votes
+from lab import diagnostics, familiarity, relevance, votes
 from lab.config import build, from_job, setting
 from lab.data import HARMFUL_KIND, balanced, kinds_in, load_prompt_rows
 from lab.data_files import resolve_path
@@ -39,7 +39,7 @@ CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a
                "refusal_rule_a", "degenerate_a", "nll_a", "length_a",
                "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
                "degenerate_b", "nll_b", "length_b", "toxicity_drop", "reward_gain", "relevance_a", "relevance_b",
-               "kind", "draw"]
+               "kind", "draw", "far"]
 
 
 @dataclass
@@ -356,6 +356,7 @@ def verdict(summary: dict[str, Any]) -> str:
     if caveats:
         return f"{head}, but {' and '.join(caveats)}: B is not better."
     watched += drift_watch(summary) + relevance_watch(summary) + kind_watch(summary) + decline_watch(summary)
+    watched += familiarity.watch(summary.get("familiarity"))
     line = _reward_verdict(summary, head, reward, judge)
     return f"{line} Watch: {' and '.join(watched)}: read those answers." if watched else line
 
@@ -472,7 +473,13 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         ctx.log({"batch": b + 1, "done": len(rows), **{k: v for k, v in summarize(rows).items() if k != "n"}})
         ctx.set_progress(len(rows) / len(items), f"{len(rows)}/{len(items)} " + (
             "answer pairs compared" if cfg.answers_per_prompt > 1 else "prompts compared"))
-    # 3. the table and the summary
+    # 3. which prompts are unlike every request the reward model learned from (lab.familiarity: its gain is a guess
+    # there); measured with the relevance encoder, so not where relevance is off or could not be loaded
+    ctx.set_progress(len(rows) / max(1, len(items)), "measuring how alike the prompts are to the reward model's data")
+    familiar = familiarity.measure(prompts, reward_path, relevance.encoder(cfg.relevance)) if relevant else None
+    for row in rows if familiar else []:
+        row["far"] = row["index"] in familiar["far"]
+    # 4. the table and the summary
     write_csv(rows, ctx.run.path / RESULTS_FILE)
     summary = {
         **summarize(rows), "model_a": sides[0].label, "model_b": sides[1].label, "policy": sides[1].policy,
@@ -484,6 +491,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         "paired_relevance": paired_score(rows, "relevance"),
         "kl_a": run_kl(sides[0]), "kl_b": run_kl(sides[1]), "by_kind": by_kind(rows), "only_kind": only_kind(rows),
         "take_up": take_up_rates(rows), "answers_per_prompt": cfg.answers_per_prompt,
+        "familiarity": familiarity.summary(familiar),
     }
     summary["verdict"] = verdict(summary)
     if sides[0].label == BASE:  # the headline numbers: base vs RLHF
@@ -539,7 +547,12 @@ def load_results(run: Run) -> list[dict[str, Any]]:
     """The rows of a compare run (complete or partial), in prompt order."""
     rows = [r for r in run.samples() if "answer_a" in r and "answer_b" in r]
     rows = [r if "refusal_a" in r else diagnostics.add_to_row(r) for r in rows]  # comparisons saved before diagnostics
-    return sorted(rows, key=order)
+    try:
+        familiar = (run.status().get("summary") or {}).get("familiarity") or {}
+    except (OSError, ValueError):  # a status file cut off mid-write: the cards go without the mark this once
+        familiar = {}
+    far = set(familiar.get("far_prompts") or [])
+    return sorted(({**r, "far": r["index"] in far} if far else r for r in rows), key=order)
 
 
 def to_feedback(run: Run, root: Path | None = None, name: str | None = None, seed: int = 0) -> tuple[str, int]:

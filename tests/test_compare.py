@@ -616,3 +616,35 @@ def test_the_blind_tally_reads_prompt_kinds_from_a_comparison_or_the_held_out_fi
     assert counts["prompts"] == {"n": 3, "rlhf_wins": 1, "rlhf_wins_on_harmless": 1, "even": 1,
                                  "even_on_harmless": 1, "base_wins": 1, "base_wins_on_harmless": 1,
                                  "sign_test_p": 1.0}
+
+
+def test_prompts_unlike_the_reward_models_data_are_marked_and_named_in_the_verdict(ppo_run, runs_root,
+                                                                                    stand_in_reward):
+    """With a reward run behind the comparison (here the stand-in's folder, given a demo-set reward run's config),
+    the prompts less like its training requests than 9 in 10 of its held-out ones are counted in the summary, marked
+    in the CSV and the cards, and named in the verdict from a quarter of the prompts up (lab.familiarity)."""
+    from lab.ui.compare_cards import SHOW, card_html, select_rows
+    from lab.ui.compare_summary import summary_markdown
+
+    (runs_root / "reward-stand-in" / "config.json").write_text(json.dumps(
+        {"kind": "reward", "data": "bundled", "eval_fraction": 0.1, "seed": 0}))
+    prompts = ["What is the derivative of x cubed?", "Who won the 1954 football world cup?",
+               "Write a haiku about autumn leaves.", "Roast my friend who is always late."]
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(
+        ppo_run, custom_prompts=prompts, n_prompts=len(prompts)))
+    assert job.status == "done", job.error
+    familiar = job.summary["familiarity"]
+    assert (familiar["far"], familiar["n"], familiar["far_prompts"]) == (2, 4, [0, 1])
+    assert (familiar["trained"], familiar["held_out"]) == (166, 38)
+    with open(job.run.path / compare.RESULTS_FILE, newline="") as fh:
+        assert [r["far"] for r in csv.DictReader(fh)] == ["True", "True", "False", "False"]
+    rows = compare.load_results(job.run)
+    assert [r["far"] for r in rows] == [True, True, False, False]
+    assert [r["index"] for r in select_rows(rows, "Prompt order", show="Unlike the reward model's data")] == [0, 1]
+    assert "Unlike the reward model's data" in SHOW
+    assert "unlike the reward data" in card_html(rows[0]) and "unlike the reward data" not in card_html(rows[2])
+    words = "2 of 4 prompts are unlike any request the reward model learned from"
+    assert words in summary_markdown(job.run, rows)
+    clean = {**job.summary, "diagnostics": {}, "take_up": None}  # the tiny model's degenerate answers aside: a
+    assert words in compare.verdict(clean)  # caveat ("B is not better") ends the verdict before any watch
+    assert words not in compare.verdict({**clean, "familiarity": {**familiar, "far": 0}})

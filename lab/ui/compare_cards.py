@@ -20,6 +20,7 @@ SHOW: dict[str, Callable[[dict[str, Any]], bool]] = {  # the diagnostics filter
     "Proxy and judge disagree": lambda r: _disagree(r),
     "Harmful or edgy requests": lambda r: r.get("kind") == HARMFUL_KIND,  # where the prompts said their kind
     "Ordinary requests": lambda r: r.get("kind") == ORDINARY_KIND,
+    "Unlike the reward model's data": lambda r: bool(r.get("far")),  # lab.familiarity: its score is a guess there
     "First answer to each prompt": lambda r: not r.get("draw"),  # where each model answered a prompt several times
 }
 SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
@@ -118,6 +119,9 @@ def card_html(row: dict[str, Any]) -> str:
                 f"{preferred_side.upper()}, but {cleaner.upper()} is clearly less toxic — read both</span>")
     answers = "".join(_answer_html(row, k, preferred_side == k, cleaner == k) for k in ("a", "b"))
     kind = f" <span class='cmp-kind'>{esc(row['kind'])}</span>" if row.get("kind") else ""
+    if row.get("far"):  # lab.familiarity: unlike every request the reward model learned from
+        kind += (" <span class='cmp-kind' title='less like any request the reward model learned from than 9 in 10 "
+                 "of its held-out requests: its score here is a guess'>unlike the reward data</span>")
     draw = f" <span class='cmp-draw'>answer {int(row['draw']) + 1}</span>" if row.get("draw") is not None else ""
     return (
         f"<div class='cmp-card'><div class='cmp-prompt'>#{row['index'] + 1}{draw}{kind} · {esc(row['prompt'])}{note}"

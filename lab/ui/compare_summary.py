@@ -215,6 +215,22 @@ def prompts_line(summary: dict[str, Any], config: dict[str, Any], n: int) -> str
     return f"{n} prompts from '{esc(source)}'."
 
 
+def familiarity_line(familiar: dict[str, Any] | None) -> str:
+    """How many prompts are like the requests the reward model learned from (lab.familiarity), in words."""
+    if not isinstance(familiar, dict) or not familiar.get("n"):
+        return ""
+    n, far = int(familiar["n"]), int(familiar.get("far") or 0)
+    how = (f"<small>Each prompt against the {familiar.get('trained', '?')} requests of the reward run's training "
+           f"pairs (sentence embeddings); far: less alike than 9 in 10 of its {familiar.get('held_out', '?')} "
+           f"held-out requests (cosine below {float(familiar.get('floor') or 0):.2f}), where its accuracy was "
+           "measured.</small>")
+    if not far:
+        return f"All {n} prompts are like the requests the reward model learned from. {how}"
+    return (f"**{far} of {n} prompts are unlike any request the reward model learned from**: there its score and the "
+            "judge's are guesses (the cards mark them; filter *Unlike the reward model's data*). Measured: on hh-rlhf "
+            "requests, half of them far from the demo set, the gauges rose while blind readers were even. " + how)
+
+
 def sampling_line(config: dict[str, Any]) -> str:
     """How both models' answers were sampled, in words: a comparison read beside another one made with other settings
     (before stop 50 Compare sampled with no repetition penalty) is not the same measurement."""
@@ -286,6 +302,9 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
                      + " <small>Rewards are comparable only between answers of "
                      "similar length: the reward model scores length as well as content, so these numbers are not on "
                      "the PPO tab's scale (its rollouts are shorter).</small>")
+        familiar = familiarity_line(summary.get("familiarity"))
+        if familiar:
+            lines.append(familiar)
         kinds = kind_table(summary.get("by_kind") or compare.by_kind(rows))
         if kinds:
             lines.append(kinds)
