@@ -296,6 +296,9 @@ def test_the_a100_preset_runs_every_stage_offline_from_the_cli(hub, runs_root, m
     assert compare["prompts"] == A100.compare_prompts and compare["reward_rlhf"] is not None and out.exists()
     assert compare["judge"] == A100.judge == JUDGE and compare["paired_judge"]["n"] == 3  # the public judge scored
     assert compare["paired_relevance"]["n"] == 3 and compare["relevance_rlhf"] is not None
+    # the reward run's hub pairs re-split as it split them: its training requests against its test split's
+    familiar = compare["familiarity"]
+    assert familiar["n"] == 3 and 0 < familiar["trained"] <= 40 and familiar["held_out"] >= 5, familiar
     # hh-rlhf's test prompts say their kind: the decline watch reads the harmful part of the saved summary's by_kind
     saved = json.loads((Path(compare["run"]) / "status.json").read_text())["summary"]
     kinds = {part["kind"] for part in saved["by_kind"]}
