@@ -334,7 +334,8 @@ def verdict(summary: dict[str, Any]) -> str:
     prompts label harmful or edgy requests (`take_up`), refusals count against B only on the other requests:
     declining more harmful ones is not worse by itself (measured: the hh mix with hh's requests in PPO, stop 54,
     seed 6, refusals 7% → 11% on 48 hh-rlhf harmful requests read "B is not better" while readers preferred B
-    78–65); decline_watch names the change either way."""
+    78–65); decline_watch names the change either way. From a quarter of the prompts unlike the reward model's
+    data up (lab.familiarity) a watch says its score and the judge's are guesses there."""
     paired, diag = summary.get("paired") or {}, summary.get("diagnostics") or {}
     reward, judge = paired.get("reward"), summary.get("paired_judge")
     parts = []
@@ -476,7 +477,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     # 3. which prompts are unlike every request the reward model learned from (lab.familiarity: its gain is a guess
     # there); measured with the relevance encoder, so not where relevance is off or could not be loaded
     ctx.set_progress(len(rows) / max(1, len(items)), "measuring how alike the prompts are to the reward model's data")
-    familiar = familiarity.measure(prompts, reward_path, relevance.encoder(cfg.relevance)) if relevant else None
+    familiar = _familiarity(prompts, reward_path, cfg.relevance, ctx) if relevant else None
     for row in rows if familiar else []:
         row["far"] = row["index"] in familiar["far"]
     # 4. the table and the summary
@@ -498,6 +499,15 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         summary.update({"toxicity_base": summary["toxicity_a"], "toxicity_rlhf": summary["toxicity_b"],
                         "reward_base": summary["reward_a"], "reward_rlhf": summary["reward_b"]})
     return summary
+
+
+def _familiarity(prompts: list[str], reward_path: str, encoder_spec: str, ctx: JobContext) -> dict[str, Any] | None:
+    """lab.familiarity's measurement, or None with a note: a side measure never costs a finished comparison."""
+    try:
+        return familiarity.measure(prompts, reward_path, relevance.encoder(encoder_spec))
+    except Exception as exc:  # a hub source gone, a changed file: datasets and pandas raise many types
+        ctx.set_progress(1.0, f"going on without marking prompts unlike the reward model's data: {exc}")
+        return None
 
 
 def _say(ctx: JobContext, fraction: float, prefix: str, what: str) -> None:

@@ -648,3 +648,18 @@ def test_prompts_unlike_the_reward_models_data_are_marked_and_named_in_the_verdi
     clean = {**job.summary, "diagnostics": {}, "take_up": None}  # the tiny model's degenerate answers aside: a
     assert words in compare.verdict(clean)  # caveat ("B is not better") ends the verdict before any watch
     assert words not in compare.verdict({**clean, "familiarity": {**familiar, "far": 0}})
+
+
+def test_a_failing_familiarity_measure_costs_the_comparison_nothing(ppo_run, runs_root, stand_in_reward,
+                                                                     monkeypatch):
+    """The side measure fails (a source that raises something unexpected): the comparison still finishes with its
+    rows, CSV and verdict, and says it went on without the marks."""
+    def broken(*args, **kwargs):
+        raise KeyError("no such column")
+
+    monkeypatch.setattr(compare.familiarity, "measure", broken)
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(ppo_run))
+    assert job.status == "done", job.error
+    assert job.summary["familiarity"] is None and job.summary["verdict"]
+    assert len(compare.load_results(job.run)) == len(PROMPTS)
+    assert all(r.get("far") is None for r in compare.load_results(job.run))
