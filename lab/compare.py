@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import random
 import re
 import statistics
@@ -35,6 +36,7 @@ from lab.toxicity import get_scorer
 
 KIND = "compare"
 RESULTS_FILE = "results.csv"
+logger = logging.getLogger(__name__)
 CSV_COLUMNS = ["index", "prompt", "model_a", "answer_a", "toxicity_a", "reward_a", "judge_a", "refusal_a",
                "refusal_rule_a", "degenerate_a", "nll_a", "length_a",
                "model_b", "answer_b", "toxicity_b", "reward_b", "judge_b", "refusal_b", "refusal_rule_b",
@@ -335,7 +337,8 @@ def verdict(summary: dict[str, Any]) -> str:
     declining more harmful ones is not worse by itself (measured: the hh mix with hh's requests in PPO, stop 54,
     seed 6, refusals 7% → 11% on 48 hh-rlhf harmful requests read "B is not better" while readers preferred B
     78–65); decline_watch names the change either way. From a quarter of the prompts unlike the reward model's
-    data up (lab.familiarity) a watch says its score and the judge's are guesses there."""
+    data up (lab.familiarity) a watch says its score is a guess there (unless a caveat already said B is not
+    better)."""
     paired, diag = summary.get("paired") or {}, summary.get("diagnostics") or {}
     reward, judge = paired.get("reward"), summary.get("paired_judge")
     parts = []
@@ -474,10 +477,16 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         ctx.log({"batch": b + 1, "done": len(rows), **{k: v for k, v in summarize(rows).items() if k != "n"}})
         ctx.set_progress(len(rows) / len(items), f"{len(rows)}/{len(items)} " + (
             "answer pairs compared" if cfg.answers_per_prompt > 1 else "prompts compared"))
-    # 3. which prompts are unlike every request the reward model learned from (lab.familiarity: its gain is a guess
-    # there); measured with the relevance encoder, so not where relevance is off or could not be loaded
-    ctx.set_progress(len(rows) / max(1, len(items)), "measuring how alike the prompts are to the reward model's data")
-    familiar = _familiarity(prompts, reward_path, cfg.relevance, ctx) if relevant else None
+    # 3. which of the compared prompts are unlike every request the reward model learned from (lab.familiarity: its
+    # gain is a guess there); with the relevance encoder, so not where relevance is off or could not be loaded, and
+    # not after a Stop (it may re-read a large source)
+    compared = sorted({r["index"] for r in rows})
+    familiar, familiar_note = None, None
+    if relevant and compared and not ctx.stopping:
+        ctx.set_progress(len(rows) / len(items), "measuring how alike the prompts are to the reward model's data")
+        familiar, familiar_note = _familiarity([prompts[i] for i in compared], reward_path, cfg.relevance)
+        if familiar:  # positions among the compared prompts -> prompt indices
+            familiar["far"] = [compared[i] for i in familiar["far"]]
     for row in rows if familiar else []:
         row["far"] = row["index"] in familiar["far"]
     # 4. the table and the summary
@@ -492,7 +501,7 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
         "paired_relevance": paired_score(rows, "relevance"),
         "kl_a": run_kl(sides[0]), "kl_b": run_kl(sides[1]), "by_kind": by_kind(rows), "only_kind": only_kind(rows),
         "take_up": take_up_rates(rows), "answers_per_prompt": cfg.answers_per_prompt,
-        "familiarity": familiarity.summary(familiar),
+        "familiarity": familiarity.summary(familiar), "familiarity_note": familiar_note,
     }
     summary["verdict"] = verdict(summary)
     if sides[0].label == BASE:  # the headline numbers: base vs RLHF
@@ -501,13 +510,14 @@ def run_compare(ctx: JobContext) -> dict[str, Any]:
     return summary
 
 
-def _familiarity(prompts: list[str], reward_path: str, encoder_spec: str, ctx: JobContext) -> dict[str, Any] | None:
-    """lab.familiarity's measurement, or None with a note: a side measure never costs a finished comparison."""
+def _familiarity(prompts: list[str], reward_path: str, encoder_spec: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(lab.familiarity's measurement, None), or (None, why not) when it failed: a side measure never costs a
+    finished comparison."""
     try:
-        return familiarity.measure(prompts, reward_path, relevance.encoder(encoder_spec))
+        return familiarity.measure(prompts, reward_path, relevance.encoder(encoder_spec)), None
     except Exception as exc:  # a hub source gone, a changed file: datasets and pandas raise many types
-        ctx.set_progress(1.0, f"going on without marking prompts unlike the reward model's data: {exc}")
-        return None
+        logger.warning("Compare goes on without marking prompts unlike the reward model's data", exc_info=True)
+        return None, f"prompts unlike the reward model's data were not marked: {type(exc).__name__}: {exc}"
 
 
 def _say(ctx: JobContext, fraction: float, prefix: str, what: str) -> None:
@@ -557,12 +567,9 @@ def load_results(run: Run) -> list[dict[str, Any]]:
     """The rows of a compare run (complete or partial), in prompt order."""
     rows = [r for r in run.samples() if "answer_a" in r and "answer_b" in r]
     rows = [r if "refusal_a" in r else diagnostics.add_to_row(r) for r in rows]  # comparisons saved before diagnostics
-    try:
-        familiar = (run.status().get("summary") or {}).get("familiarity") or {}
-    except (OSError, ValueError):  # a status file cut off mid-write: the cards go without the mark this once
-        familiar = {}
-    far = set(familiar.get("far_prompts") or [])
-    return sorted(({**r, "far": r["index"] in far} if far else r for r in rows), key=order)
+    familiar = (run.status().get("summary") or {}).get("familiarity") or {}
+    far = set(familiar.get("far_prompts") or [])  # measured (lab.familiarity): every row says whether it is far
+    return sorted(({**r, "far": r["index"] in far} if familiar.get("n") else r for r in rows), key=order)
 
 
 def to_feedback(run: Run, root: Path | None = None, name: str | None = None, seed: int = 0) -> tuple[str, int]:

@@ -6,11 +6,12 @@ encoder, all-MiniLM-L6-v2); the same for each of the run's own held-out requests
 less like any training request than 9 in 10 of the held-out requests are (below their 10th percentile): the floor
 comes from the run itself, so it adapts to any data and any encoder.
 
-Measured (README, *Stop 55*): with a demo-set reward model, 2 of the 48 held-out demo prompts were far, 6 of 40
-ordinary and edgy requests written outside the demo set, and 26 and 27 of two draws of 48 hh-rlhf harmful requests;
-with the hh mix's reward model (hh pairs in its data) 3 of 48 of those. Over 12 Comparisons of demo-set runs on the
-hh-rlhf requests the proxy's interval was above 0 in 10 while blind readers split 885–932 (RLHF ahead in 4); with the
-hh mix's reward model, 6 of 6 and 500–400 (ahead in 6). Compare says so in its verdict.
+Measured (README, *Stop 55*): with the demo set's reward models (floor 0.28-0.30), 2-4 of the 48 held-out demo
+prompts were far, 8-9 of 40 ordinary and edgy requests written outside the demo set, and 20-29 and 22-30 of two
+draws of 48 hh-rlhf harmful requests; with the hh mix's reward models (hh pairs in their data; floor 0.35) 5-7 of the
+first draw. Over 12 Comparisons of demo-set runs on those hh requests the proxy's interval was above 0 in 10 while
+blind readers split 885-932 (RLHF ahead in 4); with the hh mix's reward models, 6 of 6 and 500-400 (ahead in 6).
+Compare says so in its verdict from a quarter of the prompts up: in all 12 of the first, none of the second.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lab import relevance
-from lab.reward_data import split_pairs
+from lab.reward_data import run_pairs
 from lab.reward_model import reward_run_config
-from lab.runs import Run
 
 FAR_QUANTILE = 0.1  # far: less alike than this share of the reward run's own held-out requests
 WATCH_SHARE = 0.25  # Compare's verdict says so from this share of far prompts up (demo held-out: 4%; hh: 54-56%)
@@ -39,42 +39,34 @@ def _sample(texts: list[str], seed: int) -> list[str]:
 
 def reward_requests(reward_path: str | Path | None) -> tuple[list[str], list[str]] | None:
     """(training requests, held-out requests) of a reward run, each distinct request once: the last human turn of
-    its pairs, split as the run split them (its config; a feedback source as it was pinned when the run read it).
+    the pairs its proxy trained on (not the judge's share) and of its held-out pairs, split as the run split them
+    (lab.reward_data.run_pairs); a held-out request that is also a training one is left out of the held-out side.
     None where the run cannot be told (a hub id, a bare model folder, a source that is gone)."""
     config = reward_run_config(reward_path)
     if config.get("kind") != "reward" or not reward_path:
         return None
-    folder = Path(reward_path)
-    folder = folder.parent if folder.name == "model" else folder
     try:
-        pinned = (Run(folder).status().get("summary") or {}).get("data")
-    except (OSError, ValueError):  # a status file cut off mid-write: the config's source
-        pinned = None
-    data = pinned or config.get("data")
-    if not data:
-        return None
-    seed = int(config.get("seed", 42))
-    try:
-        train, held_out = split_pairs(data, eval_data=config.get("eval_data", ""),
-                                      eval_fraction=config.get("eval_fraction", 0.1),
-                                      max_pairs=config.get("max_pairs", 0),
-                                      max_eval_pairs=config.get("max_eval_pairs", 0), seed=seed)
-    except (OSError, ValueError) as exc:  # the data moved or changed since: no floor, no claim
+        train, held_out = run_pairs(reward_path)
+    except (OSError, ValueError) as exc:  # no source recorded, or it moved or changed since: no floor, no claim
         logger.info("familiarity: the reward run's data cannot be read again (%s)", exc)
         return None
-    requests = [sorted({relevance.request_of(p.prompt) for p in pairs} - {""}) for pairs in (train, held_out)]
-    return _sample(requests[0], seed), _sample(requests[1], seed + 1)
+    trained = sorted({relevance.request_of(p.prompt) for p in train} - {""})
+    held = sorted({relevance.request_of(p.prompt) for p in held_out} - {""} - set(trained))
+    seed = int(config.get("seed", 42))
+    return _sample(trained, seed), _sample(held, seed + 1)
 
 
-def nearest(encoder: Any, texts: Sequence[str], reference: Sequence[str]) -> list[float]:
-    """For each text, its largest cosine with any reference text (embedded by `encoder`, lab.relevance's)."""
-    if not texts or not reference:
+def nearest(encoder: Any, texts: Sequence[str], reference: Any) -> list[float]:
+    """For each text, its largest cosine with any reference text (embedded by `encoder`, lab.relevance's; `reference`
+    is their embeddings, unit rows)."""
+    if not texts or len(reference) == 0:
         return []
-    ref = encoder.embed(list(reference))
-    return [round(float(x), 4) for x in (encoder.embed(list(texts)) @ ref.T).max(dim=1).values]
+    return [round(float(x), 4) for x in (encoder.embed(list(texts)) @ reference.T).max(dim=1).values]
 
 
 def quantile(values: Sequence[float], q: float) -> float:
+    """The lower q-quantile, no interpolation: with under 11 values the 10th percentile is their minimum, so a prompt
+    is far only when it is less alike than every held-out request."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, int(q * (len(ordered) - 1))))]
 
@@ -87,8 +79,9 @@ def measure(prompts: Sequence[str], reward_path: str | Path | None, encoder: Any
     if not found or len(found[1]) < MIN_HELD_OUT or not found[0] or not prompts:
         return None
     train, held_out = found
-    floor = quantile(nearest(encoder, held_out, train), FAR_QUANTILE)
-    near = nearest(encoder, [relevance.request_of(p) for p in prompts], train)
+    reference = encoder.embed(train)  # once, for both sides
+    floor = quantile(nearest(encoder, held_out, reference), FAR_QUANTILE)
+    near = nearest(encoder, [relevance.request_of(p) for p in prompts], reference)
     return {"nearest": near, "far": [i for i, x in enumerate(near) if x < floor], "n": len(prompts),
             "floor": floor, "trained": len(train), "held_out": len(held_out)}
 
@@ -106,4 +99,5 @@ def watch(familiar: dict[str, Any] | None) -> list[str]:
     if not isinstance(familiar, dict) or not familiar.get("n") or familiar.get("far", 0) < WATCH_SHARE * familiar["n"]:
         return []
     return [f"{familiar['far']} of {familiar['n']} prompts are unlike any request the reward model learned from "
-            f"(less alike than 9 in 10 of its held-out requests), so there its score and the judge's are guesses"]
+            f"(less alike than 9 in 10 of its held-out requests), so there its score, and a judge's trained on the "
+            f"same data, are guesses"]

@@ -20,9 +20,8 @@ from torch import nn
 
 from lab import trunk
 from lab.data import Pair, is_helpful_subset, is_written_decline_subset
-from lab.reward_data import judge_split, split_pairs
+from lab.reward_data import run_pairs
 from lab.rollout import autocast
-from lab.runs import Run
 
 MAX_ANSWER_TOKENS = 96  # the bundled answers are 1-3 sentences (median ~45 tokens); longer hh answers are cut
 
@@ -34,20 +33,8 @@ class Demonstration:
 
 
 def proxy_pairs(reward_dir: Path) -> list[Pair]:
-    """The pairs a reward run's proxy trained on, before augmentation: the same split and judge share, from the
-    run's config and the data it recorded (a feedback source as it was pinned when the run read it)."""
-    folder = Path(reward_dir)
-    run = Run(folder.parent if folder.name == "model" else folder)  # a run folder or its model/ folder
-    config = run.config
-    data = (run.status().get("summary") or {}).get("data") or config.get("data")
-    if not data:
-        raise ValueError(f"the reward run '{run.id}' records no data source, so its chosen answers cannot be "
-                         f"imitated: set imitation_coef to 0")
-    seed = config.get("seed", 42)
-    train, _ = split_pairs(data, eval_data=config.get("eval_data", ""), eval_fraction=config.get("eval_fraction", 0.1),
-                           max_pairs=config.get("max_pairs", 0), max_eval_pairs=config.get("max_eval_pairs", 0),
-                           seed=seed)
-    return judge_split(train, config.get("judge_fraction", 0.0), seed)[0]
+    """The pairs a reward run's proxy trained on, before augmentation (lab.reward_data.run_pairs)."""
+    return run_pairs(reward_dir, ", so its chosen answers cannot be imitated: set imitation_coef to 0")[0]
 
 
 def imitable(pair: Pair) -> bool:

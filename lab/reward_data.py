@@ -4,10 +4,12 @@ pairs."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Sequence
 
 from lab.data import Pair
 from lab.hub_data import hub_test_source
+from lab.runs import Run
 from lab.sources import load_pairs
 
 JUDGE_SEED_OFFSET = 1000
@@ -63,3 +65,25 @@ def judge_split(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list
         return list(pairs), []
     judge_keys = set(keys[:n_judge])
     return ([p for p in pairs if _pair_key(p) not in judge_keys], [p for p in pairs if _pair_key(p) in judge_keys])
+
+
+def run_pairs(reward_dir: str | Path, purpose: str = "") -> tuple[list[Pair], list[Pair]]:
+    """(the pairs a reward run's proxy trained on, before augmentation; its held-out pairs): the same split and judge
+    share, from the run's config and the data it recorded (a feedback source as it was pinned when the run read it).
+    `reward_dir`: the run's folder or its model/ folder. ValueError where the run records no data source (`purpose`
+    ends the message: what cannot be done without it)."""
+    folder = Path(reward_dir)
+    run = Run(folder.parent if folder.name == "model" else folder)
+    config = run.config
+    try:
+        pinned = (run.status().get("summary") or {}).get("data")
+    except (OSError, ValueError):  # no status to read: the config's source
+        pinned = None
+    data = pinned or config.get("data")
+    if not data:
+        raise ValueError(f"the reward run '{run.id}' records no data source{purpose}")
+    seed = config.get("seed", 42)
+    train, held_out = split_pairs(data, eval_data=config.get("eval_data", ""),
+                                  eval_fraction=config.get("eval_fraction", 0.1), max_pairs=config.get("max_pairs", 0),
+                                  max_eval_pairs=config.get("max_eval_pairs", 0), seed=seed)
+    return judge_split(train, config.get("judge_fraction", 0.0), seed)[0], held_out

@@ -657,9 +657,40 @@ def test_a_failing_familiarity_measure_costs_the_comparison_nothing(ppo_run, run
     def broken(*args, **kwargs):
         raise KeyError("no such column")
 
+    from lab.ui.compare_summary import summary_markdown
+
     monkeypatch.setattr(compare.familiarity, "measure", broken)
     job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(ppo_run))
     assert job.status == "done", job.error
     assert job.summary["familiarity"] is None and job.summary["verdict"]
-    assert len(compare.load_results(job.run)) == len(PROMPTS)
-    assert all(r.get("far") is None for r in compare.load_results(job.run))
+    assert job.summary["familiarity_note"].endswith("were not marked: KeyError: 'no such column'")
+    rows = compare.load_results(job.run)
+    assert len(rows) == len(PROMPTS) and all(r.get("far") is None for r in rows)
+    assert "were not marked: KeyError" in summary_markdown(job.run, rows)
+
+
+def test_a_stopped_comparison_is_not_measured_and_marks_only_what_it_compared(ppo_run, runs_root, stand_in_reward,
+                                                                            monkeypatch):
+    """The measure sees the compared prompts only, its positions mapped back to their prompt indices; after a Stop
+    it does not run at all (it may re-read a large source)."""
+    seen = []
+
+    def fake(prompts, reward_path, encoder):
+        seen.append(list(prompts))
+        return {"nearest": [0.1] * len(prompts), "far": [len(prompts) - 1], "n": len(prompts), "floor": 0.3,
+                "trained": 10, "held_out": 5}
+
+    monkeypatch.setattr(compare.familiarity, "measure", fake)
+    job = JobManager(root=runs_root).run_sync(compare.KIND, compare.run_compare, job_config(ppo_run))
+    assert seen == [PROMPTS] and job.summary["familiarity"]["far_prompts"] == [len(PROMPTS) - 1]
+    assert [r["far"] for r in compare.load_results(job.run)] == [False] * (len(PROMPTS) - 1) + [True]
+    quiet = {**job.summary["familiarity"], "far": 0, "far_prompts": []}  # measured, none far: every row says so
+    job.run.set_status("done", summary={**job.summary, "familiarity": quiet})
+    assert [r["far"] for r in compare.load_results(job.run)] == [False] * len(PROMPTS)
+
+    seen.clear()
+    run = new_run(compare.KIND, job_config(ppo_run), runs_root)
+    ctx = JobContext(run=run, config=job_config(ppo_run))
+    ctx.listeners.append(lambda metrics: ctx.stop_event.set())  # stop after the first batch
+    stopped = compare.run_compare(ctx)
+    assert stopped["n"] == 2 and seen == [] and stopped["familiarity"] is None

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lab import familiarity, relevance
+from lab.imitation import proxy_pairs
 from lab.runs import new_run
 
 FAR = ["What is the derivative of x cubed?", "Who won the 1954 football world cup?"]  # nothing like the demo pairs
@@ -29,11 +30,15 @@ def test_far_prompts_are_less_alike_than_nine_in_ten_of_the_runs_held_out_reques
     assert found["far"] == [0, 1] and found["n"] == 4
     assert (found["trained"], found["held_out"]) == (166, 38)
     train, held_out = familiarity.reward_requests(run.path)
-    floor = familiarity.quantile(familiarity.nearest(encoder, held_out, train), familiarity.FAR_QUANTILE)
+    floor = familiarity.quantile(familiarity.nearest(encoder, held_out, encoder.embed(train)),
+                                  familiarity.FAR_QUANTILE)
     assert found["floor"] == floor and all(x < floor for x in found["nearest"][:2])
     assert all(x > floor for x in found["nearest"][2:])
     kept = familiarity.summary(found)
     assert kept == {"far": 2, "n": 4, "floor": floor, "trained": 166, "held_out": 38, "far_prompts": [0, 1]}
+    judged = reward_run(runs_root, judge_fraction=0.25)  # the judge's quarter is not what the proxy learned from
+    proxy_requests = {relevance.request_of(p.prompt) for p in proxy_pairs(judged.path)}
+    assert set(familiarity.reward_requests(judged.path)[0]) == proxy_requests and len(proxy_requests) < 166
     (run.path / "model").mkdir()
     assert familiarity.measure(FAR + NEAR, run.path / "model", encoder)["far"] == [0, 1]  # its model folder too
 

@@ -19,7 +19,8 @@ LAYERS = [
     # a stage's parts, below the stage that runs them: evaluation and metrics during PPO (called by the PPO loop),
     # the reward model's pairs and its scoring
     {"evaluate", "ppo_metrics", "reward_data", "reward_eval"},
-    {"imitation", "familiarity"},  # PPO-ptx's demonstrations: a reward run's proxy pairs (reward_data) for the PPO loop
+    # PPO-ptx's demonstrations (a reward run's proxy pairs for the PPO loop) and Compare's familiarity (its requests)
+    {"imitation", "familiarity"},
     {"reward", "ppo", "compare", "feedback"},
     {"ui"},  # the tabs, plots and app: imports among lab.ui's own modules are allowed (they are checked for circles)
     {"server"},

@@ -215,10 +215,11 @@ def prompts_line(summary: dict[str, Any], config: dict[str, Any], n: int) -> str
     return f"{n} prompts from '{esc(source)}'."
 
 
-def familiarity_line(familiar: dict[str, Any] | None) -> str:
-    """How many prompts are like the requests the reward model learned from (lab.familiarity), in words."""
+def familiarity_line(familiar: dict[str, Any] | None, note: str | None = None) -> str:
+    """How many prompts are like the requests the reward model learned from (lab.familiarity), in words; `note`:
+    why they were not measured, where the measure failed."""
     if not isinstance(familiar, dict) or not familiar.get("n"):
-        return ""
+        return f"<small>{esc(note)}</small>" if note else ""
     n, far = int(familiar["n"]), int(familiar.get("far") or 0)
     how = (f"<small>Each prompt against the {familiar.get('trained', '?')} requests of the reward run's training "
            f"pairs (sentence embeddings); far: less alike than 9 in 10 of its {familiar.get('held_out', '?')} "
@@ -302,7 +303,7 @@ def summary_markdown(run: Run, rows: list[dict[str, Any]]) -> str:
                      + " <small>Rewards are comparable only between answers of "
                      "similar length: the reward model scores length as well as content, so these numbers are not on "
                      "the PPO tab's scale (its rollouts are shorter).</small>")
-        familiar = familiarity_line(summary.get("familiarity"))
+        familiar = familiarity_line(summary.get("familiarity"), summary.get("familiarity_note"))
         if familiar:
             lines.append(familiar)
         kinds = kind_table(summary.get("by_kind") or compare.by_kind(rows))
