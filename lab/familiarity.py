@@ -26,7 +26,7 @@ from lab.reward_data import run_pairs
 from lab.reward_model import reward_run_config
 
 FAR_QUANTILE = 0.1  # far: less alike than this share of the reward run's own held-out requests
-WATCH_SHARE = 0.25  # Compare's verdict says so from this share of far prompts up (demo held-out: 4%; hh: 54-56%)
+WATCH_SHARE = 0.25  # the verdict says so from this share far up (demo held-out 4-8%, hh 42-62%; hh mix on hh 10-15%)
 MAX_REQUESTS = 2000  # a seeded sample of each side beyond this (hh-rlhf on the Space: ~160k training pairs)
 MIN_HELD_OUT = 5  # fewer held-out requests give no floor worth the name
 

@@ -29,13 +29,13 @@ from lab.policies import load_trainable_policy, new_value_head, save_policy
 from lab.presets import Limits, Preset, get_preset
 from lab.relevance import RelevanceFn
 from lab.reward_model import ScoreFn, find_reward_model, model_folder, reward_run_config, reward_score_fn
-from lab.sources import DECLINE_PART_LABEL, own_parts_in, prompts_with_own_requests
 from lab.rl import (KL_PENALTIES, AdaptiveKLController, FixedKLController, KLCap, RunningMoments, ValueHead,
                     check_gradients, estimate_advantages, masked_mean, mean_and_std, policy_loss, process_scores,
                     value_loss)
 from lab.ppo_metrics import Rollout, sample_rows, step_metrics, summarize
 from lab.rollout import (DECODE_ATTENTION, Batch, LengthSampler, batched_forward, decode_responses, forward_policy,
                          generate_responses, prompt_batches, with_trunk)
+from lab.sources import DECLINE_PART_LABEL, own_parts_in, prompts_with_own_requests
 
 KIND = "ppo"
 ADVANTAGES = ("gae", "rloo", "grpo")  # GAE with a value head (PPO), or critic-free baselines from k samples a prompt

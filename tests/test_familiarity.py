@@ -69,8 +69,13 @@ def test_no_claim_where_the_reward_models_data_cannot_be_told(runs_root, tmp_pat
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     gone = reward_run(runs_root, data=str(data))
     assert familiarity.measure(["a dog"], gone.path, encoder)["far"] == [0]  # 6 held-out cat requests: a floor
+    data.write_text("".join(json.dumps({"chosen": r["chosen"]}) + "\n" for r in rows))  # 'rejected' gone since
+    assert familiarity.measure(["a dog"], gone.path, encoder) is None
+    data.write_text("")  # emptied since
+    assert familiarity.measure(["a dog"], gone.path, encoder) is None
     data.unlink()
     assert familiarity.measure(["a dog"], gone.path, encoder) is None
+    assert familiarity.measure([], reward_run(runs_root).path, encoder) is None  # nothing compared
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert familiarity.measure(["a dog"], reward_run(runs_root, data=str(data), eval_fraction=0.0).path,
                                encoder) is None

@@ -229,7 +229,7 @@ def familiarity_line(familiar: dict[str, Any] | None, note: str | None = None) -
         return f"All {n} prompts are like the requests the reward model learned from. {how}"
     return (f"**{far} of {n} prompts are unlike any request the reward model learned from**: there its score and the "
             "judge's are guesses (the cards mark them; filter *Unlike the reward model's data*). Measured: on hh-rlhf "
-            "requests, half of them far from the demo set, the gauges rose while blind readers were even. " + how)
+            "requests, 20–30 of 48 far from the demo set, the gauges rose while blind readers were even. " + how)
 
 
 def sampling_line(config: dict[str, Any]) -> str:
